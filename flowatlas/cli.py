@@ -1,0 +1,87 @@
+"""The ``flowatlas`` command: a thin layer over the Python API.
+
+Subcommands live beside the code they drive (``flowatlas.<area>.commands``) and are imported
+only when used, so ``flowatlas --help`` is quick and no subcommand pays for another's imports.
+Errors caused by input print one line (``flowatlas: error: ...``) and exit 2; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from flowatlas import __version__
+from flowatlas.errors import FlowatlasError
+
+#: name -> (module, attribute, one-line help shown in ``flowatlas --help``)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "demo": ("flowatlas.commands", "demo", "Synthesize a half-year, build its cube, show the report."),
+    "synth": ("flowatlas.commands", "synth", "Generate a synthetic flow archive (deterministic)."),
+    "build": ("flowatlas.commands", "build", "Build a cube from a flow archive."),
+    "report": ("flowatlas.commands", "report", "Print a cube's tables and write its HTML report."),
+    "config": ("flowatlas.commands", "config", "Show or check the effective configuration."),
+    "import": ("flowatlas.io.commands", "import_", "Import nfcapd, goflow2, pmacct, CSV into an archive."),
+    "classify": ("flowatlas.classify.commands", "classify", "Compile and query prefix tables."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self._available(name)]
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        module = COMMANDS[name][0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not self._available(name):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flowatlas")
+def cli() -> None:
+    """flowatlas: where your network's traffic goes, by region and remote network type.
+
+    Start with `flowatlas demo`; see `flowatlas COMMAND --help` for each command.
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning FlowatlasError into a one-line message."""
+    try:
+        cli.main(args=argv, prog_name="flowatlas", standalone_mode=False)
+    except FlowatlasError as exc:
+        click.echo(f"flowatlas: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("flowatlas: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("flowatlas: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

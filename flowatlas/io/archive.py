@@ -1,0 +1,341 @@
+"""Reading and writing flow archives: day-partitioned Parquet in flow schema v1.
+
+Layout (Hive style, so DuckDB, Polars and Spark read it as they are)::
+
+    ARCHIVE/
+      day=2025-07-01/part-00000.parquet
+      day=2025-07-02/part-00000.parquet
+      flowatlas.toml      (optional: the configuration the archive was made for)
+
+Files are written under a hidden temporary name and renamed when complete, so a reader never
+sees half a file; names starting with ``.`` or ``_`` are ignored, as Hive does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from flowatlas.errors import InputError, OutputError
+from flowatlas.schema import (
+    COUNTS_RAW,
+    FLOW_SCHEMA_V1,
+    check_schema,
+    schema_with_metadata,
+)
+
+DAY_DIR = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
+US_PER_DAY = 86_400 * 1_000_000
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _ensure_writable_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create directory: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: directory is not writable")
+
+
+class ArchiveWriter:
+    """Stream flow records into a day-partitioned archive.
+
+    ``write`` takes tables in flow schema v1 (any order of days); rows are split by the UTC day
+    of ``time_start`` and appended to one Parquet file per day, a row group at a time, so memory
+    stays bounded by what the caller passes in. ``close`` renames the finished files into place.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        counts: str = COUNTS_RAW,
+        source: str = "flowatlas",
+        name: str = "part-00000",
+        compression: str = "zstd",
+        row_group_size: int = 1 << 20,
+    ) -> None:
+        self.root = Path(root)
+        _ensure_writable_dir(self.root)
+        self.schema = schema_with_metadata(counts, source)
+        self.name = name
+        self.compression = compression
+        self.row_group_size = row_group_size
+        self._writers: dict[str, tuple[pq.ParquetWriter, Path, Path]] = {}
+        self.rows_written = 0
+        self.files: list[Path] = []
+
+    def _writer(self, day: str) -> pq.ParquetWriter:
+        if day not in self._writers:
+            d = self.root / f"day={day}"
+            _ensure_writable_dir(d)
+            final = d / f"{self.name}.parquet"
+            tmp = d / f".{self.name}.parquet.tmp"
+            try:
+                w = pq.ParquetWriter(
+                    tmp,
+                    self.schema,
+                    compression=self.compression,
+                    write_statistics=True,
+                    use_dictionary=["exporter", "proto", "sampling_rate", "in_if", "out_if"],
+                )
+            except OSError as exc:
+                raise OutputError(f"{tmp}: cannot write: {exc}") from None
+            self._writers[day] = (w, tmp, final)
+        return self._writers[day][0]
+
+    def write(self, table: pa.Table) -> None:
+        """Append ``table`` (flow schema v1) to the archive."""
+        table = conform(table, "ArchiveWriter.write")
+        if table.num_rows == 0:
+            return
+        us = table.column("time_start").cast(pa.int64()).to_numpy()
+        days = us // US_PER_DAY
+        lo, hi = int(days.min()), int(days.max())
+        if lo == hi:
+            self._write_day(lo, table)
+            return
+        order = np.argsort(days, kind="stable")
+        sorted_days = days[order]
+        bounds = np.flatnonzero(np.diff(sorted_days)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(order)]])
+        for s, e in zip(starts, ends, strict=True):
+            self._write_day(int(sorted_days[s]), table.take(pa.array(order[s:e])))
+
+    def _write_day(self, day_number: int, table: pa.Table) -> None:
+        day = str(np.datetime64(day_number, "D"))
+        table = table.replace_schema_metadata(self.schema.metadata)
+        try:
+            self._writer(day).write_table(table, row_group_size=self.row_group_size)
+        except OSError as exc:
+            raise OutputError(f"{self.root / f'day={day}'}: write failed: {exc}") from None
+        self.rows_written += table.num_rows
+
+    def close(self) -> list[Path]:
+        """Finish every file and move it into place; return the paths written."""
+        for _day, (w, tmp, final) in sorted(self._writers.items()):
+            w.close()
+            os.replace(tmp, final)
+            self.files.append(final)
+        self._writers.clear()
+        return self.files
+
+    def abort(self) -> None:
+        """Drop unfinished files (after an error)."""
+        for w, tmp, _ in self._writers.values():
+            try:
+                w.close()
+            finally:
+                tmp.unlink(missing_ok=True)
+        self._writers.clear()
+
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def conform(table: pa.Table, where: str) -> pa.Table:
+    """Return ``table`` with the v1 columns first, in order, cast where lossless; extras kept."""
+    missing = [f.name for f in FLOW_SCHEMA_V1 if f.name not in table.column_names]
+    if missing:
+        raise InputError(f"{where}: missing flow schema v1 columns: {', '.join(missing)}")
+    cols = []
+    for f in FLOW_SCHEMA_V1:
+        col = table.column(f.name)
+        if not col.type.equals(f.type):
+            try:
+                col = col.cast(f.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InputError(f"{where}: column {f.name!r}: {exc}") from None
+        if col.null_count:
+            raise InputError(f"{where}: column {f.name!r} has {col.null_count} nulls")
+        cols.append(col)
+    extra = [n for n in table.column_names if n not in FLOW_SCHEMA_V1.names]
+    fields = list(FLOW_SCHEMA_V1) + [table.schema.field(n) for n in extra]
+    return pa.Table.from_arrays(cols + [table.column(n) for n in extra], schema=pa.schema(fields))
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """One Parquet file of an archive, described from its footer."""
+
+    path: Path
+    relpath: str
+    day: str | None
+    size: int
+    num_rows: int
+    row_group_rows: tuple[int, ...]
+    counts: str
+    footer_sha256: str
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """A unit of work: some row groups of one file. Plain data, cheap to ship to workers."""
+
+    path: str
+    row_groups: tuple[int, ...]
+    num_rows: int
+    counts: str
+
+
+@dataclass
+class Archive:
+    """A flow archive on disk, opened and checked (schema of every file, row counts)."""
+
+    root: Path
+    files: list[ArchiveFile] = field(default_factory=list)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(f.num_rows for f in self.files)
+
+    @property
+    def days(self) -> list[str]:
+        return sorted({f.day for f in self.files if f.day})
+
+    def fragments(self, target_rows: int = 2_000_000) -> list[Fragment]:
+        """Split the archive into fragments of about ``target_rows`` rows (whole row groups)."""
+        out: list[Fragment] = []
+        for f in self.files:
+            groups: list[int] = []
+            rows = 0
+            for i, n in enumerate(f.row_group_rows):
+                if groups and rows + n > target_rows:
+                    out.append(Fragment(str(f.path), tuple(groups), rows, f.counts))
+                    groups, rows = [], 0
+                groups.append(i)
+                rows += n
+            if groups:
+                out.append(Fragment(str(f.path), tuple(groups), rows, f.counts))
+        return out
+
+    def manifest(self) -> list[dict[str, object]]:
+        """What the archive held: path, size, rows and footer hash of each file."""
+        return [
+            {
+                "path": f.relpath,
+                "size": f.size,
+                "rows": f.num_rows,
+                "counts": f.counts,
+                "footer_sha256": f.footer_sha256,
+            }
+            for f in self.files
+        ]
+
+
+def _footer_sha256(path: Path, size: int) -> str:
+    """Hash of the Parquet footer: changes whenever the file's data or layout changes."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - 8))
+        tail = fh.read(8)
+        if len(tail) != 8 or tail[4:] != b"PAR1":
+            raise InputError(f"{path}: not a Parquet file (no PAR1 footer)")
+        flen = int.from_bytes(tail[:4], "little")
+        if flen + 12 > size:
+            raise InputError(f"{path}: corrupt Parquet footer (length {flen} > file size {size})")
+        fh.seek(size - 8 - flen)
+        return hashlib.sha256(fh.read(flen)).hexdigest()
+
+
+def _list_parquet(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        for name in sorted(filenames):
+            if name.endswith(".parquet") and not name.startswith((".", "_")):
+                yield Path(dirpath) / name
+
+
+def describe_file(path: Path, root: Path) -> ArchiveFile:
+    """Read one file's footer and check its schema; errors name the file."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    footer = _footer_sha256(path, size)
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: unreadable Parquet file: {exc}") from None
+    counts = check_schema(meta.schema.to_arrow_schema(), str(path))
+    rel = path.relative_to(root).as_posix() if path != root else path.name
+    day = None
+    for part in Path(rel).parts[:-1]:
+        m = DAY_DIR.match(part)
+        if m:
+            day = m.group(1)
+    rg = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    return ArchiveFile(path, rel, day, size, meta.num_rows, rg, counts, footer)
+
+
+def open_archive(path: str | os.PathLike[str], *, days: Iterable[str] | None = None) -> Archive:
+    """Open an archive directory (or a single Parquet file) and check every file's schema.
+
+    Raises :class:`InputError` for a missing path, an archive without rows, or a file that is
+    not flow schema v1. ``days`` restricts the archive to those ``YYYY-MM-DD`` partitions.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise InputError(f"{root}: no such file or directory")
+    if root.is_file():
+        files = [describe_file(root, root)]
+    else:
+        try:
+            paths = list(_list_parquet(root))
+        except OSError as exc:
+            raise InputError(f"{root}: cannot list: {exc.strerror or exc}") from None
+        files = [describe_file(p, root) for p in paths]
+    if days is not None:
+        wanted = set(days)
+        files = [f for f in files if f.day in wanted]
+    archive = Archive(root, files)
+    if not files:
+        raise InputError(f"{root}: archive is empty: no Parquet files under it")
+    if archive.num_rows == 0:
+        raise InputError(f"{root}: archive is empty: its Parquet files hold no rows")
+    return archive
+
+
+def read_fragment(fragment: Fragment, columns: list[str] | None = None) -> pa.Table:
+    """Read one fragment; a corrupt row group raises an :class:`InputError` naming the file."""
+    try:
+        pf = pq.ParquetFile(fragment.path)
+        return pf.read_row_groups(list(fragment.row_groups), columns=columns)
+    except FileNotFoundError:
+        raise InputError(f"{fragment.path}: file vanished during the build") from None
+    except (OSError, pa.ArrowException) as exc:
+        groups = ",".join(map(str, fragment.row_groups))
+        raise InputError(f"{fragment.path}: row group(s) {groups}: unreadable: {exc}") from None
+
+
+def day_bounds_us(day: str) -> tuple[int, int]:
+    """[start, end) of a UTC day in microseconds since the epoch."""
+    start = int(np.datetime64(day, "D").astype("datetime64[us]").astype(np.int64))
+    return start, start + US_PER_DAY
+
+
+def time_range_us(table: pa.Table) -> tuple[int, int]:
+    """Smallest and largest ``time_start`` in ``table`` (microseconds)."""
+    mm = pc.min_max(table.column("time_start").cast(pa.int64()))
+    return int(mm["min"].as_py()), int(mm["max"].as_py())
