@@ -30,8 +30,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from flowatlas.errors import FlowatlasError
     from flowatlas.synth import synthesize
 
-__all__ = ["Cube", "FlowatlasError", "__version__", "build_cube", "load_config", "open_cube",
-           "synthesize"]
+__all__ = [
+    "Cube",
+    "FlowatlasError",
+    "__version__",
+    "build_cube",
+    "load_config",
+    "open_cube",
+    "synthesize",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -73,7 +73,9 @@ def _as_byte_matrix(values: pa.Array | pa.ChunkedArray | np.ndarray | bytes) -> 
     raise AddressError(f"cannot read 16-byte addresses from an array of {arr.dtype}")
 
 
-def bytes16_to_hilo(values: pa.Array | pa.ChunkedArray | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def bytes16_to_hilo(
+    values: pa.Array | pa.ChunkedArray | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Split 16-byte network-order addresses into (hi, lo) native uint64 arrays."""
     mat = np.ascontiguousarray(_as_byte_matrix(values))
     words = mat.view(">u8").reshape(-1, 2)
@@ -265,10 +267,14 @@ def _string_buffers(values) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Arra
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if not isinstance(values, pa.Array):
-        values = pa.array(list(values) if not isinstance(values, list) else values, type=pa.string())
+        values = pa.array(
+            list(values) if not isinstance(values, list) else values, type=pa.string()
+        )
     if pa.types.is_string(values.type) or pa.types.is_binary(values.type):
-        values = values.cast(pa.large_string()) if pa.types.is_string(values.type) else values.cast(
-            pa.large_binary()
+        values = (
+            values.cast(pa.large_string())
+            if pa.types.is_string(values.type)
+            else values.cast(pa.large_binary())
         )
     elif pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type):
         pass
@@ -288,7 +294,10 @@ def _string_buffers(values) -> tuple[np.ndarray, np.ndarray, np.ndarray, pa.Arra
 
 
 def parse_addresses(
-    values: Iterable[str] | pa.Array | pa.ChunkedArray, *, source: str = "input", strict: bool = True
+    values: Iterable[str] | pa.Array | pa.ChunkedArray,
+    *,
+    source: str = "input",
+    strict: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse text IPv4/IPv6 addresses into (hi, lo, ok).
 
@@ -348,9 +357,9 @@ def parse_prefixes(
         len_txt = pc.list_element(parts.filter(pa.array(has_len)), 1)
         len_txt = pc.utf8_trim_whitespace(len_txt)
         is_num = np.asarray(
-            pc.match_substring_regex(len_txt, r"^[0-9]{1,3}$").fill_null(False).to_numpy(
-                zero_copy_only=False
-            ),
+            pc.match_substring_regex(len_txt, r"^[0-9]{1,3}$")
+            .fill_null(False)
+            .to_numpy(zero_copy_only=False),
             dtype=bool,
         )
         raw = np.full(len(len_txt), -1, dtype=np.int64)

@@ -19,12 +19,20 @@ from flowatlas.errors import FlowatlasError
 
 #: name -> (module, attribute, one-line help shown in ``flowatlas --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("flowatlas.commands", "demo", "Synthesize a half-year, build its cube, show the report."),
+    "demo": (
+        "flowatlas.commands",
+        "demo",
+        "Synthesize a half-year, build its cube, show the report.",
+    ),
     "synth": ("flowatlas.commands", "synth", "Generate a synthetic flow archive (deterministic)."),
     "build": ("flowatlas.commands", "build", "Build a cube from a flow archive."),
     "report": ("flowatlas.commands", "report", "Print a cube's tables and write its HTML report."),
     "config": ("flowatlas.commands", "config", "Show or check the effective configuration."),
-    "import": ("flowatlas.io.commands", "import_", "Import nfcapd, goflow2, pmacct, CSV into an archive."),
+    "import": (
+        "flowatlas.io.commands",
+        "import_",
+        "Import nfcapd, goflow2, pmacct, CSV into an archive.",
+    ),
     "classify": ("flowatlas.classify.commands", "classify", "Compile and query prefix tables."),
 }
 

@@ -178,7 +178,9 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
         )
 
 
-def config_from_dict(data: dict[str, Any], *, origin: str = "<dict>", base_dir: str = ".") -> Config:
+def config_from_dict(
+    data: dict[str, Any], *, origin: str = "<dict>", base_dir: str = "."
+) -> Config:
     """Validate plain data (as parsed from TOML) into a :class:`Config`."""
     _check_keys(data, _TOP_KEYS, origin)
     cube_d = _expect(data.get("cube", {}), dict, f"{origin}: cube")
@@ -263,7 +265,9 @@ def _validate_addresses(config: Config) -> None:
                 raise ConfigError(str(exc)) from None
         if r.exporters:
             try:
-                parse_addresses(list(r.exporters), source=f"{config.origin}: regions[{i}].exporters")
+                parse_addresses(
+                    list(r.exporters), source=f"{config.origin}: regions[{i}].exporters"
+                )
             except AddressError as exc:
                 raise ConfigError(str(exc)) from None
     if config.links:

@@ -1,0 +1,43 @@
+"""Support for tests and benchmarks: where the shared third-party data lives.
+
+One setting, the environment variable ``FLOWATLAS_DATA``, points at the folder of real
+third-party data (packet captures, prefix tables, flow exports; see its MANIFEST.md). It
+defaults to ``../shared/data`` beside the repository root. Tests that need it skip with a
+reason where it is absent; nothing from it is ever copied into the package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+ENV_VAR = "FLOWATLAS_DATA"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> Path:
+    """The shared data folder (it may not exist)."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser().resolve()
+    return (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+def shared_data_missing(*relpaths: str) -> str | None:
+    """Why shared data (or the given files inside it) cannot be used, or None if it can."""
+    root = shared_data_dir()
+    if not root.is_dir():
+        return f"shared data not found at {root} (set {ENV_VAR} to the folder holding MANIFEST.md)"
+    for rel in relpaths:
+        if not (root / rel).exists():
+            return f"{rel} not found under {root}"
+    return None
+
+
+def tool_missing(*names: str) -> str | None:
+    """Why external tools cannot be used (not on PATH), or None if all are there."""
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        return f"external tool(s) not installed: {', '.join(missing)} (.ci/run installs them)"
+    return None

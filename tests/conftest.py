@@ -1,0 +1,57 @@
+"""Shared fixtures: the third-party data folder, external tools, small archives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from flowatlas.testing import shared_data_dir, shared_data_missing, tool_missing
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--gpu", action="store_true", help="run tests marked gpu on a real GPU")
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="run tests marked slow at full size (CI runs a bounded version)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--gpu"):
+        skip = pytest.mark.skip(reason="needs a real GPU: run with --gpu on a CUDA machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def full_size(request: pytest.FixtureRequest) -> bool:
+    """True under --full (benchmark-sized inputs); CI runs the bounded size."""
+    return bool(request.config.getoption("--full")) or os.environ.get("FLOWATLAS_FULL") == "1"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared third-party data folder; skips the test where it is absent."""
+    why = shared_data_missing()
+    if why:
+        pytest.skip(why)
+    return shared_data_dir()
+
+
+def need_data(*relpaths: str) -> Path:
+    """Inside a test: the shared data folder, skipping unless ``relpaths`` exist in it."""
+    why = shared_data_missing(*relpaths)
+    if why:
+        pytest.skip(why)
+    return shared_data_dir()
+
+
+def need_tools(*names: str) -> None:
+    """Inside a test: skip unless the external tools are on PATH."""
+    why = tool_missing(*names)
+    if why:
+        pytest.skip(why)
