@@ -41,3 +41,22 @@ def tool_missing(*names: str) -> str | None:
     if missing:
         return f"external tool(s) not installed: {', '.join(missing)} (.ci/run installs them)"
     return None
+
+
+def need_data(*relpaths: str) -> Path:
+    """Inside a test: the shared data folder, skipping unless ``relpaths`` exist in it."""
+    import pytest
+
+    why = shared_data_missing(*relpaths)
+    if why:
+        pytest.skip(why)
+    return shared_data_dir()
+
+
+def need_tools(*names: str) -> None:
+    """Inside a test: skip unless the external tools are on PATH."""
+    import pytest
+
+    why = tool_missing(*names)
+    if why:
+        pytest.skip(why)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flowatlas.testing import shared_data_dir, shared_data_missing, tool_missing
+from flowatlas.testing import shared_data_dir, shared_data_missing
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,18 +40,3 @@ def shared_data() -> Path:
     if why:
         pytest.skip(why)
     return shared_data_dir()
-
-
-def need_data(*relpaths: str) -> Path:
-    """Inside a test: the shared data folder, skipping unless ``relpaths`` exist in it."""
-    why = shared_data_missing(*relpaths)
-    if why:
-        pytest.skip(why)
-    return shared_data_dir()
-
-
-def need_tools(*names: str) -> None:
-    """Inside a test: skip unless the external tools are on PATH."""
-    why = tool_missing(*names)
-    if why:
-        pytest.skip(why)
