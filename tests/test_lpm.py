@@ -1,0 +1,242 @@
+"""LPM kernel and prefix-table compiler against trusted references (pytricia, a naive scan)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from flowatlas.addresses import hilo_to_text, parse_prefixes, prefix_bounds
+from flowatlas.classify.compiler import Layer, compile_layers
+from flowatlas.classify.table import PrefixTable
+
+pytricia = pytest.importorskip("pytricia")
+
+MASK64 = (1 << 64) - 1
+
+
+def random_prefixes(rng: np.random.Generator, n: int) -> list[str]:
+    """Nested, overlapping, edge-case IPv4 and IPv6 prefixes (as text, unique)."""
+    out: set[str] = {"0.0.0.0/0", "::/0", "255.255.255.255/32", "0.0.0.0/32", "::ffff:0:0/96"}
+    out |= {"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128", "::/128", "::1/128", "2001:db8::/32"}
+    nets: list[ipaddress._BaseNetwork] = [ipaddress.ip_network(p) for p in out]
+    while len(out) < n:
+        r = rng.random()
+        if r < 0.45 and nets:  # nest inside an existing prefix
+            parent = nets[int(rng.integers(len(nets)))]
+            maxlen = parent.max_prefixlen
+            if parent.prefixlen == maxlen:
+                continue
+            newlen = int(rng.integers(parent.prefixlen + 1, maxlen + 1))
+            span = 1 << (maxlen - parent.prefixlen)
+            offset = int(rng.integers(0, min(span, 1 << 62))) if span > 1 else 0
+            addr = int(parent.network_address) + (offset << 0) % span
+            net = ipaddress.ip_network((addr, newlen), strict=False)
+        elif r < 0.8:
+            length = int(rng.choice([8, 12, 16, 20, 22, 23, 24, 25, 28, 30, 31, 32]))
+            net = ipaddress.ip_network((int(rng.integers(0, 2**32)), length), strict=False)
+        else:
+            length = int(
+                rng.choice([16, 19, 29, 32, 36, 40, 44, 48, 56, 64, 80, 96, 120, 127, 128])
+            )
+            top = 0x2000 if rng.random() < 0.8 else int(rng.integers(0, 0x10000))
+            addr = (top << 112) | (int(rng.integers(0, 2**62)) << 50) | int(rng.integers(0, 2**50))
+            net = ipaddress.ip_network((addr, length), strict=False)
+        s = str(net)
+        if s not in out:
+            out.add(s)
+            nets.append(net)
+    return sorted(out)
+
+
+def compile_prefixes(prefixes: list[str]) -> tuple[PrefixTable, np.ndarray]:
+    """Table whose network for prefix i carries asn = i + 1; returns it and the asn per id."""
+    hi, lo, ln, _ = parse_prefixes(prefixes)
+    s_hi, s_lo, e_hi, e_lo = prefix_bounds(hi, lo, ln)
+    attrs = pa.table({"asn": pa.array(np.arange(1, len(prefixes) + 1), pa.uint32())})
+    c = compile_layers([Layer("test", s_hi, s_lo, e_hi, e_lo, attrs)])
+    table = PrefixTable(c.starts_hi, c.starts_lo, c.values, c.networks, {"bits6": 16})
+    asn_of = np.append(c.networks.column("asn").to_numpy().astype(np.int64), 0)
+    return table, asn_of
+
+
+def to_int(hi: np.ndarray, lo: np.ndarray) -> list[int]:
+    return [(int(h) << 64) | int(l) for h, l in zip(hi, lo, strict=True)]
+
+
+def probe_addresses(prefixes: list[str], rng: np.random.Generator, n_random: int):
+    """Every prefix boundary (first-1, first, last, last+1) and random addresses."""
+    hi, lo, ln, _ = parse_prefixes(prefixes)
+    s_hi, s_lo, e_hi, e_lo = prefix_bounds(hi, lo, ln)
+    pts: list[int] = []
+    for a in to_int(s_hi, s_lo) + to_int(e_hi, e_lo):
+        pts.extend([a - 1, a, a + 1])
+    pts = [p for p in pts if 0 <= p < 2**128]
+    r_hi = rng.integers(0, 2**63, size=n_random, dtype=np.uint64) << np.uint64(1)
+    r_lo = rng.integers(0, 2**63, size=n_random, dtype=np.uint64) * np.uint64(3)
+    # a third of them IPv4-mapped, a third under 2000::/3
+    third = n_random // 3
+    r_hi[:third] = 0
+    r_lo[:third] = np.uint64(0xFFFF00000000) | (r_lo[:third] & np.uint64(0xFFFFFFFF))
+    r_hi[third : 2 * third] = np.uint64(0x2000_0000_0000_0000) | (
+        r_hi[third : 2 * third] & np.uint64(0x1FFF_FFFF_FFFF_FFFF)
+    )
+    hi_all = np.concatenate([np.array([p >> 64 for p in pts], np.uint64), r_hi])
+    lo_all = np.concatenate([np.array([p & MASK64 for p in pts], np.uint64), r_lo])
+    return hi_all, lo_all
+
+
+def pytricia_reference(prefixes: list[str], hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """asn (prefix index + 1) of the longest match, via pytricia over the 128-bit space."""
+    trie = pytricia.PyTricia(128)
+    for i, p in enumerate(prefixes):
+        net = ipaddress.ip_network(p)
+        if net.version == 4:
+            net = ipaddress.ip_network(f"::ffff:{net.network_address}/{net.prefixlen + 96}")
+        trie[str(net)] = i + 1
+    out = np.zeros(hi.size, dtype=np.int64)
+    for k, text in enumerate(hilo_to_text(hi, lo).to_pylist()):
+        if "." in text:
+            text = f"::ffff:{text}"
+        out[k] = trie.get(text, 0)
+    return out
+
+
+def naive_reference(prefixes: list[str], hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The obvious answer: scan every prefix, keep the longest that contains the address."""
+    nets = []
+    for i, p in enumerate(prefixes):
+        net = ipaddress.ip_network(p)
+        if net.version == 4:
+            net = ipaddress.ip_network(f"::ffff:{net.network_address}/{net.prefixlen + 96}")
+        nets.append((int(net.network_address), int(net.broadcast_address), net.prefixlen, i + 1))
+    out = np.zeros(hi.size, dtype=np.int64)
+    for k, a in enumerate(to_int(hi, lo)):
+        best = -1
+        for s, e, ln, v in nets:
+            if s <= a <= e and ln >= best:  # identical ranges: the later row wins
+                best, out[k] = ln, v
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lpm_matches_pytricia_on_random_nested_prefixes(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    prefixes = random_prefixes(rng, 3000)
+    table, asn_of = compile_prefixes(prefixes)
+    hi, lo = probe_addresses(prefixes, rng, 60_000)
+    got = asn_of[table.lookup(hi, lo)]
+    want = pytricia_reference(prefixes, hi, lo)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, (
+        f"{bad.size} mismatches, first at {hilo_to_text(hi[bad[:3]], lo[bad[:3]]).to_pylist()}"
+    )
+
+
+def test_lpm_matches_naive_scan_small() -> None:
+    rng = np.random.default_rng(7)
+    prefixes = random_prefixes(rng, 120)
+    table, asn_of = compile_prefixes(prefixes)
+    hi, lo = probe_addresses(prefixes, rng, 3000)
+    np.testing.assert_array_equal(asn_of[table.lookup(hi, lo)], naive_reference(prefixes, hi, lo))
+
+
+def test_empty_and_default_route_tables() -> None:
+    table, asn_of = compile_prefixes(["0.0.0.0/0"])
+    hi = np.array([0, 0, 0x2001 << 48], np.uint64)
+    lo = np.array([0xFFFF_0A00_0001, 1, 0], np.uint64)
+    assert asn_of[table.lookup(hi, lo)].tolist() == [1, 0, 0]
+    table, asn_of = compile_prefixes(["::/0"])
+    assert asn_of[table.lookup(hi, lo)].tolist() == [1, 1, 1]
+
+
+def test_serial_and_parallel_drivers_agree() -> None:
+    from flowatlas.kernels.lpm import lookup_cpu
+
+    rng = np.random.default_rng(11)
+    prefixes = random_prefixes(rng, 2000)
+    table, _ = compile_prefixes(prefixes)
+    hi, lo = probe_addresses(prefixes, rng, 200_000)
+    np.testing.assert_array_equal(
+        lookup_cpu(table.index, hi, lo, parallel=True),
+        lookup_cpu(table.index, hi, lo, parallel=False),
+    )
+
+
+def test_table_bytes_are_deterministic_and_roundtrip(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    prefixes = random_prefixes(rng, 500)
+    a, _ = compile_prefixes(prefixes)
+    b, _ = compile_prefixes(list(reversed(prefixes)))  # order of rows must not matter...
+    # ...except through the asn labels, which follow row order: compare the step positions
+    np.testing.assert_array_equal(a.starts_hi, b.starts_hi)
+    np.testing.assert_array_equal(a.starts_lo, b.starts_lo)
+    a.save(tmp_path / "a.fatable")
+    a.save(tmp_path / "a2.fatable")
+    assert (tmp_path / "a.fatable").read_bytes() == (tmp_path / "a2.fatable").read_bytes()
+    loaded = PrefixTable.load(tmp_path / "a.fatable")
+    assert loaded.digest == a.digest
+    hi, lo = probe_addresses(prefixes, rng, 1000)
+    np.testing.assert_array_equal(loaded.lookup(hi, lo), a.lookup(hi, lo))
+
+
+def test_corrupt_table_file_is_a_clear_error(tmp_path) -> None:
+    from flowatlas.errors import InputError
+
+    bad = tmp_path / "bad.fatable"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match=r"bad\.fatable: not a flowatlas prefix table"):
+        PrefixTable.load(bad)
+
+
+CUDASIM_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, sys
+    sys.path.insert(0, {tests!r})
+    from test_lpm import compile_prefixes, probe_addresses, random_prefixes
+    from numba import cuda
+    from flowatlas.kernels.lpm import lookup_cpu, lookup_cuda
+    rng = np.random.default_rng(3)
+    prefixes = random_prefixes(rng, 300)
+    table, _ = compile_prefixes(prefixes)
+    hi, lo = probe_addresses(prefixes, rng, 400)
+    hi, lo = hi[:1500], lo[:1500]
+    dev = table.index.to_device()
+    got = lookup_cuda(dev, cuda.to_device(hi), cuda.to_device(lo), threads=64, blocks=4)
+    got = got.copy_to_host()
+    want = lookup_cpu(table.index, hi, lo)
+    assert (got == want).all(), int((got != want).sum())
+    print("OK", hi.size)
+    """
+)
+
+
+def test_cuda_kernel_under_simulator() -> None:
+    """The CUDA driver runs the same body: equal answers under NUMBA_ENABLE_CUDASIM=1."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    script = CUDASIM_SCRIPT.format(tests=os.path.dirname(__file__))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("OK")
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_on_gpu() -> None:
+    from numba import cuda
+
+    from flowatlas.kernels.lpm import lookup_cuda
+
+    rng = np.random.default_rng(9)
+    prefixes = random_prefixes(rng, 5000)
+    table, _ = compile_prefixes(prefixes)
+    hi, lo = probe_addresses(prefixes, rng, 2_000_000)
+    got = lookup_cuda(table.index.to_device(), cuda.to_device(hi), cuda.to_device(lo))
+    np.testing.assert_array_equal(got.copy_to_host(), table.lookup(hi, lo))
