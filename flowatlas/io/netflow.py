@@ -1,0 +1,1125 @@
+"""A native decoder for NetFlow v5, NetFlow v9 (RFC 3954) and IPFIX (RFC 7011) export packets.
+
+Routers send flow records as UDP packets; v9 and IPFIX describe their records with templates
+that arrive in the same stream. :class:`NetflowDecoder` keeps that state (templates, options
+such as sampling rates and system init times) per exporter address and observation domain
+(v9: source id) and turns each packet's data records into rows of flow schema v1.
+
+Design, in short:
+
+- Headers, templates and options records are parsed in plain Python: they are few.
+- Data records of one template share one fixed layout, so a whole flowset is decoded at once
+  with ``np.frombuffer`` on a structured dtype. Templates with variable-length fields (IPFIX)
+  are split record by record, the mapped fields copied into a fixed layout, and decoded the
+  same way.
+- Counters are stored raw, as exported, with ``sampling_rate`` filled in (0 = not reported or
+  unsampled), so an importer built on this decoder writes ``flowatlas.counts = raw``.
+- Nothing is lost silently. A record that cannot become a row goes to the quarantine table
+  with a short, stable reason (see :data:`REASONS`); data that arrives before its template is
+  held (a bounded number of flowsets per template) and decoded when the template arrives, and
+  what is still waiting at :meth:`NetflowDecoder.finish` is quarantined as
+  ``"template never arrived"``, one row per flowset (its records cannot be counted without
+  the template). Options records (sampling, system init time) and records of templates that
+  carry no IP address are not flows; they are counted in :class:`DecoderStats`.
+
+Times: v5 and v9 ``FIRST/LAST_SWITCHED`` are router uptimes, turned into UTC with the header's
+uptime and export time (the difference is taken as a signed 32-bit value, so uptime wrap and
+small clock skews come out right). IPFIX absolute times (seconds, milli-, micro-, nanoseconds)
+are used as they are, delta times are relative to the export time, and ``flowStart/End
+SysUpTime`` are relative to ``systemInitTimeMilliseconds`` from the record itself or from an
+options record. A record with no usable time takes the export time of its packet; with only
+one of start and end, the other takes the same value.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from flowatlas.addresses import ADDRESS_TYPE
+from flowatlas.schema import FLOW_SCHEMA_V1, TIMESTAMP
+
+if TYPE_CHECKING:
+    from flowatlas.io.importers.base import Batch
+
+__all__ = [
+    "REASONS",
+    "DecoderStats",
+    "NetflowDecoder",
+    "looks_like_netflow",
+]
+
+# --------------------------------------------------------------------------- information elements
+# IANA IPFIX information elements (the v9 field types share these numbers)
+IE_BYTES = 1  # octetDeltaCount / IN_BYTES
+IE_PACKETS = 2  # packetDeltaCount / IN_PKTS
+IE_PROTO = 4
+IE_SRC_PORT = 7
+IE_SRC_V4 = 8
+IE_IN_IF = 10
+IE_DST_PORT = 11
+IE_DST_V4 = 12
+IE_OUT_IF = 14
+IE_SRC_AS = 16
+IE_DST_AS = 17
+IE_END_UPTIME = 21  # flowEndSysUpTime / LAST_SWITCHED
+IE_START_UPTIME = 22  # flowStartSysUpTime / FIRST_SWITCHED
+IE_SRC_V6 = 27
+IE_DST_V6 = 28
+IE_SAMPLING_INTERVAL = 34
+IE_SAMPLING_ALGORITHM = 35
+IE_SAMPLER_ID = 48
+IE_SAMPLER_MODE = 49
+IE_SAMPLER_RANDOM_INTERVAL = 50
+IE_BYTES_TOTAL = 85
+IE_PACKETS_TOTAL = 86
+IE_START_S = 150
+IE_END_S = 151
+IE_START_MS = 152
+IE_END_MS = 153
+IE_START_US = 154
+IE_END_US = 155
+IE_START_NS = 156
+IE_END_NS = 157
+IE_START_DELTA_US = 158
+IE_END_DELTA_US = 159
+IE_SYSTEM_INIT_MS = 160
+IE_SELECTOR_ID = 302
+IE_PACKET_INTERVAL = 305
+IE_PACKET_SPACE = 306
+IE_SAMPLING_SIZE = 309
+IE_SAMPLING_POPULATION = 310
+
+_INT = frozenset(range(1, 9))
+#: the lengths each mapped information element may have (reduced-size encoding included)
+_LENGTHS: dict[int, frozenset[int]] = {
+    IE_BYTES: _INT,
+    IE_PACKETS: _INT,
+    IE_BYTES_TOTAL: _INT,
+    IE_PACKETS_TOTAL: _INT,
+    IE_PROTO: _INT,
+    IE_SRC_PORT: _INT,
+    IE_DST_PORT: _INT,
+    IE_IN_IF: _INT,
+    IE_OUT_IF: _INT,
+    IE_SRC_AS: _INT,
+    IE_DST_AS: _INT,
+    IE_SRC_V4: frozenset({4}),
+    IE_DST_V4: frozenset({4}),
+    IE_SRC_V6: frozenset({16}),
+    IE_DST_V6: frozenset({16}),
+    IE_START_UPTIME: frozenset({4}),
+    IE_END_UPTIME: frozenset({4}),
+    IE_START_S: frozenset({4, 8}),
+    IE_END_S: frozenset({4, 8}),
+    IE_START_MS: frozenset({8}),
+    IE_END_MS: frozenset({8}),
+    IE_START_US: frozenset({8}),
+    IE_END_US: frozenset({8}),
+    IE_START_NS: frozenset({8}),
+    IE_END_NS: frozenset({8}),
+    IE_START_DELTA_US: frozenset({4}),
+    IE_END_DELTA_US: frozenset({4}),
+    IE_SYSTEM_INIT_MS: frozenset({8}),
+    IE_SAMPLING_INTERVAL: _INT,
+    IE_SAMPLING_ALGORITHM: _INT,
+    IE_SAMPLER_MODE: _INT,
+    IE_SAMPLER_RANDOM_INTERVAL: _INT,
+    IE_SAMPLER_ID: _INT,
+    IE_SELECTOR_ID: _INT,
+    IE_PACKET_INTERVAL: _INT,
+    IE_PACKET_SPACE: _INT,
+    IE_SAMPLING_SIZE: _INT,
+    IE_SAMPLING_POPULATION: _INT,
+}
+#: options-record fields that change the decoder's state
+_OPTION_IES = frozenset(
+    {
+        IE_SAMPLING_INTERVAL,
+        IE_SAMPLING_ALGORITHM,
+        IE_SAMPLER_MODE,
+        IE_SAMPLER_RANDOM_INTERVAL,
+        IE_SAMPLER_ID,
+        IE_SELECTOR_ID,
+        IE_PACKET_INTERVAL,
+        IE_PACKET_SPACE,
+        IE_SAMPLING_SIZE,
+        IE_SAMPLING_POPULATION,
+        IE_SYSTEM_INIT_MS,
+    }
+)
+_ADDRESS_IES = (IE_SRC_V4, IE_DST_V4, IE_SRC_V6, IE_DST_V6)
+
+# --------------------------------------------------------------------------- quarantine reasons
+R_NO_TEMPLATE = "template never arrived"
+R_FIELD_LENGTH = "wrong field length"
+R_RANGE = "value out of range"
+R_TIME_PAST = "time before 1990"
+R_TIME_FUTURE = "time in the future"
+R_RATE_ZERO = "sampling rate 0"
+R_SET_OVERRUN = "flowset overruns packet"
+R_SET_LENGTH = "bad flowset length"
+R_RECORD_OVERRUN = "record overruns flowset"
+R_ZERO_RECORD = "template with empty records"
+R_TRUNCATED = "packet truncated"
+R_HEADER = "bad header"
+R_NOT_NETFLOW = "not a NetFlow/IPFIX packet"
+
+#: every reason a quarantined row can carry, with what it means
+REASONS: dict[str, str] = {
+    R_NO_TEMPLATE: "data flowset whose template was not seen (one row per flowset)",
+    R_FIELD_LENGTH: "the template gives a mapped field a length it cannot have",
+    R_RANGE: "a value does not fit its flow schema column (port > 65535, ...)",
+    R_TIME_PAST: "a flow time before 1990-01-01",
+    R_TIME_FUTURE: "a flow time more than a day after the packet's export time",
+    R_RATE_ZERO: "a sampling rate of 0 was announced for the record",
+    R_SET_OVERRUN: "the flowset's length runs past the end of the packet (rest of it)",
+    R_SET_LENGTH: "a flowset header with a length below 4 (rest of the packet)",
+    R_RECORD_OVERRUN: "a variable-length record runs past the end of its flowset",
+    R_ZERO_RECORD: "data for a template whose records have no length",
+    R_TRUNCATED: "v5 records announced by the header but missing from the packet",
+    R_HEADER: "a NetFlow header that contradicts itself (one row per packet)",
+    R_NOT_NETFLOW: "a payload that is not NetFlow v5/v9 or IPFIX (payload files only)",
+}
+
+_US = 1_000_000
+MIN_TIME_US = 631_152_000 * _US  # 1990-01-01T00:00:00Z
+FUTURE_SLACK_US = 86_400 * _US
+_NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
+_MAX_MS = 32_503_680_000_000  # year 3000: anything later is garbage, not a time
+_U32 = 0xFFFF_FFFF
+
+_V5_HEADER = struct.Struct(">HHIIIIBBH")
+_V9_HEADER = struct.Struct(">HHIIII")
+_IPFIX_HEADER = struct.Struct(">HHIII")
+_SET_HEADER = struct.Struct(">HH")
+
+
+# --------------------------------------------------------------------------- sniffing
+
+
+def looks_like_netflow(payload: bytes | memoryview) -> int:
+    """The NetFlow version (5, 9 or 10 for IPFIX) if ``payload`` looks like an export, else 0.
+
+    Used to pick NetFlow out of other UDP traffic: the version field and a header that makes
+    sense (v5: 1 to 30 records; v9/IPFIX: a first flowset with a valid id and length). A
+    packet cut short by a capture still passes, so that its loss gets reported.
+    """
+    n = len(payload)
+    if n < 4:
+        return 0
+    version = (payload[0] << 8) | payload[1]
+    if version == 5:
+        count = (payload[2] << 8) | payload[3]
+        return 5 if n >= 24 and 1 <= count <= 30 else 0
+    if version == 9:
+        if n < 24:
+            return 0
+        sid, slen = _SET_HEADER.unpack_from(payload, 20)
+        return 9 if (sid in (0, 1) or sid >= 256) and slen >= 4 else 0
+    if version == 10:
+        if n < 20:
+            return 0
+        length = (payload[2] << 8) | payload[3]
+        sid, slen = _SET_HEADER.unpack_from(payload, 16)
+        ok = length >= 20 and (sid in (2, 3) or sid >= 256) and 4 <= slen <= length - 16
+        return 10 if ok else 0
+    return 0
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True)
+class _Field:
+    ie: int
+    length: int  # 65535: variable length (IPFIX)
+    enterprise: int = 0
+    scope: bool = False
+
+
+_VARLEN = 0xFFFF
+
+
+@dataclass
+class _Template:
+    fields: tuple[_Field, ...]
+    options: bool
+    fixed_length: int | None  # None when a field has variable length
+    min_length: int
+    layout: _Layout | None = None  # for fixed-length flow templates
+    flow: bool = False  # carries an IP address: its records are flows
+
+    @classmethod
+    def build(cls, fields: list[_Field], options: bool) -> _Template:
+        varlen = any(f.length == _VARLEN for f in fields)
+        fixed = sum(f.length for f in fields if f.length != _VARLEN)
+        mapped = {f.ie for f in fields if f.enterprise == 0 and not f.scope and f.length}
+        tpl = cls(
+            fields=tuple(fields),
+            options=options,
+            fixed_length=None if varlen else fixed,
+            min_length=fixed + sum(1 for f in fields if f.length == _VARLEN),
+            flow=not options and any(ie in mapped for ie in _ADDRESS_IES),
+        )
+        if tpl.flow and not varlen:
+            placed = []
+            off = 0
+            for f in fields:
+                placed.append((f, off))
+                off += f.length
+            tpl.layout = _Layout.build(placed, fixed)
+        return tpl
+
+
+class _Layout:
+    """Where the mapped fields sit in one fixed-length record, as a numpy structured dtype."""
+
+    __slots__ = ("dtype", "error", "lengths", "record_length")
+
+    def __init__(self) -> None:
+        self.dtype: np.dtype | None = None
+        self.error: str | None = None
+        self.lengths: dict[int, int] = {}
+        self.record_length = 0
+
+    @classmethod
+    def build(cls, placed: Iterable[tuple[_Field, int]], record_length: int) -> _Layout:
+        lay = cls()
+        lay.record_length = record_length
+        names, formats, offsets = [], [], []
+        last: dict[int, tuple[_Field, int]] = {}
+        for f, off in placed:
+            if f.enterprise or f.scope or f.ie not in _LENGTHS or f.length == 0:
+                continue  # enterprise, unmapped and zero-length fields are skipped, not misread
+            last[f.ie] = (f, off)  # a repeated field: the last one wins (inner header)
+        for f, off in last.values():
+            if f.length not in _LENGTHS[f.ie]:
+                lay.error = lay.error or f"IE {f.ie} length {f.length}"
+                continue
+            lay.lengths[f.ie] = f.length
+            names.append(f"f{f.ie}")
+            offsets.append(off)
+            if f.length in (1, 2, 4, 8) and f.ie not in _ADDRESS_IES:
+                formats.append(f">u{f.length}")
+            else:
+                formats.append(("u1", (f.length,)))
+        lay.dtype = np.dtype(
+            {"names": names, "formats": formats, "offsets": offsets, "itemsize": record_length}
+        )
+        return lay
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class _DomainState:
+    """What options records told us about one exporter's observation domain."""
+
+    default_rate: int | None = None
+    rates_by_id: dict[int, int] = field(default_factory=dict)
+    system_init_ms: int | None = None
+
+
+@dataclass
+class _Packet:
+    """The header facts a data record's values are relative to."""
+
+    version: int
+    exporter: bytes
+    domain: int
+    export_us: int
+    uptime_ms: int | None  # v5/v9 header sysUptime; None for IPFIX
+    position: str
+    v5_rate: int | None = None
+
+
+@dataclass
+class _Held:
+    """A data flowset waiting for its template."""
+
+    body: bytes
+    overrun: int  # bytes the flowset claimed beyond the end of the packet
+    packet: _Packet
+    where: str
+
+
+@dataclass
+class DecoderStats:
+    """Counts over everything fed to a decoder, for reports and tests."""
+
+    packets: int = 0  # payloads fed
+    not_netflow: int = 0  # payloads skipped because they are not NetFlow/IPFIX
+    templates: int = 0  # template records read
+    options_templates: int = 0
+    bad_templates: int = 0  # template records that do not parse (the rest of the set is skipped)
+    withdrawn_templates: int = 0
+    flow_records: int = 0  # data records of flow templates (decoded or quarantined)
+    options_records: int = 0  # options data records (sampling, init time, ...)
+    other_records: int = 0  # data records of templates with no IP address: not flows
+    held_flowsets: int = 0  # data flowsets that waited for their template
+    unknown_sets: int = 0  # sets with a reserved id (2-255 in v9, 4-255 in IPFIX)
+    time_fallbacks: int = 0  # flow records that carried no usable time: export time used
+    trailing_bytes: int = 0  # bytes after the last message of a payload that are not NetFlow
+
+
+class _Out:
+    """Decoded columns and quarantine rows waiting to be taken as a Batch."""
+
+    def __init__(self) -> None:
+        self.chunks: list[dict[str, np.ndarray]] = []
+        self.rows = 0
+        self.q_pos: list[str] = []
+        self.q_reason: list[str] = []
+        self.q_detail: list[str | None] = []
+
+    def quarantine(self, position: str, reason: str, detail: str | None = None) -> None:
+        self.q_pos.append(position)
+        self.q_reason.append(reason)
+        self.q_detail.append(detail)
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+class NetflowDecoder:
+    """Stateful decoder of NetFlow v5/v9 and IPFIX packets from any number of exporters.
+
+    Feed packets in arrival order with :meth:`feed`, take decoded rows with :meth:`take`
+    whenever convenient (``pending_rows`` tells how many are waiting), and call
+    :meth:`finish` at the end of the stream so that data still waiting for a template is
+    quarantined rather than forgotten.
+
+    ``max_held_flowsets`` bounds the data flowsets kept per (exporter, domain, template) while
+    the template has not arrived, and ``max_held_bytes`` all of them together; the oldest are
+    quarantined when a bound is hit.
+    """
+
+    def __init__(
+        self,
+        source_file: str = "",
+        *,
+        max_held_flowsets: int = 64,
+        max_held_bytes: int = 32 << 20,
+    ) -> None:
+        self.source_file = source_file
+        self.max_held_flowsets = max_held_flowsets
+        self.max_held_bytes = max_held_bytes
+        self.stats = DecoderStats()
+        self._templates: dict[tuple[int, bytes, int, int], _Template] = {}
+        self._held: dict[tuple[int, bytes, int, int], deque[_Held]] = {}
+        self._held_bytes = 0
+        self._domains: dict[tuple[int, bytes, int], _DomainState] = {}
+        self._out = _Out()
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def pending_rows(self) -> int:
+        """Decoded plus quarantined rows not yet taken."""
+        return self._out.rows + len(self._out.q_pos)
+
+    def feed(
+        self,
+        payload: bytes | bytearray | memoryview,
+        exporter: bytes,
+        position: str,
+        *,
+        require_netflow: bool = False,
+    ) -> int:
+        """Decode one UDP payload sent by ``exporter`` (16-byte address); return its version.
+
+        ``position`` names the packet in quarantine rows ("packet 12"). A payload that does
+        not look like NetFlow/IPFIX returns 0 and is only counted, unless ``require_netflow``
+        (payload files, where every file should be an export): then it is quarantined.
+        """
+        payload = bytes(payload)
+        if len(exporter) != 16:
+            raise ValueError("exporter must be a 16-byte address")
+        self.stats.packets += 1
+        version = looks_like_netflow(payload)
+        if not version:
+            self.stats.not_netflow += 1
+            if require_netflow:
+                head = payload[:2].hex() if payload else "empty"
+                reason = R_HEADER if payload[:2] in (b"\0\5", b"\0\x09", b"\0\x0a") else None
+                self._out.quarantine(position, reason or R_NOT_NETFLOW, f"starts {head}")
+            return 0
+        first_version = version
+        label = position
+        rest = payload
+        k = 1
+        while True:
+            if version == 5:
+                used = self._feed_v5(rest, exporter, label)
+            else:
+                used = self._feed_templated(rest, exporter, label, version)
+            rest = rest[used:]
+            if not rest:
+                break
+            # a payload file may hold several messages back to back (netcat captures)
+            nxt = looks_like_netflow(rest)
+            if not nxt:
+                self.stats.trailing_bytes += len(rest)
+                break
+            k += 1
+            label = f"{position} message {k}"
+            self.stats.packets += 1
+            version = nxt
+        return first_version
+
+    def finish(self) -> None:
+        """Quarantine every data flowset still waiting for its template."""
+        for key in list(self._held):
+            for held in self._held.pop(key):
+                self._give_up(key, held, "end of input")
+        self._held_bytes = 0
+
+    def take(self) -> Batch:
+        """The rows decoded and quarantined since the last take, as a :class:`Batch`."""
+        # imported here: importing the importers package loads every importer, ours included
+        from flowatlas.io.importers.base import Batch, empty_quarantine, quarantine_rows
+
+        out = self._out
+        self._out = _Out()
+        table = _table(out.chunks)
+        if out.q_pos:
+            q = quarantine_rows(self.source_file, out.q_pos, out.q_reason, out.q_detail)
+        else:
+            q = empty_quarantine()
+        return Batch(table=table, quarantine=q, records_read=table.num_rows + q.num_rows)
+
+    # ----------------------------------------------------------------- NetFlow v5
+
+    def _feed_v5(self, p: bytes, exporter: bytes, position: str) -> int:
+        _, count, uptime, secs, nsecs, _, _, _, sampling = _V5_HEADER.unpack_from(p, 0)
+        interval = sampling & 0x3FFF
+        mode = sampling >> 14
+        rate = interval if interval else (0 if mode else None)
+        pkt = _Packet(
+            5, exporter, 0, secs * _US + min(nsecs, 999_999_999) // 1000, uptime, position, rate
+        )
+        present = min(count, (len(p) - 24) // 48)
+        self.stats.flow_records += count
+        if present:
+            self._decode_flows(p[24 : 24 + 48 * present], _V5_LAYOUT, present, pkt, position)
+        for i in range(present, count):
+            self._out.quarantine(
+                f"{position} record {i + 1}", R_TRUNCATED, f"{count} records announced"
+            )
+        return 24 + 48 * present if present == count else len(p)
+
+    # ----------------------------------------------------------------- v9 and IPFIX
+
+    def _feed_templated(self, p: bytes, exporter: bytes, position: str, version: int) -> int:
+        if version == 9:
+            _, _, uptime, secs, _, domain = _V9_HEADER.unpack_from(p, 0)
+            pos, end = 20, len(p)
+            pkt = _Packet(9, exporter, domain, secs * _US, uptime, position)
+        else:
+            _, length, secs, _, domain = _IPFIX_HEADER.unpack_from(p, 0)
+            pos, end = 16, min(length, len(p))
+            pkt = _Packet(10, exporter, domain, secs * _US, None, position)
+        k = 0
+        while pos < end:
+            if end - pos < 4:
+                break  # padding
+            sid, slen = _SET_HEADER.unpack_from(p, pos)
+            reserved = sid < 256 and sid not in ((0, 1) if version == 9 else (2, 3))
+            if reserved and looks_like_netflow(p[pos:]):
+                return pos  # not a set: the next message of a concatenated payload
+            if slen < 4:
+                if any(p[pos:end]):
+                    self._out.quarantine(
+                        f"{position} set {k + 1}", R_SET_LENGTH, f"set {sid} length {slen}"
+                    )
+                break  # an all-zero tail is padding (some exporters fill packets with zeros)
+            k += 1
+            where = f"{position} set {k}"
+            stop = pos + slen
+            body = p[pos + 4 : min(stop, end)]
+            overrun = max(0, stop - end)
+            if sid >= 256:
+                self._data_set(pkt, sid, body, overrun, where)
+            elif (version == 9 and sid == 0) or (version == 10 and sid == 2):
+                self._template_set(pkt, body, options=False)
+            elif (version == 9 and sid == 1) or (version == 10 and sid == 3):
+                self._template_set(pkt, body, options=True)
+            else:
+                self.stats.unknown_sets += 1
+            pos = stop
+        return end
+
+    def _template_set(self, pkt: _Packet, body: bytes, *, options: bool) -> None:
+        pos = 0
+        n = len(body)
+        ipfix = pkt.version == 10
+        while n - pos >= 4:
+            if ipfix and options:
+                if n - pos < 6:
+                    break
+                tid, count, scope_count = struct.unpack_from(">HHH", body, pos)
+                pos += 6
+            elif ipfix:
+                tid, count = struct.unpack_from(">HH", body, pos)
+                pos += 4
+                scope_count = 0
+            elif options:
+                if n - pos < 6:
+                    break
+                tid, scope_len, opt_len = struct.unpack_from(">HHH", body, pos)
+                pos += 6
+                if tid == 0 and scope_len == 0 and opt_len == 0:
+                    break  # padding
+                if scope_len % 4 or opt_len % 4:
+                    self.stats.bad_templates += 1
+                    return
+                scope_count = scope_len // 4
+                count = scope_count + opt_len // 4
+            else:
+                tid, count = struct.unpack_from(">HH", body, pos)
+                pos += 4
+                scope_count = 0
+            if tid == 0 and count == 0:
+                break  # padding
+            if ipfix and count == 0 and tid in (2, 3):  # withdraw all of the domain's templates
+                for key in [k for k in self._templates if k[:3] == (10, pkt.exporter, pkt.domain)]:
+                    del self._templates[key]
+                    self.stats.withdrawn_templates += 1
+                continue
+            if tid < 256:
+                self.stats.bad_templates += 1
+                return
+            key = (pkt.version, pkt.exporter, pkt.domain, tid)
+            if ipfix and count == 0:  # withdrawal
+                self._templates.pop(key, None)
+                self.stats.withdrawn_templates += 1
+                continue
+            fields: list[_Field] = []
+            for i in range(count):
+                if n - pos < 4:
+                    self.stats.bad_templates += 1
+                    return
+                ie, length = struct.unpack_from(">HH", body, pos)
+                pos += 4
+                enterprise = 0
+                if ipfix and ie & 0x8000:
+                    if n - pos < 4:
+                        self.stats.bad_templates += 1
+                        return
+                    (enterprise,) = struct.unpack_from(">I", body, pos)
+                    pos += 4
+                    ie &= 0x7FFF
+                # v9 scope types (system, interface, ...) are not information elements
+                scope = i < scope_count and not ipfix
+                fields.append(_Field(ie, length, enterprise, scope))
+            tpl = _Template.build(fields, options)
+            self._templates[key] = tpl
+            if options:
+                self.stats.options_templates += 1
+            else:
+                self.stats.templates += 1
+            waiting = self._held.pop(key, None)
+            if waiting:
+                for held in waiting:
+                    self._held_bytes -= len(held.body)
+                    self._decode_set(tpl, held.packet, held.body, held.overrun, held.where)
+
+    def _data_set(self, pkt: _Packet, tid: int, body: bytes, overrun: int, where: str) -> None:
+        key = (pkt.version, pkt.exporter, pkt.domain, tid)
+        tpl = self._templates.get(key)
+        if tpl is not None:
+            self._decode_set(tpl, pkt, body, overrun, where)
+            return
+        # hold it until the template arrives (bounded)
+        self.stats.held_flowsets += 1
+        queue = self._held.setdefault(key, deque())
+        queue.append(_Held(body, overrun, pkt, where))
+        self._held_bytes += len(body)
+        if len(queue) > self.max_held_flowsets:
+            old = queue.popleft()
+            self._held_bytes -= len(old.body)
+            self._give_up(key, old, f"more than {self.max_held_flowsets} flowsets waiting")
+        while self._held_bytes > self.max_held_bytes and self._held:
+            first = next(iter(self._held))
+            old = self._held[first].popleft()
+            if not self._held[first]:
+                del self._held[first]
+            self._held_bytes -= len(old.body)
+            self._give_up(first, old, "too much data waiting for templates")
+
+    def _give_up(self, key: tuple[int, bytes, int, int], held: _Held, why: str) -> None:
+        self._out.quarantine(held.where, R_NO_TEMPLATE, f"template {key[3]}, {why}")
+
+    def _decode_set(self, tpl: _Template, pkt: _Packet, body: bytes, overrun: int, where: str):
+        if tpl.options or not tpl.flow:
+            records = self._split_records(tpl, body, where, count_only=not tpl.options)
+            if tpl.options:
+                for values in records:
+                    self._apply_options(pkt, values)
+                self.stats.options_records += len(records)
+            else:
+                self.stats.other_records += len(records)
+            return
+        if tpl.fixed_length == 0:
+            self.stats.flow_records += 1
+            self._out.quarantine(where, R_ZERO_RECORD, f"{len(body)} bytes of data")
+            return
+        if tpl.fixed_length is not None:
+            n = len(body) // tpl.fixed_length
+            self.stats.flow_records += n
+            if n:
+                self._decode_flows(body[: n * tpl.fixed_length], tpl.layout, n, pkt, where)
+        else:
+            self._decode_varlen(tpl, pkt, body, where)
+        if overrun:
+            self.stats.flow_records += 1
+            self._out.quarantine(where, R_SET_OVERRUN, f"{overrun} bytes missing")
+
+    # ----------------------------------------------------------------- record splitting
+
+    def _record_fields(self, tpl: _Template, body: bytes, pos: int):
+        """(list of (field, offset, length), next position) for the record at pos, or None."""
+        out = []
+        n = len(body)
+        for f in tpl.fields:
+            length = f.length
+            if length == _VARLEN:
+                if pos >= n:
+                    return None
+                length = body[pos]
+                pos += 1
+                if length == 255:
+                    if pos + 2 > n:
+                        return None
+                    length = (body[pos] << 8) | body[pos + 1]
+                    pos += 2
+            if pos + length > n:
+                return None
+            out.append((f, pos, length))
+            pos += length
+        return out, pos
+
+    def _split_records(
+        self, tpl: _Template, body: bytes, where: str, *, count_only: bool
+    ) -> list[dict[int, int]]:
+        """Options/other records as {IE: value} for the IEs that matter; [{}]*n if count_only."""
+        records: list[dict[int, int]] = []
+        if tpl.fixed_length is not None:
+            if tpl.fixed_length == 0:
+                return records
+            n = len(body) // tpl.fixed_length
+            if count_only:
+                return [{}] * n
+        pos = 0
+        while pos < len(body) and len(body) - pos >= max(tpl.min_length, 1):
+            got = self._record_fields(tpl, body, pos)
+            if got is None:
+                break  # options data cut short: nothing of flows is lost
+            fields, new_pos = got
+            if new_pos == pos:
+                break
+            pos = new_pos
+            values: dict[int, int] = {}
+            if not count_only:
+                for f, off, length in fields:
+                    if (
+                        f.ie in _OPTION_IES
+                        and not f.enterprise
+                        and not f.scope
+                        and 1 <= length <= 8
+                    ):
+                        values[f.ie] = int.from_bytes(body[off : off + length], "big")
+            records.append(values)
+        return records
+
+    def _apply_options(self, pkt: _Packet, values: dict[int, int]) -> None:
+        if not values:
+            return
+        state = self._domains.setdefault((pkt.version, pkt.exporter, pkt.domain), _DomainState())
+        rate = _rate_of(values)
+        if rate is not None:
+            sampler = values.get(IE_SELECTOR_ID, values.get(IE_SAMPLER_ID))
+            if sampler is None:
+                state.default_rate = rate
+            else:
+                state.rates_by_id[sampler] = rate
+        if IE_SYSTEM_INIT_MS in values:
+            state.system_init_ms = values[IE_SYSTEM_INIT_MS]
+
+    def _decode_varlen(self, tpl: _Template, pkt: _Packet, body: bytes, where: str) -> None:
+        """Copy each record's mapped fields into a fixed layout, then decode as usual."""
+        groups: dict[tuple, tuple[list[bytes], list[int]]] = {}
+        pos = 0
+        index = 0
+        while pos < len(body):
+            rest = len(body) - pos
+            if rest < tpl.min_length or (rest < 4 and not any(body[pos:])):
+                break  # padding
+            got = self._record_fields(tpl, body, pos)
+            index += 1
+            self.stats.flow_records += 1
+            if got is None:
+                self._out.quarantine(f"{where} record {index}", R_RECORD_OVERRUN, None)
+                break
+            fields, pos = got
+            key = []
+            parts = []
+            seen: dict[int, tuple[int, int]] = {}
+            for f, off, length in fields:
+                if not (f.enterprise or f.scope or f.ie not in _LENGTHS or length == 0):
+                    seen[f.ie] = (off, length)  # a repeated field: the last one wins
+            for ie, (off, length) in seen.items():
+                key.append((ie, length))
+                parts.append(body[off : off + length])
+            group = groups.setdefault(tuple(key), ([], []))
+            group[0].append(b"".join(parts))
+            group[1].append(index)
+        for key, (records, indices) in groups.items():
+            placed = []
+            off = 0
+            for ie, length in key:
+                placed.append((_Field(ie, length), off))
+                off += length
+            layout = _Layout.build(placed, off)
+            if off == 0:
+                layout.dtype = None
+            self._decode_flows(
+                b"".join(records), layout, len(records), pkt, where, np.asarray(indices)
+            )
+
+    # ----------------------------------------------------------------- flow records
+
+    def _decode_flows(
+        self,
+        buf: bytes,
+        layout: _Layout,
+        n: int,
+        pkt: _Packet,
+        where: str,
+        indices: np.ndarray | None = None,
+    ) -> None:
+        """Decode n fixed-layout flow records in buf into columns; quarantine the bad ones."""
+        if layout.error is not None:
+            for i in range(n):
+                rec = int(indices[i]) if indices is not None else i + 1
+                self._out.quarantine(f"{where} record {rec}", R_FIELD_LENGTH, layout.error)
+            return
+        if layout.dtype is not None and layout.record_length:
+            arr = np.frombuffer(buf, dtype=layout.dtype, count=n)
+        else:
+            arr = None
+        lengths = layout.lengths
+
+        def col(ie: int) -> np.ndarray | None:
+            if ie not in lengths or arr is None:
+                return None
+            return _as_uint64(arr[f"f{ie}"])
+
+        bad = np.zeros(n, dtype=np.uint8)  # index into _BAD_REASONS; 0 = good
+        detail: list[str | None] = [None] * len(_BAD_REASONS)
+
+        def flag(mask: np.ndarray, code: int, text: str) -> None:
+            hit = mask & (bad == 0)
+            if hit.any():
+                bad[hit] = code
+                detail[code] = detail[code] or text
+
+        zeros = np.zeros(n, dtype=np.uint64)
+
+        def first(*ies: int) -> np.ndarray:
+            for ie in ies:
+                got = col(ie)
+                if got is not None:
+                    return got
+            return zeros
+
+        def bounded(values: np.ndarray, limit: int, name: str) -> np.ndarray:
+            flag(values > np.uint64(limit), _BAD_RANGE, f"{name} above {limit}")
+            return values
+
+        octets = first(IE_BYTES, IE_BYTES_TOTAL)
+        packets = first(IE_PACKETS, IE_PACKETS_TOTAL)
+        proto = bounded(first(IE_PROTO), 0xFF, "protocol")
+        sport = bounded(first(IE_SRC_PORT), 0xFFFF, "source port")
+        dport = bounded(first(IE_DST_PORT), 0xFFFF, "destination port")
+        in_if = bounded(first(IE_IN_IF), _U32, "input interface")
+        out_if = bounded(first(IE_OUT_IF), _U32, "output interface")
+        src_as = bounded(first(IE_SRC_AS), _U32, "source AS")
+        dst_as = bounded(first(IE_DST_AS), _U32, "destination AS")
+        src = _address(arr, lengths, IE_SRC_V4, IE_SRC_V6, n)
+        dst = _address(arr, lengths, IE_DST_V4, IE_DST_V6, n)
+
+        start, end, fallback = self._times(col, pkt, n, flag)
+        rate = self._sampling(col, pkt, n, flag)
+
+        good = bad == 0
+        ngood = int(good.sum())
+        if ngood:
+            exporter = np.frombuffer(pkt.exporter, dtype=np.uint8)
+            chunk = {
+                "time_start": start,
+                "time_end": end,
+                "exporter": np.broadcast_to(exporter, (n, 16)),
+                "in_if": in_if,
+                "out_if": out_if,
+                "src_addr": src,
+                "dst_addr": dst,
+                "src_port": sport,
+                "dst_port": dport,
+                "proto": proto,
+                "bytes": octets,
+                "packets": packets,
+                "sampling_rate": rate,
+                "src_as": src_as,
+                "dst_as": dst_as,
+            }
+            if ngood < n:
+                chunk = {k: v[good] for k, v in chunk.items()}
+            self._out.chunks.append(chunk)
+            self._out.rows += ngood
+            if fallback:
+                self.stats.time_fallbacks += ngood
+        if ngood < n:
+            for i in np.flatnonzero(~good):
+                rec = int(indices[i]) if indices is not None else int(i) + 1
+                code = int(bad[i])
+                self._out.quarantine(f"{where} record {rec}", _BAD_REASONS[code], detail[code])
+
+    def _times(self, col, pkt: _Packet, n: int, flag):
+        """(start_us, end_us, fallback mask) as int64 arrays; flags impossible times."""
+        export = pkt.export_us
+        init_col = col(IE_SYSTEM_INIT_MS)
+        if init_col is not None:
+            init_ms = init_col
+        else:
+            state = self._domains.get((pkt.version, pkt.exporter, pkt.domain))
+            init_ms = state.system_init_ms if state and state.system_init_ms is not None else None
+
+        def one(ms_ie, us_ie, ns_ie, s_ie, delta_ie, up_ie):
+            too_big = None
+            got = col(ms_ie)
+            if got is not None:
+                too_big = got > np.uint64(_MAX_MS)
+                return np.where(too_big, 0, got).astype(np.int64) * 1000, too_big
+            for ie in (us_ie, ns_ie):
+                got = col(ie)
+                if got is not None:
+                    secs = (got >> np.uint64(32)).astype(np.int64) - _NTP_EPOCH_OFFSET
+                    frac = ((got & np.uint64(_U32)) * np.uint64(_US)) >> np.uint64(32)
+                    return secs * _US + frac.astype(np.int64), None
+            got = col(s_ie)
+            if got is not None:
+                too_big = got > np.uint64(_MAX_MS // 1000)
+                return np.where(too_big, 0, got).astype(np.int64) * _US, too_big
+            got = col(delta_ie)
+            if got is not None:
+                return export - got.astype(np.int64), None
+            got = col(up_ie)
+            if got is not None:
+                if pkt.uptime_ms is not None:  # v5/v9: relative to the header's uptime
+                    diff = (got.astype(np.int64) - pkt.uptime_ms + (1 << 31)) % (1 << 32) - (
+                        1 << 31
+                    )
+                    return export + diff * 1000, None
+                if init_ms is not None:  # IPFIX: relative to systemInitTimeMilliseconds
+                    base = np.asarray(init_ms, dtype=np.uint64) + got
+                    too_big = base > np.uint64(_MAX_MS)
+                    return np.where(too_big, 0, base).astype(np.int64) * 1000, too_big
+            return None, None
+
+        start, start_big = one(
+            IE_START_MS, IE_START_US, IE_START_NS, IE_START_S, IE_START_DELTA_US, IE_START_UPTIME
+        )
+        end, end_big = one(
+            IE_END_MS, IE_END_US, IE_END_NS, IE_END_S, IE_END_DELTA_US, IE_END_UPTIME
+        )
+        fallback = False
+        if start is None and end is None:
+            start = np.full(n, export, dtype=np.int64)
+            end = start
+            fallback = True
+        elif start is None:
+            start = end
+        elif end is None:
+            end = start
+        for big in (start_big, end_big):
+            if big is not None:
+                flag(big, _BAD_FUTURE, "time beyond year 3000")
+        limit = export + FUTURE_SLACK_US
+        past = (start < MIN_TIME_US) | (end < MIN_TIME_US)
+        if past.any():
+            flag(past, _BAD_PAST, _first_time(start, end, past, np.minimum))
+        future = (start > limit) | (end > limit)
+        if future.any():
+            flag(future, _BAD_FUTURE, _first_time(start, end, future, np.maximum))
+        return start, end, fallback
+
+    def _sampling(self, col, pkt: _Packet, n: int, flag) -> np.ndarray:
+        """The sampling rate of each record: its own fields, then its sampler, then defaults."""
+        rate = np.full(n, -1, dtype=np.int64)  # -1: nothing known yet
+
+        def fill(values: np.ndarray | None) -> None:
+            if values is not None:
+                unset = rate < 0
+                rate[unset] = np.minimum(values[unset], np.uint64(1 << 62)).astype(np.int64)
+
+        if pkt.version == 5:
+            if pkt.v5_rate is not None:
+                rate[:] = pkt.v5_rate
+        else:
+            mode = col(IE_SAMPLING_ALGORITHM)
+            if mode is None:
+                mode = col(IE_SAMPLER_MODE)
+            for ie in (IE_SAMPLING_INTERVAL, IE_SAMPLER_RANDOM_INTERVAL):
+                values = col(ie)
+                if values is not None and mode is not None:
+                    # interval 0 with sampling mode 0 says "not sampled", not "rate 0"
+                    values = np.where((values == 0) & (mode == 0), np.uint64(1), values)
+                fill(values)
+            interval, space = col(IE_PACKET_INTERVAL), col(IE_PACKET_SPACE)
+            if interval is not None and space is not None:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    fill(np.where(interval > 0, (interval + space) // np.maximum(interval, 1), 0))
+            size, population = col(IE_SAMPLING_SIZE), col(IE_SAMPLING_POPULATION)
+            if size is not None and population is not None:
+                fill(np.where(size > 0, population // np.maximum(size, 1), 0))
+            state = self._domains.get((pkt.version, pkt.exporter, pkt.domain))
+            if state is not None:
+                ids = col(IE_SELECTOR_ID)
+                if ids is None:
+                    ids = col(IE_SAMPLER_ID)
+                if ids is not None and state.rates_by_id:
+                    for sid in np.unique(ids[rate < 0]):
+                        known = state.rates_by_id.get(int(sid))
+                        if known is not None:
+                            rate[(rate < 0) & (ids == sid)] = known
+                default = state.default_rate
+                if default is None and len(set(state.rates_by_id.values())) == 1:
+                    # one sampler announced and records that do not name theirs: it is theirs
+                    default = next(iter(state.rates_by_id.values()))
+                if default is not None:
+                    rate[rate < 0] = default
+        flag(rate == 0, _BAD_RATE_ZERO, None)
+        flag(rate > _U32, _BAD_RANGE, "sampling rate above 4294967295")
+        return np.clip(rate, 0, _U32).astype(np.uint32)
+
+
+_BAD_REASONS = (None, R_RANGE, R_TIME_PAST, R_TIME_FUTURE, R_RATE_ZERO)
+_BAD_RANGE, _BAD_PAST, _BAD_FUTURE, _BAD_RATE_ZERO = 1, 2, 3, 4
+
+
+def _first_time(start: np.ndarray, end: np.ndarray, mask: np.ndarray, pick) -> str:
+    """The offending time of the first flagged record, as text, for the quarantine detail."""
+    i = int(np.flatnonzero(mask)[0])
+    us = int(pick(start[i], end[i]))
+    return str(np.datetime64(us, "us")) + "Z"
+
+
+def _rate_of(values: dict[int, int]) -> int | None:
+    """The 1-in-N rate an options record announces, or None if it announces none.
+
+    0 means sampling was announced with an impossible rate, and 1 that sampling is off
+    (an interval of 0 with a sampling algorithm / sampler mode of 0).
+    """
+    mode = values.get(IE_SAMPLING_ALGORITHM, values.get(IE_SAMPLER_MODE))
+    for ie in (IE_SAMPLING_INTERVAL, IE_SAMPLER_RANDOM_INTERVAL):
+        if ie in values:
+            return 1 if values[ie] == 0 and mode == 0 else values[ie]
+    if IE_PACKET_INTERVAL in values and IE_PACKET_SPACE in values:
+        interval = values[IE_PACKET_INTERVAL]
+        return (interval + values[IE_PACKET_SPACE]) // interval if interval else 0
+    if IE_SAMPLING_SIZE in values and IE_SAMPLING_POPULATION in values:
+        size = values[IE_SAMPLING_SIZE]
+        return values[IE_SAMPLING_POPULATION] // size if size else 0
+    return None
+
+
+def _as_uint64(values: np.ndarray) -> np.ndarray:
+    """Big-endian unsigned integers of any width (1-8 bytes) as native uint64."""
+    if values.ndim == 1:
+        return values.astype(np.uint64)
+    out = np.zeros(values.shape[0], dtype=np.uint64)
+    for k in range(values.shape[1]):
+        out = (out << np.uint64(8)) | values[:, k].astype(np.uint64)
+    return out
+
+
+def _address(arr, lengths: dict[int, int], v4_ie: int, v6_ie: int, n: int) -> np.ndarray:
+    """(n, 16) uint8 addresses, IPv4 mapped; IPv6 where a record has only IPv6."""
+    out = np.zeros((n, 16), dtype=np.uint8)
+    if arr is None:
+        return out
+    has_v4 = v4_ie in lengths
+    if v6_ie in lengths:
+        out[:] = arr[f"f{v6_ie}"]
+    if has_v4:
+        v4 = arr[f"f{v4_ie}"]
+        use = np.ones(n, dtype=bool)
+        if v6_ie in lengths:  # both in one template: IPv4 unless it is empty and IPv6 is not
+            use = v4.any(axis=1) | ~out.any(axis=1)
+        mapped = np.zeros((n, 16), dtype=np.uint8)
+        mapped[:, 10:12] = 0xFF
+        mapped[:, 12:] = v4
+        out[use] = mapped[use]
+    return out
+
+
+_V5_LAYOUT = _Layout.build(
+    [
+        (_Field(IE_SRC_V4, 4), 0),
+        (_Field(IE_DST_V4, 4), 4),
+        (_Field(IE_IN_IF, 2), 12),
+        (_Field(IE_OUT_IF, 2), 14),
+        (_Field(IE_PACKETS, 4), 16),
+        (_Field(IE_BYTES, 4), 20),
+        (_Field(IE_START_UPTIME, 4), 24),
+        (_Field(IE_END_UPTIME, 4), 28),
+        (_Field(IE_SRC_PORT, 2), 32),
+        (_Field(IE_DST_PORT, 2), 34),
+        (_Field(IE_PROTO, 1), 38),
+        (_Field(IE_SRC_AS, 2), 40),
+        (_Field(IE_DST_AS, 2), 42),
+    ],
+    48,
+)
+
+_NUMPY_TYPES: dict[str, Any] = {
+    "in_if": np.uint32,
+    "out_if": np.uint32,
+    "src_port": np.uint16,
+    "dst_port": np.uint16,
+    "proto": np.uint8,
+    "bytes": np.uint64,
+    "packets": np.uint64,
+    "sampling_rate": np.uint32,
+    "src_as": np.uint32,
+    "dst_as": np.uint32,
+}
+
+
+def _table(chunks: list[dict[str, np.ndarray]]) -> pa.Table:
+    """Join decoded chunks into one table in flow schema v1."""
+    if not chunks:
+        return FLOW_SCHEMA_V1.empty_table()
+    columns: dict[str, pa.Array] = {}
+    for name in FLOW_SCHEMA_V1.names:
+        parts = [c[name] for c in chunks]
+        values = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if name in ("time_start", "time_end"):
+            columns[name] = pa.array(np.asarray(values, dtype=np.int64), type=TIMESTAMP)
+        elif name in ("exporter", "src_addr", "dst_addr"):
+            raw = np.ascontiguousarray(values, dtype=np.uint8)
+            columns[name] = pa.FixedSizeBinaryArray.from_buffers(
+                ADDRESS_TYPE, raw.shape[0], [None, pa.py_buffer(raw.tobytes())]
+            )
+        else:
+            columns[name] = pa.array(values.astype(_NUMPY_TYPES[name], copy=False))
+    return pa.table(columns, schema=FLOW_SCHEMA_V1)

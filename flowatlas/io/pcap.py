@@ -1,0 +1,654 @@
+"""UDP datagrams out of packet captures (classic pcap and pcapng), for flow exports on the wire.
+
+Routers export NetFlow/IPFIX over UDP, and captures of that traffic (tcpdump, Wireshark,
+pmacct's test suite) are the most common way such exports are shared. This module reads just
+enough of a capture to hand the UDP payloads to a decoder: no dependency beyond the standard
+library, and nothing that is not needed for that job.
+
+Supported:
+
+- classic pcap in both byte orders, microsecond and nanosecond resolution;
+- pcapng: several sections, per-interface link types, ``if_tsresol`` and ``if_tsoffset``;
+  Enhanced, Simple and (obsolete) Packet blocks;
+- link types Ethernet (with 802.1Q / 802.1ad / QinQ tags), Linux cooked SLL and SLL2,
+  raw IPv4/IPv6 and BSD null/loopback;
+- IPv4 and IPv6 (hop-by-hop, routing, destination-options, AH and fragment headers), UDP only;
+- IPv4 and IPv6 fragments are reassembled when the capture holds all of them.
+
+A damaged or cut-short capture never raises once its header has been recognised: packets cut
+by the snap length are still yielded with what was captured (the decoder sees a short payload
+and reports what is missing), and everything that could not be yielded is counted in
+:class:`CaptureStats`, with the packet numbers of UDP packets that were lost. Only a file that
+is not a capture at all raises :class:`~flowatlas.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from flowatlas.errors import InputError
+
+__all__ = [
+    "CaptureStats",
+    "UdpDatagram",
+    "is_capture",
+    "iter_datagrams",
+    "read_udp",
+]
+
+# classic pcap magic numbers, as read little-endian
+_PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1_000),  # little-endian, microseconds
+    b"\xa1\xb2\xc3\xd4": (">", 1_000),
+    b"\x4d\x3c\xb2\xa1": ("<", 1),  # little-endian, nanoseconds
+    b"\xa1\xb2\x3c\x4d": (">", 1),
+}
+_PCAPNG_SHB = 0x0A0D0D0A
+_PCAPNG_BOM = 0x1A2B3C4D
+
+# link types (https://www.tcpdump.org/linktypes.html)
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+_DLT_RAW_ALIASES = (12, 14)  # DLT_RAW on some BSDs / OpenBSD
+
+_ETH_IPV4 = 0x0800
+_ETH_IPV6 = 0x86DD
+_ETH_VLAN = (0x8100, 0x88A8, 0x9100, 0x9200)
+
+_IPV6_EXT = (0, 43, 60)  # hop-by-hop, routing, destination options
+_PROTO_UDP = 17
+_MAX_RECORD = 1 << 26  # a packet record larger than this is corruption, not data
+
+#: at most this many datagrams wait for their missing fragments
+MAX_PENDING_DATAGRAMS = 1024
+#: at most this many fragments make one datagram
+MAX_FRAGMENTS = 128
+#: at most this many lost-packet notes are kept in CaptureStats.problems
+MAX_PROBLEMS = 10_000
+
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+_HEAD_BYTES = 64  # how much of a lost payload CaptureStats.problems keeps
+
+
+class UdpDatagram(NamedTuple):
+    """One UDP datagram: when it was captured, who sent it, and its payload."""
+
+    timestamp_us: int  # capture time, microseconds since the Unix epoch (UTC)
+    src_ip: bytes  # 16 bytes, IPv4 as IPv4-mapped IPv6
+    src_port: int
+    dst_port: int
+    payload: bytes
+
+
+@dataclass
+class CaptureStats:
+    """What a capture held and what could not be turned into UDP datagrams.
+
+    ``problems`` lists ``(packet number, reason, payload head or None)`` for UDP packets that
+    could not be yielded (up to :data:`MAX_PROBLEMS`), so that an importer can report them
+    rather than lose them silently. Packet numbers start at 1, as in Wireshark.
+    """
+
+    packets: int = 0  # packet records in the capture
+    udp: int = 0  # UDP datagrams yielded
+    other: int = 0  # IP packets of other protocols, and non-IP frames
+    unsupported_link: int = 0  # packets on link types this reader does not decode
+    malformed: int = 0  # headers that contradict themselves (bad lengths)
+    truncated: int = 0  # packets cut short by the snap length or the end of the file
+    fragments: int = 0  # IP fragments seen (of UDP datagrams)
+    reassembled: int = 0  # datagrams rebuilt from fragments
+    unreadable_fragments: int = 0  # fragments whose datagram could not be rebuilt
+    truncated_file: bool = False  # the capture ends inside a packet record or block
+    problems: list[tuple[int, str, bytes | None]] = field(default_factory=list)
+
+    def note(self, packet: int, reason: str, head: bytes | None = None) -> None:
+        """Remember a UDP packet that could not be yielded."""
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append((packet, reason, head))
+
+
+def is_capture(head: bytes) -> bool:
+    """True if ``head`` starts like a classic pcap or a pcapng file."""
+    if head[:4] in _PCAP_MAGICS:
+        return True
+    return (
+        len(head) >= 12
+        and head[:4] == b"\x0a\x0d\x0d\x0a"
+        and head[8:12]
+        in (
+            b"\x1a\x2b\x3c\x4d",
+            b"\x4d\x3c\x2b\x1a",
+        )
+    )
+
+
+def read_udp(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    stats: CaptureStats | None = None,
+) -> Iterator[UdpDatagram]:
+    """Yield the UDP datagrams of a capture, in capture order (see :func:`iter_datagrams`)."""
+    for _, datagram in iter_datagrams(source, stats):
+        yield datagram
+
+
+def iter_datagrams(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+    stats: CaptureStats | None = None,
+) -> Iterator[tuple[int, UdpDatagram]]:
+    """Yield ``(packet number, datagram)`` for every UDP datagram of a capture.
+
+    ``source`` is a path (memory-mapped, so large captures cost no memory) or the capture's
+    bytes. A reassembled datagram carries the number of the fragment that completed it.
+    Counts of everything else go into ``stats``. Raises InputError only when the source is
+    not a capture at all.
+    """
+    stats = stats if stats is not None else CaptureStats()
+    if isinstance(source, bytes | bytearray | memoryview):
+        yield from _iter_buffer(memoryview(source).cast("B"), stats, "capture")
+        return
+    path = Path(source)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise InputError(f"{path}: empty file, not a pcap or pcapng capture")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    yield from _iter_buffer(view, stats, str(path))
+                finally:
+                    view.release()
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------- container formats
+
+
+def _iter_buffer(
+    buf: memoryview, stats: CaptureStats, where: str
+) -> Iterator[tuple[int, UdpDatagram]]:
+    head = bytes(buf[:12])
+    net = _Network(stats)
+    if head[:4] in _PCAP_MAGICS:
+        packets = _classic_packets(buf, stats, where)
+    elif is_capture(head):
+        packets = _pcapng_packets(buf, stats)
+    else:
+        raise InputError(f"{where}: not a pcap or pcapng capture (magic {head[:4].hex()})")
+    for number, ts_us, linktype, data, wire_len in packets:
+        yield from net.packet(number, ts_us, linktype, data, wire_len)
+    net.finish()
+
+
+def _classic_packets(
+    buf: memoryview, stats: CaptureStats, where: str
+) -> Iterator[tuple[int, int, int, memoryview, int]]:
+    if len(buf) < 24:
+        raise InputError(f"{where}: pcap header cut short ({len(buf)} bytes)")
+    order, ns_per_tick = _PCAP_MAGICS[bytes(buf[:4])]
+    (network,) = struct.unpack_from(order + "I", buf, 20)
+    linktype = network & 0x03FF_FFFF  # upper bits may carry FCS information
+    rec = struct.Struct(order + "IIII")
+    pos = 24
+    end = len(buf)
+    while pos < end:
+        if end - pos < 16:
+            stats.truncated_file = True
+            return
+        ts_sec, ts_frac, incl, orig = rec.unpack_from(buf, pos)
+        pos += 16
+        if incl > _MAX_RECORD:
+            stats.truncated_file = True  # a corrupt record header: nothing after it is trustworthy
+            return
+        stats.packets += 1
+        ts_us = ts_sec * 1_000_000 + (ts_frac * ns_per_tick) // 1_000
+        if pos + incl > end:
+            stats.truncated_file = True
+            yield stats.packets, ts_us, linktype, buf[pos:end], max(orig, incl)
+            return
+        yield stats.packets, ts_us, linktype, buf[pos : pos + incl], max(orig, incl)
+        pos += incl
+
+
+@dataclass
+class _Interface:
+    linktype: int
+    snaplen: int
+    tsresol: int = 6  # 10^-6 s
+    tsresol_pow2: bool = False
+    tsoffset: int = 0  # seconds
+
+    def to_us(self, ticks: int) -> int:
+        if self.tsresol_pow2:
+            us = (ticks * 1_000_000) >> self.tsresol
+        elif self.tsresol <= 6:
+            us = ticks * 10 ** (6 - self.tsresol)
+        else:
+            us = ticks // 10 ** (self.tsresol - 6)
+        return us + self.tsoffset * 1_000_000
+
+
+def _pcapng_packets(
+    buf: memoryview, stats: CaptureStats
+) -> Iterator[tuple[int, int, int, memoryview, int]]:
+    pos = 0
+    end = len(buf)
+    order = "<"
+    interfaces: list[_Interface] = []
+    while pos < end:
+        if end - pos < 12:
+            stats.truncated_file = True
+            return
+        btype_le = struct.unpack_from("<I", buf, pos)[0]
+        if btype_le == _PCAPNG_SHB:
+            bom = bytes(buf[pos + 8 : pos + 12])
+            order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
+            if not order:
+                stats.truncated_file = True  # a section header that does not parse: stop
+                return
+            interfaces = []
+        btype, blen = struct.unpack_from(order + "II", buf, pos)
+        if blen < 12 or blen % 4:
+            stats.truncated_file = True
+            return
+        cut = pos + blen > end
+        body = buf[pos + 8 : min(pos + blen - 4, end)]
+        pos += blen
+        if btype == _PCAPNG_SHB:
+            continue
+        if btype == 1:  # Interface Description Block
+            if len(body) < 8:
+                stats.truncated_file = stats.truncated_file or cut
+                interfaces.append(_Interface(-1, 0))
+                continue
+            linktype, _, snaplen = struct.unpack_from(order + "HHI", body, 0)
+            iface = _Interface(linktype, snaplen)
+            _read_idb_options(body[8:], order, iface)
+            interfaces.append(iface)
+        elif btype in (6, 2, 3):
+            packet = _pcapng_packet(btype, body, order, interfaces)
+            if packet is None:
+                if cut:
+                    stats.truncated_file = True
+                    return
+                stats.malformed += 1
+                stats.packets += 1
+                continue
+            stats.packets += 1
+            iface, ticks, data, orig = packet
+            yield stats.packets, iface.to_us(ticks), iface.linktype, data, orig
+        if cut:
+            stats.truncated_file = True
+            return
+
+
+def _pcapng_packet(
+    btype: int, body: memoryview, order: str, interfaces: list[_Interface]
+) -> tuple[_Interface, int, memoryview, int] | None:
+    if btype == 3:  # Simple Packet Block: interface 0, no timestamp
+        if len(body) < 4 or not interfaces:
+            return None
+        (orig,) = struct.unpack_from(order + "I", body, 0)
+        iface = interfaces[0]
+        caplen = min(orig, len(body) - 4)
+        if iface.snaplen:
+            caplen = min(caplen, iface.snaplen)
+        return iface, 0, body[4 : 4 + caplen], orig
+    if btype == 6:  # Enhanced Packet Block
+        if len(body) < 20:
+            return None
+        if_id, ts_hi, ts_lo, caplen, orig = struct.unpack_from(order + "IIIII", body, 0)
+        data_at = 20
+    else:  # obsolete Packet Block
+        if len(body) < 20:
+            return None
+        if_id, _, ts_hi, ts_lo, caplen, orig = struct.unpack_from(order + "HHIIII", body, 0)
+        data_at = 20
+    if if_id >= len(interfaces) or interfaces[if_id].linktype < 0:
+        return None
+    data = body[data_at : data_at + caplen]
+    return interfaces[if_id], (ts_hi << 32) | ts_lo, data, max(orig, len(data))
+
+
+def _read_idb_options(opts: memoryview, order: str, iface: _Interface) -> None:
+    pos = 0
+    while pos + 4 <= len(opts):
+        code, olen = struct.unpack_from(order + "HH", opts, pos)
+        pos += 4
+        if code == 0:
+            return
+        value = opts[pos : pos + olen]
+        pos += (olen + 3) & ~3
+        if code == 9 and len(value) >= 1:  # if_tsresol
+            v = value[0]
+            iface.tsresol_pow2 = bool(v & 0x80)
+            iface.tsresol = v & 0x7F
+            if not iface.tsresol_pow2 and iface.tsresol > 30:
+                iface.tsresol = 6  # nonsense resolution: keep the default
+        elif code == 14 and len(value) >= 8:  # if_tsoffset, seconds
+            (iface.tsoffset,) = struct.unpack_from(order + "q", value, 0)
+
+
+# --------------------------------------------------------------------------- link, IP, UDP
+
+
+class _Network:
+    """Link layer, IP and UDP for one capture; keeps the fragments that wait for the rest."""
+
+    def __init__(self, stats: CaptureStats) -> None:
+        self.stats = stats
+        self.pending: OrderedDict[tuple, _Reassembly] = OrderedDict()
+
+    def packet(
+        self, number: int, ts_us: int, linktype: int, data: memoryview, wire_len: int
+    ) -> Iterator[tuple[int, UdpDatagram]]:
+        stats = self.stats
+        cut = wire_len > len(data)
+        found = _link_payload(linktype, data)
+        if found is None:
+            stats.unsupported_link += 1
+            return
+        family, off = found
+        if family == 0:
+            if cut and off >= len(data):
+                stats.truncated += 1
+            else:
+                stats.other += 1
+            return
+        if family == 4:
+            got = self._ipv4(number, data, off, cut)
+        else:
+            got = self._ipv6(number, data, off, cut)
+        if got is None:
+            return
+        src, l4, frag = got
+        if frag is not None:
+            l4 = self._fragment(number, frag, l4)
+            if l4 is None:
+                return
+            cut = False
+        yield from self._udp(number, ts_us, src, l4, cut)
+
+    # ----------------------------------------------------------------- IPv4 / IPv6
+
+    def _ipv4(self, number: int, data: memoryview, off: int, cut: bool):
+        stats = self.stats
+        if len(data) - off < 20:
+            stats.truncated += 1
+            return None
+        vihl = data[off]
+        ihl = (vihl & 0x0F) * 4
+        total, ident, frag, proto = struct.unpack_from(">HHH xB", data, off + 2)
+        if vihl >> 4 != 4 or ihl < 20:
+            stats.malformed += 1
+            return None
+        if proto != _PROTO_UDP:
+            stats.other += 1
+            return None
+        if total == 0:  # segmentation offload: the length was never filled in
+            total = len(data) - off + (1 if cut else 0)
+        if total < ihl:
+            stats.malformed += 1
+            return None
+        avail = len(data) - off
+        if avail < ihl:
+            stats.truncated += 1
+            stats.note(number, "truncated packet")
+            return None
+        cut = total > avail  # the IP header knows better than the link layer
+        src = _V4_MAPPED + bytes(data[off + 12 : off + 16])
+        l4 = data[off + ihl : off + min(total, avail)]
+        more = bool(frag & 0x2000)
+        offset = (frag & 0x1FFF) * 8
+        if more or offset:
+            if cut:
+                stats.fragments += 1
+                stats.truncated += 1
+                stats.unreadable_fragments += 1
+                stats.note(number, "truncated fragment")
+                return None
+            dst = bytes(data[off + 16 : off + 20])
+            return src, l4, ((4, src, dst, ident), offset, more)
+        if cut:
+            stats.truncated += 1
+        return src, l4, None
+
+    def _ipv6(self, number: int, data: memoryview, off: int, cut: bool):
+        stats = self.stats
+        if len(data) - off < 40:
+            stats.truncated += 1
+            return None
+        if data[off] >> 4 != 6:
+            stats.malformed += 1
+            return None
+        plen = struct.unpack_from(">H", data, off + 4)[0]
+        nxt = data[off + 6]
+        src = bytes(data[off + 8 : off + 24])
+        dst = bytes(data[off + 24 : off + 40])
+        avail = len(data) - off - 40
+        if plen == 0:  # jumbogram or offload: take what is there
+            plen = avail + (1 if cut else 0)
+        cut = plen > avail
+        payload = data[off + 40 : off + 40 + min(plen, avail)]
+        pos = 0
+        frag = None
+        while True:
+            if nxt == _PROTO_UDP:
+                break
+            if nxt in _IPV6_EXT or nxt == 51:
+                if len(payload) - pos < 8:
+                    stats.truncated += 1
+                    return None
+                hlen = (payload[pos + 1] + 2) * 4 if nxt == 51 else (payload[pos + 1] + 1) * 8
+                nxt = payload[pos]
+                pos += hlen
+                continue
+            if nxt == 44:  # fragment header
+                if len(payload) - pos < 8:
+                    stats.truncated += 1
+                    return None
+                nxt = payload[pos]
+                offmf, ident = struct.unpack_from(">HI", payload, pos + 2)
+                pos += 8
+                frag = ((6, src, dst, ident), offmf & 0xFFF8, bool(offmf & 1))
+                if frag[1] == 0 and not frag[2]:
+                    frag = None  # an atomic fragment: the whole datagram
+                if nxt != _PROTO_UDP:
+                    stats.other += 1  # headers inside the fragmentable part: not for us
+                    return None
+                break
+            stats.other += 1
+            return None
+        if pos > len(payload):
+            stats.truncated += 1
+            return None
+        l4 = payload[pos:]
+        if frag is not None:
+            if cut:
+                stats.fragments += 1
+                stats.truncated += 1
+                stats.unreadable_fragments += 1
+                stats.note(number, "truncated fragment")
+                return None
+            return src, l4, frag
+        if cut:
+            stats.truncated += 1
+        return src, l4, None
+
+    # ----------------------------------------------------------------- fragments
+
+    def _fragment(self, number: int, frag: tuple, data: memoryview) -> memoryview | None:
+        stats = self.stats
+        stats.fragments += 1
+        key, offset, more = frag
+        entry = self.pending.get(key)
+        if entry is None:
+            if len(self.pending) >= MAX_PENDING_DATAGRAMS:
+                _, old = self.pending.popitem(last=False)
+                self._give_up(old)
+            entry = self.pending[key] = _Reassembly(number)
+        entry.last_packet = number
+        if not entry.add(offset, bytes(data), more):
+            del self.pending[key]
+            stats.malformed += 1
+            self._give_up(entry)
+            return None
+        whole = entry.assemble()
+        if whole is None:
+            return None
+        del self.pending[key]
+        stats.reassembled += 1
+        return memoryview(whole)
+
+    def _give_up(self, entry: _Reassembly) -> None:
+        self.stats.unreadable_fragments += len(entry.parts)
+        head = entry.parts.get(0)
+        self.stats.note(
+            entry.last_packet,
+            "incomplete fragments",
+            head[8 : 8 + _HEAD_BYTES] if head is not None else None,
+        )
+
+    def finish(self) -> None:
+        """Count the fragments whose datagrams never completed."""
+        for entry in self.pending.values():
+            self._give_up(entry)
+        self.pending.clear()
+
+    # ----------------------------------------------------------------- UDP
+
+    def _udp(
+        self, number: int, ts_us: int, src: bytes, l4: memoryview, cut: bool
+    ) -> Iterator[tuple[int, UdpDatagram]]:
+        stats = self.stats
+        if len(l4) < 8:
+            stats.truncated += 1
+            stats.note(number, "truncated packet")
+            return
+        sport, dport, ulen = struct.unpack_from(">HHH", l4, 0)
+        if ulen == 0 and len(l4) > 0xFFFF:  # IPv6 jumbogram UDP
+            ulen = len(l4)
+        if ulen < 8:
+            stats.malformed += 1
+            stats.note(number, "bad UDP length", bytes(l4[8 : 8 + _HEAD_BYTES]))
+            return
+        if ulen > len(l4):
+            if not cut:
+                stats.malformed += 1  # the IP header says the datagram is complete
+                stats.note(number, "bad UDP length", bytes(l4[8 : 8 + _HEAD_BYTES]))
+                return
+            ulen = len(l4)
+        stats.udp += 1
+        yield number, UdpDatagram(ts_us, src, sport, dport, bytes(l4[8:ulen]))
+
+
+class _Reassembly:
+    """The fragments of one IP datagram seen so far."""
+
+    __slots__ = ("first_packet", "last_packet", "parts", "total")
+
+    def __init__(self, packet: int) -> None:
+        self.first_packet = packet
+        self.last_packet = packet
+        self.parts: dict[int, bytes] = {}
+        self.total: int | None = None
+
+    def add(self, offset: int, data: bytes, more: bool) -> bool:
+        """Add one fragment; False if the fragments contradict each other."""
+        if len(self.parts) >= MAX_FRAGMENTS or offset + len(data) > 0xFFFF + 0xFFFF:
+            return False
+        if more and len(data) % 8:
+            return False
+        if not more:
+            end = offset + len(data)
+            if self.total is not None and self.total != end:
+                return False
+            self.total = end
+        self.parts[offset] = data
+        return True
+
+    def assemble(self) -> bytearray | None:
+        """The whole datagram once every byte is there, else None."""
+        if self.total is None:
+            return None
+        covered = 0
+        for off in sorted(self.parts):
+            if off > covered:
+                return None
+            covered = max(covered, off + len(self.parts[off]))
+        if covered < self.total:
+            return None
+        out = bytearray(self.total)
+        for off in sorted(self.parts):
+            piece = self.parts[off][: max(0, self.total - off)]
+            out[off : off + len(piece)] = piece
+        return out
+
+
+def _link_payload(linktype: int, data: memoryview) -> tuple[int, int] | None:
+    """(IP version or 0 for something else, offset of the IP header); None if unsupported."""
+    n = len(data)
+    if linktype == LINKTYPE_ETHERNET:
+        off = 12
+        while True:
+            if n < off + 2:
+                return 0, n
+            etype = (data[off] << 8) | data[off + 1]
+            if etype in _ETH_VLAN:
+                off += 4
+                continue
+            off += 2
+            break
+        return _ethertype(etype, off)
+    if linktype == LINKTYPE_LINUX_SLL:
+        if n < 16:
+            return 0, n
+        return _ethertype((data[14] << 8) | data[15], 16)
+    if linktype == LINKTYPE_LINUX_SLL2:
+        if n < 20:
+            return 0, n
+        return _ethertype((data[0] << 8) | data[1], 20)
+    if linktype in (LINKTYPE_RAW, *_DLT_RAW_ALIASES):
+        if n < 1:
+            return 0, n
+        version = data[0] >> 4
+        return (version, 0) if version in (4, 6) else (0, 0)
+    if linktype == LINKTYPE_IPV4:
+        return 4, 0
+    if linktype == LINKTYPE_IPV6:
+        return 6, 0
+    if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if n < 4:
+            return 0, n
+        # the family is in the capturing host's byte order (NULL) or network order (LOOP)
+        fam_le = struct.unpack_from("<I", data, 0)[0]
+        fam_be = struct.unpack_from(">I", data, 0)[0]
+        fam = fam_be if linktype == LINKTYPE_LOOP else (fam_le if fam_le < 256 else fam_be)
+        if fam == 2:
+            return 4, 4
+        if fam in (10, 24, 28, 30):
+            return 6, 4
+        return 0, 4
+    return None
+
+
+def _ethertype(etype: int, off: int) -> tuple[int, int]:
+    if etype == _ETH_IPV4:
+        return 4, off
+    if etype == _ETH_IPV6:
+        return 6, off
+    return 0, off
