@@ -1,0 +1,1067 @@
+"""CSV flow files with a column mapping, and the column conversion every text importer shares.
+
+Two things live here because they are one idea: *a table of text columns becomes flow schema
+v1 rows*.
+
+- :class:`ColumnConverter` takes columns named after the v1 fields (text or numbers, as a CSV
+  reader or a JSON decoder produced them) and returns a :class:`~.base.Batch`: the rows that
+  validate, typed, and the rest in quarantine with their position and a reason. The nfdump,
+  pmacct and goflow2 importers all go through it, so every format rejects the same things the
+  same way: unparseable addresses, negative or non-integer counters, counters of 2^64 or more,
+  timestamps before 1990-01-01 or more than a day after the import started.
+- :class:`CsvImporter` (``--format csv``) reads any CSV with pyarrow's streaming reader, maps
+  its columns to v1 fields (``--csv-map 'time_start=ts,src_addr=sa,...'`` or a small TOML
+  file) and hands the columns to the converter.
+
+All checks are vectorised (Arrow compute and NumPy); Python loops only touch rejected rows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import sys
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from flowatlas.addresses import bytes16_to_hilo, hilo_to_bytes16, parse_addresses
+from flowatlas.errors import ConfigError, InputError
+from flowatlas.io.importers.base import (
+    Batch,
+    Importer,
+    ImportOptions,
+    empty_quarantine,
+    quarantine_rows,
+    register,
+)
+from flowatlas.schema import COUNTS_RAW, COUNTS_SCALED, FLOW_SCHEMA_V1, TIMESTAMP
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: records whose time is before this are quarantined (flow export did not exist; 0 = unset)
+MIN_TIME_US = 631_152_000 * 1_000_000  # 1990-01-01T00:00:00Z
+#: records more than this after the import started are quarantined (clock or parse errors)
+FUTURE_SLACK_US = 86_400 * 1_000_000
+MAX_U64 = (1 << 64) - 1
+
+#: the fields a converter fills, in the order rows are checked (the first failure is reported)
+FIELD_ORDER: tuple[str, ...] = (
+    "time_start",
+    "time_end",
+    "exporter",
+    "src_addr",
+    "dst_addr",
+    "bytes",
+    "packets",
+    "sampling_rate",
+    "in_if",
+    "out_if",
+    "src_port",
+    "dst_port",
+    "proto",
+    "src_as",
+    "dst_as",
+)
+#: pseudo-field: flow duration in seconds, used when a source has no end time
+DURATION = "duration"
+MAPPABLE_FIELDS: tuple[str, ...] = (*FIELD_ORDER, DURATION)
+
+_UINT_FIELDS: dict[str, tuple[int, str]] = {
+    "bytes": (MAX_U64, "counter"),
+    "packets": (MAX_U64, "counter"),
+    "sampling_rate": ((1 << 32) - 1, "sampling_rate"),
+    "in_if": ((1 << 32) - 1, "interface"),
+    "out_if": ((1 << 32) - 1, "interface"),
+    "src_port": ((1 << 16) - 1, "port"),
+    "dst_port": ((1 << 16) - 1, "port"),
+    "src_as": ((1 << 32) - 1, "as"),
+    "dst_as": ((1 << 32) - 1, "as"),
+}
+
+#: IP protocol names as flow tools print them (IANA keywords, nfdump's and goflow2's
+#: spellings), lower case. Numbers are always accepted; an unknown name is quarantined.
+PROTOCOL_NAMES: dict[str, int] = {
+    "hopopt": 0,
+    "ip": 0,
+    "icmp": 1,
+    "igmp": 2,
+    "ggp": 3,
+    "ipencap": 4,
+    "ip-encap": 4,
+    "ipip4": 4,
+    "ipv4": 4,
+    "st": 5,
+    "tcp": 6,
+    "cbt": 7,
+    "egp": 8,
+    "igp": 9,
+    "pup": 12,
+    "udp": 17,
+    "hmp": 20,
+    "xns-idp": 22,
+    "rdp": 27,
+    "iso-tp4": 29,
+    "dccp": 33,
+    "xtp": 36,
+    "ddp": 37,
+    "idpr-cmtp": 38,
+    "ipv6": 41,
+    "ipv6-route": 43,
+    "rte6": 43,
+    "ipv6-frag": 44,
+    "frag6": 44,
+    "idrp": 45,
+    "rsvp": 46,
+    "gre": 47,
+    "esp": 50,
+    "ipsec-esp": 50,
+    "ah": 51,
+    "ipsec-ah": 51,
+    "skip": 57,
+    "icmp6": 58,
+    "icmpv6": 58,
+    "ipv6-icmp": 58,
+    "ipv6icmp": 58,
+    "ipv6-nonxt": 59,
+    "nohe6": 59,
+    "ipv6-opts": 60,
+    "opts6": 60,
+    "rspf": 73,
+    "vmtp": 81,
+    "eigrp": 88,
+    "ospf": 89,
+    "ospfigp": 89,
+    "ax.25": 93,
+    "ipip": 94,
+    "etherip": 97,
+    "encap": 98,
+    "pim": 103,
+    "ipcomp": 108,
+    "vrrp": 112,
+    "pgm": 113,
+    "l2tp": 115,
+    "isis": 124,
+    "sctp": 132,
+    "fc": 133,
+    "mobility-header": 135,
+    "udplite": 136,
+    "udp-l": 136,
+    "mpls-in-ip": 137,
+    "mpls": 137,
+    "hip": 139,
+    "shim6": 140,
+    "wesp": 141,
+    "rohc": 142,
+    "ethernet": 143,
+}
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+_OK, _MISSING, _NEGATIVE, _BAD, _OVERFLOW = 0, 1, 2, 3, 4
+_RE_DIGITS = r"^[0-9]+$"
+_RE_NEG = r"^-[0-9]+$"
+_RE_EPOCH_INT = r"^-?[0-9]{1,19}$"
+_RE_EPOCH_DEC = r"^-?[0-9]+\.[0-9]*$"
+_RE_ISO = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)? ?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
+)
+_RE_ZONED = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+_RE_ZERO_TIME = r"^0000-00-00"
+_UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0}  # 0: divide by 1000
+TIME_UNITS = ("auto", "s", "ms", "us", "ns")
+
+
+def _flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr
+
+
+def _np_bool(arr: pa.Array) -> np.ndarray:
+    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _valid(arr: pa.Array) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=bool)
+    return _np_bool(arr.is_valid())
+
+
+def _is_text(arr: pa.Array) -> bool:
+    t = arr.type
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_string_view(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    )
+
+
+def _text(arr: pa.Array) -> pa.Array:
+    """Whitespace-trimmed UTF-8 text (fixed-width tools pad their columns)."""
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+        arr = arr.cast(pa.string())
+    elif pa.types.is_string_view(arr.type):
+        arr = arr.cast(pa.string())
+    return pc.utf8_trim_whitespace(arr)
+
+
+def _match(arr: pa.Array, pattern: str) -> np.ndarray:
+    return _np_bool(pc.match_substring_regex(arr, pattern))
+
+
+def parse_uint(values: pa.Array, max_value: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unsigned integers from text or numbers: (values as uint64, state per row).
+
+    State is 0 ok, 1 missing (null or empty), 2 negative, 3 not an integer, 4 above
+    ``max_value``. Text must be plain decimal digits: ``1e3``, ``1.5`` and ``0x10`` are rejected
+    rather than guessed at.
+    """
+    arr = _flat(values)
+    n = len(arr)
+    out = np.zeros(n, dtype=np.uint64)
+    state = np.zeros(n, dtype=np.int8)
+    t = arr.type
+    if pa.types.is_null(t):
+        state[:] = _MISSING
+        return out, state
+    valid = _valid(arr)
+    state[~valid] = _MISSING
+    if pa.types.is_unsigned_integer(t):
+        v = arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64)
+        out[:] = v
+        state[valid & (v > np.uint64(max_value))] = _OVERFLOW
+    elif pa.types.is_signed_integer(t):
+        v = arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        neg = valid & (v < 0)
+        state[neg] = _NEGATIVE
+        out[:] = np.where(v < 0, 0, v).astype(np.uint64)
+        state[valid & ~neg & (out > np.uint64(max_value))] = _OVERFLOW
+    elif pa.types.is_floating(t):
+        v = arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(v)
+            integral = finite & (v == np.floor(np.where(finite, v, 0.0)))
+        state[valid & ~integral] = _BAD
+        neg = valid & integral & (v < 0)
+        state[neg] = _NEGATIVE
+        over = valid & integral & ~neg & (v > float(max_value))
+        state[over] = _OVERFLOW
+        good = valid & integral & ~neg & ~over
+        out[good] = v[good].astype(np.uint64)
+    elif _is_text(arr):
+        s = _text(arr)
+        empty = _np_bool(pc.equal(s, ""))
+        state[valid & empty] = _MISSING
+        digits = _match(s, _RE_DIGITS)
+        neg = _match(s, _RE_NEG)
+        state[valid & ~empty & ~digits & ~neg] = _BAD
+        state[neg] = _NEGATIVE
+        if digits.any():
+            stripped = pc.utf8_ltrim(s, characters="0")
+            length = pc.utf8_length(stripped).fill_null(0).to_numpy(zero_copy_only=False)
+            over = digits & (
+                (length > 20)
+                | ((length == 20) & _np_bool(pc.greater(stripped, "18446744073709551615")))
+            )
+            state[over] = _OVERFLOW
+            castable = digits & ~over
+            if castable.any():
+                idx = np.flatnonzero(castable)
+                vals = pc.cast(s.take(pa.array(idx)), pa.uint64()).to_numpy(zero_copy_only=False)
+                out[idx] = vals
+                state[idx[vals > np.uint64(max_value)]] = _OVERFLOW
+    else:  # booleans, lists, structs: not a count
+        state[valid] = _BAD
+    return out, state
+
+
+def _scale_epoch_int(v: np.ndarray, unit: str) -> np.ndarray:
+    """Epoch integers (int64) in ``unit`` (or guessed by magnitude) to microseconds."""
+    if unit == "auto":
+        a = np.abs(v)
+        us = np.where(
+            a < 100_000_000_000,  # seconds up to the year 5138
+            v * 1_000_000,
+            np.where(a < 100_000_000_000_000, v * 1_000, np.where(a < 10**17, v, v // 1000)),
+        )
+        return us.astype(np.int64)
+    mult = _UNIT_US[unit]
+    with np.errstate(over="ignore"):
+        return (v // 1000) if mult == 0 else v * mult
+
+
+def _scale_epoch_float(v: np.ndarray, unit: str) -> np.ndarray:
+    if unit == "auto":
+        a = np.abs(v)
+        factor = np.where(a < 1e11, 1e6, np.where(a < 1e14, 1e3, np.where(a < 1e17, 1.0, 1e-3)))
+    else:
+        factor = {"s": 1e6, "ms": 1e3, "us": 1.0, "ns": 1e-3}[unit]
+    with np.errstate(invalid="ignore", over="ignore"):
+        us = np.round(v * factor)
+        big = ~np.isfinite(us) | (np.abs(us) > 9.2e18)
+        us = np.where(big, np.sign(np.nan_to_num(v)) * 9.2e18, us)
+    return us.astype(np.int64)
+
+
+def _cast_iso(s: pa.Array, zoned: bool) -> tuple[np.ndarray, np.ndarray]:
+    """ISO 8601 text to (microseconds, ok); naive text is taken as UTC."""
+    typ = pa.timestamp("ns", tz="UTC") if zoned else pa.timestamp("ns")
+    n = len(s)
+    try:
+        ns = pc.cast(s, typ).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        return ns // 1000, np.ones(n, dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    # slow path, only for a batch that holds a bad value: find which
+    us = np.zeros(n, dtype=np.int64)
+    ok = np.zeros(n, dtype=bool)
+    for i, text in enumerate(s.to_pylist()):
+        try:
+            us[i] = pa.array([text]).cast(typ).cast(pa.int64())[0].as_py() // 1000
+            ok[i] = True
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            year = int(text[:4])
+            if year >= 2262:  # beyond the nanosecond range: certainly in the future
+                us[i], ok[i] = np.iinfo(np.int64).max, True
+            elif year <= 1677:
+                us[i], ok[i] = np.iinfo(np.int64).min, True
+    return us, ok
+
+
+def parse_time(values: pa.Array, unit: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps from ISO 8601 text, epoch numbers or epoch text: (microseconds, state).
+
+    Epoch values are in ``unit`` (s, ms, us, ns) or, with ``auto``, guessed from their size
+    (below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds, else nanoseconds).
+    ISO text without a zone is UTC. nfdump's ``0000-00-00 00:00:00.000`` (time not set) reads
+    as the epoch, so the range check quarantines it. State: 0 ok, 1 missing, 3 unparseable.
+    """
+    if unit not in TIME_UNITS:
+        raise ConfigError(f"time unit {unit!r}: use one of {', '.join(TIME_UNITS)}")
+    arr = _flat(values)
+    n = len(arr)
+    us = np.zeros(n, dtype=np.int64)
+    state = np.zeros(n, dtype=np.int8)
+    t = arr.type
+    if pa.types.is_null(t):
+        state[:] = _MISSING
+        return us, state
+    valid = _valid(arr)
+    state[~valid] = _MISSING
+    if pa.types.is_timestamp(t):
+        us[:] = arr.cast(pa.timestamp("us", tz=t.tz)).cast(pa.int64()).fill_null(0).to_numpy()
+    elif pa.types.is_unsigned_integer(t):
+        v = arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64)
+        too_big = v > np.uint64(np.iinfo(np.int64).max)
+        us[:] = _scale_epoch_int(np.where(too_big, 0, v).astype(np.int64), unit)
+        us[too_big] = np.iinfo(np.int64).max
+    elif pa.types.is_signed_integer(t):
+        us[:] = _scale_epoch_int(arr.fill_null(0).to_numpy(zero_copy_only=False), unit)
+    elif pa.types.is_floating(t):
+        v = arr.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
+        state[valid & ~np.isfinite(v)] = _BAD
+        us[:] = _scale_epoch_float(np.nan_to_num(v), unit)
+    elif _is_text(arr):
+        s = _text(arr)
+        empty = _np_bool(pc.equal(s, ""))
+        state[valid & empty] = _MISSING
+        is_int = _match(s, _RE_EPOCH_INT)
+        is_dec = _match(s, _RE_EPOCH_DEC) & ~is_int
+        is_zero = _match(s, _RE_ZERO_TIME)
+        is_iso = _match(s, _RE_ISO) & ~is_zero
+        state[valid & ~empty & ~(is_int | is_dec | is_zero | is_iso)] = _BAD
+        if is_int.any():
+            idx = np.flatnonzero(is_int)
+            v = pc.cast(s.take(pa.array(idx)), pa.int64()).to_numpy(zero_copy_only=False)
+            us[idx] = _scale_epoch_int(v, unit)
+        if is_dec.any():
+            idx = np.flatnonzero(is_dec)
+            v = pc.cast(s.take(pa.array(idx)), pa.float64()).to_numpy(zero_copy_only=False)
+            us[idx] = _scale_epoch_float(v, unit)
+        if is_iso.any():
+            idx = np.flatnonzero(is_iso)
+            sub = s.take(pa.array(idx))
+            zoned = _match(sub, _RE_ZONED)
+            for flag in (False, True):
+                part = np.flatnonzero(zoned == flag)
+                if part.size:
+                    t_us, ok = _cast_iso(sub.take(pa.array(part)), zoned=flag)
+                    us[idx[part]] = t_us
+                    state[idx[part[~ok]]] = _BAD
+    else:
+        state[valid] = _BAD
+    return us, state
+
+
+def parse_proto(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """IP protocol numbers from numbers or names (``TCP``, ``udp``, ``ipv6-icmp``, ``17``)."""
+    arr = _flat(values)
+    if not _is_text(arr):
+        return parse_uint(arr, 255)
+    s = _text(arr)
+    out, state = parse_uint(s, 255)
+    named = state == _BAD
+    if named.any():
+        idx = np.flatnonzero(named)
+        names = pc.utf8_lower(s.take(pa.array(idx)))
+        keys = pa.array(list(PROTOCOL_NAMES), pa.string())
+        nums = np.array(list(PROTOCOL_NAMES.values()), dtype=np.uint64)
+        pos = pc.index_in(names, value_set=keys).fill_null(-1).to_numpy(zero_copy_only=False)
+        known = pos >= 0
+        out[idx[known]] = nums[pos[known]]
+        state[idx[known]] = _OK
+    return out, state
+
+
+def parse_port(values: pa.Array, *, icmp_dotted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Ports (0..65535); with ``icmp_dotted``, nfdump's ICMP ``type.code`` becomes type*256+code."""
+    arr = _flat(values)
+    if not (icmp_dotted and _is_text(arr)):
+        return parse_uint(arr, 65535)
+    s = _text(arr)
+    out, state = parse_uint(s, 65535)
+    dotted = _match(s, r"^[0-9]{1,3}\.[0-9]{1,3}$")
+    if dotted.any():
+        idx = np.flatnonzero(dotted)
+        parts = pc.split_pattern(s.take(pa.array(idx)), ".")
+        typ = pc.cast(pc.list_element(parts, 0), pa.uint64()).to_numpy(zero_copy_only=False)
+        code = pc.cast(pc.list_element(parts, 1), pa.uint64()).to_numpy(zero_copy_only=False)
+        good = (typ <= 255) & (code <= 255)
+        out[idx[good]] = typ[good] * np.uint64(256) + code[good]
+        state[idx[good]] = _OK
+        state[idx[~good]] = _BAD
+    return out, state
+
+
+# --------------------------------------------------------------------------- the converter
+
+
+@dataclass
+class ColumnConverter:
+    """Turn raw columns named after v1 fields into a :class:`Batch` (good rows + quarantine).
+
+    ``columns`` given to :meth:`convert` may hold any subset of :data:`MAPPABLE_FIELDS`; absent
+    optional fields take ``constants`` or their default (0, the zero address for the exporter,
+    ``time_end = time_start``, or ``time_start + duration``). ``required`` fields that are
+    absent make :meth:`convert` raise; present but empty ones quarantine the row.
+    """
+
+    source_file: str
+    time_unit: str = "auto"
+    #: map IPv4-compatible ``::a.b.c.d`` to IPv4 (nfdump 1.7.1 prints some v9 IPv4 that way)
+    v4compat: bool = False
+    #: read ``type.code`` in dst_port as ICMP type*256+code (nfdump's fmt output)
+    icmp_dotted_port: bool = False
+    required: tuple[str, ...] = ("time_start", "src_addr", "dst_addr", "bytes")
+    constants: Mapping[str, Any] = field(default_factory=dict)
+    #: the import's start (microseconds since the epoch), for the "future" check
+    now_us: int = field(default_factory=lambda: time.time_ns() // 1000)
+
+    def __post_init__(self) -> None:
+        if self.time_unit not in TIME_UNITS:
+            raise ConfigError(f"time unit {self.time_unit!r}: use one of {', '.join(TIME_UNITS)}")
+        unknown = sorted(set(self.constants) - set(FIELD_ORDER))
+        if unknown:
+            raise ConfigError(f"constant for unknown field {unknown[0]!r}")
+
+    def _constant(self, name: str, n: int) -> pa.Array | None:
+        if name not in self.constants:
+            return None
+        value = self.constants[name]
+        return pa.array([value] * n) if n else pa.array([], pa.string())
+
+    def convert(
+        self,
+        columns: Mapping[str, pa.Array | pa.ChunkedArray],
+        positions: np.ndarray,
+        label: str = "row",
+        extra_quarantine: pa.Table | None = None,
+    ) -> Batch:
+        """Validate and type one block of rows; ``positions`` number them for the quarantine."""
+        n = len(positions)
+        missing = [f for f in self.required if f not in columns and f not in self.constants]
+        if missing:
+            raise InputError(f"{self.source_file}: no column for required field(s) {missing}")
+        cols: dict[str, pa.Array] = {}
+        for name in MAPPABLE_FIELDS:
+            if name in columns:
+                arr = _flat(columns[name])
+                if len(arr) != n:
+                    raise ValueError(f"column {name!r} has {len(arr)} rows, expected {n}")
+                cols[name] = arr
+            else:
+                const = self._constant(name, n)
+                if const is not None:
+                    cols[name] = const
+        reason = np.full(n, -1, dtype=np.int16)
+        culprit = np.full(n, -1, dtype=np.int16)
+        reasons: list[str] = []
+        fields = [*FIELD_ORDER, DURATION]
+
+        def flag(mask: np.ndarray, why: str, fname: str) -> None:
+            new = mask & (reason < 0)
+            if new.any():
+                if why not in reasons:
+                    reasons.append(why)
+                reason[new] = reasons.index(why)
+                culprit[new] = fields.index(fname)
+
+        out: dict[str, Any] = {}
+        # ---- times
+        for fname in ("time_start", "time_end"):
+            if fname not in cols:
+                continue
+            us, st = parse_time(cols[fname], self.time_unit)
+            if fname == "time_start":
+                flag(st == _MISSING, "missing_time", fname)
+            flag(st == _BAD, "bad_time", fname)
+            present = st == _OK
+            flag(present & (us < MIN_TIME_US), "time_before_1990", fname)
+            flag(present & (us > self.now_us + FUTURE_SLACK_US), "time_in_future", fname)
+            out[fname] = (us, present)
+        t0 = out["time_start"][0] if "time_start" in out else np.zeros(n, np.int64)
+        if "time_end" in out:
+            t1, present = out["time_end"]
+            t1 = np.where(present, t1, t0)
+        elif DURATION in cols:
+            d_us, st = parse_time(cols[DURATION], "s")
+            d_ok = st == _OK
+            flag(~d_ok & (st != _MISSING), "bad_duration", DURATION)
+            flag(d_ok & ((d_us < 0) | (d_us > 366 * 86_400 * 1_000_000)), "bad_duration", DURATION)
+            t1 = np.where(d_ok, t0 + np.clip(d_us, 0, None), t0)
+        else:
+            t1 = t0
+        # ---- addresses
+        addr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for fname in ("exporter", "src_addr", "dst_addr"):
+            if fname not in cols:
+                z = np.zeros(n, dtype=np.uint64)
+                addr[fname] = (z, z)
+                continue
+            arr = cols[fname]
+            if pa.types.is_fixed_size_binary(arr.type) and arr.type.byte_width == 16:
+                valid = _valid(arr)  # already 16-byte addresses (binary sources)
+                hi, lo = bytes16_to_hilo(arr.fill_null(b"\x00" * 16))
+                if fname == "exporter":
+                    hi, lo = np.where(valid, hi, 0), np.where(valid, lo, 0)
+                else:
+                    flag(~valid, "missing_address", fname)
+                addr[fname] = (hi.astype(np.uint64), lo.astype(np.uint64))
+                continue
+            if not _is_text(arr):
+                flag(_valid(arr), "bad_address", fname)
+                z = np.zeros(n, dtype=np.uint64)
+                addr[fname] = (z, z)
+                continue
+            s = _text(arr)
+            valid = _valid(s)
+            empty = valid & _np_bool(pc.equal(s, ""))
+            hi, lo, ok = parse_addresses(s, source=self.source_file, strict=False)
+            if fname == "exporter":
+                # an absent exporter is the zero address ("unknown"), not an error
+                hi = np.where(valid & ~empty, hi, 0).astype(np.uint64)
+                lo = np.where(valid & ~empty, lo, 0).astype(np.uint64)
+                ok = ok | ~valid | empty
+            else:
+                flag(~valid | empty, "missing_address", fname)
+            flag(valid & ~empty & ~ok, "bad_address", fname)
+            if self.v4compat:
+                compat = (hi == 0) & (lo >> np.uint64(32) == 0) & (lo >= np.uint64(1 << 24))
+                lo = np.where(compat, lo | np.uint64(0xFFFF_0000_0000), lo)
+            addr[fname] = (hi, lo)
+        # ---- integers
+        ints: dict[str, np.ndarray] = {}
+        for fname, (max_value, kind) in _UINT_FIELDS.items():
+            if fname not in cols:
+                ints[fname] = np.zeros(n, dtype=np.uint64)
+                continue
+            arr = cols[fname]
+            if fname == "dst_port":
+                v, st = parse_port(arr, icmp_dotted=self.icmp_dotted_port)
+            else:
+                v, st = parse_uint(arr, max_value)
+            if kind == "counter":
+                if fname in self.required:
+                    flag(st == _MISSING, "missing_counter", fname)
+                flag(st == _NEGATIVE, "negative_counter", fname)
+                flag(st == _BAD, "bad_counter", fname)
+                flag(st == _OVERFLOW, "counter_overflow", fname)
+            else:
+                flag((st == _NEGATIVE) | (st == _BAD) | (st == _OVERFLOW), f"bad_{kind}", fname)
+            ints[fname] = np.where(st == _OK, v, 0).astype(np.uint64)
+        if "proto" in cols:
+            v, st = parse_proto(cols["proto"])
+            flag((st == _NEGATIVE) | (st == _BAD) | (st == _OVERFLOW), "bad_proto", "proto")
+            proto = np.where(st == _OK, v, 0).astype(np.uint8)
+        else:
+            proto = np.zeros(n, dtype=np.uint8)
+
+        good = reason < 0
+        table = pa.table(
+            {
+                "time_start": pa.array(t0, pa.int64()).cast(TIMESTAMP),
+                "time_end": pa.array(t1, pa.int64()).cast(TIMESTAMP),
+                "exporter": hilo_to_bytes16(*addr["exporter"]),
+                "in_if": pa.array(ints["in_if"].astype(np.uint32)),
+                "out_if": pa.array(ints["out_if"].astype(np.uint32)),
+                "src_addr": hilo_to_bytes16(*addr["src_addr"]),
+                "dst_addr": hilo_to_bytes16(*addr["dst_addr"]),
+                "src_port": pa.array(ints["src_port"].astype(np.uint16)),
+                "dst_port": pa.array(ints["dst_port"].astype(np.uint16)),
+                "proto": pa.array(proto),
+                "bytes": pa.array(ints["bytes"]),
+                "packets": pa.array(ints["packets"]),
+                "sampling_rate": pa.array(ints["sampling_rate"].astype(np.uint32)),
+                "src_as": pa.array(ints["src_as"].astype(np.uint32)),
+                "dst_as": pa.array(ints["dst_as"].astype(np.uint32)),
+            },
+            schema=FLOW_SCHEMA_V1,
+        )
+        if not good.all():
+            table = table.filter(pa.array(good))
+        quarantine = self._quarantine(
+            ~good, reason, culprit, reasons, fields, cols, positions, label
+        )
+        if extra_quarantine is not None and extra_quarantine.num_rows:
+            quarantine = pa.concat_tables([extra_quarantine, quarantine])
+        return Batch(table, quarantine, records_read=table.num_rows + quarantine.num_rows)
+
+    def _quarantine(
+        self,
+        bad: np.ndarray,
+        reason: np.ndarray,
+        culprit: np.ndarray,
+        reasons: list[str],
+        fields: list[str],
+        cols: Mapping[str, pa.Array],
+        positions: np.ndarray,
+        label: str,
+    ) -> pa.Table:
+        if not bad.any():
+            return empty_quarantine()
+        idx = np.flatnonzero(bad)
+        where = [f"{label} {int(p)}" for p in np.asarray(positions)[idx]]
+        why = [reasons[r] for r in reason[idx]]
+        detail: list[str | None] = []
+        for i, c in zip(idx, culprit[idx], strict=True):
+            fname = fields[c]
+            value = cols[fname][int(i)].as_py() if fname in cols else None
+            detail.append(f"{fname}: {truncate(repr(value))}")
+        return quarantine_rows(self.source_file, where, why, detail)
+
+
+def truncate(text: str, limit: int = 200) -> str:
+    """Cut ``text`` for a quarantine detail."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def invalid_lines_quarantine(
+    source_file: str, rows: list[tuple[int, str]], reason: str = "malformed_line", label="line"
+) -> pa.Table:
+    """Quarantine rows a reader could not split into fields (wrong column count, bad JSON)."""
+    if not rows:
+        return empty_quarantine()
+    return quarantine_rows(
+        source_file,
+        [f"{label} {n}" for n, _ in rows],
+        [reason] * len(rows),
+        [truncate(text) for _, text in rows],
+    )
+
+
+class BatchAccumulator:
+    """Collect converted batches into ones of about ``batch_rows`` rows.
+
+    Archive row groups are as large as what the writer is given, so small reader blocks are
+    merged before they are yielded; memory stays bounded by ``batch_rows``.
+    """
+
+    def __init__(self, batch_rows: int) -> None:
+        self.batch_rows = max(1, batch_rows)
+        self._tables: list[pa.Table] = []
+        self._quarantine: list[pa.Table] = []
+        self._rows = 0
+        self._read = 0
+
+    def add(self, batch: Batch) -> Iterator[Batch]:
+        """Add ``batch``; yield a merged batch whenever enough rows have gathered."""
+        self._tables.append(batch.table)
+        if batch.quarantine.num_rows:
+            self._quarantine.append(batch.quarantine)
+        self._rows += batch.table.num_rows
+        self._read += int(batch.records_read or 0)
+        if self._rows >= self.batch_rows:
+            yield self._take()
+
+    def flush(self) -> Iterator[Batch]:
+        """Yield what is left (if anything was read)."""
+        if self._read:
+            yield self._take()
+
+    def _take(self) -> Batch:
+        table = pa.concat_tables(self._tables) if self._tables else FLOW_SCHEMA_V1.empty_table()
+        quarantine = pa.concat_tables(self._quarantine) if self._quarantine else empty_quarantine()
+        batch = Batch(table.combine_chunks(), quarantine, records_read=self._read)
+        self._tables, self._quarantine, self._rows, self._read = [], [], 0, 0
+        return batch
+
+
+# --------------------------------------------------------------------------- text sniffing
+
+
+def text_head(head: bytes) -> str | None:
+    """The first bytes of a file as text (gunzipped if needed), or None if binary."""
+    if head[:2] == b"\x1f\x8b":
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head)
+        except zlib.error:
+            return None
+    if b"\x00" in head:
+        return None
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the end of the head
+            return None
+        return head[: exc.start].decode("utf-8")
+
+
+def first_line(head: bytes) -> str | None:
+    """The first non-empty line of a text file's head."""
+    text = text_head(head)
+    if text is None:
+        return None
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return None
+
+
+# --------------------------------------------------------------------------- CSV with a mapping
+
+
+@dataclass(frozen=True)
+class CsvMapping:
+    """Which CSV column feeds which v1 field, plus how to read times and counts."""
+
+    columns: tuple[tuple[str, str], ...] = ()  # (field, csv column)
+    constants: tuple[tuple[str, Any], ...] = ()
+    time_unit: str = "auto"
+    delimiter: str = ","
+    counts: str = COUNTS_RAW
+
+    def field_map(self) -> dict[str, str]:
+        return dict(self.columns)
+
+
+_MAP_ITEM = re.compile(r"^\s*([A-Za-z_]+)\s*=\s*(.+?)\s*$")
+
+
+def parse_csv_map(spec: str | None) -> CsvMapping:
+    """Parse ``--csv-map``: ``'time_start=ts,src_addr=sa,...'`` or the path of a TOML file.
+
+    The TOML form::
+
+        [columns]            # v1 field = CSV column
+        time_start = "ts"
+        src_addr = "sa"
+        [constants]          # v1 field = value for every row
+        sampling_rate = 1000
+        [options]
+        time_unit = "ms"     # epoch unit for numeric times: auto, s, ms, us, ns
+        delimiter = ";"
+        counts = "raw"       # raw: bytes still need x sampling_rate; scaled: already done
+    """
+    if not spec:
+        return CsvMapping()
+    path = Path(spec)
+    if spec.endswith(".toml") or (path.suffix == "" and path.is_file()):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{spec}: CSV mapping file not found") from None
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{spec}: cannot read CSV mapping: {exc}") from None
+        return _mapping_from_dict(data, spec)
+    columns: dict[str, str] = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        m = _MAP_ITEM.match(item)
+        if not m:
+            raise ConfigError(f"--csv-map: {item!r} is not FIELD=COLUMN")
+        columns[m.group(1)] = m.group(2)
+    return _mapping_from_dict({"columns": columns}, "--csv-map")
+
+
+def _mapping_from_dict(data: dict[str, Any], where: str) -> CsvMapping:
+    unknown = sorted(set(data) - {"columns", "constants", "options"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown section {unknown[0]!r} (columns, constants, options)")
+    columns = data.get("columns", {})
+    constants = data.get("constants", {})
+    options = data.get("options", {})
+    for section, table in (("columns", columns), ("constants", constants), ("options", options)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{section}] must be a table")
+    for fname, col in columns.items():
+        if fname not in MAPPABLE_FIELDS:
+            raise ConfigError(
+                f"{where}: {fname!r} is not a flow field (use {', '.join(MAPPABLE_FIELDS)})"
+            )
+        if not isinstance(col, str) or not col:
+            raise ConfigError(f"{where}: column for {fname!r} must be a column name")
+    for fname in constants:
+        if fname not in FIELD_ORDER:
+            raise ConfigError(f"{where}: constant for unknown field {fname!r}")
+    bad_opt = sorted(set(options) - {"time_unit", "delimiter", "counts"})
+    if bad_opt:
+        raise ConfigError(f"{where}: unknown option {bad_opt[0]!r} (time_unit, delimiter, counts)")
+    time_unit = options.get("time_unit", "auto")
+    if time_unit not in TIME_UNITS:
+        raise ConfigError(f"{where}: time_unit {time_unit!r}: use one of {', '.join(TIME_UNITS)}")
+    delimiter = options.get("delimiter", ",")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise ConfigError(f"{where}: delimiter must be one character")
+    counts = options.get("counts", COUNTS_RAW)
+    if counts not in (COUNTS_RAW, COUNTS_SCALED):
+        raise ConfigError(f"{where}: counts must be {COUNTS_RAW!r} or {COUNTS_SCALED!r}")
+    return CsvMapping(
+        tuple(columns.items()), tuple(constants.items()), time_unit, delimiter, counts
+    )
+
+
+def open_text_stream(path: Path) -> pa.NativeFile:
+    """Open a (possibly gzip/bz2/zstd-compressed, by extension) file for streaming reads."""
+    try:
+        return pa.input_stream(str(path), compression="detect")
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: cannot open: {exc}") from None
+
+
+class CsvRowReader:
+    """Stream a CSV as blocks of text columns, keeping rows it cannot split for quarantine.
+
+    Every selected column is read as text (no type guessing, so one odd value never fails a
+    whole block); rows with the wrong number of fields are reported, with their line number,
+    through :meth:`take_invalid`.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        where: str,
+        *,
+        columns: list[str] | None = None,
+        column_names: list[str] | None = None,
+        delimiter: str = ",",
+        block_size: int = 8 << 20,
+        skip_rows: int = 0,
+        ignore_line: Any = None,
+    ) -> None:
+        self.where = where
+        self._invalid: list[tuple[int, str]] = []
+        self._ignore = ignore_line
+        self.header_lines = 0 if column_names else 1
+        self.header_lines += skip_rows
+        types = {c: pa.string() for c in (columns or column_names or [])}
+        read = pacsv.ReadOptions(
+            use_threads=False,
+            block_size=block_size,
+            column_names=column_names,
+            skip_rows=skip_rows,
+        )
+        parse = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=self._on_invalid)
+        convert = pacsv.ConvertOptions(
+            include_columns=columns,
+            column_types=types,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
+        try:
+            self._reader = pacsv.open_csv(
+                source, read_options=read, parse_options=parse, convert_options=convert
+            )
+        except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
+            raise InputError(f"{where}: not a readable CSV file: {_first_line(exc)}") from None
+        self.schema = self._reader.schema
+        self._rows = 0  # data rows consumed (valid + invalid)
+
+    def _on_invalid(self, row: Any) -> str:
+        text = row.text or ""
+        if self._ignore is not None and self._ignore(text):
+            return "skip"
+        number = row.number if row.number is not None else -1
+        self._invalid.append((number, text))
+        return "skip"
+
+    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
+        """Yield (block, data row numbers of its rows, invalid rows met while reading it)."""
+        while True:
+            try:
+                block = self._reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as exc:
+                raise InputError(f"{self.where}: unreadable CSV: {_first_line(exc)}") from None
+            invalid, self._invalid = self._invalid, []
+            # row numbers of the invalid rows are physical-ish (counting the header); data rows
+            # are numbered from 1 in file order, valid and invalid together
+            inv_rows = [(max(nb - self.header_lines, 0), text) for nb, text in invalid]
+            total = block.num_rows + len(inv_rows)
+            numbers = np.arange(self._rows + 1, self._rows + total + 1, dtype=np.int64)
+            if inv_rows:
+                taken = np.array([r for r, _ in inv_rows], dtype=np.int64)
+                numbers = np.setdiff1d(numbers, taken, assume_unique=True)[: block.num_rows]
+                if len(numbers) < block.num_rows:  # numbering unknown: fall back to order
+                    numbers = np.arange(
+                        self._rows + 1, self._rows + block.num_rows + 1, dtype=np.int64
+                    )
+            self._rows += total
+            yield block, numbers, inv_rows
+        if self._invalid:  # rows after the last block
+            invalid, self._invalid = self._invalid, []
+            inv_rows = [(max(nb - self.header_lines, 0), text) for nb, text in invalid]
+            self._rows += len(inv_rows)
+            yield (
+                pa.RecordBatch.from_pydict(
+                    {n: pa.array([], pa.string()) for n in self.schema.names}
+                ),
+                np.zeros(0, dtype=np.int64),
+                inv_rows,
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def read_mapped_csv(
+    path: Path,
+    converter: ColumnConverter,
+    mapping: dict[str, str],
+    *,
+    delimiter: str,
+    batch_rows: int,
+    source: Any = None,
+    column_names: list[str] | None = None,
+    ignore_line: Any = None,
+) -> Iterator[Batch]:
+    """Read a CSV whose columns ``mapping`` ties to v1 fields; yield converted batches."""
+    where = str(path)
+    wanted = list(dict.fromkeys(mapping.values()))
+    reader = CsvRowReader(
+        source if source is not None else open_text_stream(path),
+        where,
+        columns=wanted,
+        column_names=column_names,
+        delimiter=delimiter,
+        ignore_line=ignore_line,
+    )
+    acc = BatchAccumulator(batch_rows)
+    for block, numbers, invalid in reader:
+        cols = {fname: block.column(col) for fname, col in mapping.items()}
+        extra = invalid_lines_quarantine(where, invalid, label="row")
+        batch = converter.convert(cols, numbers, label="row", extra_quarantine=extra)
+        yield from acc.add(batch)
+    yield from acc.flush()
+
+
+def csv_header(path: Path, delimiter: str = ",") -> list[str]:
+    """The column names of a CSV file (first line), or an InputError naming the file."""
+    stream = open_text_stream(path)
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 16),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=_skip),
+            convert_options=pacsv.ConvertOptions(),
+        )
+        return list(reader.schema.names)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: not a readable CSV file: {_first_line(exc)}") from None
+    finally:
+        stream.close()
+
+
+def _skip(_row: Any) -> str:
+    return "skip"
+
+
+@register
+class CsvImporter(Importer):
+    """Any CSV of flows, given which column holds which field (``--csv-map``).
+
+    Without a mapping, columns named like the v1 fields (``time_start``, ``src_addr``, ...) are
+    used as they are. Counts are ``raw`` unless the mapping says ``counts = "scaled"``.
+    """
+
+    format: ClassVar[str] = "csv"
+    counts: ClassVar[str] = COUNTS_RAW
+    description: ClassVar[str] = "CSV with a column mapping (--csv-map)"
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        line = first_line(head)
+        if line is None:
+            return False
+        names = {c.strip().strip('"') for c in line.split(",")}
+        return {"time_start", "src_addr", "dst_addr", "bytes"} <= names
+
+    def counts_for(self, options: ImportOptions) -> str:
+        """``raw`` or ``scaled``, as the mapping (or --counts) says."""
+        override = options.get("counts")
+        if override in (COUNTS_RAW, COUNTS_SCALED):
+            return override
+        return parse_csv_map(options.get("csv_map")).counts
+
+    def read(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
+        spec = parse_csv_map(options.get("csv_map"))
+        header = csv_header(path, spec.delimiter)
+        mapping = spec.field_map()
+        if not mapping:
+            mapping = {c: c for c in header if c in MAPPABLE_FIELDS}
+        absent = sorted({c for c in mapping.values() if c not in header})
+        if absent:
+            raise InputError(
+                f"{path}: no column {absent[0]!r} in the CSV header "
+                f"(columns: {', '.join(header[:20])}); fix --csv-map"
+            )
+        converter = ColumnConverter(
+            str(path),
+            time_unit=options.get("time_unit") or spec.time_unit,
+            constants=dict(spec.constants),
+            now_us=options.get("now_us") or time.time_ns() // 1000,
+        )
+        missing = [f for f in converter.required if f not in mapping and f not in spec.constants]
+        if missing:
+            raise InputError(
+                f"{path}: no column mapped to {', '.join(missing)} "
+                f"(columns: {', '.join(header[:20])}); give --csv-map FIELD=COLUMN,..."
+            )
+        yield from read_mapped_csv(
+            path, converter, mapping, delimiter=spec.delimiter, batch_rows=options.batch_rows
+        )
+
+
+def utc_text(us: int) -> str:
+    """An ISO 8601 UTC text for microseconds since the epoch (for messages)."""
+    return _dt.datetime.fromtimestamp(us / 1e6, tz=_dt.timezone.utc).isoformat()
