@@ -1,0 +1,465 @@
+"""goflow2's output: JSON lines (``-format=json``) and length-prefixed protobuf (``-format=bin``).
+
+goflow2 v2 writes one JSON object per line with snake_case keys (``time_received_ns``,
+``sampler_address``, ``sampling_rate``, ``time_flow_start_ns``, ``bytes``, ``src_addr``,
+``proto`` as a name such as ``"TCP"``, ...); v1 wrote CamelCase keys (``TimeReceived``,
+``SamplerAddress``, ``TimeFlowStart`` in seconds, ``Proto`` as a number). Both are read: for
+each field the first key present wins, and epoch times are told apart by their size (ns, us,
+ms or s), so v1 seconds and v2 nanoseconds need no option. A flow whose start time is 0 (some
+sFlow samples) takes the time goflow2 received it.
+
+goflow2 keeps counts as exported (sampled) and says the rate, so archive files are ``raw``:
+volume = bytes x sampling_rate (0 = unknown, read as unsampled).
+
+The binary form is the ``FlowMessage`` protobuf of goflow2's ``pb/flow.proto``, each message
+prefixed by its length as a varint (``-format=bin`` in v2, ``-format=pb
+-format.protobuf.fixedlen=true`` in v1), optionally followed by the file transport's newline.
+It is decoded here with a small wire-format reader (no protobuf dependency); it is slower than
+the JSON path.
+
+The JSON-lines reader is shared with pmacct's JSON output (see ``pmacct.py``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from flowatlas.errors import InputError
+from flowatlas.io.importers.base import Batch, Importer, ImportOptions, register
+from flowatlas.io.importers.csv import (
+    BatchAccumulator,
+    ColumnConverter,
+    first_line,
+    invalid_lines_quarantine,
+)
+from flowatlas.schema import COUNTS_RAW, empty_table
+
+JSON_CHUNK_LINES = 65_536
+
+#: v1 field -> JSON keys to try, v2 names first
+GOFLOW2_KEYS: dict[str, tuple[str, ...]] = {
+    "time_start": ("time_flow_start_ns", "TimeFlowStartNs", "TimeFlowStartMs", "TimeFlowStart"),
+    "time_end": ("time_flow_end_ns", "TimeFlowEndNs", "TimeFlowEndMs", "TimeFlowEnd"),
+    "time_received": ("time_received_ns", "TimeReceivedNs", "TimeReceived"),
+    "exporter": ("sampler_address", "SamplerAddress"),
+    "in_if": ("in_if", "InIf"),
+    "out_if": ("out_if", "OutIf"),
+    "src_addr": ("src_addr", "SrcAddr"),
+    "dst_addr": ("dst_addr", "DstAddr"),
+    "src_port": ("src_port", "SrcPort"),
+    "dst_port": ("dst_port", "DstPort"),
+    "proto": ("proto", "Proto"),
+    "bytes": ("bytes", "Bytes"),
+    "packets": ("packets", "Packets"),
+    "sampling_rate": ("sampling_rate", "SamplingRate"),
+    "src_as": ("src_as", "SrcAS"),
+    "dst_as": ("dst_as", "DstAS"),
+}
+
+
+# --------------------------------------------------------------------------- JSON lines
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """Open a file for reading bytes, gunzipping ``*.gz``; errors name the file."""
+    try:
+        if path.suffix == ".gz":
+            return gzip.open(path, "rb")
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+
+
+def read_json_lines(
+    path: Path, chunk_lines: int = JSON_CHUNK_LINES
+) -> Iterator[tuple[list[int], list[dict[str, Any]], list[tuple[int, str]]]]:
+    """Yield (line numbers, objects, bad lines) for chunks of a JSON-lines file.
+
+    Blank lines are not records. A line that is not a JSON object is a bad line: it is
+    returned with its number and text for the quarantine, never dropped.
+    """
+    fh = open_binary(path)
+    numbers: list[int] = []
+    objects: list[dict[str, Any]] = []
+    bad: list[tuple[int, str]] = []
+    loads = json.loads
+    try:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = loads(raw)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                bad.append((lineno, raw.decode("utf-8", "replace").strip()))
+            else:
+                if isinstance(obj, dict):
+                    numbers.append(lineno)
+                    objects.append(obj)
+                else:
+                    bad.append((lineno, raw.decode("utf-8", "replace").strip()))
+            if len(numbers) + len(bad) >= chunk_lines:
+                yield numbers, objects, bad
+                numbers, objects, bad = [], [], []
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise InputError(f"{path}: read failed: {exc}") from None
+    finally:
+        fh.close()
+    if numbers or bad:
+        yield numbers, objects, bad
+
+
+def column(values: Sequence[Any]) -> pa.Array:
+    """An Arrow column from decoded JSON values, typed if they agree, else as text."""
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        return pa.array([None if v is None else _as_text(v) for v in values], pa.string())
+    if pa.types.is_null(arr.type) or pa.types.is_string(arr.type):
+        return arr
+    if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+        return arr
+    if pa.types.is_large_string(arr.type):
+        return arr.cast(pa.string())
+    # booleans, lists, objects: keep as text so the converter rejects them with the value
+    return pa.array([None if v is None else _as_text(v) for v in values], pa.string())
+
+
+def _as_text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return json.dumps(v)
+    return str(v)
+
+
+def pick(objects: list[dict[str, Any]], keys: Sequence[str]) -> list[Any]:
+    """For each object, the value of the first of ``keys`` it has (None if none)."""
+    if len(keys) == 1:
+        k = keys[0]
+        return [o.get(k) for o in objects]
+    out = []
+    for o in objects:
+        v = None
+        for k in keys:
+            if k in o:
+                v = o[k]
+                break
+        out.append(v)
+    return out
+
+
+def _zero_to_none(values: list[Any]) -> list[Any]:
+    return [None if (v == 0 or v == "" or v == "0") else v for v in values]
+
+
+def goflow2_columns(objects: list[dict[str, Any]]) -> dict[str, pa.Array]:
+    """Columns named after v1 fields from goflow2 JSON objects (v1 or v2 keys)."""
+    cols: dict[str, pa.Array] = {}
+    received = pick(objects, GOFLOW2_KEYS["time_received"])
+    for fname, keys in GOFLOW2_KEYS.items():
+        if fname == "time_received":
+            continue
+        values = pick(objects, keys)
+        if fname in ("time_start", "time_end"):
+            starts = _zero_to_none(values)
+            values = [r if s is None else s for s, r in zip(starts, received, strict=True)]
+        cols[fname] = column(values)
+    return cols
+
+
+def convert_chunks(
+    chunks: Iterator[tuple[list[int], Any, list[tuple[int, str]]]],
+    to_columns: Any,
+    converter: ColumnConverter,
+    batch_rows: int,
+    label: str = "line",
+    bad_reason: str = "bad_json",
+) -> Iterator[Batch]:
+    """Convert decoded chunks (numbers, records, bad records) into accumulated batches."""
+    acc = BatchAccumulator(batch_rows)
+    where = converter.source_file
+    for numbers, records, bad in chunks:
+        extra = invalid_lines_quarantine(where, bad, reason=bad_reason, label=label)
+        if numbers:
+            cols = to_columns(records)
+            batch = converter.convert(
+                cols, np.asarray(numbers, dtype=np.int64), label=label, extra_quarantine=extra
+            )
+        else:
+            batch = Batch(empty_table(), extra, records_read=extra.num_rows)
+        yield from acc.add(batch)
+    yield from acc.flush()
+
+
+def _converter(path: Path, options: ImportOptions) -> ColumnConverter:
+    return ColumnConverter(str(path), now_us=options.get("now_us") or time.time_ns() // 1000)
+
+
+@register
+class Goflow2JsonImporter(Importer):
+    """goflow2 JSON lines (v2 snake_case or v1 CamelCase keys), gzip or not."""
+
+    format: ClassVar[str] = "goflow2-json"
+    counts: ClassVar[str] = COUNTS_RAW
+    description: ClassVar[str] = "goflow2 JSON lines (v1 or v2)"
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        line = first_line(head)
+        if line is None or not line.startswith("{"):
+            return False
+        return any(
+            key in line for key in ('"sampler_address"', '"time_received_ns"', '"SamplerAddress"')
+        )
+
+    def counts_for(self, options: ImportOptions) -> str:
+        """Always ``raw``: goflow2 reports sampled counts and the sampling rate."""
+        return COUNTS_RAW
+
+    def read(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
+        converter = _converter(path, options)
+        yield from convert_chunks(
+            read_json_lines(path), goflow2_columns, converter, options.batch_rows
+        )
+
+
+# --------------------------------------------------------------------------- protobuf
+
+#: FlowMessage field numbers (goflow2 v2 ``pb/flow.proto``)
+_PB_V2 = {
+    110: "time_received",
+    111: "time_start",
+    112: "time_end",
+    11: "exporter",
+    9: "bytes",
+    10: "packets",
+    3: "sampling_rate",
+    6: "src_addr",
+    7: "dst_addr",
+    20: "proto",
+    21: "src_port",
+    22: "dst_port",
+    18: "in_if",
+    19: "out_if",
+    14: "src_as",
+    15: "dst_as",
+}
+#: goflow2 v1 kept times in seconds under other numbers (38 is ip_flags in v2)
+_PB_V1_TIMES = {2: "time_received", 38: "time_start", 5: "time_end"}
+_ADDR_FIELDS = {"exporter", "src_addr", "dst_addr"}
+_V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(buf):
+            raise _Truncated
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def decode_flow_message(msg: bytes | memoryview) -> dict[str, Any]:
+    """Decode one FlowMessage into v1-field values (times in ns, addresses as 16 bytes)."""
+    raw: dict[int, Any] = {}
+    pos = 0
+    n = len(msg)
+    while pos < n:
+        key, pos = _varint(msg, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(msg, pos)
+        elif wire == 2:
+            length, pos = _varint(msg, pos)
+            if pos + length > n:
+                raise ValueError("length-delimited field runs past the message")
+            value = bytes(msg[pos : pos + length])
+            pos += length
+        elif wire == 1:
+            pos += 8
+            value = None
+        elif wire == 5:
+            pos += 4
+            value = None
+        else:
+            raise ValueError(f"wire type {wire} not used by FlowMessage")
+        if pos > n:
+            raise ValueError("field runs past the message")
+        if number in raw and number not in _PB_V2:
+            continue
+        raw.setdefault(number, value)  # repeated fields: keep the first
+    out: dict[str, Any] = {}
+    v2 = 110 in raw or 111 in raw
+    for number, name in _PB_V2.items():
+        if number in raw:
+            out[name] = raw[number]
+    if not v2:
+        for number, name in _PB_V1_TIMES.items():
+            if number in raw:
+                out[name] = raw[number] * 1_000_000_000  # seconds -> ns
+    for name in _ADDR_FIELDS:
+        if name in out:
+            value = out[name]
+            if isinstance(value, bytes) and len(value) == 4:
+                out[name] = _V4_PREFIX + value
+            elif not (isinstance(value, bytes) and len(value) == 16):
+                out[name] = b"?"  # marks a bad address
+    return out
+
+
+def iter_delimited(data: bytes) -> Iterator[tuple[int, bytes | None, str | None]]:
+    """Yield (message number, message bytes or None, problem) for varint-delimited messages.
+
+    A newline after each message (goflow2's file transport separator) is skipped when the
+    file uses one; that is decided on the first message.
+    """
+    view = memoryview(data)
+    pos = 0
+    number = 0
+    newline_sep: bool | None = None
+    while pos < len(view):
+        number += 1
+        try:
+            length, start = _varint(view, pos)
+        except (_Truncated, ValueError):
+            yield number, None, "truncated message length"
+            return
+        end = start + length
+        if end > len(view):
+            yield number, None, f"truncated message ({len(view) - start} of {length} bytes)"
+            return
+        yield number, bytes(view[start:end]), None
+        pos = end
+        if newline_sep is None:
+            newline_sep = pos < len(view) and view[pos] == 0x0A and _next_ok(view, pos + 1)
+        if newline_sep and pos < len(view) and view[pos] == 0x0A:
+            pos += 1
+
+
+def _next_ok(view: memoryview, pos: int) -> bool:
+    """True if a delimited message could start at ``pos`` (or the data ends there)."""
+    if pos >= len(view):
+        return True
+    try:
+        length, start = _varint(view, pos)
+    except (_Truncated, ValueError):
+        return False
+    return start + length <= len(view)
+
+
+@register
+class Goflow2PbImporter(Importer):
+    """goflow2 binary output: varint-length-prefixed FlowMessage protobufs."""
+
+    format: ClassVar[str] = "goflow2-pb"
+    counts: ClassVar[str] = COUNTS_RAW
+    description: ClassVar[str] = "goflow2 protobuf (-format=bin, length-prefixed)"
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        if path.suffix not in (".pb", ".bin", ".protobuf"):
+            return False
+        for _, msg, problem in iter_delimited(head):
+            if problem is not None or msg is None:
+                return False
+            try:
+                fields = decode_flow_message(msg)
+            except (ValueError, _Truncated):
+                return False
+            return "bytes" in fields or "src_addr" in fields
+        return False
+
+    def counts_for(self, options: ImportOptions) -> str:
+        """Always ``raw``, as in goflow2's JSON."""
+        return COUNTS_RAW
+
+    def read(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
+        fh = open_binary(path)
+        try:
+            data = fh.read()
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(f"{path}: read failed: {exc}") from None
+        finally:
+            fh.close()
+        converter = _converter(path, options)
+        yield from convert_chunks(
+            self._chunks(data),
+            _pb_columns,
+            converter,
+            options.batch_rows,
+            label="message",
+            bad_reason="bad_protobuf",
+        )
+
+    @staticmethod
+    def _chunks(data: bytes) -> Iterator[tuple[list[int], list[dict[str, Any]], list]]:
+        numbers: list[int] = []
+        records: list[dict[str, Any]] = []
+        bad: list[tuple[int, str]] = []
+        for number, msg, problem in iter_delimited(data):
+            if msg is None:
+                bad.append((number, problem or "unreadable"))
+            else:
+                try:
+                    records.append(decode_flow_message(msg))
+                    numbers.append(number)
+                except (ValueError, _Truncated) as exc:
+                    bad.append((number, f"{exc or 'truncated field'}: {msg[:32].hex()}"))
+            if len(numbers) + len(bad) >= JSON_CHUNK_LINES:
+                yield numbers, records, bad
+                numbers, records, bad = [], [], []
+        if numbers or bad:
+            yield numbers, records, bad
+
+
+def _pb_columns(records: list[dict[str, Any]]) -> Mapping[str, pa.Array]:
+    cols: dict[str, pa.Array] = {}
+    received = [r.get("time_received") for r in records]
+    for name in set(_PB_V2.values()) - {"time_received"}:
+        values = [r.get(name) for r in records]
+        if name in ("time_start", "time_end"):
+            values = [rv if not v else v for v, rv in zip(values, received, strict=True)]
+            cols[name] = pa.array(
+                [None if v is None else min(v, (1 << 63) - 1) for v in values], pa.int64()
+            )
+        elif name in _ADDR_FIELDS:
+            ok = [v if isinstance(v, bytes) and len(v) == 16 else None for v in values]
+            if any(v == b"?" for v in values):  # a wrong-length address: reject as text
+                cols[name] = pa.array(
+                    [
+                        (v.hex() if v == b"?" else _fmt16(v)) if v is not None else None
+                        for v in values
+                    ],
+                    pa.string(),
+                )
+            else:
+                cols[name] = pa.array(ok, pa.binary(16))
+        else:
+            cols[name] = column(values)
+    return cols
+
+
+def _fmt16(v: bytes) -> str:
+    import ipaddress
+
+    addr = ipaddress.IPv6Address(v)
+    return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
