@@ -1,0 +1,659 @@
+"""``flowatlas import``: source files (nfcapd, goflow2, pmacct, CSV, ...) into a flow archive.
+
+The Python API is :func:`import_sources`; the click command :func:`import_` is a thin layer
+over it. One source file is one unit of work:
+
+1. sources are expanded (directories recursively), hashed (SHA-256, threads) and compared with
+   the archive's manifest: content already imported is skipped;
+2. each remaining file is read by its importer in a worker process (a process pool, one file
+   per task) and written to the archive under its own names (``<format>-<hash16>``), day by
+   day, in batches of about a million rows, so memory stays bounded and the output does not
+   depend on how many workers ran or in which order they finished;
+3. rows an importer rejects go to ``ARCHIVE/_import/quarantine/<name>.parquet`` with a reason;
+   records read = records written + records quarantined, checked for every batch;
+4. the manifest records each finished file; an interrupted import resumes where it stopped.
+
+With ``--config``, the configuration is validated and the summary counts the records that
+touch none of the configured local prefixes (they are kept: orientation counts them as transit
+or unknown at build time).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flowatlas.errors import ConfigError, FlowatlasError, InputError, OutputError
+from flowatlas.io.manifest import (
+    FileEntry,
+    Manifest,
+    archive_lock,
+    output_name,
+    remove_outputs,
+    sha256_file,
+)
+
+DEFAULT_BATCH_ROWS = 1 << 20
+AUTO = "auto"
+#: formats offered by --format; importers registered later (plugins) are accepted too
+FORMAT_CHOICES = (
+    AUTO,
+    "nfcapd",
+    "nfdump-csv",
+    "goflow2-json",
+    "goflow2-pb",
+    "pmacct-json",
+    "pmacct-csv",
+    "csv",
+    "netflow-pcap",
+    "netflow-payload",
+)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class FileResult:
+    """What importing one source file gave (or the error that stopped it)."""
+
+    path: str
+    size: int
+    sha256: str
+    format: str
+    counts: str = ""
+    records_read: int = 0
+    records_written: int = 0
+    records_quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    quarantine_file: str | None = None
+    no_local_prefix: int | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class ImportSummary:
+    """The outcome of one ``flowatlas import`` run."""
+
+    archive: str
+    imported: list[FileResult] = field(default_factory=list)
+    failed: list[FileResult] = field(default_factory=list)
+    skipped_known: list[str] = field(default_factory=list)  # content already in the archive
+    skipped_duplicate: list[str] = field(default_factory=list)  # same content twice this run
+    skipped_unrecognised: list[str] = field(default_factory=list)  # in a folder, not a format
+    recovered: list[str] = field(default_factory=list)  # pending from an interrupted run
+    local_prefixes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def records_read(self) -> int:
+        return sum(r.records_read for r in self.imported)
+
+    @property
+    def records_written(self) -> int:
+        return sum(r.records_written for r in self.imported)
+
+    @property
+    def records_quarantined(self) -> int:
+        return sum(r.records_quarantined for r in self.imported)
+
+    @property
+    def reasons(self) -> Counter[str]:
+        c: Counter[str] = Counter()
+        for r in self.imported:
+            c.update(r.reasons)
+        return c
+
+    @property
+    def no_local_prefix(self) -> int | None:
+        if not self.local_prefixes:
+            return None
+        return sum(r.no_local_prefix or 0 for r in self.imported)
+
+    def render(self) -> str:
+        """The one-screen summary printed after an import."""
+        lines = [
+            f"flowatlas import -> {self.archive}",
+            f"  files     imported {len(self.imported)}, "
+            f"skipped {len(self.skipped_known) + len(self.skipped_duplicate)} "
+            f"(already imported {len(self.skipped_known)}, "
+            f"duplicate content {len(self.skipped_duplicate)}), failed {len(self.failed)}",
+        ]
+        if self.skipped_unrecognised:
+            shown = ", ".join(Path(p).name for p in self.skipped_unrecognised[:3])
+            more = "" if len(self.skipped_unrecognised) <= 3 else ", ..."
+            lines.append(
+                f"            not a flow format (in folders, not imported) "
+                f"{len(self.skipped_unrecognised)}: {shown}{more}"
+            )
+        if self.recovered:
+            lines.append(f"            resumed after an interrupted import: {len(self.recovered)}")
+        lines += [
+            f"  records   read {self.records_read:,}",
+            f"            written {self.records_written:,}",
+            f"            quarantined {self.records_quarantined:,}",
+        ]
+        for reason, n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"              {reason:<22} {n:>12,}")
+        if self.records_quarantined:
+            lines.append(f"            (rows and reasons in {self.archive}/_import/quarantine/)")
+        nl = self.no_local_prefix
+        if nl is not None:
+            lines.append(
+                f"  local     {nl:,} written records touch none of the "
+                f"{self.local_prefixes} configured local prefixes "
+                "(kept; counted as transit or unknown at build time)"
+            )
+        for r in self.failed:
+            lines.append(f"  FAILED    {r.error}")
+        rate = self.records_read / self.seconds if self.seconds > 0 else 0.0
+        lines.append(f"  time      {self.seconds:.1f} s ({rate:,.0f} records/s)")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- one file (worker)
+
+
+@dataclass(frozen=True)
+class ImportTask:
+    """Everything a worker needs to import one file (plain data, cheap to pickle)."""
+
+    path: str
+    size: int
+    sha256: str
+    format: str
+    archive: str
+    extra: tuple[tuple[str, Any], ...]
+    batch_rows: int
+    local_ranges: tuple[tuple[int, int, int, int], ...] = ()
+
+
+def _in_ranges(hi: np.ndarray, lo: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """True where (hi, lo) lies in any of the [start, end] ranges (rows of 4 uint64)."""
+    hit = np.zeros(hi.shape, dtype=bool)
+    for s_hi, s_lo, e_hi, e_lo in ranges:
+        ge = (hi > s_hi) | ((hi == s_hi) & (lo >= s_lo))
+        le = (hi < e_hi) | ((hi == e_hi) & (lo <= e_lo))
+        hit |= ge & le
+    return hit
+
+
+def _count_no_local(table: pa.Table, ranges: np.ndarray) -> int:
+    from flowatlas.addresses import bytes16_to_hilo
+
+    if table.num_rows == 0:
+        return 0
+    s_hi, s_lo = bytes16_to_hilo(table.column("src_addr"))
+    d_hi, d_lo = bytes16_to_hilo(table.column("dst_addr"))
+    local = _in_ranges(s_hi, s_lo, ranges) | _in_ranges(d_hi, d_lo, ranges)
+    return int((~local).sum())
+
+
+def import_one(task: ImportTask) -> FileResult:
+    """Import one source file into the archive (runs in a worker process or inline)."""
+    from flowatlas.io.archive import ArchiveWriter
+    from flowatlas.io.importers.base import QUARANTINE_SCHEMA, ImportOptions, get_importer
+
+    t0 = time.perf_counter()
+    result = FileResult(task.path, task.size, task.sha256, task.format)
+    root = Path(task.archive)
+    name = output_name(task.format, task.sha256)
+    options = ImportOptions(batch_rows=task.batch_rows, extra=task.extra)
+    ranges = np.array(task.local_ranges, dtype=np.uint64).reshape(-1, 4)
+    writer = None
+    qwriter: pq.ParquetWriter | None = None
+    qdir = root / "_import" / "quarantine"
+    qtmp = qdir / f".{name}.parquet.tmp"
+    try:
+        importer = get_importer(task.format)()
+        counts = _counts_of(importer, options)
+        result.counts = counts
+        writer = ArchiveWriter(
+            root, counts=counts, source=f"{task.format} sha256:{task.sha256}", name=name
+        )
+        reasons: Counter[str] = Counter()
+        no_local = 0
+        for batch in importer.read(Path(task.path), options):
+            read = int(batch.records_read or 0)
+            if read != batch.table.num_rows + batch.quarantine.num_rows:  # pragma: no cover
+                raise AssertionError(f"{task.path}: importer accounting broken")
+            writer.write(batch.table)
+            result.records_read += read
+            result.records_written += batch.table.num_rows
+            if batch.quarantine.num_rows:
+                q = batch.quarantine.cast(QUARANTINE_SCHEMA)
+                if qwriter is None:
+                    qdir.mkdir(parents=True, exist_ok=True)
+                    qwriter = pq.ParquetWriter(qtmp, QUARANTINE_SCHEMA, compression="zstd")
+                qwriter.write_table(q)
+                result.records_quarantined += q.num_rows
+                reasons.update(q.column("reason").to_pylist())
+            if len(ranges):
+                no_local += _count_no_local(batch.table, ranges)
+        if sha256_file(task.path)[0] != task.sha256:
+            raise InputError(f"{task.path}: the file changed while it was being imported")
+        files = writer.close()
+        writer = None
+        result.outputs = sorted(p.relative_to(root).as_posix() for p in files)
+        if qwriter is not None:
+            qwriter.close()
+            qwriter = None
+            final = qdir / f"{name}.parquet"
+            os.replace(qtmp, final)
+            result.quarantine_file = final.relative_to(root).as_posix()
+        result.reasons = dict(sorted(reasons.items()))
+        result.no_local_prefix = no_local if len(ranges) else None
+    except FlowatlasError as exc:
+        result.error = str(exc) if str(task.path) in str(exc) else f"{task.path}: {exc}"
+        result.records_read = result.records_written = result.records_quarantined = 0
+    finally:
+        if writer is not None:
+            writer.abort()
+        if qwriter is not None:
+            qwriter.close()
+        if result.error is not None:
+            remove_outputs(root, name)
+        qtmp.unlink(missing_ok=True)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _counts_of(importer: Any, options: Any) -> str:
+    """The counts mode an importer writes with these options (``raw`` or ``scaled``)."""
+    if hasattr(importer, "counts_for"):
+        return importer.counts_for(options)
+    return type(importer).counts
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _expand(
+    sources: Sequence[str | os.PathLike[str]], fmt: str, glob: str | None
+) -> tuple[list[tuple[Path, str]], list[str]]:
+    """(file, format) pairs to import, and files in folders that are no flow format."""
+    from flowatlas.io.importers.base import detect_format, get_importer
+
+    chosen = None if fmt == AUTO else get_importer(fmt)
+    files: list[tuple[Path, str]] = []
+    unrecognised: list[str] = []
+    seen: set[Path] = set()
+    for src in sources:
+        p = Path(src).expanduser()
+        if not p.exists():
+            raise InputError(f"{p}: no such file or directory")
+        if p.is_file():
+            rp = p.resolve()
+            if rp not in seen:
+                seen.add(rp)
+                files.append((rp, fmt if chosen else detect_format(rp)))
+            continue
+        for child in _walk(p, glob):
+            rp = child.resolve()
+            if rp in seen:
+                continue
+            seen.add(rp)
+            if glob is not None:  # the user chose these names: every one must import
+                files.append((rp, fmt if chosen else detect_format(rp)))
+                continue
+            found = _sniff(rp, chosen)
+            if found is None:
+                unrecognised.append(str(rp))
+            else:
+                files.append((rp, found))
+    return files, unrecognised
+
+
+def _walk(root: Path, glob: str | None) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        for fname in sorted(filenames):
+            if fname.startswith(".") or fname.startswith("nfcapd.current"):
+                continue
+            path = Path(dirpath) / fname
+            if glob is not None and not path.match(glob):
+                continue
+            out.append(path)
+    return out
+
+
+def _sniff(path: Path, chosen: Any) -> str | None:
+    from flowatlas.io.importers.base import detect_format
+
+    if chosen is not None:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(4096)
+        except OSError as exc:
+            raise InputError(f"{path}: {exc.strerror or exc}") from None
+        return chosen.format if chosen.sniff(path, head) else None
+    try:
+        return detect_format(path)
+    except InputError:
+        return None
+
+
+def _local_ranges(config: Any) -> tuple[tuple[int, int, int, int], ...]:
+    """The configured local prefixes as (start_hi, start_lo, end_hi, end_lo) ranges."""
+    from flowatlas.addresses import parse_prefixes, prefix_bounds
+
+    prefixes = [p for region in config.regions for p in region.prefixes]
+    if not prefixes:
+        return ()
+    hi, lo, length, _ = parse_prefixes(prefixes, source=f"{config.origin}: regions.prefixes")
+    s_hi, s_lo, e_hi, e_lo = prefix_bounds(hi, lo, length)
+    return tuple(
+        (int(a), int(b), int(c), int(d)) for a, b, c, d in zip(s_hi, s_lo, e_hi, e_lo, strict=True)
+    )
+
+
+def _hash_all(paths: list[Path], threads: int) -> list[tuple[str, int]]:
+    if len(paths) <= 1 or threads <= 1:
+        return [sha256_file(p) for p in paths]
+    with cf.ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(sha256_file, paths))
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def import_sources(
+    sources: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    fmt: str = AUTO,
+    config: str | os.PathLike[str] | None = None,
+    jobs: int | None = None,
+    csv_map: str | None = None,
+    counts: str | None = None,
+    time_unit: str | None = None,
+    glob: str | None = None,
+    reimport: bool = False,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    nfdump: str | None = None,
+    progress: bool | None = None,
+    now_us: int | None = None,
+) -> ImportSummary:
+    """Import flow files into the archive at ``out``; see the module docstring.
+
+    ``fmt`` is a format name or ``auto`` (by content). ``jobs`` is the number of worker
+    processes (default: one per CPU, at most one per file; 1 runs in this process).
+    ``progress`` shows a progress bar on stderr (None: only on a terminal). Returns the
+    summary; files that failed are listed in it (and raise nothing here).
+    """
+    from flowatlas.config import load_config
+    from flowatlas.io.importers.base import get_importer
+
+    t0 = time.perf_counter()
+    if not sources:
+        raise InputError("no source files given")
+    if fmt != AUTO:
+        get_importer(fmt)  # unknown format: error listing the known ones
+    if counts not in (None, "raw", "scaled"):
+        raise ConfigError(f"--counts {counts!r}: use raw or scaled")
+    if batch_rows < 1:
+        raise ConfigError("--batch-rows must be at least 1")
+    cfg = load_config(config) if config is not None else None
+    ranges = _local_ranges(cfg) if cfg is not None else ()
+    if csv_map is not None:
+        from flowatlas.io.importers.csv import parse_csv_map
+
+        parse_csv_map(csv_map)  # a bad mapping fails before any work
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"{root}: exists and is not a directory")
+    summary = ImportSummary(str(root), local_prefixes=len(ranges))
+    files, summary.skipped_unrecognised = _expand(sources, fmt, glob)
+    now = now_us if now_us is not None else time.time_ns() // 1000
+    extra: dict[str, Any] = {"now_us": now}
+    for key, value in (
+        ("csv_map", csv_map),
+        ("counts", counts),
+        ("time_unit", time_unit),
+        ("nfdump", nfdump),
+    ):
+        if value is not None:
+            extra[key] = value
+    extra_t = tuple(sorted(extra.items()))
+    _check_counts_option(files, counts, extra_t, batch_rows)
+
+    root.mkdir(parents=True, exist_ok=True)
+    with archive_lock(root):
+        manifest = Manifest.open(root)
+        summary.recovered = manifest.recover()
+        if summary.recovered:
+            manifest.save()
+        hashes = _hash_all([p for p, _ in files], threads=min(8, os.cpu_count() or 1))
+        tasks: list[ImportTask] = []
+        planned: set[str] = set()
+        for (path, f), (sha, size) in zip(files, hashes, strict=True):
+            if manifest.has(sha):
+                if reimport and sha not in planned:
+                    manifest.forget(sha)
+                else:
+                    summary.skipped_known.append(str(path))
+                    continue
+            if sha in planned:
+                summary.skipped_duplicate.append(str(path))
+                continue
+            planned.add(sha)
+            tasks.append(
+                ImportTask(str(path), size, sha, f, str(root), extra_t, batch_rows, ranges)
+            )
+        for task in tasks:
+            manifest.begin(task.sha256, output_name(task.format, task.sha256), task.path)
+        if tasks or reimport:
+            manifest.save()
+        digest = cfg.digest() if cfg is not None else None
+        for result in _run(tasks, jobs, progress):
+            if result.error is None:
+                manifest.finish(_entry(result, digest))
+                summary.imported.append(result)
+            else:
+                manifest.abandon(result.sha256)
+                summary.failed.append(result)
+            manifest.save()
+    summary.imported.sort(key=lambda r: r.path)
+    summary.failed.sort(key=lambda r: r.path)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _check_counts_option(
+    files: list[tuple[Path, str]], counts: str | None, extra: tuple, batch_rows: int
+) -> None:
+    """``--counts`` may only choose for formats that leave the choice open."""
+    if counts is None:
+        return
+    from flowatlas.io.importers.base import ImportOptions, get_importer
+
+    options = ImportOptions(batch_rows=batch_rows, extra=extra)
+    for fmt in sorted({f for _, f in files}):
+        got = _counts_of(get_importer(fmt)(), options)
+        if got != counts:
+            raise ConfigError(f"--counts {counts}: {fmt} files are always {got}")
+
+
+def _entry(r: FileResult, digest: str | None) -> FileEntry:
+    return FileEntry(
+        path=r.path,
+        size=r.size,
+        sha256=r.sha256,
+        format=r.format,
+        counts=r.counts,
+        records_read=r.records_read,
+        records_written=r.records_written,
+        records_quarantined=r.records_quarantined,
+        quarantine_reasons=dict(r.reasons),
+        outputs=list(r.outputs),
+        quarantine_file=r.quarantine_file,
+        no_local_prefix=r.no_local_prefix,
+        config_digest=digest if r.no_local_prefix is not None else None,
+    )
+
+
+def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> Iterable[FileResult]:
+    """Run the tasks (a process pool, or inline for one job); yield results as they finish."""
+    from tqdm import tqdm
+
+    if not tasks:
+        return
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
+    disable = None if progress is None else not progress
+    bar = tqdm(
+        total=len(tasks),
+        unit="file",
+        desc="import",
+        file=sys.stderr,
+        disable=disable,
+        dynamic_ncols=True,
+    )
+    records = 0
+    try:
+        if workers == 1:
+            for task in tasks:
+                result = import_one(task)
+                records += result.records_read
+                bar.set_postfix(records=f"{records:,}", refresh=False)
+                bar.update(1)
+                yield result
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(import_one, t) for t in tasks]
+            try:
+                for fut in cf.as_completed(futures):
+                    result = fut.result()
+                    records += result.records_read
+                    bar.set_postfix(records=f"{records:,}", refresh=False)
+                    bar.update(1)
+                    yield result
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    finally:
+        bar.close()
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@click.command(
+    "import",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Formats: nfcapd (needs nfdump), nfdump-csv, goflow2-json, goflow2-pb, "
+    "pmacct-json, pmacct-csv, csv, netflow-pcap. See docs/importing.md.",
+)
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option(
+    "--out",
+    "-o",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Archive directory to write (created if missing; re-running adds only new files).",
+)
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    default=AUTO,
+    show_default=True,
+    help="Source format: " + "|".join(FORMAT_CHOICES) + ".",
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="flowatlas TOML config: validated; records touching no local prefix are counted.",
+)
+@click.option(
+    "--csv-map",
+    help="CSV column mapping, 'time_start=ts,src_addr=sa,...' or a TOML file.",
+)
+@click.option(
+    "--counts",
+    type=click.Choice(["raw", "scaled"]),
+    help="pmacct/CSV: counts are raw (x sampling_rate later) or already scaled.",
+)
+@click.option(
+    "--time-unit",
+    type=click.Choice(["auto", "s", "ms", "us", "ns"]),
+    help="Unit of numeric epoch times in CSV (default: guessed from their size).",
+)
+@click.option("--glob", help="In folders, import only files whose name matches (e.g. 'nfcapd.*').")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: CPUs).")
+@click.option("--reimport", is_flag=True, help="Import files again even if already imported.")
+@click.option(
+    "--batch-rows",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_ROWS,
+    show_default=True,
+    help="Rows per batch (bounds memory per worker).",
+)
+@click.option("--nfdump", help="nfdump executable to use (default: nfdump on PATH).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+def import_(
+    sources: tuple[str, ...],
+    out: str,
+    fmt: str,
+    config: str | None,
+    csv_map: str | None,
+    counts: str | None,
+    time_unit: str | None,
+    glob: str | None,
+    jobs: int | None,
+    reimport: bool,
+    batch_rows: int,
+    nfdump: str | None,
+    quiet: bool,
+) -> None:
+    """Import flow files (or folders of them) into a day-partitioned flow archive.
+
+    Files already imported (same content) are skipped; an interrupted import resumes. Rows
+    that cannot be read are quarantined with a reason, never dropped.
+    """
+    summary = import_sources(
+        sources,
+        out,
+        fmt=fmt,
+        config=config,
+        jobs=jobs,
+        csv_map=csv_map,
+        counts=counts,
+        time_unit=time_unit,
+        glob=glob,
+        reimport=reimport,
+        batch_rows=batch_rows,
+        nfdump=nfdump,
+        progress=False if quiet else None,
+    )
+    if not quiet:
+        click.echo(summary.render())
+    if summary.failed:
+        if len(summary.failed) == 1 and not summary.imported and not summary.skipped_known:
+            raise InputError(summary.failed[0].error or "import failed")
+        raise InputError(
+            f"{len(summary.failed)} of {len(summary.failed) + len(summary.imported)} files "
+            f"failed; first: {summary.failed[0].error}"
+        )
+
+
+__all__ = ["FileResult", "ImportSummary", "ImportTask", "import_", "import_one", "import_sources"]

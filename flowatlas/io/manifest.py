@@ -1,0 +1,270 @@
+"""The import manifest: which source files an archive already holds, by content.
+
+``flowatlas import`` keeps ``ARCHIVE/_import/manifest.json`` (names starting with ``_`` are
+not read as archive data). Each imported source file has an entry: absolute path, size,
+SHA-256 of its content, format, records read / written / quarantined (by reason) and the
+archive files it produced. This makes imports
+
+- idempotent: a file whose content hash is in the manifest is skipped, whatever its path;
+- resumable: a source is marked *pending* (with the output name it will use) before its first
+  row is written and moved to the entries when its files are complete. After an interruption
+  the next import deletes whatever a pending source left behind (finished files under its name
+  and hidden ``.tmp`` files) and imports it again, while finished sources stay done.
+
+The manifest is rewritten atomically (temporary file, fsync, rename) after every source, and
+a lock file keeps two imports from writing one archive at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowatlas.errors import InputError, OutputError
+
+MANIFEST_VERSION = 1
+IMPORT_DIR = "_import"
+MANIFEST_NAME = "manifest.json"
+QUARANTINE_DIR = "quarantine"
+_HASH_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """SHA-256 (hex) and size of a file's content, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    return h.hexdigest(), size
+
+
+def output_name(fmt: str, sha256: str) -> str:
+    """The archive file name (without ``.parquet``) a source's rows are written under."""
+    return f"{fmt}-{sha256[:16]}"
+
+
+@dataclass
+class FileEntry:
+    """One imported source file and what it became."""
+
+    path: str
+    size: int
+    sha256: str
+    format: str
+    counts: str
+    records_read: int
+    records_written: int
+    records_quarantined: int
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)  # relative to the archive root
+    quarantine_file: str | None = None
+    no_local_prefix: int | None = None
+    config_digest: str | None = None
+    imported_at: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FileEntry:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Pending:
+    """A source whose import started but has not finished (yet, or ever)."""
+
+    sha256: str
+    name: str
+    path: str
+
+
+class Manifest:
+    """The manifest of one archive; load with :meth:`open`, change, :meth:`save`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.entries: dict[str, FileEntry] = {}
+        self.pending: dict[str, Pending] = {}
+
+    # ---------------------------------------------------------------- location
+
+    @property
+    def import_dir(self) -> Path:
+        return self.root / IMPORT_DIR
+
+    @property
+    def path(self) -> Path:
+        return self.import_dir / MANIFEST_NAME
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.import_dir / QUARANTINE_DIR
+
+    # ---------------------------------------------------------------- load / save
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> Manifest:
+        """Load the archive's manifest (an empty one if the archive has none yet)."""
+        m = cls(Path(root))
+        try:
+            text = m.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return m
+        except OSError as exc:
+            raise InputError(f"{m.path}: cannot read: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(text)
+            if data.get("flowatlas_import_manifest") != MANIFEST_VERSION:
+                raise ValueError(
+                    f"unknown manifest version {data.get('flowatlas_import_manifest')}"
+                )
+            for d in data.get("files", []):
+                e = FileEntry.from_dict(d)
+                m.entries[e.sha256] = e
+            for d in data.get("pending", []):
+                p = Pending(d["sha256"], d["name"], d["path"])
+                m.pending[p.sha256] = p
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(
+                f"{m.path}: corrupt import manifest ({exc}); move it away to re-import everything"
+            ) from None
+        return m
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flowatlas_import_manifest": MANIFEST_VERSION,
+            "files": [asdict(e) for e in sorted(self.entries.values(), key=_entry_key)],
+            "pending": [asdict(p) for p in sorted(self.pending.values(), key=lambda p: p.path)],
+        }
+
+    def save(self) -> None:
+        """Write the manifest atomically (a reader sees the old or the new one, never half)."""
+        try:
+            self.import_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{MANIFEST_NAME}.tmp")
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.to_dict(), fh, indent=1, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
+
+    # ---------------------------------------------------------------- changes
+
+    def has(self, sha256: str) -> bool:
+        return sha256 in self.entries
+
+    def begin(self, sha256: str, name: str, path: str) -> None:
+        """Mark a source as being imported under ``name`` (call :meth:`save` after)."""
+        self.pending[sha256] = Pending(sha256, name, path)
+
+    def finish(self, entry: FileEntry) -> None:
+        """Record a completed source and drop its pending mark."""
+        if not entry.imported_at:
+            entry.imported_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.entries[entry.sha256] = entry
+        self.pending.pop(entry.sha256, None)
+
+    def abandon(self, sha256: str) -> None:
+        """Forget a pending source (its import failed and cleaned up after itself)."""
+        p = self.pending.pop(sha256, None)
+        if p is not None:
+            remove_outputs(self.root, p.name)
+
+    def forget(self, sha256: str) -> None:
+        """Remove an imported source and its archive files (for ``--reimport``)."""
+        e = self.entries.pop(sha256, None)
+        if e is None:
+            return
+        for rel in e.outputs:
+            (self.root / rel).unlink(missing_ok=True)
+        if e.quarantine_file:
+            (self.root / e.quarantine_file).unlink(missing_ok=True)
+        remove_outputs(self.root, output_name(e.format, e.sha256))
+
+    def recover(self) -> list[str]:
+        """Delete what interrupted imports left behind; return the paths to import again."""
+        redo = []
+        for p in list(self.pending.values()):
+            remove_outputs(self.root, p.name)
+            redo.append(p.path)
+        self.pending.clear()
+        return redo
+
+
+def remove_outputs(root: Path, name: str) -> None:
+    """Delete every archive and quarantine file (finished or ``.tmp``) written under ``name``."""
+    patterns = (f"{name}.parquet", f".{name}.parquet.tmp")
+    for day_dir in _day_dirs(root):
+        for pat in patterns:
+            (day_dir / pat).unlink(missing_ok=True)
+    qdir = root / IMPORT_DIR / QUARANTINE_DIR
+    for pat in patterns:
+        (qdir / pat).unlink(missing_ok=True)
+
+
+def _day_dirs(root: Path) -> Iterator[Path]:
+    try:
+        for d in sorted(root.iterdir()):
+            if d.is_dir() and d.name.startswith("day="):
+                yield d
+    except FileNotFoundError:
+        return
+
+
+def _entry_key(e: FileEntry) -> tuple[str, str]:
+    return e.path, e.sha256
+
+
+@contextlib.contextmanager
+def archive_lock(root: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``ARCHIVE/_import/lock`` for the duration; a second importer gets a clear error."""
+    d = Path(root) / IMPORT_DIR
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fh = open(d / "lock", "a+")
+    except OSError as exc:
+        raise OutputError(f"{d}: cannot create: {exc.strerror or exc}") from None
+    try:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            yield
+            return
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputError(
+                f"{root}: another flowatlas import is writing this archive (lock {d / 'lock'})"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    finally:
+        fh.close()
+
+
+__all__ = [
+    "IMPORT_DIR",
+    "FileEntry",
+    "Manifest",
+    "Pending",
+    "archive_lock",
+    "output_name",
+    "remove_outputs",
+    "sha256_file",
+]
