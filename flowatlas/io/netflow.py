@@ -36,7 +36,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -245,6 +245,7 @@ class _Field:
 
 
 _VARLEN = 0xFFFF
+_MAX_SHAPES = 4096  # distinct templates remembered for reuse
 
 
 @dataclass
@@ -255,6 +256,8 @@ class _Template:
     min_length: int
     layout: _Layout | None = None  # for fixed-length flow templates
     flow: bool = False  # carries an IP address: its records are flows
+    #: layouts of the mapped fields of variable-length records, by (IE, length) sequence
+    varlen_layouts: dict[tuple[tuple[int, int], ...], _Layout] = field(default_factory=dict)
 
     @classmethod
     def build(cls, fields: list[_Field], options: bool) -> _Template:
@@ -319,13 +322,25 @@ class _Layout:
 # --------------------------------------------------------------------------- state
 
 
-@dataclass
+@dataclass(frozen=True)
 class _DomainState:
-    """What options records told us about one exporter's observation domain."""
+    """What options records told us about one exporter's observation domain.
+
+    Immutable: an options record replaces the object, so flowsets queued for decoding keep
+    the state that held when they arrived.
+    """
 
     default_rate: int | None = None
-    rates_by_id: dict[int, int] = field(default_factory=dict)
+    rates_by_id: tuple[tuple[int, int], ...] = ()
     system_init_ms: int | None = None
+
+    def fallback_rate(self) -> int | None:
+        """The rate for records that name no sampler of their own."""
+        if self.default_rate is not None:
+            return self.default_rate
+        rates = {rate for _, rate in self.rates_by_id}
+        # one sampling rate announced, and records that do not say which sampler: it is theirs
+        return rates.pop() if len(rates) == 1 else None
 
 
 @dataclass
@@ -336,9 +351,9 @@ class _Packet:
     exporter: bytes
     domain: int
     export_us: int
-    uptime_ms: int | None  # v5/v9 header sysUptime; None for IPFIX
+    uptime_ms: int  # v5/v9 header sysUptime (unused for IPFIX)
     position: str
-    v5_rate: int | None = None
+    v5_rate: int = -1  # v5 header sampling interval; -1: none reported
 
 
 @dataclass
@@ -352,10 +367,25 @@ class _Held:
 
 
 @dataclass
+class _Queue:
+    """Flow records of one layout waiting to be decoded together."""
+
+    layout: _Layout
+    version: int
+    bufs: list[bytes] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    packets: list[_Packet] = field(default_factory=list)
+    states: list[_DomainState | None] = field(default_factory=list)
+    wheres: list[str] = field(default_factory=list)
+    indices: list[np.ndarray | None] = field(default_factory=list)
+    records: int = 0
+
+
+@dataclass
 class DecoderStats:
     """Counts over everything fed to a decoder, for reports and tests."""
 
-    packets: int = 0  # payloads fed
+    packets: int = 0  # messages fed (a payload may hold several)
     not_netflow: int = 0  # payloads skipped because they are not NetFlow/IPFIX
     templates: int = 0  # template records read
     options_templates: int = 0
@@ -386,6 +416,9 @@ class _Out:
         self.q_detail.append(detail)
 
 
+_TemplateKey = tuple[int, bytes, int, int]  # (version, exporter, domain, template id)
+_DomainKey = tuple[int, bytes, int]
+
 # --------------------------------------------------------------------------- decoder
 
 
@@ -399,7 +432,8 @@ class NetflowDecoder:
 
     ``max_held_flowsets`` bounds the data flowsets kept per (exporter, domain, template) while
     the template has not arrived, and ``max_held_bytes`` all of them together; the oldest are
-    quarantined when a bound is hit.
+    quarantined when a bound is hit. Flow records are decoded in bulk, ``decode_every``
+    records of one layout at a time (and at :meth:`take`).
     """
 
     def __init__(
@@ -408,23 +442,28 @@ class NetflowDecoder:
         *,
         max_held_flowsets: int = 64,
         max_held_bytes: int = 32 << 20,
+        decode_every: int = 1 << 16,
     ) -> None:
         self.source_file = source_file
         self.max_held_flowsets = max_held_flowsets
         self.max_held_bytes = max_held_bytes
+        self.decode_every = decode_every
         self.stats = DecoderStats()
-        self._templates: dict[tuple[int, bytes, int, int], _Template] = {}
-        self._held: dict[tuple[int, bytes, int, int], deque[_Held]] = {}
+        self._templates: dict[_TemplateKey, _Template] = {}
+        self._held: dict[_TemplateKey, deque[_Held]] = {}
         self._held_bytes = 0
-        self._domains: dict[tuple[int, bytes, int], _DomainState] = {}
+        self._domains: dict[_DomainKey, _DomainState] = {}
+        self._shapes: dict[tuple[tuple[_Field, ...], bool], _Template] = {}
+        self._queues: dict[int, _Queue] = {}
+        self._queued = 0
         self._out = _Out()
 
     # ----------------------------------------------------------------- public API
 
     @property
     def pending_rows(self) -> int:
-        """Decoded plus quarantined rows not yet taken."""
-        return self._out.rows + len(self._out.q_pos)
+        """Flow records and quarantine rows not yet taken."""
+        return self._out.rows + len(self._out.q_pos) + self._queued
 
     def feed(
         self,
@@ -438,13 +477,13 @@ class NetflowDecoder:
 
         ``position`` names the packet in quarantine rows ("packet 12"). A payload that does
         not look like NetFlow/IPFIX returns 0 and is only counted, unless ``require_netflow``
-        (payload files, where every file should be an export): then it is quarantined.
+        (payload files, where every file should be an export): then it is quarantined. A
+        payload holding several messages back to back is decoded message by message.
         """
         payload = bytes(payload)
         if len(exporter) != 16:
             raise ValueError("exporter must be a 16-byte address")
-        self.stats.packets += 1
-        version = looks_like_netflow(payload)
+        version = first_version = looks_like_netflow(payload)
         if not version:
             self.stats.not_netflow += 1
             if require_netflow:
@@ -452,11 +491,11 @@ class NetflowDecoder:
                 reason = R_HEADER if payload[:2] in (b"\0\5", b"\0\x09", b"\0\x0a") else None
                 self._out.quarantine(position, reason or R_NOT_NETFLOW, f"starts {head}")
             return 0
-        first_version = version
         label = position
         rest = payload
         k = 1
         while True:
+            self.stats.packets += 1
             if version == 5:
                 used = self._feed_v5(rest, exporter, label)
             else:
@@ -464,15 +503,14 @@ class NetflowDecoder:
             rest = rest[used:]
             if not rest:
                 break
-            # a payload file may hold several messages back to back (netcat captures)
-            nxt = looks_like_netflow(rest)
-            if not nxt:
+            version = looks_like_netflow(rest)
+            if not version:
                 self.stats.trailing_bytes += len(rest)
                 break
             k += 1
             label = f"{position} message {k}"
-            self.stats.packets += 1
-            version = nxt
+        if self._queued >= self.decode_every:
+            self._decode_queues()
         return first_version
 
     def finish(self) -> None:
@@ -487,6 +525,7 @@ class NetflowDecoder:
         # imported here: importing the importers package loads every importer, ours included
         from flowatlas.io.importers.base import Batch, empty_quarantine, quarantine_rows
 
+        self._decode_queues()
         out = self._out
         self._out = _Out()
         table = _table(out.chunks)
@@ -502,14 +541,14 @@ class NetflowDecoder:
         _, count, uptime, secs, nsecs, _, _, _, sampling = _V5_HEADER.unpack_from(p, 0)
         interval = sampling & 0x3FFF
         mode = sampling >> 14
-        rate = interval if interval else (0 if mode else None)
-        pkt = _Packet(
-            5, exporter, 0, secs * _US + min(nsecs, 999_999_999) // 1000, uptime, position, rate
-        )
+        # the interval counts even without a mode (Juniper sends mode 0, interval 1000)
+        rate = interval if interval else (0 if mode else -1)
+        export_us = secs * _US + min(nsecs, 999_999_999) // 1000
+        pkt = _Packet(5, exporter, 0, export_us, uptime, position, rate)
         present = min(count, (len(p) - 24) // 48)
         self.stats.flow_records += count
         if present:
-            self._decode_flows(p[24 : 24 + 48 * present], _V5_LAYOUT, present, pkt, position)
+            self._queue_flows(p[24 : 24 + 48 * present], _V5_LAYOUT, present, pkt, position)
         for i in range(present, count):
             self._out.quarantine(
                 f"{position} record {i + 1}", R_TRUNCATED, f"{count} records announced"
@@ -519,6 +558,7 @@ class NetflowDecoder:
     # ----------------------------------------------------------------- v9 and IPFIX
 
     def _feed_templated(self, p: bytes, exporter: bytes, position: str, version: int) -> int:
+        """Walk the flowsets of one v9/IPFIX message; return how many bytes it took."""
         if version == 9:
             _, _, uptime, secs, _, domain = _V9_HEADER.unpack_from(p, 0)
             pos, end = 20, len(p)
@@ -526,11 +566,9 @@ class NetflowDecoder:
         else:
             _, length, secs, _, domain = _IPFIX_HEADER.unpack_from(p, 0)
             pos, end = 16, min(length, len(p))
-            pkt = _Packet(10, exporter, domain, secs * _US, None, position)
+            pkt = _Packet(10, exporter, domain, secs * _US, 0, position)
         k = 0
-        while pos < end:
-            if end - pos < 4:
-                break  # padding
+        while end - pos >= 4:
             sid, slen = _SET_HEADER.unpack_from(p, pos)
             reserved = sid < 256 and sid not in ((0, 1) if version == 9 else (2, 3))
             if reserved and looks_like_netflow(p[pos:]):
@@ -548,9 +586,9 @@ class NetflowDecoder:
             overrun = max(0, stop - end)
             if sid >= 256:
                 self._data_set(pkt, sid, body, overrun, where)
-            elif (version == 9 and sid == 0) or (version == 10 and sid == 2):
+            elif sid == (0 if version == 9 else 2):
                 self._template_set(pkt, body, options=False)
-            elif (version == 9 and sid == 1) or (version == 10 and sid == 3):
+            elif sid == (1 if version == 9 else 3):
                 self._template_set(pkt, body, options=True)
             else:
                 self.stats.unknown_sets += 1
@@ -558,39 +596,35 @@ class NetflowDecoder:
         return end
 
     def _template_set(self, pkt: _Packet, body: bytes, *, options: bool) -> None:
+        """Read the templates of one template or options-template set."""
         pos = 0
         n = len(body)
         ipfix = pkt.version == 10
         while n - pos >= 4:
-            if ipfix and options:
+            scope_count = 0
+            if options:
                 if n - pos < 6:
                     break
-                tid, count, scope_count = struct.unpack_from(">HHH", body, pos)
+                tid, count, third = struct.unpack_from(">HHH", body, pos)
                 pos += 6
-            elif ipfix:
-                tid, count = struct.unpack_from(">HH", body, pos)
-                pos += 4
-                scope_count = 0
-            elif options:
-                if n - pos < 6:
-                    break
-                tid, scope_len, opt_len = struct.unpack_from(">HHH", body, pos)
-                pos += 6
-                if tid == 0 and scope_len == 0 and opt_len == 0:
-                    break  # padding
-                if scope_len % 4 or opt_len % 4:
-                    self.stats.bad_templates += 1
-                    return
-                scope_count = scope_len // 4
-                count = scope_count + opt_len // 4
+                if ipfix:
+                    scope_count = third
+                else:  # v9: scope and option lengths in bytes
+                    if tid == 0 and count == 0 and third == 0:
+                        break  # padding
+                    if count % 4 or third % 4:
+                        self.stats.bad_templates += 1
+                        return
+                    scope_count = count // 4
+                    count = scope_count + third // 4
             else:
                 tid, count = struct.unpack_from(">HH", body, pos)
                 pos += 4
-                scope_count = 0
             if tid == 0 and count == 0:
                 break  # padding
             if ipfix and count == 0 and tid in (2, 3):  # withdraw all of the domain's templates
-                for key in [k for k in self._templates if k[:3] == (10, pkt.exporter, pkt.domain)]:
+                domain = (10, pkt.exporter, pkt.domain)
+                for key in [key for key in self._templates if key[:3] == domain]:
                     del self._templates[key]
                     self.stats.withdrawn_templates += 1
                 continue
@@ -598,7 +632,7 @@ class NetflowDecoder:
                 self.stats.bad_templates += 1
                 return
             key = (pkt.version, pkt.exporter, pkt.domain, tid)
-            if ipfix and count == 0:  # withdrawal
+            if ipfix and count == 0:  # withdrawal of one template
                 self._templates.pop(key, None)
                 self.stats.withdrawn_templates += 1
                 continue
@@ -618,19 +652,23 @@ class NetflowDecoder:
                     pos += 4
                     ie &= 0x7FFF
                 # v9 scope types (system, interface, ...) are not information elements
-                scope = i < scope_count and not ipfix
-                fields.append(_Field(ie, length, enterprise, scope))
-            tpl = _Template.build(fields, options)
+                fields.append(_Field(ie, length, enterprise, i < scope_count and not ipfix))
+            # routers re-send the same templates all the time (and many routers share them):
+            # one object per distinct template keeps its layout, so its records decode together
+            shape = (tuple(fields), options)
+            tpl = self._shapes.get(shape)
+            if tpl is None:
+                if len(self._shapes) >= _MAX_SHAPES:
+                    self._shapes.clear()
+                tpl = self._shapes[shape] = _Template.build(fields, options)
             self._templates[key] = tpl
             if options:
                 self.stats.options_templates += 1
             else:
                 self.stats.templates += 1
-            waiting = self._held.pop(key, None)
-            if waiting:
-                for held in waiting:
-                    self._held_bytes -= len(held.body)
-                    self._decode_set(tpl, held.packet, held.body, held.overrun, held.where)
+            for held in self._held.pop(key, ()):
+                self._held_bytes -= len(held.body)
+                self._decode_set(tpl, held.packet, held.body, held.overrun, held.where)
 
     def _data_set(self, pkt: _Packet, tid: int, body: bytes, overrun: int, where: str) -> None:
         key = (pkt.version, pkt.exporter, pkt.domain, tid)
@@ -655,12 +693,15 @@ class NetflowDecoder:
             self._held_bytes -= len(old.body)
             self._give_up(first, old, "too much data waiting for templates")
 
-    def _give_up(self, key: tuple[int, bytes, int, int], held: _Held, why: str) -> None:
+    def _give_up(self, key: _TemplateKey, held: _Held, why: str) -> None:
         self._out.quarantine(held.where, R_NO_TEMPLATE, f"template {key[3]}, {why}")
 
-    def _decode_set(self, tpl: _Template, pkt: _Packet, body: bytes, overrun: int, where: str):
+    def _decode_set(
+        self, tpl: _Template, pkt: _Packet, body: bytes, overrun: int, where: str
+    ) -> None:
+        """Decode a data set whose template is known (options sets update the state)."""
         if tpl.options or not tpl.flow:
-            records = self._split_records(tpl, body, where, count_only=not tpl.options)
+            records = self._split_records(tpl, body, values=tpl.options)
             if tpl.options:
                 for values in records:
                     self._apply_options(pkt, values)
@@ -673,20 +714,23 @@ class NetflowDecoder:
             self._out.quarantine(where, R_ZERO_RECORD, f"{len(body)} bytes of data")
             return
         if tpl.fixed_length is not None:
-            n = len(body) // tpl.fixed_length
+            n = len(body) // tpl.fixed_length  # what is left over is padding
             self.stats.flow_records += n
             if n:
-                self._decode_flows(body[: n * tpl.fixed_length], tpl.layout, n, pkt, where)
+                self._queue_flows(body[: n * tpl.fixed_length], tpl.layout, n, pkt, where)
         else:
-            self._decode_varlen(tpl, pkt, body, where)
+            self._split_varlen(tpl, pkt, body, where)
         if overrun:
             self.stats.flow_records += 1
             self._out.quarantine(where, R_SET_OVERRUN, f"{overrun} bytes missing")
 
     # ----------------------------------------------------------------- record splitting
 
-    def _record_fields(self, tpl: _Template, body: bytes, pos: int):
-        """(list of (field, offset, length), next position) for the record at pos, or None."""
+    @staticmethod
+    def _record_fields(
+        tpl: _Template, body: bytes, pos: int
+    ) -> tuple[list[tuple[_Field, int, int]], int] | None:
+        """([(field, offset, length)], next position) for the record at pos; None if cut."""
         out = []
         n = len(body)
         for f in tpl.fields:
@@ -707,28 +751,21 @@ class NetflowDecoder:
             pos += length
         return out, pos
 
-    def _split_records(
-        self, tpl: _Template, body: bytes, where: str, *, count_only: bool
-    ) -> list[dict[int, int]]:
-        """Options/other records as {IE: value} for the IEs that matter; [{}]*n if count_only."""
+    def _split_records(self, tpl: _Template, body: bytes, *, values: bool) -> list[dict[int, int]]:
+        """The records of a non-flow set, as {IE: value} for the options IEs that matter."""
+        if tpl.fixed_length == 0:
+            return []
+        if tpl.fixed_length is not None and not values:
+            return [{}] * (len(body) // tpl.fixed_length)
         records: list[dict[int, int]] = []
-        if tpl.fixed_length is not None:
-            if tpl.fixed_length == 0:
-                return records
-            n = len(body) // tpl.fixed_length
-            if count_only:
-                return [{}] * n
         pos = 0
-        while pos < len(body) and len(body) - pos >= max(tpl.min_length, 1):
+        while len(body) - pos >= max(tpl.min_length, 1):
             got = self._record_fields(tpl, body, pos)
             if got is None:
-                break  # options data cut short: nothing of flows is lost
-            fields, new_pos = got
-            if new_pos == pos:
-                break
-            pos = new_pos
-            values: dict[int, int] = {}
-            if not count_only:
+                break  # options data cut short: no flow record is lost
+            fields, pos = got
+            found: dict[int, int] = {}
+            if values:
                 for f, off, length in fields:
                     if (
                         f.ie in _OPTION_IES
@@ -736,27 +773,32 @@ class NetflowDecoder:
                         and not f.scope
                         and 1 <= length <= 8
                     ):
-                        values[f.ie] = int.from_bytes(body[off : off + length], "big")
-            records.append(values)
+                        found[f.ie] = int.from_bytes(body[off : off + length], "big")
+            records.append(found)
         return records
 
     def _apply_options(self, pkt: _Packet, values: dict[int, int]) -> None:
+        """Remember the sampling rate / system init time an options record announces."""
         if not values:
             return
-        state = self._domains.setdefault((pkt.version, pkt.exporter, pkt.domain), _DomainState())
+        key = (pkt.version, pkt.exporter, pkt.domain)
+        state = self._domains.get(key) or _DomainState()
         rate = _rate_of(values)
         if rate is not None:
             sampler = values.get(IE_SELECTOR_ID, values.get(IE_SAMPLER_ID))
             if sampler is None:
-                state.default_rate = rate
+                state = replace(state, default_rate=rate)
             else:
-                state.rates_by_id[sampler] = rate
+                rates = dict(state.rates_by_id)
+                rates[sampler] = rate
+                state = replace(state, rates_by_id=tuple(rates.items()))
         if IE_SYSTEM_INIT_MS in values:
-            state.system_init_ms = values[IE_SYSTEM_INIT_MS]
+            state = replace(state, system_init_ms=values[IE_SYSTEM_INIT_MS])
+        self._domains[key] = state
 
-    def _decode_varlen(self, tpl: _Template, pkt: _Packet, body: bytes, where: str) -> None:
-        """Copy each record's mapped fields into a fixed layout, then decode as usual."""
-        groups: dict[tuple, tuple[list[bytes], list[int]]] = {}
+    def _split_varlen(self, tpl: _Template, pkt: _Packet, body: bytes, where: str) -> None:
+        """Copy each record's mapped fields into a fixed layout and queue them for decoding."""
+        groups: dict[tuple[tuple[int, int], ...], tuple[list[bytes], list[int]]] = {}
         pos = 0
         index = 0
         while pos < len(body):
@@ -770,34 +812,30 @@ class NetflowDecoder:
                 self._out.quarantine(f"{where} record {index}", R_RECORD_OVERRUN, None)
                 break
             fields, pos = got
-            key = []
-            parts = []
-            seen: dict[int, tuple[int, int]] = {}
+            mapped: dict[int, tuple[int, int]] = {}
             for f, off, length in fields:
                 if not (f.enterprise or f.scope or f.ie not in _LENGTHS or length == 0):
-                    seen[f.ie] = (off, length)  # a repeated field: the last one wins
-            for ie, (off, length) in seen.items():
-                key.append((ie, length))
-                parts.append(body[off : off + length])
-            group = groups.setdefault(tuple(key), ([], []))
-            group[0].append(b"".join(parts))
+                    mapped[f.ie] = (off, length)  # a repeated field: the last one wins
+            key = tuple((ie, length) for ie, (_, length) in mapped.items())
+            group = groups.setdefault(key, ([], []))
+            group[0].append(b"".join(body[off : off + length] for off, length in mapped.values()))
             group[1].append(index)
         for key, (records, indices) in groups.items():
-            placed = []
-            off = 0
-            for ie, length in key:
-                placed.append((_Field(ie, length), off))
-                off += length
-            layout = _Layout.build(placed, off)
-            if off == 0:
-                layout.dtype = None
-            self._decode_flows(
+            layout = tpl.varlen_layouts.get(key)
+            if layout is None:
+                placed = []
+                off = 0
+                for ie, length in key:
+                    placed.append((_Field(ie, length), off))
+                    off += length
+                layout = tpl.varlen_layouts[key] = _Layout.build(placed, off)
+            self._queue_flows(
                 b"".join(records), layout, len(records), pkt, where, np.asarray(indices)
             )
 
     # ----------------------------------------------------------------- flow records
 
-    def _decode_flows(
+    def _queue_flows(
         self,
         buf: bytes,
         layout: _Layout,
@@ -806,16 +844,50 @@ class NetflowDecoder:
         where: str,
         indices: np.ndarray | None = None,
     ) -> None:
-        """Decode n fixed-layout flow records in buf into columns; quarantine the bad ones."""
+        """Queue n fixed-layout flow records; they are decoded in bulk later."""
+        queue = self._queues.get(id(layout))
+        if queue is None:
+            queue = self._queues[id(layout)] = _Queue(layout, pkt.version)
+        queue.bufs.append(buf)
+        queue.counts.append(n)
+        queue.packets.append(pkt)
+        queue.states.append(self._domains.get((pkt.version, pkt.exporter, pkt.domain)))
+        queue.wheres.append(where)
+        queue.indices.append(indices)
+        queue.records += n
+        self._queued += n
+
+    def _decode_queues(self) -> None:
+        for queue in self._queues.values():
+            self._decode_queue(queue)
+        self._queues.clear()
+        self._queued = 0
+
+    def _decode_queue(self, q: _Queue) -> None:
+        """Decode the queued records of one layout at once; quarantine the bad ones."""
+        n = q.records
+        layout = q.layout
+        counts = np.asarray(q.counts, dtype=np.int64)
+        flowset = np.repeat(np.arange(len(counts)), counts)  # flowset of each record
+
+        def positions(rows: np.ndarray) -> list[str]:
+            starts = np.cumsum(counts) - counts
+            out = []
+            for i in rows:
+                fs = int(flowset[i])
+                within = int(i - starts[fs])
+                idx = q.indices[fs]
+                rec = int(idx[within]) if idx is not None else within + 1
+                out.append(f"{q.wheres[fs]} record {rec}")
+            return out
+
         if layout.error is not None:
-            for i in range(n):
-                rec = int(indices[i]) if indices is not None else i + 1
-                self._out.quarantine(f"{where} record {rec}", R_FIELD_LENGTH, layout.error)
+            for pos in positions(np.arange(n)):
+                self._out.quarantine(pos, R_FIELD_LENGTH, layout.error)
             return
-        if layout.dtype is not None and layout.record_length:
-            arr = np.frombuffer(buf, dtype=layout.dtype, count=n)
-        else:
-            arr = None
+        arr = None
+        if layout.lengths:
+            arr = np.frombuffer(b"".join(q.bufs), dtype=layout.dtype, count=n)
         lengths = layout.lengths
 
         def col(ie: int) -> np.ndarray | None:
@@ -823,10 +895,23 @@ class NetflowDecoder:
                 return None
             return _as_uint64(arr[f"f{ie}"])
 
+        # the context of each record: its packet header and the options state at arrival
+        def per_record(values: list[int]) -> np.ndarray:
+            return np.repeat(np.asarray(values, dtype=np.int64), counts)
+
+        ctx = _Context(
+            version=q.version,
+            export_us=per_record([p.export_us for p in q.packets]),
+            uptime_ms=per_record([p.uptime_ms for p in q.packets]),
+            v5_rate=per_record([p.v5_rate for p in q.packets]),
+            states=q.states,
+            state_of=flowset,
+        )
+
         bad = np.zeros(n, dtype=np.uint8)  # index into _BAD_REASONS; 0 = good
         detail: list[str | None] = [None] * len(_BAD_REASONS)
 
-        def flag(mask: np.ndarray, code: int, text: str) -> None:
+        def flag(mask: np.ndarray, code: int, text: str | None) -> None:
             hit = mask & (bad == 0)
             if hit.any():
                 bad[hit] = code
@@ -856,18 +941,22 @@ class NetflowDecoder:
         dst_as = bounded(first(IE_DST_AS), _U32, "destination AS")
         src = _address(arr, lengths, IE_SRC_V4, IE_SRC_V6, n)
         dst = _address(arr, lengths, IE_DST_V4, IE_DST_V6, n)
-
-        start, end, fallback = self._times(col, pkt, n, flag)
-        rate = self._sampling(col, pkt, n, flag)
+        start, end, fallback = _times(col, ctx, flag)
+        rate = _sampling(col, ctx, flag)
 
         good = bad == 0
         ngood = int(good.sum())
         if ngood:
-            exporter = np.frombuffer(pkt.exporter, dtype=np.uint8)
+            exporters = {p.exporter for p in q.packets}
+            if len(exporters) == 1:
+                exporter = np.broadcast_to(np.frombuffer(exporters.pop(), np.uint8), (n, 16))
+            else:
+                table = np.frombuffer(b"".join(p.exporter for p in q.packets), np.uint8)
+                exporter = table.reshape(-1, 16)[flowset]
             chunk = {
                 "time_start": start,
                 "time_end": end,
-                "exporter": np.broadcast_to(exporter, (n, 16)),
+                "exporter": exporter,
                 "in_if": in_if,
                 "out_if": out_if,
                 "src_addr": src,
@@ -885,131 +974,153 @@ class NetflowDecoder:
                 chunk = {k: v[good] for k, v in chunk.items()}
             self._out.chunks.append(chunk)
             self._out.rows += ngood
-            if fallback:
-                self.stats.time_fallbacks += ngood
+            self.stats.time_fallbacks += int(fallback[good].sum())
         if ngood < n:
-            for i in np.flatnonzero(~good):
-                rec = int(indices[i]) if indices is not None else int(i) + 1
+            rows = np.flatnonzero(~good)
+            for i, pos in zip(rows, positions(rows), strict=True):
                 code = int(bad[i])
-                self._out.quarantine(f"{where} record {rec}", _BAD_REASONS[code], detail[code])
+                self._out.quarantine(pos, _BAD_REASONS[code], detail[code])
 
-    def _times(self, col, pkt: _Packet, n: int, flag):
-        """(start_us, end_us, fallback mask) as int64 arrays; flags impossible times."""
-        export = pkt.export_us
-        init_col = col(IE_SYSTEM_INIT_MS)
-        if init_col is not None:
-            init_ms = init_col
-        else:
-            state = self._domains.get((pkt.version, pkt.exporter, pkt.domain))
-            init_ms = state.system_init_ms if state and state.system_init_ms is not None else None
 
-        def one(ms_ie, us_ie, ns_ie, s_ie, delta_ie, up_ie):
-            too_big = None
-            got = col(ms_ie)
-            if got is not None:
-                too_big = got > np.uint64(_MAX_MS)
-                return np.where(too_big, 0, got).astype(np.int64) * 1000, too_big
-            for ie in (us_ie, ns_ie):
-                got = col(ie)
-                if got is not None:
-                    secs = (got >> np.uint64(32)).astype(np.int64) - _NTP_EPOCH_OFFSET
-                    frac = ((got & np.uint64(_U32)) * np.uint64(_US)) >> np.uint64(32)
-                    return secs * _US + frac.astype(np.int64), None
-            got = col(s_ie)
-            if got is not None:
-                too_big = got > np.uint64(_MAX_MS // 1000)
-                return np.where(too_big, 0, got).astype(np.int64) * _US, too_big
-            got = col(delta_ie)
-            if got is not None:
-                return export - got.astype(np.int64), None
-            got = col(up_ie)
-            if got is not None:
-                if pkt.uptime_ms is not None:  # v5/v9: relative to the header's uptime
-                    diff = (got.astype(np.int64) - pkt.uptime_ms + (1 << 31)) % (1 << 32) - (
-                        1 << 31
-                    )
-                    return export + diff * 1000, None
-                if init_ms is not None:  # IPFIX: relative to systemInitTimeMilliseconds
-                    base = np.asarray(init_ms, dtype=np.uint64) + got
-                    too_big = base > np.uint64(_MAX_MS)
-                    return np.where(too_big, 0, base).astype(np.int64) * 1000, too_big
-            return None, None
+@dataclass
+class _Context:
+    """Per-record header facts for a batch of records of one layout."""
 
-        start, start_big = one(
-            IE_START_MS, IE_START_US, IE_START_NS, IE_START_S, IE_START_DELTA_US, IE_START_UPTIME
-        )
-        end, end_big = one(
-            IE_END_MS, IE_END_US, IE_END_NS, IE_END_S, IE_END_DELTA_US, IE_END_UPTIME
-        )
-        fallback = False
-        if start is None and end is None:
-            start = np.full(n, export, dtype=np.int64)
-            end = start
-            fallback = True
-        elif start is None:
-            start = end
-        elif end is None:
-            end = start
-        for big in (start_big, end_big):
-            if big is not None:
-                flag(big, _BAD_FUTURE, "time beyond year 3000")
-        limit = export + FUTURE_SLACK_US
-        past = (start < MIN_TIME_US) | (end < MIN_TIME_US)
-        if past.any():
-            flag(past, _BAD_PAST, _first_time(start, end, past, np.minimum))
-        future = (start > limit) | (end > limit)
-        if future.any():
-            flag(future, _BAD_FUTURE, _first_time(start, end, future, np.maximum))
-        return start, end, fallback
+    version: int
+    export_us: np.ndarray  # int64
+    uptime_ms: np.ndarray  # int64 (v5/v9)
+    v5_rate: np.ndarray  # int64, -1: none reported
+    states: list[_DomainState | None]  # options state per flowset
+    state_of: np.ndarray  # flowset index of each record
 
-    def _sampling(self, col, pkt: _Packet, n: int, flag) -> np.ndarray:
-        """The sampling rate of each record: its own fields, then its sampler, then defaults."""
-        rate = np.full(n, -1, dtype=np.int64)  # -1: nothing known yet
+    def state_values(self, get) -> np.ndarray:
+        """A per-record int64 array of get(state) (-1 where there is no state or value)."""
+        values = [get(s) if s is not None else None for s in self.states]
+        table = np.asarray([-1 if v is None else v for v in values], dtype=np.int64)
+        return table[self.state_of]
+
+
+def _times(col, ctx: _Context, flag) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start_us, end_us, fallback) per record; flags impossible times.
+
+    See the module docstring for which fields are used in which order.
+    """
+    export = ctx.export_us
+    n = export.size
+    init_col = col(IE_SYSTEM_INIT_MS)
+    if init_col is not None:
+        init_ms = init_col
+        has_init = np.ones(n, dtype=bool)
+    else:
+        init = ctx.state_values(lambda s: s.system_init_ms)
+        has_init = init >= 0
+        init_ms = np.maximum(init, 0).astype(np.uint64)
+
+    def one(ms_ie: int, us_ie: int, ns_ie: int, s_ie: int, delta_ie: int, up_ie: int):
+        """(time_us, usable mask, too-big mask) from the first field the layout has."""
+        got = col(ms_ie)
+        if got is not None:
+            big = got > np.uint64(_MAX_MS)
+            return np.where(big, 0, got).astype(np.int64) * 1000, None, big
+        for ie in (us_ie, ns_ie):
+            got = col(ie)
+            if got is not None:  # NTP format: seconds since 1900 and a binary fraction
+                secs = (got >> np.uint64(32)).astype(np.int64) - _NTP_EPOCH_OFFSET
+                frac = ((got & np.uint64(_U32)) * np.uint64(_US)) >> np.uint64(32)
+                return secs * _US + frac.astype(np.int64), None, None
+        got = col(s_ie)
+        if got is not None:
+            big = got > np.uint64(_MAX_MS // 1000)
+            return np.where(big, 0, got).astype(np.int64) * _US, None, big
+        got = col(delta_ie)
+        if got is not None:
+            return export - got.astype(np.int64), None, None
+        got = col(up_ie)
+        if got is None:
+            return None, None, None
+        if ctx.version in (5, 9):  # relative to the header's uptime, as signed 32-bit ms
+            diff = (got.astype(np.int64) - ctx.uptime_ms + (1 << 31)) % (1 << 32) - (1 << 31)
+            return export + diff * 1000, None, None
+        # IPFIX: relative to systemInitTimeMilliseconds, where one is known
+        base = init_ms + got
+        big = (base > np.uint64(_MAX_MS)) & has_init
+        return np.where(big, 0, base).astype(np.int64) * 1000, has_init, big
+
+    start, start_ok, start_big = one(
+        IE_START_MS, IE_START_US, IE_START_NS, IE_START_S, IE_START_DELTA_US, IE_START_UPTIME
+    )
+    end, end_ok, end_big = one(
+        IE_END_MS, IE_END_US, IE_END_NS, IE_END_S, IE_END_DELTA_US, IE_END_UPTIME
+    )
+    all_ok = np.ones(n, dtype=bool)
+    none_ok = np.zeros(n, dtype=bool)
+    start_ok = none_ok if start is None else (all_ok if start_ok is None else start_ok)
+    end_ok = none_ok if end is None else (all_ok if end_ok is None else end_ok)
+    start = export if start is None else np.where(start_ok, start, export)
+    end = export if end is None else np.where(end_ok, end, export)
+    # a record with one time uses it for both; with none, the export time
+    start = np.where(~start_ok & end_ok, end, start)
+    end = np.where(~end_ok & start_ok, start, end)
+    fallback = ~start_ok & ~end_ok
+    for big in (start_big, end_big):
+        if big is not None:
+            flag(big, _BAD_FUTURE, "time beyond year 3000")
+    past = (start < MIN_TIME_US) | (end < MIN_TIME_US)
+    if past.any():
+        flag(past, _BAD_PAST, _first_time(start, end, past, np.minimum))
+    future = (start > export + FUTURE_SLACK_US) | (end > export + FUTURE_SLACK_US)
+    if future.any():
+        flag(future, _BAD_FUTURE, _first_time(start, end, future, np.maximum))
+    return start, end, fallback
+
+
+def _sampling(col, ctx: _Context, flag) -> np.ndarray:
+    """The sampling rate of each record: its own fields, then its sampler, then defaults.
+
+    -1 while unknown; 0 (quarantined) where sampling was announced with a rate of 0; stored
+    as 0 when nothing was reported.
+    """
+    n = ctx.export_us.size
+    if ctx.version == 5:
+        rate = ctx.v5_rate.copy()
+    else:
+        rate = np.full(n, -1, dtype=np.int64)
 
         def fill(values: np.ndarray | None) -> None:
             if values is not None:
                 unset = rate < 0
                 rate[unset] = np.minimum(values[unset], np.uint64(1 << 62)).astype(np.int64)
 
-        if pkt.version == 5:
-            if pkt.v5_rate is not None:
-                rate[:] = pkt.v5_rate
-        else:
-            mode = col(IE_SAMPLING_ALGORITHM)
-            if mode is None:
-                mode = col(IE_SAMPLER_MODE)
-            for ie in (IE_SAMPLING_INTERVAL, IE_SAMPLER_RANDOM_INTERVAL):
-                values = col(ie)
-                if values is not None and mode is not None:
-                    # interval 0 with sampling mode 0 says "not sampled", not "rate 0"
-                    values = np.where((values == 0) & (mode == 0), np.uint64(1), values)
-                fill(values)
-            interval, space = col(IE_PACKET_INTERVAL), col(IE_PACKET_SPACE)
-            if interval is not None and space is not None:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    fill(np.where(interval > 0, (interval + space) // np.maximum(interval, 1), 0))
-            size, population = col(IE_SAMPLING_SIZE), col(IE_SAMPLING_POPULATION)
-            if size is not None and population is not None:
-                fill(np.where(size > 0, population // np.maximum(size, 1), 0))
-            state = self._domains.get((pkt.version, pkt.exporter, pkt.domain))
-            if state is not None:
-                ids = col(IE_SELECTOR_ID)
-                if ids is None:
-                    ids = col(IE_SAMPLER_ID)
-                if ids is not None and state.rates_by_id:
-                    for sid in np.unique(ids[rate < 0]):
-                        known = state.rates_by_id.get(int(sid))
-                        if known is not None:
-                            rate[(rate < 0) & (ids == sid)] = known
-                default = state.default_rate
-                if default is None and len(set(state.rates_by_id.values())) == 1:
-                    # one sampler announced and records that do not name theirs: it is theirs
-                    default = next(iter(state.rates_by_id.values()))
-                if default is not None:
-                    rate[rate < 0] = default
-        flag(rate == 0, _BAD_RATE_ZERO, None)
-        flag(rate > _U32, _BAD_RANGE, "sampling rate above 4294967295")
-        return np.clip(rate, 0, _U32).astype(np.uint32)
+        mode = col(IE_SAMPLING_ALGORITHM)
+        if mode is None:
+            mode = col(IE_SAMPLER_MODE)
+        for ie in (IE_SAMPLING_INTERVAL, IE_SAMPLER_RANDOM_INTERVAL):
+            values = col(ie)
+            if values is not None and mode is not None:
+                # an interval of 0 with sampling mode 0 says "not sampled", not "rate 0"
+                values = np.where((values == 0) & (mode == 0), np.uint64(1), values)
+            fill(values)
+        interval, space = col(IE_PACKET_INTERVAL), col(IE_PACKET_SPACE)
+        if interval is not None and space is not None:
+            fill(np.where(interval > 0, (interval + space) // np.maximum(interval, 1), 0))
+        size, population = col(IE_SAMPLING_SIZE), col(IE_SAMPLING_POPULATION)
+        if size is not None and population is not None:
+            fill(np.where(size > 0, population // np.maximum(size, 1), 0))
+        ids = col(IE_SELECTOR_ID)
+        if ids is None:
+            ids = col(IE_SAMPLER_ID)
+        if ids is not None:
+            for k, state in enumerate(ctx.states):
+                if state is None or not state.rates_by_id:
+                    continue
+                mine = (ctx.state_of == k) & (rate < 0)
+                for sampler, known in state.rates_by_id:
+                    rate[mine & (ids == np.uint64(sampler))] = known
+        default = ctx.state_values(_DomainState.fallback_rate)
+        rate = np.where(rate < 0, default, rate)
+    flag(rate == 0, _BAD_RATE_ZERO, None)
+    flag(rate > _U32, _BAD_RANGE, "sampling rate above 4294967295")
+    return np.clip(rate, 0, _U32).astype(np.uint32)
 
 
 _BAD_REASONS = (None, R_RANGE, R_TIME_PAST, R_TIME_FUTURE, R_RATE_ZERO)
