@@ -1,0 +1,347 @@
+"""The cube: what a build produces and everything interactive reads.
+
+A cube is a directory::
+
+    CUBE/cube.json        metadata: dimensions, rollups, record accounting, provenance
+    CUBE/cells.parquet    one row per (time bucket, region, network type, direction, IP version)
+    CUBE/rollups.parquet  exact distinct remote IPs (and sums) per rollup period and grouping
+
+Volume, packets and flows add up over any dimension, so they are read from the cells.
+Distinct remote IPs do not add up (an address seen in two hours is one address), so they
+come from the rollups, computed exactly at build time for each grouping set. Magnitude (bits
+per unique remote IP) and shares are derived on read, never stored. See docs/cube.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flowatlas.engine.pipeline import (
+    GROUPINGS,
+    ROLLUP_CODE_SHIFT,
+    PartitionResult,
+    period_start,
+)
+from flowatlas.errors import InputError, OutputError
+from flowatlas.kernels.orient import DIM_BITS, unpack_cells
+from flowatlas.vocab import DIRECTIONS
+
+FORMAT = "flowatlas-cube"
+FORMAT_VERSION = 1
+DIMENSIONS = ("region", "network_type", "direction", "ip_version")
+MEASURES = ("bytes", "packets", "flows", "uniques")
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def grouping_name(grouping: Iterable[str]) -> str:
+    """The stored name of a grouping set: its dimensions in canonical order, comma-joined."""
+    g = set(grouping)
+    unknown = g - set(DIMENSIONS)
+    if unknown:
+        raise InputError(f"unknown cube dimension(s): {', '.join(sorted(unknown))}")
+    return ",".join(d for d in DIMENSIONS if d in g) or "total"
+
+
+# --------------------------------------------------------------------------- assembling
+
+
+def _dims_columns(codes: dict[str, np.ndarray], regions, types, keep: Sequence[str]) -> dict:
+    n = codes["region"].size
+    cols: dict[str, pa.Array] = {}
+    names = {"region": regions, "network_type": types, "direction": DIRECTIONS}
+    for d in ("region", "network_type", "direction"):
+        if d in keep:
+            cols[d] = pa.array(np.asarray(names[d], dtype=object)[codes[d]], pa.string())
+        else:
+            cols[d] = pa.nulls(n, pa.string())
+    if "ip_version" in keep:
+        cols["ip_version"] = pa.array(np.where(codes["is_v6"] == 1, 6, 4).astype(np.uint8))
+    else:
+        cols["ip_version"] = pa.nulls(n, pa.uint8())
+    return cols
+
+
+def _measures(sums: np.ndarray) -> dict[str, pa.Array]:
+    return {
+        m: pa.array(np.ascontiguousarray(sums[:, i]), pa.uint64()) for i, m in enumerate(MEASURES)
+    }
+
+
+def cells_table(result: PartitionResult, regions, types, bucket_us: int) -> pa.Table:
+    """The cells of a combined build result as an Arrow table, sorted by key."""
+    codes = unpack_cells(result.cell_keys)
+    start = pa.array(codes["bucket"] * np.int64(bucket_us), pa.int64()).cast(TIMESTAMP)
+    cols = {"bucket_start": start, **_dims_columns(codes, regions, types, DIMENSIONS)}
+    cols.update(_measures(result.cell_sums))
+    return pa.table(cols)
+
+
+def rollups_table(result: PartitionResult, regions, types, rollups: Sequence[str]) -> pa.Table:
+    """The rollups of a combined build result as an Arrow table, sorted by rollup and key."""
+    parts = []
+    for rollup in rollups:
+        keys = result.rollup_keys[rollup]
+        sums = result.rollup_sums[rollup]
+        code = keys >> ROLLUP_CODE_SHIFT
+        grouping = (keys >> DIM_BITS) & 7
+        codes = unpack_cells(keys & ((1 << DIM_BITS) - 1))
+        for g, dims in enumerate(GROUPINGS):
+            sel = np.flatnonzero(grouping == g)
+            if sel.size == 0:
+                continue
+            sub = {k: v[sel] for k, v in codes.items()}
+            starts = period_start(code[sel], rollup).astype(np.int64)
+            start_arr = pa.array(starts, pa.int64(), mask=np.isnat(starts.view("datetime64[us]")))
+            cols = {
+                "rollup": pa.array([rollup] * sel.size, pa.string()),
+                "period_start": start_arr.cast(TIMESTAMP),
+                "grouping": pa.array([grouping_name(dims)] * sel.size, pa.string()),
+                **_dims_columns(sub, regions, types, dims),
+                **_measures(sums[sel]),
+            }
+            parts.append(pa.table(cols))
+    if not parts:
+        return pa.table({})
+    return pa.concat_tables(parts)
+
+
+@dataclass
+class CubeFiles:
+    """The three parts of a cube before they are written."""
+
+    meta: dict[str, Any]
+    cells: pa.Table
+    rollups: pa.Table
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(
+        table,
+        path,
+        compression="zstd",
+        compression_level=3,
+        use_dictionary=["region", "network_type", "direction", "rollup", "grouping"],
+        write_statistics=True,
+        row_group_size=1 << 20,
+    )
+
+
+def check_output(out: Path, *, overwrite: bool) -> None:
+    """Fail early (before any work) if the cube cannot be written to ``out``."""
+    if out.exists():
+        if not overwrite:
+            raise OutputError(f"{out}: already exists (use --overwrite to replace it)")
+        if not out.is_dir() or not (out / "cube.json").exists():
+            raise OutputError(f"{out}: exists and is not a flowatlas cube; refusing to replace it")
+    parent = out.resolve().parent
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{parent}: cannot create directory: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{out}: cannot write here ({parent} is not writable)")
+
+
+def write_cube(files: CubeFiles, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write a cube atomically: into a hidden sibling directory, then renamed into place.
+
+    A failure at any point leaves no partial cube behind.
+    """
+    out = Path(out)
+    check_output(out, overwrite=overwrite)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        _write_parquet(files.cells, tmp / "cells.parquet")
+        _write_parquet(files.rollups, tmp / "rollups.parquet")
+        (tmp / "cube.json").write_text(json.dumps(files.meta, indent=1, sort_keys=True) + "\n")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise OutputError(f"{out}: cannot write cube: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class Cube:
+    """A built cube, read into memory (cubes are small); the API reports and servers use."""
+
+    def __init__(
+        self, path: Path, meta: dict[str, Any], cells: pd.DataFrame, rollups: pd.DataFrame
+    ):
+        self.path = path
+        self.meta = meta
+        self.cells = cells
+        self.rollups = rollups
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def regions(self) -> list[str]:
+        return list(self.meta["dimensions"]["region"])
+
+    @property
+    def network_types(self) -> list[str]:
+        return list(self.meta["dimensions"]["network_type"])
+
+    @property
+    def groupings(self) -> list[str]:
+        return [grouping_name(g) for g in self.meta["groupings"]]
+
+    # ------------------------------------------------------------------ queries
+    def volume(
+        self, by: Sequence[str] = ("region", "network_type"), where: Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Bytes, packets and flows summed over the whole range by ``by`` (from the cells)."""
+        df = _filter(self.cells, where)
+        by = list(by)
+        if not by:
+            return df[["bytes", "packets", "flows"]].sum().to_frame().T
+        return df.groupby(by, observed=True)[["bytes", "packets", "flows"]].sum().reset_index()
+
+    def rollup(
+        self,
+        by: Sequence[str] = ("region", "network_type"),
+        period: str = "all",
+        where: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Exact sums, distinct remote IPs and magnitude for a stored grouping and period.
+
+        ``by`` plus the dimensions named in ``where`` must be one of the stored grouping sets
+        (distinct counts cannot be added up over other dimensions). Magnitude is bits per
+        unique remote IP over the period.
+        """
+        where = dict(where or {})
+        name = grouping_name(set(by) | set(where))
+        if name not in self.groupings:
+            raise InputError(
+                f"no exact distinct counts stored for grouping {name!r} "
+                f"(stored: {', '.join(self.groupings)})"
+            )
+        if period not in self.meta["rollups"]:
+            raise InputError(
+                f"rollup {period!r} not in this cube (has: {', '.join(self.meta['rollups'])})"
+            )
+        df = self.rollups[(self.rollups["rollup"] == period) & (self.rollups["grouping"] == name)]
+        df = _filter(df, where)
+        keep = (["period_start"] if period != "all" else []) + list(by)
+        out = df[keep + list(MEASURES)].reset_index(drop=True)
+        out["magnitude"] = magnitude(out["bytes"], out["uniques"])
+        return out
+
+    def matrix(
+        self,
+        measure: str,
+        *,
+        rows: str = "region",
+        cols: str = "network_type",
+        period: str = "all",
+        where: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """A rows x cols matrix of bytes, uniques or magnitude (the report's heatmaps)."""
+        df = self.rollup((rows, cols), period=period, where=where)
+        if period != "all":
+            raise InputError("matrix() needs period='all'; use rollup() for periods")
+        m = df.pivot_table(index=rows, columns=cols, values=measure, aggfunc="sum", observed=True)
+        order_r = [r for r in self._order(rows) if r in m.index]
+        order_c = [c for c in self._order(cols) if c in m.columns]
+        return m.reindex(index=order_r, columns=order_c)
+
+    def timeseries(
+        self,
+        by: str = "network_type",
+        freq: str = "D",
+        measure: str = "bytes",
+        where: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """A measure summed per time period (pandas frequency) and ``by`` (wide frame)."""
+        if measure == "uniques":
+            raise InputError("uniques do not add up over time; use rollup(period=...)")
+        df = _filter(self.cells, where)
+        t = df["bucket_start"].dt.tz_convert(None).dt.to_period(freq).dt.start_time
+        wide = df.assign(t=t).pivot_table(
+            index="t", columns=by, values=measure, aggfunc="sum", observed=True
+        )
+        order = [c for c in self._order(by) if c in wide.columns]
+        return wide.reindex(columns=order).fillna(0)
+
+    def _order(self, dim: str) -> list[Any]:
+        if dim == "region":
+            return self.regions
+        if dim == "network_type":
+            return self.network_types
+        if dim == "direction":
+            return list(DIRECTIONS)
+        if dim == "ip_version":
+            return [4, 6]
+        raise InputError(f"unknown dimension {dim!r}")
+
+
+def magnitude(volume_bytes: pd.Series, uniques: pd.Series) -> pd.Series:
+    """Bits per unique remote IP (NaN where there are no IPs)."""
+    u = uniques.astype("float64")
+    return (volume_bytes.astype("float64") * 8.0 / u.where(u > 0)).astype("float64")
+
+
+def _filter(df: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
+    if not where:
+        return df
+    mask = np.ones(len(df), dtype=bool)
+    for k, v in where.items():
+        if k not in df.columns:
+            raise InputError(f"unknown dimension {k!r} in filter")
+        values = v if isinstance(v, list | tuple | set) else [v]
+        mask &= df[k].isin(values).to_numpy()
+    return df[mask]
+
+
+def open_cube(path: str | os.PathLike[str]) -> Cube:
+    """Open a cube directory; errors name the path."""
+    path = Path(path)
+    meta_path = path / "cube.json"
+    if not path.exists():
+        raise InputError(f"{path}: no such cube")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: not a flowatlas cube (no cube.json)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{meta_path}: unreadable: {exc}") from None
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path}: not a flowatlas cube of format version {FORMAT_VERSION}")
+    try:
+        cells = pq.read_table(path / "cells.parquet").to_pandas()
+        rollups = pq.read_table(path / "rollups.parquet").to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: cube files unreadable: {exc}") from None
+    for df in (cells, rollups):
+        for d, values in (
+            ("region", meta["dimensions"]["region"]),
+            ("network_type", meta["dimensions"]["network_type"]),
+            ("direction", list(DIRECTIONS)),
+        ):
+            if d in df.columns:
+                df[d] = pd.Categorical(df[d], categories=values)
+    return Cube(path, meta, cells, rollups)

@@ -1,0 +1,132 @@
+"""Running the build's map and reduce steps: in one process, or on a Dask cluster.
+
+Both paths call the same pure functions (:mod:`flowatlas.engine.pipeline`) and combine
+their results the same way, so the cube does not depend on how it ran. The Dask path uses
+public APIs only (futures: ``scatter``, ``map``, ``submit``); a worker lost mid-build makes
+Dask recompute its tasks, which is safe because every task is a pure function of its inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import operator
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flowatlas.engine.pipeline import (
+    FragmentStats,
+    PartitionResult,
+    combine,
+    map_fragment,
+    reduce_partition,
+)
+from flowatlas.engine.plan import BuildPlan
+from flowatlas.errors import FlowatlasError
+from flowatlas.io.archive import Fragment
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class SchedulerError(FlowatlasError):
+    """A Dask scheduler that cannot be reached or that fails."""
+
+
+def run_eager(
+    fragments: list[Fragment], plan: BuildPlan, progress: Progress | None = None
+) -> tuple[PartitionResult, FragmentStats]:
+    """Run the whole build in this process (small archives, tests, debugging)."""
+    stats = FragmentStats()
+    pieces: list[list[Any]] = [[] for _ in range(plan.partitions)]
+    for i, frag in enumerate(fragments):
+        parts, st = map_fragment(frag, plan)
+        stats.add(st)
+        for j, p in enumerate(parts):
+            pieces[j].append(p)
+        if progress:
+            progress("map", i + 1, len(fragments))
+    results = []
+    for j in range(plan.partitions):
+        results.append(reduce_partition(pieces[j], plan))
+        pieces[j] = []
+        if progress:
+            progress("reduce", j + 1, plan.partitions)
+    return combine(results, plan.rollups), stats
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """A distributed Client: to ``scheduler`` if given, else to a new local cluster.
+
+    The local cluster has one single-threaded worker process per core (numba kernels inside
+    a task use one thread, so processes don't oversubscribe the machine).
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise SchedulerError(f"cannot reach Dask scheduler at {scheduler}: {exc}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n = workers or os.cpu_count() or 1
+    cluster = LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def run_dask(
+    client: Any, fragments: list[Fragment], plan: BuildPlan, progress: Progress | None = None
+) -> tuple[PartitionResult, FragmentStats]:
+    """Run the build on a Dask cluster through ``client``: map, shuffle by IP, reduce."""
+    from distributed import as_completed
+
+    [plan_f] = client.scatter([plan], broadcast=True, hash=False)
+    maps = client.map(map_fragment, fragments, plan=plan_f, pure=False)
+    stat_fs = [client.submit(operator.getitem, m, 1, pure=False) for m in maps]
+    part_fs = [client.submit(operator.getitem, m, 0, pure=False) for m in maps]
+    reduces = []
+    for j in range(plan.partitions):
+        pieces = [client.submit(operator.getitem, p, j, pure=False) for p in part_fs]
+        reduces.append(client.submit(_reduce_list, pieces, plan_f, pure=False))
+
+    total = len(maps) + len(reduces)
+    done = 0
+    try:
+        for fut in as_completed(maps + reduces):
+            if fut.status == "error":
+                fut.result()  # raises the task's exception here
+            done += 1
+            if progress:
+                stage = "map" if done <= len(maps) else "reduce"
+                progress(stage, done, total)
+        results = client.gather(reduces)
+        stats_list = client.gather(stat_fs)
+    except FlowatlasError:
+        raise
+    except OSError as exc:
+        raise SchedulerError(f"Dask cluster failed during the build: {exc}") from None
+    stats = FragmentStats()
+    for st in stats_list:
+        stats.add(st)
+    return combine(results, plan.rollups), stats
+
+
+def _reduce_list(pieces: list[Any], plan: BuildPlan) -> PartitionResult:
+    return reduce_partition(pieces, plan)

@@ -1,0 +1,168 @@
+"""The build plan: everything a worker needs to turn archive rows into partial cubes.
+
+A plan is made once on the client from the configuration and the prefix table, then shipped
+to every worker (Dask scatters it once per worker). It holds only plain data: lookup tables,
+vocabularies, the time bucket. Its ``digest`` says what a cube depends on besides its input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from flowatlas.addresses import parse_addresses, parse_prefixes, prefix_bounds
+from flowatlas.classify.compiler import Layer, compile_layers
+from flowatlas.classify.table import PrefixTable
+from flowatlas.config import Config
+from flowatlas.errors import ConfigError
+from flowatlas.kernels.orient import MAX_REGIONS, MAX_TYPES
+from flowatlas.vocab import DIRECTIONS, INTERNAL, UNKNOWN_REGION
+
+#: the exact-distinct grouping sets of the rollups (kept dimensions)
+GROUPINGS: tuple[tuple[str, ...], ...] = (
+    ("region", "network_type", "direction", "ip_version"),
+    ("region", "network_type"),
+    ("region", "direction"),
+    ("region",),
+    ("network_type",),
+    ("network_type", "direction"),
+    ("ip_version",),
+    (),
+)
+
+
+def _bare(table: PrefixTable) -> PrefixTable:
+    """The same table without its cached lookup index (so it pickles small)."""
+    return PrefixTable(table.starts_hi, table.starts_lo, table.values, table.networks, table.meta)
+
+
+@dataclass
+class BuildPlan:
+    """What every partition of a build needs (picklable, shipped once per worker)."""
+
+    regions: tuple[str, ...]
+    network_types: tuple[str, ...]
+    local_table: PrefixTable
+    local_region: np.ndarray  # network id of local_table -> region index (last entry: -1)
+    class_table: PrefixTable
+    type_codes: np.ndarray  # network id of class_table -> network type index (last: Unknown)
+    exporters: dict[bytes, tuple[int, int]]  # 16-byte address -> (exporter id, region index)
+    rule_keys: np.ndarray
+    rule_types: np.ndarray
+    bucket_us: int
+    rollups: tuple[str, ...]
+    partitions: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["local_table"] = _bare(self.local_table)
+        state["class_table"] = _bare(self.class_table)
+        return state
+
+    @property
+    def internal_type(self) -> int:
+        return self.network_types.index(INTERNAL)
+
+    def digest(self) -> str:
+        """Hash of what the cube's values depend on besides the archive."""
+        blob = json.dumps(
+            {
+                "config": self.config,
+                "table": self.class_table.digest,
+                "regions": self.regions,
+                "network_types": self.network_types,
+                "bucket_us": self.bucket_us,
+                "rollups": self.rollups,
+            },
+            sort_keys=True,
+        ).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _local_table(config: Config) -> tuple[PrefixTable, np.ndarray]:
+    """A prefix table of our own prefixes whose networks map to region indexes (1-based)."""
+    prefixes: list[str] = []
+    names: list[str] = []
+    for region in config.regions:
+        prefixes.extend(region.prefixes)
+        names.extend([region.name] * len(region.prefixes))
+    hi, lo, ln, _ = parse_prefixes(prefixes, source=f"{config.origin}: region prefixes")
+    s_hi, s_lo, e_hi, e_lo = prefix_bounds(hi, lo, ln)
+    layer = Layer(
+        "regions", s_hi, s_lo, e_hi, e_lo, pa.table({"org": pa.array(names, pa.string())})
+    )
+    compiled = compile_layers([layer])
+    table = PrefixTable(compiled.starts_hi, compiled.starts_lo, compiled.values, compiled.networks)
+    region_index = {r.name: i + 1 for i, r in enumerate(config.regions)}
+    orgs = compiled.networks.column("org").to_pylist()
+    local_region = np.array([region_index[o] for o in orgs] + [-1], dtype=np.int32)
+    return table, local_region
+
+
+def make_plan(config: Config, table: PrefixTable, *, partitions: int = 8) -> BuildPlan:
+    """Check the configuration against the table and build the plan."""
+    regions = (UNKNOWN_REGION, *(r.name for r in config.regions))
+    if len(regions) > MAX_REGIONS:
+        raise ConfigError(f"{config.origin}: at most {MAX_REGIONS - 1} regions are supported")
+    network_types = config.network_types
+    for t in table.network_type_names:
+        if t not in network_types:
+            network_types = (*network_types, t)
+    if len(network_types) > MAX_TYPES:
+        raise ConfigError(f"{config.origin}: at most {MAX_TYPES} network types are supported")
+    type_codes = table.type_codes(network_types)
+    local_table, local_region = _local_table(config)
+
+    exporters: dict[bytes, tuple[int, int]] = {}
+    for ri, region in enumerate(config.regions, start=1):
+        if not region.exporters:
+            continue
+        hi, lo, _ = parse_addresses(list(region.exporters), source=f"{config.origin}: exporters")
+        for h, lw, text in zip(hi, lo, region.exporters, strict=True):
+            key = int(h).to_bytes(8, "big") + int(lw).to_bytes(8, "big")
+            if key in exporters and exporters[key][1] != ri:
+                raise ConfigError(f"{config.origin}: exporter {text} is listed in two regions")
+            exporters[key] = (len(exporters), ri)
+    keys: list[int] = []
+    kinds: list[int] = []
+    for rule in config.links:
+        h, lw, _ = parse_addresses([rule.exporter], source=f"{config.origin}: links")
+        key = int(h[0]).to_bytes(8, "big") + int(lw[0]).to_bytes(8, "big")
+        if key not in exporters:
+            exporters[key] = (len(exporters), 0)
+        ex_id = exporters[key][0]
+        for ifindex in rule.interfaces:
+            keys.append((ex_id << 32) | ifindex)
+            kinds.append(network_types.index(rule.network_type))
+    order = np.argsort(np.array(keys, dtype=np.uint64), kind="stable")
+    rule_keys = np.array(keys, dtype=np.uint64)[order]
+    rule_types = np.array(kinds, dtype=np.int16)[order]
+    if rule_keys.size and (np.diff(rule_keys) == 0).any():
+        raise ConfigError(
+            f"{config.origin}: an exporter interface is claimed by two [[links]] rules"
+        )
+
+    return BuildPlan(
+        regions=regions,
+        network_types=network_types,
+        local_table=local_table,
+        local_region=local_region,
+        class_table=table,
+        type_codes=type_codes.astype(np.int16),
+        exporters=exporters,
+        rule_keys=rule_keys,
+        rule_types=rule_types,
+        bucket_us=config.cube.bucket_seconds * 1_000_000,
+        rollups=tuple(config.cube.rollups),
+        partitions=max(1, int(partitions)),
+        config=config.to_dict(),
+    )
+
+
+__all__ = ["DIRECTIONS", "GROUPINGS", "BuildPlan", "make_plan"]

@@ -1,0 +1,231 @@
+"""Orient flow records and turn them into cube cells: arrays in, arrays out.
+
+Two per-row bodies, each compiled for the CPU here and for CUDA in :mod:`.cuda`:
+
+- ``_orient_body``: which end is ours (direction), which region the flow belongs to, whether
+  a private-link rule (exporter + interface, e.g. Migration) claims it;
+- ``_cell_body``: the sampling-corrected volume and packets (with 64-bit overflow detection)
+  and the packed cell key (time bucket, region, network type, direction, IP version).
+
+Cell keys pack the dimensions into one int64 so that grouping is integer work::
+
+    cell = bucket << 15 | region << 9 | network_type << 3 | direction << 1 | is_v6
+
+with up to 64 regions and 64 network types (checked when the build is planned).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+INGRESS, EGRESS, INTERNAL, TRANSIT = 0, 1, 2, 3
+DIM_BITS = 15
+REGION_SHIFT, TYPE_SHIFT, DIR_SHIFT = 9, 3, 1
+MAX_REGIONS = 64
+MAX_TYPES = 64
+
+#: quarantine reasons the build can find in archive rows (code -> text)
+REASON_OK = 0
+REASON_OVERFLOW = 1
+REASONS = {REASON_OVERFLOW: "volume overflows 64 bits (bytes x sampling_rate)"}
+
+
+def _orient_body(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types):
+    """(direction, region, remote_is_dst, link_type) of one flow record.
+
+    src_reg/dst_reg: region id of the address if it is one of ours, else -1.
+    exp_reg: region id of the exporter (0 = not configured); it wins over prefixes.
+    rule_keys: sorted ``exporter_id << 32 | ifindex`` of private-link rules; rule_types their
+    network type codes. The interface that faces the remote end is the one checked.
+    """
+    if dst_reg >= 0 and src_reg < 0:
+        direction = 0
+        region = dst_reg
+        remote_is_dst = False
+        ext_if = in_if
+    elif src_reg >= 0 and dst_reg < 0:
+        direction = 1
+        region = src_reg
+        remote_is_dst = True
+        ext_if = out_if
+    elif src_reg >= 0:
+        direction = 2
+        region = src_reg
+        remote_is_dst = True
+        ext_if = in_if
+    else:
+        direction = 3
+        region = 0
+        remote_is_dst = False
+        ext_if = in_if
+    if exp_reg > 0:
+        region = exp_reg
+    link_type = -1
+    if rule_keys.size > 0 and exp_id >= 0:
+        key = (np.uint64(exp_id) << np.uint64(32)) | np.uint64(ext_if)
+        left = 0
+        right = rule_keys.size
+        while left < right:
+            mid = (left + right) >> 1
+            if rule_keys[mid] < key:
+                left = mid + 1
+            else:
+                right = mid
+        if left < rule_keys.size and rule_keys[left] == key:
+            link_type = rule_types[left]
+    return direction, region, remote_is_dst, link_type
+
+
+def _cell_body(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets, rate, scaled):
+    """(cell, volume, packets, reason) of one oriented record."""
+    mult = np.uint64(1)
+    if not scaled and rate > 1:
+        mult = np.uint64(rate)
+    reason = 0
+    vol = nbytes * mult
+    pk = npackets * mult
+    if mult > 1:
+        limit = np.uint64(0xFFFFFFFFFFFFFFFF) // mult
+        if nbytes > limit or npackets > limit:
+            reason = 1
+            vol = np.uint64(0)
+            pk = np.uint64(0)
+    # floor division, also for times before 1970
+    bucket = t_us // bucket_us
+    cell = (
+        (np.int64(bucket) << np.int64(15))
+        | (np.int64(region) << np.int64(9))
+        | (np.int64(ntype) << np.int64(3))
+        | (np.int64(direction) << np.int64(1))
+        | np.int64(is_v6)
+    )
+    return cell, vol, pk, reason
+
+
+orient_one = numba.njit(inline="always", nogil=True, cache=True)(_orient_body)
+cell_one = numba.njit(inline="always", nogil=True, cache=True)(_cell_body)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _orient_cpu(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types,
+                direction, region, remote_is_dst, link_type):  # fmt: skip
+    for i in numba.prange(src_reg.size):
+        d, r, rd, lt = orient_one(
+            src_reg[i],
+            dst_reg[i],
+            exp_reg[i],
+            exp_id[i],
+            in_if[i],
+            out_if[i],
+            rule_keys,
+            rule_types,
+        )
+        direction[i] = d
+        region[i] = r
+        remote_is_dst[i] = rd
+        link_type[i] = lt
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _cell_cpu(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets, rate, scaled,
+              cell, vol, pk, reason):  # fmt: skip
+    for i in numba.prange(t_us.size):
+        c, v, p, q = cell_one(
+            t_us[i],
+            bucket_us,
+            region[i],
+            ntype[i],
+            direction[i],
+            is_v6[i],
+            nbytes[i],
+            npackets[i],
+            rate[i],
+            scaled,
+        )
+        cell[i] = c
+        vol[i] = v
+        pk[i] = p
+        reason[i] = q
+
+
+def orient_cpu(
+    src_reg: np.ndarray,
+    dst_reg: np.ndarray,
+    exp_reg: np.ndarray,
+    exp_id: np.ndarray,
+    in_if: np.ndarray,
+    out_if: np.ndarray,
+    rule_keys: np.ndarray,
+    rule_types: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: direction (uint8), region (int16), remote_is_dst (bool), link_type (int16)."""
+    n = src_reg.size
+    direction = np.empty(n, np.uint8)
+    region = np.empty(n, np.int16)
+    remote_is_dst = np.empty(n, np.bool_)
+    link_type = np.empty(n, np.int16)
+    _orient_cpu(
+        np.ascontiguousarray(src_reg, np.int32),
+        np.ascontiguousarray(dst_reg, np.int32),
+        np.ascontiguousarray(exp_reg, np.int16),
+        np.ascontiguousarray(exp_id, np.int32),
+        np.ascontiguousarray(in_if, np.uint32),
+        np.ascontiguousarray(out_if, np.uint32),
+        np.ascontiguousarray(rule_keys, np.uint64),
+        np.ascontiguousarray(rule_types, np.int16),
+        direction,
+        region,
+        remote_is_dst,
+        link_type,
+    )
+    return direction, region, remote_is_dst, link_type
+
+
+def cells_cpu(
+    t_us: np.ndarray,
+    bucket_us: int,
+    region: np.ndarray,
+    ntype: np.ndarray,
+    direction: np.ndarray,
+    is_v6: np.ndarray,
+    nbytes: np.ndarray,
+    npackets: np.ndarray,
+    rate: np.ndarray,
+    scaled: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: cell key (int64), volume and packets (uint64), quarantine reason (uint8)."""
+    n = t_us.size
+    cell = np.empty(n, np.int64)
+    vol = np.empty(n, np.uint64)
+    pk = np.empty(n, np.uint64)
+    reason = np.empty(n, np.uint8)
+    _cell_cpu(
+        np.ascontiguousarray(t_us, np.int64),
+        np.int64(bucket_us),
+        np.ascontiguousarray(region, np.int16),
+        np.ascontiguousarray(ntype, np.int16),
+        np.ascontiguousarray(direction, np.uint8),
+        np.ascontiguousarray(is_v6, np.uint8),
+        np.ascontiguousarray(nbytes, np.uint64),
+        np.ascontiguousarray(npackets, np.uint64),
+        np.ascontiguousarray(rate, np.uint32),
+        bool(scaled),
+        cell,
+        vol,
+        pk,
+        reason,
+    )
+    return cell, vol, pk, reason
+
+
+def unpack_cells(cell: np.ndarray) -> dict[str, np.ndarray]:
+    """Split packed cell keys into their dimensions (bucket index and dimension codes)."""
+    cell = np.asarray(cell, dtype=np.int64)
+    return {
+        "bucket": cell >> DIM_BITS,
+        "region": (cell >> REGION_SHIFT) & 63,
+        "network_type": (cell >> TYPE_SHIFT) & 63,
+        "direction": (cell >> DIR_SHIFT) & 3,
+        "is_v6": cell & 1,
+    }
