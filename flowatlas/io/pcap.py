@@ -41,6 +41,7 @@ __all__ = [
     "is_capture",
     "iter_datagrams",
     "read_udp",
+    "write_pcap",
 ]
 
 # classic pcap magic numbers, as read little-endian
@@ -173,6 +174,35 @@ def iter_datagrams(
                     view.release()
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
+
+
+def write_pcap(
+    path: str | os.PathLike[str],
+    datagrams: Iterator[UdpDatagram] | list[UdpDatagram],
+    *,
+    dst_ip: bytes = _V4_MAPPED + bytes([127, 0, 0, 1]),
+) -> int:
+    """Write UDP datagrams as a classic pcap (link type raw IP); return how many were written.
+
+    For tests, synthetic inputs, and replaying payload files with standard tools (tshark,
+    nfcapd). IPv4-mapped sources are written as IPv4, others as IPv6; ``dst_ip`` must be of
+    the same family as each source. Checksums are left at 0 (none), as captures often have.
+    """
+    n = 0
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 0xFFFF, LINKTYPE_RAW))
+        for ts_us, src, sport, dport, payload in datagrams:
+            udp = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+            if src[:12] == _V4_MAPPED:
+                ip = struct.pack(">BBHHHBBH", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0)
+                packet = ip + src[12:] + dst_ip[12:] + udp
+            else:
+                ip = struct.pack(">IHBB", 6 << 28, len(udp), 17, 64)
+                packet = ip + src + dst_ip + udp
+            sec, usec = divmod(ts_us, 1_000_000)
+            fh.write(struct.pack("<IIII", sec, usec, len(packet), len(packet)) + packet)
+            n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- container formats
