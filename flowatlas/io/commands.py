@@ -48,6 +48,8 @@ from flowatlas.io.manifest import (
 
 DEFAULT_BATCH_ROWS = 1 << 20
 AUTO = "auto"
+#: quarantine reasons that mean "this is not a record of the format at all"
+STRUCTURE_REASONS = frozenset({"bad_json", "malformed_line", "bad_protobuf"})
 #: formats offered by --format; importers registered later (plugins) are accepted too
 FORMAT_CHOICES = (
     AUTO,
@@ -227,6 +229,7 @@ def import_one(task: ImportTask) -> FileResult:
             root, counts=counts, source=f"{task.format} sha256:{task.sha256}", name=name
         )
         reasons: Counter[str] = Counter()
+        first_problem: tuple[str, str] | None = None
         no_local = 0
         for batch in importer.read(Path(task.path), options):
             read = int(batch.records_read or 0)
@@ -243,8 +246,20 @@ def import_one(task: ImportTask) -> FileResult:
                 qwriter.write_table(q)
                 result.records_quarantined += q.num_rows
                 reasons.update(q.column("reason").to_pylist())
+                if first_problem is None:
+                    first_problem = (q["position"][0].as_py(), q["reason"][0].as_py())
             if len(ranges):
                 no_local += _count_no_local(batch.table, ranges)
+        if (
+            result.records_read
+            and not result.records_written
+            and set(reasons) <= STRUCTURE_REASONS
+            and first_problem is not None
+        ):
+            raise InputError(
+                f"{task.path}: not {task.format} data: none of its {result.records_read} "
+                f"records could be read ({first_problem[1]} at {first_problem[0]})"
+            )
         if sha256_file(task.path)[0] != task.sha256:
             raise InputError(f"{task.path}: the file changed while it was being imported")
         files = writer.close()

@@ -262,7 +262,7 @@ def parse_uint(values: pa.Array, max_value: int) -> tuple[np.ndarray, np.ndarray
         state[valid & ~integral] = _BAD
         neg = valid & integral & (v < 0)
         state[neg] = _NEGATIVE
-        over = valid & integral & ~neg & (v > float(max_value))
+        over = valid & integral & ~neg & (v >= float(max_value) + 1.0)
         state[over] = _OVERFLOW
         good = valid & integral & ~neg & ~over
         out[good] = v[good].astype(np.uint64)

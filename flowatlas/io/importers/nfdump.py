@@ -449,12 +449,18 @@ class NfdumpCsvImporter(Importer):
         )
 
 
-def stats_by_ip(binary: str, path: Path) -> dict[str, tuple[int, int, int]]:
-    """nfdump's own per-IP statistics (``-s ip/bytes``): address -> (flows, packets, bytes).
+def stats_by_ip(
+    binary: str, path: Path, element: str = "ip", nf_filter: str | None = None
+) -> dict[str, tuple[int, int, int]]:
+    """nfdump's own statistics (``-s ip/bytes``): address -> (flows, packets, bytes).
 
-    Used by tests and benchmarks as the reference the archive must match.
+    ``element`` may be ``ip``, ``srcip`` or ``dstip``; ``nf_filter`` is an nfdump filter such
+    as ``"dst net 10.0.0.0/8"``. Tests use this as the reference the archive must match.
     """
-    argv = [binary, "-q", "-N", "-6", "-n", "0", "-s", "ip/bytes", "-o", "csv", "-r", str(path)]
+    argv = [binary, "-q", "-N", "-6", "-n", "0", "-s", f"{element}/bytes", "-o", "csv"]
+    argv += ["-r", str(path)]
+    if nf_filter:
+        argv.append(nf_filter)
     out = subprocess.run(argv, capture_output=True, env=nfdump_env(), check=False)
     if out.returncode != 0:
         raise InputError(f"{path}: nfdump -s failed: {out.stderr.decode(errors='replace')}")
@@ -480,9 +486,17 @@ def stats_by_ip(binary: str, path: Path) -> dict[str, tuple[int, int, int]]:
     return result
 
 
-def summary_totals(binary: str, path: Path) -> tuple[int, int, int]:
-    """nfdump's totals for a file: (flows, packets, bytes), from ``-o null``'s summary line."""
+def summary_totals(
+    binary: str, path: Path, window: tuple[str, str] | None = None
+) -> tuple[int, int, int]:
+    """nfdump's totals for a file: (flows, packets, bytes), from ``-o null``'s summary line.
+
+    ``window`` is nfdump's ``-t`` time window, e.g. ``("1990/01/01.00:00:00",
+    "2037/12/31.23:59:59")``.
+    """
     argv = [binary, "-N", "-r", str(path), "-o", "null"]
+    if window is not None:
+        argv += ["-t", f"{window[0]}-{window[1]}"]
     out = subprocess.run(argv, capture_output=True, env=nfdump_env(), check=False)
     text = out.stdout.decode(errors="replace")
     m = _SUMMARY.search(text)
