@@ -1,0 +1,109 @@
+"""CSV with a column mapping: mappings, time formats, bad rows with row numbers, bad files."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from flowatlas.addresses import format_addresses
+from flowatlas.errors import ConfigError, InputError
+from flowatlas.io.importers.base import ImportOptions, detect_format, get_importer
+from flowatlas.io.importers.csv import parse_csv_map
+
+NOW = {"now_us": 1_790_000_000 * 1_000_000}
+
+
+def read(path: Path, **extra) -> tuple[pa.Table, pa.Table, int]:
+    opts = ImportOptions(batch_rows=1000, extra=tuple({**NOW, **extra}.items()))
+    batches = list(get_importer("csv")().read(path, opts))
+    table = pa.concat_tables([b.table for b in batches])
+    quarantine = pa.concat_tables([b.quarantine for b in batches])
+    read_ = sum(b.records_read for b in batches)
+    assert read_ == table.num_rows + quarantine.num_rows
+    return table, quarantine, read_
+
+
+def test_identity_mapping_and_sniff(tmp_path):
+    f = tmp_path / "flows.csv"
+    f.write_text(
+        "time_start,time_end,src_addr,dst_addr,bytes,packets,proto,dst_port\n"
+        "2024-03-01T10:00:00Z,2024-03-01T10:00:05Z,192.0.2.1,198.51.100.7,1000,2,6,443\n"
+        "2024-03-01T10:01:00Z,,2001:db8::1,2001:db8::2,10,1,udp,53\n"
+    )
+    assert detect_format(f) == "csv"
+    t, q, n = read(f)
+    assert n == 2 and q.num_rows == 0
+    assert t["bytes"].to_pylist() == [1000, 10]
+    assert t["proto"].to_pylist() == [6, 17]
+    assert format_addresses(t["dst_addr"]) == ["198.51.100.7", "2001:db8::2"]
+
+
+def test_mapping_string_epoch_ms_and_row_numbers(tmp_path):
+    f = tmp_path / "export.csv"
+    f.write_text(
+        "ts;sa;da;byt;pkt\n"
+        "1709287200000;10.0.0.1;10.0.0.2;100;1\n"
+        "1709287200000;10.0.0.1;not-an-ip;100;1\n"
+        "1709287200000;10.0.0.1;10.0.0.2\n"  # too few fields
+        "1709287200000;10.0.0.1;10.0.0.2;-7;1\n"
+        "1709287260000;10.0.0.3;10.0.0.4;18446744073709551616;1\n"
+        "1709287200000;10.0.0.1;10.0.0.2;5;1\n"
+    )
+    spec = tmp_path / "map.toml"
+    spec.write_text(
+        "[columns]\ntime_start='ts'\nsrc_addr='sa'\ndst_addr='da'\nbytes='byt'\npackets='pkt'\n"
+        "[constants]\nsampling_rate = 100\n"
+        "[options]\ntime_unit='ms'\ndelimiter=';'\n"
+    )
+    t, q, n = read(f, csv_map=str(spec))
+    assert n == 6 and t.num_rows == 2
+    assert t["sampling_rate"].to_pylist() == [100, 100]
+    got = sorted(zip(q["position"].to_pylist(), q["reason"].to_pylist(), strict=True))
+    assert got == [
+        ("row 2", "bad_address"),
+        ("row 3", "malformed_line"),
+        ("row 4", "negative_counter"),
+        ("row 5", "counter_overflow"),
+    ]
+
+
+def test_gzip_and_duration(tmp_path):
+    f = tmp_path / "f.csv.gz"
+    with gzip.open(f, "wt") as fh:
+        fh.write("start,dur,s,d,b\n2024-03-01 10:00:00,2.5,10.0.0.1,10.0.0.2,9\n")
+    t, q, _ = read(f, csv_map="time_start=start,duration=dur,src_addr=s,dst_addr=d,bytes=b")
+    assert q.num_rows == 0
+    delta = t["time_end"][0].as_py() - t["time_start"][0].as_py()
+    assert delta.total_seconds() == 2.5
+
+
+def test_bad_mappings_and_files_are_clear_errors(tmp_path):
+    f = tmp_path / "f.csv"
+    f.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match="no column mapped to time_start"):
+        read(f)
+    with pytest.raises(InputError, match="no column 'zz'"):
+        read(f, csv_map="time_start=zz,src_addr=a,dst_addr=b,bytes=a")
+    with pytest.raises(ConfigError, match="not a flow field"):
+        parse_csv_map("when=a")
+    with pytest.raises(ConfigError, match="FIELD=COLUMN"):
+        parse_csv_map("time_start")
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(bytes(range(256)) * 50)
+    with pytest.raises(InputError, match=str(garbage)):
+        read(garbage, csv_map="time_start=a,src_addr=b,dst_addr=c,bytes=d")
+
+
+def test_csv_map_toml_validation(tmp_path):
+    bad = tmp_path / "m.toml"
+    bad.write_text("[options]\ncounts='maybe'\n")
+    with pytest.raises(ConfigError, match="counts"):
+        parse_csv_map(str(bad))
+    with pytest.raises(ConfigError, match="not found"):
+        parse_csv_map(str(tmp_path / "missing.toml"))
+    ok = tmp_path / "ok.toml"
+    ok.write_text("[columns]\nbytes='b'\n[options]\ncounts='scaled'\n")
+    assert parse_csv_map(str(ok)).counts == "scaled"
