@@ -1,0 +1,225 @@
+"""``flowatlas import``: idempotent, resumable, deterministic, and honest about every record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from flowatlas.cli import main
+from flowatlas.errors import OutputError
+from flowatlas.io.archive import open_archive
+from flowatlas.io.commands import import_sources
+from flowatlas.io.importers.base import QUARANTINE_SCHEMA
+from flowatlas.io.manifest import Manifest, archive_lock, output_name, sha256_file
+from flowatlas.testing import need_data, need_tools
+
+HEADER = "time_start,time_end,src_addr,dst_addr,src_port,dst_port,proto,bytes,packets\n"
+
+
+def write_csv(path: Path, n: int, day: int = 1, bad: int = 0, seed: int = 0) -> Path:
+    """``n`` good flows over two days from ``2024-03-<day>``, then ``bad`` hostile rows."""
+    lines = [HEADER]
+    for i in range(n):
+        d = day + (i % 2)
+        lines.append(
+            f"2024-03-{d:02d}T{i % 24:02d}:00:0{i % 10}Z,2024-03-{d:02d}T{i % 24:02d}:00:09Z,"
+            f"10.{seed}.{i % 250}.1,198.51.100.{i % 200},{1000 + i},443,6,{100 + i},{1 + i % 5}\n"
+        )
+    hostile = [
+        "1970-01-01T00:00:00Z,,10.0.0.1,10.0.0.2,1,2,6,5,1\n",
+        "2024-03-01T00:00:00Z,,10.0.0.1,10.0.0.2,1,2,6,-5,1\n",
+        "2024-03-01T00:00:00Z,,10.0.0.1,10.0.0.2,1,2,6,18446744073709551616,1\n",
+        "2024-03-01T00:00:00Z,,10.0.0.999,10.0.0.2,1,2,6,5,1\n",
+        "2999-03-01T00:00:00Z,,10.0.0.1,10.0.0.2,1,2,6,5,1\n",
+        "garbage line\n",
+    ]
+    lines += hostile[:bad]
+    path.write_text("".join(lines))
+    return path
+
+
+def files_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every archive Parquet file (not the _import folder)."""
+    out = {}
+    for p in sorted(root.rglob("*.parquet")):
+        rel = p.relative_to(root).as_posix()
+        if not rel.startswith("_"):
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def test_import_is_idempotent_and_partitioned_by_day(tmp_path, capsys):
+    src = write_csv(tmp_path / "a.csv", 40, bad=6)
+    out = tmp_path / "archive"
+    assert main(["import", str(src), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "imported 1" in text and "read 46" in text and "written 40" in text
+    assert "quarantined 6" in text and "negative_counter" in text
+    archive = open_archive(out)
+    assert archive.num_rows == 40 and archive.days == ["2024-03-01", "2024-03-02"]
+    assert all(f.counts == "raw" for f in archive.files)
+    first = files_digest(out)
+
+    # the same content again, under another name: nothing added
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(src.read_bytes())
+    assert main(["import", str(src), str(copy), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "imported 0" in text and "already imported 2" in text
+    assert files_digest(out) == first
+
+    # quarantine: the hostile rows, with positions and reasons
+    q = pq.read_table(
+        out / "_import/quarantine" / f"{output_name('csv', sha256_file(src)[0])}.parquet"
+    )
+    assert q.schema.equals(QUARANTINE_SCHEMA)
+    assert sorted(q["reason"].to_pylist()) == sorted(
+        [
+            "time_before_1990",
+            "negative_counter",
+            "counter_overflow",
+            "bad_address",
+            "time_in_future",
+            "malformed_line",
+        ]
+    )
+    entry = Manifest.open(out).entries[sha256_file(src)[0]]
+    assert (entry.records_read, entry.records_written, entry.records_quarantined) == (46, 40, 6)
+    assert entry.path == str(src.resolve()) and entry.size == src.stat().st_size
+
+
+def test_interrupted_import_resumes(tmp_path):
+    a = write_csv(tmp_path / "a.csv", 30, seed=1)
+    b = write_csv(tmp_path / "b.csv", 20, day=5, seed=2)
+    out = tmp_path / "archive"
+    import_sources([a], out, progress=False)
+    # leave the state a killed import of b would: pending in the manifest, a finished day
+    # file with the wrong content and a half-written temporary file
+    m = Manifest.open(out)
+    sha_b = sha256_file(b)[0]
+    name = output_name("csv", sha_b)
+    m.begin(sha_b, name, str(b))
+    m.save()
+    stale = out / "day=2024-03-05" / f"{name}.parquet"
+    stale.parent.mkdir()
+    stale.write_bytes(next((out / "day=2024-03-01").glob("*.parquet")).read_bytes())
+    (out / "day=2024-03-06").mkdir()
+    (out / "day=2024-03-06" / f".{name}.parquet.tmp").write_bytes(b"half a file")
+
+    summary = import_sources([a, b], out, progress=False)
+    assert summary.recovered == [str(b)]
+    assert [r.path for r in summary.imported] == [str(b.resolve())]
+    assert summary.skipped_known == [str(a.resolve())]
+    assert open_archive(out).num_rows == 50
+    assert not list(out.rglob("*.tmp"))
+    assert not Manifest.open(out).pending
+
+
+def test_output_does_not_depend_on_worker_count(tmp_path):
+    srcs = [write_csv(tmp_path / f"s{i}.csv", 25 + i, day=1 + i, seed=i, bad=2) for i in range(3)]
+    one, two = tmp_path / "one", tmp_path / "two"
+    s1 = import_sources(srcs, one, jobs=1, progress=False)
+    s2 = import_sources(srcs, two, jobs=2, progress=False)
+    assert files_digest(one) == files_digest(two) != {}
+    assert (s1.records_read, s1.records_written) == (s2.records_read, s2.records_written)
+    assert s1.records_read == s1.records_written + s1.records_quarantined == 84
+
+
+def test_config_counts_records_touching_no_local_prefix(tmp_path, capsys):
+    src = write_csv(tmp_path / "a.csv", 20, seed=7)  # sources 10.7.x.1, destinations 198.51.100.x
+    cfg = tmp_path / "flowatlas.toml"
+    cfg.write_text('[[regions]]\nname = "US-East"\nprefixes = ["10.7.0.0/24", "2001:db8::/32"]\n')
+    out = tmp_path / "archive"
+    assert main(["import", str(src), "--out", str(out), "--config", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    # i % 250 = 0..19: only 10.7.0.1 is inside 10.7.0.0/24 -> 19 of 20 touch no local prefix
+    assert "19 written records touch none of the 2 configured local prefixes" in text
+    assert open_archive(out).num_rows == 20  # counted, never dropped
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[regions]]\nname = "X"\nprefixes = ["10.0.0.1/8"]\n')
+    assert main(["import", str(src), "--out", str(out), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "host bits set" in err
+
+
+def hostile_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(os.urandom(4096))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    return [
+        ([str(garbage)], "cannot tell the format"),
+        ([str(garbage), "--format", "csv"], "garbage.bin"),
+        ([str(garbage), "--format", "goflow2-json"], "not goflow2-json data"),
+        ([str(garbage), "--format", "goflow2-pb"], "not goflow2-pb data"),
+        ([str(empty), "--format", "csv"], "empty.csv"),
+        ([str(tmp_path / "missing.csv")], "no such file"),
+        ([str(garbage), "--format", "netflow-v42"], "unknown import format"),
+    ]
+
+
+def test_hostile_inputs_give_one_line_errors(tmp_path, capsys):
+    for args, message in hostile_inputs(tmp_path):
+        code = main(["import", *args, "--out", str(tmp_path / "arch"), "-q"])
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err
+        if message is None:
+            assert code == 0
+            continue
+        assert code == 2, args
+        assert captured.err.startswith("flowatlas: error: ") and captured.err.count("\n") == 1
+        assert message in captured.err, captured.err
+
+
+def test_folders_duplicates_and_unrecognised_files(tmp_path):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    write_csv(d / "a.csv", 10)
+    (d / "sub" / "b.csv").write_bytes((d / "a.csv").read_bytes())
+    (d / "notes.log").write_text("not flows\n")
+    (d / ".hidden.csv").write_text("x")
+    summary = import_sources([d], tmp_path / "out", progress=False)
+    assert len(summary.imported) == 1 and len(summary.skipped_duplicate) == 1
+    assert [Path(p).name for p in summary.skipped_unrecognised] == ["notes.log"]
+    assert "not a flow format" in summary.render()
+
+
+def test_reimport_and_counts_option_and_lock(tmp_path):
+    src = write_csv(tmp_path / "a.csv", 10)
+    out = tmp_path / "out"
+    import_sources([src], out, progress=False)
+    again = import_sources([src], out, reimport=True, progress=False)
+    assert len(again.imported) == 1 and open_archive(out).num_rows == 10
+    scaled = import_sources([src], tmp_path / "s", counts="scaled", progress=False)
+    assert scaled.imported[0].counts == "scaled"
+    assert {f.counts for f in open_archive(tmp_path / "s").files} == {"scaled"}
+    with archive_lock(out), pytest.raises(OutputError, match="another flowatlas import"):
+        import_sources([src], out, progress=False)
+
+
+def test_nfcapd_failure_is_reported_and_others_continue(tmp_path, capsys):
+    need_tools("nfdump")
+    root = need_data("flow_exports/generated_nfcapd/EAQ.pcap")
+    good = root / "flow_exports/generated_nfcapd/EAQ.pcap/nfcapd.202611250000"
+    cut = tmp_path / "nfcapd.202401010000"
+    cut.write_bytes(good.read_bytes()[:3000])
+    out = tmp_path / "out"
+    code = main(["import", str(good), str(cut), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and "Traceback" not in captured.err
+    assert "1 of 2 files failed" in captured.err and "nfcapd.202401010000" in captured.err
+    assert "FAILED" in captured.out
+    assert open_archive(out).num_rows == 41
+    # the failed file left nothing behind and can be tried again
+    manifest = json.loads((out / "_import/manifest.json").read_text())
+    assert len(manifest["files"]) == 1 and manifest["pending"] == []
+    assert main(["import", str(good), str(cut), "--out", str(out), "-q"]) == 2
+    assert main(["import", str(good), "--out", str(out), "--counts", "raw", "-q"]) == 2
+    assert "always scaled" in capsys.readouterr().err
+    assert pc.sum(pq.read_table(out)["bytes"]).as_py() == 19077
