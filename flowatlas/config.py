@@ -189,7 +189,7 @@ def config_from_dict(
         bucket=_expect(cube_d.get("bucket", "1h"), str, f"{origin}: cube.bucket"),
         rollups=_str_list(cube_d.get("rollups", list(ROLLUPS)), f"{origin}: cube.rollups"),
     )
-    cube.bucket_seconds  # noqa: B018 - validates
+    parse_duration(cube.bucket, f"{origin}: cube.bucket")
     for r in cube.rollups:
         if r not in ROLLUPS:
             raise ConfigError(f"{origin}: cube.rollups: unknown rollup {r!r} (use {ROLLUPS})")

@@ -77,7 +77,11 @@ class ArchiveWriter:
         self.rows_written = 0
         self.files: list[Path] = []
 
-    def _writer(self, day: str) -> pq.ParquetWriter:
+    def _writer(self, day: str, schema: pa.Schema) -> pq.ParquetWriter:
+        if day in self._writers and not self._writers[day][0].schema.equals(schema):
+            raise InputError(
+                f"{self.root}: rows for day {day} arrive with other extra columns than before"
+            )
         if day not in self._writers:
             d = self.root / f"day={day}"
             _ensure_writable_dir(d)
@@ -86,7 +90,7 @@ class ArchiveWriter:
             try:
                 w = pq.ParquetWriter(
                     tmp,
-                    self.schema,
+                    schema,
                     compression=self.compression,
                     write_statistics=True,
                     use_dictionary=["exporter", "proto", "sampling_rate", "in_if", "out_if"],
@@ -118,8 +122,9 @@ class ArchiveWriter:
     def _write_day(self, day_number: int, table: pa.Table) -> None:
         day = str(np.datetime64(day_number, "D"))
         table = table.replace_schema_metadata(self.schema.metadata)
+        writer = self._writer(day, table.schema)
         try:
-            self._writer(day).write_table(table, row_group_size=self.row_group_size)
+            writer.write_table(table, row_group_size=self.row_group_size)
         except OSError as exc:
             raise OutputError(f"{self.root / f'day={day}'}: write failed: {exc}") from None
         self.rows_written += table.num_rows

@@ -1,0 +1,169 @@
+"""Archive schema v1 and day-partitioned Parquet: round trips and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flowatlas.addresses import text_to_bytes16
+from flowatlas.errors import InputError, OutputError
+from flowatlas.io.archive import ArchiveWriter, open_archive, read_fragment
+from flowatlas.schema import COLUMNS, COUNTS_SCALED, FLOW_SCHEMA_V1, TIMESTAMP, check_schema
+
+US_DAY = 86_400_000_000
+
+
+def flows(times_us: list[int], src: list[str] | None = None) -> pa.Table:
+    """A small table in flow schema v1."""
+    n = len(times_us)
+    src = src or ["192.0.2.1"] * n
+    return pa.table(
+        {
+            "time_start": pa.array(times_us, pa.int64()).cast(TIMESTAMP),
+            "time_end": pa.array([t + 1_000_000 for t in times_us], pa.int64()).cast(TIMESTAMP),
+            "exporter": text_to_bytes16(["10.0.0.1"] * n),
+            "in_if": pa.array([1] * n, pa.uint32()),
+            "out_if": pa.array([2] * n, pa.uint32()),
+            "src_addr": text_to_bytes16(src),
+            "dst_addr": text_to_bytes16(["2001:db8::1"] * n),
+            "src_port": pa.array([443] * n, pa.uint16()),
+            "dst_port": pa.array([50000] * n, pa.uint16()),
+            "proto": pa.array([6] * n, pa.uint8()),
+            "bytes": pa.array(range(100, 100 + n), pa.uint64()),
+            "packets": pa.array([1] * n, pa.uint64()),
+            "sampling_rate": pa.array([1000] * n, pa.uint32()),
+            "src_as": pa.array([0] * n, pa.uint32()),
+            "dst_as": pa.array([0] * n, pa.uint32()),
+        },
+        schema=FLOW_SCHEMA_V1,
+    )
+
+
+def test_writer_partitions_by_utc_day_and_reader_reads_back(tmp_path) -> None:
+    times = [5, US_DAY - 1, US_DAY, 3 * US_DAY + 7, 2 * US_DAY]
+    with ArchiveWriter(tmp_path / "a", counts=COUNTS_SCALED, source="test") as w:
+        w.write(flows(times))
+    arch = open_archive(tmp_path / "a")
+    assert arch.days == ["1970-01-01", "1970-01-02", "1970-01-03", "1970-01-04"]
+    assert arch.num_rows == 5
+    assert {f.counts for f in arch.files} == {COUNTS_SCALED}
+    back = pa.concat_tables(read_fragment(fr) for fr in arch.fragments())
+    assert sorted(back.column("time_start").cast(pa.int64()).to_pylist()) == sorted(times)
+    assert back.column_names == list(COLUMNS)
+    # the files are plain Hive-partitioned Parquet: other tools read them as they are
+    ds = pq.ParquetDataset(tmp_path / "a")
+    assert ds.read().num_rows == 5
+
+
+def test_fragments_split_on_row_groups(tmp_path) -> None:
+    with ArchiveWriter(tmp_path / "a", row_group_size=10) as w:
+        w.write(flows(list(range(0, 95))))
+    arch = open_archive(tmp_path / "a")
+    frags = arch.fragments(target_rows=25)
+    assert sum(f.num_rows for f in frags) == 95
+    assert all(f.num_rows <= 25 for f in frags)
+    assert len(frags) == 5
+
+
+def test_extra_columns_ride_along_and_casts_are_lossless(tmp_path) -> None:
+    t = flows([1, 2]).append_column("tos", pa.array([0, 32], pa.uint8()))
+    t = t.set_column(t.schema.get_field_index("in_if"), "in_if", pa.array([1, 2], pa.int64()))
+    with ArchiveWriter(tmp_path / "a") as w:
+        w.write(t)
+    got = read_fragment(open_archive(tmp_path / "a").fragments()[0])
+    assert got.column("tos").to_pylist() == [0, 32]
+    assert got.schema.field("in_if").type == pa.uint32()
+
+
+def test_writer_rejects_lossy_or_missing_columns(tmp_path) -> None:
+    t = flows([1])
+    bad = t.set_column(t.schema.get_field_index("in_if"), "in_if", pa.array([-1], pa.int64()))
+    with pytest.raises(InputError, match="column 'in_if'"), ArchiveWriter(tmp_path / "a") as w:
+        w.write(bad)
+    with pytest.raises(InputError, match="missing flow schema v1 columns: proto"):
+        ArchiveWriter(tmp_path / "b").write(t.drop_columns(["proto"]))
+    # an aborted writer leaves no file behind
+    assert not list((tmp_path / "a").rglob("*.parquet"))
+
+
+def test_missing_path_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(InputError, match=r"nowhere: no such file or directory"):
+        open_archive(tmp_path / "nowhere")
+
+
+def test_empty_archive_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="archive is empty: no Parquet files"):
+        open_archive(tmp_path / "empty")
+    pq.write_table(FLOW_SCHEMA_V1.empty_table(), tmp_path / "empty" / "x.parquet")
+    with pytest.raises(InputError, match="archive is empty: its Parquet files hold no rows"):
+        open_archive(tmp_path / "empty")
+
+
+def test_wrong_schema_names_file_and_column(tmp_path) -> None:
+    d = tmp_path / "a" / "day=2025-01-01"
+    d.mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1, 2]}), d / "part-0.parquet")
+    with pytest.raises(
+        InputError,
+        match=r"part-0\.parquet: not a flow archive file: column 'time_start' is missing",
+    ):
+        open_archive(tmp_path / "a")
+    t = flows([1]).drop_columns(["bytes"]).append_column("bytes", pa.array([1.5]))
+    pq.write_table(t, d / "part-0.parquet")
+    with pytest.raises(InputError, match=r"column 'bytes' has type double"):
+        open_archive(tmp_path / "a")
+
+
+def test_corrupt_files_name_the_file(tmp_path) -> None:
+    d = tmp_path / "a"
+    d.mkdir()
+    (d / "junk.parquet").write_bytes(b"this is not parquet at all")
+    with pytest.raises(InputError, match=r"junk\.parquet: not a Parquet file"):
+        open_archive(d)
+    # a valid footer but a truncated body: the error comes when the row group is read
+    with ArchiveWriter(tmp_path / "b") as w:
+        w.write(flows(list(range(1000))))
+    path = next((tmp_path / "b").rglob("*.parquet"))
+    raw = bytearray(path.read_bytes())
+    raw[100:4000] = b"\0" * 3900
+    path.write_bytes(bytes(raw))
+    arch = open_archive(tmp_path / "b")
+    with pytest.raises(InputError, match=r"part-00000\.parquet: row group\(s\) 0: unreadable"):
+        read_fragment(arch.fragments()[0])
+
+
+def test_hidden_and_underscore_files_are_ignored(tmp_path) -> None:
+    with ArchiveWriter(tmp_path / "a") as w:
+        w.write(flows([1]))
+    (tmp_path / "a" / "_import").mkdir()
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "a" / "_import" / "q.parquet")
+    (tmp_path / "a" / "day=1970-01-01" / ".part.parquet.tmp").write_bytes(b"partial")
+    assert open_archive(tmp_path / "a").num_rows == 1
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(OutputError, match=r"file/sub: cannot create directory"):
+        ArchiveWriter(tmp_path / "file" / "sub")
+
+
+def test_schema_version_and_counts_checked() -> None:
+    meta = {b"flowatlas.schema_version": b"2"}
+    with pytest.raises(InputError, match="schema version 2 is not supported"):
+        check_schema(FLOW_SCHEMA_V1.with_metadata(meta), "x")
+    with pytest.raises(InputError, match=r"unknown flowatlas\.counts"):
+        check_schema(FLOW_SCHEMA_V1.with_metadata({b"flowatlas.counts": b"weird"}), "x")
+    assert check_schema(FLOW_SCHEMA_V1, "x") == "raw"
+
+
+def test_write_is_deterministic(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    times = sorted(int(t) for t in rng.integers(0, 3 * US_DAY, size=500))
+    for name in ("a", "b"):
+        with ArchiveWriter(tmp_path / name) as w:
+            w.write(flows(times))
+    for f in (tmp_path / "a").rglob("*.parquet"):
+        assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes()

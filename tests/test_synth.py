@@ -1,0 +1,128 @@
+"""The synthetic generator: deterministic, bounded, and shaped like the seed report's world."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import flowatlas.synth as synth
+from flowatlas.addresses import bytes16_to_hilo, is_v4
+from flowatlas.config import load_config
+from flowatlas.errors import ConfigError, OutputError
+from flowatlas.io.archive import open_archive
+
+
+def archive_bytes(root) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_same_seed_same_bytes_whatever_the_workers(tmp_path) -> None:
+    a = synth.synthesize(tmp_path / "a", records=30_000, days=10, seed=7, workers=1)
+    b = synth.synthesize(tmp_path / "b", records=30_000, days=10, seed=7, workers=2)
+    assert a.records == b.records == 30_000
+    assert archive_bytes(tmp_path / "a") == archive_bytes(tmp_path / "b")
+    c = synth.synthesize(tmp_path / "c", records=30_000, days=10, seed=8, workers=1)
+    assert c.records == 30_000
+    assert archive_bytes(tmp_path / "a") != archive_bytes(tmp_path / "c")
+
+
+def test_chunking_does_not_change_records(tmp_path, monkeypatch) -> None:
+    """A day larger than one chunk is written in row groups; the records are the same."""
+    synth.synthesize(tmp_path / "a", records=6_000, days=1, seed=3, workers=1)
+    monkeypatch.setattr(synth, "CHUNK_ROWS", 1000)
+    synth.synthesize(tmp_path / "b", records=6_000, days=1, seed=3, workers=1)
+    ta = pq.read_table(next((tmp_path / "a").rglob("*.parquet")))
+    tb = pq.read_table(next((tmp_path / "b").rglob("*.parquet")))
+    assert pq.ParquetFile(next((tmp_path / "b").rglob("*.parquet"))).num_row_groups >= 6
+    assert ta.num_rows == tb.num_rows == 6000
+    # per-chunk randomness differs, but every stream keeps its volume for the day
+    key = ["exporter", "sampling_rate"]
+    va = ta.group_by(key).aggregate([("bytes", "sum")]).sort_by([(k, "ascending") for k in key])
+    vb = tb.group_by(key).aggregate([("bytes", "sum")]).sort_by([(k, "ascending") for k in key])
+    ratio = np.array(vb["bytes_sum"].to_pylist(), float) / np.array(
+        va["bytes_sum"].to_pylist(), float
+    )
+    assert np.all(np.abs(ratio - 1) < 0.35), ratio
+
+
+def test_archive_shape(tmp_path) -> None:
+    s = synth.synthesize(tmp_path / "a", records=40_000, days=184, seed=1)
+    arch = open_archive(tmp_path / "a")
+    assert arch.num_rows == 40_000 == s.records
+    assert len(arch.days) == 184 and arch.days[0] == "2025-07-01" and arch.days[-1] == "2025-12-31"
+    t = pa.concat_tables(pq.read_table(f.path) for f in arch.files)
+    rates = set(t.column("sampling_rate").to_pylist())
+    assert rates == {1, 1000}  # sampled and unsampled exporters
+    hi, lo = bytes16_to_hilo(t.column("src_addr"))
+    v6 = ~is_v4(hi, lo)
+    assert 0.05 < v6.mean() < 0.5  # IPv4 and IPv6
+    assert set(t.column("in_if").to_pylist()) & set(synth.MIGRATION_IFS)  # private links
+    # the archive carries its configuration and prefix table, and they load
+    cfg = load_config(tmp_path / "a" / "flowatlas.toml")
+    assert [r.name for r in cfg.regions] == ["US-West", "US-East", "CA-East"]
+    assert cfg.links and cfg.classify.sources[0].format == "prefix-csv"
+    assert (tmp_path / "a" / "prefixes.csv").read_text().startswith("prefix,network_type,asn,org")
+    # counts are raw and time ordering holds inside each file
+    assert all(f.counts == "raw" for f in arch.files)
+    ts = pq.read_table(arch.files[0].path).column("time_start")
+    assert pc.all(pc.greater_equal(ts.slice(1), ts.slice(0, len(ts) - 1))).as_py()
+
+
+def test_world_nests_prefixes_like_the_internet() -> None:
+    import ipaddress
+
+    world = synth.build_world(1)
+    cdn = [
+        ipaddress.ip_network(p) for o in world.orgs if o.network_type == "CDN" for p in o.prefixes
+    ]
+    isp = [
+        ipaddress.ip_network(p)
+        for o in world.orgs
+        if o.network_type == "ISP Regional"
+        for p in o.prefixes
+    ]
+    nested = sum(1 for c in cdn if any(c.version == i.version and c.subnet_of(i) for i in isp))
+    assert nested >= 10
+    # neoclouds have few endpoints, ISPs many
+    assert world.pools[("US-East", "Neocloud")].hi.size < 100
+    assert world.pools[("US-West", "ISP Regional")].hi.size > 50_000
+
+
+def test_records_per_day_sums() -> None:
+    assert synth.records_per_day(10, 3) == [4, 3, 3]
+    assert sum(synth.records_per_day(1_000_003, 184)) == 1_000_003
+
+
+def test_trend_shapes() -> None:
+    def month_mean(t: str, month: int) -> float:
+        days = np.arange(
+            np.datetime64(f"2025-{month:02d}-01"), np.datetime64(f"2025-{month:02d}-28")
+        )
+        return float(np.mean([synth.trend(t, d) for d in days]))
+
+    neo = [month_mean("Neocloud", m) for m in range(7, 13)]
+    assert int(np.argmax(neo)) == 3  # October
+    assert neo[5] > neo[0]  # a higher baseline after the peak
+    mig = [month_mean("Migration", m) for m in range(7, 13)]
+    assert min(mig[1:4]) > 2 * max(mig[0], mig[4], mig[5])  # August to October
+
+
+def test_bad_arguments(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="--start"):
+        synth.synthesize(tmp_path / "x", records=10, start="July")
+    with pytest.raises(ConfigError, match="--days"):
+        synth.synthesize(tmp_path / "x", records=10, days=0)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not empty"):
+        synth.synthesize(tmp_path / "full", records=10)
+    with pytest.raises(OutputError, match="not a flowatlas synth archive"):
+        synth.synthesize(tmp_path / "full", records=10, overwrite=True)
+    assert (tmp_path / "full" / "keep.txt").exists()
