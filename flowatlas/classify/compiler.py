@@ -1,33 +1,44 @@
 """Compile classification sources into one immutable prefix table.
 
-Each source becomes a :class:`Layer`: address ranges (prefixes are ranges too) with
-attributes (network type, ASN, organisation, country). Compiling does, on the host, once:
+Each address source becomes a :class:`Layer`: address ranges (prefixes are ranges too) with
+attributes (network type, ASN, organisation, country, metro). Each ASN source becomes an
+:class:`AsnTable`: ASNs with a network type and/or an organisation name. Compiling does, on the
+host, once:
 
 1. within a layer, the most specific range wins (nested prefixes resolved by a sweep);
 2. across layers, for each attribute, the first layer in precedence order that has a value
    at an address provides it (so a cloud list can give the type while the routing table gives
    the ASN);
-3. where no layer gives a type, the ASN -> type mapping does; else the type is Unknown;
+3. the network type follows the precedence written down in docs/classification.md:
+   user prefix overrides > user ASN overrides > explicit prefix lists > ASN -> type > Unknown
+   (exporter/interface rules sit between user overrides and prefix lists; the engine applies
+   them per flow, see :meth:`PrefixTable.user_override_mask`);
 4. identical attribute tuples from the same winning row become one network id, and the
    result is a step function over the 128-bit space: sorted starts with a network id each.
 
 The output is deterministic: the same layers give the same arrays, byte for byte.
-Precedence is written down once, in docs/classification.md and DESIGN.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numba
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flowatlas.errors import InputError
 
-ATTRIBUTES = ("network_type", "asn", "org", "country")
+ATTRIBUTES = ("network_type", "asn", "org", "country", "metro")
+STRING_ATTRIBUTES = ("network_type", "org", "country", "metro")
+
+#: layer tiers; "override" layers are the user's and beat everything (see module docstring)
+LAYER_TIERS = ("override", "prefix", "routing", "geo")
+#: how a network's type was decided, best first (stored per network as ``tier``)
+TYPE_TIERS = ("override", "override-asn", "prefix", "asn", "none")
 
 
 @dataclass
@@ -35,8 +46,10 @@ class Layer:
     """One source's rows: inclusive ranges [start, end] over 128 bits, with attributes.
 
     ``attrs`` has one row per range and any of the columns network_type (string), asn
-    (uint32, 0 = none), org (string), country (string); nulls mean "this source does not say".
+    (uint32, 0 = none), org, country, metro (strings); nulls mean "this source does not say".
     ``provenance`` (name, path, sha256, date, rows ...) is copied into every table and cube.
+    ``tier`` is one of :data:`LAYER_TIERS`; ``lines`` (optional) gives each row's line in its
+    file, for messages.
     """
 
     name: str
@@ -46,6 +59,8 @@ class Layer:
     end_lo: np.ndarray
     attrs: pa.Table
     provenance: dict[str, Any] = field(default_factory=dict)
+    tier: str = "prefix"
+    lines: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.start_hi)
@@ -59,15 +74,58 @@ class Layer:
         unknown = set(self.attrs.column_names) - set(ATTRIBUTES)
         if unknown:
             raise ValueError(f"layer {self.name}: unknown attribute columns {sorted(unknown)}")
+        if self.tier not in LAYER_TIERS:
+            raise ValueError(f"layer {self.name}: unknown tier {self.tier!r} (use {LAYER_TIERS})")
         bad = (self.end_hi < self.start_hi) | (
             (self.end_hi == self.start_hi) & (self.end_lo < self.start_lo)
         )
         if bad.any():
             r = int(np.flatnonzero(bad)[0])
-            raise InputError(f"{self.name}: row {r + 1}: range ends before it starts")
+            raise InputError(f"{self.where(r)}: range ends before it starts")
 
     def __len__(self) -> int:
         return len(self.start_hi)
+
+    def where(self, row: int) -> str:
+        """'file: line N' (or 'name: row N') for messages about one row."""
+        origin = self.provenance.get("path") or self.name
+        if self.lines is not None and 0 <= row < len(self.lines):
+            return f"{origin}: line {int(self.lines[row])}"
+        return f"{origin}: row {row + 1}"
+
+
+@dataclass
+class AsnTable:
+    """One ASN source: ASNs with a network type and/or organisation (nulls: not said).
+
+    ``tier`` is "override" for the user's ASN rules (they beat prefix lists) or "asn".
+    """
+
+    name: str
+    asns: np.ndarray
+    attrs: pa.Table
+    provenance: dict[str, Any] = field(default_factory=dict)
+    tier: str = "asn"
+    lines: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.asns = np.asarray(self.asns, dtype=np.uint32)
+        if self.attrs.num_rows != self.asns.size:
+            raise ValueError(f"ASN table {self.name}: attribute rows differ from ASNs")
+        unknown = set(self.attrs.column_names) - {"network_type", "org"}
+        if unknown:
+            raise ValueError(f"ASN table {self.name}: unknown columns {sorted(unknown)}")
+        if self.tier not in ("override", "asn"):
+            raise ValueError(f"ASN table {self.name}: tier must be 'override' or 'asn'")
+
+    def __len__(self) -> int:
+        return int(self.asns.size)
+
+    def where(self, row: int) -> str:
+        origin = self.provenance.get("path") or self.name
+        if self.lines is not None and 0 <= row < len(self.lines):
+            return f"{origin}: line {int(self.lines[row])}"
+        return f"{origin}: row {row + 1}"
 
 
 @dataclass
@@ -77,6 +135,7 @@ class ResolveStats:
     duplicates: int = 0
     overlaps: int = 0
     first_overlap: int = -1  # row index of the first partially overlapping range
+    dup_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
 
 # --------------------------------------------------------------------------- sweep
@@ -84,15 +143,17 @@ class ResolveStats:
 
 @numba.njit(cache=True)
 def _resolve(s_hi, s_lo, e_hi, e_lo, order):  # pragma: no cover - compiled
-    """Most-specific-wins sweep over ranges visited in ``order`` (start asc, end desc).
+    """Most-specific-wins sweep over ranges visited in ``order`` (start asc, end desc, row asc).
 
-    Returns (starts_hi, starts_lo, row, n_out, duplicates, overlaps, first_overlap) where row
-    is the winning range index from each start (-1 = none).
+    Returns (starts_hi, starts_lo, row, dup_pairs, n_dup, overlaps, first_overlap) where row is
+    the winning range index from each start (-1 = none) and dup_pairs[:n_dup] holds
+    (earlier, later) rows of identical ranges.
     """
     n = order.size
     out_hi = np.empty(2 * n + 1, dtype=np.uint64)
     out_lo = np.empty(2 * n + 1, dtype=np.uint64)
     out_v = np.empty(2 * n + 1, dtype=np.int32)
+    dups = np.empty((n, 2), dtype=np.int64)
     out_hi[0] = 0
     out_lo[0] = 0
     out_v[0] = -1
@@ -139,6 +200,8 @@ def _resolve(s_hi, s_lo, e_hi, e_lo, order):  # pragma: no cover - compiled
         if top > 0:
             t = stack[top - 1]
             if s_hi[t] == rs_hi and s_lo[t] == rs_lo and e_hi[t] == e_hi[r] and e_lo[t] == e_lo[r]:
+                dups[dup, 0] = t
+                dups[dup, 1] = r
                 dup += 1
         if out_hi[m - 1] == rs_hi and out_lo[m - 1] == rs_lo:
             out_v[m - 1] = r
@@ -166,7 +229,7 @@ def _resolve(s_hi, s_lo, e_hi, e_lo, order):  # pragma: no cover - compiled
             out_lo[m] = nl
             out_v[m] = v
             m += 1
-    return out_hi[:m], out_lo[:m], out_v[:m], dup, ovl, first_ovl
+    return out_hi[:m], out_lo[:m], out_v[:m], dups[:dup].copy(), dup, ovl, first_ovl
 
 
 def resolve_layer(layer: Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray, ResolveStats]:
@@ -182,14 +245,14 @@ def resolve_layer(layer: Layer) -> tuple[np.ndarray, np.ndarray, np.ndarray, Res
         return z, z.copy(), np.full(1, -1, np.int32), ResolveStats()
     rows = np.arange(n, dtype=np.int64)
     order = np.lexsort((rows, ~layer.end_lo, ~layer.end_hi, layer.start_lo, layer.start_hi))
-    s_hi, s_lo, v, dup, ovl, first = _resolve(
+    s_hi, s_lo, v, pairs, dup, ovl, first = _resolve(
         np.ascontiguousarray(layer.start_hi, np.uint64),
         np.ascontiguousarray(layer.start_lo, np.uint64),
         np.ascontiguousarray(layer.end_hi, np.uint64),
         np.ascontiguousarray(layer.end_lo, np.uint64),
         order.astype(np.int64),
     )
-    return s_hi, s_lo, v, ResolveStats(int(dup), int(ovl), int(first))
+    return s_hi, s_lo, v, ResolveStats(int(dup), int(ovl), int(first), pairs)
 
 
 @numba.njit(cache=True)
@@ -217,6 +280,57 @@ def _union_starts(steps: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nd
     return hi[keep], lo[keep]
 
 
+# --------------------------------------------------------------------------- range text
+
+
+@numba.njit(cache=True)
+def _cidr_lengths(s_hi, s_lo, e_hi, e_lo):  # pragma: no cover - compiled
+    """Prefix length of each range that is exactly one CIDR block, else -1."""
+    out = np.empty(s_hi.size, dtype=np.int16)
+    for i in range(s_hi.size):
+        x_hi = s_hi[i] ^ e_hi[i]
+        x_lo = s_lo[i] ^ e_lo[i]
+        ok = (s_hi[i] & x_hi) == 0 and (s_lo[i] & x_lo) == 0
+        ok = ok and (e_hi[i] | x_hi) == e_hi[i] and (e_lo[i] | x_lo) == e_lo[i]
+        bits = 0
+        if x_hi != 0:
+            ok = ok and x_lo == np.uint64(0xFFFFFFFFFFFFFFFF)
+            ok = ok and (x_hi & (x_hi + np.uint64(1))) == 0
+            v = x_hi
+            while v:
+                bits += 1
+                v >>= np.uint64(1)
+            bits += 64
+        else:
+            ok = ok and (x_lo & (x_lo + np.uint64(1))) == 0
+            v = x_lo
+            while v:
+                bits += 1
+                v >>= np.uint64(1)
+        out[i] = 128 - bits if ok else -1
+    return out
+
+
+def range_text(s_hi: np.ndarray, s_lo: np.ndarray, e_hi: np.ndarray, e_lo: np.ndarray) -> pa.Array:
+    """Ranges as text: 'a.b.c.d/n' or 'x::/n' when a range is one CIDR block, else 'a - b'."""
+    from flowatlas.addresses import hilo_to_text, is_v4
+
+    s_hi = np.ascontiguousarray(s_hi, np.uint64)
+    s_lo = np.ascontiguousarray(s_lo, np.uint64)
+    e_hi = np.ascontiguousarray(e_hi, np.uint64)
+    e_lo = np.ascontiguousarray(e_lo, np.uint64)
+    if s_hi.size == 0:
+        return pa.array([], pa.string())
+    lengths = _cidr_lengths(s_hi, s_lo, e_hi, e_lo).astype(np.int64)
+    v4 = is_v4(s_hi, s_lo) & is_v4(e_hi, e_lo) & ((lengths < 0) | (lengths >= 96))
+    lengths = np.where(v4 & (lengths >= 0), lengths - 96, lengths)
+    first = hilo_to_text(s_hi, s_lo).cast(pa.string())
+    last = hilo_to_text(e_hi, e_lo).cast(pa.string())
+    cidr = pc.binary_join_element_wise(first, pa.array(lengths.astype(str)), "/")
+    span = pc.binary_join_element_wise(first, last, " - ")
+    return pc.if_else(pa.array(lengths >= 0), cidr, span)
+
+
 # --------------------------------------------------------------------------- compile
 
 
@@ -229,171 +343,420 @@ class Compiled:
     values: np.ndarray
     networks: pa.Table
     stats: dict[str, dict[str, int]]
+    warnings: list[str] = field(default_factory=list)
 
 
-def _codes(column: pa.ChunkedArray | pa.Array, null_code: int = -1) -> tuple[np.ndarray, list[Any]]:
-    """Dictionary-encode a column: codes (int32, null -> null_code) and sorted unique values."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    values = sorted({v for v in arr.to_pylist() if v is not None})
-    lookup = {v: i for i, v in enumerate(values)}
-    codes = np.array(
-        [lookup[v] if v is not None else null_code for v in arr.to_pylist()], dtype=np.int32
-    )
-    return codes, values
+def _string_codes(
+    columns: Sequence[pa.Array | pa.ChunkedArray | None],
+) -> tuple[list[np.ndarray | None], list[Any]]:
+    """Dictionary-encode string columns over one shared, sorted dictionary (nulls -> -1)."""
+    present = [c for c in columns if c is not None]
+    if not present:
+        return [None] * len(columns), []
+    chunks = []
+    for c in present:
+        chunks.extend(c.chunks if isinstance(c, pa.ChunkedArray) else [c])
+    pool = pc.unique(pa.chunked_array([c.cast(pa.string()) for c in chunks], pa.string()))
+    pool = pool.drop_null()
+    values = pc.array_sort_indices(pool)
+    pool = pool.take(values)
+    out: list[np.ndarray | None] = []
+    for c in columns:
+        if c is None:
+            out.append(None)
+            continue
+        idx = pc.index_in(c.cast(pa.string()), value_set=pool)
+        out.append(np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int32))
+    return out, pool.to_pylist()
+
+
+def _asn_codes(
+    columns: Sequence[pa.Array | pa.ChunkedArray | None],
+) -> tuple[list[np.ndarray | None], list[int]]:
+    """Codes for ASN columns over one sorted dictionary (null and 0 -> -1)."""
+    arrays = [
+        None
+        if c is None
+        else np.asarray(pc.fill_null(c.cast(pa.uint32()), 0).to_numpy(), dtype=np.int64)
+        for c in columns
+    ]
+    present = [a for a in arrays if a is not None and a.size]
+    pool = np.unique(np.concatenate(present)) if present else np.zeros(0, np.int64)
+    pool = pool[pool > 0]
+    out: list[np.ndarray | None] = []
+    for a in arrays:
+        if a is None:
+            out.append(None)
+            continue
+        code = np.searchsorted(pool, a).astype(np.int32)
+        code[a <= 0] = -1
+        out.append(code)
+    return out, pool.tolist()
+
+
+def _merge_asn_tables(
+    tables: Sequence[AsnTable], attr: str, tier: str | None
+) -> tuple[np.ndarray, list[Any], np.ndarray, np.ndarray]:
+    """ASN -> value over tables in order (first table that says wins).
+
+    Returns (sorted asns, values, value per asn, table index per asn). ``tier`` restricts to
+    tables of that tier (None: all).
+    """
+    asns, vals, which, rows = [], [], [], []
+    for ti, t in enumerate(tables):
+        if (tier is not None and t.tier != tier) or attr not in t.attrs.column_names:
+            continue
+        col = t.attrs.column(attr)
+        valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        if not valid.any():
+            continue
+        idx = np.flatnonzero(valid)
+        asns.append(t.asns[idx].astype(np.int64))
+        vals.append(col.take(pa.array(idx)).cast(pa.string()))
+        which.append(np.full(idx.size, ti, np.int32))
+        rows.append(idx)
+    if not asns:
+        return np.zeros(0, np.int64), [], np.zeros(0, np.int32), np.zeros(0, np.int32)
+    a = np.concatenate(asns)
+    w = np.concatenate(which)
+    r = np.concatenate(rows)
+    v = pa.chunked_array([c for chunk in vals for c in chunk.chunks], pa.string())
+    order = np.lexsort((r, w, a))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = a[order][1:] != a[order][:-1]
+    pick = order[first]
+    return a[pick], v.take(pa.array(pick)).to_pylist(), w[pick], r[pick]
+
+
+def _factorize(columns: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (by first appearance) of distinct rows of int columns, and each id's first row."""
+    import pandas as pd
+
+    codes = np.zeros(columns[0].size, dtype=np.int64)
+    for col in columns:
+        col_codes, uniq = pd.factorize(np.asarray(col, dtype=np.int64), sort=False)
+        codes = pd.factorize(codes * (len(uniq) + 1) + col_codes, sort=False)[0]
+    ids = codes.astype(np.int32)
+    _, first_row = np.unique(ids, return_index=True)
+    return ids, first_row
+
+
+def _dup_conflicts(pairs: np.ndarray, codes: dict[str, np.ndarray | None]) -> tuple[int, int]:
+    """How many identical-range pairs disagree on some attribute, and the first such row."""
+    if pairs.size == 0:
+        return 0, -1
+    differ = np.zeros(pairs.shape[0], dtype=bool)
+    for c in codes.values():
+        if c is not None:
+            differ |= c[pairs[:, 0]] != c[pairs[:, 1]]
+    if not differ.any():
+        return 0, -1
+    later = pairs[differ, 1]
+    return int(differ.sum()), int(later.min())
 
 
 def compile_layers(
     layers: Sequence[Layer],
     *,
+    asn_tables: Sequence[AsnTable] = (),
     asn_types: Mapping[int, str] | None = None,
+    strict: bool = False,
     strict_overlaps: bool = False,
 ) -> Compiled:
-    """Compile layers (highest precedence first) into a step function of network ids.
+    """Compile layers and ASN tables (each highest precedence first) into networks.
 
-    ``asn_types`` maps an ASN to a network type for addresses no layer gives a type to.
-    With ``strict_overlaps`` a partial overlap inside one layer is an error naming the layer
-    and row; otherwise it is counted in ``stats``.
+    ``asn_types`` is a shorthand for one more ASN table (ASN -> network type) after
+    ``asn_tables``. Conflicts inside one source (the same range or ASN twice with different
+    attributes; ranges that overlap without nesting) are counted in ``stats`` and described in
+    ``warnings``; with ``strict`` the first is an error naming the file and line.
+    ``strict_overlaps`` makes only partial overlaps an error.
     """
-    steps = []
-    stats: dict[str, dict[str, int]] = {}
-    for layer in layers:
-        s_hi, s_lo, rows, st = resolve_layer(layer)
-        if strict_overlaps and st.overlaps:
-            raise InputError(
-                f"{layer.name}: row {st.first_overlap + 1}: range overlaps another range "
-                f"without nesting in it ({st.overlaps} such rows)"
+    asn_tables = list(asn_tables)
+    if asn_types:
+        keys = sorted(asn_types)
+        asn_tables.append(
+            AsnTable(
+                "asn_types",
+                np.array(keys, np.uint32),
+                pa.table({"network_type": pa.array([asn_types[k] for k in keys], pa.string())}),
             )
+        )
+    stats: dict[str, dict[str, int]] = {}
+    warnings: list[str] = []
+
+    def problem(message: str, hard: bool) -> None:
+        if hard:
+            raise InputError(message)
+        warnings.append(message)
+
+    # ---- attribute codes per layer (one dictionary per attribute across all layers)
+    per_attr_codes: dict[str, list[np.ndarray | None]] = {}
+    attr_values: dict[str, list[Any]] = {}
+    for attr in STRING_ATTRIBUTES:
+        cols = [
+            layer.attrs.column(attr) if attr in layer.attrs.column_names else None
+            for layer in layers
+        ]
+        if attr == "network_type":
+            cols += [
+                t.attrs.column(attr) if attr in t.attrs.column_names else None for t in asn_tables
+            ]
+        if attr == "org":
+            cols += [
+                t.attrs.column(attr) if attr in t.attrs.column_names else None for t in asn_tables
+            ]
+        codes, values = _string_codes(cols)
+        per_attr_codes[attr] = codes[: len(layers)]
+        attr_values[attr] = values
+    asn_codes, asn_values = _asn_codes(
+        [
+            layer.attrs.column("asn") if "asn" in layer.attrs.column_names else None
+            for layer in layers
+        ]
+    )
+    per_attr_codes["asn"] = asn_codes
+    attr_values["asn"] = asn_values
+
+    # ---- resolve each layer into a step function of rows
+    steps = []
+    for li, layer in enumerate(layers):
+        s_hi, s_lo, rows, st = resolve_layer(layer)
+        codes = {a: per_attr_codes[a][li] for a in ATTRIBUTES}
+        n_conf, first_conf = _dup_conflicts(st.dup_pairs, codes)
         stats[layer.name] = {
             "rows": len(layer),
             "duplicates": st.duplicates,
+            "conflicts": n_conf,
             "overlaps": st.overlaps,
         }
+        if n_conf:
+            problem(
+                f"{layer.where(first_conf)}: the same range appears again with different "
+                f"attributes ({n_conf} such entries in {layer.name}; the later entry wins)",
+                strict,
+            )
+        if st.overlaps:
+            problem(
+                f"{layer.where(st.first_overlap)}: range overlaps another range without nesting "
+                f"in it ({st.overlaps} such rows in {layer.name}; the later start wins)",
+                strict or strict_overlaps,
+            )
         steps.append((s_hi, s_lo, rows))
 
-    if not steps:
-        u_hi = np.zeros(1, np.uint64)
-        u_lo = np.zeros(1, np.uint64)
-    else:
-        u_hi, u_lo = _union_starts([(s[0], s[1]) for s in steps])
-    n_u = u_hi.size
-    row_at = (
-        np.stack([_sample(u_hi, u_lo, *s) for s in steps], axis=1)
-        if steps
-        else np.full((n_u, 0), -1, np.int32)
-    )
+    for t in asn_tables:
+        stats[t.name] = _asn_table_stats(t, problem, strict)
 
-    # per attribute: code of the value from the first layer that has one at each start
-    attr_codes: dict[str, np.ndarray] = {}
-    attr_values: dict[str, list[Any]] = {}
-    winner_layer = np.full(n_u, -1, dtype=np.int32)
-    winner_row = np.full(n_u, -1, dtype=np.int32)
-    for attr in ATTRIBUTES:
-        # a shared dictionary for this attribute over all layers
-        per_layer = []
-        pool: set[Any] = set()
-        for layer in layers:
-            if attr in layer.attrs.column_names:
-                col = layer.attrs.column(attr).to_pylist()
-                if attr == "asn":
-                    col = [None if (v is None or v == 0) else int(v) for v in col]
-                per_layer.append(col)
-                pool.update(v for v in col if v is not None)
-            else:
-                per_layer.append(None)
-        values = sorted(pool)
-        index = {v: i for i, v in enumerate(values)}
+    if steps:
+        u_hi, u_lo = _union_starts([(s[0], s[1]) for s in steps])
+    else:
+        u_hi, u_lo = np.zeros(1, np.uint64), np.zeros(1, np.uint64)
+    n_u = u_hi.size
+    row_at = [_sample(u_hi, u_lo, *s) for s in steps]
+
+    def overlay(attr: str, which: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Code of attr from the first of layers ``which`` that has one; the layer and row."""
         code = np.full(n_u, -1, dtype=np.int32)
-        for li, col in enumerate(per_layer):
+        from_layer = np.full(n_u, -1, dtype=np.int32)
+        from_row = np.full(n_u, -1, dtype=np.int32)
+        for li in which:
+            col = per_attr_codes[attr][li]
             if col is None:
                 continue
-            layer_codes = np.array(
-                [index[v] if v is not None else -1 for v in col] + [-1], np.int32
-            )
-            rows = row_at[:, li]
-            got = layer_codes[rows]  # rows == -1 picks the trailing -1
+            rows = row_at[li]
+            got = np.append(col, np.int32(-1))[rows]  # rows == -1 picks the trailing -1
             take = (code < 0) & (got >= 0)
             code[take] = got[take]
-            if attr == "network_type":
-                winner_layer[take] = li
-                winner_row[take] = rows[take]
-        attr_codes[attr] = code
-        attr_values[attr] = values
+            from_layer[take] = li
+            from_row[take] = rows[take]
+        return code, from_layer, from_row
 
-    # where no type was given, the ASN -> type mapping, else Unknown
-    types = list(attr_values["network_type"])
-    type_code = attr_codes["network_type"]
-    if asn_types:
-        asn_vals = attr_values["asn"]
-        extra = sorted({t for t in asn_types.values() if t not in types})
-        types = sorted(set(types) | set(extra))
-        remap = np.array([types.index(t) for t in attr_values["network_type"]] + [-1], np.int32)
-        type_code = remap[type_code]  # -1 stays -1 via the trailing entry
-        asn_to_type = np.array(
-            [types.index(asn_types[a]) if a in asn_types else -1 for a in asn_vals] + [-1], np.int32
-        )
-        from_asn = (type_code < 0) & (attr_codes["asn"] >= 0)
-        type_code[from_asn] = asn_to_type[attr_codes["asn"][from_asn]]
-        stats["asn_types"] = {"addresses_typed_by_asn": int(from_asn.sum())}
-    attr_values["network_type"] = types
-    attr_codes["network_type"] = type_code
+    everyone = list(range(len(layers)))
+    asn_code, asn_layer, asn_row = overlay("asn", everyone)
+    org_code, _, _ = overlay("org", everyone)
+    country_code, _, _ = overlay("country", everyone)
+    metro_code, _, _ = overlay("metro", everyone)
 
-    # where no layer gave a type, the row that gave the ASN (if any) is the match shown
-    asn_layer = np.full(n_u, -1, dtype=np.int32)
-    asn_row = np.full(n_u, -1, dtype=np.int32)
-    for li, layer in enumerate(layers):
-        if "asn" in layer.attrs.column_names:
-            rows = row_at[:, li]
-            has = np.asarray(layer.attrs.column("asn").fill_null(0).to_numpy(), dtype=np.int64)
-            has = np.concatenate([has, [0]])[rows] > 0
-            take = (asn_layer < 0) & has
-            asn_layer[take] = li
-            asn_row[take] = rows[take]
-    no_type_row = winner_layer < 0
-    winner_layer[no_type_row] = asn_layer[no_type_row]
-    winner_row[no_type_row] = asn_row[no_type_row]
+    # ---- network type, by precedence tier
+    type_values = attr_values["network_type"]
+    type_code = np.full(n_u, -1, dtype=np.int32)
+    tier = np.full(n_u, TYPE_TIERS.index("none"), dtype=np.int32)
+    # the source that decided the type: layer index, or -(table index + 2) for ASN tables
+    decider = np.full(n_u, -1, dtype=np.int32)
+    match_layer = np.full(n_u, -1, dtype=np.int32)
+    match_row = np.full(n_u, -1, dtype=np.int32)
+    asn_number = np.append(np.asarray(asn_values, dtype=np.int64), 0)[asn_code]
 
-    # a network = one attribute tuple from one winning row; -1 where nothing matched at all
-    key = np.stack(
-        [
-            attr_codes["network_type"],
-            attr_codes["asn"],
-            attr_codes["org"],
-            attr_codes["country"],
-            winner_layer,
-            winner_row,
-        ],
-        axis=1,
-    )
-    nothing = (key[:, :4] < 0).all(axis=1) & (winner_layer < 0)
-    uniq, inverse = np.unique(key[~nothing], axis=0, return_inverse=True)
+    def take_layers(which: list[int], tier_name: str) -> None:
+        code, li, row = overlay("network_type", which)
+        take = (type_code < 0) & (code >= 0)
+        type_code[take] = code[take]
+        tier[take] = TYPE_TIERS.index(tier_name)
+        decider[take] = li[take]
+        match_layer[take] = li[take]
+        match_row[take] = row[take]
+
+    def take_asn(tier_name: str, table_tier: str) -> None:
+        asns, vals, table_idx, _ = _merge_asn_tables(asn_tables, "network_type", table_tier)
+        if not asns.size:
+            return
+        pos = np.searchsorted(asns, asn_number)
+        pos = np.minimum(pos, asns.size - 1)
+        hit = (asns[pos] == asn_number) & (asn_number > 0) & (type_code < 0)
+        type_index = {v: i for i, v in enumerate(type_values)}
+        val_codes = np.asarray([type_index[v] for v in vals], dtype=np.int32)
+        type_code[hit] = val_codes[pos[hit]]
+        tier[hit] = TYPE_TIERS.index(tier_name)
+        decider[hit] = -(table_idx[pos[hit]] + 2)
+
+    overrides = [i for i, layer in enumerate(layers) if layer.tier == "override"]
+    others = [i for i, layer in enumerate(layers) if layer.tier != "override"]
+    take_layers(overrides, "override")
+    take_asn("override-asn", "override")
+    take_layers(others, "prefix")
+    take_asn("asn", "asn")
+
+    # org fallback: the ASN tables' names for the address's ASN
+    asns, names, _, _ = _merge_asn_tables(asn_tables, "org", None)
+    if asns.size:
+        pos = np.minimum(np.searchsorted(asns, asn_number), asns.size - 1)
+        hit = (asns[pos] == asn_number) & (asn_number > 0) & (org_code < 0)
+        org_index = {v: i for i, v in enumerate(attr_values["org"])}
+        name_codes = np.asarray([org_index.get(v, -1) for v in names], dtype=np.int32)
+        org_code[hit] = name_codes[pos[hit]]
+
+    # the row shown as "matched": the one that gave the type, else the one that gave the ASN,
+    # else the first layer that covers the address at all
+    fill = match_layer < 0
+    match_layer[fill] = asn_layer[fill]
+    match_row[fill] = asn_row[fill]
+    for li in everyone:
+        fill = match_layer < 0
+        if not fill.any():
+            break
+        rows = row_at[li]
+        has = fill & (rows >= 0)
+        match_layer[has] = li
+        match_row[has] = rows[has]
+
+    # ---- networks: one per distinct attribute tuple and matched row
+    nothing = match_layer < 0
+    key = [type_code, asn_code, org_code, country_code, metro_code, tier, decider]
+    key += [match_layer, match_row]
+    ids, first_row = _factorize([k[~nothing] for k in key])
     net = np.full(n_u, -1, dtype=np.int32)
-    net[~nothing] = inverse.reshape(-1).astype(np.int32)
-
-    # compact: merge neighbours with the same network
+    net[~nothing] = ids
     keep = np.ones(n_u, dtype=bool)
     keep[1:] = net[1:] != net[:-1]
     starts_hi, starts_lo, values = u_hi[keep], u_lo[keep], net[keep]
 
-    def pick(attr: str, codes: np.ndarray) -> list[Any]:
-        vals = attr_values[attr]
-        return [vals[c] if c >= 0 else None for c in codes]
+    sel = np.flatnonzero(~nothing)[first_row]
+    networks = _networks_table(
+        layers,
+        asn_tables,
+        attr_values,
+        sel,
+        type_code,
+        asn_code,
+        org_code,
+        country_code,
+        metro_code,
+        tier,
+        decider,
+        match_layer,
+        match_row,
+    )
+    return Compiled(starts_hi, starts_lo, values, networks, stats, warnings)
 
+
+def _asn_table_stats(
+    t: AsnTable, problem: Callable[[str, bool], None], strict: bool
+) -> dict[str, int]:
+    """Duplicates and conflicts (same ASN, different attributes) inside one ASN table."""
+    order = np.argsort(t.asns, kind="stable")
+    a = t.asns[order]
+    same = np.flatnonzero(a[1:] == a[:-1])
+    dup = int(same.size)
+    conflicts = 0
+    first = -1
+    if dup:
+        differ = np.zeros(same.size, dtype=bool)
+        for col in t.attrs.columns:
+            vals = col.take(pa.array(order)).to_pylist()
+            differ |= np.array([vals[i] != vals[i + 1] for i in same], dtype=bool)
+        conflicts = int(differ.sum())
+        if conflicts:
+            first = int(order[same[differ] + 1].min())
+            problem(
+                f"{t.where(first)}: AS{int(t.asns[first])} appears again with different "
+                f"attributes ({conflicts} such entries in {t.name}; the first entry wins)",
+                strict,
+            )
+    return {"rows": len(t), "duplicates": dup, "conflicts": conflicts}
+
+
+def _networks_table(
+    layers,
+    asn_tables,
+    attr_values,
+    sel,
+    type_code,
+    asn_code,
+    org_code,
+    country_code,
+    metro_code,
+    tier,
+    decider,
+    match_layer,
+    match_row,
+) -> pa.Table:
+    """The networks table: one row per network id (rows ``sel`` of the per-interval arrays)."""
+
+    def pick(attr: str, codes: np.ndarray) -> pa.Array:
+        vals = pa.array(attr_values[attr], pa.string())
+        return vals.take(pa.array(codes, pa.int32(), mask=codes < 0))
+
+    ml = match_layer[sel]
+    mr = match_row[sel]
+    dec = decider[sel]
     layer_names = [layer.name for layer in layers]
-    networks = pa.table(
+    table_names = [t.name for t in asn_tables]
+    n = sel.size
+
+    # matched range text and line, gathered per layer
+    s_hi = np.zeros(n, np.uint64)
+    s_lo = np.zeros(n, np.uint64)
+    e_hi = np.zeros(n, np.uint64)
+    e_lo = np.zeros(n, np.uint64)
+    line = np.zeros(n, np.int64)
+    for li, layer in enumerate(layers):
+        m = ml == li
+        if not m.any():
+            continue
+        r = mr[m]
+        s_hi[m] = layer.start_hi[r]
+        s_lo[m] = layer.start_lo[r]
+        e_hi[m] = layer.end_hi[r]
+        e_lo[m] = layer.end_lo[r]
+        line[m] = layer.lines[r] if layer.lines is not None else r + 1
+    prefix = range_text(s_hi, s_lo, e_hi, e_lo)
+
+    type_names = pick("network_type", type_code[sel]).fill_null("Unknown")
+    asn_vals = np.append(np.asarray(attr_values["asn"], dtype=np.int64), 0)[asn_code[sel]]
+    type_source = [
+        layer_names[d] if d >= 0 else (table_names[-d - 2] if d <= -2 else None)
+        for d in dec.tolist()
+    ]
+    return pa.table(
         {
-            "network_type": pa.array(
-                [t if t is not None else "Unknown" for t in pick("network_type", uniq[:, 0])],
-                pa.string(),
-            ),
-            "asn": pa.array(
-                [a if a is not None else 0 for a in pick("asn", uniq[:, 1])], pa.uint32()
-            ),
-            "org": pa.array(pick("org", uniq[:, 2]), pa.string()),
-            "country": pa.array(pick("country", uniq[:, 3]), pa.string()),
-            "source": pa.array(
-                [layer_names[i] if i >= 0 else None for i in uniq[:, 4]], pa.string()
-            ),
-            "source_row": pa.array(uniq[:, 5], pa.int32()),
+            "network_type": type_names,
+            "asn": pa.array(asn_vals.astype(np.uint32), pa.uint32()),
+            "org": pick("org", org_code[sel]),
+            "country": pick("country", country_code[sel]),
+            "metro": pick("metro", metro_code[sel]),
+            "tier": pa.array([TYPE_TIERS[t] for t in tier[sel].tolist()], pa.string()),
+            "type_source": pa.array(type_source, pa.string()),
+            "source": pa.array([layer_names[i] for i in ml.tolist()], pa.string()),
+            "source_line": pa.array(line, pa.int64()),
+            "prefix": prefix,
         }
     )
-    return Compiled(starts_hi, starts_lo, values, networks, stats)

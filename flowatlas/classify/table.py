@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from flowatlas.classify.compiler import Compiled
 from flowatlas.errors import InputError, OutputError
 from flowatlas.kernels.lpm import LpmArrays, build_index, lookup_cpu
 from flowatlas.vocab import NETWORK_TYPES, UNKNOWN
 
+DEFAULT_BITS6 = 16
 FORMAT = "flowatlas-prefix-table"
 FORMAT_VERSION = 1
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -68,7 +70,20 @@ class PrefixTable:
 
     @property
     def bits6(self) -> int:
-        return int(self.meta.get("bits6", 20))
+        """Bits of the IPv6 root index (the rest is split into nodes where crowded)."""
+        return int(self.meta.get("bits6", DEFAULT_BITS6))
+
+    @classmethod
+    def from_compiled(
+        cls, compiled: Compiled, meta: dict[str, Any] | None = None, *, bits6: int = DEFAULT_BITS6
+    ) -> PrefixTable:
+        """Wrap a compiler result; ``meta`` carries the sources' provenance."""
+        meta = dict(meta or {})
+        meta.setdefault("sources", [])
+        meta["bits6"] = bits6
+        meta["stats"] = compiled.stats
+        meta["warnings"] = list(compiled.warnings)
+        return cls(compiled.starts_hi, compiled.starts_lo, compiled.values, compiled.networks, meta)
 
     def provenance(self) -> dict[str, Any]:
         """What a cube records about the table it was built with."""
@@ -77,6 +92,7 @@ class PrefixTable:
             "intervals": int(self.starts_hi.size),
             "networks": int(self.networks.num_rows),
             "sources": self.sources,
+            "warnings": list(self.meta.get("warnings", [])),
             "path": self.meta.get("path"),
         }
 
@@ -110,10 +126,34 @@ class PrefixTable:
         codes = [pos[t] for t in self.network_type_names] + [pos[UNKNOWN]]
         return np.asarray(codes, dtype=np.uint8)
 
+    def user_override_mask(self) -> np.ndarray:
+        """True per network id (plus a last entry, False, for -1) whose type a user rule set.
+
+        Precedence puts user overrides above exporter/interface rules (Migration), which sit
+        above everything else: the engine applies a link rule to a flow unless this is True
+        for the flow's remote network.
+        """
+        if "tier" not in self.networks.column_names:
+            return np.zeros(self.networks.num_rows + 1, dtype=bool)
+        tiers = self.networks.column("tier").to_numpy(zero_copy_only=False)
+        user = np.isin(tiers, ["override", "override-asn"])
+        return np.append(user, False)
+
     def describe(self, network_id: int) -> dict[str, Any]:
-        """Attributes of one network id (for `flowatlas classify lookup`)."""
+        """Attributes of one network id and why its type won (`flowatlas classify lookup`)."""
         if network_id < 0:
-            return {"network_type": UNKNOWN, "asn": 0, "org": None, "source": None}
+            return {
+                "network_type": UNKNOWN,
+                "asn": 0,
+                "org": None,
+                "country": None,
+                "metro": None,
+                "tier": "none",
+                "type_source": None,
+                "source": None,
+                "source_line": None,
+                "prefix": None,
+            }
         return {k: v[0] for k, v in self.networks.slice(network_id, 1).to_pydict().items()}
 
     # ------------------------------------------------------------------ files
