@@ -166,7 +166,6 @@ R_RATE_ZERO = "sampling rate 0"
 R_SET_OVERRUN = "flowset overruns packet"
 R_SET_LENGTH = "bad flowset length"
 R_RECORD_OVERRUN = "record overruns flowset"
-R_ZERO_RECORD = "template with empty records"
 R_TRUNCATED = "packet truncated"
 R_HEADER = "bad header"
 R_NOT_NETFLOW = "not a NetFlow/IPFIX packet"
@@ -182,7 +181,6 @@ REASONS: dict[str, str] = {
     R_SET_OVERRUN: "the flowset's length runs past the end of the packet (rest of it)",
     R_SET_LENGTH: "a flowset header with a length below 4 (rest of the packet)",
     R_RECORD_OVERRUN: "a variable-length record runs past the end of its flowset",
-    R_ZERO_RECORD: "data for a template whose records have no length",
     R_TRUNCATED: "v5 records announced by the header but missing from the packet",
     R_HEADER: "a NetFlow header that contradicts itself (one row per packet)",
     R_NOT_NETFLOW: "a payload that is not NetFlow v5/v9 or IPFIX (payload files only)",
@@ -398,6 +396,7 @@ class DecoderStats:
     unknown_sets: int = 0  # sets with a reserved id (2-255 in v9, 4-255 in IPFIX)
     time_fallbacks: int = 0  # flow records that carried no usable time: export time used
     trailing_bytes: int = 0  # bytes after the last message of a payload that are not NetFlow
+    dirty_padding: int = 0  # data sets whose padding is not all zeros (harmless, but odd)
 
 
 class _Out:
@@ -709,20 +708,23 @@ class NetflowDecoder:
             else:
                 self.stats.other_records += len(records)
             return
-        if tpl.fixed_length == 0:
-            self.stats.flow_records += 1
-            self._out.quarantine(where, R_ZERO_RECORD, f"{len(body)} bytes of data")
-            return
-        if tpl.fixed_length is not None:
-            n = len(body) // tpl.fixed_length  # what is left over is padding
+        if tpl.fixed_length is not None:  # never 0: a flow template has an address field
+            n = len(body) // tpl.fixed_length
             self.stats.flow_records += n
             if n:
                 self._queue_flows(body[: n * tpl.fixed_length], tpl.layout, n, pkt, where)
+            self._leftover(body[n * tpl.fixed_length :])
         else:
             self._split_varlen(tpl, pkt, body, where)
         if overrun:
             self.stats.flow_records += 1
             self._out.quarantine(where, R_SET_OVERRUN, f"{overrun} bytes missing")
+
+    def _leftover(self, rest: bytes) -> None:
+        """Bytes after the last whole record: padding. RFC 7011 wants zeros, but Mikrotik and
+        nProbe, among others, leave whatever was in the buffer; they are only counted."""
+        if any(rest):
+            self.stats.dirty_padding += 1
 
     # ----------------------------------------------------------------- record splitting
 
@@ -802,15 +804,16 @@ class NetflowDecoder:
         pos = 0
         index = 0
         while pos < len(body):
-            rest = len(body) - pos
-            if rest < tpl.min_length or (rest < 4 and not any(body[pos:])):
-                break  # padding
+            if len(body) - pos < tpl.min_length:
+                self._leftover(body[pos:])
+                break
             got = self._record_fields(tpl, body, pos)
+            if got is None:  # a length prefix that runs past the end of the set
+                self.stats.flow_records += 1
+                self._out.quarantine(f"{where} record {index + 1}", R_RECORD_OVERRUN, None)
+                break
             index += 1
             self.stats.flow_records += 1
-            if got is None:
-                self._out.quarantine(f"{where} record {index}", R_RECORD_OVERRUN, None)
-                break
             fields, pos = got
             mapped: dict[int, tuple[int, int]] = {}
             for f, off, length in fields:
@@ -909,13 +912,13 @@ class NetflowDecoder:
         )
 
         bad = np.zeros(n, dtype=np.uint8)  # index into _BAD_REASONS; 0 = good
-        detail: list[str | None] = [None] * len(_BAD_REASONS)
+        detail = np.full(n, None, dtype=object)  # what was wrong, for the quarantine row
 
         def flag(mask: np.ndarray, code: int, text: str | None) -> None:
             hit = mask & (bad == 0)
             if hit.any():
                 bad[hit] = code
-                detail[code] = detail[code] or text
+                detail[hit] = text
 
         zeros = np.zeros(n, dtype=np.uint64)
 
@@ -979,7 +982,11 @@ class NetflowDecoder:
             rows = np.flatnonzero(~good)
             for i, pos in zip(rows, positions(rows), strict=True):
                 code = int(bad[i])
-                self._out.quarantine(pos, _BAD_REASONS[code], detail[code])
+                text = detail[i]
+                if text is None and code in (_BAD_PAST, _BAD_FUTURE):
+                    pick = min if code == _BAD_PAST else max
+                    text = _iso(pick(int(start[i]), int(end[i])))
+                self._out.quarantine(pos, _BAD_REASONS[code], text)
 
 
 @dataclass
@@ -1067,10 +1074,10 @@ def _times(col, ctx: _Context, flag) -> tuple[np.ndarray, np.ndarray, np.ndarray
             flag(big, _BAD_FUTURE, "time beyond year 3000")
     past = (start < MIN_TIME_US) | (end < MIN_TIME_US)
     if past.any():
-        flag(past, _BAD_PAST, _first_time(start, end, past, np.minimum))
+        flag(past, _BAD_PAST, None)
     future = (start > export + FUTURE_SLACK_US) | (end > export + FUTURE_SLACK_US)
     if future.any():
-        flag(future, _BAD_FUTURE, _first_time(start, end, future, np.maximum))
+        flag(future, _BAD_FUTURE, None)
     return start, end, fallback
 
 
@@ -1127,10 +1134,8 @@ _BAD_REASONS = (None, R_RANGE, R_TIME_PAST, R_TIME_FUTURE, R_RATE_ZERO)
 _BAD_RANGE, _BAD_PAST, _BAD_FUTURE, _BAD_RATE_ZERO = 1, 2, 3, 4
 
 
-def _first_time(start: np.ndarray, end: np.ndarray, mask: np.ndarray, pick) -> str:
-    """The offending time of the first flagged record, as text, for the quarantine detail."""
-    i = int(np.flatnonzero(mask)[0])
-    us = int(pick(start[i], end[i]))
+def _iso(us: int) -> str:
+    """A time in microseconds as ISO 8601 text, for quarantine details."""
     return str(np.datetime64(us, "us")) + "Z"
 
 
