@@ -125,6 +125,10 @@ def test_time_formats():
     assert us2.tolist() == [base_us, base_us]
     us3, _ = parse_time(pa.array(["1709287200"]), unit="ms")
     assert us3.tolist() == [1_709_287_200 * 1000]
+    # a date alone is midnight UTC, not a zone offset of "-01"
+    us4, st4 = parse_time(pa.array(["2024-03-01", "2024-03-01T10:00:00Z", "2024-03-01 10:00"]))
+    assert (st4 == 0).all()
+    assert us4.tolist() == [base_us - 36_000_000_000, base_us, base_us]
 
 
 @pytest.mark.parametrize("bad", ["300.1.1.1", "1.2.3", "::g", "host.example", "010.1.1.1"])

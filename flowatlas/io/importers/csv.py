@@ -179,8 +179,10 @@ _RE_ISO = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)? ?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
 )
-_RE_ZONED = r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+_RE_ZONED = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)? ?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
+_ZONED = re.compile(_RE_ZONED)
 _RE_ZERO_TIME = r"^0000-00-00"
+_RE_ISO_PY = re.compile(_RE_ISO)
 _UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0}  # 0: divide by 1000
 TIME_UNITS = ("auto", "s", "ms", "us", "ns")
 
@@ -268,6 +270,14 @@ def parse_uint(values: pa.Array, max_value: int) -> tuple[np.ndarray, np.ndarray
         out[good] = v[good].astype(np.uint64)
     elif _is_text(arr):
         s = _text(arr)
+        try:  # fast path: every value is plain digits within 64 bits
+            v = pc.cast(s, pa.uint64()).fill_null(0).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        else:
+            out[:] = v
+            state[valid & (v > np.uint64(max_value))] = _OVERFLOW
+            return out, state
         empty = _np_bool(pc.equal(s, ""))
         state[valid & empty] = _MISSING
         digits = _match(s, _RE_DIGITS)
@@ -381,6 +391,18 @@ def parse_time(values: pa.Array, unit: str = "auto") -> tuple[np.ndarray, np.nda
         us[:] = _scale_epoch_float(np.nan_to_num(v), unit)
     elif _is_text(arr):
         s = _text(arr)
+        # fast path: every value ISO 8601 like the first one, with or without a zone (a
+        # failed cast is slow, so the first value picks which one to try)
+        sample = s.drop_null()
+        if len(sample) and _RE_ISO_PY.match(first := sample[0].as_py()):
+            zone = "UTC" if _ZONED.search(first) else None
+            try:
+                ns = pc.cast(s, pa.timestamp("ns", tz=zone)).cast(pa.int64()).fill_null(0)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+            else:
+                us[:] = ns.to_numpy(zero_copy_only=False) // 1000
+                return us, state
         empty = _np_bool(pc.equal(s, ""))
         state[valid & empty] = _MISSING
         is_int = _match(s, _RE_EPOCH_INT)

@@ -29,10 +29,12 @@ from __future__ import annotations
 import functools
 import io
 import os
+import queue
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -277,6 +279,56 @@ class _Prepend(io.RawIOBase):
         return len(data)
 
 
+class _Prefetch(io.RawIOBase):
+    """Read a pipe ahead in a thread, so nfdump keeps printing while rows are converted.
+
+    At most ``depth`` chunks of ``chunk`` bytes wait in memory (64 MiB by default).
+    """
+
+    def __init__(self, stream: Any, chunk: int = 1 << 20, depth: int = 64) -> None:
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._buf = b""
+        self._eof = False
+        self._stream = stream
+        self._chunk = chunk
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            while True:
+                data = self._stream.read1(self._chunk)
+                self._queue.put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reader, never lost
+            self._queue.put(exc)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while not self._buf and not self._eof:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                self._eof = True
+            self._buf = item
+        n = min(len(buf), len(self._buf))
+        buf[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def drain(self) -> None:
+        """Let the pump thread finish (after the process was killed or ended)."""
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
 def _is_header(line: bytes) -> bool:
     text = line.decode("utf-8", "replace").strip()
     return "," in text and text[:1].isalpha()
@@ -355,19 +407,25 @@ class NfcapdImporter(Importer):
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=err, env=nfdump_env(), stdin=subprocess.DEVNULL
             )
+            prefetch: _Prefetch | None = None
             try:
                 assert proc.stdout is not None
                 first = proc.stdout.readline()
                 if first:
-                    source: Any = proc.stdout
+                    stream: Any = proc.stdout
+                    if options.get("nfdump_prefetch", True):
+                        prefetch = _Prefetch(proc.stdout)
+                        stream = io.BufferedReader(prefetch, 1 << 20)
                     if not _is_header(first):  # no header line: give the line back
-                        source = io.BufferedReader(_Prepend(first, proc.stdout), 1 << 16)
-                    yield from self._parse(source, names, converter, options)
+                        stream = io.BufferedReader(_Prepend(first, stream), 1 << 16)
+                    yield from self._parse(stream, names, converter, options)
                 rc = proc.wait()
             finally:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+                if prefetch is not None:
+                    prefetch.drain()
                 if proc.stdout is not None:
                     proc.stdout.close()
             err.seek(0)
