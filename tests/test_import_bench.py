@@ -1,0 +1,24 @@
+"""The import benchmark runs (a small size, so it cannot rot unnoticed)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from flowatlas.testing import REPO_ROOT, need_data, need_tools
+
+
+def test_bench_import_smoke(tmp_path, capsys):
+    need_tools("nfdump")
+    need_data("flow_exports/generated_nfcapd")
+    spec = importlib.util.spec_from_file_location(
+        "bench_import", Path(REPO_ROOT) / "bench" / "bench_import.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "results.md"
+    assert bench.main(["--records", "15000", "--repeat", "1", "--results", str(results)]) == 0
+    text = results.read_text()
+    assert "| nfcapd: flowatlas import (1 job, to Parquet) |" in text
+    assert "| csv: pyarrow.csv.read_csv (defaults) |" in text
