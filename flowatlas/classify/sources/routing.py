@@ -251,10 +251,12 @@ def _libloc_dump(
     lines = pa.array(text.split("\n"), pa.string())
     stripped = pc.utf8_trim_whitespace(lines)
     is_comment = pc.starts_with(stripped, "#")
-    blank = np.asarray(pc.or_(pc.equal(stripped, ""), is_comment).to_numpy(), dtype=bool)
+    blank = np.asarray(
+        pc.or_(pc.equal(stripped, ""), is_comment).to_numpy(zero_copy_only=False), dtype=bool
+    )
     parts = pc.split_pattern(stripped, ":", max_splits=1)
     key = pc.list_element(parts, 0)
-    nparts = np.asarray(pc.list_value_length(parts).to_numpy(), dtype=np.int64)
+    nparts = np.asarray(pc.list_value_length(parts).to_numpy(zero_copy_only=False), dtype=np.int64)
     bad = ~blank & (nparts != 2)
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
