@@ -184,10 +184,14 @@ def test_folders_duplicates_and_unrecognised_files(tmp_path):
     (d / "sub" / "b.csv").write_bytes((d / "a.csv").read_bytes())
     (d / "notes.log").write_text("not flows\n")
     (d / ".hidden.csv").write_text("x")
-    summary = import_sources([d], tmp_path / "out", progress=False)
+    summary = import_sources([d], d / "archive", progress=False)
     assert len(summary.imported) == 1 and len(summary.skipped_duplicate) == 1
     assert [Path(p).name for p in summary.skipped_unrecognised] == ["notes.log"]
     assert "not a flow format" in summary.render()
+    # the archive inside the folder it imports from is never read as input
+    again = import_sources([d], d / "archive", progress=False)
+    assert [Path(p).name for p in again.skipped_unrecognised] == ["notes.log"]
+    assert len(again.skipped_known) == 2
 
 
 def test_reimport_and_counts_option_and_lock(tmp_path):

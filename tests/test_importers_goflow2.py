@@ -162,3 +162,18 @@ def test_protobuf_length_prefixed(tmp_path, sep):
     assert format_addresses(table["src_addr"]) == ["192.0.2.1", "1:203:405:607:809:a0b:c0d:e0f"]
     assert format_addresses(table["exporter"]) == ["10.0.0.254"] * 2
     assert rows[0]["time_start"].timestamp() == T0_NS / 1e9
+
+
+def test_protobuf_stream_reads_in_small_chunks():
+    """Messages split across read boundaries decode the same as from one buffer."""
+    import io
+
+    from flowatlas.io.importers.goflow2 import iter_delimited
+
+    msgs = [flow_message(bytes=i) for i in range(50)]
+    for sep in (b"", b"\n"):
+        data = b"".join(varint(len(m)) + m + sep for m in msgs)
+        whole = [m for _, m, _ in iter_delimited(data)]
+        for chunk in (1, 3, 7, 64):
+            got = [m for _, m, _ in iter_delimited(io.BytesIO(data), chunk=chunk)]
+            assert got == whole == msgs

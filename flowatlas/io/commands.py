@@ -48,6 +48,8 @@ from flowatlas.io.manifest import (
 
 DEFAULT_BATCH_ROWS = 1 << 20
 AUTO = "auto"
+#: below this much input, the default is to import in this process (no worker start-up)
+SMALL_IMPORT_BYTES = 32 << 20
 #: quarantine reasons that mean "this is not a record of the format at all"
 STRUCTURE_REASONS = frozenset({"bad_json", "malformed_line", "bad_protobuf"})
 #: formats offered by --format; importers registered later (plugins) are accepted too
@@ -273,7 +275,9 @@ def import_one(task: ImportTask) -> FileResult:
             result.quarantine_file = final.relative_to(root).as_posix()
         result.reasons = dict(sorted(reasons.items()))
         result.no_local_prefix = no_local if len(ranges) else None
-    except FlowatlasError as exc:
+    except (FlowatlasError, OSError) as exc:
+        if isinstance(exc, OSError):  # e.g. the file vanished or a disk failed mid-read
+            exc = InputError(f"{task.path}: {exc.strerror or exc}")
         result.error = str(exc) if str(task.path) in str(exc) else f"{task.path}: {exc}"
         result.records_read = result.records_written = result.records_quarantined = 0
     finally:
@@ -299,7 +303,7 @@ def _counts_of(importer: Any, options: Any) -> str:
 
 
 def _expand(
-    sources: Sequence[str | os.PathLike[str]], fmt: str, glob: str | None
+    sources: Sequence[str | os.PathLike[str]], fmt: str, glob: str | None, out: Path
 ) -> tuple[list[tuple[Path, str]], list[str]]:
     """(file, format) pairs to import, and files in folders that are no flow format."""
     from flowatlas.io.importers.base import detect_format, get_importer
@@ -318,7 +322,7 @@ def _expand(
                 seen.add(rp)
                 files.append((rp, fmt if chosen else detect_format(rp)))
             continue
-        for child in _walk(p, glob):
+        for child in _walk(p, glob, skip=out.resolve()):
             rp = child.resolve()
             if rp in seen:
                 continue
@@ -334,10 +338,15 @@ def _expand(
     return files, unrecognised
 
 
-def _walk(root: Path, glob: str | None) -> list[Path]:
+def _walk(root: Path, glob: str | None, skip: Path) -> list[Path]:
+    """Files under ``root`` in sorted order, not hidden, not inside the archive ``skip``."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith((".", "_")) and (Path(dirpath) / d).resolve() != skip
+        )
         for fname in sorted(filenames):
             if fname.startswith(".") or fname.startswith("nfcapd.current"):
                 continue
@@ -408,7 +417,8 @@ def import_sources(
     """Import flow files into the archive at ``out``; see the module docstring.
 
     ``fmt`` is a format name or ``auto`` (by content). ``jobs`` is the number of worker
-    processes (default: one per CPU, at most one per file; 1 runs in this process).
+    processes (default: one per CPU, at most one per file, none for less than 32 MiB of
+    input; 1 runs in this process).
     ``progress`` shows a progress bar on stderr (None: only on a terminal). Returns the
     summary; files that failed are listed in it (and raise nothing here).
     """
@@ -434,7 +444,7 @@ def import_sources(
     if root.exists() and not root.is_dir():
         raise OutputError(f"{root}: exists and is not a directory")
     summary = ImportSummary(str(root), local_prefixes=len(ranges))
-    files, summary.skipped_unrecognised = _expand(sources, fmt, glob)
+    files, summary.skipped_unrecognised = _expand(sources, fmt, glob, root)
     now = now_us if now_us is not None else time.time_ns() // 1000
     extra: dict[str, Any] = {"now_us": now}
     for key, value in (
@@ -529,6 +539,8 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
 
     if not tasks:
         return
+    if jobs is None and sum(t.size for t in tasks) < SMALL_IMPORT_BYTES:
+        jobs = 1  # starting worker processes would cost more than it saves
     workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     disable = None if progress is None else not progress
     bar = tqdm(

@@ -696,16 +696,19 @@ def truncate(text: str, limit: int = 200) -> str:
 
 
 def invalid_lines_quarantine(
-    source_file: str, rows: list[tuple[int, str]], reason: str = "malformed_line", label="line"
+    source_file: str, rows: list[tuple], reason: str = "malformed_line", label: str = "line"
 ) -> pa.Table:
-    """Quarantine rows a reader could not split into fields (wrong column count, bad JSON)."""
+    """Quarantine rows a reader could not split into fields (wrong column count, bad JSON).
+
+    ``rows`` holds (number, text) or (number, text, reason) tuples.
+    """
     if not rows:
         return empty_quarantine()
     return quarantine_rows(
         source_file,
-        [f"{label} {n}" for n, _ in rows],
-        [reason] * len(rows),
-        [truncate(text) for _, text in rows],
+        [f"{label} {r[0]}" for r in rows],
+        [r[2] if len(r) > 2 else reason for r in rows],
+        [truncate(r[1]) for r in rows],
     )
 
 
@@ -730,7 +733,7 @@ class BatchAccumulator:
             self._quarantine.append(batch.quarantine)
         self._rows += batch.table.num_rows
         self._read += int(batch.records_read or 0)
-        if self._rows >= self.batch_rows:
+        if self._read >= self.batch_rows:  # quarantined rows count too: memory stays bounded
             yield self._take()
 
     def flush(self) -> Iterator[Batch]:
@@ -880,11 +883,12 @@ def open_text_stream(path: Path) -> pa.NativeFile:
 
 
 class CsvRowReader:
-    """Stream a CSV as blocks of text columns, keeping rows it cannot split for quarantine.
+    """Stream a CSV as blocks of text columns, keeping rows it cannot use for quarantine.
 
-    Every selected column is read as text (no type guessing, so one odd value never fails a
-    whole block); rows with the wrong number of fields are reported, with their line number,
-    through :meth:`take_invalid`.
+    Every selected column is read as bytes and checked as UTF-8 text (no type guessing, so
+    one odd value never fails a whole block). Rows with the wrong number of fields
+    (``malformed_line``) or bytes that are not UTF-8 (``bad_encoding``) come back with their
+    data row number, beside the block they were met in.
     """
 
     def __init__(
@@ -900,11 +904,12 @@ class CsvRowReader:
         ignore_line: Any = None,
     ) -> None:
         self.where = where
+        self.delimiter = delimiter
         self._invalid: list[tuple[int, str]] = []
         self._ignore = ignore_line
         self.header_lines = 0 if column_names else 1
         self.header_lines += skip_rows
-        types = {c: pa.string() for c in (columns or column_names or [])}
+        types = {c: pa.binary() for c in (columns or column_names or [])}
         read = pacsv.ReadOptions(
             use_threads=False,
             block_size=block_size,
@@ -922,9 +927,9 @@ class CsvRowReader:
             self._reader = pacsv.open_csv(
                 source, read_options=read, parse_options=parse, convert_options=convert
             )
-        except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
             raise InputError(f"{where}: not a readable CSV file: {_first_line(exc)}") from None
-        self.schema = self._reader.schema
+        self.schema = pa.schema([pa.field(n, pa.string()) for n in self._reader.schema.names])
         self._rows = 0  # data rows consumed (valid + invalid)
 
     def _on_invalid(self, row: Any) -> str:
@@ -935,30 +940,58 @@ class CsvRowReader:
         self._invalid.append((number, text))
         return "skip"
 
-    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str]]]]:
-        """Yield (block, data row numbers of its rows, invalid rows met while reading it)."""
+    def _as_text(
+        self, block: pa.RecordBatch, numbers: np.ndarray
+    ) -> tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str, str]]]:
+        """The block with text columns; rows that are not UTF-8 split off for quarantine."""
+        bad = np.zeros(block.num_rows, dtype=bool)
+        for col in block.columns:
+            try:
+                col.cast(pa.string())
+            except pa.ArrowInvalid:
+                for i, v in enumerate(col.to_pylist()):
+                    try:
+                        v.decode("utf-8")
+                    except (UnicodeDecodeError, AttributeError):
+                        bad[i] = True
+        rejected: list[tuple[int, str, str]] = []
+        if bad.any():
+            idx = np.flatnonzero(bad)
+            for i in idx:
+                raw = [c[int(i)].as_py() or b"" for c in block.columns]
+                text = self.delimiter.join(v.decode("utf-8", "replace") for v in raw)
+                rejected.append((int(numbers[i]), text, "bad_encoding"))
+            keep = pa.array(~bad)
+            block = block.filter(keep)
+            numbers = numbers[~bad]
+        cols = [c.cast(pa.string()) for c in block.columns]
+        return pa.RecordBatch.from_arrays(cols, schema=self.schema), numbers, rejected
+
+    def __iter__(self) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[tuple]]]:
+        """Yield (block, data row numbers of its rows, rejected rows met while reading it)."""
         while True:
             try:
                 block = self._reader.read_next_batch()
             except StopIteration:
                 break
-            except pa.ArrowInvalid as exc:
+            except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"{self.where}: unreadable CSV: {_first_line(exc)}") from None
             invalid, self._invalid = self._invalid, []
             # row numbers of the invalid rows are physical-ish (counting the header); data rows
             # are numbered from 1 in file order, valid and invalid together
-            inv_rows = [(max(nb - self.header_lines, 0), text) for nb, text in invalid]
+            inv_rows: list[tuple] = [(max(nb - self.header_lines, 0), t) for nb, t in invalid]
             total = block.num_rows + len(inv_rows)
             numbers = np.arange(self._rows + 1, self._rows + total + 1, dtype=np.int64)
             if inv_rows:
-                taken = np.array([r for r, _ in inv_rows], dtype=np.int64)
+                taken = np.array([r[0] for r in inv_rows], dtype=np.int64)
                 numbers = np.setdiff1d(numbers, taken, assume_unique=True)[: block.num_rows]
                 if len(numbers) < block.num_rows:  # numbering unknown: fall back to order
                     numbers = np.arange(
                         self._rows + 1, self._rows + block.num_rows + 1, dtype=np.int64
                     )
             self._rows += total
-            yield block, numbers, inv_rows
+            block, numbers, rejected = self._as_text(block, numbers)
+            yield block, numbers, inv_rows + rejected
         if self._invalid:  # rows after the last block
             invalid, self._invalid = self._invalid, []
             inv_rows = [(max(nb - self.header_lines, 0), text) for nb, text in invalid]

@@ -23,6 +23,7 @@ The JSON-lines reader is shared with pmacct's JSON output (see ``pmacct.py``).
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -326,44 +327,75 @@ def decode_flow_message(msg: bytes | memoryview) -> dict[str, Any]:
     return out
 
 
-def iter_delimited(data: bytes) -> Iterator[tuple[int, bytes | None, str | None]]:
+def iter_delimited(
+    source: bytes | IO[bytes], chunk: int = 1 << 20
+) -> Iterator[tuple[int, bytes | None, str | None]]:
     """Yield (message number, message bytes or None, problem) for varint-delimited messages.
 
-    A newline after each message (goflow2's file transport separator) is skipped when the
-    file uses one; that is decided on the first message.
+    Reads ``source`` (bytes or a binary file) a chunk at a time, so memory stays bounded. A
+    newline after each message (goflow2's file transport separator) is skipped when the file
+    uses one; that is decided on the first message.
     """
-    view = memoryview(data)
+    fh: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    buf = bytearray()
     pos = 0
+    eof = False
     number = 0
     newline_sep: bool | None = None
-    while pos < len(view):
+
+    def fill(need: int) -> bool:
+        """Make sure ``need`` bytes from ``pos`` are buffered (False at end of data)."""
+        nonlocal eof, buf, pos
+        while len(buf) - pos < need and not eof:
+            data = fh.read(max(chunk, need))
+            if not data:
+                eof = True
+                break
+            if pos > chunk:  # drop what was consumed
+                del buf[:pos]
+                pos = 0
+            buf += data
+        return len(buf) - pos >= need
+
+    while fill(1):
         number += 1
+        fill(10)
+        view = memoryview(buf)
         try:
             length, start = _varint(view, pos)
         except (_Truncated, ValueError):
+            view.release()
             yield number, None, "truncated message length"
             return
-        end = start + length
-        if end > len(view):
-            yield number, None, f"truncated message ({len(view) - start} of {length} bytes)"
+        view.release()
+        header = start - pos
+        if not fill(header + length):
+            yield number, None, f"truncated message ({len(buf) - start} of {length} bytes)"
             return
-        yield number, bytes(view[start:end]), None
-        pos = end
+        msg = bytes(buf[start : start + length])
+        pos = start + length
+        yield number, msg, None
         if newline_sep is None:
-            newline_sep = pos < len(view) and view[pos] == 0x0A and _next_ok(view, pos + 1)
-        if newline_sep and pos < len(view) and view[pos] == 0x0A:
+            fill(1 + _LOOKAHEAD)
+            view = memoryview(buf)
+            newline_sep = len(buf) > pos and buf[pos] == 0x0A and _next_ok(view, pos + 1, len(buf))
+            view.release()
+        if newline_sep and fill(1) and buf[pos] == 0x0A:
             pos += 1
 
 
-def _next_ok(view: memoryview, pos: int) -> bool:
+_LOOKAHEAD = 1 << 16
+
+
+def _next_ok(view: memoryview, pos: int, end: int) -> bool:
     """True if a delimited message could start at ``pos`` (or the data ends there)."""
-    if pos >= len(view):
+    if pos >= end:
         return True
     try:
         length, start = _varint(view, pos)
     except (_Truncated, ValueError):
         return False
-    return start + length <= len(view)
+    return start + length <= end
 
 
 @register
@@ -393,29 +425,35 @@ class Goflow2PbImporter(Importer):
         return COUNTS_RAW
 
     def read(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
+        converter = _converter(path, options)
         fh = open_binary(path)
         try:
-            data = fh.read()
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise InputError(f"{path}: read failed: {exc}") from None
+            yield from convert_chunks(
+                self._chunks(fh, path),
+                _pb_columns,
+                converter,
+                options.batch_rows,
+                label="message",
+                bad_reason="bad_protobuf",
+            )
         finally:
             fh.close()
-        converter = _converter(path, options)
-        yield from convert_chunks(
-            self._chunks(data),
-            _pb_columns,
-            converter,
-            options.batch_rows,
-            label="message",
-            bad_reason="bad_protobuf",
-        )
 
     @staticmethod
-    def _chunks(data: bytes) -> Iterator[tuple[list[int], list[dict[str, Any]], list]]:
+    def _chunks(
+        fh: IO[bytes], path: Path
+    ) -> Iterator[tuple[list[int], list[dict[str, Any]], list]]:
         numbers: list[int] = []
         records: list[dict[str, Any]] = []
         bad: list[tuple[int, str]] = []
-        for number, msg, problem in iter_delimited(data):
+        messages = iter_delimited(fh)
+        while True:
+            try:
+                number, msg, problem = next(messages)
+            except StopIteration:
+                break
+            except (OSError, EOFError) as exc:
+                raise InputError(f"{path}: read failed: {exc}") from None
             if msg is None:
                 bad.append((number, problem or "unreadable"))
             else:
