@@ -625,7 +625,7 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
     type=click.Choice(["auto", "s", "ms", "us", "ns"]),
     help="Unit of numeric epoch times in CSV (default: guessed from their size).",
 )
-@click.option("--glob", help="In folders, import only files whose name matches (e.g. 'nfcapd.*').")
+@click.option("--glob", help="In folders, import only files whose name matches (e.g. 'nfcapd.2*').")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: CPUs).")
 @click.option("--reimport", is_flag=True, help="Import files again even if already imported.")
 @click.option(
