@@ -234,3 +234,28 @@ def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
 def test_missing_nfdump_says_what_to_install(tmp_path):
     with pytest.raises(NfdumpMissing, match="apt-get install nfdump"):
         read_all("nfcapd", nfcapd_stub(tmp_path), nfdump="no-such-nfdump-binary")
+
+
+def test_header_decides_the_columns_and_a_strange_header_is_an_error(tmp_path):
+    """If a later nfdump orders its columns differently, the header still maps them."""
+    body = (
+        "srcAddr,dstAddr,firstSeen,inBytes,lastSeen,proto\n"
+        "192.0.2.1,198.51.100.9,2024-06-01 10:00:00.125,9000,2024-06-01 10:00:02.000,17\n"
+    )
+    nf = fake_nfdump(tmp_path, "1.7.7", body)
+    table, _, read = read_all("nfcapd", nfcapd_stub(tmp_path), nfdump=nf)
+    assert read == 1 and table["bytes"].to_pylist() == [9000] and table["proto"][0].as_py() == 17
+    nf = fake_nfdump(tmp_path, "1.7.7", "when,who,what\n1,2,3\n")
+    with pytest.raises(InputError, match="unexpected header"):
+        read_all("nfcapd", nfcapd_stub(tmp_path), nfdump=nf)
+
+
+def test_cli_without_nfdump_fails_before_any_work(tmp_path, capsys):
+    from flowatlas.cli import main
+
+    stub = nfcapd_stub(tmp_path)
+    out = tmp_path / "archive"
+    assert main(["import", str(stub), "--out", str(out), "--nfdump", "no-such-nfdump"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "install the Debian package nfdump" in err
+    assert not (out / "_import" / "manifest.json").exists()

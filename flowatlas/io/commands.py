@@ -456,7 +456,7 @@ def import_sources(
         if value is not None:
             extra[key] = value
     extra_t = tuple(sorted(extra.items()))
-    _check_counts_option(files, counts, extra_t, batch_rows)
+    _check_formats(files, counts, extra_t, batch_rows)
 
     root.mkdir(parents=True, exist_ok=True)
     with archive_lock(root):
@@ -500,15 +500,19 @@ def import_sources(
     return summary
 
 
-def _check_counts_option(
+def _check_formats(
     files: list[tuple[Path, str]], counts: str | None, extra: tuple, batch_rows: int
 ) -> None:
-    """``--counts`` may only choose for formats that leave the choice open."""
-    if counts is None:
-        return
+    """Fail early: a format's tool missing, or ``--counts`` for a format that fixes it."""
     from flowatlas.io.importers.base import ImportOptions, get_importer
 
     options = ImportOptions(batch_rows=batch_rows, extra=extra)
+    for fmt in sorted({f for _, f in files}):
+        cls = get_importer(fmt)
+        if hasattr(cls, "preflight"):
+            cls.preflight(options)
+    if counts is None:
+        return
     for fmt in sorted({f for _, f in files}):
         got = _counts_of(get_importer(fmt)(), options)
         if got != counts:

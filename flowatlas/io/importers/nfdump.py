@@ -329,6 +329,16 @@ class _Prefetch(io.RawIOBase):
                 pass
 
 
+def header_fields(line: bytes, path: Path) -> list[str]:
+    """Column names for nfdump's CSV header line, as v1 field names where known."""
+    names = [n.strip() for n in line.decode("utf-8", "replace").strip().split(",")]
+    fields = [CSV_HEADER_FIELDS.get(n, f"_{n}_{i}") for i, n in enumerate(names)]
+    needed = {"time_start", "src_addr", "dst_addr", "bytes"}
+    if not needed <= set(fields) or len(set(fields)) != len(fields):
+        raise InputError(f"{path}: nfdump printed an unexpected header: {line[:200]!r}")
+    return fields
+
+
 def _is_header(line: bytes) -> bool:
     text = line.decode("utf-8", "replace").strip()
     return "," in text and text[:1].isalpha()
@@ -390,6 +400,11 @@ class NfcapdImporter(Importer):
         """Always ``scaled``: nfcapd multiplies counts by the sampling rate it knows."""
         return COUNTS_SCALED
 
+    @classmethod
+    def preflight(cls, options: ImportOptions) -> None:
+        """Fail once, before any work, if nfdump is missing."""
+        nfdump_version(nfdump_binary(options))
+
     def read(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
         binary = nfdump_binary(options)
         try:
@@ -416,7 +431,9 @@ class NfcapdImporter(Importer):
                     if options.get("nfdump_prefetch", True):
                         prefetch = _Prefetch(proc.stdout)
                         stream = io.BufferedReader(prefetch, 1 << 20)
-                    if not _is_header(first):  # no header line: give the line back
+                    if _is_header(first):  # nfdump >= 1.7.5 names the columns: trust it
+                        names = header_fields(first, path)
+                    else:  # no header line: give the line back
                         stream = io.BufferedReader(_Prepend(first, stream), 1 << 16)
                     yield from self._parse(stream, names, converter, options)
                 rc = proc.wait()
@@ -443,7 +460,7 @@ class NfcapdImporter(Importer):
             column_names=names,
             ignore_line=lambda text: text.strip() == _NO_FLOWS,
         )
-        columns = {n: n for n in names}
+        columns = {n: n for n in names if not n.startswith("_")}
         yield from _convert_stream(reader, columns, converter, options.batch_rows, "record")
 
 
