@@ -18,7 +18,6 @@ All checks are vectorised (Arrow compute and NumPy); Python loops only touch rej
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 import sys
 import time
@@ -1115,8 +1114,3 @@ class CsvImporter(Importer):
         yield from read_mapped_csv(
             path, converter, mapping, delimiter=spec.delimiter, batch_rows=options.batch_rows
         )
-
-
-def utc_text(us: int) -> str:
-    """An ISO 8601 UTC text for microseconds since the epoch (for messages)."""
-    return _dt.datetime.fromtimestamp(us / 1e6, tz=_dt.timezone.utc).isoformat()
