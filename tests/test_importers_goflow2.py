@@ -177,3 +177,31 @@ def test_protobuf_stream_reads_in_small_chunks():
         for chunk in (1, 3, 7, 64):
             got = [m for _, m, _ in iter_delimited(io.BytesIO(data), chunk=chunk)]
             assert got == whole == msgs
+
+
+def test_json_wrong_types_are_quarantined(tmp_path):
+    rows = [
+        V2,
+        {**V2, "bytes": [1, 2]},
+        {**V2, "bytes": True},
+        {**V2, "src_addr": 12345},
+        {**V2, "proto": {"x": 1}},
+        {**V2, "bytes": 1.5},
+        {**V2, "sampling_rate": -3},
+        {**V2, "time_flow_start_ns": "soon"},
+        {**V2, "bytes": "1" * 400},
+    ]
+    f = tmp_path / "types.json"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    table, quarantine, read = read_all("goflow2-json", f)
+    assert read == 9 and table.num_rows == 1
+    assert quarantine["reason"].to_pylist() == [
+        "bad_counter",
+        "bad_counter",
+        "bad_address",
+        "bad_proto",
+        "bad_counter",
+        "bad_sampling_rate",
+        "bad_time",
+        "counter_overflow",
+    ]
