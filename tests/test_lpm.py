@@ -156,6 +156,25 @@ def test_empty_and_default_route_tables() -> None:
     assert asn_of[table.lookup(hi, lo)].tolist() == [1, 1, 1]
 
 
+def test_deep_nesting_and_crowded_blocks_walk_every_index_level() -> None:
+    """A chain ::/0 > /1 > ... > /128 and 2^12 /64s in one /52 use nodes down to the last
+    level, leaves of every size, and the IPv4 /24 index with sub-/24 detail."""
+    base = 0x2001_0DB8_0000_0000
+    chain = [
+        str(ipaddress.ip_network(((base << 64) | 0xABCD, n), strict=False)) for n in range(129)
+    ]
+    crowd = [str(ipaddress.ip_network(((base | i) << 64, 64))) for i in range(4096)]
+    v4 = [f"10.0.0.{i}/32" for i in range(0, 256, 3)] + ["10.0.0.0/24", "10.0.0.128/25"]
+    prefixes = sorted(set(chain + crowd + v4))
+    table, asn_of = compile_prefixes(prefixes)
+    assert table.index.stats()["nodes"] >= 6
+    rng = np.random.default_rng(4)
+    hi, lo = probe_addresses(prefixes, rng, 20_000)
+    np.testing.assert_array_equal(
+        asn_of[table.lookup(hi, lo)], pytricia_reference(prefixes, hi, lo)
+    )
+
+
 def test_serial_and_parallel_drivers_agree() -> None:
     from flowatlas.kernels.lpm import lookup_cpu
 

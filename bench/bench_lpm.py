@@ -1,0 +1,184 @@
+"""Benchmark: LPM lookups/s (IPv4, IPv6; uniform and skewed addresses) and compile time, on
+IPFire's full libloc table (1.29 M prefixes, ../shared/data), next to pytricia in the same run.
+
+    python bench/bench_lpm.py            # full: 2x10^7 addresses per case, best of 3
+    python bench/bench_lpm.py --quick    # smoke run (CI-sized)
+    python bench/bench_lpm.py --gpu      # also the CUDA driver on device-resident data
+
+Per-core rates come from the serial driver (one thread); the parallel driver uses every core
+numba is given. Prints a markdown table for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import time
+
+import numpy as np
+
+from flowatlas.classify.compiler import _cidr_lengths, compile_layers
+from flowatlas.classify.sources import read_source
+from flowatlas.classify.table import PrefixTable
+from flowatlas.kernels.lpm import build_index, lookup_cpu
+from flowatlas.testing import shared_data_dir
+
+LIBLOC = "prefix2asn/libloc_ipfire"
+
+
+def machine() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if "Model name" in ln)
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def workloads(rng: np.random.Generator, n: int, layers) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Uniform IPv4; IPv6 uniform inside routed prefixes; skewed (Zipf over 10^5 hosts)."""
+    v4_hi = np.zeros(n, np.uint64)
+    v4_lo = np.uint64(0xFFFF00000000) | rng.integers(0, 2**32, n, dtype=np.uint64)
+    six = layers[1]
+    pick = rng.integers(0, len(six), n)
+    s_hi, e_hi = six.start_hi[pick], six.end_hi[pick]
+    v6_hi = s_hi | (rng.integers(0, 2**63, n, dtype=np.uint64) & (e_hi ^ s_hi))
+    v6_lo = rng.integers(0, 2**63, n, dtype=np.uint64)
+
+    def skewed(hi, lo):
+        hosts = 100_000
+        ranks = np.minimum(rng.zipf(1.2, n), hosts) - 1
+        return hi[:hosts][ranks], lo[:hosts][ranks]
+
+    return {
+        "IPv4 uniform": (v4_hi, v4_lo),
+        "IPv4 skewed": skewed(v4_hi, v4_lo),
+        "IPv6 uniform (routed)": (v6_hi, v6_lo),
+        "IPv6 skewed": skewed(v6_hi, v6_lo),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=20_000_000, help="addresses per case")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pytricia-n", type=int, default=500_000)
+    ap.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
+    ap.add_argument("--gpu", action="store_true", help="also time the CUDA driver")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.repeat, args.pytricia_n = 200_000, 1, 20_000
+
+    root = shared_data_dir()
+    files = [root / LIBLOC / f"libloc-prefix2as-v{v}.tsv.gz" for v in (4, 6)]
+    if not all(f.exists() for f in files):
+        raise SystemExit(f"needs {LIBLOC} under {root} (set FLOWATLAS_DATA)")
+
+    print(f"machine: {machine()}; numba threads: {os.environ.get('NUMBA_NUM_THREADS', 'all')}")
+    t0 = time.perf_counter()
+    layers = [read_source(f, "libloc")[0] for f in files]
+    t_read = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    c = compile_layers(layers)
+    t_compile = time.perf_counter() - t0
+    table = PrefixTable(c.starts_hi, c.starts_lo, c.values, c.networks)
+    build_index(table.starts_hi[:2], table.starts_lo[:2], table.values[:2])  # jit warm-up
+    t0 = time.perf_counter()
+    index = table.index
+    t_index = time.perf_counter() - t0
+    n_prefixes = sum(len(x) for x in layers)
+    print(
+        f"table: {n_prefixes:,} prefixes -> {table.starts_hi.size:,} intervals, "
+        f"{table.networks.num_rows:,} networks; index {index.stats()}"
+    )
+    print(
+        f"compile: read+parse {t_read:.2f} s, compile {t_compile:.2f} s, index {t_index:.2f} s "
+        f"(total {t_read + t_compile + t_index:.2f} s)"
+    )
+
+    rng = np.random.default_rng(1)
+    cases = workloads(rng, args.n, layers)
+    try:
+        import pytricia
+    except ImportError:
+        pytricia = None
+    trie = None
+    if pytricia is not None:
+        from flowatlas.addresses import hilo_to_text
+
+        trie = pytricia.PyTricia(128)
+        t0 = time.perf_counter()
+        for layer in layers:
+            texts = hilo_to_text(layer.start_hi, layer.start_lo).to_pylist()
+            lengths = _cidr_lengths(layer.start_hi, layer.start_lo, layer.end_hi, layer.end_lo)
+            for i, (t, ln) in enumerate(zip(texts, lengths.tolist(), strict=True)):
+                trie[f"::ffff:{t}/{ln}" if "." in t else f"{t}/{ln}"] = i
+        print(f"pytricia: {n_prefixes:,} prefixes loaded in {time.perf_counter() - t0:.1f} s")
+
+    rows = []
+    for name, (hi, lo) in cases.items():
+        lookup_cpu(index, hi[:100_000], lo[:100_000], parallel=False)
+        lookup_cpu(index, hi, lo, parallel=True)
+        serial = args.n / best_of(
+            lambda h=hi, l=lo: lookup_cpu(index, h, l, parallel=False), args.repeat
+        )
+        par = args.n / best_of(
+            lambda h=hi, l=lo: lookup_cpu(index, h, l, parallel=True), args.repeat
+        )
+        tri = float("nan")
+        if trie is not None:
+            from flowatlas.addresses import hilo_to_text
+
+            m = args.pytricia_n
+            keys = [
+                f"::ffff:{t}" if "." in t else t for t in hilo_to_text(hi[:m], lo[:m]).to_pylist()
+            ]
+            get = trie.get
+            tri = m / best_of(lambda k=keys, g=get: [g(x) for x in k], 1)
+        rows.append((name, serial, par, tri))
+
+    print()
+    print(
+        "| addresses | serial M/s (1 core) | parallel M/s | pytricia M/s | speed-up vs pytricia |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for name, s, p, t in rows:
+        print(f"| {name} | {s / 1e6:.1f} | {p / 1e6:.1f} | {t / 1e6:.2f} | {s / t:.0f}x |")
+
+    if args.gpu:
+        from numba import cuda
+
+        from flowatlas.kernels.lpm import lookup_cuda
+
+        dev = index.to_device()
+        print()
+        print("| addresses (GPU, device-resident) | lookups/s |")
+        print("|---|---:|")
+        for name, (hi, lo) in cases.items():
+            d_hi, d_lo = cuda.to_device(hi), cuda.to_device(lo)
+            out = cuda.device_array(hi.size, np.int32)
+            lookup_cuda(dev, d_hi, d_lo, out)
+            cuda.synchronize()
+            best = float("inf")
+            for _ in range(max(args.repeat, 5)):
+                t0 = time.perf_counter()
+                lookup_cuda(dev, d_hi, d_lo, out)
+                cuda.synchronize()
+                best = min(best, time.perf_counter() - t0)
+            ok = out.copy_to_host()[:100_000] == lookup_cpu(index, hi[:100_000], lo[:100_000])
+            print(f"| {name} | {hi.size / best:.3e} (matches CPU: {bool(ok.all())}) |")
+
+
+if __name__ == "__main__":
+    main()
