@@ -5,9 +5,13 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from flowatlas.testing import REPO_ROOT, need_data, need_tools
 
 
+@pytest.mark.tools
+@pytest.mark.shared_data
 def test_bench_import_smoke(tmp_path, capsys):
     need_tools("nfdump")
     need_data("flow_exports/generated_nfcapd")

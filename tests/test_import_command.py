@@ -207,6 +207,8 @@ def test_reimport_and_counts_option_and_lock(tmp_path):
         import_sources([src], out, progress=False)
 
 
+@pytest.mark.tools
+@pytest.mark.shared_data
 def test_nfcapd_failure_is_reported_and_others_continue(tmp_path, capsys):
     need_tools("nfdump")
     root = need_data("flow_exports/generated_nfcapd/EAQ.pcap")

@@ -154,6 +154,8 @@ def nfdump_remote_ip_stats(binary: str, path: Path, local: str) -> dict[str, tup
     return {ip: tuple(v) for ip, v in merged.items()}
 
 
+@pytest.mark.tools
+@pytest.mark.shared_data
 @pytest.mark.parametrize(("capture", "local"), CAPTURES, ids=[Path(c).name for c, _ in CAPTURES])
 def test_capture_softflowd_nfcapd_import_matches_nfdump(tmp_path, capsys, capture, local):
     need_tools("softflowd", "nfcapd", "nfdump")
@@ -192,6 +194,7 @@ def test_capture_softflowd_nfcapd_import_matches_nfdump(tmp_path, capsys, captur
     assert "0 written records touch none of the 1 configured local prefixes" in summary
 
 
+@pytest.mark.tools
 def test_capture_helper_reports_a_broken_capture(tmp_path):
     need_tools("softflowd", "nfcapd")
     bogus = tmp_path / "not-a.pcap"

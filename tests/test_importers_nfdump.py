@@ -91,6 +91,8 @@ def archive_stats_by_ip(table: pa.Table) -> dict[str, tuple[int, int, int]]:
     return {ip: tuple(v) for ip, v in merged.items()}
 
 
+@pytest.mark.tools
+@pytest.mark.shared_data
 def test_every_flow_export_matches_nfdump():
     """Each nfcapd file in flow_exports imports; totals equal nfdump's, per file and per IP."""
     need_tools("nfdump")
@@ -116,6 +118,8 @@ def test_every_flow_export_matches_nfdump():
             assert archive_stats_by_ip(table) == want, f
 
 
+@pytest.mark.tools
+@pytest.mark.shared_data
 def test_times_are_utc_whatever_the_local_zone(monkeypatch):
     need_tools("nfdump")
     root = need_data("flow_exports/generated_nfcapd/EAQ.pcap")
@@ -128,6 +132,8 @@ def test_times_are_utc_whatever_the_local_zone(monkeypatch):
     assert any(t.microsecond for t in table["time_start"].to_pylist())
 
 
+@pytest.mark.tools
+@pytest.mark.shared_data
 def test_nfdump_csv_text_of_1_7_1(tmp_path):
     """flows.nfdump.csv.gz is `nfdump -o csv` of nfdump 1.7.1: same totals as the binary."""
     need_tools("nfdump")
@@ -213,6 +219,8 @@ def test_nfdump_1_7_1_fmt_output(tmp_path):
     assert format_addresses(table["src_addr"]) == ["138.187.57.3"]
 
 
+@pytest.mark.tools
+@pytest.mark.shared_data
 def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
     need_tools("nfdump")
     root = need_data("flow_exports/generated_nfcapd/amp.UDP.isakmp.pcap")

@@ -27,6 +27,7 @@ def read_all(fmt: str, path: Path, **extra) -> tuple[pa.Table, pa.Table, int]:
     return table, quarantine, read
 
 
+@pytest.mark.shared_data
 def test_real_nfacctd_json_matches_its_own_totals():
     """pmacct's expected output (tests/*/output-flow-*.json): every record accounted for."""
     root = need_data("flow_exports/pmacct")
@@ -48,6 +49,7 @@ def test_real_nfacctd_json_matches_its_own_totals():
             ), f
 
 
+@pytest.mark.shared_data
 def test_huawei_ipfix_fields():
     root = need_data("flow_exports/pmacct/106-IPFIXv10-HUAWEI-vrf_name")
     f = root / "flow_exports/pmacct/106-IPFIXv10-HUAWEI-vrf_name/output-flow-00.json"
