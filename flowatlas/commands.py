@@ -161,8 +161,8 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
     default=None,
     help="Remote-IP partitions of the shuffle [2 x workers].",
 )
-@click.option("--partition-rows", type=int, default=2_000_000, show_default=True,
-              help="Archive rows per map task.")  # fmt: skip
+@click.option("--partition-rows", type=int, default=None,
+              help="Archive rows per map task [auto: a few tasks per worker].")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing cube at --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def build(
@@ -173,7 +173,7 @@ def build(
     Runs on a local Dask cluster by default (or --scheduler); the cube is the same byte for
     byte however it runs. Nothing is written unless the build succeeds.
     """
-    if partition_rows < 1:
+    if partition_rows is not None and partition_rows < 1:
         raise ConfigError(f"--partition-rows must be >= 1, not {partition_rows}")
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be >= 0, not {workers}")
@@ -277,7 +277,7 @@ def demo(records, out, workers, seed, quiet) -> None:
         workers=workers,
         scheduler=None,
         partitions=None,
-        partition_rows=2_000_000,
+        partition_rows=None,
         overwrite=True,
         quiet=quiet,
     )

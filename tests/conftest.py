@@ -25,6 +25,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+    if not (config.getoption("--full") or os.environ.get("FLOWATLAS_FULL") == "1"):
+        skip = pytest.mark.skip(reason="full-size run: use --full (CI runs the bounded version)")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from flowatlas.engine.cube import (
     write_cube,
 )
 from flowatlas.engine.execution import dask_client, run_dask, run_eager
-from flowatlas.engine.pipeline import GROUPINGS
+from flowatlas.engine.pipeline import GROUPINGS, pack
 from flowatlas.engine.plan import make_plan
 from flowatlas.errors import FlowatlasError, InputError
 from flowatlas.io.archive import open_archive
@@ -41,7 +41,7 @@ class BuildSummary:
     cubed: int
     quarantined: dict[str, int]
     cells: int
-    fragments: int
+    tasks: int
     config_origin: str
 
 
@@ -66,7 +66,7 @@ def build_cube(
     workers: int | None = None,
     scheduler: str | None = None,
     partitions: int | None = None,
-    partition_rows: int = 2_000_000,
+    partition_rows: int | None = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> BuildSummary:
@@ -92,14 +92,17 @@ def build_cube(
     if partitions is None:
         partitions = max(1, 2 * n_workers) if not scheduler else 16
     plan = make_plan(cfg, prefix_table, partitions=partitions)
-    fragments = arch.fragments(partition_rows)
+    if partition_rows is None:
+        # a few tasks per worker, each big enough that per-task overhead stays small
+        partition_rows = min(4_000_000, max(250_000, arch.num_rows // (4 * max(n_workers, 1))))
+    tasks = pack(arch.fragments(partition_rows), partition_rows)
 
     try:
         if n_workers == 0 and not scheduler:
-            result, stats = run_eager(fragments, plan, progress)
+            result, stats = run_eager(tasks, plan, progress)
         else:
             with dask_client(scheduler, n_workers or None) as client:
-                result, stats = run_dask(client, fragments, plan, progress)
+                result, stats = run_dask(client, tasks, plan, progress)
     except CounterOverflow as exc:
         raise InputError(f"{archive}: {exc}: the archive's totals exceed 64-bit counters") from None
 
@@ -117,7 +120,7 @@ def build_cube(
         stats.cubed,
         dict(stats.quarantined),
         cells.num_rows,
-        len(fragments),
+        len(tasks),
         cfg.origin,
     )
 

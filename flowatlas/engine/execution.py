@@ -19,7 +19,7 @@ from flowatlas.engine.pipeline import (
     FragmentStats,
     PartitionResult,
     combine,
-    map_fragment,
+    map_task,
     reduce_partition,
 )
 from flowatlas.engine.plan import BuildPlan
@@ -27,6 +27,7 @@ from flowatlas.errors import FlowatlasError
 from flowatlas.io.archive import Fragment
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+CONNECT_TIMEOUT = "10s"  # how long to wait for a --scheduler before giving up
 
 
 class SchedulerError(FlowatlasError):
@@ -34,18 +35,18 @@ class SchedulerError(FlowatlasError):
 
 
 def run_eager(
-    fragments: list[Fragment], plan: BuildPlan, progress: Progress | None = None
+    tasks: list[list[Fragment]], plan: BuildPlan, progress: Progress | None = None
 ) -> tuple[PartitionResult, FragmentStats]:
     """Run the whole build in this process (small archives, tests, debugging)."""
     stats = FragmentStats()
     pieces: list[list[Any]] = [[] for _ in range(plan.partitions)]
-    for i, frag in enumerate(fragments):
-        parts, st = map_fragment(frag, plan)
+    for i, task in enumerate(tasks):
+        parts, st = map_task(task, plan)
         stats.add(st)
         for j, p in enumerate(parts):
             pieces[j].append(p)
         if progress:
-            progress("map", i + 1, len(fragments))
+            progress("map", i + 1, len(tasks))
     results = []
     for j in range(plan.partitions):
         results.append(reduce_partition(pieces[j], plan))
@@ -66,7 +67,7 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
 
     if scheduler:
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise SchedulerError(f"cannot reach Dask scheduler at {scheduler}: {exc}") from None
         try:
@@ -92,13 +93,13 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
 
 
 def run_dask(
-    client: Any, fragments: list[Fragment], plan: BuildPlan, progress: Progress | None = None
+    client: Any, tasks: list[list[Fragment]], plan: BuildPlan, progress: Progress | None = None
 ) -> tuple[PartitionResult, FragmentStats]:
     """Run the build on a Dask cluster through ``client``: map, shuffle by IP, reduce."""
     from distributed import as_completed
 
     [plan_f] = client.scatter([plan], broadcast=True, hash=False)
-    maps = client.map(map_fragment, fragments, plan=plan_f, pure=False)
+    maps = client.map(map_task, tasks, plan=plan_f, pure=False)
     stat_fs = [client.submit(operator.getitem, m, 1, pure=False) for m in maps]
     part_fs = [client.submit(operator.getitem, m, 0, pure=False) for m in maps]
     reduces = []

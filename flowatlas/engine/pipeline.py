@@ -1,6 +1,6 @@
 """The build's two steps, as pure functions of plain data (so any scheduler can run them).
 
-``map_fragment``: read some archive rows -> orient -> classify -> bucket -> accumulate per
+``map_task``: read some archive rows -> orient -> classify -> bucket -> accumulate per
 (cell, remote IP) -> split by remote-IP hash into the plan's partitions.
 
 ``reduce_partition``: merge one partition's pieces from every fragment -> exact per-cell
@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from flowatlas.addresses import bytes16_to_hilo
 from flowatlas.engine.plan import GROUPINGS, BuildPlan
 from flowatlas.io.archive import Fragment, read_fragment
-from flowatlas.kernels.accumulate import aggregate, group_sums, ip_partition, sum_by_key
+from flowatlas.kernels.accumulate import aggregate, group_by_key, ip_partition, sum_by_key
 from flowatlas.kernels.orient import (
     DIM_BITS,
     DIR_SHIFT,
@@ -206,12 +206,31 @@ def split_by_ip(partial: Partial, parts: int) -> list[Partial]:
     return out
 
 
-def map_fragment(fragment: Fragment, plan: BuildPlan) -> tuple[list[Partial], FragmentStats]:
-    """Read one fragment and return its per-partition (cell, remote IP) partials."""
-    table = read_fragment(fragment, COLUMNS)
-    rows, stats = orient_and_cell(table, plan, fragment.counts)
+def map_task(fragments: list[Fragment], plan: BuildPlan) -> tuple[list[Partial], FragmentStats]:
+    """Read some fragments and return their per-partition (cell, remote IP) partials."""
+    stats = FragmentStats()
+    parts = []
+    for fragment in fragments:
+        table = read_fragment(fragment, COLUMNS)
+        rows, st = orient_and_cell(table, plan, fragment.counts)
+        stats.add(st)
+        parts.append(rows)
+    rows = Partial.concat(parts)
     merged = Partial(*aggregate(rows.key, rows.hi, rows.lo, rows.vol, rows.pk, rows.fl))
     return split_by_ip(merged, plan.partitions), stats
+
+
+def pack(fragments: list[Fragment], target_rows: int) -> list[list[Fragment]]:
+    """Group consecutive fragments into tasks of about ``target_rows`` rows each."""
+    tasks: list[list[Fragment]] = []
+    rows = 0
+    for f in fragments:
+        if not tasks or rows + f.num_rows > target_rows:
+            tasks.append([])
+            rows = 0
+        tasks[-1].append(f)
+        rows += f.num_rows
+    return tasks
 
 
 # --------------------------------------------------------------------------- reduce
@@ -227,11 +246,18 @@ class PartitionResult:
     rollup_sums: dict[str, np.ndarray]
 
 
-def period_codes(buckets: np.ndarray, bucket_us: int, rollup: str) -> np.ndarray:
-    """The period code of each bucket index for a rollup (day, month, quarter, all)."""
+#: rollup periods from finest to coarsest; each is derived from the one before it
+ROLLUP_CHAIN = ("day", "month", "quarter", "all")
+#: grouping set -> the grouping whose (period, dims, IP) rows it is cheapest to derive from
+GROUPING_PARENT = {0: None, 1: 0, 2: 0, 3: 1, 4: 1, 5: 0, 6: 0, 7: 3}
+assert all(p is None or set(GROUPINGS[g]) <= set(GROUPINGS[p]) for g, p in GROUPING_PARENT.items())
+
+
+def period_codes_us(start_us: np.ndarray, rollup: str) -> np.ndarray:
+    """The period code (day, month, quarter, all) of instants given in microseconds."""
+    start_us = np.asarray(start_us, dtype=np.int64)
     if rollup == "all":
-        return np.zeros(buckets.size, dtype=np.int64)
-    start_us = buckets.astype(np.int64) * np.int64(bucket_us)
+        return np.zeros(start_us.size, dtype=np.int64)
     if rollup == "day":
         return np.floor_divide(start_us, US_PER_DAY) + DAY_OFFSET
     months = start_us.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64)
@@ -254,33 +280,83 @@ def period_start(code: np.ndarray, rollup: str) -> np.ndarray:
     return (months - 1970 * 12).astype("datetime64[M]").astype("datetime64[us]")
 
 
-def rollup_keys(cells: np.ndarray, bucket_us: int, rollup: str, grouping: int) -> np.ndarray:
-    """Rollup group key of each (unique) cell for one rollup and grouping set."""
-    buckets = cells >> DIM_BITS
-    uniq, inv = np.unique(buckets, return_inverse=True)
-    codes = period_codes(uniq, bucket_us, rollup)[inv.reshape(-1)]
-    dims = cells & np.int64(GROUP_MASKS[grouping])
-    return (codes << ROLLUP_CODE_SHIFT) | (np.int64(grouping) << DIM_BITS) | dims
+def _map_codes(codes: np.ndarray, fn) -> np.ndarray:
+    """fn applied to each value of an int64 array, computed once per distinct value.
+
+    Period codes span a small range, so a dense table replaces sorting when it can.
+    """
+    if codes.size == 0:
+        return codes.copy()
+    lo, hi = int(codes.min()), int(codes.max())
+    if hi - lo < (1 << 22):
+        table = fn(np.arange(lo, hi + 1, dtype=np.int64))
+        return table[codes - lo]
+    uniq, inv = np.unique(codes, return_inverse=True)
+    return fn(uniq)[inv.reshape(-1)]
+
+
+def _to_period(codes: np.ndarray, level: str, rollup: str, bucket_us: int) -> np.ndarray:
+    """Convert period codes of ``level`` (or bucket indexes) into codes of ``rollup``."""
+
+    def fn(c: np.ndarray) -> np.ndarray:
+        if level == "bucket":
+            start = c * np.int64(bucket_us)
+        else:
+            start = period_start(c, level).astype(np.int64)
+        return period_codes_us(start, rollup)
+
+    return _map_codes(codes, fn)
+
+
+def _rollup_groups(rows: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact sums and distinct IPs of every grouping set for one period level.
+
+    ``rows`` are distinct (period, dims, IP) rows: (key, hi, lo, vol, pk, fl) with key =
+    period code << DIM_BITS | dims. Coarser groupings are derived from finer ones.
+    """
+    keys_out, sums_out = [], []
+    derived: dict[int, tuple[np.ndarray, ...]] = {}
+    for g in range(len(GROUPINGS)):
+        parent = GROUPING_PARENT[g]
+        src = rows if parent is None else derived[parent]
+        code = src[0] >> DIM_BITS
+        dims = src[0] & np.int64(GROUP_MASKS[g])
+        gkey = (code << DIM_BITS) | dims
+        grouped = src if g == 0 else aggregate(gkey, *src[1:])
+        derived[g] = grouped
+        k, sums, counts = group_by_key(grouped[0], np.stack(grouped[3:6], axis=1))
+        rk = ((k >> DIM_BITS) << ROLLUP_CODE_SHIFT) | (np.int64(g) << DIM_BITS) | (k & 0x7FFF)
+        keys_out.append(rk)
+        sums_out.append(np.concatenate([sums, counts[:, None]], axis=1))
+    return np.concatenate(keys_out), np.concatenate(sums_out)
 
 
 def reduce_partition(pieces: list[Partial], plan: BuildPlan) -> PartitionResult:
-    """Merge one IP partition's pieces and compute its exact sums and distinct counts."""
+    """Merge one IP partition's pieces and compute its exact sums and distinct counts.
+
+    Period levels are derived in turn (bucket -> day -> month -> quarter -> all), each from
+    the distinct (period, dims, IP) rows of the level before, so every step works on fewer
+    rows than the last.
+    """
     allp = Partial.concat(pieces)
-    key, hi, lo, vol, pk, fl = aggregate(allp.key, allp.hi, allp.lo, allp.vol, allp.pk, allp.fl)
-    cell_keys, s_vol, s_pk, s_fl, uniq = group_sums(key, vol, pk, fl)
+    rows = aggregate(allp.key, allp.hi, allp.lo, allp.vol, allp.pk, allp.fl)
+    cell_keys, cell_sums, cell_uniques = group_by_key(rows[0], np.stack(rows[3:6], axis=1))
     r_keys: dict[str, np.ndarray] = {}
     r_sums: dict[str, np.ndarray] = {}
-    for rollup in plan.rollups:
-        keys, sums = [], []
-        for g in range(len(GROUPINGS)):
-            gk = rollup_keys(key, plan.bucket_us, rollup, g)
-            a = aggregate(gk, hi, lo, vol, pk, fl)
-            k, v, p, f, u = group_sums(a[0], a[3], a[4], a[5])
-            keys.append(k)
-            sums.append(np.stack([v, p, f, u], axis=1))
-        r_keys[rollup] = np.concatenate(keys)
-        r_sums[rollup] = np.concatenate(sums) if sums else np.empty((0, 4), np.uint64)
-    return PartitionResult(cell_keys, np.stack([s_vol, s_pk, s_fl, uniq], axis=1), r_keys, r_sums)
+    wanted = [r for r in ROLLUP_CHAIN if r in plan.rollups]
+    coarsest = ROLLUP_CHAIN.index(wanted[-1]) if wanted else -1
+    level = "bucket"
+    for rollup in ROLLUP_CHAIN[: coarsest + 1]:
+        key = rows[0]
+        codes = _to_period(key >> DIM_BITS, level, rollup, plan.bucket_us)
+        lkey = (codes << DIM_BITS) | (key & np.int64((1 << DIM_BITS) - 1))
+        rows = aggregate(lkey, *rows[1:])
+        level = rollup
+        if rollup in plan.rollups:
+            r_keys[rollup], r_sums[rollup] = _rollup_groups(rows)
+    return PartitionResult(
+        cell_keys, np.concatenate([cell_sums, cell_uniques[:, None]], axis=1), r_keys, r_sums
+    )
 
 
 def combine(results: list[PartitionResult], rollups: tuple[str, ...]) -> PartitionResult:

@@ -132,28 +132,62 @@ def ip_partition(hi: np.ndarray, lo: np.ndarray, parts: int) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
-def _sum_by_code(codes, n_groups, cols):  # pragma: no cover - compiled
-    out = np.zeros((n_groups, cols.shape[1]), np.uint64)
+def _group_by_key(key, cols):  # pragma: no cover - compiled
+    """Hash group-by on int64 keys: first-seen unique keys, column sums, row counts."""
+    n = key.size
+    k = cols.shape[1]
+    cap = 16
+    while cap < 2 * n:
+        cap <<= 1
+    mask = np.uint64(cap - 1)
+    slots = np.full(cap, -1, dtype=np.int64)
+    o_key = np.empty(n, np.int64)
+    sums = np.zeros((n, k), np.uint64)
+    counts = np.zeros(n, np.uint64)
+    m = 0
     overflow = False
-    for i in range(codes.size):
-        g = codes[i]
-        for k in range(cols.shape[1]):
-            a = out[g, k] + cols[i, k]
-            if a < out[g, k]:
+    for i in range(n):
+        kv = key[i]
+        s = mix64(np.uint64(kv)) & mask
+        while True:
+            j = slots[s]
+            if j < 0:
+                j = m
+                slots[s] = m
+                o_key[m] = kv
+                m += 1
+                break
+            if o_key[j] == kv:
+                break
+            s = (s + np.uint64(1)) & mask
+        for c in range(k):
+            a = sums[j, c] + cols[i, c]
+            if a < sums[j, c]:
                 overflow = True
-            out[g, k] = a
-    return out, overflow
+            sums[j, c] = a
+        counts[j] += np.uint64(1)
+    return o_key[:m], sums[:m], counts[:m], overflow
+
+
+def group_by_key(key: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted distinct keys, exact uint64 column sums per key, and rows per key.
+
+    Hashing does the grouping; only the distinct keys are sorted (they are few). A sum that
+    would wrap raises :class:`CounterOverflow`.
+    """
+    cols = np.ascontiguousarray(cols, np.uint64)
+    if cols.ndim == 1:
+        cols = cols[:, None]
+    uniq, sums, counts, overflow = _group_by_key(np.ascontiguousarray(key, np.int64), cols)
+    if overflow:
+        raise CounterOverflow("a uint64 sum of bytes, packets or flows overflowed")
+    order = np.argsort(uniq, kind="stable")
+    return uniq[order], sums[order], counts[order]
 
 
 def sum_by_key(key: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct keys and exact uint64 column sums per key (overflow raises)."""
-    uniq, codes = np.unique(np.asarray(key, np.int64), return_inverse=True)
-    cols = np.ascontiguousarray(cols, np.uint64)
-    if cols.ndim == 1:
-        cols = cols[:, None]
-    sums, overflow = _sum_by_code(codes.reshape(-1).astype(np.int64), uniq.size, cols)
-    if overflow:
-        raise CounterOverflow("a uint64 sum of bytes, packets or flows overflowed")
+    uniq, sums, _ = group_by_key(key, cols)
     return uniq, sums
 
 
@@ -162,6 +196,5 @@ def group_sums(
 ) -> tuple[np.ndarray, ...]:
     """Sorted distinct keys with exact uint64 sums and row counts (= distinct IPs when the
     rows are distinct (key, IP) pairs)."""
-    ones = np.ones(np.asarray(key).size, np.uint64)
-    uniq, sums = sum_by_key(key, np.stack([vol, pk, fl, ones], axis=1))
-    return uniq, sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
+    uniq, sums, counts = group_by_key(key, np.stack([vol, pk, fl], axis=1))
+    return uniq, sums[:, 0], sums[:, 1], sums[:, 2], counts

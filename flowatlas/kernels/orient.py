@@ -107,10 +107,9 @@ orient_one = numba.njit(inline="always", nogil=True, cache=True)(_orient_body)
 cell_one = numba.njit(inline="always", nogil=True, cache=True)(_cell_body)
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
-def _orient_cpu(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types,
+def _orient_loop(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types,
                 direction, region, remote_is_dst, link_type):  # fmt: skip
-    for i in numba.prange(src_reg.size):
+    for i in numba.prange(src_reg.size):  # prange is range when not parallel
         d, r, rd, lt = orient_one(
             src_reg[i],
             dst_reg[i],
@@ -127,8 +126,7 @@ def _orient_cpu(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rul
         link_type[i] = lt
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
-def _cell_cpu(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets, rate, scaled,
+def _cell_loop(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets, rate, scaled,
               cell, vol, pk, reason):  # fmt: skip
     for i in numba.prange(t_us.size):
         c, v, p, q = cell_one(
@@ -149,6 +147,13 @@ def _cell_cpu(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets
         reason[i] = q
 
 
+_orient_par = numba.njit(parallel=True, nogil=True, cache=True)(_orient_loop)
+_orient_ser = numba.njit(nogil=True, cache=True)(_orient_loop)
+_cell_par = numba.njit(parallel=True, nogil=True, cache=True)(_cell_loop)
+_cell_ser = numba.njit(nogil=True, cache=True)(_cell_loop)
+PARALLEL_MIN = 200_000  # below this, numba's thread pool costs more than it saves
+
+
 def orient_cpu(
     src_reg: np.ndarray,
     dst_reg: np.ndarray,
@@ -165,7 +170,7 @@ def orient_cpu(
     region = np.empty(n, np.int16)
     remote_is_dst = np.empty(n, np.bool_)
     link_type = np.empty(n, np.int16)
-    _orient_cpu(
+    (_orient_par if n >= PARALLEL_MIN else _orient_ser)(
         np.ascontiguousarray(src_reg, np.int32),
         np.ascontiguousarray(dst_reg, np.int32),
         np.ascontiguousarray(exp_reg, np.int16),
@@ -200,7 +205,7 @@ def cells_cpu(
     vol = np.empty(n, np.uint64)
     pk = np.empty(n, np.uint64)
     reason = np.empty(n, np.uint8)
-    _cell_cpu(
+    (_cell_par if n >= PARALLEL_MIN else _cell_ser)(
         np.ascontiguousarray(t_us, np.int64),
         np.int64(bucket_us),
         np.ascontiguousarray(region, np.int16),

@@ -1,0 +1,173 @@
+"""flowatlas build: same cube however it runs; clear errors; no partial cube on failure."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flowatlas.engine.build import build_cube
+from flowatlas.engine.cube import open_cube
+from flowatlas.errors import InputError, OutputError
+from flowatlas.synth import synthesize
+
+CUBE_FILES = ("cells.parquet", "rollups.parquet", "cube.json")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("build") / "archive"
+    synthesize(root, records=40_000, days=40, start="2025-09-15", seed=5)
+    return root
+
+
+def cube_bytes(path) -> dict[str, bytes]:
+    return {name: (path / name).read_bytes() for name in CUBE_FILES}
+
+
+@pytest.fixture(scope="module")
+def reference(archive, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "cube"
+    build_cube(archive, out, workers=0, partitions=1)
+    return cube_bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("workers", "partitions", "partition_rows"),
+    [(0, 3, 5_000), (0, 7, 1_000_000), (1, 2, 2_000), (2, 4, 3_000), (2, 1, 50_000)],
+)
+def test_same_cube_byte_for_byte(archive, reference, tmp_path, workers, partitions, partition_rows):
+    out = tmp_path / "cube"
+    build_cube(archive, out, workers=workers, partitions=partitions, partition_rows=partition_rows)
+    assert cube_bytes(out) == reference
+
+
+def test_same_cube_with_four_workers(archive, reference, tmp_path):
+    build_cube(archive, tmp_path / "cube", workers=4, partitions=8, partition_rows=4_000)
+    assert cube_bytes(tmp_path / "cube") == reference
+
+
+def test_accounting_and_metadata(archive, tmp_path):
+    s = build_cube(archive, tmp_path / "cube", workers=0)
+    assert s.records == 40_000 == s.cubed and not s.quarantined
+    cube = open_cube(tmp_path / "cube")
+    meta = cube.meta
+    assert meta["records"] == {"read": 40_000, "cubed": 40_000, "quarantined": {}}
+    assert int(cube.cells["flows"].sum()) == 40_000
+    assert meta["totals"]["bytes"] == int(cube.cells["bytes"].sum())
+    assert meta["archive"]["rows"] == 40_000 and len(meta["archive"]["files"]) == 40
+    assert meta["prefix_table"]["digest"] and meta["prefix_table"]["sources"]
+    assert meta["config"]["regions"][0]["name"] == "US-West"
+    # rollup sums agree with the cells, for every grouping
+    rollups = cube.rollups[cube.rollups["rollup"] == "all"]
+    for _, grp in rollups.groupby("grouping"):
+        assert int(grp["bytes"].sum()) == meta["totals"]["bytes"]
+        assert int(grp["flows"].sum()) == 40_000
+    # distinct counts: coarser groupings never exceed the sum of finer ones
+    per_region = cube.rollup(("region",)).set_index("region")["uniques"]
+    per_cell = (
+        cube.rollup(("region", "network_type")).groupby("region", observed=True)["uniques"].sum()
+    )
+    assert (per_region <= per_cell.reindex(per_region.index)).all()
+
+
+def test_overflowing_volume_is_quarantined_and_counted(archive, tmp_path):
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    f = sorted(copy.rglob("*.parquet"))[0]
+    t = pq.read_table(f)
+    meta = t.schema.metadata
+    b = t.column("bytes").to_pylist()
+    r = t.column("sampling_rate").to_pylist()
+    i = r.index(1000)
+    b[i] = 2**63  # x 1000 overflows 64 bits
+    t = t.set_column(t.schema.get_field_index("bytes"), "bytes", pa.array(b, pa.uint64()))
+    pq.write_table(t.replace_schema_metadata(meta), f)
+    s = build_cube(copy, tmp_path / "cube", workers=0)
+    assert s.quarantined == {"volume overflows 64 bits (bytes x sampling_rate)": 1}
+    assert s.cubed == s.records - 1
+    assert json.loads((tmp_path / "cube" / "cube.json").read_text())["records"]["quarantined"]
+
+
+def test_missing_archive(tmp_path):
+    with pytest.raises(InputError, match=r"nope: no such file or directory"):
+        build_cube(tmp_path / "nope", tmp_path / "cube")
+
+
+def test_empty_archive(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="archive is empty"):
+        build_cube(tmp_path / "empty", tmp_path / "cube")
+
+
+def test_wrong_schema(tmp_path):
+    (tmp_path / "a").mkdir()
+    pq.write_table(pa.table({"when": [1], "what": ["x"]}), tmp_path / "a" / "f.parquet")
+    with pytest.raises(InputError, match=r"f\.parquet: not a flow archive file"):
+        build_cube(tmp_path / "a", tmp_path / "cube")
+
+
+def test_unwritable_output(archive, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match=r"afile"):
+        build_cube(archive, tmp_path / "afile" / "cube", workers=0)
+    (tmp_path / "notacube").mkdir()
+    (tmp_path / "notacube" / "precious.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="is not a flowatlas cube"):
+        build_cube(archive, tmp_path / "notacube", workers=0, overwrite=True)
+    assert (tmp_path / "notacube" / "precious.txt").exists()
+
+
+def test_existing_cube_needs_overwrite(archive, tmp_path, reference):
+    build_cube(archive, tmp_path / "cube", workers=0)
+    with pytest.raises(OutputError, match="already exists"):
+        build_cube(archive, tmp_path / "cube", workers=0)
+    build_cube(archive, tmp_path / "cube", workers=0, overwrite=True)
+    assert cube_bytes(tmp_path / "cube") == reference
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_failed_build_leaves_no_partial_cube(archive, tmp_path, workers):
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    victim = sorted(copy.rglob("*.parquet"))[20]
+    raw = bytearray(victim.read_bytes())
+    raw[64:2000] = b"\xff" * 1936  # the footer survives; the row group does not
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=rf"{victim.name}: row group\(s\) 0: unreadable"):
+        build_cube(copy, tmp_path / "cube", workers=workers)
+    assert not (tmp_path / "cube").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["archive"]
+
+
+def test_file_vanishing_during_build_is_named(archive, tmp_path, monkeypatch):
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    import flowatlas.engine.build as b
+
+    real = b.open_archive
+
+    def open_then_delete(path):
+        arch = real(path)
+        arch.files[3].path.unlink()
+        return arch
+
+    monkeypatch.setattr(b, "open_archive", open_then_delete)
+    with pytest.raises(InputError, match="vanished during the build"):
+        build_cube(copy, tmp_path / "cube", workers=0)
+    assert not (tmp_path / "cube").exists()
+
+
+def test_unreachable_scheduler(archive, tmp_path, monkeypatch):
+    from flowatlas.engine import execution
+    from flowatlas.engine.execution import SchedulerError
+
+    monkeypatch.setattr(execution, "CONNECT_TIMEOUT", "2s")
+    with pytest.raises(
+        SchedulerError, match=r"cannot reach Dask scheduler at tcp://127\.0\.0\.1:9"
+    ):
+        build_cube(archive, tmp_path / "cube", scheduler="tcp://127.0.0.1:9")
+    assert not (tmp_path / "cube").exists()

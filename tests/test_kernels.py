@@ -1,0 +1,207 @@
+"""Orientation, cell and accumulation kernels against slow, obvious Python references."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flowatlas.kernels.accumulate import (
+    CounterOverflow,
+    aggregate,
+    group_sums,
+    ip_partition,
+    sum_by_key,
+)
+from flowatlas.kernels.orient import cells_cpu, orient_cpu, unpack_cells
+
+U64 = 2**64
+
+
+def orient_reference(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rules):
+    out = []
+    for s, d, er, eid, i_if, o_if in zip(
+        src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, strict=True
+    ):
+        if d >= 0 and s < 0:
+            direction, region, rd, ext = 0, d, False, i_if
+        elif s >= 0 and d < 0:
+            direction, region, rd, ext = 1, s, True, o_if
+        elif s >= 0:
+            direction, region, rd, ext = 2, s, True, i_if
+        else:
+            direction, region, rd, ext = 3, 0, False, i_if
+        if er > 0:
+            region = er
+        link = rules.get((int(eid), int(ext)), -1) if eid >= 0 else -1
+        out.append((direction, region, rd, link))
+    return out
+
+
+def test_orient_matches_reference() -> None:
+    rng = np.random.default_rng(1)
+    n = 20_000
+    src_reg = rng.integers(-1, 4, size=n).astype(np.int32)
+    dst_reg = rng.integers(-1, 4, size=n).astype(np.int32)
+    exp_reg = rng.integers(0, 4, size=n).astype(np.int16)
+    exp_id = rng.integers(-1, 6, size=n).astype(np.int32)
+    in_if = rng.integers(0, 10, size=n).astype(np.uint32)
+    out_if = rng.integers(0, 10, size=n).astype(np.uint32)
+    rules = {(1, 3): 7, (1, 4): 7, (5, 0): 2, (2, 9): 9}
+    keys = sorted(rules)
+    rule_keys = np.array([(e << 32) | i for e, i in keys], dtype=np.uint64)
+    rule_types = np.array([rules[k] for k in keys], dtype=np.int16)
+    d, r, rd, lt = orient_cpu(
+        src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types
+    )
+    want = orient_reference(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rules)
+    got = list(zip(d.tolist(), r.tolist(), rd.tolist(), lt.tolist(), strict=True))
+    assert got == [tuple(w) for w in want]
+
+
+def test_cells_match_reference_including_overflow_and_old_times() -> None:
+    rng = np.random.default_rng(2)
+    n = 5000
+    t = rng.integers(-10 * 86_400_000_000, 60 * 86_400_000_000, size=n)
+    region = rng.integers(0, 64, size=n).astype(np.int16)
+    ntype = rng.integers(0, 64, size=n).astype(np.int16)
+    direction = rng.integers(0, 4, size=n).astype(np.uint8)
+    v6 = rng.integers(0, 2, size=n).astype(np.uint8)
+    nbytes = rng.integers(0, 2**62, size=n, dtype=np.uint64)
+    nbytes[:50] = np.uint64(2**64 - 1)
+    npk = rng.integers(0, 2**40, size=n, dtype=np.uint64)
+    rate = rng.choice(np.array([0, 1, 2, 1000, 2**31], dtype=np.uint32), size=n)
+    for scaled in (False, True):
+        cell, vol, pk, reason = cells_cpu(
+            t, 3_600_000_000, region, ntype, direction, v6, nbytes, npk, rate, scaled
+        )
+        dims = unpack_cells(cell)
+        for i in range(n):
+            mult = 1 if scaled or rate[i] <= 1 else int(rate[i])
+            over = int(nbytes[i]) * mult >= U64 or int(npk[i]) * mult >= U64
+            assert reason[i] == (1 if over else 0)
+            if not over:
+                assert int(vol[i]) == int(nbytes[i]) * mult and int(pk[i]) == int(npk[i]) * mult
+            assert dims["bucket"][i] == int(t[i]) // 3_600_000_000  # floor, also before 1970
+            assert (dims["region"][i], dims["network_type"][i]) == (region[i], ntype[i])
+            assert (dims["direction"][i], dims["is_v6"][i]) == (direction[i], v6[i])
+
+
+def random_rows(rng, n, n_keys, n_ips):
+    key = rng.integers(0, n_keys, size=n).astype(np.int64) * 7919 - 1000
+    ip = rng.integers(0, n_ips, size=n)
+    hi = (ip % 3).astype(np.uint64) * np.uint64(0x2001_0DB8_0000_0000)
+    lo = (ip * 2654435761).astype(np.uint64)
+    vol = rng.integers(0, 2**40, size=n, dtype=np.uint64)
+    pk = rng.integers(0, 2**20, size=n, dtype=np.uint64)
+    return key, hi, lo, vol, pk
+
+
+def test_aggregate_matches_pandas_groupby() -> None:
+    rng = np.random.default_rng(3)
+    key, hi, lo, vol, pk = random_rows(rng, 200_000, 300, 20_000)
+    k, h, lw, v, p, f = aggregate(key, hi, lo, vol, pk)
+    got = pd.DataFrame({"key": k, "hi": h, "lo": lw, "vol": v, "pk": p, "fl": f}).sort_values(
+        ["key", "hi", "lo"]
+    )
+    df = pd.DataFrame(
+        {"key": key, "hi": hi, "lo": lo, "vol": vol, "pk": pk, "fl": np.ones(key.size, np.uint64)}
+    )
+    want = df.groupby(["key", "hi", "lo"], as_index=False).sum().sort_values(["key", "hi", "lo"])
+    np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
+    # distinct IPs per key = rows per key after aggregation
+    uk, sv, sp, sf, cnt = group_sums(k, v, p, f)
+    ref = df.groupby("key").agg(vol=("vol", "sum"), n=("fl", "size"))
+    ref_u = df.drop_duplicates(["key", "hi", "lo"]).groupby("key").size()
+    np.testing.assert_array_equal(uk, ref.index.to_numpy())
+    np.testing.assert_array_equal(sv, ref["vol"].to_numpy())
+    np.testing.assert_array_equal(sf, ref["n"].to_numpy())
+    np.testing.assert_array_equal(cnt, ref_u.to_numpy())
+
+
+def test_aggregate_is_order_independent() -> None:
+    rng = np.random.default_rng(4)
+    rows = random_rows(rng, 50_000, 50, 5000)
+    a = aggregate(*rows)
+    perm = rng.permutation(rows[0].size)
+    b = aggregate(*(r[perm] for r in rows))
+
+    def canon(t):
+        order = np.lexsort((t[2], t[1], t[0]))
+        return [x[order] for x in t]
+
+    for x, y in zip(canon(a), canon(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_overflow_raises_instead_of_wrapping() -> None:
+    key = np.zeros(2, np.int64)
+    hi = np.zeros(2, np.uint64)
+    lo = np.zeros(2, np.uint64)
+    vol = np.array([2**63, 2**63], np.uint64)
+    with pytest.raises(CounterOverflow):
+        aggregate(key, hi, lo, vol, np.zeros(2, np.uint64))
+    with pytest.raises(CounterOverflow):
+        sum_by_key(key, vol)
+
+
+def test_ip_partition_depends_on_the_address_only() -> None:
+    rng = np.random.default_rng(5)
+    _, hi, lo, _, _ = random_rows(rng, 100_000, 1, 3000)
+    p = ip_partition(hi, lo, 7)
+    assert p.min() >= 0 and p.max() < 7
+    df = pd.DataFrame({"hi": hi, "lo": lo, "p": p})
+    assert (df.groupby(["hi", "lo"])["p"].nunique() == 1).all()
+    counts = np.bincount(p, minlength=7)
+    assert counts.min() > 0.5 * counts.mean()  # spread, not piled up
+    np.testing.assert_array_equal(p, ip_partition(hi, lo, 7))
+
+
+CUDASIM = textwrap.dedent(
+    """
+    import numpy as np
+    from numba import cuda
+    from flowatlas.kernels import cuda as K
+    from flowatlas.kernels.orient import cells_cpu, orient_cpu
+    rng = np.random.default_rng(6)
+    n = 1500
+    src = rng.integers(-1, 4, size=n).astype(np.int32)
+    dst = rng.integers(-1, 4, size=n).astype(np.int32)
+    er = rng.integers(0, 4, size=n).astype(np.int16)
+    eid = rng.integers(-1, 4, size=n).astype(np.int32)
+    iif = rng.integers(0, 6, size=n).astype(np.uint32)
+    oif = rng.integers(0, 6, size=n).astype(np.uint32)
+    rk = np.array([(1 << 32) | 3, (2 << 32) | 5], np.uint64)
+    rt = np.array([7, 8], np.int16)
+    want = orient_cpu(src, dst, er, eid, iif, oif, rk, rt)
+    got = K.orient_cuda(*(cuda.to_device(a) for a in (src, dst, er, eid, iif, oif, rk, rt)))
+    for w, g in zip(want, got):
+        assert (w == g.copy_to_host()).all()
+    t = rng.integers(-10**12, 10**13, size=n)
+    nb = rng.integers(0, 2**62, size=n, dtype=np.uint64)
+    npk = rng.integers(0, 2**30, size=n, dtype=np.uint64)
+    rate = rng.choice(np.array([0, 1, 1000, 2**31], np.uint32), size=n)
+    v6 = rng.integers(0, 2, size=n).astype(np.uint8)
+    args = (t, 3_600_000_000, want[1], rng.integers(0, 9, size=n).astype(np.int16), want[0], v6, nb, npk, rate)
+    want_c = cells_cpu(*args, False)
+    dev = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args]
+    got_c = K.cells_cuda(*dev, False)
+    for w, g in zip(want_c, got_c):
+        assert (w == g.copy_to_host()).all()
+    print("OK")
+    """
+)
+
+
+def test_cuda_drivers_under_simulator() -> None:
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    p = subprocess.run(
+        [sys.executable, "-c", CUDASIM], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip().endswith("OK")
