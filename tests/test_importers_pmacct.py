@@ -87,3 +87,48 @@ def test_counts_option(tmp_path):
     assert imp.counts_for(ImportOptions(extra=(("counts", "scaled"),))) == "scaled"
     with pytest.raises(ConfigError):
         imp.counts_for(ImportOptions(extra=(("counts", "both"),)))
+
+
+PMACCTD_CONF = """daemonize: false
+pcap_savefile: {pcap}
+plugins: print[csv], print[json]
+aggregate[csv]: src_host, dst_host, src_port, dst_port, proto, timestamp_start, timestamp_end
+aggregate[json]: src_host, dst_host, src_port, dst_port, proto, timestamp_start, timestamp_end
+print_output[csv]: csv
+print_output[json]: json
+print_output_file[csv]: {out}/flows.csv
+print_output_file[json]: {out}/flows.json
+timestamps_since_epoch[json]: true
+timestamps_utc: true
+"""
+
+
+@pytest.mark.tools
+@pytest.mark.shared_data
+def test_pmacctd_print_plugin_csv_and_json(tmp_path):
+    """Real pmacct output (pmacctd on a capture): CSV and JSON import to the same rows."""
+    import csv
+    import subprocess
+
+    from flowatlas.testing import need_tools
+
+    need_tools("pmacctd")
+    root = need_data("pcaps/ndpi/EAQ.pcap")
+    conf = tmp_path / "pmacctd.conf"
+    conf.write_text(PMACCTD_CONF.format(pcap=root / "pcaps/ndpi/EAQ.pcap", out=tmp_path))
+    subprocess.run(["pmacctd", "-f", str(conf)], capture_output=True, timeout=60, check=True)
+    with open(tmp_path / "flows.csv", newline="") as fh:
+        truth = list(csv.DictReader(fh))
+    assert truth
+    assert detect_format(tmp_path / "flows.csv") == "pmacct-csv"
+    assert detect_format(tmp_path / "flows.json") == "pmacct-json"
+    from_csv, q1, n1 = read_all("pmacct-csv", tmp_path / "flows.csv")
+    from_json, q2, n2 = read_all("pmacct-json", tmp_path / "flows.json")
+    assert n1 == n2 == len(truth) and q1.num_rows == q2.num_rows == 0
+    assert pc.sum(from_csv["bytes"]).as_py() == sum(int(r["BYTES"]) for r in truth)
+    keys = ["time_start", "src_addr", "dst_addr", "src_port", "dst_port", "proto", "bytes"]
+    assert (
+        from_csv.select(keys)
+        .sort_by([(k, "ascending") for k in keys])
+        .equals(from_json.select(keys).sort_by([(k, "ascending") for k in keys]))
+    )
