@@ -115,7 +115,7 @@ def test_aggregate_matches_pandas_groupby() -> None:
     want = df.groupby(["key", "hi", "lo"], as_index=False).sum().sort_values(["key", "hi", "lo"])
     np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
     # distinct IPs per key = rows per key after aggregation
-    uk, sv, sp, sf, cnt = group_sums(k, v, p, f)
+    uk, sv, _, sf, cnt = group_sums(k, v, p, f)
     ref = df.groupby("key").agg(vol=("vol", "sum"), n=("fl", "size"))
     ref_u = df.drop_duplicates(["key", "hi", "lo"]).groupby("key").size()
     np.testing.assert_array_equal(uk, ref.index.to_numpy())
@@ -187,7 +187,8 @@ CUDASIM = textwrap.dedent(
     npk = rng.integers(0, 2**30, size=n, dtype=np.uint64)
     rate = rng.choice(np.array([0, 1, 1000, 2**31], np.uint32), size=n)
     v6 = rng.integers(0, 2, size=n).astype(np.uint8)
-    args = (t, 3_600_000_000, want[1], rng.integers(0, 9, size=n).astype(np.int16), want[0], v6, nb, npk, rate)
+    ntype = rng.integers(0, 9, size=n).astype(np.int16)
+    args = (t, 3_600_000_000, want[1], ntype, want[0], v6, nb, npk, rate)
     want_c = cells_cpu(*args, False)
     dev = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args]
     got_c = K.cells_cuda(*dev, False)

@@ -39,7 +39,10 @@ def test_cpu_pipeline_never_imports_cuda() -> None:
 
 
 def test_import_is_cheap_and_lazy() -> None:
-    code = "import sys, flowatlas; print(sorted(m for m in ('numba','dask','bokeh','pandas') if m in sys.modules))"
+    code = (
+        "import sys, flowatlas; "
+        "print(sorted(m for m in ('numba','dask','bokeh','pandas') if m in sys.modules))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
