@@ -229,3 +229,14 @@ def test_nfcapd_failure_is_reported_and_others_continue(tmp_path, capsys):
     assert main(["import", str(good), "--out", str(out), "--counts", "raw", "-q"]) == 2
     assert "always scaled" in capsys.readouterr().err
     assert pc.sum(pq.read_table(out)["bytes"]).as_py() == 19077
+
+
+def test_a_file_that_changes_during_import_is_not_recorded(tmp_path):
+    from flowatlas.io.commands import ImportTask, import_one
+
+    src = write_csv(tmp_path / "a.csv", 5)
+    sha, size = sha256_file(src)
+    task = ImportTask(str(src), size, sha, "csv", str(tmp_path / "out"), (), 100, (), 1)
+    result = import_one(task)
+    assert result.error is not None and "changed while it was being imported" in result.error
+    assert not list((tmp_path / "out").rglob("*.parquet"))

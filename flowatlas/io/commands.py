@@ -34,6 +34,7 @@ from typing import Any
 import click
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flowatlas.errors import ConfigError, FlowatlasError, InputError, OutputError
@@ -185,6 +186,7 @@ class ImportTask:
     extra: tuple[tuple[str, Any], ...]
     batch_rows: int
     local_ranges: tuple[tuple[int, int, int, int], ...] = ()
+    mtime_ns: int = 0  # with size: the file must not change while it is imported
 
 
 def _in_ranges(hi: np.ndarray, lo: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -247,7 +249,8 @@ def import_one(task: ImportTask) -> FileResult:
                     qwriter = pq.ParquetWriter(qtmp, QUARANTINE_SCHEMA, compression="zstd")
                 qwriter.write_table(q)
                 result.records_quarantined += q.num_rows
-                reasons.update(q.column("reason").to_pylist())
+                for item in pc.value_counts(q.column("reason")).to_pylist():
+                    reasons[item["values"]] += item["counts"]
                 if first_problem is None:
                     first_problem = (q["position"][0].as_py(), q["reason"][0].as_py())
             if len(ranges):
@@ -262,7 +265,8 @@ def import_one(task: ImportTask) -> FileResult:
                 f"{task.path}: not {task.format} data: none of its {result.records_read} "
                 f"records could be read ({first_problem[1]} at {first_problem[0]})"
             )
-        if sha256_file(task.path)[0] != task.sha256:
+        st = os.stat(task.path)
+        if (st.st_size, st.st_mtime_ns) != (task.size, task.mtime_ns):
             raise InputError(f"{task.path}: the file changed while it was being imported")
         files = writer.close()
         writer = None
@@ -387,11 +391,21 @@ def _local_ranges(config: Any) -> tuple[tuple[int, int, int, int], ...]:
     )
 
 
-def _hash_all(paths: list[Path], threads: int) -> list[tuple[str, int]]:
+def _hash_one(path: Path) -> tuple[str, int, int]:
+    """(sha256, size, mtime_ns) of a file; the time is taken before the content is read."""
+    try:
+        mtime_ns = os.stat(path).st_mtime_ns
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    sha, size = sha256_file(path)
+    return sha, size, mtime_ns
+
+
+def _hash_all(paths: list[Path], threads: int) -> list[tuple[str, int, int]]:
     if len(paths) <= 1 or threads <= 1:
-        return [sha256_file(p) for p in paths]
+        return [_hash_one(p) for p in paths]
     with cf.ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(sha256_file, paths))
+        return list(pool.map(_hash_one, paths))
 
 
 # --------------------------------------------------------------------------- the API
@@ -467,7 +481,7 @@ def import_sources(
         hashes = _hash_all([p for p, _ in files], threads=min(8, os.cpu_count() or 1))
         tasks: list[ImportTask] = []
         planned: set[str] = set()
-        for (path, f), (sha, size) in zip(files, hashes, strict=True):
+        for (path, f), (sha, size, mtime_ns) in zip(files, hashes, strict=True):
             if manifest.has(sha):
                 if reimport and sha not in planned:
                     manifest.forget(sha)
@@ -479,7 +493,9 @@ def import_sources(
                 continue
             planned.add(sha)
             tasks.append(
-                ImportTask(str(path), size, sha, f, str(root), extra_t, batch_rows, ranges)
+                ImportTask(
+                    str(path), size, sha, f, str(root), extra_t, batch_rows, ranges, mtime_ns
+                )
             )
         for task in tasks:
             manifest.begin(task.sha256, output_name(task.format, task.sha256), task.path)
