@@ -1,0 +1,216 @@
+"""Helpers every flowatlas benchmark shares: the machine, versions, timed runs, tables.
+
+Benchmarks compare flowatlas with other tools in one run on one machine, so every number
+needs the same measuring stick. Here it is:
+
+- :func:`run_measured` runs a command in a child process and reports its wall time and the
+  peak resident memory of its whole process tree (Dask workers included), polled with psutil
+  and cross-checked with the kernel's own high-water mark for the child (``wait4``);
+- :func:`machine` and :func:`versions` say what the numbers were measured on;
+- :func:`markdown_table` prints results, and :func:`write_section` puts them into a shared
+  results file without touching other benchmarks' sections.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+MiB = 1 << 20
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+def cpu_model() -> str:
+    """The CPU model as lscpu names it (falls back to /proc/cpuinfo, then platform)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.lower().startswith("model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, str]:
+    """What the benchmark ran on: CPU model, usable cores, memory, OS, Python."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu_model(),
+        "cores": f"{usable} usable ({psutil.cpu_count(logical=True)} logical)",
+        "memory": f"{psutil.virtual_memory().total / (1 << 30):.1f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def versions(*distributions: str) -> dict[str, str]:
+    """Installed versions of the named distributions ("not installed" where absent)."""
+    out = {}
+    for name in distributions:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Measurement:
+    """One timed run of a command."""
+
+    seconds: float  # wall time from spawn to exit
+    peak_rss: int  # bytes: peak of the summed RSS of the process and all its descendants
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def check(self, what: str) -> Measurement:
+        """Raise with the command's stderr if it failed."""
+        if self.returncode != 0:
+            raise RuntimeError(f"{what} failed (exit {self.returncode}):\n{self.stderr[-4000:]}")
+        return self
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass  # exited between listing and reading
+    return total
+
+
+def run_measured(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    poll_seconds: float = 0.01,
+    timeout: float | None = None,
+) -> Measurement:
+    """Run ``argv`` and measure its wall time and the peak RSS of its process tree.
+
+    The tree is polled every ``poll_seconds`` (short peaks between polls can be missed, so the
+    result is also at least the kernel's high-water mark of the child itself, from ``wait4``).
+    Output is captured to temporary files, so a chatty child never blocks on a full pipe.
+    """
+    import tempfile
+
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        child = subprocess.Popen(list(argv), stdout=out, stderr=err, env=full_env, cwd=cwd)
+        peak = 0
+        done = threading.Event()
+
+        def poll() -> None:
+            nonlocal peak
+            try:
+                proc = psutil.Process(child.pid)
+            except psutil.Error:
+                return
+            while not done.is_set():
+                peak = max(peak, _tree_rss(proc))
+                done.wait(poll_seconds)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        deadline = None if timeout is None else start + timeout
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                child.kill()
+                pid, status, usage = os.wait4(child.pid, 0)
+                break
+            time.sleep(0.005)
+        seconds = time.perf_counter() - start
+        done.set()
+        poller.join()
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        high_water = usage.ru_maxrss * 1024  # KiB on Linux
+        return Measurement(seconds, max(peak, high_water), child.returncode, out.read(), err.read())
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured Markdown table, columns padded so it also reads as plain text."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+def write_section(path: str | os.PathLike[str], heading: str, body: str) -> None:
+    """Put ``## heading`` with ``body`` into the results file ``path``.
+
+    Only that section changes: if it exists it is replaced (up to the next ``## `` heading),
+    otherwise it is appended. Other benchmarks' sections are left byte for byte as they were.
+    """
+    path = Path(path)
+    section = f"## {heading}\n\n{body.rstrip()}\n"
+    text = path.read_text() if path.exists() else "# flowatlas benchmark results\n"
+    pattern = re.compile(rf"^## {re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.write_text(text)
+
+
+def mib(nbytes: float) -> str:
+    """Bytes as MiB with no decimals (what the tables print)."""
+    return f"{nbytes / MiB:,.0f}"
+
+
+def rate(count: float, seconds: float) -> str:
+    """Records per second, rounded to three significant figures."""
+    if seconds <= 0:
+        return "-"
+    r = count / seconds
+    return f"{float(f'{r:.3g}'):,.0f}"
