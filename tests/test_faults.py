@@ -1,0 +1,57 @@
+"""Faults: a worker killed mid-build must not change the cube."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from flowatlas.engine.build import build_cube
+from flowatlas.synth import synthesize
+
+CUBE_FILES = ("cells.parquet", "rollups.parquet", "cube.json")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults") / "archive"
+    synthesize(root, records=60_000, days=30, seed=9)
+    return root
+
+
+def test_worker_killed_mid_build_gives_the_same_cube(archive, tmp_path):
+    from distributed import Client, LocalCluster
+
+    build_cube(archive, tmp_path / "undisturbed", workers=0, partitions=4)
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = Client(cluster)
+    killed: list[int] = []
+    try:
+        pids = client.run(os.getpid)
+
+        def kill_one(stage: str, done: int, total: int) -> None:
+            # after the first map task finishes, kill the worker process of another
+            if not killed and done >= 1:
+                victim = sorted(pids.values())[0]
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        build_cube(
+            archive,
+            tmp_path / "disturbed",
+            scheduler=cluster.scheduler_address,
+            partitions=4,
+            partition_rows=4_000,
+            progress=kill_one,
+        )
+    finally:
+        client.close()
+        cluster.close()
+    assert killed, "the test never killed a worker"
+    for name in CUBE_FILES:
+        assert (tmp_path / "disturbed" / name).read_bytes() == (
+            tmp_path / "undisturbed" / name
+        ).read_bytes(), name
