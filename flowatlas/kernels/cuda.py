@@ -22,9 +22,7 @@ def lpm_kernel(
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     while i < hi.size:
-        out[i] = _lpm_device(
-            hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, nodes, shift6
-        )
+        out[i] = _lpm_device(hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, nodes, shift6)
         i += stride
 
 

@@ -3,19 +3,20 @@
 A compiled table (see :mod:`flowatlas.classify.table`) is a step function over the 128-bit
 address space: sorted interval starts ``(starts_hi, starts_lo)`` with a value each (a network
 id, or -1 for "no prefix"). Nested prefixes were resolved when the table was compiled, so a
-lookup is "the value of the last start <= address". Index arrays make that one to a few memory
-accesses:
+lookup is "the value of the last start <= address". A multibit trie over the address makes
+that one to a few memory accesses:
 
 - ``idx4``: one entry per IPv4 /24 (2^24 entries) of ``::ffff:0:0/96``; a flat first level
   measured ~25x faster than bisection over the whole table;
-- ``idx6``: one entry per top ``bits6`` bits of the upper 64 bits, for all other addresses;
-  crowded IPv6 blocks are split further by ``nodes`` (256 entries each, 8 bits per level) so
-  that a /48 lookup walks two or three small nodes instead of bisecting thousands of starts.
+- ``idx6``: one entry per top ``bits6`` bits, for all other addresses;
+- ``nodes``: 256 entries each, splitting a crowded block by its next 8 bits (down to single
+  addresses if need be: a /24 with many sub-prefixes gets a last-level node, DIR-24-8 style).
 
 An entry is one uint32: with bit 31 set it holds the answer itself (``value + 1``: one interval
-covers the block); with bit 30 set it names a node; otherwise a leaf, a short interval range
-``[leaf_lo, leaf_hi)`` searched by bisection. The body has no calls, so it compiles unchanged
-for the CPU (``numba.njit``) and for CUDA (``numba.cuda.jit(device=True)``).
+covers the block); with bit 30 set it names a node; otherwise it is a leaf, at most
+:data:`LEAF_MAX` intervals from interval ``j`` (bits 0-26) with ``count - 1`` in bits 27-29,
+searched by bisection within one or two cache lines. The body has no calls, so it compiles
+unchanged for the CPU (``numba.njit``) and for CUDA (``numba.cuda.jit(device=True)``).
 
 The CPU body is compiled without numba's reference counting (``_nrt=False``): passing arrays to
 an inlined function otherwise costs an atomic increment per address, which serialises the cache
@@ -34,25 +35,28 @@ V4_BLOCK_BITS = 24
 STRIDE = 8
 #: blocks with at most this many intervals are bisected rather than split into nodes
 LEAF_MAX = 8
+LEAF_J_BITS = 27
 
 
-def _lpm_body(
-    hi, lo, starts_hi, starts_lo, values, idx4, idx6, nodes, leaf_lo, leaf_hi, shift6
-):  # pragma: no cover - compiled
+def _lpm_body(hi, lo, starts_hi, starts_lo, values, idx4, idx6, nodes, shift6):  # pragma: no cover
     """Value of the interval holding address (hi, lo); see the module docstring."""
     if hi == 0 and (lo >> np.uint64(32)) == np.uint64(0xFFFF):
         e = idx4[(lo >> np.uint64(8)) & np.uint64(0xFFFFFF)]
+        shift = np.uint64(8)  # bits of the 128-bit address below the block
     else:
         e = idx6[hi >> shift6]
-        shift = shift6
-        while (e & np.uint32(0xC0000000)) == np.uint32(0x40000000):
-            shift -= np.uint64(8)
-            base = np.uint64(e & np.uint32(0x3FFFFFFF)) << np.uint64(8)
-            e = nodes[base | ((hi >> shift) & np.uint64(0xFF))]
+        shift = shift6 + np.uint64(64)
+    while (e & np.uint32(0xC0000000)) == np.uint32(0x40000000):
+        shift -= np.uint64(8)
+        if shift >= np.uint64(64):
+            byte = (hi >> (shift - np.uint64(64))) & np.uint64(0xFF)
+        else:
+            byte = (lo >> shift) & np.uint64(0xFF)
+        e = nodes[(np.uint64(e & np.uint32(0x3FFFFFFF)) << np.uint64(8)) | byte]
     if e >= np.uint32(0x80000000):
         return np.int32(e - np.uint32(0x80000000)) - np.int32(1)
-    left = np.int64(leaf_lo[e])
-    right = np.int64(leaf_hi[e])
+    left = np.int64(e & np.uint32(0x7FFFFFF))
+    right = left + np.int64(e >> np.uint32(27)) + 1
     while right - left > 1:
         mid = (left + right) >> 1
         sh = starts_hi[mid]
@@ -77,22 +81,18 @@ lpm_one = _jit_no_nrt(inline="always", nogil=True, cache=True)(_lpm_body)
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _lookup_cpu(
-    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, nodes, leaf_lo, leaf_hi, shift6
+    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, nodes, shift6
 ):  # pragma: no cover - compiled
     for i in numba.prange(hi.size):
-        out[i] = lpm_one(
-            hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, nodes, leaf_lo, leaf_hi, shift6
-        )
+        out[i] = lpm_one(hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, nodes, shift6)
 
 
 @_jit_no_nrt(nogil=True, cache=True)
 def _lookup_serial(
-    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, nodes, leaf_lo, leaf_hi, shift6
+    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, nodes, shift6
 ):  # pragma: no cover - compiled
     for i in range(hi.size):
-        out[i] = lpm_one(
-            hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, nodes, leaf_lo, leaf_hi, shift6
-        )
+        out[i] = lpm_one(hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, nodes, shift6)
 
 
 def lookup_cpu(
@@ -134,29 +134,15 @@ def lookup_cuda(
 class LpmArrays:
     """The arrays the lookup body reads; host (NumPy) or device (numba.cuda) resident."""
 
-    __slots__ = (
-        "idx4",
-        "idx6",
-        "leaf_hi",
-        "leaf_lo",
-        "nodes",
-        "shift6",
-        "starts_hi",
-        "starts_lo",
-        "values",
-    )
+    __slots__ = ("idx4", "idx6", "nodes", "shift6", "starts_hi", "starts_lo", "values")
 
-    def __init__(
-        self, starts_hi, starts_lo, values, idx4, idx6, nodes, leaf_lo, leaf_hi, shift6
-    ) -> None:
+    def __init__(self, starts_hi, starts_lo, values, idx4, idx6, nodes, shift6) -> None:
         self.starts_hi = starts_hi
         self.starts_lo = starts_lo
         self.values = values
         self.idx4 = idx4
         self.idx6 = idx6
         self.nodes = nodes
-        self.leaf_lo = leaf_lo
-        self.leaf_hi = leaf_hi
         self.shift6 = shift6
 
     def arrays(self) -> tuple:
@@ -168,8 +154,6 @@ class LpmArrays:
             self.idx4,
             self.idx6,
             self.nodes,
-            self.leaf_lo,
-            self.leaf_hi,
             self.shift6,
         )
 
@@ -179,12 +163,11 @@ class LpmArrays:
         return sum(int(a.nbytes) for a in self.arrays()[:-1])
 
     def stats(self) -> dict[str, int]:
-        """Sizes of the index parts (for benchmarks and `classify compile`)."""
+        """Sizes of the index parts (for benchmarks and `classify info`)."""
         return {
             "intervals": int(self.starts_hi.size),
             "bits6": 64 - int(self.shift6),
             "nodes": int(self.nodes.size) // 256,
-            "leaves": int(self.leaf_lo.size),
             "bytes": self.nbytes,
         }
 
@@ -205,132 +188,119 @@ def _after(sh, sl, h, l):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _fill6(
-    starts_hi, starts_lo, values, entries, first, base, shift, j, leaf_lo, leaf_hi, nleaf,
-    work, work_base, nwork,
-):  # fmt: skip  # pragma: no cover - compiled
-    """Decide 256 (or a root's worth of) entries from ``first``: hi-blocks of 2^shift from base.
+def _fill(
+    starts_hi, starts_lo, values, entries, first, count, base_hi, base_lo, shift, j, work, nwork
+):  # pragma: no cover - compiled
+    """Decide ``count`` entries from ``entries[first]``: blocks of 2^shift addresses from base.
 
-    ``j`` is the interval holding the first block's start. A block inside one interval becomes a
-    direct entry, a block with few intervals a leaf, a crowded one a node to split next round:
-    its (slot, j) go to ``work`` and its base to ``work_base``. Returns (nleaf, nwork).
+    ``j`` is the interval holding the first block's start. A block inside one interval becomes
+    a direct entry, one with at most LEAF_MAX intervals a leaf, a crowded one a node to split
+    next round (its slot, j, base and shift go to ``work``, grown as needed). Returns
+    (nwork, work).
     """
     k = starts_hi.size
     ones = np.uint64(0xFFFFFFFFFFFFFFFF)
-    size_mask = (np.uint64(1) << np.uint64(shift)) - np.uint64(1)
-    count = (1 << (64 - shift)) if first == 0 else 256
     for b in range(count):
-        bs = base + (np.uint64(b) << np.uint64(shift))
-        be = bs | size_mask
-        while j + 1 < k and not _after(starts_hi[j + 1], starts_lo[j + 1], bs, np.uint64(0)):
+        if shift >= 64:
+            s6 = np.uint64(shift - 64)
+            bs_hi = base_hi + (np.uint64(b) << s6)
+            bs_lo = np.uint64(0)
+            be_hi = bs_hi | ((np.uint64(1) << s6) - np.uint64(1))
+            be_lo = ones
+        else:
+            s4 = np.uint64(shift)
+            bs_hi = base_hi
+            bs_lo = base_lo + (np.uint64(b) << s4)
+            be_hi = bs_hi
+            be_lo = bs_lo | ((np.uint64(1) << s4) - np.uint64(1))
+        while j + 1 < k and not _after(starts_hi[j + 1], starts_lo[j + 1], bs_hi, bs_lo):
             j += 1
         r = j
-        while r + 1 < k and not _after(starts_hi[r + 1], starts_lo[r + 1], be, ones):
+        while r + 1 < k and not _after(starts_hi[r + 1], starts_lo[r + 1], be_hi, be_lo):
             r += 1
         if r == j:
             entries[first + b] = np.uint32(0x80000000) | np.uint32(values[j] + 1)
-        elif r - j + 1 <= LEAF_MAX or shift < STRIDE:
-            entries[first + b] = np.uint32(nleaf)
-            leaf_lo[nleaf] = j
-            leaf_hi[nleaf] = r + 1
-            nleaf += 1
+        elif r - j + 1 <= LEAF_MAX:
+            entries[first + b] = np.uint32(j) | (np.uint32(r - j) << np.uint32(27))
         else:
+            if nwork == work.shape[0]:
+                grown = np.empty((2 * nwork, 7), dtype=np.int64)
+                grown[:nwork] = work
+                work = grown
             work[nwork, 0] = first + b
             work[nwork, 1] = j
-            work_base[nwork] = bs
+            work[nwork, 2] = shift - STRIDE
+            work[nwork, 3] = np.int64(bs_hi >> np.uint64(1))
+            work[nwork, 4] = np.int64(bs_hi & np.uint64(1))
+            work[nwork, 5] = np.int64(bs_lo >> np.uint64(1))
+            work[nwork, 6] = np.int64(bs_lo & np.uint64(1))
             nwork += 1
         j = r
-    return nleaf, nwork
+    return nwork, work
 
 
 @numba.njit(cache=True)
-def _build6(starts_hi, starts_lo, values, bits6):  # pragma: no cover - compiled
-    """Root entries then 256 per node, for everything outside ::ffff:0:0/96 (upper 64 bits)."""
+def _build(starts_hi, starts_lo, values, bits6):  # pragma: no cover - compiled
+    """Entries: IPv6 root (2^bits6), IPv4 root (2^24), then 256 per node."""
     n6 = 1 << bits6
-    k = starts_hi.size
-    entries = np.empty(n6 + 256 * 256, dtype=np.uint32)
-    leaf_lo = np.empty(k + 1, dtype=np.uint32)
-    leaf_hi = np.empty(k + 1, dtype=np.uint32)
-    work = np.empty((n6, 2), dtype=np.int64)
-    work_base = np.empty(n6, dtype=np.uint64)
-    shift = 64 - bits6
-    nleaf, nwork = _fill6(
+    n4 = 1 << V4_BLOCK_BITS
+    roots = n6 + n4
+    entries = np.empty(roots + 256 * 1024, dtype=np.uint32)
+    work = np.empty((4096, 7), dtype=np.int64)
+    nwork, work = _fill(
         starts_hi,
         starts_lo,
         values,
         entries,
         0,
+        n6,
         np.uint64(0),
-        shift,
-        0,
-        leaf_lo,
-        leaf_hi,
+        np.uint64(0),
+        128 - bits6,
         0,
         work,
-        work_base,
         0,
+    )
+    # IPv4: /24 blocks of ::ffff:0:0/96, from the interval holding ::ffff:0.0.0.0
+    base_lo = np.uint64(0xFFFF00000000)
+    j = 0
+    zero = np.uint64(0)
+    while j + 1 < starts_hi.size and not _after(starts_hi[j + 1], starts_lo[j + 1], zero, base_lo):
+        j += 1
+    nwork, work = _fill(
+        starts_hi, starts_lo, values, entries, n6, n4, np.uint64(0), base_lo, 8, j, work, nwork
     )
     nodes = 0
     while nwork > 0:
-        shift -= STRIDE
-        nxt = np.empty((nwork * 256, 2), dtype=np.int64)
-        nxt_base = np.empty(nwork * 256, dtype=np.uint64)
+        nxt = np.empty((max(nwork, 64), 7), dtype=np.int64)
         nn = 0
         for q in range(nwork):
-            first = n6 + 256 * nodes
+            first = roots + 256 * nodes
             if first + 256 > entries.size:
                 grown = np.empty(entries.size * 2, dtype=np.uint32)
                 grown[: entries.size] = entries
                 entries = grown
             entries[work[q, 0]] = np.uint32(0x40000000) | np.uint32(nodes)
             nodes += 1
-            nleaf, nn = _fill6(
+            b_hi = (np.uint64(work[q, 3]) << np.uint64(1)) | np.uint64(work[q, 4])
+            b_lo = (np.uint64(work[q, 5]) << np.uint64(1)) | np.uint64(work[q, 6])
+            nn, nxt = _fill(
                 starts_hi,
                 starts_lo,
                 values,
                 entries,
                 first,
-                work_base[q],
-                shift,
+                256,
+                b_hi,
+                b_lo,
+                work[q, 2],
                 work[q, 1],
-                leaf_lo,
-                leaf_hi,
-                nleaf,
                 nxt,
-                nxt_base,
                 nn,
             )
         work = nxt
-        work_base = nxt_base
         nwork = nn
-    return entries[: n6 + 256 * nodes], leaf_lo[:nleaf], leaf_hi[:nleaf]
-
-
-@numba.njit(cache=True)
-def _build4(starts_hi, starts_lo, values, idx4, leaf_lo, leaf_hi, nleaf):  # pragma: no cover
-    """Fill idx4 (/24 blocks of ::ffff:0:0/96); leaves appended after ``nleaf``."""
-    k = starts_hi.size
-    base_lo = np.uint64(0xFFFF00000000)
-    j = 0
-    while j + 1 < k and starts_hi[j + 1] == 0 and starts_lo[j + 1] <= base_lo:
-        j += 1
-    for b in range(1 << 24):
-        bs = base_lo | (np.uint64(b) << np.uint64(8))
-        be = bs | np.uint64(0xFF)
-        while j + 1 < k and starts_hi[j + 1] == 0 and starts_lo[j + 1] <= bs:
-            j += 1
-        r = j
-        while r + 1 < k and starts_hi[r + 1] == 0 and starts_lo[r + 1] <= be:
-            r += 1
-        if r == j:
-            idx4[b] = np.uint32(0x80000000) | np.uint32(values[j] + 1)
-        else:
-            idx4[b] = np.uint32(nleaf)
-            leaf_lo[nleaf] = j
-            leaf_hi[nleaf] = r + 1
-            nleaf += 1
-        j = r
-    return nleaf
+    return entries[: roots + 256 * nodes]
 
 
 def _numpy_copy(a: np.ndarray) -> np.ndarray:
@@ -349,25 +319,18 @@ def build_index(
     values = _numpy_copy(np.ascontiguousarray(values, dtype=np.int32))
     if starts_hi.size == 0 or starts_hi[0] != 0 or starts_lo[0] != 0:
         raise ValueError("a step function must start at address ::")
-    if not 8 <= bits6 <= 24:
-        raise ValueError("bits6 must be between 8 and 24")
-    if starts_hi.size >= 0x3FFF_FFFF:
-        raise ValueError("too many intervals for 30-bit leaf and node ids")
+    if bits6 not in (8, 16, 24):
+        raise ValueError("bits6 must be 8, 16 or 24 (nodes split 8 bits at a time)")
+    if starts_hi.size >= 1 << LEAF_J_BITS:
+        raise ValueError(f"too many intervals for {LEAF_J_BITS}-bit leaf offsets")
     if values.size and int(values.max()) >= 0x7FFF_FFFF:
         raise ValueError("network ids must be below 2^31 - 1")
-    entries, leaf_lo6, leaf_hi6 = _build6(starts_hi, starts_lo, values, bits6)
+    entries = _build(starts_hi, starts_lo, values, bits6)
     n6 = 1 << bits6
+    roots = n6 + (1 << V4_BLOCK_BITS)
+    if entries.size >= roots + 256 * 0x4000_0000:
+        raise ValueError("too many index nodes")
     idx6 = _numpy_copy(entries[:n6])
-    nodes = _numpy_copy(entries[n6:]) if entries.size > n6 else np.zeros(256, np.uint32)
-    idx4 = np.empty(1 << V4_BLOCK_BITS, dtype=np.uint32)
-    # every leaf holds an interval start of its own, so leaves never outnumber intervals
-    leaf_lo = np.empty(leaf_lo6.size + starts_hi.size + 1, dtype=np.uint32)
-    leaf_hi = np.empty_like(leaf_lo)
-    leaf_lo[: leaf_lo6.size] = leaf_lo6
-    leaf_hi[: leaf_hi6.size] = leaf_hi6
-    nleaf = _build4(starts_hi, starts_lo, values, idx4, leaf_lo, leaf_hi, leaf_lo6.size)
-    leaf_lo = _numpy_copy(leaf_lo[: max(nleaf, 1)])
-    leaf_hi = _numpy_copy(leaf_hi[: max(nleaf, 1)])
-    return LpmArrays(
-        starts_hi, starts_lo, values, idx4, idx6, nodes, leaf_lo, leaf_hi, np.uint64(64 - bits6)
-    )
+    idx4 = _numpy_copy(entries[n6:roots])
+    nodes = _numpy_copy(entries[roots:]) if entries.size > roots else np.zeros(256, np.uint32)
+    return LpmArrays(starts_hi, starts_lo, values, idx4, idx6, nodes, np.uint64(64 - bits6))
