@@ -1014,6 +1014,20 @@ def test_announced_rate_zero_is_quarantined() -> None:
     assert _rates(off, data) == ([1], [])  # "sampling off" stated explicitly
 
 
+def test_absurd_64_bit_announcements() -> None:
+    """Options may announce any 64-bit value; the records relying on them are quarantined."""
+    options = ipfix_message(
+        ipfix_options_template(300, [(149, 4)], [(160, 8), (34, 8)]),
+        flowset(300, u(0, 4) + u(2**64 - 1, 8) + u(2**64 - 2, 8)),
+    )
+    got, quarantine = _timed([(22, 4), (21, 4)], u(1, 4) * 2, options)
+    assert got is None and reasons(quarantine) == ["time in the future"]
+    rows, quarantine, _ = decode(
+        options, ipfix_message(template(256, BASIC, 2), flowset(256, basic_record()))
+    )
+    assert not rows and reasons(quarantine) == ["value out of range"]
+
+
 # --------------------------------------------------------------------------- bulk decoding
 
 

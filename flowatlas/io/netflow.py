@@ -192,6 +192,7 @@ FUTURE_SLACK_US = 86_400 * _US
 _NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 _MAX_MS = 32_503_680_000_000  # year 3000: anything later is garbage, not a time
 _U32 = 0xFFFF_FFFF
+_CLAMP = 1 << 62  # 64-bit values beyond this are nonsense; clamped to fit int64 arithmetic
 
 _V5_HEADER = struct.Struct(">HHIIIIBBH")
 _V9_HEADER = struct.Struct(">HHIIII")
@@ -1003,7 +1004,9 @@ class _Context:
     def state_values(self, get) -> np.ndarray:
         """A per-record int64 array of get(state) (-1 where there is no state or value)."""
         values = [get(s) if s is not None else None for s in self.states]
-        table = np.asarray([-1 if v is None else v for v in values], dtype=np.int64)
+        # announced values are up to 64 bits; past 2^62 they are nonsense that later checks
+        # reject (a time after year 3000, a rate above 2^32), so clamping loses nothing
+        table = np.asarray([-1 if v is None else min(v, _CLAMP) for v in values], np.int64)
         return table[self.state_of]
 
 
@@ -1096,7 +1099,7 @@ def _sampling(col, ctx: _Context, flag) -> np.ndarray:
         def fill(values: np.ndarray | None) -> None:
             if values is not None:
                 unset = rate < 0
-                rate[unset] = np.minimum(values[unset], np.uint64(1 << 62)).astype(np.int64)
+                rate[unset] = np.minimum(values[unset], np.uint64(_CLAMP)).astype(np.int64)
 
         mode = col(IE_SAMPLING_ALGORITHM)
         if mode is None:
@@ -1109,6 +1112,8 @@ def _sampling(col, ctx: _Context, flag) -> np.ndarray:
             fill(values)
         interval, space = col(IE_PACKET_INTERVAL), col(IE_PACKET_SPACE)
         if interval is not None and space is not None:
+            interval = np.minimum(interval, np.uint64(_CLAMP))  # no wrap-around in the sum
+            space = np.minimum(space, np.uint64(_CLAMP))
             fill(np.where(interval > 0, (interval + space) // np.maximum(interval, 1), 0))
         size, population = col(IE_SAMPLING_SIZE), col(IE_SAMPLING_POPULATION)
         if size is not None and population is not None:
@@ -1122,7 +1127,7 @@ def _sampling(col, ctx: _Context, flag) -> np.ndarray:
                     continue
                 mine = (ctx.state_of == k) & (rate < 0)
                 for sampler, known in state.rates_by_id:
-                    rate[mine & (ids == np.uint64(sampler))] = known
+                    rate[mine & (ids == np.uint64(sampler))] = min(known, _CLAMP)
         default = ctx.state_values(_DomainState.fallback_rate)
         rate = np.where(rate < 0, default, rate)
     flag(rate == 0, _BAD_RATE_ZERO, None)
