@@ -69,6 +69,35 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def git_revision(repo: str | os.PathLike[str]) -> str:
+    """The checkout's commit, with "+ uncommitted changes" when the tree is dirty."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha} + uncommitted changes" if dirty else sha
+
+
+def load_average() -> str:
+    """The 1-minute load average against the usable cores (other work skews timings)."""
+    try:
+        one = os.getloadavg()[0]
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} on {usable_cores()} cores"
+
+
 def versions(*distributions: str) -> dict[str, str]:
     """Installed versions of the named distributions ("not installed" where absent)."""
     out = {}

@@ -1,0 +1,853 @@
+"""Build benchmark: ``flowatlas build`` next to DuckDB and Polars computing the same cube.
+
+One run synthesizes (or reuses) an archive, then times four ways of turning it into the cube,
+each in its own process, and checks that all four produced the same numbers:
+
+- ``flowatlas build --workers 0`` (eager, one process; numba kernels use every core) and
+  ``flowatlas build --workers N`` (a local Dask cluster of N single-threaded workers);
+- DuckDB SQL and a Polars lazy query over the same Parquet files, prefix CSV and
+  configuration, producing the cube's cells (exact distinct remote IPs per cell) and every
+  rollup the configuration asks for (day, month, quarter, all) for every grouping set, which
+  is the work ``flowatlas build`` does.
+
+How the competitors do what flowatlas's kernels do:
+
+- addresses: DuckDB keeps the 16-byte address as a BLOB (bytes compare in address order);
+  Polars reinterprets it as a big-endian ``UInt128``;
+- our regions: a CASE / when-then chain of range tests over the few configured prefixes;
+  exporters and private-link rules: hash joins against small tables;
+- longest-prefix match: the prefix CSV is flattened on the host (Python, a stack sweep over
+  the sorted prefixes, a few milliseconds for the synthetic world's ~500 prefixes) into
+  disjoint intervals labelled with their most specific prefix, then each engine does an ASOF
+  join of the remote address against the interval starts (DuckDB ``ASOF LEFT JOIN`` on BLOB,
+  Polars ``join_asof`` on UInt128). A range join on nested prefixes (BETWEEN + pick the
+  longest) is the obvious alternative; it is what tests/test_build_oracle.py does, and it is
+  quadratic-ish, so it is not what either engine is benchmarked with;
+- counts: exact, per (cell, remote IP) first, then ``count(DISTINCT)`` / ``n_unique`` per
+  rollup grouping (DuckDB ``GROUPING SETS``; Polars one ``group_by`` per set, run together).
+
+Times are wall-clock from process start to exit (interpreter start-up and imports
+included: that is what a user waits for); peak memory is the summed RSS of the process tree.
+
+Usage::
+
+    python bench/bench_build.py                 # default size, writes bench/RESULTS.md
+    python bench/bench_build.py --records 20000000 --repeat 3
+    python bench/bench_build.py --smoke         # tiny sizes, seconds; writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    Measurement,
+    git_revision,
+    load_average,
+    machine,
+    markdown_table,
+    mib,
+    rate,
+    run_measured,
+    usable_cores,
+    versions,
+    write_section,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DATA = HERE / "_data"
+RESULTS = HERE / "RESULTS.md"
+HEADING = "Build benchmark"
+DEFAULT_RECORDS = 5_000_000
+SMOKE_RECORDS = 20_000
+
+DIMS = ("region", "network_type", "direction", "ip_version")
+DIRECTIONS = ("ingress", "egress", "internal", "transit")
+GROUPINGS: tuple[tuple[str, ...], ...] = (
+    ("region", "network_type", "direction", "ip_version"),
+    ("region", "network_type"),
+    ("region", "direction"),
+    ("region",),
+    ("network_type",),
+    ("network_type", "direction"),
+    ("ip_version",),
+    (),
+)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+V4_FIRST = int(ipaddress.IPv6Address("::ffff:0:0"))
+V4_LAST = int(ipaddress.IPv6Address("::ffff:ffff:ffff"))
+TOP = (1 << 128) - 1
+US_PER_HOUR = 3_600_000_000
+
+
+def grouping_name(dims: Sequence[str]) -> str:
+    """The cube's name for a grouping set ("total" for the empty one)."""
+    return ",".join(d for d in DIMS if d in dims) or "total"
+
+
+# --------------------------------------------------------------------------- the world
+
+
+@dataclass
+class World:
+    """Configuration and prefix table as plain codes, shared by both competitors.
+
+    Region code 0 is "Unknown" (transit, or not ours); type codes index ``types``.
+    """
+
+    regions: list[str]
+    region_ranges: list[tuple[int, int, int]]  # (first, last, region code)
+    exporters: dict[bytes, int]  # exporter address -> region code
+    links: list[tuple[bytes, int, int]]  # (exporter, ifindex, type code)
+    types: list[str]
+    bounds: list[tuple[int, int | None]]  # disjoint intervals: (start, type code or None)
+    rollups: tuple[str, ...]
+    bucket_us: int
+
+    @property
+    def unknown(self) -> int:
+        return self.types.index("Unknown")
+
+    @property
+    def internal(self) -> int:
+        return self.types.index("Internal")
+
+
+def _net(text: str) -> tuple[int, int, int]:
+    """(first, last, length) of a prefix in the one 128-bit space (IPv4 mapped)."""
+    net = ipaddress.ip_network(text.strip(), strict=False)
+    if net.version == 4:
+        net = ipaddress.IPv6Network(f"::ffff:{net.network_address}/{96 + net.prefixlen}")
+    return int(net.network_address), int(net.broadcast_address), net.prefixlen
+
+
+def _address(text: str) -> bytes:
+    addr = ipaddress.ip_address(text)
+    if addr.version == 4:
+        addr = ipaddress.IPv6Address(f"::ffff:{addr}")
+    return addr.packed
+
+
+def flatten(prefixes: Sequence[tuple[int, int, int]]) -> list[tuple[int, int | None]]:
+    """Nested prefixes (first, last, code) -> disjoint intervals (start, code of the winner).
+
+    The most specific prefix wins; among identical prefixes the later one. An interval runs
+    from its start to the next one's; ``None`` marks gaps no prefix covers. CIDR prefixes nest
+    or are disjoint, so one sweep with a stack of the prefixes covering the current point is
+    enough: the top of the stack is the winner.
+    """
+    order = sorted(range(len(prefixes)), key=lambda i: (prefixes[i][0], -prefixes[i][1], i))
+    points = sorted({p[0] for p in prefixes} | {p[1] + 1 for p in prefixes if p[1] < TOP})
+    out: list[tuple[int, int | None]] = []
+    stack: list[int] = []
+    j = 0
+    for point in points:
+        while stack and prefixes[stack[-1]][1] < point:
+            stack.pop()
+        while j < len(order) and prefixes[order[j]][0] == point:
+            stack.append(order[j])
+            j += 1
+        code = prefixes[stack[-1]][2] if stack else None
+        if not out or out[-1][1] != code:
+            out.append((point, code))
+    return out
+
+
+def load_world(archive: Path) -> World:
+    """Read ARCHIVE/flowatlas.toml and its prefix CSV into a :class:`World`."""
+    cfg = tomllib.loads((archive / "flowatlas.toml").read_text())
+    bucket = cfg.get("cube", {}).get("bucket", "1h")
+    if bucket != "1h":
+        raise SystemExit(f"bench_build: only 1h buckets are implemented here, not {bucket!r}")
+    regions = ["Unknown"]
+    region_ranges, exporters = [], {}
+    for r in cfg.get("regions", []):
+        regions.append(r["name"])
+        for p in r.get("prefixes", []):
+            first, last, _ = _net(p)
+            region_ranges.append((first, last, len(regions) - 1))
+        for e in r.get("exporters", []):
+            exporters[_address(e)] = len(regions) - 1
+    types = ["Unknown", "Internal"]
+
+    def code(name: str) -> int:
+        if name not in types:
+            types.append(name)
+        return types.index(name)
+
+    links = [
+        (_address(rule["exporter"]), int(i), code(rule.get("network_type", "Migration")))
+        for rule in cfg.get("links", [])
+        for i in rule["interfaces"]
+    ]
+    prefixes = []
+    for source in cfg.get("classify", {}).get("sources", []):
+        if source.get("format") != "prefix-csv":
+            raise SystemExit(f"bench_build: source format {source.get('format')!r} not handled")
+        table = pacsv.read_csv(archive / source["path"])
+        for text, name in zip(
+            table.column("prefix").to_pylist(),
+            table.column("network_type").to_pylist(),
+            strict=True,
+        ):
+            first, last, _ = _net(text)
+            prefixes.append((first, last, code(name)))
+    return World(
+        regions,
+        region_ranges,
+        exporters,
+        links,
+        types,
+        flatten(prefixes),
+        tuple(cfg.get("cube", {}).get("rollups", ["day", "month", "quarter", "all"])),
+        US_PER_HOUR,
+    )
+
+
+def archive_files(archive: Path) -> list[str]:
+    """The archive's Parquet files (hidden and underscore names skipped)."""
+    return sorted(
+        str(p)
+        for p in archive.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in p.relative_to(archive).parts)
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _named(codes: pa.Array, names: Sequence[str]) -> pa.Array:
+    """Dimension codes -> their names (nulls stay null)."""
+    return pc.take(pa.array(list(names), pa.string()), codes.cast(pa.int32()))
+
+
+def to_cube_tables(cells: pa.Table, rollups: pa.Table, world: World) -> tuple[pa.Table, pa.Table]:
+    """Competitor results with integer codes -> the cube's columns, names and types.
+
+    ``cells`` has bucket (hours since 1970), region, ntype, dir, ipv and the measures;
+    ``rollups`` has rollup, period_start, grouping, the same codes and the measures.
+    """
+    names = {"region": world.regions, "ntype": world.types, "dir": DIRECTIONS}
+
+    def dims(t: pa.Table) -> dict[str, pa.Array]:
+        return {
+            "region": _named(t.column("region"), names["region"]),
+            "network_type": _named(t.column("ntype"), names["ntype"]),
+            "direction": _named(t.column("dir"), names["dir"]),
+            "ip_version": t.column("ipv").cast(pa.uint8()),
+        }
+
+    def measures(t: pa.Table) -> dict[str, pa.Array]:
+        return {m: t.column(m).cast(pa.uint64()) for m in ("bytes", "packets", "flows", "uniques")}
+
+    hours = cells.column("bucket").cast(pa.int64())
+    start = pc.multiply(hours, pa.scalar(US_PER_HOUR, pa.int64())).cast(TIMESTAMP)
+    out_cells = pa.table({"bucket_start": start, **dims(cells), **measures(cells)})
+    out_rollups = pa.table(
+        {
+            "rollup": rollups.column("rollup").cast(pa.string()),
+            "period_start": rollups.column("period_start").cast(pa.int64()).cast(TIMESTAMP),
+            "grouping": rollups.column("grouping").cast(pa.string()),
+            **dims(rollups),
+            **measures(rollups),
+        }
+    )
+    return out_cells, out_rollups
+
+
+def write_tables(out: Path, cells: pa.Table, rollups: pa.Table) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(cells, out / "cells.parquet")
+    pq.write_table(rollups, out / "rollups.parquet")
+
+
+# --------------------------------------------------------------------------- DuckDB
+
+
+def _blob(value: int) -> str:
+    return f"unhex('{value:032x}')"
+
+
+def _arrow(con, sql: str) -> pa.Table:
+    """A query's result as an Arrow table (through a relation: no extra copy)."""
+    return con.sql(sql).to_arrow_table()
+
+
+def duckdb_cube(archive: Path, out: Path, threads: int) -> None:
+    """The cube in DuckDB SQL (see the module docstring for the approach)."""
+    import duckdb
+
+    world = load_world(archive)
+    files = archive_files(archive)
+    con = duckdb.connect(config={"threads": threads})
+    con.execute("SET TimeZone = 'UTC'")
+    con.register(
+        "exporters",
+        pa.table(
+            {
+                "addr": pa.array(list(world.exporters), pa.binary(16)),
+                "ex_region": pa.array(list(world.exporters.values()), pa.uint8()),
+            }
+        ),
+    )
+    con.register(
+        "links",
+        pa.table(
+            {
+                "exporter": pa.array([lk[0] for lk in world.links], pa.binary(16)),
+                "ifindex": pa.array([lk[1] for lk in world.links], pa.uint32()),
+                "ltype": pa.array([lk[2] for lk in world.links], pa.uint8()),
+            }
+        ),
+    )
+    con.register(
+        "bounds",
+        pa.table(
+            {
+                "start": pa.array([b.to_bytes(16, "big") for b, _ in world.bounds], pa.binary(16)),
+                "ptype": pa.array([c for _, c in world.bounds], pa.uint8()),
+            }
+        ),
+    )
+
+    def region_of(col: str) -> str:
+        whens = " ".join(
+            f"WHEN {col} BETWEEN {_blob(a)} AND {_blob(b)} THEN {c}"
+            for a, b, c in world.region_ranges
+        )
+        return f"CASE {whens} ELSE 0 END" if whens else "0"
+
+    con.execute(
+        f"""
+        CREATE TEMP TABLE per_ip AS
+        WITH kv AS (
+            SELECT file_name, decode(value) = 'scaled' AS scaled
+            FROM parquet_kv_metadata($files) WHERE decode(key) = 'flowatlas.counts'
+        ),
+        located AS (
+            SELECT time_start, exporter, in_if, out_if, src_addr, dst_addr, bytes, packets,
+                   sampling_rate, filename,
+                   {region_of("src_addr")} AS src_r, {region_of("dst_addr")} AS dst_r
+            FROM read_parquet($files, filename = true, hive_partitioning = false)
+        ),
+        directed AS (
+            SELECT *,
+                CASE WHEN dst_r > 0 AND src_r = 0 THEN 0 WHEN src_r > 0 AND dst_r = 0 THEN 1
+                     WHEN src_r > 0 THEN 2 ELSE 3 END AS dir
+            FROM located
+        ),
+        oriented AS (
+            SELECT
+                epoch_us(time_start) // {world.bucket_us} AS bucket,
+                coalesce(e.ex_region, CASE dir WHEN 0 THEN dst_r WHEN 3 THEN 0 ELSE src_r END)
+                    AS region,
+                dir,
+                CASE WHEN dir IN (1, 2) THEN dst_addr ELSE src_addr END AS remote,
+                l.ltype,
+                CASE WHEN NOT coalesce(kv.scaled, false) AND sampling_rate > 1
+                     THEN sampling_rate ELSE 1 END AS mult,
+                bytes * mult AS vol,
+                packets * mult AS pk
+            FROM directed d
+            LEFT JOIN kv ON d.filename = kv.file_name
+            LEFT JOIN exporters e ON d.exporter = e.addr
+            LEFT JOIN links l ON d.exporter = l.exporter
+                AND l.ifindex = CASE WHEN dir = 1 THEN d.out_if ELSE d.in_if END
+        ),
+        typed AS (
+            SELECT o.*, b.ptype FROM oriented o ASOF LEFT JOIN bounds b ON o.remote >= b.start
+        )
+        SELECT bucket, region,
+            CASE WHEN dir = 2 THEN {world.internal}
+                 ELSE coalesce(ltype, ptype, {world.unknown}) END AS ntype,
+            dir,
+            CASE WHEN remote BETWEEN {_blob(V4_FIRST)} AND {_blob(V4_LAST)} THEN 4 ELSE 6 END
+                AS ipv,
+            remote, sum(vol)::UBIGINT AS vol, sum(pk)::UBIGINT AS pk, count(*) AS fl
+        FROM typed
+        GROUP BY ALL
+        """,
+        {"files": files},
+    )
+    cells = _arrow(
+        con,
+        """
+        SELECT bucket, region, ntype, dir, ipv, sum(vol)::UBIGINT AS bytes,
+               sum(pk)::UBIGINT AS packets, sum(fl)::UBIGINT AS flows, count(*) AS uniques
+        FROM per_ip GROUP BY ALL
+        """,
+    )
+    # distinct counts run on a dense integer id per remote address (cheaper to hash than a
+    # 16-byte BLOB) and on period starts looked up once per distinct bucket
+    con.execute(
+        f"""
+        CREATE TEMP TABLE ids AS
+            SELECT remote, row_number() OVER () AS rid FROM (SELECT DISTINCT remote FROM per_ip);
+        CREATE TEMP TABLE periods AS
+            SELECT bucket, epoch_us(date_trunc('day', ts)) AS day,
+                   epoch_us(date_trunc('month', ts)) AS month,
+                   epoch_us(date_trunc('quarter', ts)) AS quarter, NULL::BIGINT AS "all"
+            FROM (SELECT DISTINCT bucket, make_timestamp(bucket * {world.bucket_us}) AS ts
+                  FROM per_ip);
+        CREATE TEMP TABLE by_id AS
+            SELECT p.* EXCLUDE (remote), i.rid, t.day, t.month, t.quarter, t."all"
+            FROM per_ip p JOIN ids i USING (remote) JOIN periods t USING (bucket);
+        """
+    )
+    cols = {"region": "region", "network_type": "ntype", "direction": "dir", "ip_version": "ipv"}
+    # grouping_id(region, ntype, dir, ipv): bit 3 .. bit 0 set where the column is not kept
+    gid_names = {
+        sum(1 << (3 - i) for i, d in enumerate(DIMS) if d not in g): grouping_name(g)
+        for g in GROUPINGS
+    }
+    gid_case = " ".join(f"WHEN {k} THEN '{v}'" for k, v in gid_names.items())
+    parts = []
+    for rollup in world.rollups:
+        period = f'"{rollup}"'
+        sets = ", ".join("(" + ", ".join([period, *(cols[d] for d in g)]) + ")" for g in GROUPINGS)
+        parts.append(
+            _arrow(
+                con,
+                f"""
+                SELECT '{rollup}' AS rollup, {period} AS period_start,
+                       CASE grouping_id(region, ntype, dir, ipv) {gid_case} END AS grouping,
+                       region, ntype, dir, ipv,
+                       sum(vol)::UBIGINT AS bytes, sum(pk)::UBIGINT AS packets,
+                       sum(fl)::UBIGINT AS flows, count(DISTINCT rid) AS uniques
+                FROM by_id
+                GROUP BY GROUPING SETS ({sets})
+                """,
+            )
+        )
+    con.close()
+    write_tables(out, *to_cube_tables(cells, pa.concat_tables(parts), world))
+
+
+# --------------------------------------------------------------------------- Polars
+
+
+def polars_cube(archive: Path, out: Path, threads: int) -> None:
+    """The cube as one Polars lazy query per output (see the module docstring)."""
+    del threads  # Polars sizes its pool from POLARS_MAX_THREADS, set before import
+    import polars as pl
+
+    world = load_world(archive)
+    u128 = pl.UInt128
+
+    def lit(v: int) -> pl.Expr:
+        return pl.lit(v, dtype=u128)
+
+    frames = []
+    for path in archive_files(archive):
+        counts = pl.read_parquet_metadata(path).get("flowatlas.counts", "raw")
+        cols = ["time_start", "exporter", "in_if", "out_if", "src_addr", "dst_addr"]
+        cols += ["bytes", "packets", "sampling_rate"]
+        frames.append(pl.scan_parquet(path).select(cols).with_columns(scaled=counts == "scaled"))
+    recs = pl.concat(frames)
+
+    def region_of(col: str) -> pl.Expr:
+        expr: pl.Expr | pl.When | pl.Then = pl
+        for a, b, c in world.region_ranges:
+            expr = expr.when(pl.col(col).is_between(lit(a), lit(b))).then(pl.lit(c, pl.UInt8))
+        return expr.otherwise(pl.lit(0, pl.UInt8)) if world.region_ranges else pl.lit(0, pl.UInt8)
+
+    exporters = pl.LazyFrame(
+        {"exporter": list(world.exporters), "ex_region": list(world.exporters.values())},
+        schema={"exporter": pl.Binary, "ex_region": pl.UInt8},
+    )
+    links = pl.LazyFrame(
+        {
+            "exporter": [lk[0] for lk in world.links],
+            "ext_if": [lk[1] for lk in world.links],
+            "ltype": [lk[2] for lk in world.links],
+        },
+        schema={"exporter": pl.Binary, "ext_if": pl.UInt32, "ltype": pl.UInt8},
+    )
+    bounds = pl.LazyFrame(
+        {"start": [b for b, _ in world.bounds], "ptype": [c for _, c in world.bounds]},
+        schema={"start": u128, "ptype": pl.UInt8},
+    )
+    src_r, dst_r = pl.col("src_r"), pl.col("dst_r")
+    direction = (
+        pl.when((dst_r > 0) & (src_r == 0))
+        .then(0)
+        .when((src_r > 0) & (dst_r == 0))
+        .then(1)
+        .when(src_r > 0)
+        .then(2)
+        .otherwise(3)
+        .cast(pl.UInt8)
+    )
+    mult = (
+        pl.when(~pl.col("scaled") & (pl.col("sampling_rate") > 1))
+        .then(pl.col("sampling_rate").cast(pl.UInt64))
+        .otherwise(pl.lit(1, pl.UInt64))
+    )
+    dir_ = pl.col("dir")
+    oriented = (
+        recs.with_columns(
+            src=pl.col("src_addr").bin.reinterpret(dtype=u128, endianness="big"),
+            dst=pl.col("dst_addr").bin.reinterpret(dtype=u128, endianness="big"),
+        )
+        .with_columns(src_r=region_of("src"), dst_r=region_of("dst"))
+        .with_columns(dir=direction)
+        .join(exporters, on="exporter", how="left")
+        .with_columns(
+            bucket=pl.col("time_start").dt.epoch("us") // world.bucket_us,
+            region=pl.coalesce(
+                "ex_region",
+                pl.when(dir_ == 0).then(dst_r).when(dir_ == 3).then(0).otherwise(src_r),
+            ).cast(pl.UInt8),
+            remote=pl.when(dir_.is_in([1, 2])).then("dst").otherwise("src"),
+            ext_if=pl.when(dir_ == 1).then("out_if").otherwise("in_if"),
+            vol=pl.col("bytes") * mult,
+            pk=pl.col("packets") * mult,
+        )
+        .join(links, on=["exporter", "ext_if"], how="left")
+        .select("bucket", "region", "dir", "remote", "ltype", "vol", "pk")
+        .sort("remote")
+        .join_asof(bounds, left_on="remote", right_on="start", strategy="backward")
+        .with_columns(
+            ntype=pl.when(dir_ == 2)
+            .then(world.internal)
+            .otherwise(pl.coalesce("ltype", "ptype", pl.lit(world.unknown)))
+            .cast(pl.UInt8),
+            ipv=pl.when(pl.col("remote").is_between(lit(V4_FIRST), lit(V4_LAST)))
+            .then(4)
+            .otherwise(6)
+            .cast(pl.UInt8),
+        )
+    )
+    keys = ["bucket", "region", "ntype", "dir", "ipv"]
+    per_ip = (
+        oriented.group_by([*keys, "remote"])
+        .agg(pl.col("vol").sum(), pl.col("pk").sum(), fl=pl.len())
+        .collect()
+        .lazy()
+    )
+    measures = [
+        pl.col("vol").sum().alias("bytes"),
+        pl.col("pk").sum().alias("packets"),
+        pl.col("fl").sum().cast(pl.UInt64).alias("flows"),
+    ]
+    queries = [per_ip.group_by(keys).agg(*measures, uniques=pl.len())]
+    cols = {"region": "region", "network_type": "ntype", "direction": "dir", "ip_version": "ipv"}
+    period = {
+        "day": "1d",
+        "month": "1mo",
+        "quarter": "1q",
+    }
+    labels = []
+    for rollup in world.rollups:
+        if rollup == "all":
+            with_period = per_ip.with_columns(period_start=pl.lit(None, pl.Int64))
+        else:
+            start = pl.from_epoch(pl.col("bucket") * world.bucket_us, time_unit="us")
+            with_period = per_ip.with_columns(
+                period_start=start.dt.truncate(period[rollup]).dt.epoch("us")
+            )
+        for g in GROUPINGS:
+            by = ["period_start", *(cols[d] for d in g)]
+            queries.append(
+                with_period.group_by(by).agg(*measures, uniques=pl.col("remote").n_unique())
+            )
+            labels.append((rollup, g))
+    results = pl.collect_all(queries)
+    cells = results[0].to_arrow()
+    parts = []
+    for (rollup, g), df in zip(labels, results[1:], strict=True):
+        df = df.with_columns(
+            rollup=pl.lit(rollup),
+            grouping=pl.lit(grouping_name(g)),
+            **{c: pl.lit(None, pl.UInt8) for d, c in cols.items() if d not in g},
+        )
+        parts.append(df.to_arrow())
+    order = ["rollup", "period_start", "grouping", *cols.values()]
+    order += ["bytes", "packets", "flows", "uniques"]
+    rollups = pa.concat_tables([p.select(order) for p in parts], promote_options="permissive")
+    write_tables(out, *to_cube_tables(cells, rollups, world))
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _sorted(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    return table.sort_by([(k, "ascending") for k in keys])
+
+
+def compare(reference: Path, candidate: Path) -> list[str]:
+    """Differences between two cubes' cells and rollups (empty when they are equal)."""
+    problems = []
+    for name, keys in (
+        ("cells", ["bucket_start", *DIMS]),
+        ("rollups", ["rollup", "grouping", "period_start", *DIMS]),
+    ):
+        ref = pq.read_table(reference / f"{name}.parquet")
+        got = pq.read_table(candidate / f"{name}.parquet")
+        try:
+            got = got.select(ref.column_names).cast(ref.schema)
+        except (KeyError, pa.ArrowInvalid, ValueError) as exc:
+            problems.append(f"{name}: columns or types differ: {exc}")
+            continue
+        ref, got = _sorted(ref, keys), _sorted(got, keys)
+        if ref.num_rows != got.num_rows:
+            problems.append(f"{name}: {got.num_rows} rows, flowatlas has {ref.num_rows}")
+            continue
+        if not ref.equals(got):
+            for i in range(ref.num_rows):
+                a, b = ref.slice(i, 1).to_pylist()[0], got.slice(i, 1).to_pylist()[0]
+                if a != b:
+                    problems.append(f"{name}: first difference at row {i}: {b} != {a}")
+                    break
+    return problems
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Result:
+    """One engine's best run."""
+
+    engine: str
+    mode: str
+    measurement: Measurement
+    verified: str
+
+
+ENGINES: dict[str, Callable[[Path, Path, int], None]] = {
+    "duckdb": duckdb_cube,
+    "polars": polars_cube,
+}
+
+
+def archive_path(records: int, days: int, seed: int, data: Path) -> Path:
+    return data / f"synth-r{records}-d{days}-s{seed}"
+
+
+def ensure_archive(records: int, days: int, seed: int, data: Path) -> Path:
+    """The synthetic archive for these settings, generated once and cached under ``data``."""
+    from flowatlas.synth import synthesize
+
+    path = archive_path(records, days, seed, data)
+    marker = path / "_synth.json"
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        if (meta.get("records"), meta.get("days"), meta.get("seed")) == (records, days, seed):
+            return path
+    if path.exists():
+        shutil.rmtree(path)
+    t0 = time.perf_counter()
+    print(f"synthesizing {records:,} records over {days} days into {path} ...", flush=True)
+    synthesize(path, records=records, days=days, seed=seed)
+    print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
+    return path
+
+
+def count_records(archive: Path) -> int:
+    """Records in the archive, from the Parquet footers."""
+    return sum(pq.read_metadata(f).num_rows for f in archive_files(archive))
+
+
+def warm_page_cache(archive: Path) -> None:
+    """Read every file once so no engine pays for the first cold read."""
+    for p in archive.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                while fh.read(1 << 22):
+                    pass
+
+
+def flowatlas_argv(archive: Path, out: Path, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "flowatlas", "build", str(archive),
+        "--out", str(out), "--workers", str(workers), "--overwrite", "-q",
+    ]  # fmt: skip
+
+
+def child_argv(engine: str, archive: Path, out: Path, threads: int) -> list[str]:
+    return [
+        sys.executable, str(Path(__file__).resolve()), "--child", engine,
+        "--archive", str(archive), "--out", str(out), "--threads", str(threads),
+    ]  # fmt: skip
+
+
+def measure_best(argv: list[str], repeat: int, what: str, env: dict[str, str]) -> Measurement:
+    """The fastest of ``repeat`` runs (its peak memory is reported with it)."""
+    runs = [run_measured(argv, env=env).check(what) for _ in range(repeat)]
+    return min(runs, key=lambda m: m.seconds)
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    """Synthesize, warm up, time every engine, verify every output against flowatlas."""
+    args.load = [load_average()]
+    data = Path(args.data)
+    archive = ensure_archive(args.records, args.days, args.seed, data)
+    records = count_records(archive)
+    work = data / f"out-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    threads = args.workers
+    env = {"POLARS_MAX_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+    try:
+        # warm-up: numba's on-disk cache, imports, the archive in the page cache
+        warm = ensure_archive(2_000, 2, args.seed, data)
+        run_measured(flowatlas_argv(warm, work / "warm", 0), env=env).check("warm-up build")
+        warm_page_cache(archive)
+
+        results = []
+        ref = work / "flowatlas-eager"
+        print(f"timing {records:,} records, best of {args.repeat} ...", flush=True)
+        m = measure_best(flowatlas_argv(archive, ref, 0), args.repeat, "flowatlas eager", env)
+        results.append(Result("flowatlas", "eager (--workers 0)", m, "reference"))
+        print(f"  flowatlas eager: {m.seconds:.2f} s", flush=True)
+        if not args.no_dask:
+            out = work / "flowatlas-dask"
+            m = measure_best(flowatlas_argv(archive, out, threads), args.repeat, "dask", env)
+            problems = compare(ref, out)
+            results.append(
+                Result("flowatlas", f"Dask, {threads} workers", m, "; ".join(problems) or "equal")
+            )
+            print(f"  flowatlas dask: {m.seconds:.2f} s", flush=True)
+        for engine in args.engines:
+            out = work / engine
+            m = measure_best(child_argv(engine, archive, out, threads), args.repeat, engine, env)
+            problems = compare(ref, out)
+            results.append(Result(engine, f"{threads} threads", m, "; ".join(problems) or "equal"))
+            print(f"  {engine}: {m.seconds:.2f} s", flush=True)
+        args.load.append(load_average())
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def report(results: list[Result], records: int, args: argparse.Namespace) -> str:
+    """The results table with the machine, versions and the command that reproduces it."""
+    base = results[0].measurement
+    rows = []
+    for r in results:
+        m = r.measurement
+        rows.append(
+            [
+                r.engine,
+                r.mode,
+                f"{m.seconds:.2f}",
+                rate(records, m.seconds),
+                mib(m.peak_rss),
+                f"{base.seconds / m.seconds:.2f}",
+                f"{base.peak_rss / m.peak_rss:.2f}",
+                r.verified,
+            ]
+        )
+    table = markdown_table(
+        [
+            "engine",
+            "mode",
+            "seconds",
+            "records/s",
+            "peak RSS MiB",
+            "time flowatlas-eager/this",
+            "RSS flowatlas-eager/this",
+            "output vs flowatlas",
+        ],
+        rows,
+    )
+    mach = machine()
+    vers = versions("flowatlas", "duckdb", "polars", "numba", "dask", "pyarrow")
+    command = "python bench/bench_build.py " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:] if a != "--smoke"
+    )
+    lines = [
+        f"Archive: {records:,} synthetic records over {args.days} days (seed {args.seed}); "
+        "each engine computes the cells (exact distinct remote IPs per cell) and the rollups "
+        "day, month, quarter and all for all 8 grouping sets, including orientation and "
+        "longest-prefix classification, and its output is checked equal to flowatlas's cube.",
+        "",
+        table,
+        "",
+        "Seconds: wall time from process start to exit, best of "
+        f"{args.repeat} (start-up and imports included). Peak RSS: summed over the process "
+        "tree (Dask scheduler, nanny and workers included). Ratios above 1 mean flowatlas "
+        "eager takes longer (or more memory) than that engine.",
+        "",
+        f"- machine: {mach['cpu']}, {mach['cores']}, {mach['memory']} RAM, {mach['os']}, "
+        f"Python {mach['python']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
+        f"- flowatlas checkout: {git_revision(REPO)}",
+        f"- load average (1 min) before / after the timed runs: {' / '.join(args.load)}",
+        f"- reproduce: `{command.strip()}`",
+        f"- run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--records", type=int, default=None, help=f"[{DEFAULT_RECORDS:,}]")
+    p.add_argument("--days", type=int, default=None, help="days the archive spans [184]")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=1, help="runs per engine; the best is kept")
+    p.add_argument("--workers", type=int, default=usable_cores(), help="Dask workers/threads")
+    p.add_argument("--engines", nargs="*", default=list(ENGINES), choices=list(ENGINES))
+    p.add_argument("--no-dask", action="store_true", help="skip the flowatlas Dask run")
+    p.add_argument("--data", default=str(DATA), help="where archives are cached")
+    p.add_argument("--results", default=None, help=f"results file [{RESULTS}; none for --smoke]")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: seconds, no file")
+    p.add_argument("--keep", action="store_true", help="keep the cubes each engine wrote")
+    p.add_argument("--child", choices=list(ENGINES), help=argparse.SUPPRESS)
+    p.add_argument("--archive", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=usable_cores(), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.records is None:
+        args.records = SMOKE_RECORDS if args.smoke else DEFAULT_RECORDS
+    if args.days is None:
+        args.days = 3 if args.smoke else 184
+    if args.results is None and not args.smoke:
+        args.results = str(RESULTS)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        ENGINES[args.child](Path(args.archive), Path(args.out), args.threads)
+        return 0
+    results = run(args)
+    archive = archive_path(args.records, args.days, args.seed, Path(args.data))
+    records = count_records(archive)
+    text = report(results, records, args)
+    print()
+    print(text)
+    if args.results:
+        write_section(args.results, HEADING, text)
+        print(f"\nwrote section {HEADING!r} of {args.results}")
+    failed = [r for r in results if r.verified not in ("reference", "equal")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

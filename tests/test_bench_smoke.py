@@ -1,0 +1,97 @@
+"""The build benchmark still runs end to end, and its measuring helpers measure.
+
+CI cannot afford benchmark sizes, so ``bench/bench_build.py --smoke`` runs every engine on a
+tiny archive: what breaks here (an engine's API change, a cube column renamed, outputs that
+stop matching) would break the real benchmark. Nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flowatlas.testing import REPO_ROOT
+
+BENCH = REPO_ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+from _common import markdown_table, run_measured, write_section  # noqa: E402
+
+pytest.importorskip("duckdb")
+pytest.importorskip("polars")
+
+
+def test_bench_build_smoke(tmp_path: Path) -> None:
+    """Every engine runs, every output equals flowatlas's cube, the results file is kept."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n\n## Import benchmark\n\nsomeone else's numbers\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_build.py"),
+            "--smoke",
+            "--data",
+            str(tmp_path / "data"),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = results.read_text()
+    assert "## Import benchmark\n\nsomeone else's numbers\n" in text
+    assert text.count("## Build benchmark") == 1
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    engines = {line.split("|")[1].strip() for line in table[1:]}
+    assert engines == {"flowatlas", "duckdb", "polars"}
+    verdicts = [line.rstrip(" |").rsplit("|", 1)[1].strip() for line in table[1:]]
+    assert verdicts == ["reference", "equal", "equal", "equal"], table
+
+
+def test_write_section_replaces_only_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "RESULTS.md"
+    write_section(path, "Build benchmark", "first")
+    path.write_text(path.read_text() + "\n## Other\n\nother text\n")
+    write_section(path, "Build benchmark", "second")
+    write_section(path, "Third", "third")
+    text = path.read_text()
+    assert "first" not in text
+    assert text.index("## Build benchmark\n\nsecond") < text.index("## Other\n\nother text")
+    assert text.rstrip().endswith("## Third\n\nthird")
+
+
+def test_run_measured_counts_the_whole_process_tree(tmp_path: Path) -> None:
+    """A grandchild's memory is in the peak (Dask workers are grandchildren of a build)."""
+    script = tmp_path / "alloc.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import subprocess, sys, time
+            if sys.argv[1:] == ["child"]:
+                block = bytearray(300 * 2**20)  # touched: bytearray zero-fills
+                time.sleep(0.5)
+            else:
+                subprocess.run([sys.executable, __file__, "child"], check=True)
+            """
+        )
+    )
+    m = run_measured([sys.executable, str(script)])
+    assert m.returncode == 0, m.stderr
+    assert m.peak_rss >= 300 * 2**20
+    assert m.seconds >= 0.5
+    failed = run_measured([sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert failed.returncode == 3
+    with pytest.raises(RuntimeError, match="exit 3"):
+        failed.check("exit three")
+
+
+def test_markdown_table_lines_up() -> None:
+    lines = markdown_table(["a", "long header"], [[1, 2], ["wide cell", 3]]).splitlines()
+    assert len({len(line) for line in lines}) == 1
+    assert lines[1].startswith("|---")
