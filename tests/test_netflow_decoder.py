@@ -1059,6 +1059,18 @@ def test_bulk_decoding_keeps_each_records_context() -> None:
         assert r["sampling_rate"] == (8 if i % 2 == 0 and i > 10 else 0)
 
 
+def test_v9_and_ipfix_with_the_same_template_keep_their_time_rules() -> None:
+    fields = [*BASIC, (22, 4)]
+    v9 = v9_packet(
+        template(256, fields, 0), flowset(256, basic_record() + u(40_000, 4)), uptime=50_000
+    )
+    ipfix = ipfix_message(template(256, fields, 2), flowset(256, basic_record() + u(40_000, 4)))
+    rows, _, _ = decode(v9, ipfix)
+    assert len(rows) == 2
+    # v9: 10 s before the header's uptime of 50 s; IPFIX: no system init time, the export time
+    assert sorted(r["time_start"] for r in rows) == [EXPORT * US - 10 * US, EXPORT * US]
+
+
 def test_take_flushes_and_batches_balance() -> None:
     dec = NetflowDecoder("test")
     dec.feed(v5_packet([v5_record()] * 30), EXPORTER, "p1")

@@ -8,10 +8,13 @@ such as sampling rates and system init times) per exporter address and observati
 Design, in short:
 
 - Headers, templates and options records are parsed in plain Python: they are few.
-- Data records of one template share one fixed layout, so a whole flowset is decoded at once
-  with ``np.frombuffer`` on a structured dtype. Templates with variable-length fields (IPFIX)
-  are split record by record, the mapped fields copied into a fixed layout, and decoded the
-  same way.
+- Data records of one template share one fixed layout, so they are decoded with
+  ``np.frombuffer`` on a structured dtype: not one flowset at a time but all the flowsets of
+  that layout queued since the last decode (up to ``decode_every`` records), because routers
+  send few records per packet and numpy's per-call cost would dominate. Each queued record
+  keeps its own packet's context (export time, uptime, exporter, the options state at its
+  arrival). Templates with variable-length fields (IPFIX) are split record by record, the
+  mapped fields copied into a fixed layout, and decoded the same way.
 - Counters are stored raw, as exported, with ``sampling_rate`` filled in (0 = not reported or
   unsampled), so an importer built on this decoder writes ``flowatlas.counts = raw``.
 - Nothing is lost silently. A record that cannot become a row goes to the quarantine table
@@ -454,7 +457,7 @@ class NetflowDecoder:
         self._held_bytes = 0
         self._domains: dict[_DomainKey, _DomainState] = {}
         self._shapes: dict[tuple[tuple[_Field, ...], bool], _Template] = {}
-        self._queues: dict[int, _Queue] = {}
+        self._queues: dict[tuple[int, int], _Queue] = {}
         self._queued = 0
         self._out = _Out()
 
@@ -685,6 +688,8 @@ class NetflowDecoder:
             old = queue.popleft()
             self._held_bytes -= len(old.body)
             self._give_up(key, old, f"more than {self.max_held_flowsets} flowsets waiting")
+            if not queue:
+                del self._held[key]
         while self._held_bytes > self.max_held_bytes and self._held:
             first = next(iter(self._held))
             old = self._held[first].popleft()
@@ -849,9 +854,12 @@ class NetflowDecoder:
         indices: np.ndarray | None = None,
     ) -> None:
         """Queue n fixed-layout flow records; they are decoded in bulk later."""
-        queue = self._queues.get(id(layout))
+        # one queue per layout and version: v9 and IPFIX templates may share a layout, but
+        # not the meaning of their uptime fields
+        key = (id(layout), pkt.version)
+        queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[id(layout)] = _Queue(layout, pkt.version)
+            queue = self._queues[key] = _Queue(layout, pkt.version)
         queue.bufs.append(buf)
         queue.counts.append(n)
         queue.packets.append(pkt)
