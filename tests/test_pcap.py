@@ -329,6 +329,16 @@ def test_snaplen_cut_packet_is_yielded_short_and_counted() -> None:
     assert stats.truncated == 1
 
 
+def test_offloaded_packets_without_ip_length() -> None:
+    """Captured before segmentation offload: IPv4 total length 0, IPv6 payload length 0."""
+    v4 = ipv4(udp(b"offload"), total=0)
+    v6 = ipv6(udp(b"offload6"), plen=0)
+    stats = CaptureStats()
+    got = datagrams(pcap([v4, v6, (v4[:-3], len(v4))], linktype=101), stats)
+    assert [d.payload for d in got] == [b"offload", b"offload6", b"offl"]
+    assert stats.truncated == 1  # only the one the snap length cut
+
+
 def test_packet_cut_inside_headers_is_counted() -> None:
     frame = ether(ipv4(udp(b"0123456789")))
     stats = CaptureStats()

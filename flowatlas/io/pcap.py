@@ -429,17 +429,18 @@ class _Network:
         if proto != _PROTO_UDP:
             stats.other += 1
             return None
+        avail = len(data) - off
         if total == 0:  # segmentation offload: the length was never filled in
-            total = len(data) - off + (1 if cut else 0)
-        if total < ihl:
+            total = avail  # only the link layer can tell whether the packet was cut
+        elif total < ihl:
             stats.malformed += 1
             return None
-        avail = len(data) - off
+        else:
+            cut = total > avail  # the IP header knows better than the link layer
         if avail < ihl:
             stats.truncated += 1
             stats.note(number, "truncated packet")
             return None
-        cut = total > avail  # the IP header knows better than the link layer
         src = _V4_MAPPED + bytes(data[off + 12 : off + 16])
         l4 = data[off + ihl : off + min(total, avail)]
         more = bool(frag & 0x2000)
@@ -471,8 +472,9 @@ class _Network:
         dst = bytes(data[off + 24 : off + 40])
         avail = len(data) - off - 40
         if plen == 0:  # jumbogram or offload: take what is there
-            plen = avail + (1 if cut else 0)
-        cut = plen > avail
+            plen = avail  # only the link layer can tell whether the packet was cut
+        else:
+            cut = plen > avail
         payload = data[off + 40 : off + 40 + min(plen, avail)]
         pos = 0
         frag = None
