@@ -1164,6 +1164,10 @@ def test_netflow_pcap_sniff(tmp_path: Path) -> None:
     path = _exports_pcap(tmp_path)
     head = path.read_bytes()[:4096]
     assert NetflowPcapImporter.sniff(path, head)
+    late = tmp_path / "late.pcap"  # exports after 4 KiB of other traffic
+    noise = UdpDatagram(0, EXPORTER, 53, 53, b"\x12\x34\x01\x00\x00\x01" + b"\0" * 500)
+    write_pcap(late, [noise] * 20 + [UdpDatagram(0, EXPORTER, 1, 2, v5_packet([v5_record()]))])
+    assert NetflowPcapImporter.sniff(late, late.read_bytes()[:4096])
     dns_only = tmp_path / "dns.pcap"
     write_pcap(
         dns_only, [UdpDatagram(0, EXPORTER, 53, 53, b"\x12\x34\x01\x00\x00\x01" + b"\0" * 9)]

@@ -185,8 +185,8 @@ def write_pcap(
     """Write UDP datagrams as a classic pcap (link type raw IP); return how many were written.
 
     For tests, synthetic inputs, and replaying payload files with standard tools (tshark,
-    nfcapd). IPv4-mapped sources are written as IPv4, others as IPv6; ``dst_ip`` must be of
-    the same family as each source. Checksums are left at 0 (none), as captures often have.
+    nfcapd). IPv4-mapped sources are written as IPv4 packets to the last four bytes of
+    ``dst_ip``, others as IPv6 packets to all 16. UDP checksums are 0 (none), as IPv4 allows.
     """
     n = 0
     with open(path, "wb") as fh:

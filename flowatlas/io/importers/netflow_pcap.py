@@ -41,6 +41,9 @@ from flowatlas.schema import COUNTS_RAW
 
 log = logging.getLogger(__name__)
 
+#: how many packets of a capture sniff() looks at for a NetFlow datagram
+SNIFF_PACKETS = 10_000
+
 __all__ = ["NetflowPayloadImporter", "NetflowPcapImporter"]
 
 
@@ -88,18 +91,23 @@ class NetflowPcapImporter(Importer):
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
-        """A capture whose first packets include NetFlow, or no UDP to judge by."""
+        """A capture with a NetFlow/IPFIX datagram among its first packets.
+
+        Exports may follow other traffic (pmacct's captures open with BMP over TCP), so up to
+        :data:`SNIFF_PACKETS` packets of the file are looked at, not only ``head``.
+        """
         if not is_capture(head):
             return False
-        seen_udp = False
+        stats = CaptureStats()
         try:
-            for _, datagram in iter_datagrams(head):
-                seen_udp = True
+            for _, datagram in iter_datagrams(path, stats):
                 if looks_like_netflow(datagram.payload):
                     return True
+                if stats.packets >= SNIFF_PACKETS:
+                    break
         except InputError:
             return False
-        return not seen_udp
+        return False
 
     def read(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
         """Decode every NetFlow/IPFIX datagram of the capture at ``path``."""
