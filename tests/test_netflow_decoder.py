@@ -408,6 +408,12 @@ PROTOCOLS = {"icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "i
 PROTOCOLS |= {"ospf": 89, "pim": 103, "vrrp": 112, "sctp": 132}
 
 
+@pytest.mark.shared_data
+def test_every_pmacct_folder_is_compared() -> None:
+    root = need_data(PMACCT) / PMACCT
+    assert sorted(p.parent.name for p in root.glob("*/traffic-00.pcap")) == PMACCT_TESTS
+
+
 def _import_pcaps(folder: Path) -> tuple[pa.Table, pa.Table]:
     tables, quarantines = [], []
     for pcap_path in sorted(folder.glob("traffic-*.pcap")):
