@@ -2,14 +2,17 @@
 
 - nfcapd: ``flowatlas import`` of one nfcapd file of N records (real softflowd flows from
   ../shared/data, merged N/9705 times with ``nfdump -R DIR -w``) next to ``nfdump -r FILE -o
-  csv`` alone (and the ``-o fmt:`` output flowatlas actually asks nfdump for);
+  csv`` alone, and the ``-o fmt:`` output flowatlas actually asks nfdump for;
 - CSV: ``flowatlas import --format csv`` of the same N records written as CSV next to
-  pyarrow's CSV reader alone (``pyarrow.csv.read_csv`` defaults: threads, type inference).
+  pyarrow's CSV reader alone (``pyarrow.csv.read_csv`` with its defaults).
 
-Each measurement is repeated (interleaved) and the median reported, in records per second.
-Usage::
+Every case is a command a user would run, measured as a child process with the shared
+measuring stick (``bench/_common.py``: wall time and CPU time); Python's start-up is measured
+too, so it can be told apart. Cases are interleaved and repeated; the median is reported.
+(Peak memory per worker is about 0.5 to 0.9 GB at the default ``--batch-rows``, measured with
+``/usr/bin/time -v``; mostly the allocator keeping freed blocks.) Usage::
 
-    python bench/bench_import.py [--records N] [--repeat R] [--results bench/RESULTS-import.md]
+    python bench/bench_import.py [--records N] [--repeat R] [--results FILE]
 
 Needs nfdump (Debian package) and the shared data folder (FLOWATLAS_DATA).
 """
@@ -17,21 +20,29 @@ Needs nfdump (Debian package) and the shared data folder (FLOWATLAS_DATA).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from _common import (
+    Measurement,
+    git_revision,
+    load_average,
+    machine,
+    markdown_table,
+    rate,
+    run_measured,
+    versions,
+    write_section,
+)
 
 from flowatlas.addresses import format_addresses
 from flowatlas.io.commands import import_sources
@@ -42,9 +53,11 @@ from flowatlas.io.importers.nfdump import (
     nfdump_version,
     summary_totals,
 )
-from flowatlas.testing import shared_data_dir, shared_data_missing
+from flowatlas.testing import REPO_ROOT, shared_data_dir, shared_data_missing
 
 SOURCE = "flow_exports/generated_nfcapd/pkt.TCP.DOMINATE.syn.ecn.cwr.pcapng/nfcapd.202611250000"
+RESULTS = Path(__file__).resolve().parent / "RESULTS-import.md"
+HEADING = "Import throughput (bench/bench_import.py)"
 
 
 def build_nfcapd(workdir: Path, records: int) -> tuple[Path, int]:
@@ -64,23 +77,6 @@ def build_nfcapd(workdir: Path, records: int) -> tuple[Path, int]:
     subprocess.run([binary, "-R", str(indir), "-w", str(big)], check=True, env=nfdump_env())
     shutil.rmtree(indir)
     return big, summary_totals(binary, big)[0]
-
-
-def time_command(argv: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=nfdump_env())
-    return time.perf_counter() - t0
-
-
-def time_import(path: Path, workdir: Path, **kw) -> float:
-    out = Path(tempfile.mkdtemp(dir=workdir))
-    t0 = time.perf_counter()
-    summary = import_sources([path], out, jobs=1, progress=False, **kw)
-    elapsed = time.perf_counter() - t0
-    if summary.failed:
-        raise SystemExit(f"bench_import: {summary.failed[0].error}")
-    shutil.rmtree(out)
-    return elapsed
 
 
 def write_csv(archive_rows: pa.Table, path: Path) -> None:
@@ -103,98 +99,117 @@ def write_csv(archive_rows: pa.Table, path: Path) -> None:
     pacsv.write_csv(text, path)
 
 
-def median_rate(n: int, runs: list[float]) -> str:
-    return f"{n / statistics.median(runs):,.0f}"
+def shell(argv: list[str], out: Path) -> list[str]:
+    """``argv > out`` through sh (the baselines print; their output goes to /dev/null)."""
+    import shlex
+
+    return ["sh", "-c", " ".join(shlex.quote(a) for a in argv) + f" > {shlex.quote(str(out))}"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--results", type=Path, help="append the results table to this file")
+    ap.add_argument("--results", type=Path, default=None, help=f"results file [{RESULTS}]")
+    ap.add_argument("--no-results", action="store_true", help="print only")
     args = ap.parse_args(argv)
 
     binary = nfdump_binary()
-    version = ".".join(map(str, nfdump_version(binary)))
+    nf_version = ".".join(map(str, nfdump_version(binary)))
     fmt = "fmt:" + ",".join(tok for _, tok in FIELDS)
+    py = sys.executable
+    flowatlas = [py, "-m", "flowatlas"]
+    env = nfdump_env()
     with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
         work = Path(tmp)
         big, n = build_nfcapd(work, args.records)
-        archive = work / "archive"
-        import_sources([big], archive, jobs=1, progress=False)
-        rows = pq.read_table(archive)
+        import_sources([big], work / "seed", jobs=1, progress=False)
         csv_path = work / "flows.csv"
-        write_csv(rows, csv_path)
+        write_csv(pq.read_table(work / "seed"), csv_path)
+        shutil.rmtree(work / "seed")
         csv_mib = csv_path.stat().st_size / 2**20
+        null = Path("/dev/null")
+        out = work / "out"
 
-        cases: dict[str, Callable[[], float]] = {
-            "nfcapd: nfdump -r FILE -o csv > /dev/null": lambda: time_command(
-                [binary, "-r", str(big), "-o", "csv"]
+        cases: dict[str, list[str]] = {
+            "python start-up (import flowatlas.io.commands)": [
+                py,
+                "-c",
+                "import flowatlas.io.commands, flowatlas.io.importers",
+            ],
+            "nfcapd: nfdump -r FILE -o csv > /dev/null": shell(
+                [binary, "-r", str(big), "-o", "csv"], null
             ),
-            "nfcapd: nfdump -q -N -6 -o fmt:... (what flowatlas reads)": lambda: time_command(
-                [binary, "-q", "-N", "-6", "-r", str(big), "-o", fmt]
+            "nfcapd: nfdump -q -N -6 -r FILE -o fmt:... (what flowatlas reads)": shell(
+                [binary, "-q", "-N", "-6", "-r", str(big), "-o", fmt], null
             ),
-            "nfcapd: flowatlas import (1 job, to Parquet)": lambda: time_import(big, work),
-            "csv: pyarrow.csv.read_csv (defaults)": lambda: _timed(
-                lambda: pacsv.read_csv(csv_path)
-            ),
-            "csv: pyarrow.csv.read_csv (text columns, 1 thread)": lambda: _timed(
-                lambda: pacsv.read_csv(
-                    csv_path,
-                    read_options=pacsv.ReadOptions(use_threads=False),
-                    convert_options=pacsv.ConvertOptions(
-                        column_types={c: pa.string() for c in rows.column_names}
-                    ),
-                )
-            ),
-            "csv: flowatlas import --format csv (1 job, to Parquet)": lambda: time_import(
-                csv_path, work, fmt="csv"
-            ),
+            "nfcapd: flowatlas import FILE -j 1 (to Parquet)": [
+                *flowatlas,
+                "import",
+                str(big),
+                "--out",
+                str(out),
+                "-j",
+                "1",
+                "-q",
+            ],
+            "csv: python -c pyarrow.csv.read_csv(FILE)": [
+                py,
+                "-c",
+                f"import pyarrow.csv as c; c.read_csv({str(csv_path)!r})",
+            ],
+            "csv: flowatlas import FILE --format csv -j 1 (to Parquet)": [
+                *flowatlas,
+                "import",
+                str(csv_path),
+                "--format",
+                "csv",
+                "--out",
+                str(out),
+                "-j",
+                "1",
+                "-q",
+            ],
         }
-        runs: dict[str, list[float]] = {k: [] for k in cases}
-        load_before = os.getloadavg()
+        runs: dict[str, list[Measurement]] = {k: [] for k in cases}
+        load_before = load_average()
         for _ in range(args.repeat):
-            for name, fn in cases.items():
-                runs[name].append(fn())
-        load_after = os.getloadavg()
+            for name, cmd in cases.items():
+                shutil.rmtree(out, ignore_errors=True)
+                runs[name].append(run_measured(cmd, env=env).check(name))
+        load_after = load_average()
 
-    cpu = _cpu_model()
-    lines = [
-        f"## Import throughput ({dt.date.today().isoformat()})",
-        "",
-        f"Machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"pyarrow {pa.__version__}, nfdump {version}. {n:,} records "
-        f"(nfcapd {big.name}: real softflowd flows merged; CSV {csv_mib:.0f} MiB). "
-        f"Median of {args.repeat} interleaved runs; load average "
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after.",
-        "",
-        "| case | records/s | median s |",
-        "|---|---:|---:|",
-    ]
-    for name, times in runs.items():
-        lines.append(f"| {name} | {median_rate(n, times)} | {statistics.median(times):.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.results:
-        with open(args.results, "a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
+    rows = []
+    for name, ms in runs.items():
+        wall = statistics.median(m.seconds for m in ms)
+        cpu = statistics.median(m.cpu_seconds for m in ms)
+        rps = "-" if name.startswith("python") else rate(n, wall)
+        rows.append([name, rps, f"{wall:.2f}", f"{cpu:.2f}"])
+    m = machine()
+    v = versions("pyarrow", "numpy", "numba")
+    body = "\n".join(
+        [
+            f"{n:,} flow records: an nfcapd file of real softflowd flows (merged copies of "
+            f"`{Path(SOURCE).parent.name}`), and the same records as a {csv_mib:.0f} MiB CSV. "
+            f"Median of {args.repeat} interleaved runs, each a child process.",
+            "",
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, {m['os']}, "
+            f"Python {m['python']}; nfdump {nf_version}, pyarrow {v['pyarrow']}, "
+            f"numpy {v['numpy']}, numba {v['numba']}; flowatlas {git_revision(REPO_ROOT)}. "
+            f"Load average {load_before} before, {load_after} after (other work on the "
+            "machine slows every case alike; compare rows, not runs).",
+            "",
+            markdown_table(["case", "records/s", "wall s", "CPU s"], rows),
+            "",
+            "records/s = records / median wall time, start-up included. Peak memory is not "
+            "shown: the kernel's high-water mark of a forked child starts at the benchmark "
+            "process's own size, which hides small tools' real peaks.",
+        ]
+    )
+    print(f"## {HEADING}\n\n{body}")
+    if not args.no_results:
+        write_section(args.results or RESULTS, HEADING, body)
     return 0
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
