@@ -121,6 +121,7 @@ class Measurement:
     returncode: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system time of the child and its reaped descendants
 
     def check(self, what: str) -> Measurement:
         """Raise with the command's stderr if it failed."""
@@ -153,6 +154,8 @@ def run_measured(
 ) -> Measurement:
     """Run ``argv`` and measure its wall time and the peak RSS of its process tree.
 
+    CPU time (user + system, from ``wait4``) covers the child and the descendants it reaped;
+    on a shared machine it moves less than wall time when others compete for the cores.
     The tree is polled every ``poll_seconds`` (short peaks between polls can be missed, so the
     result is also at least the kernel's high-water mark of the child itself, from ``wait4``).
     Output is captured to temporary files, so a chatty child never blocks on a full pipe.
@@ -197,7 +200,14 @@ def run_measured(
         out.seek(0)
         err.seek(0)
         high_water = usage.ru_maxrss * 1024  # KiB on Linux
-        return Measurement(seconds, max(peak, high_water), child.returncode, out.read(), err.read())
+        return Measurement(
+            seconds,
+            max(peak, high_water),
+            child.returncode,
+            out.read(),
+            err.read(),
+            usage.ru_utime + usage.ru_stime,
+        )
 
 
 # --------------------------------------------------------------------------- reporting

@@ -755,6 +755,7 @@ def report(results: list[Result], records: int, args: argparse.Namespace) -> str
                 r.engine,
                 r.mode,
                 f"{m.seconds:.2f}",
+                f"{m.cpu_seconds:.1f}",
                 rate(records, m.seconds),
                 mib(m.peak_rss),
                 f"{base.seconds / m.seconds:.2f}",
@@ -767,6 +768,7 @@ def report(results: list[Result], records: int, args: argparse.Namespace) -> str
             "engine",
             "mode",
             "seconds",
+            "CPU s",
             "records/s",
             "peak RSS MiB",
             "time flowatlas-eager/this",
@@ -789,7 +791,9 @@ def report(results: list[Result], records: int, args: argparse.Namespace) -> str
         table,
         "",
         "Seconds: wall time from process start to exit, best of "
-        f"{args.repeat} (start-up and imports included). Peak RSS: summed over the process "
+        f"{args.repeat} (start-up and imports included). CPU s: user + system time of the "
+        "process tree (less disturbed than wall time when other work shares the machine). "
+        "Peak RSS: summed over the process "
         "tree (Dask scheduler, nanny and workers included). Ratios above 1 mean flowatlas "
         "eager takes longer (or more memory) than that engine.",
         "",

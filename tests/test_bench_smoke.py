@@ -85,6 +85,7 @@ def test_run_measured_counts_the_whole_process_tree(tmp_path: Path) -> None:
     assert m.returncode == 0, m.stderr
     assert m.peak_rss >= 300 * 2**20
     assert m.seconds >= 0.5
+    assert m.cpu_seconds > 0
     failed = run_measured([sys.executable, "-c", "import sys; sys.exit(3)"])
     assert failed.returncode == 3
     with pytest.raises(RuntimeError, match="exit 3"):
