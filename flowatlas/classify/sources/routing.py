@@ -332,26 +332,35 @@ def _libloc_dump(
 def _libloc_tsv(
     path: Path, name: str, options: Mapping[str, Any], text: str
 ) -> list[Layer | AsnTable]:
-    rows, prefixes, asns, countries, lines = 0, [], [], [], []
-    for i, raw in enumerate(text.split("\n"), start=1):
-        if not raw.strip() or raw.startswith("#"):
-            continue
-        parts = raw.rstrip("\r").split("\t")
-        if len(parts) < 2:
-            raise InputError(
-                f"{path}: line {i}: expected tab-separated 'prefix, asn, country, flags' "
-                f"(or a `location dump`), got {raw[:80]!r}"
-            )
-        prefixes.append(parts[0])
-        asns.append(parts[1])
-        countries.append(parts[2] if len(parts) > 2 and parts[2] else None)
-        lines.append(i)
-        rows += 1
-    line_arr = np.asarray(lines, dtype=np.int64)
+    data = text.encode()
+    head = 0  # leading comment lines (the export's header)
+    for line in text[:65536].split("\n"):
+        if not line.startswith("#"):
+            break
+        head += 1
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(
+                column_names=["prefix", "asn", "country", "flags"], skip_rows=head
+            ),
+            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in ("prefix", "asn", "country", "flags")},
+                strings_can_be_null=True,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise InputError(
+            f"{path}: expected tab-separated 'prefix, asn, country, flags' "
+            f"(or a `location dump`): {exc}"
+        ) from None
+    line_arr = _nonblank_lines(data)[head:][: table.num_rows]
+    prefixes = table.column("prefix").combine_chunks().fill_null("")
     attrs = pa.table(
         {
-            "asn": parse_asn_column(pa.array(asns, pa.string()), line_arr, path),
-            "country": pa.array(countries, pa.string()),
+            "asn": parse_asn_column(table.column("asn"), line_arr, path),
+            "country": table.column("country"),
         }
     )
     out: list[Layer | AsnTable] = [
