@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from flowatlas.engine.pipeline import (
+    Counts,
     FragmentStats,
+    MapResult,
     PartitionResult,
     combine,
     map_task,
@@ -38,22 +39,35 @@ def run_eager(
     tasks: list[list[Fragment]], plan: BuildPlan, progress: Progress | None = None
 ) -> tuple[PartitionResult, FragmentStats]:
     """Run the whole build in this process (small archives, tests, debugging)."""
-    stats = FragmentStats()
-    pieces: list[list[Any]] = [[] for _ in range(plan.partitions)]
+    maps: list[MapResult] = []
+    total = len(tasks) + plan.partitions
     for i, task in enumerate(tasks):
-        parts, st = map_task(task, plan)
-        stats.add(st)
-        for j, p in enumerate(parts):
-            pieces[j].append(p)
+        maps.append(map_task(task, plan))
         if progress:
-            progress("map", i + 1, len(tasks))
-    results = []
+            progress("map", i + 1, total)
+    counts = []
     for j in range(plan.partitions):
-        results.append(reduce_partition(pieces[j], plan))
-        pieces[j] = []
+        counts.append(reduce_partition([m.pieces[j] for m in maps], plan))
+        for m in maps:
+            m.pieces[j] = None  # type: ignore[call-overload]  # free as we go
         if progress:
-            progress("reduce", j + 1, plan.partitions)
-    return combine(results, plan.rollups), stats
+            progress("reduce", len(tasks) + j + 1, total)
+    return combine(maps, counts, plan), _stats(m.stats for m in maps)
+
+
+def _stats(parts) -> FragmentStats:
+    stats = FragmentStats()
+    for st in parts:
+        stats.add(st)
+    return stats
+
+
+def _piece(result: MapResult, j: int) -> Any:
+    return result.pieces[j]
+
+
+def _without_pieces(result: MapResult) -> MapResult:
+    return MapResult(result.cell_keys, result.cell_sums, [], result.stats)
 
 
 @contextlib.contextmanager
@@ -100,11 +114,10 @@ def run_dask(
 
     [plan_f] = client.scatter([plan], broadcast=True, hash=False)
     maps = client.map(map_task, tasks, plan=plan_f, pure=False)
-    stat_fs = [client.submit(operator.getitem, m, 1, pure=False) for m in maps]
-    part_fs = [client.submit(operator.getitem, m, 0, pure=False) for m in maps]
+    heads = [client.submit(_without_pieces, m, pure=False) for m in maps]
     reduces = []
     for j in range(plan.partitions):
-        pieces = [client.submit(operator.getitem, p, j, pure=False) for p in part_fs]
+        pieces = [client.submit(_piece, m, j, pure=False) for m in maps]
         reduces.append(client.submit(_reduce_list, pieces, plan_f, pure=False))
 
     total = len(maps) + len(reduces)
@@ -115,19 +128,15 @@ def run_dask(
                 fut.result()  # raises the task's exception here
             done += 1
             if progress:
-                stage = "map" if done <= len(maps) else "reduce"
-                progress(stage, done, total)
-        results = client.gather(reduces)
-        stats_list = client.gather(stat_fs)
+                progress("map" if done <= len(maps) else "reduce", done, total)
+        counts = client.gather(reduces)
+        results = client.gather(heads)
     except FlowatlasError:
         raise
     except OSError as exc:
         raise SchedulerError(f"Dask cluster failed during the build: {exc}") from None
-    stats = FragmentStats()
-    for st in stats_list:
-        stats.add(st)
-    return combine(results, plan.rollups), stats
+    return combine(results, counts, plan), _stats(r.stats for r in results)
 
 
-def _reduce_list(pieces: list[Any], plan: BuildPlan) -> PartitionResult:
+def _reduce_list(pieces: list[Any], plan: BuildPlan) -> Counts:
     return reduce_partition(pieces, plan)
