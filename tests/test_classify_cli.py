@@ -106,3 +106,29 @@ def test_bad_input_is_one_line_error(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "bad.txt: line 2: not a CIDR prefix" in err and err.count("\n") == 1
     assert main(["classify", "compile", "--out", str(tmp_path / "y.fatable")]) == 2
+
+
+def test_load_table_from_config_sources_and_from_a_compiled_file(tmp_path) -> None:
+    from flowatlas.classify import load_table
+    from flowatlas.config import load_config
+
+    _files(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[classify]\nnetwork_types = ["Partner"]\n'
+        '[[classify.sources]]\npath = "cloud.txt"\nformat = "cidr-list"\n'
+        'network_type = "Partner"\norg = "Pals"\n'
+        '[[classify.sources]]\npath = "routes.csv"\n'
+    )
+    table = load_table(load_config(cfg))
+    codes = table.type_codes(load_config(cfg).network_types)
+    assert len(codes) == table.networks.num_rows + 1
+    from flowatlas.addresses import parse_addresses
+
+    hi, lo, _ = parse_addresses(["10.1.0.1"])
+    d = table.describe(int(table.lookup(hi, lo)[0]))
+    assert (d["network_type"], d["org"], d["asn"]) == ("Partner", "Pals", 64500)
+    table.save(tmp_path / "saved.fatable")
+    (tmp_path / "d.toml").write_text('[classify]\ntable = "saved.fatable"\n')
+    again = load_table(load_config(tmp_path / "d.toml"))
+    assert again.digest == table.digest and again.provenance()["sources"] == table.sources
