@@ -221,7 +221,7 @@ def _text(arr: pa.Array) -> pa.Array:
         arr = arr.cast(pa.string())
     elif pa.types.is_string_view(arr.type):
         arr = arr.cast(pa.string())
-    return pc.utf8_trim_whitespace(arr)
+    return pc.ascii_trim_whitespace(arr)
 
 
 def _match(arr: pa.Array, pattern: str) -> np.ndarray:
