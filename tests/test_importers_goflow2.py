@@ -205,3 +205,12 @@ def test_json_wrong_types_are_quarantined(tmp_path):
         "bad_time",
         "counter_overflow",
     ]
+
+
+def test_records_without_addresses_are_quarantined(tmp_path):
+    f = tmp_path / "noaddr.json"
+    no_addr = {k: v for k, v in V2.items() if k not in ("src_addr", "dst_addr")}
+    f.write_text(json.dumps(no_addr) + "\n" + json.dumps(no_addr) + "\n")
+    table, quarantine, read = read_all("goflow2-json", f)
+    assert read == 2 and table.num_rows == 0
+    assert quarantine["reason"].to_pylist() == ["missing_address"] * 2

@@ -587,8 +587,11 @@ class ColumnConverter:
                     flag(~valid, "missing_address", fname)
                 addr[fname] = (hi.astype(np.uint64), lo.astype(np.uint64))
                 continue
-            if not _is_text(arr):
-                flag(_valid(arr), "bad_address", fname)
+            if not _is_text(arr):  # numbers, lists, all-null: no address here
+                valid = _valid(arr)
+                if fname != "exporter":
+                    flag(~valid, "missing_address", fname)
+                flag(valid, "bad_address", fname)
                 z = np.zeros(n, dtype=np.uint64)
                 addr[fname] = (z, z)
                 continue
