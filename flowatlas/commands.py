@@ -114,7 +114,7 @@ def synth(records, start, days, seed, out, workers, overwrite, quiet) -> None:
 
 
 def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, partitions,
-               partition_rows, overwrite, quiet):  # fmt: skip
+               partition_rows, overwrite, quiet, processes=False):  # fmt: skip
     from flowatlas.engine.build import build_cube
 
     bar = _Bar(0, "build", "task", quiet)
@@ -132,6 +132,7 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
             table=table,
             workers=workers,
             scheduler=scheduler,
+            processes=processes,
             partitions=partitions,
             partition_rows=partition_rows,
             overwrite=overwrite,
@@ -151,10 +152,11 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
 @click.option("--table", type=click.Path(path_type=Path), default=None,
               help="Compiled prefix table (.fatable) instead of the config's sources.")  # fmt: skip
 @click.option("--workers", type=int, default=None,
-              help="Local Dask worker processes [cores]; 0 runs in this process.")  # fmt: skip
+              help="Tasks at once on the local Dask cluster [cores]; 0: no Dask.")  # fmt: skip
 @click.option(
     "--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786)."
 )
+@click.option("--processes", is_flag=True, help="Local cluster of worker processes, not threads.")
 @click.option(
     "--partitions",
     type=int,
@@ -166,8 +168,9 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
 @click.option("--overwrite", is_flag=True, help="Replace an existing cube at --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def build(
-    archive, out, config, table, workers, scheduler, partitions, partition_rows, overwrite, quiet
-) -> None:
+    archive, out, config, table, workers, scheduler, processes, partitions, partition_rows,
+    overwrite, quiet,
+) -> None:  # fmt: skip
     """Build the cube of a flow archive: orient, classify, bucket, accumulate, count.
 
     Runs on a local Dask cluster by default (or --scheduler); the cube is the same byte for
@@ -189,6 +192,7 @@ def build(
         partition_rows=partition_rows,
         overwrite=overwrite,
         quiet=quiet,
+        processes=processes,
     )
     dt = time.perf_counter() - t0
     q = sum(s.quarantined.values())

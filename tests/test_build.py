@@ -46,7 +46,9 @@ def test_same_cube_byte_for_byte(archive, reference, tmp_path, workers, partitio
 
 
 def test_same_cube_with_four_workers(archive, reference, tmp_path):
-    build_cube(archive, tmp_path / "cube", workers=4, partitions=8, partition_rows=4_000)
+    build_cube(
+        archive, tmp_path / "cube", workers=4, partitions=8, partition_rows=4_000, processes=True
+    )
     assert cube_bytes(tmp_path / "cube") == reference
 
 
@@ -129,8 +131,8 @@ def test_existing_cube_needs_overwrite(archive, tmp_path, reference):
     assert cube_bytes(tmp_path / "cube") == reference
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_failed_build_leaves_no_partial_cube(archive, tmp_path, workers):
+@pytest.mark.parametrize(("workers", "processes"), [(0, False), (2, False), (2, True)])
+def test_failed_build_leaves_no_partial_cube(archive, tmp_path, workers, processes):
     copy = tmp_path / "archive"
     shutil.copytree(archive, copy)
     victim = sorted(copy.rglob("*.parquet"))[20]
@@ -138,7 +140,7 @@ def test_failed_build_leaves_no_partial_cube(archive, tmp_path, workers):
     raw[64:2000] = b"\xff" * 1936  # the footer survives; the row group does not
     victim.write_bytes(bytes(raw))
     with pytest.raises(InputError, match=rf"{victim.name}: row group\(s\) 0: unreadable"):
-        build_cube(copy, tmp_path / "cube", workers=workers)
+        build_cube(copy, tmp_path / "cube", workers=workers, processes=processes)
     assert not (tmp_path / "cube").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["archive"]
 

@@ -65,6 +65,7 @@ def build_cube(
     table: PrefixTable | str | os.PathLike[str] | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    processes: bool = False,
     partitions: int | None = None,
     partition_rows: int | None = None,
     overwrite: bool = False,
@@ -72,8 +73,9 @@ def build_cube(
 ) -> BuildSummary:
     """Build the cube of ``archive`` into ``out``.
 
-    ``workers=0`` runs in this process; otherwise a Dask cluster runs it (``scheduler`` names
-    an existing one; by default a local cluster with ``workers`` processes, one per core).
+    ``workers=0`` runs in this process, one task at a time; otherwise a Dask cluster runs it
+    (``scheduler`` names an existing one; by default a local cluster of ``workers`` threads,
+    one per core, or of worker processes with ``processes``).
     The result does not depend on workers, partitions or scheduler. Nothing is written unless
     the whole build succeeds.
     """
@@ -101,7 +103,7 @@ def build_cube(
         if n_workers == 0 and not scheduler:
             result, stats = run_eager(tasks, plan, progress)
         else:
-            with dask_client(scheduler, n_workers or None) as client:
+            with dask_client(scheduler, n_workers or None, processes) as client:
                 result, stats = run_dask(client, tasks, plan, progress)
     except CounterOverflow as exc:
         raise InputError(f"{archive}: {exc}: the archive's totals exceed 64-bit counters") from None

@@ -26,6 +26,7 @@ from flowatlas.engine.pipeline import (
 from flowatlas.engine.plan import BuildPlan
 from flowatlas.errors import FlowatlasError
 from flowatlas.io.archive import Fragment
+from flowatlas.kernels import serial_kernels
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 CONNECT_TIMEOUT = "10s"  # how long to wait for a --scheduler before giving up
@@ -71,11 +72,15 @@ def _without_pieces(result: MapResult) -> MapResult:
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+def dask_client(
+    scheduler: str | None, workers: int | None, processes: bool = False
+) -> Iterator[Any]:
     """A distributed Client: to ``scheduler`` if given, else to a new local cluster.
 
-    The local cluster has one single-threaded worker process per core (numba kernels inside
-    a task use one thread, so processes don't oversubscribe the machine).
+    The local cluster runs ``workers`` tasks at once (default: one per core). By default they
+    are threads of this process: the kernels release the GIL, and results pass between tasks
+    without being copied. With ``processes`` each worker is its own process (isolation from
+    crashes, at the cost of serialising every result).
     """
     from distributed import Client, LocalCluster
 
@@ -90,17 +95,27 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
             client.close()
         return
     n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(
-        n_workers=n,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-        env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
-    )
+    if processes:
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+        )
+    else:
+        cluster = LocalCluster(
+            n_workers=1,
+            threads_per_worker=n,
+            processes=False,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     client = Client(cluster)
     try:
-        yield client
+        with serial_kernels() if not processes else contextlib.nullcontext():
+            yield client
     finally:
         client.close()
         cluster.close()

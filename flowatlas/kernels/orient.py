@@ -19,6 +19,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flowatlas.kernels import parallel_allowed
+
 INGRESS, EGRESS, INTERNAL, TRANSIT = 0, 1, 2, 3
 DIM_BITS = 15
 REGION_SHIFT, TYPE_SHIFT, DIR_SHIFT = 9, 3, 1
@@ -170,7 +172,7 @@ def orient_cpu(
     region = np.empty(n, np.int16)
     remote_is_dst = np.empty(n, np.bool_)
     link_type = np.empty(n, np.int16)
-    (_orient_par if n >= PARALLEL_MIN else _orient_ser)(
+    (_orient_par if n >= PARALLEL_MIN and parallel_allowed() else _orient_ser)(
         np.ascontiguousarray(src_reg, np.int32),
         np.ascontiguousarray(dst_reg, np.int32),
         np.ascontiguousarray(exp_reg, np.int16),
@@ -205,7 +207,7 @@ def cells_cpu(
     vol = np.empty(n, np.uint64)
     pk = np.empty(n, np.uint64)
     reason = np.empty(n, np.uint8)
-    (_cell_par if n >= PARALLEL_MIN else _cell_ser)(
+    (_cell_par if n >= PARALLEL_MIN and parallel_allowed() else _cell_ser)(
         np.ascontiguousarray(t_us, np.int64),
         np.int64(bucket_us),
         np.ascontiguousarray(region, np.int16),
