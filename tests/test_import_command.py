@@ -139,7 +139,7 @@ def test_config_counts_records_touching_no_local_prefix(tmp_path, capsys):
     assert main(["import", str(src), "--out", str(out), "--config", str(cfg)]) == 0
     text = capsys.readouterr().out
     # i % 250 = 0..19: only 10.7.0.1 is inside 10.7.0.0/24 -> 19 of 20 touch no local prefix
-    assert "19 written records touch none of the 2 configured local prefixes" in text
+    assert "19 of 20 written records touch none of the 2 configured local prefixes" in text
     assert open_archive(out).num_rows == 20  # counted, never dropped
     bad = tmp_path / "bad.toml"
     bad.write_text('[[regions]]\nname = "X"\nprefixes = ["10.0.0.1/8"]\n')

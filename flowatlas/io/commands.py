@@ -160,10 +160,10 @@ class ImportSummary:
         nl = self.no_local_prefix
         if nl is not None:
             lines.append(
-                f"  local     {nl:,} written records touch none of the "
-                f"{self.local_prefixes} configured local prefixes "
-                "(kept; counted as transit or unknown at build time)"
+                f"  local     {nl:,} of {self.records_written:,} written records touch none of "
+                f"the {self.local_prefixes} configured local prefixes"
             )
+            lines.append("            (kept: the build counts them as transit or unknown)")
         for r in self.failed:
             lines.append(f"  FAILED    {r.error}")
         rate = self.records_read / self.seconds if self.seconds > 0 else 0.0
