@@ -75,6 +75,7 @@ class CubeSettings:
 
     bucket: str = "1h"
     rollups: tuple[str, ...] = ROLLUPS
+    ipv6_prefix: int = 64
 
     @property
     def bucket_seconds(self) -> int:
@@ -108,7 +109,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data (what ``--dump`` prints), without location info."""
         d: dict[str, Any] = {
-            "cube": {"bucket": self.cube.bucket, "rollups": list(self.cube.rollups)},
+            "cube": {
+                "bucket": self.cube.bucket,
+                "rollups": list(self.cube.rollups),
+                "ipv6_prefix": self.cube.ipv6_prefix,
+            },
             "regions": [
                 {"name": r.name, "prefixes": list(r.prefixes), "exporters": list(r.exporters)}
                 for r in self.regions
@@ -184,11 +189,14 @@ def config_from_dict(
     """Validate plain data (as parsed from TOML) into a :class:`Config`."""
     _check_keys(data, _TOP_KEYS, origin)
     cube_d = _expect(data.get("cube", {}), dict, f"{origin}: cube")
-    _check_keys(cube_d, {"bucket", "rollups"}, f"{origin}: [cube]")
+    _check_keys(cube_d, {"bucket", "rollups", "ipv6_prefix"}, f"{origin}: [cube]")
     cube = CubeSettings(
         bucket=_expect(cube_d.get("bucket", "1h"), str, f"{origin}: cube.bucket"),
         rollups=_str_list(cube_d.get("rollups", list(ROLLUPS)), f"{origin}: cube.rollups"),
+        ipv6_prefix=_expect(cube_d.get("ipv6_prefix", 64), int, f"{origin}: cube.ipv6_prefix"),
     )
+    if isinstance(cube.ipv6_prefix, bool) or not 1 <= cube.ipv6_prefix <= 64:
+        raise ConfigError(f"{origin}: cube.ipv6_prefix: {cube.ipv6_prefix!r} is not 1 to 64")
     parse_duration(cube.bucket, f"{origin}: cube.bucket")
     for r in cube.rollups:
         if r not in ROLLUPS:

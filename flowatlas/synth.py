@@ -125,6 +125,8 @@ V6_SHARE = {
     "Unknown": 0.1,
     "Migration": 0.0,
 }
+#: eyeball networks whose IPv6 clients use privacy addresses (several /128s per /64)
+PRIVACY_ADDRESS_TYPES = ("ISP Regional",)
 #: flow duration (seconds, median) and mean packet size (bytes)
 DURATION_S = {"Neocloud": 300, "Hyperscaler": 240, "Migration": 300, "CDN": 60}
 PACKET_BYTES = {"Neocloud": 1400, "Hyperscaler": 1300, "Migration": 1450, "CDN": 1200}
@@ -629,6 +631,11 @@ def _draw_addresses(t, v6, want, blocks, table, net_type, want_type, rng):
                 ).astype(np.uint64)
                 hi = np.minimum(hi, e_hi[pick])
                 lo = rng.integers(1, 2**40, size=m, dtype=np.uint64)
+                if t in PRIVACY_ADDRESS_TYPES:
+                    # households: a /64 each, several privacy addresses (random IIDs) in it
+                    home = rng.integers(0, max(1, m // 3), size=m)
+                    hi = hi[home]
+                    lo = rng.integers(1, 2**63, size=m, dtype=np.uint64) << np.uint64(1)
             else:
                 width = (e_lo[pick] - s_lo[pick]).astype(np.float64)
                 lo = (

@@ -145,6 +145,7 @@ def _metadata(arch, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict
         "bucket": cfg.cube.bucket,
         "bucket_seconds": cfg.cube.bucket_seconds,
         "rollups": list(plan.rollups),
+        "ipv6_prefix": plan.v6_prefix,
         "groupings": [list(g) for g in GROUPINGS],
         "dimensions": {
             "region": list(plan.regions),

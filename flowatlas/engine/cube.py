@@ -40,7 +40,7 @@ from flowatlas.vocab import DIRECTIONS
 FORMAT = "flowatlas-cube"
 FORMAT_VERSION = 1
 DIMENSIONS = ("region", "network_type", "direction", "ip_version")
-MEASURES = ("bytes", "packets", "flows", "uniques")
+MEASURES = ("bytes", "packets", "flows", "uniques", "uniques_prefix")
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
@@ -337,6 +337,7 @@ def open_cube(path: str | os.PathLike[str]) -> Cube:
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{path}: cube files unreadable: {exc}") from None
     for df in (cells, rollups):
+        df["ip_version"] = df["ip_version"].astype("UInt8")
         for d, values in (
             ("region", meta["dimensions"]["region"]),
             ("network_type", meta["dimensions"]["network_type"]),

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowatlas.addresses import bytes16_to_hilo
+from flowatlas.addresses import bytes16_to_hilo, is_v4
 from flowatlas.engine.plan import GROUPINGS, BuildPlan
 from flowatlas.io.archive import Fragment, read_fragment
 from flowatlas.kernels.accumulate import sum_by_key
@@ -31,6 +31,7 @@ from flowatlas.kernels.distinct import (
     key_ids,
     partition_of,
     stamp_counts,
+    v6_prefix_of,
 )
 from flowatlas.kernels.orient import (
     DIM_BITS,
@@ -300,7 +301,7 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
     sums = dense_sums(cid, rows.vol, rows.pk, cells.size)
     rep, ucid, uvol = dedup_per_ip(rows.hi, rows.lo, cid, rows.vol, cells.size)
     hi, lo, cell = rows.hi[rep], rows.lo[rep], cells[ucid]
-    pid = partition_of(hi, lo, plan.partitions)
+    pid = partition_of(hi, lo, plan.partitions, plan.v6_prefix)
     order = np.argsort(pid, kind="stable")
     bounds = np.searchsorted(pid[order], np.arange(plan.partitions + 1))
     pieces = []
@@ -331,9 +332,9 @@ class PartitionResult:
     """Per-cell and per-rollup sums and distinct counts (sorted packed keys)."""
 
     cell_keys: np.ndarray
-    cell_sums: np.ndarray  # (n, 4): volume, packets, flows, uniques
+    cell_sums: np.ndarray  # (n, 5): volume, packets, flows, uniques, uniques_prefix
     rollup_keys: dict[str, np.ndarray]
-    rollup_sums: dict[str, np.ndarray]  # (n, 4) likewise
+    rollup_sums: dict[str, np.ndarray]  # (n, 5) likewise
 
 
 @dataclass
@@ -341,7 +342,7 @@ class Counts:
     """Distinct remote IPs of one IP partition, per cell and per rollup key."""
 
     cell_keys: np.ndarray
-    cell_counts: np.ndarray
+    cell_counts: np.ndarray  # (n, 2): distinct addresses, distinct IPv4 + IPv6 prefixes
     rollup_keys: dict[str, np.ndarray]
     rollup_counts: dict[str, np.ndarray]
 
@@ -407,11 +408,18 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             w = int(tables.width[g])
             segments.append((li, g, off, w))
             off += codes[li].size * w
-    counts = stamp_counts(rows.hi, rows.lo, bid, dims, pidx, tables.gmap, segments, off)
+    v6 = ~is_v4(rows.hi, rows.lo)
+    full, full6 = stamp_counts(rows.hi, rows.lo, bid, dims, pidx, tables.gmap, segments, off, v6)
+    # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s)
+    prefix = full - full6
+    if v6.any():
+        p_hi, p_lo = v6_prefix_of(rows.hi[v6], rows.lo[v6], plan.v6_prefix)
+        prefix += stamp_counts(p_hi, p_lo, bid[v6], dims[v6], pidx, tables.gmap, segments, off)[0]
+    counts = np.stack([full, prefix], axis=1)
 
     # back to packed keys, nonzero entries only
     n0 = bkeys.size * d
-    nz = np.flatnonzero(counts[:n0])
+    nz = np.flatnonzero(counts[:n0, 0])
     cell_keys = (bkeys[nz // d] << DIM_BITS) | tables.code[nz % d]
     r_keys: dict[str, np.ndarray] = {}
     r_counts: dict[str, np.ndarray] = {}
@@ -421,7 +429,7 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             if lev != li:
                 continue
             seg = counts[o : o + codes[li].size * w]
-            nz_s = np.flatnonzero(seg)
+            nz_s = np.flatnonzero(seg[:, 0])
             ks.append(rollup_key(codes[li][nz_s // w], g, tables.ginv[g][nz_s % w]))
             cs.append(seg[nz_s])
         r_keys[rollup] = np.concatenate(ks)

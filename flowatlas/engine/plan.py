@@ -57,6 +57,7 @@ class BuildPlan:
     bucket_us: int
     rollups: tuple[str, ...]
     partitions: int
+    v6_prefix: int
     config: dict[str, Any] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class BuildPlan:
                 "network_types": self.network_types,
                 "bucket_us": self.bucket_us,
                 "rollups": self.rollups,
+                "v6_prefix": self.v6_prefix,
             },
             sort_keys=True,
         ).encode()
@@ -161,6 +163,7 @@ def make_plan(config: Config, table: PrefixTable, *, partitions: int = 8) -> Bui
         bucket_us=config.cube.bucket_seconds * 1_000_000,
         rollups=tuple(config.cube.rollups),
         partitions=max(1, int(partitions)),
+        v6_prefix=config.cube.ipv6_prefix,
         config=config.to_dict(),
     )
 

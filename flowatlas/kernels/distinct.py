@@ -199,9 +199,10 @@ def partition_of(hi: np.ndarray, lo: np.ndarray, parts: int, v6_prefix: int = 64
 
 
 @numba.njit(nogil=True, cache=True)
-def _stamp_counts(order, start, bucket, dims, pidx, gmap, seg_level, seg_group, seg_off,
+def _stamp_counts(order, start, bucket, dims, v6, pidx, gmap, seg_level, seg_group, seg_off,
                   seg_width, n_total):  # fmt: skip  # pragma: no cover - compiled
     counts = np.zeros(n_total, np.int64)
+    counts6 = np.zeros(n_total, np.int64)
     stamp = np.full(n_total, -1, np.int64)
     n_seg = seg_off.size
     for k in range(start.size - 1):
@@ -214,7 +215,9 @@ def _stamp_counts(order, start, bucket, dims, pidx, gmap, seg_level, seg_group, 
                 if stamp[idx] != k:
                     stamp[idx] = k
                     counts[idx] += 1
-    return counts
+                    if v6[i]:
+                        counts6[idx] += 1
+    return counts, counts6
 
 
 def stamp_counts(
@@ -226,22 +229,27 @@ def stamp_counts(
     gmap: np.ndarray,
     segments: list[tuple[int, int, int, int]],
     n_total: int,
-) -> np.ndarray:
+    v6: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct addresses per key for several (period level, grouping) segments at once.
 
     ``bucket`` (relative, >= 0) and ``dims`` (dense) describe each row; ``pidx[level, bucket]``
     is the row's period index at a level and ``gmap[group, dims]`` its grouped dimension index.
     ``segments`` lists (level, group, offset, width): key ``pidx * width + gmap`` of that
     segment lives at ``offset + key`` of the returned counts (``n_total`` long). Rows may
-    repeat (an address in a cell twice): each address counts once per key.
+    repeat (an address in a cell twice): each address counts once per key. The second array
+    counts only rows flagged ``v6`` (the IPv6 share of each count).
     """
     order, start = group_by_ip(hi, lo)
     seg = np.asarray(segments, dtype=np.int64).reshape(-1, 4)
+    if v6 is None:
+        v6 = np.zeros(np.asarray(hi).size, dtype=np.bool_)
     return _stamp_counts(
         order,
         start,
         np.ascontiguousarray(bucket, np.int64),
         np.ascontiguousarray(dims, np.int64),
+        np.ascontiguousarray(v6, np.bool_),
         np.ascontiguousarray(pidx, np.int64),
         np.ascontiguousarray(gmap, np.int64),
         seg[:, 0].copy(),
@@ -284,3 +292,18 @@ def _key_ids(key):  # pragma: no cover - compiled
 def key_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense id of each int64 key (first-seen order) and the distinct keys by id."""
     return _key_ids(np.ascontiguousarray(key, np.int64))
+
+
+def v6_prefix_of(hi: np.ndarray, lo: np.ndarray, prefix: int) -> tuple[np.ndarray, np.ndarray]:
+    """IPv6 addresses cut to their /``prefix`` (at most 64); IPv4-mapped ones unchanged."""
+    if not 1 <= prefix <= 64:
+        raise ValueError("the IPv6 uniqueness prefix must be between 1 and 64")
+    hi = np.asarray(hi, np.uint64)
+    lo = np.asarray(lo, np.uint64)
+    v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    mask = (
+        np.uint64(0xFFFF_FFFF_FFFF_FFFF) << np.uint64(64 - prefix)
+        if prefix < 64
+        else np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+    )
+    return np.where(v4, hi, hi & mask), np.where(v4, lo, np.uint64(0))
