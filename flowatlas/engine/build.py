@@ -19,10 +19,11 @@ from flowatlas.engine.cube import (
     cells_table,
     check_output,
     rollups_table,
+    top_tables,
     write_cube,
 )
 from flowatlas.engine.execution import dask_client, run_dask, run_eager
-from flowatlas.engine.pipeline import GROUPINGS, pack
+from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, pack
 from flowatlas.engine.plan import make_plan
 from flowatlas.errors import FlowatlasError, InputError
 from flowatlas.io.archive import open_archive
@@ -114,8 +115,12 @@ def build_cube(
         )
     cells = cells_table(result, plan.regions, plan.network_types, plan.bucket_us)
     rollups = rollups_table(result, plan.regions, plan.network_types, plan.rollups)
+    describe_asn, describe_ip = _describers(prefix_table)
+    top_ips, top_asns = top_tables(
+        result, plan.regions, plan.network_types, describe_asn, describe_ip
+    )
     meta = _metadata(arch, cfg, plan, prefix_table, stats, cells)
-    write_cube(CubeFiles(meta, cells, rollups), out, overwrite=overwrite)
+    write_cube(CubeFiles(meta, cells, rollups, top_ips, top_asns), out, overwrite=overwrite)
     return BuildSummary(
         out,
         stats.records,
@@ -125,6 +130,29 @@ def build_cube(
         len(tasks),
         cfg.origin,
     )
+
+
+def _describers(table: PrefixTable):
+    """Functions naming ASNs and addresses from the prefix table (for the top lists)."""
+    import numpy as np
+
+    nets = table.networks
+    asn_col = np.append(nets.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
+    org_col = np.array([*nets.column("org").to_pylist(), None], dtype=object)
+    # an ASN's organisation: the first name the table gives it, in network-id order
+    org_of_asn: dict[int, str | None] = {}
+    for a, o in zip(asn_col[:-1].tolist(), org_col[:-1].tolist(), strict=True):
+        if a and o is not None and a not in org_of_asn:
+            org_of_asn[a] = o
+
+    def describe_asn(asns):
+        return np.array([org_of_asn.get(int(a)) for a in asns], dtype=object)
+
+    def describe_ip(hi, lo):
+        ids = table.lookup(hi, lo)
+        return asn_col[ids], org_col[ids]
+
+    return describe_asn, describe_ip
 
 
 def _metadata(arch, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict[str, Any]:
@@ -146,6 +174,8 @@ def _metadata(arch, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict
         "bucket_seconds": cfg.cube.bucket_seconds,
         "rollups": list(plan.rollups),
         "ipv6_prefix": plan.v6_prefix,
+        "top_k": TOP_K,
+        "top_list_rollups": [r for r in plan.rollups if r in TOP_LIST_ROLLUPS],
         "groupings": [list(g) for g in GROUPINGS],
         "dimensions": {
             "region": list(plan.regions),

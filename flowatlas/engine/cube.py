@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flowatlas.addresses import hilo_to_text
 from flowatlas.engine.pipeline import (
     GROUPINGS,
     ROLLUP_CODE_SHIFT,
@@ -87,42 +88,97 @@ def cells_table(result: PartitionResult, regions, types, bucket_us: int) -> pa.T
     return pa.table(cols)
 
 
+def _key_columns(keys: np.ndarray, rollup: str, regions, types) -> list[tuple[np.ndarray, dict]]:
+    """Per grouping set: the rows of ``keys`` in it, and their key columns."""
+    code = keys >> ROLLUP_CODE_SHIFT
+    grouping = (keys >> DIM_BITS) & 7
+    codes = unpack_cells(keys & ((1 << DIM_BITS) - 1))
+    out = []
+    for g, dims in enumerate(GROUPINGS):
+        sel = np.flatnonzero(grouping == g)
+        if sel.size == 0:
+            continue
+        sub = {k: v[sel] for k, v in codes.items()}
+        starts = period_start(code[sel], rollup).astype(np.int64)
+        start_arr = pa.array(starts, pa.int64(), mask=np.isnat(starts.view("datetime64[us]")))
+        cols = {
+            "rollup": pa.array([rollup] * sel.size, pa.string()),
+            "period_start": start_arr.cast(TIMESTAMP),
+            "grouping": pa.array([grouping_name(dims)] * sel.size, pa.string()),
+            **_dims_columns(sub, regions, types, dims),
+        }
+        out.append((sel, cols))
+    return out
+
+
 def rollups_table(result: PartitionResult, regions, types, rollups: Sequence[str]) -> pa.Table:
     """The rollups of a combined build result as an Arrow table, sorted by rollup and key."""
     parts = []
     for rollup in rollups:
         keys = result.rollup_keys[rollup]
         sums = result.rollup_sums[rollup]
-        code = keys >> ROLLUP_CODE_SHIFT
-        grouping = (keys >> DIM_BITS) & 7
-        codes = unpack_cells(keys & ((1 << DIM_BITS) - 1))
-        for g, dims in enumerate(GROUPINGS):
-            sel = np.flatnonzero(grouping == g)
-            if sel.size == 0:
-                continue
-            sub = {k: v[sel] for k, v in codes.items()}
-            starts = period_start(code[sel], rollup).astype(np.int64)
-            start_arr = pa.array(starts, pa.int64(), mask=np.isnat(starts.view("datetime64[us]")))
-            cols = {
-                "rollup": pa.array([rollup] * sel.size, pa.string()),
-                "period_start": start_arr.cast(TIMESTAMP),
-                "grouping": pa.array([grouping_name(dims)] * sel.size, pa.string()),
-                **_dims_columns(sub, regions, types, dims),
-                **_measures(sums[sel]),
-            }
+        top = result.rollup_top_bytes.get(rollup)
+        hhi = result.rollup_hhi.get(rollup)
+        for sel, cols in _key_columns(keys, rollup, regions, types):
+            cols.update(_measures(sums[sel]))
+            if top is not None:
+                cols["top_bytes"] = pa.array(top[sel], pa.uint64())
+                cols["hhi"] = pa.array(hhi[sel], pa.float64())
             parts.append(pa.table(cols))
     if not parts:
         return pa.table({})
     return pa.concat_tables(parts)
 
 
+def top_tables(
+    result: PartitionResult, regions, types, describe_asn, describe_ip
+) -> tuple[pa.Table, pa.Table]:
+    """The top remote addresses and ASNs of each rollup key, ranked by volume.
+
+    ``describe_asn(asns) -> orgs`` and ``describe_ip(hi, lo) -> (asns, orgs)`` name them.
+    """
+    ip_parts, asn_parts = [], []
+    for rollup, (key, rank, vol, hi, lo) in result.top_ips.items():
+        asns, orgs = describe_ip(hi, lo)
+        for sel, cols in _key_columns(key, rollup, regions, types):
+            cols.update(
+                {
+                    "rank": pa.array(rank[sel] + 1, pa.uint8()),
+                    "remote_ip": hilo_to_text(hi[sel], lo[sel]).cast(pa.string()),
+                    "bytes": pa.array(vol[sel], pa.uint64()),
+                    "asn": pa.array(asns[sel], pa.uint32()),
+                    "org": pa.array(orgs[sel], pa.string()),
+                }
+            )
+            ip_parts.append(pa.table(cols))
+    for rollup, (key, rank, asn, vol) in result.top_asns.items():
+        if key is None:
+            continue
+        orgs = describe_asn(asn)
+        for sel, cols in _key_columns(key, rollup, regions, types):
+            cols.update(
+                {
+                    "rank": pa.array(rank[sel] + 1, pa.uint8()),
+                    "asn": pa.array(asn[sel], pa.uint32()),
+                    "org": pa.array(orgs[sel], pa.string()),
+                    "bytes": pa.array(vol[sel], pa.uint64()),
+                }
+            )
+            asn_parts.append(pa.table(cols))
+    ips = pa.concat_tables(ip_parts) if ip_parts else pa.table({})
+    asns_t = pa.concat_tables(asn_parts) if asn_parts else pa.table({})
+    return ips, asns_t
+
+
 @dataclass
 class CubeFiles:
-    """The three parts of a cube before they are written."""
+    """The parts of a cube before they are written."""
 
     meta: dict[str, Any]
     cells: pa.Table
     rollups: pa.Table
+    top_ips: pa.Table | None = None
+    top_asns: pa.Table | None = None
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
@@ -168,6 +224,10 @@ def write_cube(files: CubeFiles, out: str | os.PathLike[str], *, overwrite: bool
         tmp.mkdir()
         _write_parquet(files.cells, tmp / "cells.parquet")
         _write_parquet(files.rollups, tmp / "rollups.parquet")
+        if files.top_ips is not None:
+            _write_parquet(files.top_ips, tmp / "top_ips.parquet")
+        if files.top_asns is not None:
+            _write_parquet(files.top_asns, tmp / "top_asns.parquet")
         (tmp / "cube.json").write_text(json.dumps(files.meta, indent=1, sort_keys=True) + "\n")
         if out.exists():
             os.replace(out, old)

@@ -26,11 +26,13 @@ from flowatlas.engine.plan import GROUPINGS, BuildPlan
 from flowatlas.io.archive import Fragment, read_fragment
 from flowatlas.kernels.accumulate import sum_by_key
 from flowatlas.kernels.distinct import (
+    concentration,
     dedup_per_ip,
     dense_sums,
     key_ids,
     partition_of,
     stamp_counts,
+    sum128_by_key,
     v6_prefix_of,
 )
 from flowatlas.kernels.orient import (
@@ -335,6 +337,12 @@ class PartitionResult:
     cell_sums: np.ndarray  # (n, 5): volume, packets, flows, uniques, uniques_prefix
     rollup_keys: dict[str, np.ndarray]
     rollup_sums: dict[str, np.ndarray]  # (n, 5) likewise
+    #: per rollup, aligned with rollup_keys: volume of the top addresses, HHI
+    rollup_top_bytes: dict[str, np.ndarray] = field(default_factory=dict)
+    rollup_hhi: dict[str, np.ndarray] = field(default_factory=dict)
+    #: per rollup with top lists: (key, rank, volume, hi, lo) and (key, rank, asn, volume)
+    top_ips: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
+    top_asns: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -345,10 +353,20 @@ class Counts:
     cell_counts: np.ndarray  # (n, 2): distinct addresses, distinct IPv4 + IPv6 prefixes
     rollup_keys: dict[str, np.ndarray]
     rollup_counts: dict[str, np.ndarray]
+    #: per rollup, aligned with rollup_keys: sum of squared per-address volumes (hi, lo)
+    rollup_sq: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: per rollup: candidate top addresses (key, volume, hi, lo), at most TOP_K per key
+    top_ips: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
+    #: per rollup: volume per (key, ASN) of this partition's addresses
+    asn_volume: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 #: rollup periods from finest to coarsest
 ROLLUP_CHAIN = ("day", "month", "quarter", "all")
+#: how many top remote addresses (and ASNs) each rollup key remembers
+TOP_K = 10
+#: rollups whose keys get top-address and top-ASN lists (day would be large and rarely read)
+TOP_LIST_ROLLUPS = ("month", "quarter", "all")
 
 
 def period_codes_us(start_us: np.ndarray, rollup: str) -> np.ndarray:
@@ -434,7 +452,61 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             cs.append(seg[nz_s])
         r_keys[rollup] = np.concatenate(ks)
         r_counts[rollup] = np.concatenate(cs)
-    return Counts(cell_keys, counts[nz], r_keys, r_counts)
+    result = Counts(cell_keys, counts[nz], r_keys, r_counts)
+    if levels:
+        _reduce_concentration(
+            result, rows, plan, tables, bid, dims, pidx, codes, levels, segments, n0
+        )
+    return result
+
+
+def _reduce_concentration(result, rows, plan, tables, bid, dims, pidx, codes, levels, segments, n0):
+    """Fill a partition's HHI numerators, top-address candidates and (key, ASN) volumes."""
+    roll = [(lev, g, o - n0, w) for lev, g, o, w in segments if lev > 0]
+    n_total = roll[-1][2] + codes[roll[-1][0]].size * roll[-1][3]
+    asn_from = next((o for lev, _g, o, _w in roll if levels[lev - 1] in TOP_LIST_ROLLUPS), n_total)
+    table = plan.class_table
+    asn_of = np.append(table.networks.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
+    asn = asn_of[table.lookup(rows.hi, rows.lo)]
+    sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = concentration(
+        rows.hi, rows.lo, bid, dims, rows.vol, asn, pidx, tables.gmap, roll, n_total, TOP_K,
+        asn_from,
+    )  # fmt: skip
+    offs = np.array([o for _l, _g, o, _w in roll], dtype=np.int64)
+
+    def keys_of(idx: np.ndarray) -> np.ndarray:
+        s_i = np.searchsorted(offs, idx, side="right") - 1
+        out = np.empty(idx.size, dtype=np.int64)
+        for si in np.unique(s_i):
+            lev, g, o, w = roll[si]
+            sel = s_i == si
+            rel = idx[sel] - o
+            out[sel] = rollup_key(codes[lev][rel // w], g, tables.ginv[g][rel % w])
+        return out
+
+    for li, rollup in enumerate(levels, start=1):
+        level_segs = [(o, codes[li].size * w) for lev, _g, o, w in roll if lev == li]
+        lo_off = level_segs[0][0]
+        hi_off = level_segs[-1][0] + level_segs[-1][1]
+        # keys this partition has addresses for: those with a first top entry
+        idx = lo_off + np.flatnonzero(top_r[lo_off:hi_off, 0] >= 0)
+        keys = keys_of(idx)
+        order = np.argsort(keys, kind="stable")
+        idx, keys = idx[order], keys[order]
+        rk_order = np.argsort(result.rollup_keys[rollup], kind="stable")
+        result.rollup_keys[rollup] = result.rollup_keys[rollup][rk_order]
+        result.rollup_counts[rollup] = result.rollup_counts[rollup][rk_order]
+        if not np.array_equal(keys, result.rollup_keys[rollup]):  # pragma: no cover
+            raise AssertionError("concentration keys differ from count keys")
+        result.rollup_sq[rollup] = (sq_hi[idx], sq_lo[idx])
+        r = top_r[idx]
+        valid = r >= 0
+        kk = np.repeat(keys, TOP_K).reshape(-1, TOP_K)[valid]
+        rr = r[valid]
+        result.top_ips[rollup] = (kk, top_v[idx][valid], rows.hi[rr], rows.lo[rr])
+        if rollup in TOP_LIST_ROLLUPS:
+            sel = (a_idx >= lo_off) & (a_idx < hi_off)
+            result.asn_volume[rollup] = (keys_of(a_idx[sel]), a_asn[sel], a_vol[sel])
 
 
 def _sorted_sums(keys: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -465,6 +537,10 @@ def combine(maps: list[MapResult], counts: list[Counts], plan: BuildPlan) -> Par
     inv = inv.reshape(-1)
     r_keys: dict[str, np.ndarray] = {}
     r_sums: dict[str, np.ndarray] = {}
+    r_top: dict[str, np.ndarray] = {}
+    r_hhi: dict[str, np.ndarray] = {}
+    t_ips: dict[str, tuple] = {}
+    t_asns: dict[str, tuple] = {}
     for rollup in plan.rollups:
         code = period_codes_us(ub * np.int64(plan.bucket_us), rollup)[inv]
         keys = np.concatenate(
@@ -477,9 +553,68 @@ def combine(maps: list[MapResult], counts: list[Counts], plan: BuildPlan) -> Par
         )
         if not np.array_equal(ck, rk):  # pragma: no cover - an engine bug, not bad input
             raise AssertionError(f"rollup {rollup}: keys with volume and with IPs differ")
+        top_bytes, hhi, top_ips, top_asns = _combine_concentration(counts, rollup, rk, rs[:, 0])
         # rollups sort by grouping first, then period and dimensions (as cube files list them)
         g = (rk >> DIM_BITS) & 7
         order = np.lexsort((rk, g))
         r_keys[rollup] = rk[order]
         r_sums[rollup] = np.concatenate([rs, cc], axis=1)[order]
-    return PartitionResult(cell_keys, cell_sums, r_keys, r_sums)
+        r_top[rollup] = top_bytes[order]
+        r_hhi[rollup] = hhi[order]
+        if rollup in TOP_LIST_ROLLUPS:
+            t_ips[rollup] = top_ips
+            t_asns[rollup] = top_asns
+    return PartitionResult(cell_keys, cell_sums, r_keys, r_sums, r_top, r_hhi, t_ips, t_asns)
+
+
+def _first_k(key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by key: which rows are among the first ``k`` of their key, and ranks."""
+    if key.size == 0:
+        return np.zeros(0, bool), np.zeros(0, np.int64)
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    run = np.repeat(start, np.diff(np.r_[start, key.size]))
+    rank = np.arange(key.size) - run
+    return rank < k, rank
+
+
+def _combine_concentration(counts: list[Counts], rollup: str, rk: np.ndarray, vol: np.ndarray):
+    """Merge partitions' HHI numerators and top candidates into exact per-key results."""
+    if not counts or rollup not in counts[0].rollup_sq:
+        n = rk.size
+        return np.zeros(n, np.uint64), np.full(n, np.nan), None, None
+    k128, h128, l128 = sum128_by_key(
+        np.concatenate([c.rollup_keys[rollup] for c in counts]),
+        np.concatenate([c.rollup_sq[rollup][0] for c in counts]),
+        np.concatenate([c.rollup_sq[rollup][1] for c in counts]),
+    )
+    if not np.array_equal(k128, rk):  # pragma: no cover - an engine bug, not bad input
+        raise AssertionError("HHI keys differ from rollup keys")
+    v = vol.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hhi = (h128.astype(np.float64) * 2.0**64 + l128.astype(np.float64)) / (v * v)
+    hhi = np.where(vol > 0, hhi, np.nan)
+
+    key, tvol, thi, tlo = (np.concatenate([c.top_ips[rollup][i] for c in counts]) for i in range(4))
+    order = np.lexsort((tlo, thi, ~tvol, key))
+    key, tvol, thi, tlo = key[order], tvol[order], thi[order], tlo[order]
+    keep, rank = _first_k(key, TOP_K)
+    key, tvol, thi, tlo, rank = key[keep], tvol[keep], thi[keep], tlo[keep], rank[keep]
+    tk, tsum = sum_by_key(key, tvol)
+    top_bytes = np.zeros(rk.size, np.uint64)
+    top_bytes[np.searchsorted(rk, tk)] = tsum[:, 0]
+    top_ips = (key, rank, tvol, thi, tlo)
+
+    top_asns = None
+    if rollup in counts[0].asn_volume:
+        ak = np.concatenate([c.asn_volume[rollup][0] for c in counts])
+        aa = np.concatenate([c.asn_volume[rollup][1] for c in counts]).astype(np.int64)
+        av = np.concatenate([c.asn_volume[rollup][2] for c in counts])
+        order = np.lexsort((aa, ak))
+        ak, aa, av = ak[order], aa[order], av[order]
+        start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
+        ak, aa, av = ak[start], aa[start], np.add.reduceat(av, start) if av.size else av
+        order = np.lexsort((aa, ~av, ak))
+        ak, aa, av = ak[order], aa[order], av[order]
+        keep, rank = _first_k(ak, TOP_K)
+        top_asns = (ak[keep], rank[keep], aa[keep].astype(np.uint32), av[keep])
+    return top_bytes, hhi, top_ips, top_asns

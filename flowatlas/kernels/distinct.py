@@ -307,3 +307,191 @@ def v6_prefix_of(hi: np.ndarray, lo: np.ndarray, prefix: int) -> tuple[np.ndarra
         else np.uint64(0xFFFF_FFFF_FFFF_FFFF)
     )
     return np.where(v4, hi, hi & mask), np.where(v4, lo, np.uint64(0))
+
+
+@numba.njit(inline="always", nogil=True, cache=True)
+def _mul128(a, b):  # pragma: no cover - compiled
+    """Full 128-bit product of two uint64 as (hi, lo)."""
+    m32 = np.uint64(0xFFFFFFFF)
+    a_lo = a & m32
+    a_hi = a >> np.uint64(32)
+    b_lo = b & m32
+    b_hi = b >> np.uint64(32)
+    p0 = a_lo * b_lo
+    p1 = a_lo * b_hi
+    p2 = a_hi * b_lo
+    p3 = a_hi * b_hi
+    mid = (p0 >> np.uint64(32)) + (p1 & m32) + (p2 & m32)
+    lo = (p0 & m32) | (mid << np.uint64(32))
+    hi = p3 + (p1 >> np.uint64(32)) + (p2 >> np.uint64(32)) + (mid >> np.uint64(32))
+    return hi, lo
+
+
+@numba.njit(nogil=True, cache=True)
+def _ip_less(hi, lo, a, b):  # pragma: no cover - compiled
+    return hi[a] < hi[b] or (hi[a] == hi[b] and lo[a] < lo[b])
+
+
+@numba.njit(nogil=True, cache=True)
+def _concentration(order, start, bucket, dims, vol, hi, lo, asn, pidx, gmap, seg_level,
+                   seg_group, seg_off, seg_width, n_total, k_top, asn_from):  # fmt: skip
+    """Per key: sum of squared per-address volumes (128-bit), the top addresses by volume,
+    and volume per (key, ASN) for keys at or above offset ``asn_from``."""
+    sq_hi = np.zeros(n_total, np.uint64)
+    sq_lo = np.zeros(n_total, np.uint64)
+    top_v = np.zeros((n_total, k_top), np.uint64)
+    top_r = np.full((n_total, k_top), -1, np.int64)
+    cur = np.zeros(n_total, np.uint64)
+    tstamp = np.full(n_total, -1, np.int64)
+    touched = np.empty(n_total, np.int64)
+    # (key, asn) volumes: a hash map, grown as needed
+    cap = 1 << 16
+    a_key = np.full(cap, -1, np.int64)
+    a_asn = np.zeros(cap, np.uint32)
+    a_vol = np.zeros(cap, np.uint64)
+    a_n = 0
+    n_seg = seg_off.size
+    for k in range(start.size - 1):
+        nt = 0
+        rep = order[start[k]]
+        for t in range(start[k], start[k + 1]):
+            i = order[t]
+            b = bucket[i]
+            d = dims[i]
+            v = vol[i]
+            for s in range(n_seg):
+                idx = seg_off[s] + pidx[seg_level[s], b] * seg_width[s] + gmap[seg_group[s], d]
+                if tstamp[idx] != k:
+                    tstamp[idx] = k
+                    touched[nt] = idx
+                    nt += 1
+                cur[idx] += v
+        for q in range(nt):
+            idx = touched[q]
+            v = cur[idx]
+            cur[idx] = 0
+            ph, pl = _mul128(v, v)
+            new_lo = sq_lo[idx] + pl
+            sq_hi[idx] += ph + (np.uint64(1) if new_lo < pl else np.uint64(0))
+            sq_lo[idx] = new_lo
+            # insert into the key's top list: volume descending, then address ascending
+            pos = k_top
+            while pos > 0:
+                r = top_r[idx, pos - 1]
+                if r >= 0 and (top_v[idx, pos - 1] > v or (
+                        top_v[idx, pos - 1] == v and _ip_less(hi, lo, r, rep))):  # fmt: skip
+                    break
+                pos -= 1
+            if pos < k_top:
+                for z in range(k_top - 1, pos, -1):
+                    top_v[idx, z] = top_v[idx, z - 1]
+                    top_r[idx, z] = top_r[idx, z - 1]
+                top_v[idx, pos] = v
+                top_r[idx, pos] = rep
+            if idx >= asn_from:
+                a = asn[rep]
+                if 2 * (a_n + 1) > cap:
+                    old_k, old_a, old_v = a_key, a_asn, a_vol
+                    cap *= 2
+                    a_key = np.full(cap, -1, np.int64)
+                    a_asn = np.zeros(cap, np.uint32)
+                    a_vol = np.zeros(cap, np.uint64)
+                    for z in range(old_k.size):
+                        if old_k[z] >= 0:
+                            h = mix64(
+                                np.uint64(old_k[z]) * np.uint64(0x100000001) ^ np.uint64(old_a[z])
+                            )
+                            h &= np.uint64(cap - 1)
+                            while a_key[h] >= 0:
+                                h = (h + np.uint64(1)) & np.uint64(cap - 1)
+                            a_key[h] = old_k[z]
+                            a_asn[h] = old_a[z]
+                            a_vol[h] = old_v[z]
+                h = mix64(np.uint64(idx) * np.uint64(0x100000001) ^ np.uint64(a)) & np.uint64(
+                    cap - 1
+                )
+                while True:
+                    if a_key[h] < 0:
+                        a_key[h] = idx
+                        a_asn[h] = a
+                        a_vol[h] = v
+                        a_n += 1
+                        break
+                    if a_key[h] == idx and a_asn[h] == a:
+                        a_vol[h] += v
+                        break
+                    h = (h + np.uint64(1)) & np.uint64(cap - 1)
+    keep = a_key >= 0
+    return sq_hi, sq_lo, top_v, top_r, a_key[keep], a_asn[keep], a_vol[keep]
+
+
+def concentration(
+    hi: np.ndarray,
+    lo: np.ndarray,
+    bucket: np.ndarray,
+    dims: np.ndarray,
+    vol: np.ndarray,
+    asn: np.ndarray,
+    pidx: np.ndarray,
+    gmap: np.ndarray,
+    segments: list[tuple[int, int, int, int]],
+    n_total: int,
+    k_top: int,
+    asn_from: int,
+) -> tuple[np.ndarray, ...]:
+    """How concentrated each key's volume is on its remote addresses (one partition).
+
+    Per key (laid out as in :func:`stamp_counts`): the sum of squared per-address volumes as
+    two uint64 words (hi, lo) for the Herfindahl-Hirschman index, and the ``k_top``
+    addresses with the most volume (volume descending, address ascending; as row numbers of
+    the input, -1 where fewer). For keys at ``asn_from`` and above, the volume per (key, ASN)
+    of the address's ASN. Everything here adds up or merges exactly across IP partitions.
+    """
+    order, start = group_by_ip(hi, lo)
+    seg = np.asarray(segments, dtype=np.int64).reshape(-1, 4)
+    return _concentration(
+        order,
+        start,
+        np.ascontiguousarray(bucket, np.int64),
+        np.ascontiguousarray(dims, np.int64),
+        np.ascontiguousarray(vol, np.uint64),
+        np.ascontiguousarray(hi, np.uint64),
+        np.ascontiguousarray(lo, np.uint64),
+        np.ascontiguousarray(asn, np.uint32),
+        np.ascontiguousarray(pidx, np.int64),
+        np.ascontiguousarray(gmap, np.int64),
+        seg[:, 0].copy(),
+        seg[:, 1].copy(),
+        seg[:, 2].copy(),
+        seg[:, 3].copy(),
+        int(n_total),
+        int(k_top),
+        int(asn_from),
+    )
+
+
+@numba.njit(nogil=True, cache=True)
+def _sum128_sorted(key, s_hi, s_lo):  # pragma: no cover - compiled
+    n = key.size
+    out_k = np.empty(n, np.int64)
+    out_hi = np.zeros(n, np.uint64)
+    out_lo = np.zeros(n, np.uint64)
+    m = -1
+    for i in range(n):
+        if m < 0 or key[i] != out_k[m]:
+            m += 1
+            out_k[m] = key[i]
+        new_lo = out_lo[m] + s_lo[i]
+        out_hi[m] += s_hi[i] + (np.uint64(1) if new_lo < s_lo[i] else np.uint64(0))
+        out_lo[m] = new_lo
+    return out_k[: m + 1], out_hi[: m + 1], out_lo[: m + 1]
+
+
+def sum128_by_key(key: np.ndarray, s_hi: np.ndarray, s_lo: np.ndarray):
+    """Exact sums of 128-bit values (hi, lo words) per key; keys come out sorted."""
+    order = np.argsort(key, kind="stable")
+    return _sum128_sorted(
+        np.ascontiguousarray(key[order], np.int64),
+        np.ascontiguousarray(s_hi[order], np.uint64),
+        np.ascontiguousarray(s_lo[order], np.uint64),
+    )

@@ -1,0 +1,174 @@
+"""Distinct counts, IPv6 prefix uniqueness and concentration against pandas.
+
+The per-record rows (cell, remote IP, volume) come from the engine's map step, whose
+orientation and classification tests/test_build_oracle.py checks independently. Here pandas
+and plain Python recompute everything the reduce and combine steps derive from them: distinct
+IPs per cell and per rollup key (by /128 and by IPv6 /64), top remote IPs and ASNs, top-k
+share and HHI, with Python integers so sums and squares are exact.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from flowatlas.classify import load_table
+from flowatlas.engine.build import build_cube, resolve_config
+from flowatlas.engine.pipeline import COLUMNS, GROUPINGS, TOP_K, orient_and_cell
+from flowatlas.engine.plan import make_plan
+from flowatlas.io.archive import open_archive, read_fragment
+from flowatlas.kernels.orient import unpack_cells
+from flowatlas.synth import synthesize
+from flowatlas.vocab import DIRECTIONS
+
+DIMS = ["region", "network_type", "direction", "ip_version"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("measures")
+    synthesize(root / "a", records=25_000, days=70, start="2025-08-20", seed=21)
+    build_cube(root / "a", root / "c", workers=0, partitions=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def records(built) -> pd.DataFrame:
+    """One row per record: dimensions, hour/month, remote address and its /64, volume, ASN."""
+    archive = open_archive(built / "a")
+    cfg = resolve_config(built / "a", None)
+    table = load_table(cfg)
+    plan = make_plan(cfg, table)
+    parts = [
+        orient_and_cell(read_fragment(f, COLUMNS), plan, f.counts)[0] for f in archive.fragments()
+    ]
+    key = np.concatenate([p.key for p in parts])
+    hi = np.concatenate([p.hi for p in parts])
+    lo = np.concatenate([p.lo for p in parts])
+    vol = np.concatenate([p.vol for p in parts])
+    d = unpack_cells(key)
+    start = pd.to_datetime(d["bucket"] * plan.bucket_us, unit="us")
+    addr = [(int(h) << 64) | int(lw) for h, lw in zip(hi, lo, strict=True)]
+    v6 = [(a >> 32) != 0xFFFF for a in addr]
+    asn_of = np.append(table.networks.column("asn").to_numpy(), 0)
+    return pd.DataFrame(
+        {
+            "region": np.array(plan.regions, dtype=object)[d["region"]],
+            "network_type": np.array(plan.network_types, dtype=object)[d["network_type"]],
+            "direction": np.array(DIRECTIONS, dtype=object)[d["direction"]],
+            "ip_version": np.where(d["is_v6"] == 1, 6, 4),
+            "hour": start,
+            "month": start.to_period("M").start_time,
+            "addr": addr,  # the 128-bit value, IPv4-mapped
+            "prefix": [a >> 64 << 64 if six else a for a, six in zip(addr, v6, strict=True)],
+            "vol": [int(v) for v in vol],
+            "asn": asn_of[table.lookup(hi, lo)].astype(int),
+        }
+    )
+
+
+def text(addr: int) -> str:
+    a = ipaddress.IPv6Address(addr)
+    return str(a.ipv4_mapped or a)
+
+
+def expected(records: pd.DataFrame, by: list[str]) -> dict[tuple, dict[str, object]]:
+    """Per key: uniques, prefix uniques, bytes, sum of squared per-IP bytes, top-k bytes."""
+    out: dict[tuple, dict[str, object]] = {}
+    groups = records.groupby(by, sort=False) if by else [((), records)]
+    for key, grp in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        per_ip: dict[int, int] = {}
+        for a, v in zip(grp["addr"], grp["vol"], strict=True):
+            per_ip[a] = per_ip.get(a, 0) + v
+        ranked = sorted(per_ip.items(), key=lambda kv: (-kv[1], kv[0]))
+        out[key] = {
+            "uniques": len(per_ip),
+            "uniques_prefix": grp["prefix"].nunique(),
+            "bytes": sum(per_ip.values()),
+            "sumsq": sum(v * v for v in per_ip.values()),
+            "top": ranked[:TOP_K],
+        }
+    return out
+
+
+def got_rows(built, rollup: str, grouping: tuple[str, ...]) -> pd.DataFrame:
+    df = pq.read_table(built / "c" / "rollups.parquet").to_pandas()
+    name = ",".join(grouping) or "total"
+    df = df[(df["rollup"] == rollup) & (df["grouping"] == name)]
+    return df.assign(month=df["period_start"].dt.tz_convert(None))
+
+
+def key_of(row, by: list[str]) -> tuple:
+    return tuple(row[c] for c in by)
+
+
+@pytest.mark.parametrize("grouping", GROUPINGS, ids=lambda g: ",".join(g) or "total")
+@pytest.mark.parametrize("rollup", ["all", "month"])
+def test_rollup_measures_match_pandas(built, records, rollup, grouping) -> None:
+    by = (["month"] if rollup == "month" else []) + list(grouping)
+    want = expected(records, by)
+    got = got_rows(built, rollup, grouping)
+    assert len(got) == len(want)
+    for _, row in got.iterrows():
+        w = want[key_of(row, by)]
+        assert int(row["uniques"]) == w["uniques"]
+        assert int(row["uniques_prefix"]) == w["uniques_prefix"]
+        assert int(row["bytes"]) == w["bytes"]
+        assert int(row["top_bytes"]) == sum(v for _, v in w["top"])
+        assert row["hhi"] == pytest.approx(w["sumsq"] / w["bytes"] ** 2, rel=1e-12)
+
+
+def test_cell_uniques_match_pandas(built, records) -> None:
+    cells = pq.read_table(built / "c" / "cells.parquet").to_pandas()
+    cells = cells.assign(hour=cells["bucket_start"].dt.tz_convert(None))
+    want = records.groupby(["hour", *DIMS]).agg(
+        uniques=("addr", "nunique"), uniques_prefix=("prefix", "nunique")
+    )
+    got = cells.set_index(["hour", *DIMS])[["uniques", "uniques_prefix"]].astype(int)
+    got.index = got.index.set_levels(
+        [lvl.astype(str) if i in (1, 2, 3) else lvl for i, lvl in enumerate(got.index.levels)]
+    )
+    want = want.reindex(got.index)
+    assert len(got) == len(records.groupby(["hour", *DIMS]))
+    np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
+
+
+@pytest.mark.parametrize("grouping", [("region", "network_type"), ("network_type",), ()])
+def test_top_lists_match_pandas(built, records, grouping) -> None:
+    name = ",".join(grouping) or "total"
+    by = list(grouping)
+    top = pq.read_table(built / "c" / "top_ips.parquet").to_pandas()
+    top = top[(top["rollup"] == "all") & (top["grouping"] == name)]
+    asns = pq.read_table(built / "c" / "top_asns.parquet").to_pandas()
+    asns = asns[(asns["rollup"] == "all") & (asns["grouping"] == name)]
+    want = expected(records, by)
+    for key, w in want.items():
+        mine = top
+        for col, v in zip(by, key, strict=True):
+            mine = mine[mine[col] == v]
+        mine = mine.sort_values("rank")
+        got = [(row.remote_ip, int(row.bytes)) for row in mine.itertuples()]
+        assert got == [(text(a), v) for a, v in w["top"]], key
+    groups = records.groupby(by) if by else [((), records)]
+    for key, grp in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        per_asn: dict[int, int] = {}
+        for a, v in zip(grp["asn"], grp["vol"], strict=True):
+            per_asn[a] = per_asn.get(a, 0) + v
+        ranked = sorted(per_asn.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_K]
+        mine = asns
+        for col, v in zip(by, key, strict=True):
+            mine = mine[mine[col] == v]
+        mine = mine.sort_values("rank")
+        assert [(int(r.asn), int(r.bytes)) for r in mine.itertuples()] == ranked, key
+
+
+def test_measures_do_not_depend_on_partitions(built, tmp_path) -> None:
+    build_cube(built / "a", tmp_path / "c7", workers=2, partitions=7)
+    for name in ("cells.parquet", "rollups.parquet", "top_ips.parquet", "top_asns.parquet"):
+        assert (built / "c" / name).read_bytes() == (tmp_path / "c7" / name).read_bytes(), name
