@@ -13,8 +13,10 @@ Both run on a small synthetic archive (crossing a month and a quarter) and on a 
 archive of adversarial rows (IPv6 remotes, nested and repeated prefixes, internal and transit
 flows, private-link interfaces, unlisted and IPv6 exporters, sampling 0/1/2/1000, a file whose
 counts are already scaled, a file without the counts key, 64-bit-sized volumes, records one
-microsecond either side of hour, day, month, quarter and year boundaries). Every cube is built
-eagerly and on a two-worker Dask cluster; every cell and every rollup row must match exactly.
+microsecond either side of hour, day, month, quarter and year boundaries, a non-default IPv6
+uniqueness prefix). Every cube is built eagerly and on two-worker Dask clusters (threads and
+processes); every cell and every rollup row must match exactly: bytes, packets, flows, distinct
+remote addresses, and distinct IPv4 addresses plus IPv6 /N prefixes (``uniques_prefix``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ GROUPINGS: tuple[tuple[str, ...], ...] = (
 V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 Key = tuple[Any, ...]
-Measures = tuple[int, int, int, int]  # bytes, packets, flows, uniques
+MEASURES = ("bytes", "packets", "flows", "uniques", "uniques_prefix")
+Measures = tuple[int, int, int, int, int]
 
 
 def grouping_name(dims: Iterable[str]) -> str:
@@ -99,6 +102,7 @@ class World:
     links: dict[tuple[bytes, int], str]  # (exporter, interface) -> network type
     prefixes: list[tuple[ipaddress.IPv6Network, str]]  # prefixes.csv rows in file order
     rollups: tuple[str, ...]
+    v6_prefix: int  # IPv6 remotes count once per /v6_prefix in uniques_prefix
 
 
 def read_world(archive: Path) -> World:
@@ -121,7 +125,15 @@ def read_world(archive: Path) -> World:
     [source] = cfg["classify"]["sources"]
     with open(archive / source["path"], newline="") as fh:
         prefixes = [(to_v6(row["prefix"]), row["network_type"]) for row in csv.DictReader(fh)]
-    return World(regions, exporters, links, prefixes, tuple(cfg["cube"]["rollups"]))
+    cube = cfg.get("cube", {})
+    return World(
+        regions,
+        exporters,
+        links,
+        prefixes,
+        tuple(cube.get("rollups", ROLLUPS)),
+        int(cube.get("ipv6_prefix", 64)),
+    )
 
 
 def archive_files(archive: Path) -> list[Path]:
@@ -192,14 +204,18 @@ class PythonOracle:
         rate = r["sampling_rate"]
         mult = rate if counts == "raw" and rate > 1 else 1
         start: dt.datetime = r["time_start"]
+        value = int.from_bytes(remote, "big")
+        is_v4 = ipaddress.IPv6Address(remote) in V4_MAPPED
         return {
             "src_port": r["src_port"],
             "bucket_start": start.replace(minute=0, second=0, microsecond=0),
             "region": region,
             "network_type": ntype,
             "direction": direction,
-            "ip_version": 4 if ipaddress.IPv6Address(remote) in V4_MAPPED else 6,
-            "remote": int.from_bytes(remote, "big"),
+            "ip_version": 4 if is_v4 else 6,
+            "remote": value,
+            # uniques_prefix counts IPv4 addresses and IPv6 /N prefixes
+            "prefix_key": f"4:{value}" if is_v4 else f"6:{value >> (128 - self.world.v6_prefix)}",
             "bytes": r["bytes"] * mult,
             "packets": r["packets"] * mult,
             "flows": 1,
@@ -234,6 +250,7 @@ def _group(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         "packets": ("packets", "sum"),
         "flows": ("flows", "sum"),
         "uniques": ("remote", "nunique"),
+        "uniques_prefix": ("prefix_key", "nunique"),
     }
     if not by:
         return pd.DataFrame({k: [df[c].agg(f)] for k, (c, f) in agg.items()})
@@ -244,7 +261,7 @@ def _as_dict(df: pd.DataFrame, key_cols: list[str], fixed: Key = ()) -> dict[Key
     out = {}
     for row in df.to_dict("records"):
         key = fixed + tuple(_plain(row[c]) for c in key_cols)
-        out[key] = tuple(int(row[m]) for m in ("bytes", "packets", "flows", "uniques"))
+        out[key] = tuple(int(row[m]) for m in MEASURES)
     return out
 
 
@@ -338,6 +355,9 @@ SELECT
     s.direction,
     CASE WHEN s.remote BETWEEN $v4_first AND $v4_last THEN 4 ELSE 6 END AS ip_version,
     s.remote,
+    CASE WHEN s.remote BETWEEN $v4_first AND $v4_last THEN ('0x' || hex(s.remote))::UHUGEINT
+         ELSE (('0x' || hex(s.remote))::UHUGEINT >> $shift::UHUGEINT) << $shift::UHUGEINT
+         END AS prefix_key,
     CAST(s.bytes AS HUGEINT) * CASE WHEN s.counts = 'raw' AND s.sampling_rate > 1
                                     THEN s.sampling_rate ELSE 1 END AS vol,
     CAST(s.packets AS HUGEINT) * CASE WHEN s.counts = 'raw' AND s.sampling_rate > 1
@@ -348,7 +368,7 @@ LEFT JOIN matched m ON s.rid = m.rid
 """
 
 MEASURES_SQL = "sum(vol) AS bytes, sum(pk) AS packets, count(*) AS flows, "
-MEASURES_SQL += "count(DISTINCT remote) AS uniques"
+MEASURES_SQL += "count(DISTINCT remote) AS uniques, count(DISTINCT prefix_key) AS uniques_prefix"
 PERIOD_SQL = {
     "day": "date_trunc('day', bucket_start)",
     "month": "date_trunc('month', bucket_start)",
@@ -388,6 +408,7 @@ def duckdb_cube(archive: Path, world: World) -> tuple[dict, dict]:
             "files": [str(p) for p in archive_files(archive)],
             "v4_first": V4_MAPPED.network_address.packed,
             "v4_last": V4_MAPPED.broadcast_address.packed,
+            "shift": 128 - world.v6_prefix,
         },
     )
     dims = ", ".join(DIMS)
@@ -396,6 +417,7 @@ def duckdb_cube(archive: Path, world: World) -> tuple[dict, dict]:
         f"SELECT bucket_start, {dims}, {MEASURES_SQL} FROM oriented GROUP BY ALL"
     ).fetchall():
         cells[tuple(row[:5])] = tuple(int(v) for v in row[5:])
+    assert all(len(v) == len(MEASURES) for v in cells.values())
     rows = {}
     for rollup in world.rollups:
         sets = ", ".join("(" + ", ".join(["period", *g]) + ")" for g in GROUPINGS)
@@ -422,12 +444,12 @@ def cube_rows(cube_dir: Path) -> tuple[dict, dict]:
     for r in pq.read_table(cube_dir / "cells.parquet").to_pylist():
         key = (r["bucket_start"], *(r[d] for d in DIMS))
         assert key not in cells, f"cell {key} appears twice"
-        cells[key] = (r["bytes"], r["packets"], r["flows"], r["uniques"])
+        cells[key] = tuple(r[m] for m in MEASURES)
     rows = {}
     for r in pq.read_table(cube_dir / "rollups.parquet").to_pylist():
         key = (r["rollup"], r["period_start"], r["grouping"], *(r[d] for d in DIMS))
         assert key not in rows, f"rollup row {key} appears twice"
-        rows[key] = (r["bytes"], r["packets"], r["flows"], r["uniques"])
+        rows[key] = tuple(r[m] for m in MEASURES)
     return cells, rows
 
 
@@ -438,7 +460,7 @@ def assert_same(got: dict, want: dict, what: str) -> None:
     wrong = [(k, got[k], want[k]) for k in sorted(want, key=repr) if k in got and got[k] != want[k]]
     assert not (missing or extra or wrong), (
         f"{what}: {len(set(want) - set(got))} missing, {len(set(got) - set(want))} extra, "
-        f"{len(wrong)} wrong (bytes, packets, flows, uniques)\n"
+        f"{len(wrong)} wrong {MEASURES}\n"
         f"missing: {missing}\nextra: {extra}\nwrong (got, want): {wrong[:5]}"
     )
 
@@ -454,6 +476,7 @@ HAND_CONFIG = """
 [cube]
 bucket = "1h"
 rollups = ["day", "month", "quarter", "all"]
+ipv6_prefix = 47
 
 [[regions]]
 name = "West"
@@ -698,12 +721,17 @@ def expected(request: pytest.FixtureRequest) -> Expected:
     return request.getfixturevalue(request.param)
 
 
-@pytest.fixture(scope="module", params=[0, 2], ids=["eager", "dask2"])
+@pytest.fixture(
+    scope="module",
+    params=[(0, False), (2, False), (2, True)],
+    ids=["eager", "dask2-threads", "dask2-processes"],
+)
 def built(
     request: pytest.FixtureRequest, expected: Expected, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Expected, Path]:
     out = tmp_path_factory.mktemp("cube") / "cube"
-    summary = build_cube(expected.archive, out, workers=request.param)
+    workers, processes = request.param
+    summary = build_cube(expected.archive, out, workers=workers, processes=processes)
     assert summary.records == summary.cubed == len(expected.records)
     return expected, out
 
@@ -734,8 +762,10 @@ def test_hand_archive_covers_the_cases(hand: Expected) -> None:
     months = {t.month for t in recs["bucket_start"]}
     assert {9, 10, 11, 12, 1} <= months
     assert max(recs["bytes"]) > 2**60  # beyond float64's exact integers
-    cells, _ = hand.python
-    assert any(u > 1 for *_, u in cells.values())
+    cells, rows = hand.python
+    assert any(m[3] > 1 for m in cells.values())
+    # IPv6 addresses that share a /47: uniques_prefix really differs from uniques
+    assert any(m[4] < m[3] for k, m in rows.items() if k[0] == "all")
 
 
 def test_oracles_agree(expected: Expected) -> None:
@@ -747,7 +777,7 @@ def test_oracles_agree(expected: Expected) -> None:
 
 
 def test_cells_equal_oracle(built: tuple[Expected, Path]) -> None:
-    """Every cell: bytes, packets, flows and distinct remote IPs, exactly."""
+    """Every cell: bytes, packets, flows, distinct remote IPs and prefixes, exactly."""
     expected, cube_dir = built
     cells, _ = cube_rows(cube_dir)
     assert_same(cells, expected.python[0], "cube cells vs oracle")
@@ -756,7 +786,7 @@ def test_cells_equal_oracle(built: tuple[Expected, Path]) -> None:
 
 @pytest.mark.parametrize("rollup", ROLLUPS)
 def test_rollups_equal_oracle(built: tuple[Expected, Path], rollup: str) -> None:
-    """Every rollup row of every grouping set: sums and exact distinct remote IPs."""
+    """Every rollup row of every grouping set: sums and exact distinct counts."""
     expected, cube_dir = built
     _, rows = cube_rows(cube_dir)
     got = {k: v for k, v in rows.items() if k[0] == rollup}
@@ -774,7 +804,7 @@ def test_magnitude_equals_oracle(built: tuple[Expected, Path]) -> None:
     mags = magnitude(cells["bytes"], cells["uniques"]).tolist()
     for row, mag in zip(cells[["bucket_start", *DIMS]].to_dict("records"), mags, strict=True):
         key = tuple(_plain(row[c]) for c in ["bucket_start", *DIMS])
-        b, _, _, u = want_cells[key]
+        b, _, _, u, _ = want_cells[key]
         assert mag == oracle_magnitude(b, u), key
         assert abs(mag - b * 8 / u) <= math.ulp(mag), key  # within an ulp of the exact ratio
     for rollup in ("all", "month"):
@@ -788,6 +818,6 @@ def test_magnitude_equals_oracle(built: tuple[Expected, Path]) -> None:
                 named = {d: _plain(row[d]) for d in dims}
                 period = _plain(row["period_start"]) if "period_start" in keep else None
                 key = (rollup, period, grouping_name(dims), *(named.get(d) for d in DIMS))
-                b, _, _, u = want_rows[key]
+                b, _, _, u, _ = want_rows[key]
                 assert (row["bytes"], row["uniques"]) == (b, u), key
                 assert row["magnitude"] == oracle_magnitude(b, u), key
