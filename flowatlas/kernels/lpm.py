@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import binding as _llvm
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 DIRECT = np.uint32(0x8000_0000)
 NODE = np.uint32(0x4000_0000)
@@ -36,6 +40,10 @@ STRIDE = 8
 #: blocks with at most this many intervals are bisected rather than split into nodes
 LEAF_MAX = 8
 LEAF_J_BITS = 27
+#: how many addresses ahead the CPU drivers prefetch IPv4 index entries (16-32 measured best)
+PREFETCH_DISTANCE = 24
+# LLVM names the prefetch intrinsic by pointer type; opaque pointers since LLVM 15
+_PREFETCH_NAME = "llvm.prefetch.p0" if _llvm.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
 
 
 def _lpm_body(hi, lo, starts_hi, starts_lo, values, idx4, idx6, nodes, shift6):  # pragma: no cover
@@ -82,11 +90,44 @@ def _jit_no_nrt(**options):
 lpm_one = _jit_no_nrt(inline="always", nogil=True, cache=True)(_lpm_body)
 
 
+@intrinsic
+def _prefetch(typingctx, arr, idx):  # pragma: no cover - compiled
+    """A cache prefetch hint for ``arr[idx]`` (LLVM's llvm.prefetch; CPU drivers only)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i = context.cast(builder, args[1], idxty, types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [i])
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH_NAME)
+        # read, keep in all cache levels, data cache
+        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@_jit_no_nrt(inline="always", nogil=True, cache=True)
+def _prefetch_ahead(hi, lo, j, idx4):  # pragma: no cover - compiled
+    """Prefetch the /24 entry of IPv4 address j: the one miss an IPv4 lookup mostly has
+    (~1.4x measured; IPv6 lookups, whose misses are deeper in the trie, gained nothing)."""
+    if j < hi.size:
+        h = hi[j]
+        low = lo[j]
+        if (h | ((low >> np.uint64(32)) ^ np.uint64(0xFFFF))) == np.uint64(0):
+            _prefetch(idx4, (low >> np.uint64(8)) & np.uint64(0xFFFFFF))
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _lookup_cpu(
     hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, nodes, shift6
 ):  # pragma: no cover - compiled
     for i in numba.prange(hi.size):
+        _prefetch_ahead(hi, lo, i + PREFETCH_DISTANCE, idx4)
         out[i] = lpm_one(hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, nodes, shift6)
 
 
@@ -95,6 +136,7 @@ def _lookup_serial(
     hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, nodes, shift6
 ):  # pragma: no cover - compiled
     for i in range(hi.size):
+        _prefetch_ahead(hi, lo, i + PREFETCH_DISTANCE, idx4)
         out[i] = lpm_one(hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, nodes, shift6)
 
 
