@@ -1,14 +1,16 @@
 """Build benchmark: ``flowatlas build`` next to DuckDB and Polars computing the same cube.
 
-One run synthesizes (or reuses) an archive, then times four ways of turning it into the cube,
-each in its own process, and checks that all four produced the same numbers:
+One run synthesizes (or reuses) an archive, then times five ways of turning it into the cube,
+each in its own process, and checks that all five produced the same numbers:
 
-- ``flowatlas build --workers 0`` (eager, one process; numba kernels use every core) and
-  ``flowatlas build --workers N`` (a local Dask cluster of N single-threaded workers);
+- ``flowatlas build --workers 0`` (eager, one process; numba kernels use every core),
+  ``flowatlas build --workers N`` (a local Dask cluster of N threads, the default) and
+  ``flowatlas build --workers N --processes`` (N single-threaded worker processes);
 - DuckDB SQL and a Polars lazy query over the same Parquet files, prefix CSV and
-  configuration, producing the cube's cells (exact distinct remote IPs per cell) and every
-  rollup the configuration asks for (day, month, quarter, all) for every grouping set, which
-  is the work ``flowatlas build`` does.
+  configuration, producing the cube's cells and every rollup the configuration asks for (day,
+  month, quarter, all) for every grouping set, each with bytes, packets, flows, exact distinct
+  remote addresses and exact distinct IPv4 addresses + IPv6 /N prefixes: the work
+  ``flowatlas build`` does.
 
 How the competitors do what flowatlas's kernels do:
 
@@ -24,7 +26,8 @@ How the competitors do what flowatlas's kernels do:
   longest) is the obvious alternative; it is what tests/test_build_oracle.py does, and it is
   quadratic-ish, so it is not what either engine is benchmarked with;
 - counts: exact, per (cell, remote IP) first, then ``count(DISTINCT)`` / ``n_unique`` per
-  rollup grouping (DuckDB ``GROUPING SETS``; Polars one ``group_by`` per set, run together).
+  rollup grouping (DuckDB ``GROUPING SETS`` over dense integer ids of the addresses and
+  prefixes; Polars one ``group_by`` per set, all collected together).
 
 Times are wall-clock from process start to exit (interpreter start-up and imports
 included: that is what a user waits for); peak memory is the summed RSS of the process tree.
@@ -85,6 +88,7 @@ DEFAULT_RECORDS = 5_000_000
 SMOKE_RECORDS = 20_000
 
 DIMS = ("region", "network_type", "direction", "ip_version")
+MEASURES = ("bytes", "packets", "flows", "uniques", "uniques_prefix")
 DIRECTIONS = ("ingress", "egress", "internal", "transit")
 GROUPINGS: tuple[tuple[str, ...], ...] = (
     ("region", "network_type", "direction", "ip_version"),
@@ -126,6 +130,7 @@ class World:
     bounds: list[tuple[int, int | None]]  # disjoint intervals: (start, type code or None)
     rollups: tuple[str, ...]
     bucket_us: int
+    v6_prefix: int  # uniques_prefix counts IPv6 remotes once per /v6_prefix
 
     @property
     def unknown(self) -> int:
@@ -224,6 +229,7 @@ def load_world(archive: Path) -> World:
         flatten(prefixes),
         tuple(cfg.get("cube", {}).get("rollups", ["day", "month", "quarter", "all"])),
         US_PER_HOUR,
+        int(cfg.get("cube", {}).get("ipv6_prefix", 64)),
     )
 
 
@@ -261,7 +267,7 @@ def to_cube_tables(cells: pa.Table, rollups: pa.Table, world: World) -> tuple[pa
         }
 
     def measures(t: pa.Table) -> dict[str, pa.Array]:
-        return {m: t.column(m).cast(pa.uint64()) for m in ("bytes", "packets", "flows", "uniques")}
+        return {m: t.column(m).cast(pa.uint64()) for m in MEASURES}
 
     hours = cells.column("bucket").cast(pa.int64())
     start = pc.multiply(hours, pa.scalar(US_PER_HOUR, pa.int64())).cast(TIMESTAMP)
@@ -392,20 +398,22 @@ def duckdb_cube(archive: Path, out: Path, threads: int) -> None:
         """,
         {"files": files},
     )
-    cells = _arrow(
-        con,
-        """
-        SELECT bucket, region, ntype, dir, ipv, sum(vol)::UBIGINT AS bytes,
-               sum(pk)::UBIGINT AS packets, sum(fl)::UBIGINT AS flows, count(*) AS uniques
-        FROM per_ip GROUP BY ALL
-        """,
-    )
-    # distinct counts run on a dense integer id per remote address (cheaper to hash than a
-    # 16-byte BLOB) and on period starts looked up once per distinct bucket
+    # distinct counts run on dense integer ids (cheaper to hash than a 16-byte BLOB): rid per
+    # remote address, prid per IPv4 address or IPv6 /N prefix (the masked 128-bit value; an
+    # IPv4-mapped address never equals a masked IPv6 prefix, whose low 64 bits are zero); and
+    # period starts are computed once per distinct bucket
+    shift = 128 - world.v6_prefix
     con.execute(
         f"""
         CREATE TEMP TABLE ids AS
-            SELECT remote, row_number() OVER () AS rid FROM (SELECT DISTINCT remote FROM per_ip);
+            SELECT remote, row_number() OVER () AS rid, dense_rank() OVER (ORDER BY pkey) AS prid
+            FROM (
+                SELECT remote,
+                       CASE WHEN remote BETWEEN {_blob(V4_FIRST)} AND {_blob(V4_LAST)} THEN u
+                            ELSE (u >> {shift}::UHUGEINT) << {shift}::UHUGEINT END AS pkey
+                FROM (SELECT remote, ('0x' || hex(remote))::UHUGEINT AS u
+                      FROM (SELECT DISTINCT remote FROM per_ip))
+            );
         CREATE TEMP TABLE periods AS
             SELECT bucket, epoch_us(date_trunc('day', ts)) AS day,
                    epoch_us(date_trunc('month', ts)) AS month,
@@ -413,9 +421,18 @@ def duckdb_cube(archive: Path, out: Path, threads: int) -> None:
             FROM (SELECT DISTINCT bucket, make_timestamp(bucket * {world.bucket_us}) AS ts
                   FROM per_ip);
         CREATE TEMP TABLE by_id AS
-            SELECT p.* EXCLUDE (remote), i.rid, t.day, t.month, t.quarter, t."all"
+            SELECT p.* EXCLUDE (remote), i.rid, i.prid, t.day, t.month, t.quarter, t."all"
             FROM per_ip p JOIN ids i USING (remote) JOIN periods t USING (bucket);
         """
+    )
+    cells = _arrow(
+        con,
+        """
+        SELECT bucket, region, ntype, dir, ipv, sum(vol)::UBIGINT AS bytes,
+               sum(pk)::UBIGINT AS packets, sum(fl)::UBIGINT AS flows, count(*) AS uniques,
+               count(DISTINCT prid) AS uniques_prefix
+        FROM by_id GROUP BY ALL
+        """,
     )
     cols = {"region": "region", "network_type": "ntype", "direction": "dir", "ip_version": "ipv"}
     # grouping_id(region, ntype, dir, ipv): bit 3 .. bit 0 set where the column is not kept
@@ -436,7 +453,8 @@ def duckdb_cube(archive: Path, out: Path, threads: int) -> None:
                        CASE grouping_id(region, ntype, dir, ipv) {gid_case} END AS grouping,
                        region, ntype, dir, ipv,
                        sum(vol)::UBIGINT AS bytes, sum(pk)::UBIGINT AS packets,
-                       sum(fl)::UBIGINT AS flows, count(DISTINCT rid) AS uniques
+                       sum(fl)::UBIGINT AS flows, count(DISTINCT rid) AS uniques,
+                       count(DISTINCT prid) AS uniques_prefix
                 FROM by_id
                 GROUP BY GROUPING SETS ({sets})
                 """,
@@ -542,9 +560,17 @@ def polars_cube(archive: Path, out: Path, threads: int) -> None:
         )
     )
     keys = ["bucket", "region", "ntype", "dir", "ipv"]
+    # uniques_prefix: IPv4 addresses as they are, IPv6 ones masked to their /N (an IPv4-mapped
+    # address never equals a masked IPv6 prefix, whose low 64 bits are zero)
+    mask = TOP ^ ((1 << (128 - world.v6_prefix)) - 1)
     per_ip = (
         oriented.group_by([*keys, "remote"])
         .agg(pl.col("vol").sum(), pl.col("pk").sum(), fl=pl.len())
+        .with_columns(
+            pkey=pl.when(pl.col("ipv") == 4)
+            .then(pl.col("remote"))
+            .otherwise(pl.col("remote") & lit(mask))
+        )
         .collect()
         .lazy()
     )
@@ -553,7 +579,11 @@ def polars_cube(archive: Path, out: Path, threads: int) -> None:
         pl.col("pk").sum().alias("packets"),
         pl.col("fl").sum().cast(pl.UInt64).alias("flows"),
     ]
-    queries = [per_ip.group_by(keys).agg(*measures, uniques=pl.len())]
+    queries = [
+        per_ip.group_by(keys).agg(
+            *measures, uniques=pl.len(), uniques_prefix=pl.col("pkey").n_unique()
+        )
+    ]
     cols = {"region": "region", "network_type": "ntype", "direction": "dir", "ip_version": "ipv"}
     period = {
         "day": "1d",
@@ -572,7 +602,11 @@ def polars_cube(archive: Path, out: Path, threads: int) -> None:
         for g in GROUPINGS:
             by = ["period_start", *(cols[d] for d in g)]
             queries.append(
-                with_period.group_by(by).agg(*measures, uniques=pl.col("remote").n_unique())
+                with_period.group_by(by).agg(
+                    *measures,
+                    uniques=pl.col("remote").n_unique(),
+                    uniques_prefix=pl.col("pkey").n_unique(),
+                )
             )
             labels.append((rollup, g))
     results = pl.collect_all(queries)
@@ -586,7 +620,7 @@ def polars_cube(archive: Path, out: Path, threads: int) -> None:
         )
         parts.append(df.to_arrow())
     order = ["rollup", "period_start", "grouping", *cols.values()]
-    order += ["bytes", "packets", "flows", "uniques"]
+    order += list(MEASURES)
     rollups = pa.concat_tables([p.select(order) for p in parts], promote_options="permissive")
     write_tables(out, *to_cube_tables(cells, rollups, world))
 
@@ -598,15 +632,28 @@ def _sorted(table: pa.Table, keys: Sequence[str]) -> pa.Table:
     return table.sort_by([(k, "ascending") for k in keys])
 
 
-def compare(reference: Path, candidate: Path) -> list[str]:
-    """Differences between two cubes' cells and rollups (empty when they are equal)."""
-    problems = []
+def compare(reference: Path, candidate: Path) -> tuple[list[str], list[str]]:
+    """Differences between two cubes' cells and rollups, and the reference's extra columns.
+
+    Every column of the candidate must equal the reference's, row for row (after sorting by
+    key), and the candidate must hold every key column and every measure in ``MEASURES``.
+    Columns only the reference holds (flowatlas's concentration measures, for instance) are
+    returned as "table.column": the candidate did less work than the reference there.
+    """
+    problems: list[str] = []
+    extra: list[str] = []
     for name, keys in (
         ("cells", ["bucket_start", *DIMS]),
         ("rollups", ["rollup", "grouping", "period_start", *DIMS]),
     ):
         ref = pq.read_table(reference / f"{name}.parquet")
         got = pq.read_table(candidate / f"{name}.parquet")
+        missing = [c for c in (*keys, *MEASURES) if c not in got.column_names]
+        if missing:
+            problems.append(f"{name}: no column(s) {', '.join(missing)}")
+            continue
+        extra += [f"{name}.{c}" for c in ref.column_names if c not in got.column_names]
+        ref = ref.select([c for c in ref.column_names if c in got.column_names])
         try:
             got = got.select(ref.column_names).cast(ref.schema)
         except (KeyError, pa.ArrowInvalid, ValueError) as exc:
@@ -622,7 +669,7 @@ def compare(reference: Path, candidate: Path) -> list[str]:
                 if a != b:
                     problems.append(f"{name}: first difference at row {i}: {b} != {a}")
                     break
-    return problems
+    return problems, extra
 
 
 # --------------------------------------------------------------------------- the run
@@ -636,6 +683,7 @@ class Result:
     mode: str
     measurement: Measurement
     verified: str
+    not_computed: tuple[str, ...] = ()  # reference columns this engine does not produce
 
 
 ENGINES: dict[str, Callable[[Path, Path, int], None]] = {
@@ -681,10 +729,10 @@ def warm_page_cache(archive: Path) -> None:
                     pass
 
 
-def flowatlas_argv(archive: Path, out: Path, workers: int) -> list[str]:
+def flowatlas_argv(archive: Path, out: Path, workers: int, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "flowatlas", "build", str(archive),
-        "--out", str(out), "--workers", str(workers), "--overwrite", "-q",
+        "--out", str(out), "--workers", str(workers), "--overwrite", "-q", *extra,
     ]  # fmt: skip
 
 
@@ -723,19 +771,23 @@ def run(args: argparse.Namespace) -> list[Result]:
         m = measure_best(flowatlas_argv(archive, ref, 0), args.repeat, "flowatlas eager", env)
         results.append(Result("flowatlas", "eager (--workers 0)", m, "reference"))
         print(f"  flowatlas eager: {m.seconds:.2f} s", flush=True)
-        if not args.no_dask:
+        dask_modes = [] if args.no_dask else [
+            (f"Dask, {threads} threads", ()),
+            (f"Dask, {threads} processes", ("--processes",)),
+        ]  # fmt: skip
+        for mode, extra in dask_modes:
             out = work / "flowatlas-dask"
-            m = measure_best(flowatlas_argv(archive, out, threads), args.repeat, "dask", env)
-            problems = compare(ref, out)
-            results.append(
-                Result("flowatlas", f"Dask, {threads} workers", m, "; ".join(problems) or "equal")
-            )
-            print(f"  flowatlas dask: {m.seconds:.2f} s", flush=True)
+            argv = flowatlas_argv(archive, out, threads, *extra)
+            m = measure_best(argv, args.repeat, f"flowatlas {mode}", env)
+            problems, _ = compare(ref, out)
+            results.append(Result("flowatlas", mode, m, "; ".join(problems) or "equal"))
+            print(f"  flowatlas {mode}: {m.seconds:.2f} s", flush=True)
         for engine in args.engines:
             out = work / engine
             m = measure_best(child_argv(engine, archive, out, threads), args.repeat, engine, env)
-            problems = compare(ref, out)
-            results.append(Result(engine, f"{threads} threads", m, "; ".join(problems) or "equal"))
+            problems, extra = compare(ref, out)
+            verdict = "; ".join(problems) or "equal"
+            results.append(Result(engine, f"{threads} threads", m, verdict, tuple(extra)))
             print(f"  {engine}: {m.seconds:.2f} s", flush=True)
         args.load.append(load_average())
     finally:
@@ -782,14 +834,26 @@ def report(results: list[Result], records: int, args: argparse.Namespace) -> str
     command = "python bench/bench_build.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:] if a != "--smoke"
     )
+    extra = sorted({c for r in results for c in r.not_computed})
+    not_computed = (
+        [
+            "Not reproduced by the competitors (flowatlas computes them too, so it does more "
+            f"work than they do): {', '.join(extra)}.",
+            "",
+        ]
+        if extra
+        else []
+    )
     lines = [
-        f"Archive: {records:,} synthetic records over {args.days} days (seed {args.seed}); "
-        "each engine computes the cells (exact distinct remote IPs per cell) and the rollups "
-        "day, month, quarter and all for all 8 grouping sets, including orientation and "
-        "longest-prefix classification, and its output is checked equal to flowatlas's cube.",
+        f"Archive: {records:,} synthetic records over {args.days} days (seed {args.seed}). "
+        "Each engine orients and classifies (longest-prefix match) every record and computes "
+        "the cells and the rollups day, month, quarter and all for all 8 grouping sets, with "
+        "bytes, packets, flows, exact distinct remote addresses and exact distinct IPv4 "
+        "addresses + IPv6 prefixes; its output is checked equal to flowatlas's cube.",
         "",
         table,
         "",
+        *not_computed,
         "Seconds: wall time from process start to exit, best of "
         f"{args.repeat} (start-up and imports included). CPU s: user + system time of the "
         "process tree (less disturbed than wall time when other work shares the machine). "
