@@ -84,6 +84,7 @@ def _run_synth(out: Path, records: int, start: str, days: int, seed: int, worker
 )
 @click.option(
     "--out",
+    "-o",
     "out",
     type=click.Path(path_type=Path),
     required=True,
@@ -145,7 +146,12 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
 @click.command()
 @click.argument("archive", type=click.Path(path_type=Path))
 @click.option(
-    "--out", "out", type=click.Path(path_type=Path), required=True, help="Cube directory to write."
+    "--out",
+    "-o",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Cube directory to write.",
 )
 @click.option("--config", "config", type=click.Path(path_type=Path), default=None,
               help="Configuration TOML [ARCHIVE/flowatlas.toml, else defaults].")  # fmt: skip
@@ -242,7 +248,7 @@ def report(cube, html, title, quiet) -> None:
 @click.command()
 @click.option("--records", type=int, default=DEMO_RECORDS, show_default=True,
               help="Synthetic flow records (10^9 works on a 24 GiB machine, slowly).")  # fmt: skip
-@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("flowatlas-demo"),
+@click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=Path("flowatlas-demo"),
               show_default=True, help="Directory for the archive, cube and report.")  # fmt: skip
 @click.option("--workers", type=int, default=None, help="Worker processes [cores]; 0 = no Dask.")
 @click.option("--seed", type=int, default=1, show_default=True)

@@ -89,7 +89,7 @@ def test_overflowing_volume_is_quarantined_and_counted(archive, tmp_path):
     t = t.set_column(t.schema.get_field_index("bytes"), "bytes", pa.array(b, pa.uint64()))
     pq.write_table(t.replace_schema_metadata(meta), f)
     s = build_cube(copy, tmp_path / "cube", workers=0)
-    assert s.quarantined == {"volume overflows 64 bits (bytes x sampling_rate)": 1}
+    assert s.quarantined == {"volume_overflow": 1}
     assert s.cubed == s.records - 1
     assert json.loads((tmp_path / "cube" / "cube.json").read_text())["records"]["quarantined"]
 

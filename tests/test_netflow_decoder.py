@@ -225,9 +225,9 @@ UPTIME_SLACK_US = 1_200_000
 #: flows the spec shows that flow schema v1 must quarantine (logstash does not check times)
 LOGSTASH_QUARANTINED = {
     # the exporter's clock says 1970-01-01T00:08:22: its flows are before 1990
-    "Netflow 9 nprobe DPI L7": "time before 1990",
+    "Netflow 9 nprobe DPI L7": "time_before_1990",
     # exported 2017-07-18T05:41:59 about a flow that started 2017-07-25: a week in the future
-    "Netflow 9 Fortigate FortiOS 5.2.1": "time in the future",
+    "Netflow 9 Fortigate FortiOS 5.2.1": "time_in_future",
 }
 #: contexts where logstash reads FIRST_SWITCHED across an uptime wrap as 49.7 days later
 #: (netflow5.dat); test_uptime_times_match_wireshark pins the right values instead
@@ -315,11 +315,11 @@ def test_logstash_payloads_decode_as_the_spec_expects(context) -> None:
     root = need_data(LOGSTASH) / LOGSTASH
     rows, quarantine, dec = decode(*[(root / f).read_bytes() for f in files])
     where = f"netflow_spec.rb line {line} ({name})"
-    quarantined = [q for q in quarantine if q["reason"] != "template never arrived"]
+    quarantined = [q for q in quarantine if q["reason"] != "template_never_arrived"]
     if name in LOGSTASH_QUARANTINED:
         assert reasons(quarantined) == [LOGSTASH_QUARANTINED[name]], where
     elif "invalid" in name and not rows:
-        assert reasons(quarantine) in ([], ["bad header"]), where
+        assert reasons(quarantine) in ([], ["bad_header"]), where
     else:
         assert not quarantined, (where, quarantined)
     if size is not None:
@@ -476,7 +476,7 @@ def test_pmacct_captures_match_pmacct_output(name: str) -> None:
         for (s, e), (ps, pe) in zip(mine, sorted(pairs), strict=True):
             assert 0 <= ps - s <= 1 and 0 <= pe - e <= 1, key
     # only flowsets whose templates this capture never carries may be lost
-    assert set(quarantine["reason"].to_pylist()) <= {"template never arrived"}
+    assert set(quarantine["reason"].to_pylist()) <= {"template_never_arrived"}
 
 
 @pytest.mark.shared_data
@@ -580,20 +580,20 @@ def test_v5_fields_times_and_sampling() -> None:
 
 def test_v5_sampling_mode_without_interval_is_quarantined() -> None:
     rows, quarantine, _ = decode(v5_packet([v5_record()], sampling=1 << 14))
-    assert not rows and reasons(quarantine) == ["sampling rate 0"]
+    assert not rows and reasons(quarantine) == ["sampling_rate_zero"]
 
 
 def test_v5_missing_records_are_quarantined_one_by_one() -> None:
     packet = v5_packet([v5_record(), v5_record()], count=5)
     rows, quarantine, _ = decode(packet)
     assert len(rows) == 2
-    assert reasons(quarantine) == ["packet truncated"] * 3
+    assert reasons(quarantine) == ["packet_truncated"] * 3
     assert [q["position"] for q in quarantine] == [f"packet 1 record {i}" for i in (3, 4, 5)]
 
 
 def test_v5_insane_count_is_a_bad_header() -> None:
     rows, quarantine, _ = decode(v5_packet([v5_record()], count=31))
-    assert not rows and reasons(quarantine) == ["bad header"]
+    assert not rows and reasons(quarantine) == ["bad_header"]
 
 
 # --------------------------------------------------------------------------- templates
@@ -627,7 +627,7 @@ def test_template_that_never_arrives_is_quarantined_per_flowset() -> None:
     data = v9_packet(flowset(300, basic_record()), flowset(301, basic_record() * 3))
     rows, quarantine, _ = decode(data, data)
     assert not rows
-    assert reasons(quarantine) == ["template never arrived"] * 4
+    assert reasons(quarantine) == ["template_never_arrived"] * 4
     assert quarantine[0]["position"] == "packet 1 set 1"
     assert quarantine[0]["detail"].startswith("template 300")
 
@@ -668,7 +668,7 @@ def test_templates_are_kept_per_exporter_and_domain() -> None:
     rows = batch.table.to_pylist()
     assert sorted(r["bytes"] for r in rows) == [77, 77, 1500]
     assert {r["exporter"] for r in rows} == {EXPORTER, other}
-    assert batch.quarantine["reason"].to_pylist() == ["template never arrived"]
+    assert batch.quarantine["reason"].to_pylist() == ["template_never_arrived"]
 
 
 def test_template_withdrawal() -> None:
@@ -677,7 +677,7 @@ def test_template_withdrawal() -> None:
         ipfix_message(template(256, BASIC, 2), flowset(256, basic_record())),
         ipfix_message(withdraw, flowset(256, basic_record())),
     )
-    assert len(rows) == 1 and reasons(quarantine) == ["template never arrived"]
+    assert len(rows) == 1 and reasons(quarantine) == ["template_never_arrived"]
     assert dec.stats.withdrawn_templates == 1
 
 
@@ -722,7 +722,7 @@ def test_wrong_field_length_quarantines_every_record() -> None:
     record = b"\1\2\3" + _ip4("10.0.0.2") + u(9, 4)
     rows, quarantine, _ = decode(v9_packet(template(256, fields, 0), flowset(256, record * 3)))
     assert not rows
-    assert reasons(quarantine) == ["wrong field length"] * 3
+    assert reasons(quarantine) == ["wrong_field_length"] * 3
     assert quarantine[0]["detail"] == "IE 8 length 3"
     assert [q["position"] for q in quarantine] == [f"packet 1 set 2 record {i}" for i in (1, 2, 3)]
 
@@ -747,7 +747,7 @@ def test_variable_length_mapped_field_and_overrun() -> None:
         ipfix_message(template(256, fields, 2), flowset(256, good + odd + cut, pad_to=1))
     )
     assert [r["bytes"] for r in rows] == [5]
-    assert sorted(reasons(quarantine)) == ["record overruns flowset", "wrong field length"]
+    assert sorted(reasons(quarantine)) == ["record_overruns_flowset", "wrong_field_length"]
 
 
 def test_enterprise_fields_are_skipped_not_misread() -> None:
@@ -789,7 +789,7 @@ def test_reduced_size_encoding_and_out_of_range_values() -> None:
     assert [(r["bytes"], r["packets"], r["src_port"], r["in_if"]) for r in rows] == [
         (0xABCDEF, 2**33, 80, 7)
     ]
-    assert reasons(quarantine) == ["value out of range"] * 2
+    assert reasons(quarantine) == ["value_out_of_range"] * 2
     assert [q["detail"] for q in quarantine] == [
         "source port above 65535",
         "input interface above 4294967295",
@@ -811,7 +811,7 @@ def test_flowset_overrunning_the_packet() -> None:
     cut = packet[:-30]  # the third record and a bit of the second are gone
     rows, quarantine, _ = decode(cut)
     assert len(rows) == 1
-    assert reasons(quarantine) == ["flowset overruns packet"]
+    assert reasons(quarantine) == ["flowset_overruns_packet"]
     assert quarantine[0]["detail"] == "30 bytes missing"
 
 
@@ -820,7 +820,7 @@ def test_bad_flowset_length_and_zero_padding() -> None:
     rows, quarantine, _ = decode(good + b"\0" * 100)  # zero fill after the last flowset
     assert len(rows) == 1 and not quarantine
     rows, quarantine, _ = decode(good + struct.pack(">HH", 256, 2) + b"junk")
-    assert len(rows) == 1 and reasons(quarantine) == ["bad flowset length"]
+    assert len(rows) == 1 and reasons(quarantine) == ["bad_flowset_length"]
 
 
 def test_ipfix_length_shorter_than_payload_and_concatenated_messages() -> None:
@@ -837,9 +837,9 @@ def test_ipfix_length_shorter_than_payload_and_concatenated_messages() -> None:
 def test_truncated_headers() -> None:
     for payload in (b"\x00\x05\x00\x01" + b"\0" * 10, b"\x00\x09\x00", b"\x00\x0a" + b"\0" * 8):
         rows, quarantine, _ = decode(payload)
-        assert not rows and reasons(quarantine) == ["bad header"]
+        assert not rows and reasons(quarantine) == ["bad_header"]
     rows, quarantine, _ = decode(b"GET / HTTP/1.1\r\n")
-    assert reasons(quarantine) == ["not a NetFlow/IPFIX packet"]
+    assert reasons(quarantine) == ["not_netflow"]
     dec = NetflowDecoder()
     assert dec.feed(b"\x00\x09\x00", EXPORTER, "p") == 0  # not required: only counted
     assert dec.stats.not_netflow == 1 and dec.take().records_read == 0
@@ -928,16 +928,16 @@ def test_one_time_serves_for_both() -> None:
 
 def test_impossible_times_are_quarantined() -> None:
     got, quarantine = _timed([(150, 4), (151, 4)], u(400_000_000, 4) * 2)  # 1982
-    assert got is None and reasons(quarantine) == ["time before 1990"]
+    assert got is None and reasons(quarantine) == ["time_before_1990"]
     assert quarantine[0]["detail"] == "1982-09-04T15:06:40.000000Z"
     got, quarantine = _timed([(150, 4), (151, 4)], u(EXPORT, 4) + u(EXPORT + 90_000, 4))
-    assert got is None and reasons(quarantine) == ["time in the future"]
+    assert got is None and reasons(quarantine) == ["time_in_future"]
     got, _ = _timed([(150, 4), (151, 4)], u(EXPORT, 4) + u(EXPORT + 80_000, 4))
     assert got is not None  # less than a day ahead: clocks differ
     got, quarantine = _timed([(152, 8), (153, 8)], u(2**64 - 1, 8) * 2)
     assert got is None and quarantine[0]["detail"] == "time beyond year 3000"
     rows, quarantine, _ = decode(v5_packet([v5_record()], secs=0))  # a router with no clock
-    assert not rows and reasons(quarantine) == ["time before 1990"]
+    assert not rows and reasons(quarantine) == ["time_before_1990"]
 
 
 # --------------------------------------------------------------------------- sampling
@@ -999,12 +999,12 @@ def test_per_record_sampling_fields() -> None:
     bad = ipfix_message(
         template(256, BASIC + fields, 2), flowset(256, basic_record() + u(0, 4) + u(1, 1))
     )
-    assert _rates(bad) == ([], ["sampling rate 0"])
+    assert _rates(bad) == ([], ["sampling_rate_zero"])
     space = ipfix_message(
         template(256, [*BASIC, (305, 4), (306, 4)], 2),
         flowset(256, basic_record() + u(1, 4) + u(99, 4) + basic_record() + u(0, 4) + u(9, 4)),
     )
-    assert _rates(space) == ([100], ["sampling rate 0"])
+    assert _rates(space) == ([100], ["sampling_rate_zero"])
 
 
 def test_announced_rate_zero_is_quarantined() -> None:
@@ -1012,7 +1012,7 @@ def test_announced_rate_zero_is_quarantined() -> None:
         ipfix_options_template(300, [(149, 4)], [(34, 4)]), flowset(300, u(0, 4) + u(0, 4))
     )
     data = ipfix_message(template(256, BASIC, 2), flowset(256, basic_record()))
-    assert _rates(options, data) == ([], ["sampling rate 0"])
+    assert _rates(options, data) == ([], ["sampling_rate_zero"])
     off = ipfix_message(
         ipfix_options_template(300, [(149, 4)], [(34, 4), (35, 1)]),
         flowset(300, u(0, 4) + u(0, 4) + u(0, 1)),
@@ -1027,11 +1027,11 @@ def test_absurd_64_bit_announcements() -> None:
         flowset(300, u(0, 4) + u(2**64 - 1, 8) + u(2**64 - 2, 8)),
     )
     got, quarantine = _timed([(22, 4), (21, 4)], u(1, 4) * 2, options)
-    assert got is None and reasons(quarantine) == ["time in the future"]
+    assert got is None and reasons(quarantine) == ["time_in_future"]
     rows, quarantine, _ = decode(
         options, ipfix_message(template(256, BASIC, 2), flowset(256, basic_record()))
     )
-    assert not rows and reasons(quarantine) == ["value out of range"]
+    assert not rows and reasons(quarantine) == ["value_out_of_range"]
 
 
 # --------------------------------------------------------------------------- bulk decoding
@@ -1124,7 +1124,7 @@ def test_netflow_pcap_importer(tmp_path: Path) -> None:
         {
             "source_file": str(path),
             "position": "packet 5 set 1",
-            "reason": "template never arrived",
+            "reason": "template_never_arrived",
             "detail": "template 400, end of input",
         }
     ]
@@ -1190,7 +1190,7 @@ def test_netflow_payload_importer(tmp_path: Path) -> None:
     assert detect_format(data) == "netflow-payload"
     importer = get_importer("netflow-payload")()
     alone = list(importer.read(data, ImportOptions()))
-    assert alone[0].quarantine["reason"].to_pylist() == ["template never arrived"]
+    assert alone[0].quarantine["reason"].to_pylist() == ["template_never_arrived"]
     opts = ImportOptions(extra=(("exporter", "2001:db8::5"), ("templates", str(tpl))))
     (batch,) = importer.read(data, opts)
     assert batch.table.num_rows == 2 and batch.quarantine.num_rows == 0  # tpl.dat's own record
@@ -1199,7 +1199,7 @@ def test_netflow_payload_importer(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.dat"
     garbage.write_bytes(b"\x00\x05garbage")
     (batch,) = importer.read(garbage, ImportOptions())
-    assert batch.quarantine["reason"].to_pylist() == ["bad header"]
+    assert batch.quarantine["reason"].to_pylist() == ["bad_header"]
 
 
 def test_table_types() -> None:

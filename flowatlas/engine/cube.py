@@ -256,6 +256,7 @@ class Cube:
         self.meta = meta
         self.cells = cells
         self.rollups = rollups
+        self._tops: dict[str, pd.DataFrame] = {}
 
     # ------------------------------------------------------------------ vocabulary
     @property
@@ -346,6 +347,46 @@ class Cube:
         )
         order = [c for c in self._order(by) if c in wide.columns]
         return wide.reindex(columns=order).fillna(0)
+
+    def top_ips(
+        self,
+        by: Sequence[str] | None = None,
+        period: str = "all",
+        where: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """The heaviest remote addresses per key (rank, remote_ip, bytes, asn, org).
+
+        ``by`` (plus the dimensions in ``where``) picks one stored grouping set; None keeps
+        every grouping. Lists exist for the rollups in cube.json's ``top_list_rollups``.
+        """
+        return self._top("top_ips.parquet", by, period, where)
+
+    def top_asns(
+        self,
+        by: Sequence[str] | None = None,
+        period: str = "all",
+        where: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """The remote networks (ASNs) carrying the most volume per key (rank, asn, org, bytes)."""
+        return self._top("top_asns.parquet", by, period, where)
+
+    def _top(self, name, by, period, where) -> pd.DataFrame:
+        if period not in self.meta.get("top_list_rollups", []):
+            raise InputError(
+                f"no top lists for rollup {period!r} "
+                f"(this cube has them for: {', '.join(self.meta.get('top_list_rollups', []))})"
+            )
+        if name not in self._tops:
+            try:
+                df = pq.read_table(self.path / name).to_pandas()
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(f"{self.path / name}: unreadable: {exc}") from None
+            self._tops[name] = df
+        df = self._tops[name]
+        df = df[df["rollup"] == period]
+        if by is not None:
+            df = df[df["grouping"] == grouping_name(set(by) | set(where or {}))]
+        return _filter(df, where).reset_index(drop=True)
 
     def _order(self, dim: str) -> list[Any]:
         if dim == "region":

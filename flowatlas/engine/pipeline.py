@@ -131,7 +131,7 @@ def _null_mask(table: pa.Table) -> tuple[np.ndarray, dict[str, int]]:
             null = np.asarray(pc.is_null(col).to_numpy(zero_copy_only=False), dtype=bool)
             newly = int((null & ~bad).sum())
             if newly:
-                counts[f"null {name}"] = newly
+                counts[f"null_{name}"] = newly
             bad |= null
     return bad, counts
 

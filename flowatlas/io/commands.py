@@ -298,9 +298,7 @@ def import_one(task: ImportTask) -> FileResult:
 
 def _counts_of(importer: Any, options: Any) -> str:
     """The counts mode an importer writes with these options (``raw`` or ``scaled``)."""
-    if hasattr(importer, "counts_for"):
-        return importer.counts_for(options)
-    return type(importer).counts
+    return importer.counts_for(options)
 
 
 # --------------------------------------------------------------------------- planning
@@ -425,6 +423,8 @@ def import_sources(
     reimport: bool = False,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     nfdump: str | None = None,
+    exporter: str | None = None,
+    templates: Sequence[str | os.PathLike[str]] = (),
     progress: bool | None = None,
     now_us: int | None = None,
 ) -> ImportSummary:
@@ -433,6 +433,8 @@ def import_sources(
     ``fmt`` is a format name or ``auto`` (by content). ``jobs`` is the number of worker
     processes (default: one per CPU, at most one per file, none for less than 32 MiB of
     input; 1 runs in this process).
+    ``exporter`` and ``templates`` are for raw NetFlow/IPFIX payload files (netflow-payload):
+    the address that sent them, and payload files to read first for their templates only.
     ``progress`` shows a progress bar on stderr (None: only on a terminal). Returns the
     summary; files that failed are listed in it (and raise nothing here).
     """
@@ -466,9 +468,22 @@ def import_sources(
         ("counts", counts),
         ("time_unit", time_unit),
         ("nfdump", nfdump),
+        ("exporter", exporter),
     ):
         if value is not None:
             extra[key] = value
+    if exporter is not None:
+        from flowatlas.addresses import AddressError, parse_addresses
+
+        try:
+            parse_addresses([exporter], source="--exporter")
+        except AddressError as exc:
+            raise ConfigError(str(exc)) from None
+    if templates:
+        missing = [str(t) for t in templates if not Path(t).is_file()]
+        if missing:
+            raise InputError(f"{missing[0]}: --templates file not found")
+        extra["templates"] = tuple(str(Path(t).resolve()) for t in templates)
     extra_t = tuple(sorted(extra.items()))
     _check_formats(files, counts, extra_t, batch_rows)
 
@@ -524,9 +539,7 @@ def _check_formats(
 
     options = ImportOptions(batch_rows=batch_rows, extra=extra)
     for fmt in sorted({f for _, f in files}):
-        cls = get_importer(fmt)
-        if hasattr(cls, "preflight"):
-            cls.preflight(options)
+        get_importer(fmt).preflight(options)
     if counts is None:
         return
     for fmt in sorted({f for _, f in files}):
@@ -656,6 +669,16 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
     help="Rows per batch (bounds memory per worker).",
 )
 @click.option("--nfdump", help="nfdump executable to use (default: nfdump on PATH).")
+@click.option(
+    "--exporter",
+    help="netflow-payload: address of the router that sent the payloads (default 0.0.0.0).",
+)
+@click.option(
+    "--templates",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="netflow-payload: payload file(s) to read first for their templates (repeatable).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def import_(
     sources: tuple[str, ...],
@@ -670,6 +693,8 @@ def import_(
     reimport: bool,
     batch_rows: int,
     nfdump: str | None,
+    exporter: str | None,
+    templates: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Import flow files (or folders of them) into a day-partitioned flow archive.
@@ -690,6 +715,8 @@ def import_(
         reimport=reimport,
         batch_rows=batch_rows,
         nfdump=nfdump,
+        exporter=exporter,
+        templates=templates,
         progress=False if quiet else None,
     )
     if not quiet:

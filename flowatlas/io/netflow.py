@@ -21,7 +21,7 @@ Design, in short:
   with a short, stable reason (see :data:`REASONS`); data that arrives before its template is
   held (a bounded number of flowsets per template) and decoded when the template arrives, and
   what is still waiting at :meth:`NetflowDecoder.finish` is quarantined as
-  ``"template never arrived"``, one row per flowset (its records cannot be counted without
+  ``"template_never_arrived"``, one row per flowset (its records cannot be counted without
   the template). Options records (sampling, system init time) and records of templates that
   carry no IP address are not flows; they are counted in :class:`DecoderStats`.
 
@@ -160,25 +160,25 @@ _OPTION_IES = frozenset(
 _ADDRESS_IES = (IE_SRC_V4, IE_DST_V4, IE_SRC_V6, IE_DST_V6)
 
 # --------------------------------------------------------------------------- quarantine reasons
-R_NO_TEMPLATE = "template never arrived"
-R_FIELD_LENGTH = "wrong field length"
-R_RANGE = "value out of range"
-R_TIME_PAST = "time before 1990"
-R_TIME_FUTURE = "time in the future"
-R_RATE_ZERO = "sampling rate 0"
-R_SET_OVERRUN = "flowset overruns packet"
-R_SET_LENGTH = "bad flowset length"
-R_RECORD_OVERRUN = "record overruns flowset"
-R_TRUNCATED = "packet truncated"
-R_HEADER = "bad header"
-R_NOT_NETFLOW = "not a NetFlow/IPFIX packet"
+R_NO_TEMPLATE = "template_never_arrived"
+R_FIELD_LENGTH = "wrong_field_length"
+R_RANGE = "value_out_of_range"
+R_TIME_PAST = "time_before_1990"
+R_TIME_FUTURE = "time_in_future"
+R_RATE_ZERO = "sampling_rate_zero"
+R_SET_OVERRUN = "flowset_overruns_packet"
+R_SET_LENGTH = "bad_flowset_length"
+R_RECORD_OVERRUN = "record_overruns_flowset"
+R_TRUNCATED = "packet_truncated"
+R_HEADER = "bad_header"
+R_NOT_NETFLOW = "not_netflow"
 
 #: every reason a quarantined row can carry, with what it means
 REASONS: dict[str, str] = {
     R_NO_TEMPLATE: "data flowset whose template was not seen (one row per flowset)",
     R_FIELD_LENGTH: "the template gives a mapped field a length it cannot have",
     R_RANGE: "a value does not fit its flow schema column (port > 65535, ...)",
-    R_TIME_PAST: "a flow time before 1990-01-01",
+    R_TIME_PAST: "a flow time_before_1990-01-01",
     R_TIME_FUTURE: "a flow time more than a day after the packet's export time",
     R_RATE_ZERO: "a sampling rate of 0 was announced for the record",
     R_SET_OVERRUN: "the flowset's length runs past the end of the packet (rest of it)",

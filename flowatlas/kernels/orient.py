@@ -30,7 +30,7 @@ MAX_TYPES = 64
 #: quarantine reasons the build can find in archive rows (code -> text)
 REASON_OK = 0
 REASON_OVERFLOW = 1
-REASONS = {REASON_OVERFLOW: "volume overflows 64 bits (bytes x sampling_rate)"}
+REASONS = {REASON_OVERFLOW: "volume_overflow"}  # bytes x sampling_rate exceeds 64 bits
 
 
 def _orient_body(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types):

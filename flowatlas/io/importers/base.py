@@ -98,11 +98,23 @@ class Importer(abc.ABC):
     counts: ClassVar[str]
     #: one line for ``flowatlas import --help``
     description: ClassVar[str] = ""
+    #: order in which --format auto asks importers (lower first): binary formats with magic
+    #: numbers before text formats, the generic CSV reader last
+    sniff_priority: ClassVar[int] = 50
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
         """True if the file (its first bytes in ``head``) looks like this format."""
         return False
+
+    @classmethod
+    def preflight(cls, options: ImportOptions) -> None:
+        """Check, once before any file, what this format needs (a tool, an option)."""
+        return None
+
+    def counts_for(self, options: ImportOptions) -> str:
+        """The counts mode this importer writes with these options (default: ``counts``)."""
+        return type(self).counts
 
     @abc.abstractmethod
     def read(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
@@ -122,8 +134,9 @@ def register(cls: type[Importer]) -> type[Importer]:
 
 def importers() -> dict[str, type[Importer]]:
     """All registered importers by format name (loads the built-in ones)."""
-    import flowatlas.io.importers  # noqa: F401 - registers the built-in importers
+    from flowatlas.io.importers import load_builtin
 
+    load_builtin()
     return dict(_REGISTRY)
 
 
@@ -142,7 +155,7 @@ def detect_format(path: Path) -> str:
             head = fh.read(4096)
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
-    for name, cls in sorted(importers().items()):
+    for name, cls in sorted(importers().items(), key=lambda kv: (kv[1].sniff_priority, kv[0])):
         if cls.sniff(path, head):
             return name
     raise InputError(f"{path}: cannot tell the format; give --format")

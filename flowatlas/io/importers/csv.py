@@ -1074,6 +1074,7 @@ class CsvImporter(Importer):
     format: ClassVar[str] = "csv"
     counts: ClassVar[str] = COUNTS_RAW
     description: ClassVar[str] = "CSV with a column mapping (--csv-map)"
+    sniff_priority: ClassVar[int] = 90  # generic: only when no specific format claims a file
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
