@@ -12,12 +12,15 @@ numba is given. Prints a markdown table for bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
+import sys
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import git_revision, load_average, machine, versions, write_section
 
 from flowatlas.classify.compiler import _cidr_lengths, compile_layers
 from flowatlas.classify.sources import read_source
@@ -26,15 +29,8 @@ from flowatlas.kernels.lpm import build_index, lookup_cpu
 from flowatlas.testing import shared_data_dir
 
 LIBLOC = "prefix2asn/libloc_ipfire"
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if "Model name" in ln)
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} cores"
+HEADING = "LPM lookups and prefix-table compile"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def best_of(fn, repeat: int, clock=time.perf_counter) -> float:
@@ -78,6 +74,7 @@ def main() -> None:
     ap.add_argument("--pytricia-n", type=int, default=500_000)
     ap.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
     ap.add_argument("--gpu", action="store_true", help="also time the CUDA driver")
+    ap.add_argument("--results", default=None, help=f"write a section into this file [{RESULTS}]")
     args = ap.parse_args()
     if args.quick:
         args.n, args.repeat, args.pytricia_n = 200_000, 1, 20_000
@@ -87,7 +84,15 @@ def main() -> None:
     if not all(f.exists() for f in files):
         raise SystemExit(f"needs {LIBLOC} under {root} (set FLOWATLAS_DATA)")
 
-    print(f"machine: {machine()}; numba threads: {os.environ.get('NUMBA_NUM_THREADS', 'all')}")
+    mach = machine()
+    load_before = load_average()
+    report: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line)
+        report.append(line)
+
+    print(f"machine: {mach['cpu']}, {mach['cores']}; load {load_before}")
     t0 = time.perf_counter()
     layers = [read_source(f, "libloc")[0] for f in files]
     t_read = time.perf_counter() - t0
@@ -100,11 +105,11 @@ def main() -> None:
     index = table.index
     t_index = time.perf_counter() - t0
     n_prefixes = sum(len(x) for x in layers)
-    print(
+    say(
         f"table: {n_prefixes:,} prefixes -> {table.starts_hi.size:,} intervals, "
         f"{table.networks.num_rows:,} networks; index {index.stats()}"
     )
-    print(
+    say(
         f"compile: read+parse {t_read:.2f} s, compile {t_compile:.2f} s, index {t_index:.2f} s "
         f"(total {t_read + t_compile + t_index:.2f} s)"
     )
@@ -126,7 +131,7 @@ def main() -> None:
             lengths = _cidr_lengths(layer.start_hi, layer.start_lo, layer.end_hi, layer.end_lo)
             for i, (t, ln) in enumerate(zip(texts, lengths.tolist(), strict=True)):
                 trie[f"::ffff:{t}/{ln}" if "." in t else f"{t}/{ln}"] = i
-        print(f"pytricia: {n_prefixes:,} prefixes loaded in {time.perf_counter() - t0:.1f} s")
+        say(f"pytricia: {n_prefixes:,} prefixes loaded in {time.perf_counter() - t0:.1f} s")
 
     rows = []
     for name, (hi, lo) in cases.items():
@@ -155,14 +160,14 @@ def main() -> None:
             tri = m / best_of(lambda k=keys, g=get: [g(x) for x in k], 1)
         rows.append((name, serial, per_core, par, tri))
 
-    print()
-    print(
+    say()
+    say(
         "| addresses | 1 thread, wall M/s | 1 thread, per CPU-second M/s | all cores M/s "
         "| pytricia M/s | 1 thread vs pytricia |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    say("|---|---:|---:|---:|---:|---:|")
     for name, s, c, p, t in rows:
-        print(
+        say(
             f"| {name} | {s / 1e6:.1f} | {c / 1e6:.1f} | {p / 1e6:.1f} | {t / 1e6:.2f} "
             f"| {s / t:.0f}x |"
         )
@@ -173,9 +178,9 @@ def main() -> None:
         from flowatlas.kernels.lpm import lookup_cuda
 
         dev = index.to_device()
-        print()
-        print("| addresses (GPU, device-resident) | lookups/s |")
-        print("|---|---:|")
+        say()
+        say("| addresses (GPU, device-resident) | lookups/s |")
+        say("|---|---:|")
         for name, (hi, lo) in cases.items():
             d_hi, d_lo = cuda.to_device(hi), cuda.to_device(lo)
             out = cuda.device_array(hi.size, np.int32)
@@ -188,7 +193,30 @@ def main() -> None:
                 cuda.synchronize()
                 best = min(best, time.perf_counter() - t0)
             ok = out.copy_to_host()[:100_000] == lookup_cpu(index, hi[:100_000], lo[:100_000])
-            print(f"| {name} | {hi.size / best:.3e} (matches CPU: {bool(ok.all())}) |")
+            say(f"| {name} | {hi.size / best:.3e} (matches CPU: {bool(ok.all())}) |")
+
+    if args.results or not args.quick:
+        v = versions("numba", "numpy", "pyarrow", "pytricia")
+        body = "\n".join(
+            [
+                "Table: IPFire libloc (Debian libloc-database 2022-10-29), IPv4 + IPv6, from "
+                "../shared/data; addresses per case: "
+                f"{args.n:,} (pytricia: {args.pytricia_n:,}), best of {args.repeat}.",
+                "Per CPU-second: addresses / this thread's CPU time, which time-slicing by other "
+                "work on a shared machine does not inflate (cache and memory sharing still count).",
+                "",
+                *report,
+                "",
+                f"- machine: {mach['cpu']}, {mach['cores']}, {mach['memory']}, {mach['os']}, "
+                f"Python {mach['python']}",
+                "- versions: " + ", ".join(f"{k} {x}" for k, x in v.items()),
+                f"- flowatlas checkout: {git_revision(Path(__file__).resolve().parent.parent)}",
+                f"- load average (1 min) before / after: {load_before} / {load_average()}",
+                "- reproduce: `python bench/bench_lpm.py` (add `--gpu` on a CUDA machine)",
+                f"- run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+            ]
+        )
+        write_section(args.results or RESULTS, HEADING, body)
 
 
 if __name__ == "__main__":
