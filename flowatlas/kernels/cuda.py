@@ -122,3 +122,92 @@ def cells_cuda(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npacket
             bool(scaled), cell, vol, pk, reason,
         )  # fmt: skip
     return cell, vol, pk, reason
+
+
+# --------------------------------------------------------------------------- HLL sketches
+
+import numpy as np  # noqa: E402
+
+from flowatlas.kernels.accumulate import _GOLD, mix64  # noqa: E402
+from flowatlas.kernels.hll import _slot_body, check_p  # noqa: E402
+
+_mix64_device = cuda.jit(device=True)(mix64.py_func)
+_hll_slot_device = cuda.jit(device=True)(_slot_body)
+
+
+@cuda.jit(device=True)
+def _ip_hash_device(hi, lo):  # pragma: no cover - compiled
+    """``accumulate.ip_hash`` on the device: the same two splitmix64 finalisers.
+
+    A CPU ``njit`` function cannot be called from a CUDA kernel, so the one-line composition
+    is repeated here around the device twin of ``mix64``; tests check it equals ``ip_hash``.
+    """
+    return _mix64_device(hi ^ _mix64_device(lo + _GOLD))
+
+
+@cuda.jit
+def hll_zero_kernel(words):  # pragma: no cover - compiled
+    """words[:] = 0 (device arrays from cuda.device_array are not cleared)."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < words.size:
+        words[i] = 0
+        i += stride
+
+
+@cuda.jit
+def hll_update_kernel(keys, hi, lo, n_keys, p, words, bad):  # pragma: no cover - compiled
+    """Racing register max, the CUDA atomic version of ``hll._update_ser``.
+
+    Registers are uint8, four to a uint32 word (little-endian, as the host reads them back);
+    CUDA has no byte-wide atomic max, so a compare-and-swap loop on the word raises one byte,
+    and stops at once when the register already holds at least this rank (the common case
+    once a sketch has filled, so most rows cost one read and no atomic).
+    """
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < keys.size:
+        k = keys[i]
+        if k < 0 or k >= n_keys:
+            cuda.atomic.add(bad, 0, 1)
+        else:
+            idx, rank = _hll_slot_device(_ip_hash_device(hi[i], lo[i]), p)
+            flat = (k << p) + np.int64(idx)
+            w = flat >> 2
+            sh = np.uint32((flat & 3) * 8)
+            r = np.uint32(rank)
+            old = words[w]
+            while ((old >> sh) & np.uint32(0xFF)) < r:
+                new = (old & ~(np.uint32(0xFF) << sh)) | (r << sh)
+                seen = cuda.atomic.cas(words, w, old, new)
+                if seen == old:
+                    break
+                old = seen
+        i += stride
+
+
+def hll_update_cuda(keys, hi, lo, n_keys: int, p: int = 12):
+    """Device twin of :func:`flowatlas.kernels.hll.update`: registers ``(n_keys, 2**p)`` uint8.
+
+    ``keys`` (int64, dense in ``[0, n_keys)``), ``hi`` and ``lo`` (uint64) are device arrays
+    (or anything with ``__cuda_array_interface__``); the result stays on the device. Rows with
+    a key out of range raise ValueError after the kernel (their registers are left alone).
+    """
+    p = check_p(p)
+    if int(n_keys) != n_keys or n_keys < 0:
+        raise ValueError(f"n_keys must be a non-negative integer, got {n_keys!r}")
+    n_keys = int(n_keys)
+    m = 1 << p
+    words = cuda.device_array(n_keys * m // 4, np.uint32)
+    if words.size:
+        blocks, threads = _grid(words.size)
+        hll_zero_kernel[blocks, threads](words)
+    n = keys.shape[0]
+    if n:
+        bad = cuda.to_device(np.zeros(1, np.int64))
+        blocks, threads = _grid(n)
+        hll_update_kernel[blocks, threads](keys, hi, lo, np.int64(n_keys), np.int64(p), words, bad)
+        n_bad = int(bad.copy_to_host()[0])
+        if n_bad:
+            raise ValueError(f"{n_bad} keys lie outside [0, {n_keys})")
+    return words.view(np.uint8).reshape(n_keys, m)
