@@ -24,7 +24,7 @@ from _common import git_revision, load_average, machine, versions, write_section
 
 from flowatlas.classify.compiler import _cidr_lengths, compile_layers
 from flowatlas.classify.sources import read_source
-from flowatlas.classify.table import PrefixTable
+from flowatlas.classify.table import PrefixTable, default_bits6
 from flowatlas.kernels.lpm import build_index, lookup_cpu
 from flowatlas.testing import shared_data_dir
 
@@ -99,7 +99,8 @@ def main() -> None:
     t0 = time.perf_counter()
     c = compile_layers(layers)
     t_compile = time.perf_counter() - t0
-    table = PrefixTable(c.starts_hi, c.starts_lo, c.values, c.networks)
+    bits6 = default_bits6(c.starts_hi, c.starts_lo)  # as `flowatlas classify compile` does
+    table = PrefixTable(c.starts_hi, c.starts_lo, c.values, c.networks, {"bits6": bits6})
     build_index(table.starts_hi[:2], table.starts_lo[:2], table.values[:2])  # jit warm-up
     t0 = time.perf_counter()
     index = table.index

@@ -75,10 +75,11 @@ def build_table(
 
     ``network_types`` (default: the seed's) lists the types sources may name; override files
     may declare more. With ``strict`` a conflict inside a source is an error, not a warning.
+    ``bits6`` (8, 16 or 24) sizes the IPv6 root index; by default 24 for big IPv6 tables.
     """
     from flowatlas.classify.compiler import compile_layers
     from flowatlas.classify.sources.overrides import declared_types
-    from flowatlas.classify.table import DEFAULT_BITS6, PrefixTable
+    from flowatlas.classify.table import PrefixTable, default_bits6
     from flowatlas.vocab import NETWORK_TYPES
 
     layers, tables = read_sources(sources, base_dir)
@@ -94,7 +95,9 @@ def build_table(
         for src in [*layers, *tables]
     ]
     meta = {"sources": provenance, "network_types": known}
-    return PrefixTable.from_compiled(compiled, meta, bits6=bits6 or DEFAULT_BITS6)
+    if bits6 is None:
+        bits6 = default_bits6(compiled.starts_hi, compiled.starts_lo)
+    return PrefixTable.from_compiled(compiled, meta, bits6=bits6)
 
 
 def load_table(config: Config) -> PrefixTable:

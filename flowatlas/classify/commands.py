@@ -178,7 +178,7 @@ def lookup_cmd(
         )
         if d.get("source"):
             click.echo(
-                f"  matched {d['prefix']} in {d['source']} (line {d['source_line']});"
+                f"  matched {d.get('prefix')} in {d['source']} (line {d.get('source_line')});"
                 f" type from {d.get('type_source') or '-'}"
             )
         click.echo(f"  why: {result['why']}")
