@@ -285,6 +285,7 @@ def to_cube_tables(cells: pa.Table, rollups: pa.Table, world: World) -> tuple[pa
 
 
 def write_tables(out: Path, cells: pa.Table, rollups: pa.Table) -> None:
+    """Write a competitor's result where a cube keeps it, so one comparison reads both."""
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(cells, out / "cells.parquet")
     pq.write_table(rollups, out / "rollups.parquet")
@@ -294,6 +295,7 @@ def write_tables(out: Path, cells: pa.Table, rollups: pa.Table) -> None:
 
 
 def _blob(value: int) -> str:
+    """A 128-bit address as a DuckDB BLOB literal (16 bytes, big-endian)."""
     return f"unhex('{value:032x}')"
 
 
@@ -693,6 +695,7 @@ ENGINES: dict[str, Callable[[Path, Path, int], None]] = {
 
 
 def archive_path(records: int, days: int, seed: int, data: Path) -> Path:
+    """Where the synthetic archive for these settings is cached."""
     return data / f"synth-r{records}-d{days}-s{seed}"
 
 
@@ -730,6 +733,7 @@ def warm_page_cache(archive: Path) -> None:
 
 
 def flowatlas_argv(archive: Path, out: Path, workers: int, *extra: str) -> list[str]:
+    """The ``flowatlas build`` command line, exactly as a user would run it."""
     return [
         sys.executable, "-m", "flowatlas", "build", str(archive),
         "--out", str(out), "--workers", str(workers), "--overwrite", "-q", *extra,
@@ -737,6 +741,7 @@ def flowatlas_argv(archive: Path, out: Path, workers: int, *extra: str) -> list[
 
 
 def child_argv(engine: str, archive: Path, out: Path, threads: int) -> list[str]:
+    """This script, re-run in a child process that computes one competitor's cube."""
     return [
         sys.executable, str(Path(__file__).resolve()), "--child", engine,
         "--archive", str(archive), "--out", str(out), "--threads", str(threads),
@@ -873,6 +878,7 @@ def report(results: list[Result], records: int, args: argparse.Namespace) -> str
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options; --smoke changes the defaults to tiny sizes and no results file."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=None, help=f"[{DEFAULT_RECORDS:,}]")
     p.add_argument("--days", type=int, default=None, help="days the archive spans [184]")
@@ -900,6 +906,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark (or, with the hidden --child, one competitor); 1 if outputs differ."""
     args = parse_args(argv)
     if args.child:
         ENGINES[args.child](Path(args.archive), Path(args.out), args.threads)

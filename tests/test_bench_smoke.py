@@ -55,6 +55,7 @@ def test_bench_build_smoke(tmp_path: Path) -> None:
 
 
 def test_write_section_replaces_only_its_own(tmp_path: Path) -> None:
+    """Re-running a benchmark replaces its section in place; others stay as they were."""
     path = tmp_path / "RESULTS.md"
     write_section(path, "Build benchmark", "first")
     path.write_text(path.read_text() + "\n## Other\n\nother text\n")
@@ -93,6 +94,7 @@ def test_run_measured_counts_the_whole_process_tree(tmp_path: Path) -> None:
 
 
 def test_markdown_table_lines_up() -> None:
+    """Tables read as aligned plain text too (they are printed and written to RESULTS.md)."""
     lines = markdown_table(["a", "long header"], [[1, 2], ["wide cell", 3]]).splitlines()
     assert len({len(line) for line in lines}) == 1
     assert lines[1].startswith("|---")

@@ -245,6 +245,7 @@ def _period(ts: dt.datetime, rollup: str) -> dt.datetime | None:
 
 
 def _group(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Sums and exact distinct counts of ``df`` grouped by ``by`` (one row when ``by`` is empty)."""
     agg = {
         "bytes": ("bytes", "sum"),
         "packets": ("packets", "sum"),
@@ -258,6 +259,7 @@ def _group(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def _as_dict(df: pd.DataFrame, key_cols: list[str], fixed: Key = ()) -> dict[Key, Measures]:
+    """Grouped rows keyed by ``fixed`` + their key columns, as plain Python values."""
     out = {}
     for row in df.to_dict("records"):
         key = fixed + tuple(_plain(row[c]) for c in key_cols)
@@ -266,6 +268,7 @@ def _as_dict(df: pd.DataFrame, key_cols: list[str], fixed: Key = ()) -> dict[Key
 
 
 def _plain(v: Any) -> Any:
+    """A pandas/NumPy scalar as the plain Python value pyarrow gives for the cube."""
     if isinstance(v, pd.Timestamp):
         return v.to_pydatetime()
     if isinstance(v, np.integer):
@@ -610,12 +613,14 @@ SCALED_TAG = 100  # rows in the file whose counts are already scaled
 
 
 def _table(rows: list[dict[str, Any]], counts: str | None) -> pa.Table:
+    """Rows as a flow schema v1 table; ``counts=None`` leaves the counts key out entirely."""
     meta = file_metadata(counts) if counts else {META_VERSION: b"1"}
     schema = FLOW_SCHEMA_V1.with_metadata(meta)
     return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _row(tag, t, exporter, src, dst, in_if, out_if, nbytes, packets, rate) -> dict[str, Any]:
+    """One archive record from text addresses (``tag`` rides in src_port)."""
     return {
         "time_start": t,
         "time_end": t + dt.timedelta(seconds=1),
@@ -691,6 +696,7 @@ class Expected:
 
 
 def _expected(archive: Path) -> Expected:
+    """Both oracles' answers for one archive."""
     world = read_world(archive)
     records = PythonOracle(world).records(archive)
     return Expected(
@@ -703,6 +709,7 @@ def _expected(archive: Path) -> Expected:
 
 @pytest.fixture(scope="module")
 def hand(tmp_path_factory: pytest.TempPathFactory) -> Expected:
+    """The adversarial archive and what the oracles make of it."""
     root = tmp_path_factory.mktemp("hand") / "archive"
     write_hand_archive(root)
     return _expected(root)
@@ -710,6 +717,7 @@ def hand(tmp_path_factory: pytest.TempPathFactory) -> Expected:
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Expected:
+    """A small synthetic archive and what the oracles make of it."""
     root = tmp_path_factory.mktemp("synth") / "archive"
     # eight days across the end of September: a month and a quarter boundary
     synthesize(root, records=30_000, start="2025-09-27", days=8, seed=7, workers=1)
@@ -718,6 +726,7 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Expected:
 
 @pytest.fixture(scope="module", params=["hand", "synthetic"])
 def expected(request: pytest.FixtureRequest) -> Expected:
+    """Each archive in turn."""
     return request.getfixturevalue(request.param)
 
 
@@ -729,6 +738,7 @@ def expected(request: pytest.FixtureRequest) -> Expected:
 def built(
     request: pytest.FixtureRequest, expected: Expected, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Expected, Path]:
+    """The archive's cube built eagerly or on a local Dask cluster, with nothing quarantined."""
     out = tmp_path_factory.mktemp("cube") / "cube"
     workers, processes = request.param
     summary = build_cube(expected.archive, out, workers=workers, processes=processes)
