@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -523,3 +524,20 @@ def test_bias_and_spread_across_the_range(p: int) -> None:
         err = rel_errors(hll.estimate(hll.update(keys, hi, lo, trials, p)), n)
         assert abs(err.mean()) < 4 * se / np.sqrt(trials) + 0.001, (ratio, err.mean())
         assert np.sqrt((err**2).mean()) < 1.3 * se, (ratio, np.sqrt((err**2).mean()))
+
+
+def test_benchmark_smoke_run_writes_only_its_section(tmp_path: Path) -> None:
+    """bench/bench_hll.py --quick still runs, and leaves other results sections alone."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n\n## Other benchmark\n\nsomeone else's numbers\n")
+    bench = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "bench_hll.py")
+    p = subprocess.run(
+        [sys.executable, bench, "--quick", "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    text = results.read_text()
+    assert "## Other benchmark\n\nsomeone else's numbers\n" in text
+    assert text.count("## HLL sketches") == 1 and "| update, dense" in text
