@@ -178,7 +178,7 @@ def hll_update_kernel(keys, hi, lo, n_keys, p, words, bad):  # pragma: no cover 
             r = np.uint32(rank)
             old = words[w]
             while ((old >> sh) & np.uint32(0xFF)) < r:
-                new = (old & ~(np.uint32(0xFF) << sh)) | (r << sh)
+                new = np.uint32((old & ~(np.uint32(0xFF) << sh)) | (r << sh))
                 seen = cuda.atomic.cas(words, w, old, new)
                 if seen == old:
                     break
