@@ -76,6 +76,7 @@ class CubeSettings:
     bucket: str = "1h"
     rollups: tuple[str, ...] = ROLLUPS
     ipv6_prefix: int = 64
+    sketch_precision: int = 12  # HyperLogLog p per cell (0: no sketches)
 
     @property
     def bucket_seconds(self) -> int:
@@ -113,6 +114,7 @@ class Config:
                 "bucket": self.cube.bucket,
                 "rollups": list(self.cube.rollups),
                 "ipv6_prefix": self.cube.ipv6_prefix,
+                "sketch_precision": self.cube.sketch_precision,
             },
             "regions": [
                 {"name": r.name, "prefixes": list(r.prefixes), "exporters": list(r.exporters)}
@@ -189,12 +191,20 @@ def config_from_dict(
     """Validate plain data (as parsed from TOML) into a :class:`Config`."""
     _check_keys(data, _TOP_KEYS, origin)
     cube_d = _expect(data.get("cube", {}), dict, f"{origin}: cube")
-    _check_keys(cube_d, {"bucket", "rollups", "ipv6_prefix"}, f"{origin}: [cube]")
+    _check_keys(
+        cube_d, {"bucket", "rollups", "ipv6_prefix", "sketch_precision"}, f"{origin}: [cube]"
+    )
     cube = CubeSettings(
         bucket=_expect(cube_d.get("bucket", "1h"), str, f"{origin}: cube.bucket"),
         rollups=_str_list(cube_d.get("rollups", list(ROLLUPS)), f"{origin}: cube.rollups"),
         ipv6_prefix=_expect(cube_d.get("ipv6_prefix", 64), int, f"{origin}: cube.ipv6_prefix"),
+        sketch_precision=_expect(
+            cube_d.get("sketch_precision", 12), int, f"{origin}: cube.sketch_precision"
+        ),
     )
+    sp = cube.sketch_precision
+    if isinstance(sp, bool) or not (sp == 0 or 4 <= sp <= 16):
+        raise ConfigError(f"{origin}: cube.sketch_precision: {sp!r} is not 0 (off) or 4 to 16")
     if isinstance(cube.ipv6_prefix, bool) or not 1 <= cube.ipv6_prefix <= 64:
         raise ConfigError(f"{origin}: cube.ipv6_prefix: {cube.ipv6_prefix!r} is not 1 to 64")
     parse_duration(cube.bucket, f"{origin}: cube.bucket")

@@ -172,3 +172,30 @@ def test_measures_do_not_depend_on_partitions(built, tmp_path) -> None:
     build_cube(built / "a", tmp_path / "c7", workers=2, partitions=7)
     for name in ("cells.parquet", "rollups.parquet", "top_ips.parquet", "top_asns.parquet"):
         assert (built / "c" / name).read_bytes() == (tmp_path / "c7" / name).read_bytes(), name
+
+
+def test_sketch_estimates_agree_with_exact_rollups(built) -> None:
+    from flowatlas.engine.cube import open_cube
+
+    cube = open_cube(built / "c")
+    se = cube.meta["sketch"]["standard_error"]
+    exact = cube.rollup(("region", "network_type")).set_index(["region", "network_type"])
+    est = cube.estimate_uniques(("region", "network_type")).set_index(["region", "network_type"])
+    for key, row in exact.iterrows():
+        u = int(row["uniques"])
+        e = est.loc[key, "uniques_estimate"]
+        assert abs(e - u) <= max(4 * se * u, 2), (key, u, e)
+    # an ad-hoc range: the September buckets, against the exact September rollup
+    month = cube.rollup(("region",), period="month")
+    sept = month[month["period_start"] == pd.Timestamp("2025-09-01", tz="UTC")]
+    est = cube.estimate_uniques(("region",), start="2025-09-01", end="2025-10-01")
+    est = est.set_index("region")["uniques_estimate"]
+    for _, row in sept.iterrows():
+        u = int(row["uniques"])
+        assert abs(est[row["region"]] - u) <= max(4 * se * u, 2)
+
+
+def test_sketches_do_not_depend_on_partitions(built, tmp_path) -> None:
+    build_cube(built / "a", tmp_path / "c5", workers=0, partitions=5)
+    a = (built / "c" / "sketches.parquet").read_bytes()
+    assert a == (tmp_path / "c5" / "sketches.parquet").read_bytes()

@@ -19,18 +19,22 @@ from flowatlas.engine.cube import (
     cells_table,
     check_output,
     rollups_table,
+    sketches_table,
     top_tables,
     write_cube,
 )
 from flowatlas.engine.execution import dask_client, run_dask, run_eager
 from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, pack
 from flowatlas.engine.plan import make_plan
+from flowatlas.engine.workdir import WorkDir, default_workdir
 from flowatlas.errors import FlowatlasError, InputError
 from flowatlas.io.archive import open_archive
 from flowatlas.kernels.accumulate import CounterOverflow
 from flowatlas.vocab import DIRECTIONS
 
 ARCHIVE_CONFIG = "flowatlas.toml"
+#: about this many archive rows per IP partition, so a reducer's memory stays bounded
+ROWS_PER_PARTITION = 8_000_000
 
 
 @dataclass
@@ -69,6 +73,7 @@ def build_cube(
     processes: bool = False,
     partitions: int | None = None,
     partition_rows: int | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> BuildSummary:
@@ -79,6 +84,11 @@ def build_cube(
     one per core, or of worker processes with ``processes``).
     The result does not depend on workers, partitions or scheduler. Nothing is written unless
     the whole build succeeds.
+
+    Map results go through ``work_dir`` (default: a hidden sibling of ``out``) so memory stays
+    bounded and an interrupted build resumes where it stopped; it is removed on success. With
+    ``scheduler`` and no ``work_dir`` the shuffle stays in worker memory (remote workers may
+    not share this machine's disk).
     """
     archive = Path(archive)
     out = Path(out)
@@ -92,20 +102,35 @@ def build_cube(
     else:
         prefix_table = load_table(cfg)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    # sizes depend on the archive only, so a resumed build finds the same tasks
     if partitions is None:
-        partitions = max(1, 2 * n_workers) if not scheduler else 16
-    plan = make_plan(cfg, prefix_table, partitions=partitions)
+        partitions = max(4, -(-arch.num_rows // ROWS_PER_PARTITION))
     if partition_rows is None:
-        # a few tasks per worker, each big enough that per-task overhead stays small
-        partition_rows = min(4_000_000, max(250_000, arch.num_rows // (4 * max(n_workers, 1))))
+        partition_rows = min(4_000_000, max(250_000, arch.num_rows // 16))
+    plan = make_plan(cfg, prefix_table, partitions=partitions)
     tasks = pack(arch.fragments(partition_rows), partition_rows)
+    work = None
+    if work_dir is not None or not scheduler:
+        work = WorkDir(
+            work_dir if work_dir is not None else default_workdir(out),
+            {
+                "archive": arch.manifest(),
+                "plan": plan.digest(),
+                "partitions": plan.partitions,
+                "tasks": [[(f.path, f.row_groups) for f in t] for t in tasks],
+                "flowatlas": __version__,
+            },
+        )
+        resumed = work.open()
+        if resumed and progress:
+            progress("resume", resumed, len(tasks))
 
     try:
         if n_workers == 0 and not scheduler:
-            result, stats = run_eager(tasks, plan, progress)
+            result, stats = run_eager(tasks, plan, progress, work)
         else:
             with dask_client(scheduler, n_workers or None, processes) as client:
-                result, stats = run_dask(client, tasks, plan, progress)
+                result, stats = run_dask(client, tasks, plan, progress, work)
     except CounterOverflow as exc:
         raise InputError(f"{archive}: {exc}: the archive's totals exceed 64-bit counters") from None
 
@@ -120,7 +145,12 @@ def build_cube(
         result, plan.regions, plan.network_types, describe_asn, describe_ip
     )
     meta = _metadata(arch, cfg, plan, prefix_table, stats, cells)
-    write_cube(CubeFiles(meta, cells, rollups, top_ips, top_asns), out, overwrite=overwrite)
+    sketches = sketches_table(result, cells)
+    write_cube(
+        CubeFiles(meta, cells, rollups, top_ips, top_asns, sketches), out, overwrite=overwrite
+    )
+    if work is not None:
+        work.remove()
     return BuildSummary(
         out,
         stats.records,
@@ -175,6 +205,17 @@ def _metadata(arch, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict
         "rollups": list(plan.rollups),
         "ipv6_prefix": plan.v6_prefix,
         "top_k": TOP_K,
+        "sketch": (
+            {
+                "kind": "hyperloglog",
+                "precision": plan.sketch_p,
+                "estimator": "ertl2017",
+                "of": "distinct remote addresses (/128) per cell",
+                "standard_error": round(1.04 / 2 ** (plan.sketch_p / 2), 5),
+            }
+            if plan.sketch_p
+            else None
+        ),
         "top_list_rollups": [r for r in plan.rollups if r in TOP_LIST_ROLLUPS],
         "groupings": [list(g) for g in GROUPINGS],
         "dimensions": {

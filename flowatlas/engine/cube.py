@@ -111,6 +111,20 @@ def _key_columns(keys: np.ndarray, rollup: str, regions, types) -> list[tuple[np
     return out
 
 
+def sketches_table(result: PartitionResult, cells: pa.Table) -> pa.Table | None:
+    """One HyperLogLog blob per cell, beside the cells' keys (same rows, same order)."""
+    if result.sketches is None:
+        return None
+    offsets, data = result.sketches
+    blobs = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        len(offsets) - 1,
+        [None, pa.py_buffer(np.ascontiguousarray(offsets, np.int64)), pa.py_buffer(data)],
+    )
+    keys = cells.select(["bucket_start", "region", "network_type", "direction", "ip_version"])
+    return keys.append_column("sketch", blobs)
+
+
 def rollups_table(result: PartitionResult, regions, types, rollups: Sequence[str]) -> pa.Table:
     """The rollups of a combined build result as an Arrow table, sorted by rollup and key."""
     parts = []
@@ -179,6 +193,7 @@ class CubeFiles:
     rollups: pa.Table
     top_ips: pa.Table | None = None
     top_asns: pa.Table | None = None
+    sketches: pa.Table | None = None
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
@@ -228,6 +243,8 @@ def write_cube(files: CubeFiles, out: str | os.PathLike[str], *, overwrite: bool
             _write_parquet(files.top_ips, tmp / "top_ips.parquet")
         if files.top_asns is not None:
             _write_parquet(files.top_asns, tmp / "top_asns.parquet")
+        if files.sketches is not None:
+            _write_parquet(files.sketches, tmp / "sketches.parquet")
         (tmp / "cube.json").write_text(json.dumps(files.meta, indent=1, sort_keys=True) + "\n")
         if out.exists():
             os.replace(out, old)
@@ -387,6 +404,73 @@ class Cube:
         if by is not None:
             df = df[df["grouping"] == grouping_name(set(by) | set(where or {}))]
         return _filter(df, where).reset_index(drop=True)
+
+    def estimate_uniques(
+        self,
+        by: Sequence[str] = (),
+        start: Any = None,
+        end: Any = None,
+        where: Mapping[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Distinct remote addresses for any time range and grouping, from the cells' sketches.
+
+        ``start`` (inclusive) and ``end`` (exclusive) bound ``bucket_start`` (anything pandas
+        reads as a timestamp; UTC). Uses the HyperLogLog sketch of every cell in range, so it
+        works for ranges and groupings the exact rollups do not store; its standard error
+        is in cube.json (``sketch.standard_error``, 1.6 % at the default precision). Returns
+        ``by`` columns, ``uniques_estimate`` and ``cells``.
+        """
+        from flowatlas.kernels import hll
+
+        sketch = self.meta.get("sketch")
+        if not sketch:
+            raise InputError(f"{self.path}: this cube was built without sketches")
+        if "sketches" not in self._tops:
+            try:
+                t = pq.read_table(self.path / "sketches.parquet")
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(f"{self.path / 'sketches.parquet'}: unreadable: {exc}") from None
+            df = t.drop_columns(["sketch"]).to_pandas()
+            df["ip_version"] = df["ip_version"].astype("UInt8")
+            col = t.column("sketch").combine_chunks()
+            self._tops["sketches"] = (df, col)
+        df, col = self._tops["sketches"]
+        mask = np.ones(len(df), dtype=bool)
+        if start is not None:
+            mask &= (df["bucket_start"] >= pd.Timestamp(start, tz="UTC")).to_numpy()
+        if end is not None:
+            mask &= (df["bucket_start"] < pd.Timestamp(end, tz="UTC")).to_numpy()
+        for k, v in (where or {}).items():
+            if k not in DIMENSIONS:
+                raise InputError(f"unknown dimension {k!r} in filter")
+            values = v if isinstance(v, list | tuple | set) else [v]
+            mask &= df[k].astype(object).isin(values).to_numpy()
+        rows = np.flatnonzero(mask)
+        by = list(by)
+        sel = df.iloc[rows]
+        if by:
+            groups = sel.groupby(by, observed=True, sort=True).ngroup().to_numpy()
+            labels = sel[by].drop_duplicates().sort_values(by).reset_index(drop=True)
+        else:
+            groups = np.zeros(rows.size, dtype=np.int64)
+            labels = pd.DataFrame(index=[0])
+        n_groups = int(groups.max()) + 1 if rows.size else 0
+        p = int(sketch["precision"])
+        offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[
+            col.offset : col.offset + len(col) + 1
+        ]
+        data = np.frombuffer(col.buffers()[2], dtype=np.uint8)
+        keys, entries = hll.decode_cells(offsets, data, p)
+        # keep the chosen cells; each cell's entries go to its group
+        group_of_cell = np.full(len(df), -1, dtype=np.int64)
+        group_of_cell[rows] = groups
+        g = group_of_cell[keys]
+        keep = g >= 0
+        est = hll.estimate(hll.to_dense(g[keep], entries[keep], n_groups, p)) if n_groups else []
+        out = labels.copy()
+        out["uniques_estimate"] = np.asarray(est, dtype=np.float64)
+        out["cells"] = np.bincount(groups, minlength=n_groups) if n_groups else []
+        return out
 
     def _order(self, dim: str) -> list[Any]:
         if dim == "region":

@@ -24,6 +24,7 @@ from flowatlas.engine.pipeline import (
     reduce_partition,
 )
 from flowatlas.engine.plan import BuildPlan
+from flowatlas.engine.workdir import WorkDir, map_step, reduce_step
 from flowatlas.errors import FlowatlasError
 from flowatlas.io.archive import Fragment
 from flowatlas.kernels import serial_kernels
@@ -37,11 +38,30 @@ class SchedulerError(FlowatlasError):
 
 
 def run_eager(
-    tasks: list[list[Fragment]], plan: BuildPlan, progress: Progress | None = None
+    tasks: list[list[Fragment]],
+    plan: BuildPlan,
+    progress: Progress | None = None,
+    work: WorkDir | None = None,
 ) -> tuple[PartitionResult, FragmentStats]:
-    """Run the whole build in this process (small archives, tests, debugging)."""
-    maps: list[MapResult] = []
+    """Run the whole build in this process, one task at a time.
+
+    With a work directory, map results go to disk and reducers read them back (bounded
+    memory, resumable); without one, everything stays in memory.
+    """
     total = len(tasks) + plan.partitions
+    if work is not None:
+        heads = []
+        for i, task in enumerate(tasks):
+            heads.append(map_step(i, task, plan, work))
+            if progress:
+                progress("map", i + 1, total)
+        counts = []
+        for j in range(plan.partitions):
+            counts.append(reduce_step(j, len(tasks), plan, work))
+            if progress:
+                progress("reduce", len(tasks) + j + 1, total)
+        return combine(heads, counts, plan), _stats(m.stats for m in heads)
+    maps: list[MapResult] = []
     for i, task in enumerate(tasks):
         maps.append(map_task(task, plan))
         if progress:
@@ -122,18 +142,35 @@ def dask_client(
 
 
 def run_dask(
-    client: Any, tasks: list[list[Fragment]], plan: BuildPlan, progress: Progress | None = None
+    client: Any,
+    tasks: list[list[Fragment]],
+    plan: BuildPlan,
+    progress: Progress | None = None,
+    work: WorkDir | None = None,
 ) -> tuple[PartitionResult, FragmentStats]:
-    """Run the build on a Dask cluster through ``client``: map, shuffle by IP, reduce."""
+    """Run the build on a Dask cluster through ``client``: map, shuffle by IP, reduce.
+
+    With a work directory (which every worker must see: local clusters, or a shared file
+    system) the shuffle goes through disk and the build can resume; without one, through
+    worker memory.
+    """
     from distributed import as_completed
 
     [plan_f] = client.scatter([plan], broadcast=True, hash=False)
-    maps = client.map(map_task, tasks, plan=plan_f, pure=False)
-    heads = [client.submit(_without_pieces, m, pure=False) for m in maps]
-    reduces = []
-    for j in range(plan.partitions):
-        pieces = [client.submit(_piece, m, j, pure=False) for m in maps]
-        reduces.append(client.submit(_reduce_list, pieces, plan_f, pure=False))
+    if work is not None:
+        maps = client.map(map_step, range(len(tasks)), tasks, plan=plan_f, work=work, pure=False)
+        heads = maps
+        reduces = [
+            client.submit(reduce_step, j, len(tasks), plan_f, work, *maps, pure=False)
+            for j in range(plan.partitions)
+        ]
+    else:
+        maps = client.map(map_task, tasks, plan=plan_f, pure=False)
+        heads = [client.submit(_without_pieces, m, pure=False) for m in maps]
+        reduces = []
+        for j in range(plan.partitions):
+            pieces = [client.submit(_piece, m, j, pure=False) for m in maps]
+            reduces.append(client.submit(_reduce_list, pieces, plan_f, pure=False))
 
     total = len(maps) + len(reduces)
     done = 0

@@ -24,9 +24,9 @@ import pyarrow.compute as pc
 from flowatlas.addresses import bytes16_to_hilo, is_v4
 from flowatlas.engine.plan import GROUPINGS, BuildPlan
 from flowatlas.io.archive import Fragment, read_fragment
+from flowatlas.kernels import hll
 from flowatlas.kernels.accumulate import sum_by_key
 from flowatlas.kernels.distinct import (
-    concentration,
     dedup_per_ip,
     dense_sums,
     key_ids,
@@ -34,6 +34,7 @@ from flowatlas.kernels.distinct import (
     stamp_counts,
     sum128_by_key,
     v6_prefix_of,
+    walk,
 )
 from flowatlas.kernels.orient import (
     DIM_BITS,
@@ -343,6 +344,8 @@ class PartitionResult:
     #: per rollup with top lists: (key, rank, volume, hi, lo) and (key, rank, asn, volume)
     top_ips: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
     top_asns: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
+    #: per cell (aligned with cell_keys): HyperLogLog blobs as (offsets, data)
+    sketches: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -359,6 +362,8 @@ class Counts:
     top_ips: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
     #: per rollup: volume per (key, ASN) of this partition's addresses
     asn_volume: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: HyperLogLog sketches of the cells' addresses, long form: (cell keys, entries)
+    sketch: tuple[np.ndarray, np.ndarray] | None = None
 
 
 #: rollup periods from finest to coarsest
@@ -402,7 +407,12 @@ def rollup_key(code: np.ndarray, grouping: int, masked_dims: np.ndarray) -> np.n
 
 
 def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
-    """Exact distinct remote IPs per cell and per rollup key for one IP partition."""
+    """Exact distinct remote IPs and concentration per cell and rollup key (one partition).
+
+    One walk over the rows grouped by address counts every cell and rollup key; rollup keys
+    also gather their HHI numerators, top-address candidates and (key, ASN) volumes. A
+    second, smaller walk over IPv6 rows counts distinct IPv6 prefixes.
+    """
     rows = Piece.concat(pieces)
     tables = _tables(plan)
     bucket = rows.cell >> DIM_BITS
@@ -418,95 +428,74 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         )
         pidx[li] = inv.reshape(-1)
         codes.append(uniq)
+    # key layout: bucket-level cells first, then each rollup level's grouping sets
     d = int(tables.code.size)
-    segments = [(0, 0, 0, d)]
-    off = bkeys.size * d
+    segments = [(0, 0, 0, d, -1)]
+    off = n0 = bkeys.size * d
+    coff = 0
+    asn_from = -1
     for li in range(1, len(levels) + 1):
+        if asn_from < 0 and levels[li - 1] in TOP_LIST_ROLLUPS:
+            asn_from = coff
         for g in range(len(GROUPINGS)):
             w = int(tables.width[g])
-            segments.append((li, g, off, w))
+            segments.append((li, g, off, w, coff))
             off += codes[li].size * w
+            coff += codes[li].size * w
+    if asn_from < 0:
+        asn_from = coff
+    table = plan.class_table
+    asn_of = np.append(table.networks.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
+    asn = asn_of[table.lookup(rows.hi, rows.lo)]
     v6 = ~is_v4(rows.hi, rows.lo)
-    full, full6 = stamp_counts(rows.hi, rows.lo, bid, dims, pidx, tables.gmap, segments, off, v6)
+    full, full6, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
+        rows.hi, rows.lo, bid, dims, v6, rows.vol, asn, pidx, tables.gmap, segments, off,
+        coff, TOP_K, asn_from,
+    )  # fmt: skip
     # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s)
     prefix = full - full6
     if v6.any():
         p_hi, p_lo = v6_prefix_of(rows.hi[v6], rows.lo[v6], plan.v6_prefix)
-        prefix += stamp_counts(p_hi, p_lo, bid[v6], dims[v6], pidx, tables.gmap, segments, off)[0]
+        stamp_segments = [s[:4] for s in segments]
+        prefix += stamp_counts(
+            p_hi, p_lo, bid[v6], dims[v6], pidx, tables.gmap, stamp_segments, off
+        )[0]
     counts = np.stack([full, prefix], axis=1)
 
     # back to packed keys, nonzero entries only
-    n0 = bkeys.size * d
     nz = np.flatnonzero(counts[:n0, 0])
     cell_keys = (bkeys[nz // d] << DIM_BITS) | tables.code[nz % d]
-    r_keys: dict[str, np.ndarray] = {}
-    r_counts: dict[str, np.ndarray] = {}
+    result = Counts(cell_keys, counts[nz], {}, {})
+    seg_keys: list[np.ndarray] = []  # packed rollup key of every concentration index
+    for lev, g, _o, w, _co in segments[1:]:
+        n = codes[lev].size * w
+        j = np.arange(n)
+        seg_keys.append(rollup_key(codes[lev][j // w], g, tables.ginv[g][j % w]))
+    ckey = np.concatenate(seg_keys) if seg_keys else np.empty(0, np.int64)
     for li, rollup in enumerate(levels, start=1):
-        ks, cs = [], []
-        for lev, g, o, w in segments:
-            if lev != li:
-                continue
-            seg = counts[o : o + codes[li].size * w]
-            nz_s = np.flatnonzero(seg[:, 0])
-            ks.append(rollup_key(codes[li][nz_s // w], g, tables.ginv[g][nz_s % w]))
-            cs.append(seg[nz_s])
-        r_keys[rollup] = np.concatenate(ks)
-        r_counts[rollup] = np.concatenate(cs)
-    result = Counts(cell_keys, counts[nz], r_keys, r_counts)
-    if levels:
-        _reduce_concentration(
-            result, rows, plan, tables, bid, dims, pidx, codes, levels, segments, n0
-        )
-    return result
-
-
-def _reduce_concentration(result, rows, plan, tables, bid, dims, pidx, codes, levels, segments, n0):
-    """Fill a partition's HHI numerators, top-address candidates and (key, ASN) volumes."""
-    roll = [(lev, g, o - n0, w) for lev, g, o, w in segments if lev > 0]
-    n_total = roll[-1][2] + codes[roll[-1][0]].size * roll[-1][3]
-    asn_from = next((o for lev, _g, o, _w in roll if levels[lev - 1] in TOP_LIST_ROLLUPS), n_total)
-    table = plan.class_table
-    asn_of = np.append(table.networks.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
-    asn = asn_of[table.lookup(rows.hi, rows.lo)]
-    sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = concentration(
-        rows.hi, rows.lo, bid, dims, rows.vol, asn, pidx, tables.gmap, roll, n_total, TOP_K,
-        asn_from,
-    )  # fmt: skip
-    offs = np.array([o for _l, _g, o, _w in roll], dtype=np.int64)
-
-    def keys_of(idx: np.ndarray) -> np.ndarray:
-        s_i = np.searchsorted(offs, idx, side="right") - 1
-        out = np.empty(idx.size, dtype=np.int64)
-        for si in np.unique(s_i):
-            lev, g, o, w = roll[si]
-            sel = s_i == si
-            rel = idx[sel] - o
-            out[sel] = rollup_key(codes[lev][rel // w], g, tables.ginv[g][rel % w])
-        return out
-
-    for li, rollup in enumerate(levels, start=1):
-        level_segs = [(o, codes[li].size * w) for lev, _g, o, w in roll if lev == li]
-        lo_off = level_segs[0][0]
-        hi_off = level_segs[-1][0] + level_segs[-1][1]
-        # keys this partition has addresses for: those with a first top entry
-        idx = lo_off + np.flatnonzero(top_r[lo_off:hi_off, 0] >= 0)
-        keys = keys_of(idx)
+        lev_segs = [s for s in segments[1:] if s[0] == li]
+        lo_c = lev_segs[0][4]
+        hi_c = lev_segs[-1][4] + codes[li].size * lev_segs[-1][3]
+        lo_o = lev_segs[0][2]
+        sel = np.flatnonzero(counts[lo_o : lo_o + (hi_c - lo_c), 0])  # keys with addresses
+        cidx = lo_c + sel
+        keys = ckey[cidx]
         order = np.argsort(keys, kind="stable")
-        idx, keys = idx[order], keys[order]
-        rk_order = np.argsort(result.rollup_keys[rollup], kind="stable")
-        result.rollup_keys[rollup] = result.rollup_keys[rollup][rk_order]
-        result.rollup_counts[rollup] = result.rollup_counts[rollup][rk_order]
-        if not np.array_equal(keys, result.rollup_keys[rollup]):  # pragma: no cover
-            raise AssertionError("concentration keys differ from count keys")
-        result.rollup_sq[rollup] = (sq_hi[idx], sq_lo[idx])
-        r = top_r[idx]
+        cidx, keys = cidx[order], keys[order]
+        result.rollup_keys[rollup] = keys
+        result.rollup_counts[rollup] = counts[lo_o + sel[order]]
+        result.rollup_sq[rollup] = (sq_hi[cidx], sq_lo[cidx])
+        r = top_r[cidx]
         valid = r >= 0
         kk = np.repeat(keys, TOP_K).reshape(-1, TOP_K)[valid]
         rr = r[valid]
-        result.top_ips[rollup] = (kk, top_v[idx][valid], rows.hi[rr], rows.lo[rr])
+        result.top_ips[rollup] = (kk, top_v[cidx][valid], rows.hi[rr], rows.lo[rr])
         if rollup in TOP_LIST_ROLLUPS:
-            sel = (a_idx >= lo_off) & (a_idx < hi_off)
-            result.asn_volume[rollup] = (keys_of(a_idx[sel]), a_asn[sel], a_vol[sel])
+            in_level = (a_idx >= lo_c) & (a_idx < hi_c)
+            result.asn_volume[rollup] = (ckey[a_idx[in_level]], a_asn[in_level], a_vol[in_level])
+    if plan.sketch_p:
+        result.sketch = hll.sparse_update(rows.cell, rows.hi, rows.lo, plan.sketch_p)
+    return result
 
 
 def _sorted_sums(keys: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -564,7 +553,19 @@ def combine(maps: list[MapResult], counts: list[Counts], plan: BuildPlan) -> Par
         if rollup in TOP_LIST_ROLLUPS:
             t_ips[rollup] = top_ips
             t_asns[rollup] = top_asns
-    return PartitionResult(cell_keys, cell_sums, r_keys, r_sums, r_top, r_hhi, t_ips, t_asns)
+    sketches = None
+    if plan.sketch_p:
+        sk, se = hll.reduce_sparse(
+            np.concatenate([c.sketch[0] for c in counts]),
+            np.concatenate([c.sketch[1] for c in counts]),
+            plan.sketch_p,
+        )
+        sketches = hll.encode_cells(
+            np.searchsorted(cell_keys, sk), se, cell_keys.size, plan.sketch_p
+        )
+    return PartitionResult(
+        cell_keys, cell_sums, r_keys, r_sums, r_top, r_hhi, t_ips, t_asns, sketches
+    )
 
 
 def _first_k(key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

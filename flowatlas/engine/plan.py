@@ -58,6 +58,7 @@ class BuildPlan:
     rollups: tuple[str, ...]
     partitions: int
     v6_prefix: int
+    sketch_p: int
     config: dict[str, Any] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -81,6 +82,7 @@ class BuildPlan:
                 "bucket_us": self.bucket_us,
                 "rollups": self.rollups,
                 "v6_prefix": self.v6_prefix,
+                "sketch_p": self.sketch_p,
             },
             sort_keys=True,
         ).encode()
@@ -164,6 +166,7 @@ def make_plan(config: Config, table: PrefixTable, *, partitions: int = 8) -> Bui
         rollups=tuple(config.cube.rollups),
         partitions=max(1, int(partitions)),
         v6_prefix=config.cube.ipv6_prefix,
+        sketch_p=config.cube.sketch_precision,
         config=config.to_dict(),
     )
 

@@ -198,28 +198,6 @@ def partition_of(hi: np.ndarray, lo: np.ndarray, parts: int, v6_prefix: int = 64
     )  # fmt: skip
 
 
-@numba.njit(nogil=True, cache=True)
-def _stamp_counts(order, start, bucket, dims, v6, pidx, gmap, seg_level, seg_group, seg_off,
-                  seg_width, n_total):  # fmt: skip  # pragma: no cover - compiled
-    counts = np.zeros(n_total, np.int64)
-    counts6 = np.zeros(n_total, np.int64)
-    stamp = np.full(n_total, -1, np.int64)
-    n_seg = seg_off.size
-    for k in range(start.size - 1):
-        for t in range(start[k], start[k + 1]):
-            i = order[t]
-            b = bucket[i]
-            d = dims[i]
-            for s in range(n_seg):
-                idx = seg_off[s] + pidx[seg_level[s], b] * seg_width[s] + gmap[seg_group[s], d]
-                if stamp[idx] != k:
-                    stamp[idx] = k
-                    counts[idx] += 1
-                    if v6[i]:
-                        counts6[idx] += 1
-    return counts, counts6
-
-
 def stamp_counts(
     hi: np.ndarray,
     lo: np.ndarray,
@@ -233,31 +211,23 @@ def stamp_counts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distinct addresses per key for several (period level, grouping) segments at once.
 
-    ``bucket`` (relative, >= 0) and ``dims`` (dense) describe each row; ``pidx[level, bucket]``
+    ``bucket`` (dense, >= 0) and ``dims`` (dense) describe each row; ``pidx[level, bucket]``
     is the row's period index at a level and ``gmap[group, dims]`` its grouped dimension index.
     ``segments`` lists (level, group, offset, width): key ``pidx * width + gmap`` of that
     segment lives at ``offset + key`` of the returned counts (``n_total`` long). Rows may
     repeat (an address in a cell twice): each address counts once per key. The second array
     counts only rows flagged ``v6`` (the IPv6 share of each count).
+
+    Each key is counted the first time an address reaches it while walking that address's
+    rows: a "stamp" per key remembers the last address counted (see the module docstring).
     """
-    order, start = group_by_ip(hi, lo)
-    seg = np.asarray(segments, dtype=np.int64).reshape(-1, 4)
+    n = np.asarray(hi).size
     if v6 is None:
-        v6 = np.zeros(np.asarray(hi).size, dtype=np.bool_)
-    return _stamp_counts(
-        order,
-        start,
-        np.ascontiguousarray(bucket, np.int64),
-        np.ascontiguousarray(dims, np.int64),
-        np.ascontiguousarray(v6, np.bool_),
-        np.ascontiguousarray(pidx, np.int64),
-        np.ascontiguousarray(gmap, np.int64),
-        seg[:, 0].copy(),
-        seg[:, 1].copy(),
-        seg[:, 2].copy(),
-        seg[:, 3].copy(),
-        int(n_total),
-    )
+        v6 = np.zeros(n, dtype=np.bool_)
+    segs = [(*s[:4], -1) for s in segments]
+    out = walk(hi, lo, bucket, dims, v6, np.zeros(n, np.uint64), np.zeros(n, np.uint32), pidx,
+               gmap, segs, n_total, 0, 1, 0)  # fmt: skip
+    return out[0], out[1]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -333,138 +303,186 @@ def _ip_less(hi, lo, a, b):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _concentration(order, start, bucket, dims, vol, hi, lo, asn, pidx, gmap, seg_level,
-                   seg_group, seg_off, seg_width, n_total, k_top, asn_from):  # fmt: skip
-    """Per key: sum of squared per-address volumes (128-bit), the top addresses by volume,
-    and volume per (key, ASN) for keys at or above offset ``asn_from``."""
-    sq_hi = np.zeros(n_total, np.uint64)
-    sq_lo = np.zeros(n_total, np.uint64)
-    top_v = np.zeros((n_total, k_top), np.uint64)
-    top_r = np.full((n_total, k_top), -1, np.int64)
-    cur = np.zeros(n_total, np.uint64)
-    tstamp = np.full(n_total, -1, np.int64)
-    touched = np.empty(n_total, np.int64)
-    # (key, asn) volumes: a hash map, grown as needed
-    cap = 1 << 16
-    a_key = np.full(cap, -1, np.int64)
-    a_asn = np.zeros(cap, np.uint32)
-    a_vol = np.zeros(cap, np.uint64)
-    a_n = 0
-    n_seg = seg_off.size
-    for k in range(start.size - 1):
-        nt = 0
-        rep = order[start[k]]
-        for t in range(start[k], start[k + 1]):
-            i = order[t]
-            b = bucket[i]
-            d = dims[i]
-            v = vol[i]
-            for s in range(n_seg):
-                idx = seg_off[s] + pidx[seg_level[s], b] * seg_width[s] + gmap[seg_group[s], d]
-                if tstamp[idx] != k:
-                    tstamp[idx] = k
-                    touched[nt] = idx
-                    nt += 1
-                cur[idx] += v
-        for q in range(nt):
-            idx = touched[q]
-            v = cur[idx]
-            cur[idx] = 0
-            ph, pl = _mul128(v, v)
-            new_lo = sq_lo[idx] + pl
-            sq_hi[idx] += ph + (np.uint64(1) if new_lo < pl else np.uint64(0))
-            sq_lo[idx] = new_lo
-            # insert into the key's top list: volume descending, then address ascending
-            pos = k_top
-            while pos > 0:
-                r = top_r[idx, pos - 1]
-                if r >= 0 and (top_v[idx, pos - 1] > v or (
-                        top_v[idx, pos - 1] == v and _ip_less(hi, lo, r, rep))):  # fmt: skip
-                    break
-                pos -= 1
-            if pos < k_top:
-                for z in range(k_top - 1, pos, -1):
-                    top_v[idx, z] = top_v[idx, z - 1]
-                    top_r[idx, z] = top_r[idx, z - 1]
-                top_v[idx, pos] = v
-                top_r[idx, pos] = rep
-            if idx >= asn_from:
-                a = asn[rep]
-                if 2 * (a_n + 1) > cap:
-                    old_k, old_a, old_v = a_key, a_asn, a_vol
-                    cap *= 2
-                    a_key = np.full(cap, -1, np.int64)
-                    a_asn = np.zeros(cap, np.uint32)
-                    a_vol = np.zeros(cap, np.uint64)
-                    for z in range(old_k.size):
-                        if old_k[z] >= 0:
-                            h = mix64(
-                                np.uint64(old_k[z]) * np.uint64(0x100000001) ^ np.uint64(old_a[z])
-                            )
-                            h &= np.uint64(cap - 1)
-                            while a_key[h] >= 0:
-                                h = (h + np.uint64(1)) & np.uint64(cap - 1)
-                            a_key[h] = old_k[z]
-                            a_asn[h] = old_a[z]
-                            a_vol[h] = old_v[z]
-                h = mix64(np.uint64(idx) * np.uint64(0x100000001) ^ np.uint64(a)) & np.uint64(
-                    cap - 1
-                )
-                while True:
-                    if a_key[h] < 0:
-                        a_key[h] = idx
-                        a_asn[h] = a
-                        a_vol[h] = v
-                        a_n += 1
-                        break
-                    if a_key[h] == idx and a_asn[h] == a:
-                        a_vol[h] += v
-                        break
+def _asn_add(a_key, a_asn, a_vol, a_n, idx, asn, v):  # pragma: no cover - compiled
+    """Add v to (idx, asn) in an open-addressing map; returns the (maybe grown) map."""
+    cap = a_key.size
+    if 2 * (a_n + 1) > cap:
+        old_k, old_a, old_v = a_key, a_asn, a_vol
+        cap *= 2
+        a_key = np.full(cap, -1, np.int64)
+        a_asn = np.zeros(cap, np.uint32)
+        a_vol = np.zeros(cap, np.uint64)
+        for z in range(old_k.size):
+            if old_k[z] >= 0:
+                h = mix64(np.uint64(old_k[z]) * np.uint64(0x100000001) ^ np.uint64(old_a[z]))
+                h &= np.uint64(cap - 1)
+                while a_key[h] >= 0:
                     h = (h + np.uint64(1)) & np.uint64(cap - 1)
+                a_key[h] = old_k[z]
+                a_asn[h] = old_a[z]
+                a_vol[h] = old_v[z]
+    h = mix64(np.uint64(idx) * np.uint64(0x100000001) ^ np.uint64(asn)) & np.uint64(cap - 1)
+    while True:
+        if a_key[h] < 0:
+            a_key[h] = idx
+            a_asn[h] = asn
+            a_vol[h] = v
+            a_n += 1
+            break
+        if a_key[h] == idx and a_asn[h] == asn:
+            a_vol[h] += v
+            break
+        h = (h + np.uint64(1)) & np.uint64(cap - 1)
+    return a_key, a_asn, a_vol, a_n
+
+
+@numba.njit(nogil=True, cache=True)
+def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_level, seg_group,
+          seg_off, seg_width, seg_coff, n_total, n_conc, k_top, asn_from):  # fmt: skip
+    """Distinct counts for every key and, for keys of concentration segments, squared
+    volumes, top addresses and (key, ASN) volumes.
+
+    Segment by segment over the rows grouped by address: each pass touches only one
+    segment's small key arrays, so they stay in cache.
+    """
+    n = order.size
+    b_g = np.empty(n, np.int64)
+    d_g = np.empty(n, np.int64)
+    v_g = np.empty(n, np.uint64)
+    s_g = np.empty(n, np.bool_)
+    for t in range(n):
+        i = order[t]
+        b_g[t] = bucket[i]
+        d_g[t] = dims[i]
+        v_g[t] = vol[i]
+        s_g[t] = v6[i]
+    n_runs = start.size - 1
+    counts = np.zeros(n_total, np.int64)
+    counts6 = np.zeros(n_total, np.int64)
+    sq = np.zeros((n_conc, 2), np.uint64)  # hi, lo words side by side: one cache line
+    top_v = np.zeros((n_conc, k_top), np.uint64)
+    top_r = np.full((n_conc, k_top), -1, np.int64)
+    # the volume a newcomer must beat (the k-th best so far; 0 while the list has room),
+    # and whether the list is full: most candidates are turned away here, in cache
+    kth = np.zeros(n_conc, np.uint64)
+    full = np.zeros(n_conc, np.bool_)
+    cur = np.zeros(n_conc, np.uint64)
+    a_key = np.full(1 << 16, -1, np.int64)
+    a_asn = np.zeros(1 << 16, np.uint32)
+    a_vol = np.zeros(1 << 16, np.uint64)
+    a_n = 0
+    max_w = 0
+    for s in range(seg_off.size):
+        n_keys = (pidx[seg_level[s]].max() + 1) * seg_width[s] if pidx.shape[1] else 0
+        max_w = max(max_w, n_keys)
+    stamp = np.full(max_w, -1, np.int64)
+    touched = np.empty(max_w, np.int64)
+    for s in range(seg_off.size):
+        lev = seg_level[s]
+        grp = seg_group[s]
+        w = seg_width[s]
+        off = seg_off[s]
+        co = seg_coff[s]
+        prow = pidx[lev]
+        grow = gmap[grp]
+        stamp[:] = -1
+        for k in range(n_runs):
+            nt = 0
+            for t in range(start[k], start[k + 1]):
+                key = prow[b_g[t]] * w + grow[d_g[t]]
+                if stamp[key] != k:
+                    stamp[key] = k
+                    counts[off + key] += 1
+                    if s_g[t]:
+                        counts6[off + key] += 1
+                    if co >= 0:
+                        touched[nt] = key
+                        nt += 1
+                if co >= 0:
+                    cur[co + key] += v_g[t]
+            if co < 0:
+                continue
+            rep = order[start[k]]
+            for q in range(nt):
+                cidx = co + touched[q]
+                v = cur[cidx]
+                cur[cidx] = 0
+                ph, pl = _mul128(v, v)
+                new_lo = sq[cidx, 1] + pl
+                sq[cidx, 0] += ph + (np.uint64(1) if new_lo < pl else np.uint64(0))
+                sq[cidx, 1] = new_lo
+                # the key's top list: volume descending, then address ascending
+                if full[cidx] and v < kth[cidx]:
+                    pass
+                else:
+                    pos = k_top
+                    while pos > 0:
+                        r = top_r[cidx, pos - 1]
+                        if r >= 0 and (
+                            top_v[cidx, pos - 1] > v
+                            or (top_v[cidx, pos - 1] == v and _ip_less(hi, lo, r, rep))
+                        ):
+                            break
+                        pos -= 1
+                    if pos < k_top:
+                        for z in range(k_top - 1, pos, -1):
+                            top_v[cidx, z] = top_v[cidx, z - 1]
+                            top_r[cidx, z] = top_r[cidx, z - 1]
+                        top_v[cidx, pos] = v
+                        top_r[cidx, pos] = rep
+                        if top_r[cidx, k_top - 1] >= 0:
+                            full[cidx] = True
+                            kth[cidx] = top_v[cidx, k_top - 1]
+                if cidx >= asn_from:
+                    a_key, a_asn, a_vol, a_n = _asn_add(a_key, a_asn, a_vol, a_n, cidx, asn[rep], v)
     keep = a_key >= 0
-    return sq_hi, sq_lo, top_v, top_r, a_key[keep], a_asn[keep], a_vol[keep]
+    return (counts, counts6, sq[:, 0].copy(), sq[:, 1].copy(), top_v, top_r, a_key[keep],
+            a_asn[keep], a_vol[keep])  # fmt: skip
 
 
-def concentration(
+def walk(
     hi: np.ndarray,
     lo: np.ndarray,
     bucket: np.ndarray,
     dims: np.ndarray,
+    v6: np.ndarray,
     vol: np.ndarray,
     asn: np.ndarray,
     pidx: np.ndarray,
     gmap: np.ndarray,
-    segments: list[tuple[int, int, int, int]],
+    segments: list[tuple[int, int, int, int, int]],
     n_total: int,
+    n_conc: int,
     k_top: int,
     asn_from: int,
 ) -> tuple[np.ndarray, ...]:
-    """How concentrated each key's volume is on its remote addresses (one partition).
+    """Distinct counts and concentration for one IP partition, in one walk.
 
-    Per key (laid out as in :func:`stamp_counts`): the sum of squared per-address volumes as
-    two uint64 words (hi, lo) for the Herfindahl-Hirschman index, and the ``k_top``
-    addresses with the most volume (volume descending, address ascending; as row numbers of
-    the input, -1 where fewer). For keys at ``asn_from`` and above, the volume per (key, ASN)
-    of the address's ASN. Everything here adds up or merges exactly across IP partitions.
+    ``segments`` lists (level, group, offset, width, conc_offset) as in :func:`stamp_counts`
+    plus where the segment's keys sit in the concentration arrays (-1: no concentration).
+    Returns counts and their IPv6 share (``n_total`` long); per concentration key the sum of
+    squared per-address volumes as (hi, lo) words and the ``k_top`` heaviest addresses (volume
+    descending, address ascending, as input row numbers; -1 where fewer); and, for
+    concentration keys at or above ``asn_from``, volume per (key, ASN). All of it adds up or
+    merges exactly across IP partitions.
     """
     order, start = group_by_ip(hi, lo)
-    seg = np.asarray(segments, dtype=np.int64).reshape(-1, 4)
-    return _concentration(
+    seg = np.asarray(segments, dtype=np.int64).reshape(-1, 5)
+    return _walk(
         order,
         start,
         np.ascontiguousarray(bucket, np.int64),
         np.ascontiguousarray(dims, np.int64),
+        np.ascontiguousarray(v6, np.bool_),
         np.ascontiguousarray(vol, np.uint64),
         np.ascontiguousarray(hi, np.uint64),
         np.ascontiguousarray(lo, np.uint64),
         np.ascontiguousarray(asn, np.uint32),
         np.ascontiguousarray(pidx, np.int64),
         np.ascontiguousarray(gmap, np.int64),
-        seg[:, 0].copy(),
-        seg[:, 1].copy(),
-        seg[:, 2].copy(),
-        seg[:, 3].copy(),
+        *(seg[:, c].copy() for c in range(5)),
         int(n_total),
+        int(n_conc),
         int(k_top),
         int(asn_from),
     )

@@ -1,0 +1,207 @@
+"""The build's work directory: an on-disk shuffle that bounds memory and makes builds resumable.
+
+Each map task writes its result into its own folder, renamed into place only when complete:
+
+    WORK/signature.json                 what this work belongs to (archive, plan, tasks)
+    WORK/map/000042/sums.npz            per-cell sums of task 42
+    WORK/map/000042/rows.npy            its distinct (cell, remote IP, volume) rows, by partition
+    WORK/map/000042/offsets.npy         where each IP partition's rows start in rows.npy
+    WORK/map/000042/stats.json          record accounting
+    WORK/reduce/0007.npz                the distinct counts of IP partition 7
+
+Reducers read their partition's slice of every map file (memory-mapped), so a reducer holds
+only 1/P of the distinct rows: archives larger than memory build with bounded memory. A build
+that is interrupted leaves complete task folders behind; the next build with the same
+signature reuses them and redoes only what is missing, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowatlas.engine.pipeline import Counts, FragmentStats, MapResult, Piece
+from flowatlas.errors import OutputError
+
+FORMAT = 1
+ROW_DTYPE = np.dtype([("cell", "<i8"), ("hi", "<u8"), ("lo", "<u8"), ("vol", "<u8")])
+
+
+def default_workdir(out: Path) -> Path:
+    """Where a build of ``out`` keeps its work: a hidden sibling of the cube."""
+    return out.parent / f".{out.name}.work"
+
+
+class WorkDir:
+    """One build's work directory (see the module docstring)."""
+
+    def __init__(self, root: str | os.PathLike[str], signature: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.signature = dict(signature, format=FORMAT)
+        self.digest = hashlib.sha256(
+            json.dumps(self.signature, sort_keys=True).encode()
+        ).hexdigest()
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> int:
+        """Create the directory, or keep the one there if it belongs to the same build.
+
+        Returns how many map tasks are already complete (0 for a fresh start).
+        """
+        sig = self.root / "signature.json"
+        if self.root.exists():
+            try:
+                same = json.loads(sig.read_text()).get("digest") == self.digest
+            except (OSError, json.JSONDecodeError):
+                same = False
+            if not same:
+                self.remove()
+        try:
+            (self.root / "map").mkdir(parents=True, exist_ok=True)
+            (self.root / "reduce").mkdir(exist_ok=True)
+            if not sig.exists():
+                tmp = sig.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"digest": self.digest, **self.signature}, indent=1))
+                os.replace(tmp, sig)
+        except OSError as exc:
+            raise OutputError(
+                f"{self.root}: cannot write the build's work directory: {exc}"
+            ) from None
+        return sum(1 for p in (self.root / "map").iterdir() if not p.name.startswith("."))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # ------------------------------------------------------------------ maps
+    def _map_dir(self, i: int) -> Path:
+        return self.root / "map" / f"{i:06d}"
+
+    def map_done(self, i: int) -> bool:
+        return self._map_dir(i).is_dir()
+
+    def save_map(self, i: int, result: MapResult) -> None:
+        """Write a map task's result atomically (a folder renamed into place)."""
+        final = self._map_dir(i)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.savez(tmp / "sums.npz", cell_keys=result.cell_keys, cell_sums=result.cell_sums)
+        sizes = [p.cell.size for p in result.pieces]
+        rows = np.empty(sum(sizes), dtype=ROW_DTYPE)
+        at = 0
+        for p in result.pieces:
+            n = p.cell.size
+            rows["cell"][at : at + n] = p.cell
+            rows["hi"][at : at + n] = p.hi
+            rows["lo"][at : at + n] = p.lo
+            rows["vol"][at : at + n] = p.vol
+            at += n
+        np.save(tmp / "rows.npy", rows)
+        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        (tmp / "stats.json").write_text(json.dumps(asdict(result.stats)))
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another worker finished the same task first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load_map_head(self, i: int) -> MapResult:
+        """A map task's sums and accounting (not its rows)."""
+        d = self._map_dir(i)
+        with np.load(d / "sums.npz") as z:
+            keys, sums = z["cell_keys"], z["cell_sums"]
+        stats = FragmentStats(**json.loads((d / "stats.json").read_text()))
+        return MapResult(keys, sums, [], stats)
+
+    def load_piece(self, i: int, j: int) -> Piece:
+        """IP partition ``j``'s rows of map task ``i`` (read from a memory map)."""
+        d = self._map_dir(i)
+        offsets = np.load(d / "offsets.npy")
+        rows = np.load(d / "rows.npy", mmap_mode="r")[offsets[j] : offsets[j + 1]]
+        return Piece(
+            np.array(rows["cell"]),
+            np.array(rows["hi"]),
+            np.array(rows["lo"]),
+            np.array(rows["vol"]),
+        )
+
+    # ------------------------------------------------------------------ reduces
+    def _reduce_path(self, j: int) -> Path:
+        return self.root / "reduce" / f"{j:04d}.npz"
+
+    def reduce_done(self, j: int) -> bool:
+        return self._reduce_path(j).exists()
+
+    def save_counts(self, j: int, counts: Counts) -> None:
+        """Write a reducer's counts atomically (plain arrays, no pickles)."""
+        arrays: dict[str, np.ndarray] = {
+            "cell_keys": counts.cell_keys,
+            "cell_counts": counts.cell_counts,
+        }
+        for r in counts.rollup_keys:
+            arrays[f"rk.{r}"] = counts.rollup_keys[r]
+            arrays[f"rc.{r}"] = counts.rollup_counts[r]
+        for r, (h, lo) in counts.rollup_sq.items():
+            arrays[f"sqh.{r}"], arrays[f"sql.{r}"] = h, lo
+        for r, parts in counts.top_ips.items():
+            for k, a in enumerate(parts):
+                arrays[f"top{k}.{r}"] = a
+        for r, parts in counts.asn_volume.items():
+            for k, a in enumerate(parts):
+                arrays[f"asn{k}.{r}"] = a
+        if counts.sketch is not None:
+            arrays["sketch_keys"], arrays["sketch_entries"] = counts.sketch
+        final = self._reduce_path(j)
+        tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, final)
+
+    def load_counts(self, j: int) -> Counts:
+        with np.load(self._reduce_path(j), allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+        rollups = sorted(k.split(".", 1)[1] for k in a if k.startswith("rk."))
+        counts = Counts(
+            a["cell_keys"],
+            a["cell_counts"],
+            {r: a[f"rk.{r}"] for r in rollups},
+            {r: a[f"rc.{r}"] for r in rollups},
+        )
+        for r in rollups:
+            if f"sqh.{r}" in a:
+                counts.rollup_sq[r] = (a[f"sqh.{r}"], a[f"sql.{r}"])
+            if f"top0.{r}" in a:
+                counts.top_ips[r] = tuple(a[f"top{k}.{r}"] for k in range(4))
+            if f"asn0.{r}" in a:
+                counts.asn_volume[r] = tuple(a[f"asn{k}.{r}"] for k in range(3))
+        if "sketch_keys" in a:
+            counts.sketch = (a["sketch_keys"], a["sketch_entries"])
+        return counts
+
+
+def map_step(i: int, fragments: list, plan: Any, work: WorkDir) -> MapResult:
+    """Map task ``i`` through the work directory: computed once, then read back."""
+    from flowatlas.engine.pipeline import map_task
+
+    if not work.map_done(i):
+        result = map_task(fragments, plan)
+        work.save_map(i, result)
+        return MapResult(result.cell_keys, result.cell_sums, [], result.stats)
+    return work.load_map_head(i)
+
+
+def reduce_step(j: int, n_maps: int, plan: Any, work: WorkDir, *_maps_done: Any) -> Counts:
+    """Reducer ``j`` through the work directory (its map inputs must be complete)."""
+    from flowatlas.engine.pipeline import reduce_partition
+
+    if work.reduce_done(j):
+        return work.load_counts(j)
+    pieces = [work.load_piece(i, j) for i in range(n_maps)]
+    counts = reduce_partition(pieces, plan)
+    work.save_counts(j, counts)
+    return counts
