@@ -55,3 +55,42 @@ def test_worker_killed_mid_build_gives_the_same_cube(archive, tmp_path):
         assert (tmp_path / "disturbed" / name).read_bytes() == (
             tmp_path / "undisturbed" / name
         ).read_bytes(), name
+
+
+def test_interrupted_build_resumes_without_double_counting(archive, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    build_cube(archive, tmp_path / "undisturbed", workers=0)
+    out = tmp_path / "cube"
+    work = tmp_path / ".cube.work"
+    cmd = [sys.executable, "-m", "flowatlas", "build", str(archive), "-o", str(out)]
+    cmd += ["--workers", "0", "--partition-rows", "1500", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            done = list((work / "map").glob("0*")) if (work / "map").exists() else []
+            if len(done) >= 5 or proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the build finished before it could be interrupted"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists() and work.exists()
+    finished_before = len(list((work / "map").glob("0*")))
+    resumed: list[int] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "resume":
+            resumed.append(done)
+
+    build_cube(archive, out, workers=0, partition_rows=1500, progress=progress)
+    assert resumed and resumed[0] >= finished_before >= 5
+    assert not work.exists()
+    for name in CUBE_FILES:
+        assert (out / name).read_bytes() == (tmp_path / "undisturbed" / name).read_bytes(), name
