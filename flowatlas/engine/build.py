@@ -23,7 +23,7 @@ from flowatlas.engine.cube import (
     top_tables,
     write_cube,
 )
-from flowatlas.engine.execution import dask_client, run_dask, run_eager
+from flowatlas.engine.execution import dask_client, run_dask, run_eager, run_threads
 from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, pack
 from flowatlas.engine.plan import make_plan
 from flowatlas.engine.workdir import WorkDir, default_workdir
@@ -79,9 +79,10 @@ def build_cube(
 ) -> BuildSummary:
     """Build the cube of ``archive`` into ``out``.
 
-    ``workers=0`` runs in this process, one task at a time; otherwise a Dask cluster runs it
-    (``scheduler`` names an existing one; by default a local cluster of ``workers`` threads,
-    one per core, or of worker processes with ``processes``).
+    ``workers=0`` runs in this process, one task at a time. By default Dask's threaded
+    scheduler runs ``workers`` tasks at once (one per core) in this process; ``processes``
+    starts a local Dask cluster of worker processes instead, and ``scheduler`` uses an
+    existing Dask cluster.
     The result does not depend on workers, partitions or scheduler. Nothing is written unless
     the whole build succeeds.
 
@@ -128,6 +129,8 @@ def build_cube(
     try:
         if n_workers == 0 and not scheduler:
             result, stats = run_eager(tasks, plan, progress, work)
+        elif not scheduler and not processes:
+            result, stats = run_threads(tasks, plan, n_workers, progress, work)
         else:
             with dask_client(scheduler, n_workers or None, processes) as client:
                 result, stats = run_dask(client, tasks, plan, progress, work)

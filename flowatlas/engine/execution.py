@@ -76,6 +76,59 @@ def run_eager(
     return combine(maps, counts, plan), _stats(m.stats for m in maps)
 
 
+def run_threads(
+    tasks: list[list[Fragment]],
+    plan: BuildPlan,
+    workers: int,
+    progress: Progress | None = None,
+    work: WorkDir | None = None,
+) -> tuple[PartitionResult, FragmentStats]:
+    """Run the build with Dask's threaded scheduler: ``workers`` tasks at once in this process.
+
+    The kernels release the GIL, so threads use every core without serialising results or
+    starting processes; CPU kernels run serially inside each task (tasks are the parallelism).
+    """
+    import dask
+    from dask.callbacks import Callback
+
+    total = len(tasks) + plan.partitions
+    done = [0]
+
+    class _Progress(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            name = key[0] if isinstance(key, tuple) else str(key)
+            if name.startswith(("map-", "reduce-")) and progress:
+                done[0] += 1
+                progress("map" if done[0] <= len(tasks) else "reduce", done[0], total)
+
+    if work is not None:
+        maps = [
+            dask.delayed(map_step, pure=False, name=f"map-{i}")(i, t, plan, work)
+            for i, t in enumerate(tasks)
+        ]
+        reduces = [
+            dask.delayed(reduce_step, pure=False, name=f"reduce-{j}")(
+                j, len(tasks), plan, work, *maps
+            )
+            for j in range(plan.partitions)
+        ]
+    else:
+        full = [
+            dask.delayed(map_task, pure=False, name=f"map-{i}")(t, plan)
+            for i, t in enumerate(tasks)
+        ]
+        maps = [dask.delayed(_without_pieces)(m) for m in full]
+        reduces = [
+            dask.delayed(_reduce_list, pure=False, name=f"reduce-{j}")(
+                [dask.delayed(_piece)(m, j) for m in full], plan
+            )
+            for j in range(plan.partitions)
+        ]
+    with serial_kernels(), _Progress():
+        heads, counts = dask.compute(maps, reduces, scheduler="threads", num_workers=workers)
+    return combine(list(heads), list(counts), plan), _stats(m.stats for m in heads)
+
+
 def _stats(parts) -> FragmentStats:
     stats = FragmentStats()
     for st in parts:
