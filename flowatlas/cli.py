@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 
 import click
 
@@ -70,8 +71,20 @@ def cli() -> None:
     """
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """flowatlas's own warnings as one plain line; others as Python shows them."""
+    if category.__module__.startswith("flowatlas"):
+        click.echo(f"flowatlas: warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning FlowatlasError into a one-line message."""
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="flowatlas", standalone_mode=False)
     except FlowatlasError as exc:

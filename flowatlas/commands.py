@@ -115,7 +115,7 @@ def synth(records, start, days, seed, out, workers, overwrite, quiet) -> None:
 
 
 def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, partitions,
-               partition_rows, overwrite, quiet, processes=False):  # fmt: skip
+               partition_rows, overwrite, quiet, processes=False, backend="auto"):  # fmt: skip
     from flowatlas.engine.build import build_cube
 
     bar = _Bar(0, "build", "task", quiet)
@@ -134,6 +134,7 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
             workers=workers,
             scheduler=scheduler,
             processes=processes,
+            backend=backend,
             partitions=partitions,
             partition_rows=partition_rows,
             overwrite=overwrite,
@@ -163,6 +164,8 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
     "--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786)."
 )
 @click.option("--processes", is_flag=True, help="Local cluster of worker processes, not threads.")
+@click.option("--backend", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True, help="Where per-record kernels run.")  # fmt: skip
 @click.option(
     "--partitions",
     type=int,
@@ -174,8 +177,8 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
 @click.option("--overwrite", is_flag=True, help="Replace an existing cube at --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def build(
-    archive, out, config, table, workers, scheduler, processes, partitions, partition_rows,
-    overwrite, quiet,
+    archive, out, config, table, workers, scheduler, processes, backend, partitions,
+    partition_rows, overwrite, quiet,
 ) -> None:  # fmt: skip
     """Build the cube of a flow archive: orient, classify, bucket, accumulate, count.
 
@@ -199,6 +202,7 @@ def build(
         overwrite=overwrite,
         quiet=quiet,
         processes=processes,
+        backend=backend,
     )
     dt = time.perf_counter() - t0
     q = sum(s.quarantined.values())

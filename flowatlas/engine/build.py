@@ -12,6 +12,7 @@ from flowatlas import __version__
 from flowatlas.classify import load_table
 from flowatlas.classify.table import PrefixTable
 from flowatlas.config import Config, load_config
+from flowatlas.engine.backends import resolve_backend
 from flowatlas.engine.cube import (
     FORMAT,
     FORMAT_VERSION,
@@ -71,6 +72,7 @@ def build_cube(
     workers: int | None = None,
     scheduler: str | None = None,
     processes: bool = False,
+    backend: str = "auto",
     partitions: int | None = None,
     partition_rows: int | None = None,
     work_dir: str | os.PathLike[str] | None = None,
@@ -108,7 +110,7 @@ def build_cube(
         partitions = max(4, -(-arch.num_rows // ROWS_PER_PARTITION))
     if partition_rows is None:
         partition_rows = min(4_000_000, max(250_000, arch.num_rows // 16))
-    plan = make_plan(cfg, prefix_table, partitions=partitions)
+    plan = make_plan(cfg, prefix_table, partitions=partitions, backend=resolve_backend(backend))
     tasks = pack(arch.fragments(partition_rows), partition_rows)
     work = None
     if work_dir is not None or not scheduler:

@@ -150,11 +150,6 @@ def orient_and_cell(table: pa.Table, plan: BuildPlan, counts: str) -> tuple[Part
 
     src_hi, src_lo = bytes16_to_hilo(table.column("src_addr"))
     dst_hi, dst_lo = bytes16_to_hilo(table.column("dst_addr"))
-    local_idx = plan.local_table.index
-    from flowatlas.kernels.lpm import lookup_cpu
-
-    src_reg = plan.local_region[lookup_cpu(local_idx, src_hi, src_lo)]
-    dst_reg = plan.local_region[lookup_cpu(local_idx, dst_hi, dst_lo)]
 
     # exporters: dictionary-encode once, map the few distinct values in Python
     exp = table.column("exporter").combine_chunks().dictionary_encode()
@@ -164,7 +159,25 @@ def orient_and_cell(table: pa.Table, plan: BuildPlan, counts: str) -> tuple[Part
         ex_id, reg = plan.exporters.get(value, (-1, 0))
         exp_ids[k], exp_regs[k] = ex_id, reg
     codes = exp.indices.to_numpy()
+    t_us = table.column("time_start").combine_chunks().cast(pa.int64()).to_numpy()
+    scaled = counts == COUNTS_SCALED
 
+    if plan.backend == "gpu":
+        from flowatlas.engine.gpu import orient_cells_gpu
+
+        cell, r_hi, r_lo, vol, pk, reason = orient_cells_gpu(
+            plan, src_hi, src_lo, dst_hi, dst_lo, exp_regs[codes], exp_ids[codes],
+            table.column("in_if").to_numpy(), table.column("out_if").to_numpy(), t_us,
+            table.column("bytes").to_numpy(), table.column("packets").to_numpy(),
+            table.column("sampling_rate").to_numpy(), scaled,
+        )  # fmt: skip
+        return _accept(cell, r_hi, r_lo, vol, pk, reason, stats)
+
+    from flowatlas.kernels.lpm import lookup_cpu
+
+    local_idx = plan.local_table.index
+    src_reg = plan.local_region[lookup_cpu(local_idx, src_hi, src_lo)]
+    dst_reg = plan.local_region[lookup_cpu(local_idx, dst_hi, dst_lo)]
     direction, region, remote_is_dst, link_type = orient_cpu(
         src_reg,
         dst_reg,
@@ -182,7 +195,6 @@ def orient_and_cell(table: pa.Table, plan: BuildPlan, counts: str) -> tuple[Part
     ntype = np.where(direction == INTERNAL, plan.internal_type, ntype).astype(np.int16)
     is_v6 = ~((r_hi == 0) & ((r_lo >> np.uint64(32)) == np.uint64(0xFFFF)))
 
-    t_us = table.column("time_start").combine_chunks().cast(pa.int64()).to_numpy()
     cell, vol, pk, reason = cells_cpu(
         t_us,
         plan.bucket_us,
@@ -193,8 +205,15 @@ def orient_and_cell(table: pa.Table, plan: BuildPlan, counts: str) -> tuple[Part
         table.column("bytes").to_numpy(),
         table.column("packets").to_numpy(),
         table.column("sampling_rate").to_numpy(),
-        counts == COUNTS_SCALED,
+        scaled,
     )
+    return _accept(cell, r_hi, r_lo, vol, pk, reason, stats)
+
+
+def _accept(
+    cell, r_hi, r_lo, vol, pk, reason, stats: FragmentStats
+) -> tuple[Partial, FragmentStats]:
+    """Keep the records without a quarantine reason; count the others by reason."""
     ok = reason == 0
     if not ok.all():
         for code, count in zip(*np.unique(reason[~ok], return_counts=True), strict=True):

@@ -59,6 +59,7 @@ class BuildPlan:
     partitions: int
     v6_prefix: int
     sketch_p: int
+    backend: str = "cpu"  # where the per-record kernels run: "cpu" or "gpu" (not in digest)
     config: dict[str, Any] = field(default_factory=dict)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -109,7 +110,9 @@ def _local_table(config: Config) -> tuple[PrefixTable, np.ndarray]:
     return table, local_region
 
 
-def make_plan(config: Config, table: PrefixTable, *, partitions: int = 8) -> BuildPlan:
+def make_plan(
+    config: Config, table: PrefixTable, *, partitions: int = 8, backend: str = "cpu"
+) -> BuildPlan:
     """Check the configuration against the table and build the plan."""
     regions = (UNKNOWN_REGION, *(r.name for r in config.regions))
     if len(regions) > MAX_REGIONS:
@@ -167,6 +170,7 @@ def make_plan(config: Config, table: PrefixTable, *, partitions: int = 8) -> Bui
         partitions=max(1, int(partitions)),
         v6_prefix=config.cube.ipv6_prefix,
         sketch_p=config.cube.sketch_precision,
+        backend=backend,
         config=config.to_dict(),
     )
 

@@ -7,9 +7,13 @@ in its own module; under ``NUMBA_ENABLE_CUDASIM=1`` they run in numba's simulato
 
 from __future__ import annotations
 
+import numpy as np
 from numba import cuda
 
+from flowatlas.kernels.accumulate import _GOLD, mix64
+from flowatlas.kernels.hll import _slot_body, check_p
 from flowatlas.kernels.lpm import _lpm_body
+from flowatlas.kernels.orient import _cell_body, _orient_body
 
 _lpm_device = cuda.jit(device=True)(_lpm_body)
 
@@ -28,7 +32,6 @@ def lpm_kernel(
 
 # --------------------------------------------------------------------------- orientation, cells
 
-from flowatlas.kernels.orient import _cell_body, _orient_body  # noqa: E402
 
 _orient_device = cuda.jit(device=True)(_orient_body)
 _cell_device = cuda.jit(device=True)(_cell_body)
@@ -126,10 +129,6 @@ def cells_cuda(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npacket
 
 # --------------------------------------------------------------------------- HLL sketches
 
-import numpy as np  # noqa: E402
-
-from flowatlas.kernels.accumulate import _GOLD, mix64  # noqa: E402
-from flowatlas.kernels.hll import _slot_body, check_p  # noqa: E402
 
 _mix64_device = cuda.jit(device=True)(mix64.py_func)
 _hll_slot_device = cuda.jit(device=True)(_slot_body)
@@ -211,3 +210,54 @@ def hll_update_cuda(keys, hi, lo, n_keys: int, p: int = 12):
         if n_bad:
             raise ValueError(f"{n_bad} keys lie outside [0, {n_keys})")
     return words.view(np.uint8).reshape(n_keys, m)
+
+
+# --------------------------------------------------------------------------- remote end, type
+
+
+@cuda.jit
+def remote_kernel(
+    remote_is_dst, src_hi, src_lo, dst_hi, dst_lo, r_hi, r_lo, is_v6
+):  # pragma: no cover
+    """The remote end of each record and whether it is IPv6 (not IPv4-mapped)."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < remote_is_dst.size:
+        if remote_is_dst[i]:
+            h = dst_hi[i]
+            lw = dst_lo[i]
+        else:
+            h = src_hi[i]
+            lw = src_lo[i]
+        r_hi[i] = h
+        r_lo[i] = lw
+        v4 = h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF)
+        is_v6[i] = np.uint8(0) if v4 else np.uint8(1)
+        i += stride
+
+
+@cuda.jit
+def type_kernel(net, type_codes, link_type, direction, internal_type, ntype):  # pragma: no cover
+    """Network type of each record: private-link rule, else Internal, else classification."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    last = type_codes.size - 1
+    while i < net.size:
+        t = type_codes[net[i]] if net[i] >= 0 else type_codes[last]
+        if link_type[i] >= 0:
+            t = link_type[i]
+        if direction[i] == 2:
+            t = internal_type
+        ntype[i] = t
+        i += stride
+
+
+@cuda.jit
+def gather_kernel(table, index, out):  # pragma: no cover
+    """out[i] = table[index[i]], with index -1 reading the table's last entry."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    last = table.size - 1
+    while i < index.size:
+        out[i] = table[index[i]] if index[i] >= 0 else table[last]
+        i += stride
