@@ -55,7 +55,7 @@ def workloads(rng: np.random.Generator, n: int, layers) -> dict[str, tuple[np.nd
     v6_lo = rng.integers(0, 2**63, n, dtype=np.uint64)
 
     def skewed(hi, lo):
-        hosts = 100_000
+        hosts = min(100_000, n)
         ranks = np.minimum(rng.zipf(1.2, n), hosts) - 1
         return hi[:hosts][ranks], lo[:hosts][ranks]
 
@@ -69,7 +69,7 @@ def workloads(rng: np.random.Generator, n: int, layers) -> dict[str, tuple[np.nd
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=20_000_000, help="addresses per case")
+    ap.add_argument("--n", type=int, default=None, help="addresses per case [2x10^7]")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pytricia-n", type=int, default=500_000)
     ap.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--results", default=None, help=f"write a section into this file [{RESULTS}]")
     args = ap.parse_args()
     if args.quick:
-        args.n, args.repeat, args.pytricia_n = 200_000, 1, 20_000
+        args.n, args.repeat, args.pytricia_n = args.n or 200_000, 1, 20_000
+    args.n = args.n or 20_000_000
 
     root = shared_data_dir()
     files = [root / LIBLOC / f"libloc-prefix2as-v{v}.tsv.gz" for v in (4, 6)]

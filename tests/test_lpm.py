@@ -259,3 +259,28 @@ def test_cuda_kernel_on_gpu() -> None:
     hi, lo = probe_addresses(prefixes, rng, 2_000_000)
     got = lookup_cuda(table.index.to_device(), cuda.to_device(hi), cuda.to_device(lo))
     np.testing.assert_array_equal(got.copy_to_host(), table.lookup(hi, lo))
+
+
+def test_benchmark_smoke_run(tmp_path) -> None:
+    """bench/bench_lpm.py keeps working (quick sizes, its own results file)."""
+    from flowatlas.testing import REPO_ROOT, need_data
+
+    need_data("prefix2asn/libloc_ipfire/libloc-prefix2as-v6.tsv.gz")
+    out = tmp_path / "RESULTS.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "bench" / "bench_lpm.py"),
+            "--quick",
+            "--n",
+            "50000",
+            "--results",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "## LPM lookups and prefix-table compile" in text and "| IPv6 skewed |" in text
