@@ -115,12 +115,16 @@ def synth(records, start, days, seed, out, workers, overwrite, quiet) -> None:
 
 
 def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, partitions,
-               partition_rows, overwrite, quiet, processes=False, backend="auto"):  # fmt: skip
+               partition_rows, overwrite, quiet, processes=False, backend="auto",
+               keep_state=False, incremental=False):  # fmt: skip
     from flowatlas.engine.build import build_cube
 
     bar = _Bar(0, "build", "task", quiet)
 
     def progress(stage: str, done: int, total: int) -> None:
+        if stage == "resume":
+            _echo(f"reusing {done:,} of {total:,} map tasks already done", quiet)
+            return
         if bar.bar.total != total:
             bar.bar.total = total
         bar.set(done, f"build: {stage}")
@@ -135,6 +139,8 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
             scheduler=scheduler,
             processes=processes,
             backend=backend,
+            keep_state=keep_state,
+            incremental=incremental,
             partitions=partitions,
             partition_rows=partition_rows,
             overwrite=overwrite,
@@ -175,10 +181,14 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
 @click.option("--partition-rows", type=int, default=None,
               help="Archive rows per map task [auto: a few tasks per worker].")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing cube at --out.")
+@click.option("--keep-state", is_flag=True,
+              help="Keep the map results in the cube, for later --incremental builds.")  # fmt: skip
+@click.option("--incremental", is_flag=True,
+              help="Update a --keep-state cube: read only new or changed files.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def build(
     archive, out, config, table, workers, scheduler, processes, backend, partitions,
-    partition_rows, overwrite, quiet,
+    partition_rows, overwrite, keep_state, incremental, quiet,
 ) -> None:  # fmt: skip
     """Build the cube of a flow archive: orient, classify, bucket, accumulate, count.
 
@@ -203,6 +213,8 @@ def build(
         quiet=quiet,
         processes=processes,
         backend=backend,
+        keep_state=keep_state,
+        incremental=incremental,
     )
     dt = time.perf_counter() - t0
     q = sum(s.quarantined.values())

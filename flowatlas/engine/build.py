@@ -16,6 +16,7 @@ from flowatlas.engine.backends import resolve_backend
 from flowatlas.engine.cube import (
     FORMAT,
     FORMAT_VERSION,
+    STATE_DIR,
     CubeFiles,
     cells_table,
     check_output,
@@ -27,7 +28,7 @@ from flowatlas.engine.cube import (
 from flowatlas.engine.execution import dask_client, run_dask, run_eager, run_threads
 from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, pack
 from flowatlas.engine.plan import make_plan
-from flowatlas.engine.workdir import WorkDir, default_workdir
+from flowatlas.engine.workdir import WorkDir, default_workdir, task_key
 from flowatlas.errors import FlowatlasError, InputError
 from flowatlas.io.archive import open_archive
 from flowatlas.kernels.accumulate import CounterOverflow
@@ -76,6 +77,8 @@ def build_cube(
     partitions: int | None = None,
     partition_rows: int | None = None,
     work_dir: str | os.PathLike[str] | None = None,
+    keep_state: bool = False,
+    incremental: bool = False,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> BuildSummary:
@@ -92,9 +95,23 @@ def build_cube(
     bounded and an interrupted build resumes where it stopped; it is removed on success. With
     ``scheduler`` and no ``work_dir`` the shuffle stays in worker memory (remote workers may
     not share this machine's disk).
+
+    ``keep_state`` keeps the map results in the cube (``CUBE/_state``); ``incremental``
+    rebuilds such a cube reading only the archive files that are new or changed since (same
+    configuration and prefix table required), with exact results.
     """
     archive = Path(archive)
     out = Path(out)
+    state_sig = None
+    if incremental:
+        state_sig = WorkDir.read_signature(out / STATE_DIR)
+        if not (out / "cube.json").exists():
+            raise InputError(f"{out}: no cube to add to (build it first, with --keep-state)")
+        if state_sig is None:
+            raise InputError(
+                f"{out}: this cube keeps no build state; rebuild it once with --keep-state"
+            )
+        keep_state = overwrite = True
     check_output(out, overwrite=overwrite)
     arch = open_archive(archive)
     cfg = resolve_config(archive, config)
@@ -105,26 +122,36 @@ def build_cube(
     else:
         prefix_table = load_table(cfg)
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
-    # sizes depend on the archive only, so a resumed build finds the same tasks
+    # sizes depend on the archive only, so a resumed build finds the same tasks; an
+    # incremental build keeps the sizes its state was made with
+    if state_sig is not None:
+        partitions, partition_rows = state_sig["partitions"], state_sig["partition_rows"]
     if partitions is None:
         partitions = max(4, -(-arch.num_rows // ROWS_PER_PARTITION))
     if partition_rows is None:
         partition_rows = min(4_000_000, max(250_000, arch.num_rows // 16))
     plan = make_plan(cfg, prefix_table, partitions=partitions, backend=resolve_backend(backend))
-    tasks = pack(arch.fragments(partition_rows), partition_rows)
+    if state_sig is not None and state_sig.get("plan") != plan.digest():
+        raise InputError(
+            f"{out}: its state was built with another configuration or prefix table; "
+            "rebuild without --incremental"
+        )
+    tasks = pack(arch.fragments(partition_rows), partition_rows, by_file=keep_state)
     work = None
-    if work_dir is not None or not scheduler:
+    if work_dir is not None or keep_state or not scheduler:
+        root = out / STATE_DIR if incremental else work_dir or default_workdir(out)
         work = WorkDir(
-            work_dir if work_dir is not None else default_workdir(out),
+            root,
             {
-                "archive": arch.manifest(),
                 "plan": plan.digest(),
                 "partitions": plan.partitions,
-                "tasks": [[(f.path, f.row_groups) for f in t] for t in tasks],
+                "partition_rows": partition_rows,
                 "flowatlas": __version__,
             },
         )
-        resumed = work.open()
+        footers = {str(f.path): f.footer_sha256 for f in arch.files}
+        keys = [task_key(t, footers) for t in tasks]
+        resumed = work.open(keys)
         if resumed and progress:
             progress("resume", resumed, len(tasks))
 
@@ -152,9 +179,12 @@ def build_cube(
     meta = _metadata(arch, cfg, plan, prefix_table, stats, cells)
     sketches = sketches_table(result, cells)
     write_cube(
-        CubeFiles(meta, cells, rollups, top_ips, top_asns, sketches), out, overwrite=overwrite
+        CubeFiles(meta, cells, rollups, top_ips, top_asns, sketches),
+        out,
+        overwrite=overwrite,
+        state=work.as_state() if work is not None and keep_state else None,
     )
-    if work is not None:
+    if work is not None and not keep_state:
         work.remove()
     return BuildSummary(
         out,

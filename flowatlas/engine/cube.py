@@ -225,10 +225,20 @@ def check_output(out: Path, *, overwrite: bool) -> None:
         raise OutputError(f"{out}: cannot write here ({parent} is not writable)")
 
 
-def write_cube(files: CubeFiles, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+STATE_DIR = "_state"
+
+
+def write_cube(
+    files: CubeFiles,
+    out: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    state: Path | None = None,
+) -> Path:
     """Write a cube atomically: into a hidden sibling directory, then renamed into place.
 
-    A failure at any point leaves no partial cube behind.
+    ``state`` (a build's work directory) is moved into the cube as ``_state`` for later
+    incremental builds. A failure at any point leaves no partial cube behind.
     """
     out = Path(out)
     check_output(out, overwrite=overwrite)
@@ -246,10 +256,14 @@ def write_cube(files: CubeFiles, out: str | os.PathLike[str], *, overwrite: bool
         if files.sketches is not None:
             _write_parquet(files.sketches, tmp / "sketches.parquet")
         (tmp / "cube.json").write_text(json.dumps(files.meta, indent=1, sort_keys=True) + "\n")
+        if state is not None:
+            os.replace(state, tmp / STATE_DIR)
         if out.exists():
             os.replace(out, old)
         os.replace(tmp, out)
     except OSError as exc:
+        if state is not None and (tmp / STATE_DIR).exists() and not state.exists():
+            os.replace(tmp / STATE_DIR, state)  # keep the reusable work
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():
             os.replace(old, out)

@@ -51,13 +51,13 @@ def run_eager(
     total = len(tasks) + plan.partitions
     if work is not None:
         heads = []
-        for i, task in enumerate(tasks):
-            heads.append(map_step(i, task, plan, work))
+        for i, (key, task) in enumerate(zip(work.keys, tasks, strict=True)):
+            heads.append(map_step(key, task, plan, work))
             if progress:
                 progress("map", i + 1, total)
         counts = []
         for j in range(plan.partitions):
-            counts.append(reduce_step(j, len(tasks), plan, work))
+            counts.append(reduce_step(j, work.keys, plan, work))
             if progress:
                 progress("reduce", len(tasks) + j + 1, total)
         return combine(heads, counts, plan), _stats(m.stats for m in heads)
@@ -103,12 +103,12 @@ def run_threads(
 
     if work is not None:
         maps = [
-            dask.delayed(map_step, pure=False, name=f"map-{i}")(i, t, plan, work)
-            for i, t in enumerate(tasks)
+            dask.delayed(map_step, pure=False, name=f"map-{i}")(k, t, plan, work)
+            for i, (k, t) in enumerate(zip(work.keys, tasks, strict=True))
         ]
         reduces = [
             dask.delayed(reduce_step, pure=False, name=f"reduce-{j}")(
-                j, len(tasks), plan, work, *maps
+                j, work.keys, plan, work, *maps
             )
             for j in range(plan.partitions)
         ]

@@ -333,12 +333,19 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
     return MapResult(cells, sums, pieces, stats)
 
 
-def pack(fragments: list[Fragment], target_rows: int) -> list[list[Fragment]]:
-    """Group consecutive fragments into tasks of about ``target_rows`` rows each."""
+def pack(
+    fragments: list[Fragment], target_rows: int, *, by_file: bool = False
+) -> list[list[Fragment]]:
+    """Group consecutive fragments into tasks of about ``target_rows`` rows each.
+
+    With ``by_file`` a task never spans two files, so adding files to an archive leaves the
+    tasks of the files already there unchanged (what incremental builds reuse).
+    """
     tasks: list[list[Fragment]] = []
     rows = 0
     for f in fragments:
-        if not tasks or rows + f.num_rows > target_rows:
+        new_file = by_file and tasks and tasks[-1][-1].path != f.path
+        if not tasks or new_file or rows + f.num_rows > target_rows:
             tasks.append([])
             rows = 0
         tasks[-1].append(f)

@@ -2,17 +2,23 @@
 
 Each map task writes its result into its own folder, renamed into place only when complete:
 
-    WORK/signature.json                 what this work belongs to (archive, plan, tasks)
-    WORK/map/000042/sums.npz            per-cell sums of task 42
-    WORK/map/000042/rows.npy            its distinct (cell, remote IP, volume) rows, by partition
-    WORK/map/000042/offsets.npy         where each IP partition's rows start in rows.npy
-    WORK/map/000042/stats.json          record accounting
-    WORK/reduce/0007.npz                the distinct counts of IP partition 7
+    WORK/signature.json               what the work is valid for (plan digest, partitions, ...)
+    WORK/map/<task key>/sums.npz      per-cell sums of one map task
+    WORK/map/<task key>/rows.npy      its distinct (cell, remote IP, volume) rows, by partition
+    WORK/map/<task key>/offsets.npy   where each IP partition's rows start in rows.npy
+    WORK/map/<task key>/stats.json    record accounting
+    WORK/reduce/0007-<set>.npz        the distinct counts of IP partition 7 over one task set
 
-Reducers read their partition's slice of every map file (memory-mapped), so a reducer holds
-only 1/P of the distinct rows: archives larger than memory build with bounded memory. A build
-that is interrupted leaves complete task folders behind; the next build with the same
-signature reuses them and redoes only what is missing, so nothing is counted twice.
+A task's key is a hash of exactly what it reads (file, row groups, the file's footer hash), so
+a result can only be reused for the same input. Reducers read their partition's slice of
+every map file (memory-mapped), so a reducer holds only 1/P of the distinct rows: archives
+larger than memory build with bounded memory.
+
+Reuse is what makes builds resumable and incremental: an interrupted build leaves complete
+task folders behind and the next build redoes only what is missing; a cube built with
+``keep_state`` keeps this directory as ``CUBE/_state``, and a later ``incremental`` build
+maps only the archive files that are new or changed, then recounts the distinct rows of all
+of them (nothing is counted twice, and exact rollups stay exact).
 """
 
 from __future__ import annotations
@@ -49,19 +55,25 @@ class WorkDir:
             json.dumps(self.signature, sort_keys=True).encode()
         ).hexdigest()
 
-    # ------------------------------------------------------------------ lifecycle
-    def open(self) -> int:
-        """Create the directory, or keep the one there if it belongs to the same build.
+    @staticmethod
+    def read_signature(root: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The signature stored in a work directory (or cube state), or None."""
+        try:
+            return json.loads((Path(root) / "signature.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
 
-        Returns how many map tasks are already complete (0 for a fresh start).
+    # ------------------------------------------------------------------ lifecycle
+    def open(self, keys: list[str]) -> int:
+        """Create the directory, or keep the one there if its signature matches.
+
+        Map results not among ``keys`` (the tasks of this build) are dropped. Returns how
+        many of ``keys`` are already complete (0 for a fresh start).
         """
         sig = self.root / "signature.json"
         if self.root.exists():
-            try:
-                same = json.loads(sig.read_text()).get("digest") == self.digest
-            except (OSError, json.JSONDecodeError):
-                same = False
-            if not same:
+            old = self.read_signature(self.root)
+            if not old or old.get("digest") != self.digest:
                 self.remove()
         try:
             (self.root / "map").mkdir(parents=True, exist_ok=True)
@@ -74,22 +86,37 @@ class WorkDir:
             raise OutputError(
                 f"{self.root}: cannot write the build's work directory: {exc}"
             ) from None
-        return sum(1 for p in (self.root / "map").iterdir() if not p.name.startswith("."))
+        self.keys = list(keys)
+        wanted = set(keys)
+        for d in (self.root / "map").iterdir():
+            if d.name not in wanted:  # another archive's tasks, or an unfinished temp
+                shutil.rmtree(d, ignore_errors=True)
+        self.task_set = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+        for f in (self.root / "reduce").iterdir():
+            if not f.name.endswith(f"-{self.task_set}.npz"):
+                f.unlink(missing_ok=True)
+        return sum(1 for k in keys if self.map_done(k))
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def as_state(self) -> Path:
+        """Trim the directory to what a later incremental build can reuse; return its path."""
+        shutil.rmtree(self.root / "reduce", ignore_errors=True)
+        (self.root / "reduce").mkdir()
+        return self.root
+
     # ------------------------------------------------------------------ maps
-    def _map_dir(self, i: int) -> Path:
-        return self.root / "map" / f"{i:06d}"
+    def _map_dir(self, key: str) -> Path:
+        return self.root / "map" / key
 
-    def map_done(self, i: int) -> bool:
-        return self._map_dir(i).is_dir()
+    def map_done(self, key: str) -> bool:
+        return self._map_dir(key).is_dir()
 
-    def save_map(self, i: int, result: MapResult) -> None:
+    def save_map(self, key: str, result: MapResult) -> None:
         """Write a map task's result atomically (a folder renamed into place)."""
-        final = self._map_dir(i)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        final = self._map_dir(key)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.{id(result)}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         np.savez(tmp / "sums.npz", cell_keys=result.cell_keys, cell_sums=result.cell_sums)
@@ -111,17 +138,17 @@ class WorkDir:
         except OSError:  # another worker finished the same task first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def load_map_head(self, i: int) -> MapResult:
+    def load_map_head(self, key: str) -> MapResult:
         """A map task's sums and accounting (not its rows)."""
-        d = self._map_dir(i)
+        d = self._map_dir(key)
         with np.load(d / "sums.npz") as z:
             keys, sums = z["cell_keys"], z["cell_sums"]
         stats = FragmentStats(**json.loads((d / "stats.json").read_text()))
         return MapResult(keys, sums, [], stats)
 
-    def load_piece(self, i: int, j: int) -> Piece:
-        """IP partition ``j``'s rows of map task ``i`` (read from a memory map)."""
-        d = self._map_dir(i)
+    def load_piece(self, key: str, j: int) -> Piece:
+        """IP partition ``j``'s rows of one map task (read from a memory map)."""
+        d = self._map_dir(key)
         offsets = np.load(d / "offsets.npy")
         rows = np.load(d / "rows.npy", mmap_mode="r")[offsets[j] : offsets[j + 1]]
         return Piece(
@@ -133,7 +160,7 @@ class WorkDir:
 
     # ------------------------------------------------------------------ reduces
     def _reduce_path(self, j: int) -> Path:
-        return self.root / "reduce" / f"{j:04d}.npz"
+        return self.root / "reduce" / f"{j:04d}-{self.task_set}.npz"
 
     def reduce_done(self, j: int) -> bool:
         return self._reduce_path(j).exists()
@@ -184,24 +211,30 @@ class WorkDir:
         return counts
 
 
-def map_step(i: int, fragments: list, plan: Any, work: WorkDir) -> MapResult:
-    """Map task ``i`` through the work directory: computed once, then read back."""
+def task_key(fragments: list, footers: dict[str, str]) -> str:
+    """A map task's identity: what it reads (files, row groups, the files' footer hashes)."""
+    parts = [[f.path, list(f.row_groups), footers[f.path]] for f in fragments]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def map_step(key: str, fragments: list, plan: Any, work: WorkDir) -> MapResult:
+    """A map task through the work directory: computed once, then read back."""
     from flowatlas.engine.pipeline import map_task
 
-    if not work.map_done(i):
+    if not work.map_done(key):
         result = map_task(fragments, plan)
-        work.save_map(i, result)
+        work.save_map(key, result)
         return MapResult(result.cell_keys, result.cell_sums, [], result.stats)
-    return work.load_map_head(i)
+    return work.load_map_head(key)
 
 
-def reduce_step(j: int, n_maps: int, plan: Any, work: WorkDir, *_maps_done: Any) -> Counts:
+def reduce_step(j: int, keys: list[str], plan: Any, work: WorkDir, *_maps_done: Any) -> Counts:
     """Reducer ``j`` through the work directory (its map inputs must be complete)."""
     from flowatlas.engine.pipeline import reduce_partition
 
     if work.reduce_done(j):
         return work.load_counts(j)
-    pieces = [work.load_piece(i, j) for i in range(n_maps)]
+    pieces = [work.load_piece(k, j) for k in keys]
     counts = reduce_partition(pieces, plan)
     work.save_counts(j, counts)
     return counts
