@@ -211,10 +211,10 @@ def run_dask(
 
     [plan_f] = client.scatter([plan], broadcast=True, hash=False)
     if work is not None:
-        maps = client.map(map_step, range(len(tasks)), tasks, plan=plan_f, work=work, pure=False)
+        maps = client.map(map_step, work.keys, tasks, plan=plan_f, work=work, pure=False)
         heads = maps
         reduces = [
-            client.submit(reduce_step, j, len(tasks), plan_f, work, *maps, pure=False)
+            client.submit(reduce_step, j, work.keys, plan_f, work, *maps, pure=False)
             for j in range(plan.partitions)
         ]
     else:
