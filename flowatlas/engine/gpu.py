@@ -27,6 +27,7 @@ def _on_device(plan: Any) -> dict[str, Any]:
             "local_region": cuda.to_device(np.ascontiguousarray(plan.local_region, np.int32)),
             "class": plan.class_table.index.to_device(),
             "type_codes": cuda.to_device(np.ascontiguousarray(plan.type_codes, np.int16)),
+            "user_override": cuda.to_device(np.ascontiguousarray(plan.user_override, np.bool_)),
             "rule_keys": cuda.to_device(np.ascontiguousarray(plan.rule_keys, np.uint64)),
             "rule_types": cuda.to_device(np.ascontiguousarray(plan.rule_types, np.int16)),
         }
@@ -82,7 +83,13 @@ def orient_cells_gpu(
     net = lookup_cuda(dev["class"], r_hi, r_lo)
     ntype = cuda.device_array(n, np.int16)
     K.type_kernel[blocks, threads](
-        net, dev["type_codes"], link_type, direction, np.int16(plan.internal_type), ntype
+        net,
+        dev["type_codes"],
+        dev["user_override"],
+        link_type,
+        direction,
+        np.int16(plan.internal_type),
+        ntype,
     )
     cell, vol, pk, reason = K.cells_cuda(
         put(t_us, np.int64), plan.bucket_us, region, ntype, direction, is_v6,

@@ -190,8 +190,10 @@ def orient_and_cell(table: pa.Table, plan: BuildPlan, counts: str) -> tuple[Part
     )
     r_hi = np.where(remote_is_dst, dst_hi, src_hi)
     r_lo = np.where(remote_is_dst, dst_lo, src_lo)
-    ntype = plan.type_codes[plan.class_table.lookup(r_hi, r_lo)]
-    ntype = np.where(link_type >= 0, link_type, ntype)
+    net = plan.class_table.lookup(r_hi, r_lo)
+    ntype = plan.type_codes[net]
+    # precedence: user overrides > private-link rules > everything else
+    ntype = np.where((link_type >= 0) & ~plan.user_override[net], link_type, ntype)
     ntype = np.where(direction == INTERNAL, plan.internal_type, ntype).astype(np.int16)
     is_v6 = ~((r_hi == 0) & ((r_lo >> np.uint64(32)) == np.uint64(0xFFFF)))
 

@@ -51,6 +51,7 @@ class BuildPlan:
     local_region: np.ndarray  # network id of local_table -> region index (last entry: -1)
     class_table: PrefixTable
     type_codes: np.ndarray  # network id of class_table -> network type index (last: Unknown)
+    user_override: np.ndarray  # network id -> True if a user rule set its type (last: False)
     exporters: dict[bytes, tuple[int, int]]  # 16-byte address -> (exporter id, region index)
     rule_keys: np.ndarray
     rule_types: np.ndarray
@@ -162,6 +163,7 @@ def make_plan(
         local_region=local_region,
         class_table=table,
         type_codes=type_codes.astype(np.int16),
+        user_override=table.user_override_mask().astype(np.bool_),
         exporters=exporters,
         rule_keys=rule_keys,
         rule_types=rule_types,

@@ -237,14 +237,18 @@ def remote_kernel(
 
 
 @cuda.jit
-def type_kernel(net, type_codes, link_type, direction, internal_type, ntype):  # pragma: no cover
-    """Network type of each record: private-link rule, else Internal, else classification."""
+def type_kernel(
+    net, type_codes, user_override, link_type, direction, internal_type, ntype
+):  # pragma: no cover
+    """Network type of each record: Internal, else a private-link rule unless a user rule set
+    the remote network's type, else the classification."""
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     last = type_codes.size - 1
     while i < net.size:
-        t = type_codes[net[i]] if net[i] >= 0 else type_codes[last]
-        if link_type[i] >= 0:
+        j = net[i] if net[i] >= 0 else last
+        t = type_codes[j]
+        if link_type[i] >= 0 and not user_override[j]:
             t = link_type[i]
         if direction[i] == 2:
             t = internal_type
