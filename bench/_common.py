@@ -156,8 +156,10 @@ def run_measured(
 
     CPU time (user + system, from ``wait4``) covers the child and the descendants it reaped;
     on a shared machine it moves less than wall time when others compete for the cores.
-    The tree is polled every ``poll_seconds`` (short peaks between polls can be missed, so the
-    result is also at least the kernel's high-water mark of the child itself, from ``wait4``).
+    The tree is polled every ``poll_seconds``. Short peaks between polls can be missed, so the
+    kernel's high-water mark of the child (``wait4``) is used too, but only when it is above
+    this process's own size: a forked child inherits its parent's mark across exec, so a
+    small tool would otherwise report the benchmark's memory as its own.
     Output is captured to temporary files, so a chatty child never blocks on a full pipe.
     """
     import tempfile
@@ -165,6 +167,7 @@ def run_measured(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    inherited = psutil.Process().memory_info().rss  # what a forked child's mark starts from
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         child = subprocess.Popen(list(argv), stdout=out, stderr=err, env=full_env, cwd=cwd)
@@ -200,6 +203,8 @@ def run_measured(
         out.seek(0)
         err.seek(0)
         high_water = usage.ru_maxrss * 1024  # KiB on Linux
+        if high_water <= inherited * 1.05:
+            high_water = 0  # the parent's mark, not the child's
         return Measurement(
             seconds,
             max(peak, high_water),
