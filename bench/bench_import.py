@@ -56,7 +56,7 @@ from flowatlas.io.importers.nfdump import (
 from flowatlas.testing import REPO_ROOT, shared_data_dir, shared_data_missing
 
 SOURCE = "flow_exports/generated_nfcapd/pkt.TCP.DOMINATE.syn.ecn.cwr.pcapng/nfcapd.202611250000"
-RESULTS = Path(__file__).resolve().parent / "RESULTS-import.md"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "Import throughput (bench/bench_import.py)"
 
 
