@@ -11,13 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowatlas.kernels.accumulate import (
-    CounterOverflow,
-    aggregate,
-    group_sums,
-    ip_partition,
-    sum_by_key,
-)
+from flowatlas.addresses import is_v4
+from flowatlas.kernels.accumulate import CounterOverflow, group_by_key, sum_by_key
+from flowatlas.kernels.distinct import dedup_per_ip, dense_sums, partition_of
 from flowatlas.kernels.orient import cells_cpu, orient_cpu, unpack_cells
 
 U64 = 2**64
@@ -102,64 +98,66 @@ def random_rows(rng, n, n_keys, n_ips):
     return key, hi, lo, vol, pk
 
 
-def test_aggregate_matches_pandas_groupby() -> None:
+def test_group_by_key_matches_pandas() -> None:
     rng = np.random.default_rng(3)
-    key, hi, lo, vol, pk = random_rows(rng, 200_000, 300, 20_000)
-    k, h, lw, v, p, f = aggregate(key, hi, lo, vol, pk)
-    got = pd.DataFrame({"key": k, "hi": h, "lo": lw, "vol": v, "pk": p, "fl": f}).sort_values(
-        ["key", "hi", "lo"]
-    )
-    df = pd.DataFrame(
-        {"key": key, "hi": hi, "lo": lo, "vol": vol, "pk": pk, "fl": np.ones(key.size, np.uint64)}
-    )
-    want = df.groupby(["key", "hi", "lo"], as_index=False).sum().sort_values(["key", "hi", "lo"])
-    np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
-    # distinct IPs per key = rows per key after aggregation
-    uk, sv, _, sf, cnt = group_sums(k, v, p, f)
-    ref = df.groupby("key").agg(vol=("vol", "sum"), n=("fl", "size"))
-    ref_u = df.drop_duplicates(["key", "hi", "lo"]).groupby("key").size()
+    key, _, _, vol, pk = random_rows(rng, 200_000, 300, 20_000)
+    uk, sums, counts = group_by_key(key, np.stack([vol, pk], axis=1))
+    df = pd.DataFrame({"key": key, "vol": vol, "pk": pk})
+    ref = df.groupby("key").agg(vol=("vol", "sum"), pk=("pk", "sum"), n=("vol", "size"))
     np.testing.assert_array_equal(uk, ref.index.to_numpy())
-    np.testing.assert_array_equal(sv, ref["vol"].to_numpy())
-    np.testing.assert_array_equal(sf, ref["n"].to_numpy())
-    np.testing.assert_array_equal(cnt, ref_u.to_numpy())
+    np.testing.assert_array_equal(sums[:, 0], ref["vol"].to_numpy())
+    np.testing.assert_array_equal(sums[:, 1], ref["pk"].to_numpy())
+    np.testing.assert_array_equal(counts, ref["n"].to_numpy())
 
 
-def test_aggregate_is_order_independent() -> None:
+def test_dedup_per_ip_matches_pandas_and_ignores_order() -> None:
     rng = np.random.default_rng(4)
-    rows = random_rows(rng, 50_000, 50, 5000)
-    a = aggregate(*rows)
-    perm = rng.permutation(rows[0].size)
-    b = aggregate(*(r[perm] for r in rows))
-
-    def canon(t):
-        order = np.lexsort((t[2], t[1], t[0]))
-        return [x[order] for x in t]
-
-    for x, y in zip(canon(a), canon(b), strict=True):
-        np.testing.assert_array_equal(x, y)
+    key, hi, lo, vol, _ = random_rows(rng, 100_000, 50, 5000)
+    cell = (key - key.min()) // 7919
+    rep, ucell, uvol = dedup_per_ip(hi, lo, cell, vol, int(cell.max()) + 1)
+    got = pd.DataFrame({"hi": hi[rep], "lo": lo[rep], "cell": ucell, "vol": uvol})
+    want = (
+        pd.DataFrame({"hi": hi, "lo": lo, "cell": cell, "vol": vol})
+        .groupby(["hi", "lo", "cell"], as_index=False)["vol"]
+        .sum()
+    )
+    cols = ["hi", "lo", "cell"]
+    got = got.sort_values(cols).reset_index(drop=True)
+    np.testing.assert_array_equal(got.to_numpy(), want.sort_values(cols).to_numpy())
+    perm = rng.permutation(cell.size)
+    rep2, ucell2, uvol2 = dedup_per_ip(
+        hi[perm], lo[perm], cell[perm], vol[perm], int(cell.max()) + 1
+    )
+    got2 = pd.DataFrame({"hi": hi[perm][rep2], "lo": lo[perm][rep2], "cell": ucell2, "vol": uvol2})
+    np.testing.assert_array_equal(got2.sort_values(cols).to_numpy(), got.to_numpy())
 
 
 def test_overflow_raises_instead_of_wrapping() -> None:
     key = np.zeros(2, np.int64)
-    hi = np.zeros(2, np.uint64)
-    lo = np.zeros(2, np.uint64)
-    vol = np.array([2**63, 2**63], np.uint64)
+    big = np.array([2**63, 2**63], np.uint64)
     with pytest.raises(CounterOverflow):
-        aggregate(key, hi, lo, vol, np.zeros(2, np.uint64))
+        sum_by_key(key, big)
     with pytest.raises(CounterOverflow):
-        sum_by_key(key, vol)
+        dense_sums(key, big, np.zeros(2, np.uint64), 1)
+    with pytest.raises(CounterOverflow):
+        dedup_per_ip(np.zeros(2, np.uint64), np.zeros(2, np.uint64), key, big, 1)
 
 
-def test_ip_partition_depends_on_the_address_only() -> None:
+def test_partition_depends_on_the_address_or_its_ipv6_prefix_only() -> None:
     rng = np.random.default_rng(5)
     _, hi, lo, _, _ = random_rows(rng, 100_000, 1, 3000)
-    p = ip_partition(hi, lo, 7)
+    p = partition_of(hi, lo, 7)
     assert p.min() >= 0 and p.max() < 7
     df = pd.DataFrame({"hi": hi, "lo": lo, "p": p})
     assert (df.groupby(["hi", "lo"])["p"].nunique() == 1).all()
-    counts = np.bincount(p, minlength=7)
+    v6 = ~is_v4(hi, lo)
+    assert (df[v6].groupby("hi")["p"].nunique() == 1).all()  # a /64 stays together
+    counts = np.bincount(
+        partition_of(np.zeros(50_000, np.uint64), lo[:50_000] | np.uint64(0xFFFF << 32), 7),
+        minlength=7,
+    )
     assert counts.min() > 0.5 * counts.mean()  # spread, not piled up
-    np.testing.assert_array_equal(p, ip_partition(hi, lo, 7))
+    np.testing.assert_array_equal(p, partition_of(hi, lo, 7))
 
 
 CUDASIM = textwrap.dedent(

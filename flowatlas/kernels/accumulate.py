@@ -1,14 +1,9 @@
-"""Per-(key, remote IP) accumulation: the heart of the cube build. Arrays in, arrays out.
+"""Exact integer accumulation by key, and the hashes every kernel shares. Arrays in, out.
 
-``aggregate`` folds rows with the same (key, hi, lo) into one, summing volume, packets and
-flows in uint64 (integer sums, so every backend and every order gives the same answer) and
-flagging 64-bit overflow instead of wrapping. The key is a packed cell or rollup group. Its
-output has one row per distinct (key, remote IP): the number of rows per key is the exact
-count of distinct remote IPs.
-
-``ip_partition`` assigns every remote IP to one of P partitions by a hash of the address
-alone, so each address lives in exactly one partition and per-partition distinct counts add
-up to the global ones.
+``group_by_key`` sums uint64 columns per int64 key (a packed cell or rollup key) with a hash
+table, flagging 64-bit overflow instead of wrapping: integer sums, so every backend and every
+order gives the same answer. ``mix64`` and ``ip_hash`` are the one hash of the project: IP
+partitioning, per-address grouping and HyperLogLog sketches all use it.
 """
 
 from __future__ import annotations
@@ -34,101 +29,8 @@ def ip_hash(hi, lo):  # pragma: no cover - compiled
     return mix64(hi ^ mix64(lo + _GOLD))
 
 
-@numba.njit(nogil=True, cache=True)
-def _aggregate(key, hi, lo, vol, pk, fl):  # pragma: no cover - compiled
-    n = key.size
-    cap = 16
-    while cap < 2 * n:
-        cap <<= 1
-    mask = np.uint64(cap - 1)
-    slots = np.full(cap, -1, dtype=np.int64)
-    o_key = np.empty(n, np.int64)
-    o_hi = np.empty(n, np.uint64)
-    o_lo = np.empty(n, np.uint64)
-    o_vol = np.empty(n, np.uint64)
-    o_pk = np.empty(n, np.uint64)
-    o_fl = np.empty(n, np.uint64)
-    m = 0
-    overflow = False
-    for i in range(n):
-        k = key[i]
-        h = hi[i]
-        lw = lo[i]
-        s = mix64(np.uint64(k) ^ ip_hash(h, lw)) & mask
-        while True:
-            j = slots[s]
-            if j < 0:
-                slots[s] = m
-                o_key[m] = k
-                o_hi[m] = h
-                o_lo[m] = lw
-                o_vol[m] = vol[i]
-                o_pk[m] = pk[i]
-                o_fl[m] = fl[i]
-                m += 1
-                break
-            if o_key[j] == k and o_hi[j] == h and o_lo[j] == lw:
-                a = o_vol[j] + vol[i]
-                b = o_pk[j] + pk[i]
-                c = o_fl[j] + fl[i]
-                if a < o_vol[j] or b < o_pk[j] or c < o_fl[j]:
-                    overflow = True
-                o_vol[j] = a
-                o_pk[j] = b
-                o_fl[j] = c
-                break
-            s = (s + np.uint64(1)) & mask
-    return o_key[:m], o_hi[:m], o_lo[:m], o_vol[:m], o_pk[:m], o_fl[:m], overflow
-
-
 class CounterOverflow(ArithmeticError):
     """A uint64 sum overflowed; the caller names what was being summed."""
-
-
-def aggregate(
-    key: np.ndarray,
-    hi: np.ndarray,
-    lo: np.ndarray,
-    vol: np.ndarray,
-    pk: np.ndarray,
-    fl: np.ndarray | None = None,
-) -> tuple[np.ndarray, ...]:
-    """One row per distinct (key, hi, lo) with summed volume, packets and flows.
-
-    ``fl`` defaults to one flow per row. Rows come out in first-seen order; callers sort
-    when order matters. Raises :class:`CounterOverflow` if a uint64 sum would wrap.
-    """
-    n = key.size
-    if fl is None:
-        fl = np.ones(n, dtype=np.uint64)
-    out = _aggregate(
-        np.ascontiguousarray(key, np.int64),
-        np.ascontiguousarray(hi, np.uint64),
-        np.ascontiguousarray(lo, np.uint64),
-        np.ascontiguousarray(vol, np.uint64),
-        np.ascontiguousarray(pk, np.uint64),
-        np.ascontiguousarray(fl, np.uint64),
-    )
-    if out[-1]:
-        raise CounterOverflow("a uint64 sum of bytes, packets or flows overflowed")
-    return out[:-1]
-
-
-@numba.njit(parallel=True, nogil=True, cache=True)
-def _partition_ids(hi, lo, parts, out):  # pragma: no cover - compiled
-    p = np.uint64(parts)
-    for i in numba.prange(hi.size):
-        out[i] = np.int32(ip_hash(hi[i], lo[i]) % p)
-
-
-def ip_partition(hi: np.ndarray, lo: np.ndarray, parts: int) -> np.ndarray:
-    """Partition id (0..parts-1) of each address: a function of the address alone."""
-    out = np.empty(hi.size, dtype=np.int32)
-    if hi.size:
-        _partition_ids(
-            np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64), parts, out
-        )
-    return out
 
 
 @numba.njit(nogil=True, cache=True)
@@ -189,12 +91,3 @@ def sum_by_key(key: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """Sorted distinct keys and exact uint64 column sums per key (overflow raises)."""
     uniq, sums, _ = group_by_key(key, cols)
     return uniq, sums
-
-
-def group_sums(
-    key: np.ndarray, vol: np.ndarray, pk: np.ndarray, fl: np.ndarray
-) -> tuple[np.ndarray, ...]:
-    """Sorted distinct keys with exact uint64 sums and row counts (= distinct IPs when the
-    rows are distinct (key, IP) pairs)."""
-    uniq, sums, counts = group_by_key(key, np.stack([vol, pk, fl], axis=1))
-    return uniq, sums[:, 0], sums[:, 1], sums[:, 2], counts

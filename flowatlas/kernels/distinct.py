@@ -53,19 +53,6 @@ def dense_sums(cell: np.ndarray, vol: np.ndarray, pk: np.ndarray, n_cells: int) 
 
 
 @numba.njit(nogil=True, cache=True)
-def add_dense(total, part, offset):  # pragma: no cover - compiled
-    """total[offset + i] += part[i] (rows of uint64 columns); returns True on overflow."""
-    overflow = False
-    for i in range(part.shape[0]):
-        for k in range(part.shape[1]):
-            a = total[offset + i, k] + part[i, k]
-            if a < total[offset + i, k]:
-                overflow = True
-            total[offset + i, k] = a
-    return overflow
-
-
-@numba.njit(nogil=True, cache=True)
 def _ip_ids(hi, lo):  # pragma: no cover - compiled
     """Dense id per distinct address, in first-seen order, and the number of addresses."""
     n = hi.size

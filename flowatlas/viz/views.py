@@ -13,19 +13,10 @@ import numpy as np
 import pandas as pd
 
 from flowatlas.engine.cube import Cube
-from flowatlas.vocab import CLOUD_TYPES, INTERNAL, UNKNOWN_REGION
+from flowatlas.vocab import CLOUD_TYPES, INTERNAL, NETWORK_TYPES, UNKNOWN, UNKNOWN_REGION
 
-#: network types the report shows (in order); others in the cube are shown after them
-REPORT_TYPES = (
-    "CDN",
-    "Hosting",
-    "Hyperscaler",
-    "ISP Regional",
-    "ISP Tier1",
-    "Neocloud",
-    "Migration",
-    "Unknown",
-)
+#: network types the report shows (in vocabulary order, Unknown last); others after them
+REPORT_TYPES = (*(t for t in NETWORK_TYPES if t not in (UNKNOWN, INTERNAL)), UNKNOWN)
 
 
 @dataclass
