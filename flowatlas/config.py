@@ -76,7 +76,8 @@ class CubeSettings:
     bucket: str = "1h"
     rollups: tuple[str, ...] = ROLLUPS
     ipv6_prefix: int = 64
-    sketch_precision: int = 12  # HyperLogLog p per cell (0: no sketches)
+    sketch_precision: int = 12  # HyperLogLog p per sketch (0: no sketches)
+    sketch_period: str = "day"  # one sketch per "day" x dimensions, or per "bucket" (cell)
 
     @property
     def bucket_seconds(self) -> int:
@@ -115,6 +116,7 @@ class Config:
                 "rollups": list(self.cube.rollups),
                 "ipv6_prefix": self.cube.ipv6_prefix,
                 "sketch_precision": self.cube.sketch_precision,
+                "sketch_period": self.cube.sketch_period,
             },
             "regions": [
                 {"name": r.name, "prefixes": list(r.prefixes), "exporters": list(r.exporters)}
@@ -192,7 +194,9 @@ def config_from_dict(
     _check_keys(data, _TOP_KEYS, origin)
     cube_d = _expect(data.get("cube", {}), dict, f"{origin}: cube")
     _check_keys(
-        cube_d, {"bucket", "rollups", "ipv6_prefix", "sketch_precision"}, f"{origin}: [cube]"
+        cube_d,
+        {"bucket", "rollups", "ipv6_prefix", "sketch_precision", "sketch_period"},
+        f"{origin}: [cube]",
     )
     cube = CubeSettings(
         bucket=_expect(cube_d.get("bucket", "1h"), str, f"{origin}: cube.bucket"),
@@ -201,7 +205,14 @@ def config_from_dict(
         sketch_precision=_expect(
             cube_d.get("sketch_precision", 12), int, f"{origin}: cube.sketch_precision"
         ),
+        sketch_period=_expect(
+            cube_d.get("sketch_period", "day"), str, f"{origin}: cube.sketch_period"
+        ),
     )
+    if cube.sketch_period not in ("day", "bucket"):
+        raise ConfigError(
+            f"{origin}: cube.sketch_period: {cube.sketch_period!r} is not 'day' or 'bucket'"
+        )
     sp = cube.sketch_precision
     if isinstance(sp, bool) or not (sp == 0 or 4 <= sp <= 16):
         raise ConfigError(f"{origin}: cube.sketch_precision: {sp!r} is not 0 (off) or 4 to 16")

@@ -199,3 +199,24 @@ def test_sketches_do_not_depend_on_partitions(built, tmp_path) -> None:
     build_cube(built / "a", tmp_path / "c5", workers=0, partitions=5)
     a = (built / "c" / "sketches.parquet").read_bytes()
     assert a == (tmp_path / "c5" / "sketches.parquet").read_bytes()
+
+
+def test_sketches_per_bucket_answer_hourly_ranges(built, tmp_path) -> None:
+    from dataclasses import replace
+
+    from flowatlas.config import load_config
+    from flowatlas.engine.cube import open_cube
+
+    cfg = load_config(built / "a" / "flowatlas.toml")
+    cfg = replace(cfg, cube=replace(cfg.cube, sketch_period="bucket"))
+    build_cube(built / "a", tmp_path / "c", config=cfg, workers=0)
+    cube = open_cube(tmp_path / "c")
+    assert cube.meta["sketch"]["period"] == "bucket"
+    cells = cube.cells
+    busiest = cells.sort_values("uniques").iloc[-1]
+    hour = busiest["bucket_start"]
+    where = {d: busiest[d] for d in ("region", "network_type", "direction", "ip_version")}
+    est = cube.estimate_uniques(start=hour, end=hour + pd.Timedelta(hours=1), where=where)
+    u = int(busiest["uniques"])
+    se = cube.meta["sketch"]["standard_error"]
+    assert abs(float(est["uniques_estimate"].iloc[0]) - u) <= max(4 * se * u, 2)

@@ -177,7 +177,7 @@ def build_cube(
         result, plan.regions, plan.network_types, describe_asn, describe_ip
     )
     meta = _metadata(arch, cfg, plan, prefix_table, stats, cells)
-    sketches = sketches_table(result, cells)
+    sketches = sketches_table(result, plan.regions, plan.network_types, plan.bucket_us)
     write_cube(
         CubeFiles(meta, cells, rollups, top_ips, top_asns, sketches),
         out,
@@ -245,7 +245,8 @@ def _metadata(arch, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict
                 "kind": "hyperloglog",
                 "precision": plan.sketch_p,
                 "estimator": "ertl2017",
-                "of": "distinct remote addresses (/128) per cell",
+                "of": "distinct remote addresses (/128)",
+                "period": plan.sketch_period,
                 "standard_error": round(1.04 / 2 ** (plan.sketch_p / 2), 5),
             }
             if plan.sketch_p

@@ -111,9 +111,9 @@ def _key_columns(keys: np.ndarray, rollup: str, regions, types) -> list[tuple[np
     return out
 
 
-def sketches_table(result: PartitionResult, cells: pa.Table) -> pa.Table | None:
-    """One HyperLogLog blob per cell, beside the cells' keys (same rows, same order)."""
-    if result.sketches is None:
+def sketches_table(result: PartitionResult, regions, types, bucket_us: int) -> pa.Table | None:
+    """One HyperLogLog blob per sketch key (a cell, or a day of one), with the key's columns."""
+    if result.sketches is None or result.sketch_keys is None:
         return None
     offsets, data = result.sketches
     blobs = pa.LargeBinaryArray.from_buffers(
@@ -121,8 +121,10 @@ def sketches_table(result: PartitionResult, cells: pa.Table) -> pa.Table | None:
         len(offsets) - 1,
         [None, pa.py_buffer(np.ascontiguousarray(offsets, np.int64)), pa.py_buffer(data)],
     )
-    keys = cells.select(["bucket_start", "region", "network_type", "direction", "ip_version"])
-    return keys.append_column("sketch", blobs)
+    codes = unpack_cells(result.sketch_keys)
+    start = pa.array(codes["bucket"] * np.int64(bucket_us), pa.int64()).cast(TIMESTAMP)
+    cols = {"bucket_start": start, **_dims_columns(codes, regions, types, DIMENSIONS)}
+    return pa.table({**cols, "sketch": blobs})
 
 
 def rollups_table(result: PartitionResult, regions, types, rollups: Sequence[str]) -> pa.Table:
@@ -451,9 +453,9 @@ class Cube:
         df, col = self._tops["sketches"]
         mask = np.ones(len(df), dtype=bool)
         if start is not None:
-            mask &= (df["bucket_start"] >= pd.Timestamp(start, tz="UTC")).to_numpy()
+            mask &= (df["bucket_start"] >= _utc(start)).to_numpy()
         if end is not None:
-            mask &= (df["bucket_start"] < pd.Timestamp(end, tz="UTC")).to_numpy()
+            mask &= (df["bucket_start"] < _utc(end)).to_numpy()
         for k, v in (where or {}).items():
             if k not in DIMENSIONS:
                 raise InputError(f"unknown dimension {k!r} in filter")
@@ -496,6 +498,12 @@ class Cube:
         if dim == "ip_version":
             return [4, 6]
         raise InputError(f"unknown dimension {dim!r}")
+
+
+def _utc(when: Any) -> pd.Timestamp:
+    """A timestamp in UTC; naive ones are taken as UTC."""
+    t = pd.Timestamp(when)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 def magnitude(volume_bytes: pd.Series, uniques: pd.Series) -> pd.Series:

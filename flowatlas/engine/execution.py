@@ -14,12 +14,12 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flowatlas.engine.combine import Combiner
 from flowatlas.engine.pipeline import (
     Counts,
     FragmentStats,
     MapResult,
     PartitionResult,
-    combine,
     map_task,
     reduce_partition,
 )
@@ -55,25 +55,26 @@ def run_eager(
             heads.append(map_step(key, task, plan, work))
             if progress:
                 progress("map", i + 1, total)
-        counts = []
+        combiner = Combiner(heads, plan)
         for j in range(plan.partitions):
-            counts.append(reduce_step(j, work.keys, plan, work))
+            reduce_step(j, work.keys, plan, work)
+            combiner.add(work.load_counts(j))
             if progress:
                 progress("reduce", len(tasks) + j + 1, total)
-        return combine(heads, counts, plan), _stats(m.stats for m in heads)
+        return combiner.result(), _stats(m.stats for m in heads)
     maps: list[MapResult] = []
     for i, task in enumerate(tasks):
         maps.append(map_task(task, plan))
         if progress:
             progress("map", i + 1, total)
-    counts = []
+    combiner = Combiner(maps, plan)
     for j in range(plan.partitions):
-        counts.append(reduce_partition([m.pieces[j] for m in maps], plan))
+        combiner.add(reduce_partition([m.pieces[j] for m in maps], plan))
         for m in maps:
             m.pieces[j] = None  # type: ignore[call-overload]  # free as we go
         if progress:
             progress("reduce", len(tasks) + j + 1, total)
-    return combine(maps, counts, plan), _stats(m.stats for m in maps)
+    return combiner.result(), _stats(m.stats for m in maps)
 
 
 def run_threads(
@@ -126,7 +127,15 @@ def run_threads(
         ]
     with serial_kernels(), _Progress():
         heads, counts = dask.compute(maps, reduces, scheduler="threads", num_workers=workers)
-    return combine(list(heads), list(counts), plan), _stats(m.stats for m in heads)
+    return _combine(list(heads), counts, plan, work)
+
+
+def _combine(heads: list[MapResult], counts: Any, plan: BuildPlan, work: WorkDir | None):
+    """Fold partition results one at a time (read back from the work directory if there)."""
+    combiner = Combiner(heads, plan)
+    for c in counts:
+        combiner.add(work.load_counts(c) if work is not None else c)
+    return combiner.result(), _stats(m.stats for m in heads)
 
 
 def _stats(parts) -> FragmentStats:
@@ -240,7 +249,7 @@ def run_dask(
         raise
     except OSError as exc:
         raise SchedulerError(f"Dask cluster failed during the build: {exc}") from None
-    return combine(results, counts, plan), _stats(r.stats for r in results)
+    return _combine(results, counts, plan, work)
 
 
 def _reduce_list(pieces: list[Any], plan: BuildPlan) -> Counts:

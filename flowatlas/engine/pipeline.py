@@ -25,14 +25,12 @@ from flowatlas.addresses import bytes16_to_hilo, is_v4
 from flowatlas.engine.plan import GROUPINGS, BuildPlan
 from flowatlas.io.archive import Fragment, read_fragment
 from flowatlas.kernels import hll
-from flowatlas.kernels.accumulate import sum_by_key
 from flowatlas.kernels.distinct import (
     dedup_per_ip,
     dense_sums,
     key_ids,
     partition_of,
     stamp_counts,
-    sum128_by_key,
     v6_prefix_of,
     walk,
 )
@@ -372,8 +370,9 @@ class PartitionResult:
     #: per rollup with top lists: (key, rank, volume, hi, lo) and (key, rank, asn, volume)
     top_ips: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
     top_asns: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
-    #: per cell (aligned with cell_keys): HyperLogLog blobs as (offsets, data)
+    #: HyperLogLog blobs as (offsets, data), one per key of sketch_keys
     sketches: tuple[np.ndarray, np.ndarray] | None = None
+    sketch_keys: np.ndarray | None = None
 
 
 @dataclass
@@ -522,128 +521,16 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             in_level = (a_idx >= lo_c) & (a_idx < hi_c)
             result.asn_volume[rollup] = (ckey[a_idx[in_level]], a_asn[in_level], a_vol[in_level])
     if plan.sketch_p:
-        result.sketch = hll.sparse_update(rows.cell, rows.hi, rows.lo, plan.sketch_p)
+        result.sketch = hll.sparse_update(
+            sketch_keys(rows.cell, plan), rows.hi, rows.lo, plan.sketch_p
+        )
     return result
 
 
-def _sorted_sums(keys: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact sums per key (sorted), from rows that may repeat keys."""
-    return sum_by_key(keys, cols)
-
-
-def combine(maps: list[MapResult], counts: list[Counts], plan: BuildPlan) -> PartitionResult:
-    """Add up map sums and partition counts into the cube's cells and rollups.
-
-    Sums come from the map side (they add up over tasks); distinct counts from the reducers
-    (they add up over IP partitions, since every address lives in one partition).
-    """
-    cell_keys, sums = _sorted_sums(
-        np.concatenate([m.cell_keys for m in maps]), np.concatenate([m.cell_sums for m in maps])
-    )
-    ck, cc = _sorted_sums(
-        np.concatenate([c.cell_keys for c in counts]),
-        np.concatenate([c.cell_counts for c in counts]).astype(np.uint64),
-    )
-    if not np.array_equal(ck, cell_keys):  # pragma: no cover - an engine bug, not bad input
-        raise AssertionError("cells with volume and cells with remote IPs differ")
-    cell_sums = np.concatenate([sums, cc], axis=1)
-
+def sketch_keys(cell_keys: np.ndarray, plan: BuildPlan) -> np.ndarray:
+    """The sketch key of each cell key: the cell itself, or its day (``sketch_period``)."""
+    if plan.sketch_period != "day" or plan.bucket_us >= US_PER_DAY:
+        return cell_keys
+    per_day = US_PER_DAY // plan.bucket_us
     bucket = cell_keys >> DIM_BITS
-    dims15 = cell_keys & DIM_MASK15
-    ub, inv = np.unique(bucket, return_inverse=True)
-    inv = inv.reshape(-1)
-    r_keys: dict[str, np.ndarray] = {}
-    r_sums: dict[str, np.ndarray] = {}
-    r_top: dict[str, np.ndarray] = {}
-    r_hhi: dict[str, np.ndarray] = {}
-    t_ips: dict[str, tuple] = {}
-    t_asns: dict[str, tuple] = {}
-    for rollup in plan.rollups:
-        code = period_codes_us(ub * np.int64(plan.bucket_us), rollup)[inv]
-        keys = np.concatenate(
-            [rollup_key(code, g, dims15 & np.int64(m)) for g, m in enumerate(GROUP_MASKS)]
-        )
-        rk, rs = _sorted_sums(keys, np.concatenate([sums] * len(GROUP_MASKS)))
-        ck, cc = _sorted_sums(
-            np.concatenate([c.rollup_keys[rollup] for c in counts]),
-            np.concatenate([c.rollup_counts[rollup] for c in counts]).astype(np.uint64),
-        )
-        if not np.array_equal(ck, rk):  # pragma: no cover - an engine bug, not bad input
-            raise AssertionError(f"rollup {rollup}: keys with volume and with IPs differ")
-        top_bytes, hhi, top_ips, top_asns = _combine_concentration(counts, rollup, rk, rs[:, 0])
-        # rollups sort by grouping first, then period and dimensions (as cube files list them)
-        g = (rk >> DIM_BITS) & 7
-        order = np.lexsort((rk, g))
-        r_keys[rollup] = rk[order]
-        r_sums[rollup] = np.concatenate([rs, cc], axis=1)[order]
-        r_top[rollup] = top_bytes[order]
-        r_hhi[rollup] = hhi[order]
-        if rollup in TOP_LIST_ROLLUPS:
-            t_ips[rollup] = top_ips
-            t_asns[rollup] = top_asns
-    sketches = None
-    if plan.sketch_p:
-        sk, se = hll.reduce_sparse(
-            np.concatenate([c.sketch[0] for c in counts]),
-            np.concatenate([c.sketch[1] for c in counts]),
-            plan.sketch_p,
-        )
-        sketches = hll.encode_cells(
-            np.searchsorted(cell_keys, sk), se, cell_keys.size, plan.sketch_p
-        )
-    return PartitionResult(
-        cell_keys, cell_sums, r_keys, r_sums, r_top, r_hhi, t_ips, t_asns, sketches
-    )
-
-
-def _first_k(key: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For rows sorted by key: which rows are among the first ``k`` of their key, and ranks."""
-    if key.size == 0:
-        return np.zeros(0, bool), np.zeros(0, np.int64)
-    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    run = np.repeat(start, np.diff(np.r_[start, key.size]))
-    rank = np.arange(key.size) - run
-    return rank < k, rank
-
-
-def _combine_concentration(counts: list[Counts], rollup: str, rk: np.ndarray, vol: np.ndarray):
-    """Merge partitions' HHI numerators and top candidates into exact per-key results."""
-    if not counts or rollup not in counts[0].rollup_sq:
-        n = rk.size
-        return np.zeros(n, np.uint64), np.full(n, np.nan), None, None
-    k128, h128, l128 = sum128_by_key(
-        np.concatenate([c.rollup_keys[rollup] for c in counts]),
-        np.concatenate([c.rollup_sq[rollup][0] for c in counts]),
-        np.concatenate([c.rollup_sq[rollup][1] for c in counts]),
-    )
-    if not np.array_equal(k128, rk):  # pragma: no cover - an engine bug, not bad input
-        raise AssertionError("HHI keys differ from rollup keys")
-    v = vol.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hhi = (h128.astype(np.float64) * 2.0**64 + l128.astype(np.float64)) / (v * v)
-    hhi = np.where(vol > 0, hhi, np.nan)
-
-    key, tvol, thi, tlo = (np.concatenate([c.top_ips[rollup][i] for c in counts]) for i in range(4))
-    order = np.lexsort((tlo, thi, ~tvol, key))
-    key, tvol, thi, tlo = key[order], tvol[order], thi[order], tlo[order]
-    keep, rank = _first_k(key, TOP_K)
-    key, tvol, thi, tlo, rank = key[keep], tvol[keep], thi[keep], tlo[keep], rank[keep]
-    tk, tsum = sum_by_key(key, tvol)
-    top_bytes = np.zeros(rk.size, np.uint64)
-    top_bytes[np.searchsorted(rk, tk)] = tsum[:, 0]
-    top_ips = (key, rank, tvol, thi, tlo)
-
-    top_asns = None
-    if rollup in counts[0].asn_volume:
-        ak = np.concatenate([c.asn_volume[rollup][0] for c in counts])
-        aa = np.concatenate([c.asn_volume[rollup][1] for c in counts]).astype(np.int64)
-        av = np.concatenate([c.asn_volume[rollup][2] for c in counts])
-        order = np.lexsort((aa, ak))
-        ak, aa, av = ak[order], aa[order], av[order]
-        start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
-        ak, aa, av = ak[start], aa[start], np.add.reduceat(av, start) if av.size else av
-        order = np.lexsort((aa, ~av, ak))
-        ak, aa, av = ak[order], aa[order], av[order]
-        keep, rank = _first_k(ak, TOP_K)
-        top_asns = (ak[keep], rank[keep], aa[keep].astype(np.uint32), av[keep])
-    return top_bytes, hhi, top_ips, top_asns
+    return ((bucket // per_day) * per_day << DIM_BITS) | (cell_keys & DIM_MASK15)

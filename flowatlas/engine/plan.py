@@ -60,6 +60,7 @@ class BuildPlan:
     partitions: int
     v6_prefix: int
     sketch_p: int
+    sketch_period: str
     backend: str = "cpu"  # where the per-record kernels run: "cpu" or "gpu" (not in digest)
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +86,7 @@ class BuildPlan:
                 "rollups": self.rollups,
                 "v6_prefix": self.v6_prefix,
                 "sketch_p": self.sketch_p,
+                "sketch_period": self.sketch_period,
             },
             sort_keys=True,
         ).encode()
@@ -172,6 +174,7 @@ def make_plan(
         partitions=max(1, int(partitions)),
         v6_prefix=config.cube.ipv6_prefix,
         sketch_p=config.cube.sketch_precision,
+        sketch_period=config.cube.sketch_period,
         backend=backend,
         config=config.to_dict(),
     )

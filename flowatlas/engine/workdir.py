@@ -228,13 +228,16 @@ def map_step(key: str, fragments: list, plan: Any, work: WorkDir) -> MapResult:
     return work.load_map_head(key)
 
 
-def reduce_step(j: int, keys: list[str], plan: Any, work: WorkDir, *_maps_done: Any) -> Counts:
-    """Reducer ``j`` through the work directory (its map inputs must be complete)."""
+def reduce_step(j: int, keys: list[str], plan: Any, work: WorkDir, *_maps_done: Any) -> int:
+    """Reducer ``j`` through the work directory (its map inputs must be complete).
+
+    Returns ``j``: the counts stay on disk until the combiner reads them, one at a time.
+    """
     from flowatlas.engine.pipeline import reduce_partition
 
     if work.reduce_done(j):
-        return work.load_counts(j)
+        return j
     pieces = [work.load_piece(k, j) for k in keys]
     counts = reduce_partition(pieces, plan)
     work.save_counts(j, counts)
-    return counts
+    return j

@@ -500,3 +500,66 @@ def sum128_by_key(key: np.ndarray, s_hi: np.ndarray, s_lo: np.ndarray):
         np.ascontiguousarray(s_hi[order], np.uint64),
         np.ascontiguousarray(s_lo[order], np.uint64),
     )
+
+
+@numba.njit(nogil=True, cache=True)
+def _add128_at(acc_hi, acc_lo, idx, v_hi, v_lo):  # pragma: no cover - compiled
+    for i in range(idx.size):
+        j = idx[i]
+        new_lo = acc_lo[j] + v_lo[i]
+        acc_hi[j] += v_hi[i] + (np.uint64(1) if new_lo < v_lo[i] else np.uint64(0))
+        acc_lo[j] = new_lo
+
+
+def add128_at(acc_hi: np.ndarray, acc_lo: np.ndarray, idx: np.ndarray, v_hi, v_lo) -> None:
+    """acc[idx] += v for 128-bit values held as (hi, lo) uint64 words, in place."""
+    _add128_at(
+        acc_hi, acc_lo, np.ascontiguousarray(idx, np.int64),
+        np.ascontiguousarray(v_hi, np.uint64), np.ascontiguousarray(v_lo, np.uint64),
+    )  # fmt: skip
+
+
+@numba.njit(nogil=True, cache=True)
+def _merge_top(top_v, top_hi, top_lo, top_n, idx, v, hi, lo):  # pragma: no cover - compiled
+    k_top = top_v.shape[1]
+    for i in range(idx.size):
+        j = idx[i]
+        n = top_n[j]
+        pos = n
+        while pos > 0:
+            pv = top_v[j, pos - 1]
+            if pv > v[i] or (
+                pv == v[i]
+                and (
+                    top_hi[j, pos - 1] < hi[i]
+                    or (top_hi[j, pos - 1] == hi[i] and top_lo[j, pos - 1] < lo[i])
+                )
+            ):
+                break
+            pos -= 1
+        if pos >= k_top:
+            continue
+        last = min(n, k_top - 1)
+        for z in range(last, pos, -1):
+            top_v[j, z] = top_v[j, z - 1]
+            top_hi[j, z] = top_hi[j, z - 1]
+            top_lo[j, z] = top_lo[j, z - 1]
+        top_v[j, pos] = v[i]
+        top_hi[j, pos] = hi[i]
+        top_lo[j, pos] = lo[i]
+        if n < k_top:
+            top_n[j] = n + 1
+
+
+def merge_top(top_v, top_hi, top_lo, top_n, idx, v, hi, lo) -> None:
+    """Fold candidates (key index, volume, address) into per-key top lists, in place.
+
+    Lists are ordered by volume descending, then address ascending, and hold at most
+    ``top_v.shape[1]`` entries (``top_n`` per key): merging partitions' lists one at a time
+    gives exactly the top list of all their candidates.
+    """
+    _merge_top(
+        top_v, top_hi, top_lo, top_n, np.ascontiguousarray(idx, np.int64),
+        np.ascontiguousarray(v, np.uint64), np.ascontiguousarray(hi, np.uint64),
+        np.ascontiguousarray(lo, np.uint64),
+    )  # fmt: skip

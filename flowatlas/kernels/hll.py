@@ -751,3 +751,38 @@ def estimate_blob(blob: bytes) -> float:
     p = blob_precision(blob)
     keys, entries = decode_cells(np.array([0, len(blob)]), blob, p)
     return float(estimate_sparse(keys, entries, 1, p)[0])
+
+
+def max_into(registers: np.ndarray, keys: np.ndarray, entries: np.ndarray) -> None:
+    """Fold a long form into dense registers ``(n_keys, 2**p)`` in place (register-wise max).
+
+    For merging many partial results one at a time without holding them all: memory stays
+    one dense array.
+    """
+    if (
+        not isinstance(registers, np.ndarray)
+        or registers.dtype != np.uint8
+        or registers.ndim != 2
+        or not registers.flags.c_contiguous
+    ):
+        raise ValueError("registers must be a C-contiguous (n_keys, 2**p) uint8 array")
+    regs = registers
+    m = regs.shape[1]
+    p = check_p(m.bit_length() - 1)
+    if m != 1 << p:
+        raise ValueError(f"a sketch has 2**p registers, got {m}")
+    keys = np.ascontiguousarray(keys, np.int64).ravel()
+    entries = np.ascontiguousarray(entries, np.uint32).ravel()
+    if keys.size != entries.size:
+        raise ValueError("keys and entries differ in length")
+    _check_keys(keys, regs.shape[0])
+    _check_entries(entries, p)
+    _scatter_entries(keys, entries, p, regs.reshape(-1))
+
+
+def long_form(registers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The long form (keys ascending, entries) of dense registers: their non-zero registers."""
+    regs, _ = _check_registers(registers)
+    keys, idx = np.nonzero(regs)
+    entries = (idx.astype(np.uint32) << np.uint32(RANK_BITS)) | regs[keys, idx].astype(np.uint32)
+    return keys.astype(np.int64), entries

@@ -1,0 +1,194 @@
+"""Combining: map sums and partition counts into the cube, one partition at a time.
+
+Sums come from the map side (they add up over tasks). Distinct counts, HHI numerators, top
+candidates, (key, ASN) volumes and sketches come from the reducers: they add up, or merge
+exactly, over IP partitions, because every address lives in one partition. The
+:class:`Combiner` folds one partition's results at a time into arrays sized by the cube's
+keys, so memory does not grow with the number of partitions: a billion-record archive has
+many partitions but still a small cube.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flowatlas.engine.pipeline import (
+    DIM_MASK15,
+    GROUP_MASKS,
+    TOP_K,
+    TOP_LIST_ROLLUPS,
+    Counts,
+    MapResult,
+    PartitionResult,
+    period_codes_us,
+    rollup_key,
+    sketch_keys,
+)
+from flowatlas.engine.plan import BuildPlan
+from flowatlas.kernels import hll
+from flowatlas.kernels.accumulate import sum_by_key
+from flowatlas.kernels.distinct import add128_at, merge_top
+from flowatlas.kernels.orient import DIM_BITS
+
+#: dense sketch registers are used while they fit in this many bytes; long form beyond
+DENSE_SKETCH_BYTES = 1 << 30
+#: (key, ASN) rows gathered before they are summed again (bounds the combiner's memory)
+ASN_COMPACT_ROWS = 4_000_000
+
+
+def _index(universe: np.ndarray, keys: np.ndarray, what: str) -> np.ndarray:
+    idx = np.searchsorted(universe, keys)
+    if keys.size and (idx.max() >= universe.size or not np.array_equal(universe[idx], keys)):
+        raise AssertionError(f"{what}: a partition has keys without volume")  # pragma: no cover
+    return idx
+
+
+class _Rollup:
+    """Running results of one rollup period: keys from the cells, then folded partitions."""
+
+    def __init__(self, rollup: str, cell_keys: np.ndarray, sums: np.ndarray, plan: BuildPlan):
+        bucket = cell_keys >> DIM_BITS
+        dims15 = cell_keys & DIM_MASK15
+        ub, inv = np.unique(bucket, return_inverse=True)
+        code = period_codes_us(ub * np.int64(plan.bucket_us), rollup)[inv.reshape(-1)]
+        keys = np.concatenate(
+            [rollup_key(code, g, dims15 & np.int64(m)) for g, m in enumerate(GROUP_MASKS)]
+        )
+        self.rollup = rollup
+        self.keys, self.sums = sum_by_key(keys, np.concatenate([sums] * len(GROUP_MASKS)))
+        n = self.keys.size
+        self.counts = np.zeros((n, 2), np.uint64)
+        self.sq_hi = np.zeros(n, np.uint64)
+        self.sq_lo = np.zeros(n, np.uint64)
+        self.top_v = np.zeros((n, TOP_K), np.uint64)
+        self.top_hi = np.zeros((n, TOP_K), np.uint64)
+        self.top_lo = np.zeros((n, TOP_K), np.uint64)
+        self.top_n = np.zeros(n, np.int64)
+        self.asn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.asn_rows = 0
+
+    def add(self, c: Counts) -> None:
+        r = self.rollup
+        idx = _index(self.keys, c.rollup_keys[r], f"rollup {r}")
+        np.add.at(self.counts, idx, c.rollup_counts[r].astype(np.uint64))
+        if r in c.rollup_sq:
+            add128_at(self.sq_hi, self.sq_lo, idx, *c.rollup_sq[r])
+        if r in c.top_ips:
+            key, vol, hi, lo = c.top_ips[r]
+            merge_top(
+                self.top_v, self.top_hi, self.top_lo, self.top_n,
+                _index(self.keys, key, f"top {r}"), vol, hi, lo,
+            )  # fmt: skip
+        if r in c.asn_volume:
+            self.asn.append(c.asn_volume[r])
+            self.asn_rows += c.asn_volume[r][0].size
+            if self.asn_rows > ASN_COMPACT_ROWS:
+                self.asn = [self._asn_sums()]
+                self.asn_rows = self.asn[0][0].size
+
+    def _asn_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ak = np.concatenate([a[0] for a in self.asn])
+        aa = np.concatenate([a[1] for a in self.asn]).astype(np.int64)
+        av = np.concatenate([a[2] for a in self.asn])
+        order = np.lexsort((aa, ak))
+        ak, aa, av = ak[order], aa[order], av[order]
+        start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
+        if av.size:
+            av = np.add.reduceat(av, start)
+        return ak[start], aa[start], av
+
+    def finish(self, result: PartitionResult) -> None:
+        r = self.rollup
+        vol = self.sums[:, 0]
+        v = vol.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hhi = (self.sq_hi.astype(np.float64) * 2.0**64 + self.sq_lo.astype(np.float64)) / (
+                v * v
+            )
+        hhi = np.where(vol > 0, hhi, np.nan)
+        valid = np.arange(TOP_K)[None, :] < self.top_n[:, None]
+        top_bytes = np.where(valid, self.top_v, np.uint64(0)).sum(axis=1, dtype=np.uint64)
+        # rollups sort by grouping first, then period and dimensions (as cube files list them)
+        g = (self.keys >> DIM_BITS) & 7
+        order = np.lexsort((self.keys, g))
+        result.rollup_keys[r] = self.keys[order]
+        result.rollup_sums[r] = np.concatenate([self.sums, self.counts], axis=1)[order]
+        result.rollup_top_bytes[r] = top_bytes[order]
+        result.rollup_hhi[r] = hhi[order]
+        if r in TOP_LIST_ROLLUPS:
+            rows, ranks = np.nonzero(valid)
+            result.top_ips[r] = (
+                self.keys[rows],
+                ranks,
+                self.top_v[rows, ranks],
+                self.top_hi[rows, ranks],
+                self.top_lo[rows, ranks],
+            )
+            if self.asn:
+                ak, aa, av = self._asn_sums()
+                order = np.lexsort((aa, ~av, ak))
+                ak, aa, av = ak[order], aa[order], av[order]
+                start = np.flatnonzero(np.r_[True, ak[1:] != ak[:-1]]) if ak.size else ak
+                run = np.repeat(start, np.diff(np.r_[start, ak.size])) if ak.size else ak
+                rank = np.arange(ak.size) - run
+                keep = rank < TOP_K
+                result.top_asns[r] = (ak[keep], rank[keep], aa[keep].astype(np.uint32), av[keep])
+
+
+class Combiner:
+    """Fold map results and partition counts, one at a time, into the cube's arrays."""
+
+    def __init__(self, maps: list[MapResult], plan: BuildPlan) -> None:
+        self.plan = plan
+        self.cell_keys, self.cell_sums = sum_by_key(
+            np.concatenate([m.cell_keys for m in maps]),
+            np.concatenate([m.cell_sums for m in maps]),
+        )
+        self.cell_counts = np.zeros((self.cell_keys.size, 2), np.uint64)
+        self.rollups = [_Rollup(r, self.cell_keys, self.cell_sums, plan) for r in plan.rollups]
+        self.sketch_keys = None
+        self.registers = None
+        self.sketch_long: list[tuple[np.ndarray, np.ndarray]] = []
+        if plan.sketch_p:
+            self.sketch_keys = np.unique(sketch_keys(self.cell_keys, plan))
+            if self.sketch_keys.size << plan.sketch_p <= DENSE_SKETCH_BYTES:
+                self.registers = np.zeros((self.sketch_keys.size, 1 << plan.sketch_p), np.uint8)
+
+    def add(self, c: Counts) -> None:
+        """Fold one IP partition's counts in."""
+        idx = _index(self.cell_keys, c.cell_keys, "cells")
+        np.add.at(self.cell_counts, idx, c.cell_counts.astype(np.uint64))
+        for r in self.rollups:
+            r.add(c)
+        if c.sketch is not None and self.sketch_keys is not None:
+            k = _index(self.sketch_keys, c.sketch[0], "sketches")
+            if self.registers is not None:
+                hll.max_into(self.registers, k, c.sketch[1])
+            else:
+                self.sketch_long.append((k, c.sketch[1]))
+
+    def result(self) -> PartitionResult:
+        """The combined cells, rollups, concentration, top lists and sketches."""
+        result = PartitionResult(
+            self.cell_keys,
+            np.concatenate([self.cell_sums, self.cell_counts], axis=1),
+            {},
+            {},
+        )
+        for r in self.rollups:
+            r.finish(result)
+        if self.sketch_keys is not None:
+            p = self.plan.sketch_p
+            if self.registers is not None:
+                k, e = hll.long_form(self.registers)
+            elif self.sketch_long:
+                k, e = hll.reduce_sparse(
+                    np.concatenate([a for a, _ in self.sketch_long]),
+                    np.concatenate([b for _, b in self.sketch_long]),
+                    p,
+                )
+            else:
+                k, e = np.empty(0, np.int64), np.empty(0, np.uint32)
+            result.sketch_keys = self.sketch_keys
+            result.sketches = hll.encode_cells(k, e, self.sketch_keys.size, p)
+        return result
