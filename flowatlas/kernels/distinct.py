@@ -346,14 +346,12 @@ def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_leve
     n_runs = start.size - 1
     counts = np.zeros(n_total, np.int64)
     counts6 = np.zeros(n_total, np.int64)
-    sq = np.zeros((n_conc, 2), np.uint64)  # hi, lo words side by side: one cache line
+    # per concentration key, one 32-byte slot: the current address's volume, the sum of
+    # squares (hi, lo words) and the volume a newcomer must beat to enter the top list (the
+    # k-th best so far; 0 while the list has room): one cache line per key and address
+    slot = np.zeros((n_conc, 4), np.uint64)
     top_v = np.zeros((n_conc, k_top), np.uint64)
     top_r = np.full((n_conc, k_top), -1, np.int64)
-    # the volume a newcomer must beat (the k-th best so far; 0 while the list has room),
-    # and whether the list is full: most candidates are turned away here, in cache
-    kth = np.zeros(n_conc, np.uint64)
-    full = np.zeros(n_conc, np.bool_)
-    cur = np.zeros(n_conc, np.uint64)
     a_key = np.full(1 << 16, -1, np.int64)
     a_asn = np.zeros(1 << 16, np.uint32)
     a_vol = np.zeros(1 << 16, np.uint64)
@@ -386,22 +384,20 @@ def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_leve
                         touched[nt] = key
                         nt += 1
                 if co >= 0:
-                    cur[co + key] += v_g[t]
+                    slot[co + key, 0] += v_g[t]
             if co < 0:
                 continue
             rep = order[start[k]]
             for q in range(nt):
                 cidx = co + touched[q]
-                v = cur[cidx]
-                cur[cidx] = 0
+                v = slot[cidx, 0]
+                slot[cidx, 0] = 0
                 ph, pl = _mul128(v, v)
-                new_lo = sq[cidx, 1] + pl
-                sq[cidx, 0] += ph + (np.uint64(1) if new_lo < pl else np.uint64(0))
-                sq[cidx, 1] = new_lo
+                new_lo = slot[cidx, 2] + pl
+                slot[cidx, 1] += ph + (np.uint64(1) if new_lo < pl else np.uint64(0))
+                slot[cidx, 2] = new_lo
                 # the key's top list: volume descending, then address ascending
-                if full[cidx] and v < kth[cidx]:
-                    pass
-                else:
+                if v >= slot[cidx, 3]:
                     pos = k_top
                     while pos > 0:
                         r = top_r[cidx, pos - 1]
@@ -418,12 +414,11 @@ def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_leve
                         top_v[cidx, pos] = v
                         top_r[cidx, pos] = rep
                         if top_r[cidx, k_top - 1] >= 0:
-                            full[cidx] = True
-                            kth[cidx] = top_v[cidx, k_top - 1]
+                            slot[cidx, 3] = top_v[cidx, k_top - 1]
                 if cidx >= asn_from:
                     a_key, a_asn, a_vol, a_n = _asn_add(a_key, a_asn, a_vol, a_n, cidx, asn[rep], v)
     keep = a_key >= 0
-    return (counts, counts6, sq[:, 0].copy(), sq[:, 1].copy(), top_v, top_r, a_key[keep],
+    return (counts, counts6, slot[:, 1].copy(), slot[:, 2].copy(), top_v, top_r, a_key[keep],
             a_asn[keep], a_vol[keep])  # fmt: skip
 
 
