@@ -129,7 +129,7 @@ def build_cube(
     if partitions is None:
         partitions = max(4, -(-arch.num_rows // ROWS_PER_PARTITION))
     if partition_rows is None:
-        partition_rows = min(4_000_000, max(250_000, arch.num_rows // 16))
+        partition_rows = min(2_000_000, max(250_000, arch.num_rows // 16))
     plan = make_plan(cfg, prefix_table, partitions=partitions, backend=resolve_backend(backend))
     if state_sig is not None and state_sig.get("plan") != plan.digest():
         raise InputError(
