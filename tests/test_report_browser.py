@@ -1,0 +1,69 @@
+"""The HTML report renders its charts in a real browser (headless Chromium).
+
+A screenshot of the page must be full of chart colours; the same page with its scripts
+removed (a control) must not, which shows the test sees Bokeh's drawing, not the page text.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flowatlas.engine.build import build_cube
+from flowatlas.engine.cube import open_cube
+from flowatlas.synth import synthesize
+from flowatlas.testing import need_tools
+from flowatlas.viz.report import write_html
+from flowatlas.viz.views import compute_views
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return name
+    need_tools("chromium")
+    raise AssertionError("unreachable")
+
+
+def screenshot(page: Path, png: Path, profile: Path) -> None:
+    cmd = [
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}", "--window-size=1200,2300",
+        "--virtual-time-budget=10000", f"--screenshot={png}", page.as_uri(),
+    ]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png.exists(), p.stderr[-2000:]
+
+
+def colourful(png: Path) -> tuple[int, float]:
+    """(distinct colours, share of pixels that are not near-white) of a screenshot."""
+    img = Image.open(png).convert("RGB").resize((300, 575))
+    raw = img.tobytes()
+    pixels = [tuple(raw[i : i + 3]) for i in range(0, len(raw), 3)]
+    busy = sum(1 for r, g, b in pixels if min(r, g, b) < 230) / len(pixels)
+    return len(set(pixels)), busy
+
+
+@pytest.mark.tools
+def test_report_renders_its_charts(tmp_path) -> None:
+    chromium()
+    synthesize(tmp_path / "a", records=20_000, seed=2)
+    build_cube(tmp_path / "a", tmp_path / "c", workers=0)
+    page = write_html(compute_views(open_cube(tmp_path / "c")), tmp_path / "report.html")
+    screenshot(page, tmp_path / "report.png", tmp_path / "profile")
+    colours, busy = colourful(tmp_path / "report.png")
+    # control: the same page without its scripts shows only the title and its sentence
+    bare = re.sub(r"<script\b.*?</script>", "", page.read_text(), flags=re.S)
+    (tmp_path / "bare.html").write_text(bare)
+    screenshot(tmp_path / "bare.html", tmp_path / "bare.png", tmp_path / "profile2")
+    bare_colours, bare_busy = colourful(tmp_path / "bare.png")
+    assert bare_colours < colours
+    assert busy > 0.25 and colours > 300, (busy, colours)
+    assert bare_busy < 0.05, bare_busy
