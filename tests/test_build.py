@@ -175,3 +175,23 @@ def test_unreachable_scheduler(archive, tmp_path, monkeypatch):
     ):
         build_cube(archive, tmp_path / "cube", scheduler="tcp://127.0.0.1:9")
     assert not (tmp_path / "cube").exists()
+
+
+def test_file_changing_during_build_is_named(archive, tmp_path, monkeypatch):
+    copy = tmp_path / "archive"
+    shutil.copytree(archive, copy)
+    import flowatlas.engine.build as b
+
+    real = b.open_archive
+
+    def open_then_rewrite(path):
+        arch = real(path)
+        f = arch.files[5].path
+        t = pq.read_table(f)
+        pq.write_table(t.slice(0, t.num_rows - 1).replace_schema_metadata(t.schema.metadata), f)
+        return arch
+
+    monkeypatch.setattr(b, "open_archive", open_then_rewrite)
+    with pytest.raises(InputError, match="file changed during the build"):
+        build_cube(copy, tmp_path / "cube", workers=0)
+    assert not (tmp_path / "cube").exists()

@@ -203,6 +203,9 @@ class Fragment:
     row_groups: tuple[int, ...]
     num_rows: int
     counts: str
+    #: the file as it was when the archive was opened (a file changed since is an error)
+    size: int = -1
+    footer_sha256: str = ""
 
 
 @dataclass
@@ -228,12 +231,18 @@ class Archive:
             rows = 0
             for i, n in enumerate(f.row_group_rows):
                 if groups and rows + n > target_rows:
-                    out.append(Fragment(str(f.path), tuple(groups), rows, f.counts))
+                    out.append(
+                        Fragment(
+                            str(f.path), tuple(groups), rows, f.counts, f.size, f.footer_sha256
+                        )
+                    )
                     groups, rows = [], 0
                 groups.append(i)
                 rows += n
             if groups:
-                out.append(Fragment(str(f.path), tuple(groups), rows, f.counts))
+                out.append(
+                    Fragment(str(f.path), tuple(groups), rows, f.counts, f.size, f.footer_sha256)
+                )
         return out
 
     def manifest(self) -> list[dict[str, object]]:
@@ -323,7 +332,22 @@ def open_archive(path: str | os.PathLike[str], *, days: Iterable[str] | None = N
 
 
 def read_fragment(fragment: Fragment, columns: list[str] | None = None) -> pa.Table:
-    """Read one fragment; a corrupt row group raises an :class:`InputError` naming the file."""
+    """Read one fragment; a corrupt row group raises an :class:`InputError` naming the file.
+
+    A file that changed since the archive was opened (another size or Parquet footer) is an
+    error too: a build must not mix two versions of an archive.
+    """
+    if fragment.footer_sha256:
+        path = Path(fragment.path)
+        try:
+            size = path.stat().st_size
+            same = size == fragment.size and _footer_sha256(path, size) == fragment.footer_sha256
+        except FileNotFoundError:
+            raise InputError(f"{fragment.path}: file vanished during the build") from None
+        except (OSError, InputError):
+            same = False
+        if not same:
+            raise InputError(f"{fragment.path}: file changed during the build; run it again")
     try:
         pf = pq.ParquetFile(fragment.path)
         return pf.read_row_groups(list(fragment.row_groups), columns=columns)
