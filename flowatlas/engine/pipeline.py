@@ -1,12 +1,14 @@
 """The build's two steps, as pure functions of plain data (so any scheduler can run them).
 
-``map_task``: read some archive rows -> orient -> classify -> bucket -> accumulate per
-(cell, remote IP) -> split by remote-IP hash into the plan's partitions.
+``map_task``: read some archive rows -> orient -> classify -> bucket -> sum volume, packets
+and flows per cell -> reduce to distinct (cell, remote IP) rows -> split them by remote-IP
+hash (IPv6 by prefix) into the plan's partitions.
 
-``reduce_partition``: merge one partition's pieces from every fragment -> exact per-cell
-sums and distinct remote IPs, and the exact rollups (day, month, quarter, whole range) for
-each grouping set. Because each remote IP lives in exactly one partition, the partitions'
-results simply add up (``combine``).
+``reduce_partition``: one partition's rows from every task -> exact distinct remote IPs per
+cell and per rollup key (day, month, quarter, whole range x grouping set), with the HHI
+numerators, top-address candidates, (key, ASN) volumes and sketches. Because each remote IP
+lives in exactly one partition, the partitions' results add up or merge exactly
+(:mod:`flowatlas.engine.combine`).
 
 Same inputs, same outputs, whatever the order or number of workers: sums are integer and
 every output is sorted by key.
@@ -72,25 +74,18 @@ ROLLUP_CODE_SHIFT = 18  # key = period_code << 18 | grouping << 15 | masked dims
 
 @dataclass
 class Partial:
-    """Rows of (key, remote IP) with their sums: what fragments hand to partitions."""
+    """One row per record: its packed cell key, remote address, volume and packets."""
 
     key: np.ndarray
     hi: np.ndarray
     lo: np.ndarray
     vol: np.ndarray
     pk: np.ndarray
-    fl: np.ndarray
 
     @classmethod
     def empty(cls) -> Partial:
-        return cls(
-            np.empty(0, np.int64),
-            np.empty(0, np.uint64),
-            np.empty(0, np.uint64),
-            np.empty(0, np.uint64),
-            np.empty(0, np.uint64),
-            np.empty(0, np.uint64),
-        )
+        e = np.empty(0, np.uint64)
+        return cls(np.empty(0, np.int64), e, e.copy(), e.copy(), e.copy())
 
     @classmethod
     def concat(cls, parts: list[Partial]) -> Partial:
@@ -99,10 +94,6 @@ class Partial:
         return cls(
             *(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__)
         )
-
-    @property
-    def nbytes(self) -> int:
-        return sum(getattr(self, f).nbytes for f in self.__dataclass_fields__)
 
 
 @dataclass
@@ -220,7 +211,7 @@ def _accept(
             stats.quarantined[REASONS[int(code)]] = int(count)
         cell, r_hi, r_lo, vol, pk = cell[ok], r_hi[ok], r_lo[ok], vol[ok], pk[ok]
     stats.cubed = int(cell.size)
-    return Partial(cell, r_hi, r_lo, vol, pk, np.ones(cell.size, np.uint64)), stats
+    return Partial(cell, r_hi, r_lo, vol, pk), stats
 
 
 # --------------------------------------------------------------------------- dimensions
