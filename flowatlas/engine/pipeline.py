@@ -512,8 +512,10 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             in_level = (a_idx >= lo_c) & (a_idx < hi_c)
             result.asn_volume[rollup] = (ckey[a_idx[in_level]], a_asn[in_level], a_vol[in_level])
     if plan.sketch_p:
+        # the sketch key of each distinct bucket, then gathered per row (no per-row division)
+        base = sketch_keys(bkeys << DIM_BITS, plan)[bid]
         result.sketch = hll.sparse_update(
-            sketch_keys(rows.cell, plan), rows.hi, rows.lo, plan.sketch_p
+            base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p
         )
     return result
 
