@@ -362,29 +362,75 @@ def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_leve
         max_w = max(max_w, n_keys)
     stamp = np.full(max_w, -1, np.int64)
     touched = np.empty(max_w, np.int64)
+
+    # Rollup levels nest (day in month in quarter in the whole range), so every rollup key is
+    # a function of the first rollup level's period and the dimensions: fold each address's
+    # rows to one per (first-level period, dimensions) first, and walk those for every
+    # rollup segment. An address seen in many hours of a day walks once per day.
+    n_lev = pidx.shape[0]
+    c_p = np.empty(0, np.int64)
+    c_d = np.empty(0, np.int64)
+    c_v = np.empty(0, np.uint64)
+    c_s = np.empty(0, np.bool_)
+    cstart = np.zeros(n_runs + 1, np.int64)
+    p2 = np.zeros((n_lev, 1), np.int64)
+    if n_lev > 1 and pidx.shape[1] > 0:
+        n1 = pidx[1].max() + 1
+        d_all = gmap.shape[1]
+        p2 = np.zeros((n_lev, n1), np.int64)
+        for lv in range(1, n_lev):
+            for b in range(pidx.shape[1]):
+                p2[lv, pidx[1, b]] = pidx[lv, b]
+        stamp1 = np.full(n1 * d_all, -1, np.int64)
+        slot1 = np.empty(n1 * d_all, np.int64)
+        c_p = np.empty(n, np.int64)
+        c_d = np.empty(n, np.int64)
+        c_v = np.empty(n, np.uint64)
+        c_s = np.empty(n, np.bool_)
+        m = 0
+        for k in range(n_runs):
+            cstart[k] = m
+            for t in range(start[k], start[k + 1]):
+                per = pidx[1, b_g[t]]
+                key1 = per * d_all + d_g[t]
+                if stamp1[key1] != k:
+                    stamp1[key1] = k
+                    slot1[key1] = m
+                    c_p[m] = per
+                    c_d[m] = d_g[t]
+                    c_v[m] = v_g[t]
+                    c_s[m] = s_g[t]
+                    m += 1
+                else:
+                    c_v[slot1[key1]] += v_g[t]
+        cstart[n_runs] = m
+
     for s in range(seg_off.size):
         lev = seg_level[s]
         grp = seg_group[s]
         w = seg_width[s]
         off = seg_off[s]
         co = seg_coff[s]
-        prow = pidx[lev]
         grow = gmap[grp]
+        if lev == 0:
+            prow, rb, rd, rv, rs, rstart = pidx[0], b_g, d_g, v_g, s_g, start
+        else:
+            prow, rb, rd, rv, rs, rstart = p2[lev], c_p, c_d, c_v, c_s, cstart
         stamp[:] = -1
         for k in range(n_runs):
             nt = 0
-            for t in range(start[k], start[k + 1]):
-                key = prow[b_g[t]] * w + grow[d_g[t]]
+            for t in range(rstart[k], rstart[k + 1]):
+                key = prow[rb[t]] * w + grow[rd[t]]
                 if stamp[key] != k:
                     stamp[key] = k
                     counts[off + key] += 1
-                    if s_g[t]:
+                    if rs[t]:
                         counts6[off + key] += 1
                     if co >= 0:
                         touched[nt] = key
                         nt += 1
                 if co >= 0:
-                    slot[co + key, 0] += v_g[t]
+                    slot[co + key, 0] += rv[t]
             if co < 0:
                 continue
             rep = order[start[k]]
