@@ -54,14 +54,16 @@ def dense_sums(cell: np.ndarray, vol: np.ndarray, pk: np.ndarray, n_cells: int) 
 
 @numba.njit(nogil=True, cache=True)
 def _ip_ids(hi, lo):  # pragma: no cover - compiled
-    """Dense id per distinct address, in first-seen order, and the number of addresses."""
+    """Dense id per distinct address, in first-seen order, and the number of addresses.
+
+    Each table slot holds the address and its id side by side (24 bytes), so a probe reads
+    one cache line; the table grows with the distinct addresses, not the rows, so it stays
+    as small (and as cache-friendly) as the data allows.
+    """
     n = hi.size
-    cap = 16
-    while cap < 2 * n:
-        cap <<= 1
+    cap = 1024
     mask = np.uint64(cap - 1)
-    slots = np.full(cap, -1, dtype=np.int64)
-    first = np.empty(n, np.int64)  # row of each id's first appearance
+    table = np.zeros((cap, 3), dtype=np.uint64)  # hi, lo, id + 1 (0: empty)
     ids = np.empty(n, np.int64)
     m = 0
     for i in range(n):
@@ -69,18 +71,31 @@ def _ip_ids(hi, lo):  # pragma: no cover - compiled
         lw = lo[i]
         s = ip_hash(h, lw) & mask
         while True:
-            j = slots[s]
-            if j < 0:
-                slots[s] = m
-                first[m] = i
-                ids[i] = m
+            j = table[s, 2]
+            if j == 0:
+                table[s, 0] = h
+                table[s, 1] = lw
                 m += 1
+                table[s, 2] = np.uint64(m)
+                ids[i] = m - 1
                 break
-            r = first[j]
-            if hi[r] == h and lo[r] == lw:
-                ids[i] = j
+            if table[s, 0] == h and table[s, 1] == lw:
+                ids[i] = np.int64(j) - 1
                 break
             s = (s + np.uint64(1)) & mask
+        if 2 * m > cap:  # keep the load under a half: double and re-insert
+            old = table
+            cap *= 2
+            mask = np.uint64(cap - 1)
+            table = np.zeros((cap, 3), dtype=np.uint64)
+            for z in range(old.shape[0]):
+                if old[z, 2] != 0:
+                    s = ip_hash(old[z, 0], old[z, 1]) & mask
+                    while table[s, 2] != 0:
+                        s = (s + np.uint64(1)) & mask
+                    table[s, 0] = old[z, 0]
+                    table[s, 1] = old[z, 1]
+                    table[s, 2] = old[z, 2]
     return ids, m
 
 
