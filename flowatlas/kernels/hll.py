@@ -459,6 +459,28 @@ def _check_entries(entries: np.ndarray, p: int) -> None:
         raise ValueError(f"an entry's rank is outside 1..{65 - p}")
 
 
+def _long_form(
+    keys: np.ndarray, entries: np.ndarray, n_keys: int, p: int, *, ordered: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Checked (keys, entries, n_keys) of a long form; ``ordered``: keys ascending, one entry
+    per register (what the encoders and the sparse estimate need)."""
+    keys = np.ascontiguousarray(keys, np.int64).ravel()
+    entries = np.ascontiguousarray(entries, np.uint32).ravel()
+    if keys.size != entries.size:
+        raise ValueError("keys and entries differ in length")
+    n_keys = _check_keys(keys, n_keys)
+    _check_entries(entries, p)
+    if (
+        ordered
+        and keys.size
+        and np.any(
+            np.diff(keys << np.int64(p) | (entries >> np.uint32(RANK_BITS)).astype(np.int64)) <= 0
+        )
+    ):
+        raise ValueError("a long form has keys ascending and one entry per register")
+    return keys, entries, n_keys
+
+
 @numba.njit(nogil=True, cache=True)
 def _scatter_entries(keys, entries, p, regs):  # pragma: no cover - compiled
     for i in range(keys.size):
@@ -475,12 +497,7 @@ def to_dense(keys: np.ndarray, entries: np.ndarray, n_keys: int, p: int = DEFAUL
     Also the union of many cells at once: pass each row's group instead of its cell.
     """
     p = check_p(p)
-    keys = np.ascontiguousarray(keys, np.int64).ravel()
-    entries = np.ascontiguousarray(entries, np.uint32).ravel()
-    if keys.size != entries.size:
-        raise ValueError("keys and entries differ in length")
-    n_keys = _check_keys(keys, n_keys)
-    _check_entries(entries, p)
+    keys, entries, n_keys = _long_form(keys, entries, n_keys, p)
     regs = np.zeros((n_keys, 1 << p), np.uint8)
     if keys.size:
         _scatter_entries(keys, entries, p, regs.reshape(-1))
@@ -519,16 +536,7 @@ def estimate_sparse(
     """Estimate per key of a long form (one entry per register): equal to the dense estimate."""
     p = check_p(p)
     code = _method(method)
-    keys = np.ascontiguousarray(keys, np.int64).ravel()
-    entries = np.ascontiguousarray(entries, np.uint32).ravel()
-    if keys.size != entries.size:
-        raise ValueError("keys and entries differ in length")
-    n_keys = _check_keys(keys, n_keys)
-    _check_entries(entries, p)
-    if keys.size and np.any(
-        np.diff(keys << np.int64(p) | (entries >> np.uint32(RANK_BITS)).astype(np.int64)) <= 0
-    ):
-        raise ValueError("a long form has keys ascending and one entry per register")
+    keys, entries, n_keys = _long_form(keys, entries, n_keys, p, ordered=True)
     return _estimate_long(keys, entries, n_keys, p, code)
 
 
@@ -584,16 +592,7 @@ def encode_cells(
     sparse_max = default_sparse_max(p) if sparse_max is None else int(sparse_max)
     if sparse_max < 0:
         raise ValueError("sparse_max must be >= 0")
-    keys = np.ascontiguousarray(keys, np.int64).ravel()
-    entries = np.ascontiguousarray(entries, np.uint32).ravel()
-    if keys.size != entries.size:
-        raise ValueError("keys and entries differ in length")
-    n_keys = _check_keys(keys, n_keys)
-    _check_entries(entries, p)
-    if keys.size and np.any(
-        np.diff(keys << np.int64(p) | (entries >> np.uint32(RANK_BITS)).astype(np.int64)) <= 0
-    ):
-        raise ValueError("a long form has keys ascending and one entry per register")
+    keys, entries, n_keys = _long_form(keys, entries, n_keys, p, ordered=True)
     return _encode_cells(keys, entries, n_keys, p, sparse_max)
 
 
@@ -771,12 +770,7 @@ def max_into(registers: np.ndarray, keys: np.ndarray, entries: np.ndarray) -> No
     p = check_p(m.bit_length() - 1)
     if m != 1 << p:
         raise ValueError(f"a sketch has 2**p registers, got {m}")
-    keys = np.ascontiguousarray(keys, np.int64).ravel()
-    entries = np.ascontiguousarray(entries, np.uint32).ravel()
-    if keys.size != entries.size:
-        raise ValueError("keys and entries differ in length")
-    _check_keys(keys, regs.shape[0])
-    _check_entries(entries, p)
+    keys, entries, _ = _long_form(keys, entries, regs.shape[0], p)
     _scatter_entries(keys, entries, p, regs.reshape(-1))
 
 
