@@ -98,6 +98,24 @@ def load_average() -> str:
     return f"{one:.2f} on {usable_cores()} cores"
 
 
+def provenance(
+    packages: Sequence[str], load_before: str, reproduce: str, load_after: str | None = None
+) -> list[str]:
+    """The lines every results section ends with: machine, versions, checkout, load, command
+    to reproduce, date (so a number never travels without where it came from)."""
+    mach = machine()
+    after = load_after if load_after is not None else load_average()
+    return [
+        f"- machine: {mach['cpu']}, {mach['cores']}, {mach['memory']} RAM, {mach['os']}, "
+        f"Python {mach['python']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions(*packages).items()),
+        f"- flowatlas checkout: {git_revision(Path(__file__).resolve().parent.parent)}",
+        f"- load average (1 min) before / after: {load_before} / {after}",
+        f"- reproduce: `{reproduce}`",
+        f"- run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+    ]
+
+
 def versions(*distributions: str) -> dict[str, str]:
     """Installed versions of the named distributions ("not installed" where absent)."""
     out = {}

@@ -62,11 +62,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     Measurement,
-    git_revision,
     load_average,
-    machine,
     markdown_table,
     mib,
+    provenance,
     rate,
     run_measured,
     usable_cores,
@@ -834,7 +833,6 @@ def report(results: list[Result], records: int, args: argparse.Namespace) -> str
         ],
         rows,
     )
-    mach = machine()
     vers = versions("flowatlas", "duckdb", "polars", "numba", "dask", "pyarrow")
     command = "python bench/bench_build.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:] if a != "--smoke"
@@ -866,13 +864,7 @@ def report(results: list[Result], records: int, args: argparse.Namespace) -> str
         "tree (Dask scheduler, nanny and workers included). Ratios above 1 mean flowatlas "
         "eager takes longer (or more memory) than that engine.",
         "",
-        f"- machine: {mach['cpu']}, {mach['cores']}, {mach['memory']} RAM, {mach['os']}, "
-        f"Python {mach['python']}",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
-        f"- flowatlas checkout: {git_revision(REPO)}",
-        f"- load average (1 min) before / after the timed runs: {' / '.join(args.load)}",
-        f"- reproduce: `{command.strip()}`",
-        f"- run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        *provenance(tuple(vers), args.load[0], command.strip(), load_after=args.load[1]),
     ]
     return "\n".join(lines)
 

@@ -19,14 +19,13 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import git_revision, load_average, machine, markdown_table, versions, write_section
+from _common import load_average, markdown_table, provenance, write_section
 
 from flowatlas.kernels import hll, serial_kernels
 
@@ -292,14 +291,12 @@ def main() -> None:
         print(line, flush=True)
         report.append(line)
 
-    mach = machine()
     load_before = load_average()
     speed(args, say)
     accuracy(args, say)
     estimators(args, say)
 
     if args.results or not args.quick:
-        v = versions("numba", "numpy", "datasketch", "datasketches")
         body = "\n".join(
             [
                 "CPU drivers of flowatlas/kernels/hll.py. On a shared machine wall-time rates "
@@ -307,13 +304,11 @@ def main() -> None:
                 "",
                 *report,
                 "",
-                f"- machine: {mach['cpu']}, {mach['cores']}, {mach['memory']}, {mach['os']}, "
-                f"Python {mach['python']}",
-                "- versions: " + ", ".join(f"{k} {x}" for k, x in v.items()),
-                f"- flowatlas checkout: {git_revision(Path(__file__).resolve().parent.parent)}",
-                f"- load average (1 min) before / after: {load_before} / {load_average()}",
-                "- reproduce: `pip install datasketch datasketches && python bench/bench_hll.py`",
-                f"- run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+                *provenance(
+                    ("numba", "numpy", "datasketch", "datasketches"),
+                    load_before,
+                    "pip install datasketch datasketches && python bench/bench_hll.py",
+                ),
             ]
         )
         write_section(args.results or RESULTS, HEADING, body)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import git_revision, load_average, machine, versions, write_section
+from _common import load_average, machine, provenance, write_section
 
 from flowatlas.classify.compiler import _cidr_lengths, compile_layers
 from flowatlas.classify.sources import read_source
@@ -198,7 +197,6 @@ def main() -> None:
             say(f"| {name} | {hi.size / best:.3e} (matches CPU: {bool(ok.all())}) |")
 
     if args.results or not args.quick:
-        v = versions("numba", "numpy", "pyarrow", "pytricia")
         body = "\n".join(
             [
                 "Table: IPFire libloc (Debian libloc-database 2022-10-29), IPv4 + IPv6, from "
@@ -209,13 +207,12 @@ def main() -> None:
                 "",
                 *report,
                 "",
-                f"- machine: {mach['cpu']}, {mach['cores']}, {mach['memory']}, {mach['os']}, "
-                f"Python {mach['python']}",
-                "- versions: " + ", ".join(f"{k} {x}" for k, x in v.items()),
-                f"- flowatlas checkout: {git_revision(Path(__file__).resolve().parent.parent)}",
-                f"- load average (1 min) before / after: {load_before} / {load_average()}",
-                "- reproduce: `python bench/bench_lpm.py` (add `--gpu` on a CUDA machine)",
-                f"- run on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+                *provenance(
+                    ("numba", "numpy", "pyarrow", "pytricia"),
+                    load_before,
+                    "python bench/bench_lpm.py",
+                ),
+                "- on a CUDA machine, `python bench/bench_lpm.py --gpu` adds the GPU rows",
             ]
         )
         write_section(args.results or RESULTS, HEADING, body)

@@ -24,13 +24,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
-    git_revision,
     load_average,
-    machine,
     markdown_table,
     mib,
+    provenance,
     run_measured,
-    versions,
     write_section,
 )
 
@@ -115,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
          "work dir (peak)", "cube"],
         rows,
     )  # fmt: skip
-    mach = machine()
     body = "\n".join(
         [
             f"One `flowatlas build` (default: threaded, {psutil.cpu_count()} cores, on-disk "
@@ -124,13 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             "",
             table,
             "",
-            f"- machine: {mach['cpu']}, {mach['cores']}, {mach['memory']} RAM, {mach['os']}",
-            "- versions: "
-            + ", ".join(f"{k} {v}" for k, v in versions("flowatlas", "numba", "pyarrow").items()),
-            f"- flowatlas checkout: {git_revision(Path(__file__).resolve().parent.parent)}",
-            f"- load average before / after: {load_before} / {load_average()}",
-            f"- reproduce: `python bench/bench_scale.py --records {args.records}`",
-            f"- run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+            *provenance(
+                ("flowatlas", "numba", "pyarrow"),
+                load_before,
+                f"python bench/bench_scale.py --records {args.records}",
+            ),
         ]
     )
     print(body)
