@@ -14,7 +14,7 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -340,11 +340,6 @@ def dump_config(config: Config) -> str:
     if not d["classify"]["sources"]:
         d["classify"].pop("sources")
     return tomli_w.dumps(d)
-
-
-def with_overrides(config: Config, **kwargs: Any) -> Config:
-    """A copy of ``config`` with some top-level fields replaced."""
-    return replace(config, **kwargs)
 
 
 __all__ = [

@@ -289,7 +289,7 @@ class Cube:
         self.meta = meta
         self.cells = cells
         self.rollups = rollups
-        self._tops: dict[str, pd.DataFrame] = {}
+        self._cache: dict[str, Any] = {}  # top lists and sketches, read on first use
 
     # ------------------------------------------------------------------ vocabulary
     @property
@@ -409,13 +409,13 @@ class Cube:
                 f"no top lists for rollup {period!r} "
                 f"(this cube has them for: {', '.join(self.meta.get('top_list_rollups', []))})"
             )
-        if name not in self._tops:
+        if name not in self._cache:
             try:
                 df = pq.read_table(self.path / name).to_pandas()
             except (OSError, pa.ArrowException) as exc:
                 raise InputError(f"{self.path / name}: unreadable: {exc}") from None
-            self._tops[name] = df
-        df = self._tops[name]
+            self._cache[name] = df
+        df = self._cache[name]
         df = df[df["rollup"] == period]
         if by is not None:
             df = df[df["grouping"] == grouping_name(set(by) | set(where or {}))]
@@ -441,7 +441,7 @@ class Cube:
         sketch = self.meta.get("sketch")
         if not sketch:
             raise InputError(f"{self.path}: this cube was built without sketches")
-        if "sketches" not in self._tops:
+        if "sketches" not in self._cache:
             try:
                 t = pq.read_table(self.path / "sketches.parquet")
             except (OSError, pa.ArrowException) as exc:
@@ -449,8 +449,8 @@ class Cube:
             df = t.drop_columns(["sketch"]).to_pandas()
             df["ip_version"] = df["ip_version"].astype("UInt8")
             col = t.column("sketch").combine_chunks()
-            self._tops["sketches"] = (df, col)
-        df, col = self._tops["sketches"]
+            self._cache["sketches"] = (df, col)
+        df, col = self._cache["sketches"]
         mask = np.ones(len(df), dtype=bool)
         if start is not None:
             mask &= (df["bucket_start"] >= _utc(start)).to_numpy()

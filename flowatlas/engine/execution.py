@@ -16,7 +16,6 @@ from typing import Any
 
 from flowatlas.engine.combine import Combiner
 from flowatlas.engine.pipeline import (
-    Counts,
     FragmentStats,
     MapResult,
     PartitionResult,
@@ -40,49 +39,35 @@ class SchedulerError(FlowatlasError):
 def run_eager(
     tasks: list[list[Fragment]],
     plan: BuildPlan,
-    progress: Progress | None = None,
-    work: WorkDir | None = None,
+    progress: Progress | None,
+    work: WorkDir,
 ) -> tuple[PartitionResult, FragmentStats]:
-    """Run the whole build in this process, one task at a time.
+    """Run the whole build in this process, one task at a time (debugging, tests).
 
-    With a work directory, map results go to disk and reducers read them back (bounded
-    memory, resumable); without one, everything stays in memory.
+    Map results go to the work directory and reducers read them back, so memory stays
+    bounded and the build can resume.
     """
     total = len(tasks) + plan.partitions
-    if work is not None:
-        heads = []
-        for i, (key, task) in enumerate(zip(work.keys, tasks, strict=True)):
-            heads.append(map_step(key, task, plan, work))
-            if progress:
-                progress("map", i + 1, total)
-        combiner = Combiner(heads, plan)
-        for j in range(plan.partitions):
-            reduce_step(j, work.keys, plan, work)
-            combiner.add(work.load_counts(j))
-            if progress:
-                progress("reduce", len(tasks) + j + 1, total)
-        return combiner.result(), _stats(m.stats for m in heads)
-    maps: list[MapResult] = []
-    for i, task in enumerate(tasks):
-        maps.append(map_task(task, plan))
+    heads = []
+    for i, (key, task) in enumerate(zip(work.keys, tasks, strict=True)):
+        heads.append(map_step(key, task, plan, work))
         if progress:
             progress("map", i + 1, total)
-    combiner = Combiner(maps, plan)
+    combiner = Combiner(heads, plan)
     for j in range(plan.partitions):
-        combiner.add(reduce_partition([m.pieces[j] for m in maps], plan))
-        for m in maps:
-            m.pieces[j] = None  # type: ignore[call-overload]  # free as we go
+        reduce_step(j, work.keys, plan, work)
+        combiner.add(work.load_counts(j))
         if progress:
             progress("reduce", len(tasks) + j + 1, total)
-    return combiner.result(), _stats(m.stats for m in maps)
+    return combiner.result(), _stats(m.stats for m in heads)
 
 
 def run_threads(
     tasks: list[list[Fragment]],
     plan: BuildPlan,
     workers: int,
-    progress: Progress | None = None,
-    work: WorkDir | None = None,
+    progress: Progress | None,
+    work: WorkDir,
 ) -> tuple[PartitionResult, FragmentStats]:
     """Run the build with Dask's threaded scheduler: ``workers`` tasks at once in this process.
 
@@ -102,29 +87,14 @@ def run_threads(
                 done[0] += 1
                 progress("map" if done[0] <= len(tasks) else "reduce", done[0], total)
 
-    if work is not None:
-        maps = [
-            dask.delayed(map_step, pure=False, name=f"map-{i}")(k, t, plan, work)
-            for i, (k, t) in enumerate(zip(work.keys, tasks, strict=True))
-        ]
-        reduces = [
-            dask.delayed(reduce_step, pure=False, name=f"reduce-{j}")(
-                j, work.keys, plan, work, *maps
-            )
-            for j in range(plan.partitions)
-        ]
-    else:
-        full = [
-            dask.delayed(map_task, pure=False, name=f"map-{i}")(t, plan)
-            for i, t in enumerate(tasks)
-        ]
-        maps = [dask.delayed(_without_pieces)(m) for m in full]
-        reduces = [
-            dask.delayed(_reduce_list, pure=False, name=f"reduce-{j}")(
-                [dask.delayed(_piece)(m, j) for m in full], plan
-            )
-            for j in range(plan.partitions)
-        ]
+    maps = [
+        dask.delayed(map_step, pure=False, name=f"map-{i}")(k, t, plan, work)
+        for i, (k, t) in enumerate(zip(work.keys, tasks, strict=True))
+    ]
+    reduces = [
+        dask.delayed(reduce_step, pure=False, name=f"reduce-{j}")(j, work.keys, plan, work, *maps)
+        for j in range(plan.partitions)
+    ]
     with serial_kernels(), _Progress():
         heads, counts = dask.compute(maps, reduces, scheduler="threads", num_workers=workers)
     return _combine(list(heads), counts, plan, work)
@@ -232,7 +202,7 @@ def run_dask(
         reduces = []
         for j in range(plan.partitions):
             pieces = [client.submit(_piece, m, j, pure=False) for m in maps]
-            reduces.append(client.submit(_reduce_list, pieces, plan_f, pure=False))
+            reduces.append(client.submit(reduce_partition, pieces, plan_f, pure=False))
 
     total = len(maps) + len(reduces)
     done = 0
@@ -250,7 +220,3 @@ def run_dask(
     except OSError as exc:
         raise SchedulerError(f"Dask cluster failed during the build: {exc}") from None
     return _combine(results, counts, plan, work)
-
-
-def _reduce_list(pieces: list[Any], plan: BuildPlan) -> Counts:
-    return reduce_partition(pieces, plan)

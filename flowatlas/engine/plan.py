@@ -21,7 +21,7 @@ from flowatlas.classify.table import PrefixTable
 from flowatlas.config import Config
 from flowatlas.errors import ConfigError
 from flowatlas.kernels.orient import MAX_REGIONS, MAX_TYPES
-from flowatlas.vocab import DIRECTIONS, INTERNAL, UNKNOWN_REGION
+from flowatlas.vocab import INTERNAL, UNKNOWN_REGION
 
 #: the exact-distinct grouping sets of the rollups (kept dimensions)
 GROUPINGS: tuple[tuple[str, ...], ...] = (
@@ -180,4 +180,4 @@ def make_plan(
     )
 
 
-__all__ = ["DIRECTIONS", "GROUPINGS", "BuildPlan", "make_plan"]
+__all__ = ["GROUPINGS", "BuildPlan", "make_plan"]

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flowatlas.errors import InputError, OutputError
@@ -356,15 +355,3 @@ def read_fragment(fragment: Fragment, columns: list[str] | None = None) -> pa.Ta
     except (OSError, pa.ArrowException) as exc:
         groups = ",".join(map(str, fragment.row_groups))
         raise InputError(f"{fragment.path}: row group(s) {groups}: unreadable: {exc}") from None
-
-
-def day_bounds_us(day: str) -> tuple[int, int]:
-    """[start, end) of a UTC day in microseconds since the epoch."""
-    start = int(np.datetime64(day, "D").astype("datetime64[us]").astype(np.int64))
-    return start, start + US_PER_DAY
-
-
-def time_range_us(table: pa.Table) -> tuple[int, int]:
-    """Smallest and largest ``time_start`` in ``table`` (microseconds)."""
-    mm = pc.min_max(table.column("time_start").cast(pa.int64()))
-    return int(mm["min"].as_py()), int(mm["max"].as_py())
