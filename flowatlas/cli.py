@@ -96,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("flowatlas: interrupted", err=True)
         return 130
+    except click.UsageError as exc:
+        # a wrong option or value: one line, like every other input error
+        where = (
+            f"flowatlas {exc.ctx.command_path.split(' ', 1)[1]}"
+            if exc.ctx and " " in (exc.ctx.command_path)
+            else "flowatlas"
+        )
+        click.echo(f"flowatlas: error: {exc.format_message()} (see '{where} --help')", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

@@ -112,3 +112,16 @@ def test_unwritable_output(tmp_path) -> None:
     p = run("build", str(a), "--out", str(tmp_path / "blocker" / "cube"), "--workers", "0")
     one_line_error(p, "blocker")
     assert not (tmp_path / "blocker" / "cube").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("build", "x", "-o", "y", "--backend", "tpu"), "Invalid value for '--backend'"),
+        (("build",), "Missing argument 'ARCHIVE'"),
+        (("frobnicate",), "No such command 'frobnicate'"),
+        (("synth", "--records", "lots", "-o", "z"), "'lots' is not a valid integer"),
+    ],
+)
+def test_usage_errors_are_one_line_too(args, needle) -> None:
+    one_line_error(run(*args), needle, "--help")
