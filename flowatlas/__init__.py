@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "build_cube": ("flowatlas.engine.build", "build_cube"),
+    "build_cube_from_table": ("flowatlas.engine.build", "build_cube_from_table"),
     "open_cube": ("flowatlas.engine.cube", "open_cube"),
     "Cube": ("flowatlas.engine.cube", "Cube"),
     "synthesize": ("flowatlas.synth", "synthesize"),
@@ -25,7 +26,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from flowatlas.config import load_config
-    from flowatlas.engine.build import build_cube
+    from flowatlas.engine.build import build_cube, build_cube_from_table
     from flowatlas.engine.cube import Cube, open_cube
     from flowatlas.errors import FlowatlasError
     from flowatlas.synth import synthesize
@@ -35,6 +36,7 @@ __all__ = [
     "FlowatlasError",
     "__version__",
     "build_cube",
+    "build_cube_from_table",
     "load_config",
     "open_cube",
     "synthesize",

@@ -1,12 +1,16 @@
-"""``build_cube``: a flow archive in, a cube out (the Python API behind `flowatlas build`)."""
+"""``build_cube``: a flow archive in, a cube out (the Python API behind `flowatlas build`).
+
+``build_cube_from_table`` builds the same cube from flow records already in memory (a
+``pyarrow.Table`` or RecordBatches); both run the one pipeline below (:func:`_build`).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowatlas import __version__
 from flowatlas.classify import load_table
@@ -29,10 +33,13 @@ from flowatlas.engine.execution import dask_client, run_dask, run_eager, run_thr
 from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, pack
 from flowatlas.engine.plan import make_plan
 from flowatlas.engine.workdir import WorkDir, default_workdir, task_key
-from flowatlas.errors import FlowatlasError, InputError
-from flowatlas.io.archive import open_archive
+from flowatlas.errors import ConfigError, FlowatlasError, InputError
+from flowatlas.io.archive import MEMORY_WHERE, Archive, MemoryRecords, memory_records, open_archive
 from flowatlas.kernels.accumulate import CounterOverflow
 from flowatlas.vocab import DIRECTIONS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ARCHIVE_CONFIG = "flowatlas.toml"
 #: about this many archive rows per IP partition, so a reducer's memory stays bounded
@@ -115,28 +122,139 @@ def build_cube(
     check_output(out, overwrite=overwrite)
     arch = open_archive(archive)
     cfg = resolve_config(archive, config)
-    if isinstance(table, PrefixTable):
-        prefix_table = table
-    elif table is not None:
-        prefix_table = PrefixTable.load(table)
-    else:
-        prefix_table = load_table(cfg)
-    n_workers = workers if workers is not None else (os.cpu_count() or 1)
     # sizes depend on the archive only, so a resumed build finds the same tasks; an
     # incremental build keeps the sizes its state was made with
     if state_sig is not None:
         partitions, partition_rows = state_sig["partitions"], state_sig["partition_rows"]
+    return _build(
+        arch,
+        str(archive),
+        out,
+        cfg,
+        _prefix_table(table, cfg),
+        workers=workers,
+        scheduler=scheduler,
+        processes=processes,
+        backend=backend,
+        partitions=partitions,
+        partition_rows=partition_rows,
+        work_dir=work_dir,
+        keep_state=keep_state,
+        incremental=incremental,
+        state_sig=state_sig,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def build_cube_from_table(
+    records: pa.Table | pa.RecordBatch | pa.RecordBatchReader | Iterable[pa.RecordBatch | pa.Table],
+    out: str | os.PathLike[str],
+    *,
+    config: Config | str | os.PathLike[str] | None = None,
+    table: PrefixTable | str | os.PathLike[str] | None = None,
+    counts: str | None = None,
+    name: str = "<memory>",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    processes: bool = False,
+    backend: str = "auto",
+    partitions: int | None = None,
+    partition_rows: int | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BuildSummary:
+    """Build the cube of flow records already in memory into ``out``.
+
+    ``records``: a ``pyarrow.Table`` in flow schema v1 (exact column types; extra columns are
+    ignored), or RecordBatches / Tables (a list, a generator, a RecordBatchReader). Counters
+    are taken as ``flowatlas.counts`` in each item's schema metadata says (default ``raw``:
+    multiplied by ``sampling_rate``), or as ``counts`` says for all of them. A missing column
+    or a column of another type raises :class:`~flowatlas.errors.InputError` naming it.
+
+    The same records give the same cube as :func:`build_cube` of an archive holding them:
+    cells, rollups, top lists and sketches byte for byte, and cube.json except for its
+    ``archive`` entry, which says ``name`` (default ``"<memory>"``), the rows, no ``files``
+    and ``"in_memory": true``. ``config`` defaults to the built-in configuration (there is no
+    archive to hold a flowatlas.toml). Options are :func:`build_cube`'s; the records stay in
+    this process, so they run eagerly (``workers=0``) or on Dask's threaded scheduler (the
+    default): ``processes`` and ``scheduler`` raise :class:`~flowatlas.errors.ConfigError`
+    (write the records to an archive with :class:`~flowatlas.io.archive.ArchiveWriter` and
+    build that instead). Map results go through a work directory as for an archive; a build
+    from memory is never resumed.
+    """
+    if processes or scheduler:
+        option = "processes=True" if processes else f"scheduler={scheduler!r}"
+        raise ConfigError(
+            f"{option}: in-memory records build in this process only (workers=0, or the "
+            "default threads); write them to an archive with ArchiveWriter and build that"
+        )
+    out = Path(out)
+    check_output(out, overwrite=overwrite)
+    source = memory_records(records, counts=counts, name=name)
+    cfg = config if isinstance(config, Config) else load_config(config)
+    return _build(
+        source,
+        MEMORY_WHERE,
+        out,
+        cfg,
+        _prefix_table(table, cfg),
+        workers=workers,
+        backend=backend,
+        partitions=partitions,
+        partition_rows=partition_rows,
+        work_dir=work_dir,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def _prefix_table(table: PrefixTable | str | os.PathLike[str] | None, cfg: Config) -> PrefixTable:
+    """The prefix table given, loaded from a path, or compiled from the configuration."""
+    if isinstance(table, PrefixTable):
+        return table
+    if table is not None:
+        return PrefixTable.load(table)
+    return load_table(cfg)
+
+
+def _build(
+    source: Archive | MemoryRecords,
+    where: str,
+    out: Path,
+    cfg: Config,
+    prefix_table: PrefixTable,
+    *,
+    workers: int | None,
+    backend: str,
+    partitions: int | None,
+    partition_rows: int | None,
+    work_dir: str | os.PathLike[str] | None,
+    overwrite: bool,
+    progress: Callable[[str, int, int], None] | None,
+    scheduler: str | None = None,
+    processes: bool = False,
+    keep_state: bool = False,
+    incremental: bool = False,
+    state_sig: dict[str, Any] | None = None,
+) -> BuildSummary:
+    """Plan, map, reduce, combine and write: the build of an archive or of in-memory records.
+
+    ``where`` names the input in errors.
+    """
+    n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if partitions is None:
-        partitions = max(4, -(-arch.num_rows // ROWS_PER_PARTITION))
+        partitions = max(4, -(-source.num_rows // ROWS_PER_PARTITION))
     if partition_rows is None:
-        partition_rows = min(2_000_000, max(250_000, arch.num_rows // 16))
+        partition_rows = min(2_000_000, max(250_000, source.num_rows // 16))
     plan = make_plan(cfg, prefix_table, partitions=partitions, backend=resolve_backend(backend))
     if state_sig is not None and state_sig.get("plan") != plan.digest():
         raise InputError(
             f"{out}: its state was built with another configuration or prefix table; "
             "rebuild without --incremental"
         )
-    tasks = pack(arch.fragments(partition_rows), partition_rows, by_file=keep_state)
+    tasks = pack(source.fragments(partition_rows), partition_rows, by_file=keep_state)
     work = None
     if work_dir is not None or keep_state or not scheduler:
         root = out / STATE_DIR if incremental else work_dir or default_workdir(out)
@@ -149,7 +267,7 @@ def build_cube(
                 "flowatlas": __version__,
             },
         )
-        footers = {str(f.path): f.footer_sha256 for f in arch.files}
+        footers = source.footers()
         keys = [task_key(t, footers) for t in tasks]
         resumed = work.open(keys)
         if resumed and progress:
@@ -164,7 +282,7 @@ def build_cube(
             with dask_client(scheduler, n_workers or None, processes) as client:
                 result, stats = run_dask(client, tasks, plan, progress, work)
     except CounterOverflow as exc:
-        raise InputError(f"{archive}: {exc}: the archive's totals exceed 64-bit counters") from None
+        raise InputError(f"{where}: {exc}: the records' totals exceed 64-bit counters") from None
 
     if stats.records != stats.cubed + sum(stats.quarantined.values()):
         raise FlowatlasError(  # pragma: no cover - an accounting bug, never bad input
@@ -176,7 +294,7 @@ def build_cube(
     top_ips, top_asns = top_tables(
         result, plan.regions, plan.network_types, describe_asn, describe_ip
     )
-    meta = _metadata(arch, cfg, plan, prefix_table, stats, cells)
+    meta = _metadata(source, cfg, plan, prefix_table, stats, cells)
     sketches = sketches_table(result, plan.regions, plan.network_types, plan.bucket_us)
     write_cube(
         CubeFiles(meta, cells, rollups, top_ips, top_asns, sketches),
@@ -220,7 +338,7 @@ def _describers(table: PrefixTable):
     return describe_asn, describe_ip
 
 
-def _metadata(arch, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict[str, Any]:
+def _metadata(source, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict[str, Any]:
     """cube.json: everything needed to trust, explain and rebuild the cube (no wall-clock)."""
     import pyarrow.compute as pc
 
@@ -267,7 +385,7 @@ def _metadata(arch, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict
             "quarantined": dict(sorted(stats.quarantined.items())),
         },
         "totals": totals,
-        "archive": {"name": arch.root.name, "rows": arch.num_rows, "files": arch.manifest()},
+        "archive": source.describe(),
         "prefix_table": table.provenance(),
         "config": cfg.to_dict(),
         "config_digest": cfg.digest(),

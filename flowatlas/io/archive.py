@@ -9,6 +9,10 @@ Layout (Hive style, so DuckDB, Polars and Spark read it as they are)::
 
 Files are written under a hidden temporary name and renamed when complete, so a reader never
 sees half a file; names starting with ``.`` or ``_`` are ignored, as Hive does.
+
+Records already in memory (a ``pyarrow.Table`` or RecordBatches in flow schema v1) are read
+through :class:`MemoryRecords`: it cuts them into :class:`MemoryFragment` slices that the
+build's map tasks read exactly as they read an archive's row groups.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,7 @@ import pyarrow.parquet as pq
 from flowatlas.errors import InputError, OutputError
 from flowatlas.schema import (
     COUNTS_RAW,
+    COUNTS_SCALED,
     FLOW_SCHEMA_V1,
     check_schema,
     schema_with_metadata,
@@ -244,6 +250,14 @@ class Archive:
                 )
         return out
 
+    def footers(self) -> dict[str, str]:
+        """Footer hash of each file, by path (what a map task's key is made of)."""
+        return {str(f.path): f.footer_sha256 for f in self.files}
+
+    def describe(self) -> dict[str, object]:
+        """The input as cube.json records it: name, rows and the manifest of its files."""
+        return {"name": self.root.name, "rows": self.num_rows, "files": self.manifest()}
+
     def manifest(self) -> list[dict[str, object]]:
         """What the archive held: path, size, rows and footer hash of each file."""
         return [
@@ -330,12 +344,139 @@ def open_archive(path: str | os.PathLike[str], *, days: Iterable[str] | None = N
     return archive
 
 
-def read_fragment(fragment: Fragment, columns: list[str] | None = None) -> pa.Table:
+# --------------------------------------------------------------------------- in memory
+
+MEMORY_WHERE = "in-memory records"
+#: flow schema v1 without metadata or non-null flags (nulls are quarantined, as on disk)
+_PLAIN_V1 = pa.schema([pa.field(f.name, f.type) for f in FLOW_SCHEMA_V1])
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryFragment:
+    """A unit of work over records in memory: a zero-copy slice of a table.
+
+    It has a :class:`Fragment`'s fields (``path`` names the in-memory input, ``row_groups``
+    holds the slice's number) so tasks are packed and keyed the same way; it is not cheap to
+    ship to another process, so only in-process runners take it.
+    """
+
+    path: str
+    row_groups: tuple[int, ...]
+    num_rows: int
+    counts: str
+    table: pa.Table = field(repr=False)
+
+
+@dataclass
+class MemoryRecords:
+    """Flow records already in memory, checked like an archive's files (see
+    :func:`memory_records`). ``runs`` are tables of the v1 columns, each with one counts mode.
+    """
+
+    name: str
+    runs: list[tuple[pa.Table, str]]
+    #: names this input in map task keys; new for every instance, so the work of one build
+    #: is never taken for another's
+    token: str = field(default_factory=lambda: f"<memory {uuid.uuid4().hex}>")
+
+    @property
+    def num_rows(self) -> int:
+        return sum(t.num_rows for t, _ in self.runs)
+
+    def fragments(self, target_rows: int = 2_000_000) -> list[MemoryFragment]:
+        """Zero-copy slices of at most ``target_rows`` rows (an archive's fragments' analogue)."""
+        out: list[MemoryFragment] = []
+        for table, counts in self.runs:
+            for start in range(0, table.num_rows, max(1, target_rows)):
+                piece = table.slice(start, target_rows)
+                out.append(MemoryFragment(self.token, (len(out),), piece.num_rows, counts, piece))
+        return out
+
+    def footers(self) -> dict[str, str]:
+        """No files, so no footers: task keys are made of the token and slice numbers."""
+        return {self.token: ""}
+
+    def describe(self) -> dict[str, object]:
+        """The input as cube.json records it: no files, and ``in_memory`` says so."""
+        return {"name": self.name, "rows": self.num_rows, "files": [], "in_memory": True}
+
+
+def memory_records(
+    records: pa.Table | pa.RecordBatch | pa.RecordBatchReader | Iterable[pa.RecordBatch | pa.Table],
+    *,
+    counts: str | None = None,
+    name: str = "<memory>",
+) -> MemoryRecords:
+    """Check flow records held in memory and make them a build input.
+
+    ``records`` is a ``pyarrow.Table``, a RecordBatch, a RecordBatchReader or an iterable of
+    RecordBatches / Tables, each in flow schema v1 (exact column types, as in an archive file;
+    extra columns ride along and are not read). Whether counters still need multiplying by
+    ``sampling_rate`` comes from each item's schema metadata (``flowatlas.counts``, default
+    ``raw``), as for archive files, unless ``counts`` (``"raw"`` or ``"scaled"``) says it for
+    all of them. Raises :class:`InputError` naming the item and the column at fault, or when
+    there are no rows at all.
+    """
+    if counts is not None and counts not in (COUNTS_RAW, COUNTS_SCALED):
+        raise InputError(
+            f"{MEMORY_WHERE}: counts must be {COUNTS_RAW!r} or {COUNTS_SCALED!r}, not {counts!r}"
+        )
+    if isinstance(records, (str, bytes, os.PathLike)):
+        raise InputError(
+            f"{MEMORY_WHERE}: got the path {os.fsdecode(records)!r}; "
+            "build an archive on disk with build_cube"
+        )
+    single = isinstance(records, (pa.Table, pa.RecordBatch))
+    if single:
+        items: Iterable[object] = [records]
+    elif isinstance(records, Iterable):
+        items = records
+    else:
+        raise InputError(
+            f"{MEMORY_WHERE}: expected a pyarrow Table or RecordBatches, "
+            f"not {type(records).__name__}"
+        )
+    names = list(FLOW_SCHEMA_V1.names)
+    runs: list[tuple[list[pa.Table], str]] = []
+    for i, item in enumerate(items):
+        where = MEMORY_WHERE if single else f"{MEMORY_WHERE}, item {i}"
+        if isinstance(item, pa.RecordBatch):
+            item = pa.Table.from_batches([item])
+        elif not isinstance(item, pa.Table):
+            raise InputError(
+                f"{where}: is a {type(item).__name__}, not a pyarrow RecordBatch or Table"
+            )
+        missing = [n for n in names if n not in item.column_names]
+        if missing:
+            raise InputError(f"{where}: not flow schema v1: column {missing[0]!r} is missing")
+        mode = check_schema(item.schema, where)
+        mode = counts or mode
+        if item.num_rows == 0:
+            continue
+        # the v1 columns only, without metadata: consecutive items of one counts mode then
+        # concatenate without copying, whatever extra columns they carried
+        item = pa.Table.from_arrays([item.column(n) for n in names], schema=_PLAIN_V1)
+        if runs and runs[-1][1] == mode:
+            runs[-1][0].append(item)
+        else:
+            runs.append(([item], mode))
+    out = MemoryRecords(name, [(pa.concat_tables(ts), mode) for ts, mode in runs])
+    if out.num_rows == 0:
+        raise InputError(f"{MEMORY_WHERE}: no rows to build a cube from")
+    return out
+
+
+def read_fragment(
+    fragment: Fragment | MemoryFragment, columns: list[str] | None = None
+) -> pa.Table:
     """Read one fragment; a corrupt row group raises an :class:`InputError` naming the file.
 
     A file that changed since the archive was opened (another size or Parquet footer) is an
-    error too: a build must not mix two versions of an archive.
+    error too: a build must not mix two versions of an archive. A :class:`MemoryFragment`
+    is its slice of the records in memory (no copy).
     """
+    if isinstance(fragment, MemoryFragment):
+        return fragment.table if columns is None else fragment.table.select(columns)
     if fragment.footer_sha256:
         path = Path(fragment.path)
         try:
