@@ -6,6 +6,7 @@ needs the same measuring stick. Here it is:
 - :func:`run_measured` runs a command in a child process and reports its wall time and the
   peak resident memory of its whole process tree (Dask workers included), polled with psutil
   and cross-checked with the kernel's own high-water mark for the child (``wait4``);
+  :class:`PeakRSS` measures the same inside a process, over one block of code;
 - :func:`machine` and :func:`versions` say what the numbers were measured on;
 - :func:`markdown_table` prints results, and :func:`write_section` puts them into a shared
   results file without touching other benchmarks' sections.
@@ -231,6 +232,52 @@ def run_measured(
             err.read(),
             usage.ru_utime + usage.ru_stime,
         )
+
+
+class PeakRSS:
+    """Peak resident memory of this process (every thread) over a ``with`` block.
+
+    For timings taken inside a process (``--from-memory``: the records are loaded first, then
+    only the computation is measured). The kernel's high-water mark is reset on entry where
+    Linux allows it (``/proc/self/clear_refs``) and read on exit; psutil polls every
+    ``poll_seconds`` as well, so the peak is right where the reset is not available. Child
+    processes are not counted. ``peak`` holds the result (bytes) after the block.
+    """
+
+    def __init__(self, poll_seconds: float = 0.01) -> None:
+        self.poll_seconds = poll_seconds
+        self.peak = 0
+        self._done = threading.Event()
+        self._reset = False
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PeakRSS:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak RSS (VmHWM)
+            self._reset = True
+        except OSError:
+            self._reset = False
+        proc = psutil.Process()
+        self.peak = proc.memory_info().rss
+
+        def poll() -> None:
+            while not self._done.is_set():
+                self.peak = max(self.peak, proc.memory_info().rss)
+                self._done.wait(self.poll_seconds)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, psutil.Process().memory_info().rss)
+        if self._reset:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak = max(self.peak, int(line.split()[1]) * 1024)
 
 
 # --------------------------------------------------------------------------- reporting
