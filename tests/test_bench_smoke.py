@@ -54,6 +54,37 @@ def test_bench_build_smoke(tmp_path: Path) -> None:
     assert verdicts == ["reference", "equal", "equal", "equal", "equal"], table
 
 
+def test_bench_build_from_memory_smoke(tmp_path: Path) -> None:
+    """--from-memory: every engine loads the archive, computes it, equals flowatlas's cube."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n\n## Build benchmark\n\nthe on-disk numbers\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_build.py"),
+            "--smoke",
+            "--from-memory",
+            "--data",
+            str(tmp_path / "data"),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = results.read_text()
+    assert "## Build benchmark\n\nthe on-disk numbers\n" in text
+    assert text.count("## Build benchmark from memory") == 1
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert "RSS loaded MiB" in table[0]
+    engines = [line.split("|")[1].strip() for line in table[1:]]
+    assert engines == ["flowatlas", "flowatlas", "duckdb", "polars"]
+    verdicts = [line.rstrip(" |").rsplit("|", 1)[1].strip() for line in table[1:]]
+    assert verdicts == ["reference", "equal", "equal", "equal"], table
+
+
 def test_write_section_replaces_only_its_own(tmp_path: Path) -> None:
     """Re-running a benchmark replaces its section in place; others stay as they were."""
     path = tmp_path / "RESULTS.md"
