@@ -270,9 +270,9 @@ def _fill(
     """Decide ``count`` entries from ``entries[first]``: blocks of 2^shift addresses from base.
 
     ``j`` is the interval holding the first block's start. A block inside one interval becomes
-    a direct entry, one with at most LEAF_MAX intervals a leaf, a crowded one a node to split
-    next round (its slot, j, base and shift go to ``work``, grown as needed). Returns
-    (nwork, work).
+    a direct entry, a small one with at most LEAF_MAX intervals a leaf, a crowded one a node
+    to split next round: it is numbered ``nwork`` (nodes are numbered in the order they are
+    queued) and its j, base and shift go to ``work``, grown as needed. Returns (nwork, work).
     """
     k = starts_hi.size
     ones = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -300,16 +300,16 @@ def _fill(
             entries[first + b] = np.uint32(j) | (np.uint32(r - j) << np.uint32(27))
         else:
             if nwork == work.shape[0]:
-                grown = np.empty((2 * nwork, 7), dtype=np.int64)
+                grown = np.empty((2 * nwork, 6), dtype=np.int64)
                 grown[:nwork] = work
                 work = grown
-            work[nwork, 0] = first + b
-            work[nwork, 1] = j
-            work[nwork, 2] = shift - STRIDE
-            work[nwork, 3] = np.int64(bs_hi >> np.uint64(1))
-            work[nwork, 4] = np.int64(bs_hi & np.uint64(1))
-            work[nwork, 5] = np.int64(bs_lo >> np.uint64(1))
-            work[nwork, 6] = np.int64(bs_lo & np.uint64(1))
+            entries[first + b] = np.uint32(0x40000000) | np.uint32(nwork)
+            work[nwork, 0] = j
+            work[nwork, 1] = shift - STRIDE
+            work[nwork, 2] = np.int64(bs_hi >> np.uint64(1))
+            work[nwork, 3] = np.int64(bs_hi & np.uint64(1))
+            work[nwork, 4] = np.int64(bs_lo >> np.uint64(1))
+            work[nwork, 5] = np.int64(bs_lo & np.uint64(1))
             nwork += 1
         j = r
     return nwork, work
@@ -317,26 +317,16 @@ def _fill(
 
 @numba.njit(cache=True)
 def _build(starts_hi, starts_lo, values, bits6):  # pragma: no cover - compiled
-    """Entries: IPv6 root (2^bits6), IPv4 root (2^24), then 256 per node."""
+    """(roots, heads, runs): the IPv6 root (2^bits6 entries) then the IPv4 root (2^24), and
+    the nodes, each compressed (see :func:`_compress_node`) as soon as it is filled."""
     n6 = 1 << bits6
     n4 = 1 << V4_BLOCK_BITS
-    roots = n6 + n4
-    entries = np.empty(roots + 256 * 1024, dtype=np.uint32)
-    work = np.empty((4096, 7), dtype=np.int64)
+    roots = np.empty(n6 + n4, dtype=np.uint32)
+    work = np.empty((4096, 6), dtype=np.int64)
     nwork, work = _fill(
-        starts_hi,
-        starts_lo,
-        values,
-        entries,
-        0,
-        n6,
-        np.uint64(0),
-        np.uint64(0),
-        128 - bits6,
-        0,
-        work,
-        0,
-    )
+        starts_hi, starts_lo, values, roots, 0, n6, np.uint64(0), np.uint64(0), 128 - bits6, 0,
+        work, 0,
+    )  # fmt: skip
     # IPv4: /24 blocks of ::ffff:0:0/96, from the interval holding ::ffff:0.0.0.0
     base_lo = np.uint64(0xFFFF00000000)
     j = 0
@@ -344,39 +334,54 @@ def _build(starts_hi, starts_lo, values, bits6):  # pragma: no cover - compiled
     while j + 1 < starts_hi.size and not _after(starts_hi[j + 1], starts_lo[j + 1], zero, base_lo):
         j += 1
     nwork, work = _fill(
-        starts_hi, starts_lo, values, entries, n6, n4, np.uint64(0), base_lo, 8, j, work, nwork
+        starts_hi, starts_lo, values, roots, n6, n4, np.uint64(0), base_lo, 8, j, work, nwork
     )
-    nodes = 0
-    while nwork > 0:
-        nxt = np.empty((max(nwork, 64), 7), dtype=np.int64)
-        nn = 0
-        for q in range(nwork):
-            first = roots + 256 * nodes
-            if first + 256 > entries.size:
-                grown = np.empty(entries.size * 2, dtype=np.uint32)
-                grown[: entries.size] = entries
-                entries = grown
-            entries[work[q, 0]] = np.uint32(0x40000000) | np.uint32(nodes)
-            nodes += 1
-            b_hi = (np.uint64(work[q, 3]) << np.uint64(1)) | np.uint64(work[q, 4])
-            b_lo = (np.uint64(work[q, 5]) << np.uint64(1)) | np.uint64(work[q, 6])
-            nn, nxt = _fill(
-                starts_hi,
-                starts_lo,
-                values,
-                entries,
-                first,
-                256,
-                b_hi,
-                b_lo,
-                work[q, 2],
-                work[q, 1],
-                nxt,
-                nn,
-            )
-        work = nxt
-        nwork = nn
-    return entries[: roots + 256 * nodes]
+    # nodes in the order they were numbered; each one's children are numbered after it
+    heads = np.zeros(8 * max(nwork, 1), np.uint64)
+    runs = np.empty(256 * max(nwork, 1), np.uint32)
+    node = np.empty(256, np.uint32)
+    m = 0
+    q = 0
+    while q < nwork:
+        b_hi = (np.uint64(work[q, 2]) << np.uint64(1)) | np.uint64(work[q, 3])
+        b_lo = (np.uint64(work[q, 4]) << np.uint64(1)) | np.uint64(work[q, 5])
+        nwork, work = _fill(
+            starts_hi, starts_lo, values, node, 0, 256, b_hi, b_lo, work[q, 1], work[q, 0],
+            work, nwork,
+        )  # fmt: skip
+        if 8 * (q + 1) > heads.size:
+            grown_h = np.zeros(2 * heads.size, np.uint64)
+            grown_h[: heads.size] = heads
+            heads = grown_h
+        if m + 256 > runs.size:
+            grown_r = np.empty(2 * runs.size, np.uint32)
+            grown_r[:m] = runs[:m]
+            runs = grown_r
+        m = _compress_node(node, heads, 8 * q, runs, m)
+        q += 1
+    return roots, heads[: 8 * nwork], runs[:m]
+
+
+@numba.njit(cache=True, inline="always")
+def _compress_node(node, heads, h, runs, m):  # pragma: no cover - compiled
+    """Store a node's 256 entries as runs of equal ones, kept once each from ``runs[m]``.
+
+    Its head (8 uint64 from ``heads[h]``) is a bitmap per 64-entry quarter marking the entries
+    that start a run, then for each quarter the index in ``runs`` of its first run (minus one
+    if the quarter starts inside a run). A full routing table's 16 M node entries are 1.5 M
+    runs. Returns the new end of ``runs``.
+    """
+    for q in range(4):
+        heads[h + 4 + q] = m
+        word = np.uint64(0)
+        for b in range(64):
+            i = 64 * q + b
+            if i == 0 or node[i] != node[i - 1]:
+                word |= np.uint64(1) << np.uint64(b)
+                runs[m] = node[i]
+                m += 1
+        heads[h + q] = word
+    return m
 
 
 def _numpy_copy(a: np.ndarray) -> np.ndarray:
@@ -401,44 +406,16 @@ def build_index(
         raise ValueError(f"too many intervals for {LEAF_J_BITS}-bit leaf offsets")
     if values.size and int(values.max()) >= 0x7FFF_FFFF:
         raise ValueError("network ids must be below 2^31 - 1")
-    entries = _build(starts_hi, starts_lo, values, bits6)
-    n6 = 1 << bits6
-    roots = n6 + (1 << V4_BLOCK_BITS)
-    if entries.size >= roots + 256 * 0x4000_0000:
+    roots, heads, runs = _build(starts_hi, starts_lo, values, bits6)
+    if heads.size // 8 >= 0x4000_0000:
         raise ValueError("too many index nodes")
-    idx6 = _numpy_copy(entries[:n6])
-    idx4 = _numpy_copy(entries[n6:roots])
-    heads, runs = _compress(entries[roots:] if entries.size > roots else np.zeros(256, np.uint32))
+    if heads.size == 0:  # no node: one unused one, so no array is empty (device copies)
+        heads, runs = np.zeros(8, np.uint64), np.zeros(1, np.uint32)
+    n6 = 1 << bits6
     return LpmArrays(
-        starts_hi, starts_lo, values, idx4, idx6, _aligned(heads), _numpy_copy(runs),
-        np.uint64(64 - bits6),
+        starts_hi, starts_lo, values, _numpy_copy(roots[n6:]), _numpy_copy(roots[:n6]),
+        _aligned(heads), _numpy_copy(runs), np.uint64(64 - bits6),
     )  # fmt: skip
-
-
-@numba.njit(cache=True)
-def _compress(nodes):  # pragma: no cover - compiled
-    """Nodes of 256 entries -> (heads, runs): each node's entries as runs of equal ones.
-
-    Head k is 8 uint64: a bitmap per 64-entry quarter marking the entries that start a run,
-    then for each quarter the index in ``runs`` of its first run (minus one if the quarter
-    starts inside a run). A full routing table's 7.6 M node entries are 1.4 M runs.
-    """
-    n = nodes.size // 256
-    heads = np.zeros(n * 8, np.uint64)
-    runs = np.empty(nodes.size, np.uint32)
-    m = 0
-    for k in range(n):
-        for q in range(4):
-            heads[8 * k + 4 + q] = m
-            word = np.uint64(0)
-            for b in range(64):
-                i = 256 * k + 64 * q + b
-                if (q == 0 and b == 0) or nodes[i] != nodes[i - 1]:
-                    word |= np.uint64(1) << np.uint64(b)
-                    runs[m] = nodes[i]
-                    m += 1
-            heads[8 * k + q] = word
-    return heads, runs[:m].copy()
 
 
 def _aligned(a: np.ndarray) -> np.ndarray:
