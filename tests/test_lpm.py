@@ -175,6 +175,35 @@ def test_deep_nesting_and_crowded_blocks_walk_every_index_level() -> None:
     )
 
 
+def test_sparse_host_routes_split_into_compressed_nodes_of_bounded_size() -> None:
+    """Scattered IPv6 /128s and /64s split every block above a /64 into nodes (no leaves
+    there); compressed, each costs a head line and a few runs, and lookups stay exact."""
+    rng = np.random.default_rng(7)
+    hosts = {
+        str(
+            ipaddress.ip_network(
+                (int(rng.integers(1, 2**62)) << 66 | int(rng.integers(0, 2**62)), 128)
+            )
+        )
+        for _ in range(3000)
+    }
+    nets = {
+        str(ipaddress.ip_network((0x2A00 << 112 | int(rng.integers(0, 2**40)) << 64, 64)))
+        for _ in range(3000)
+    }
+    prefixes = sorted(hosts | nets | {"2000::/3", "::/0"})
+    table, asn_of = compile_prefixes(prefixes)
+    index = table.index
+    node_bytes = index.heads.nbytes + index.runs.nbytes
+    assert index.stats()["nodes"] > len(prefixes)  # a path of nodes down to each /64
+    assert node_bytes < 1024 * len(prefixes)
+    assert index.heads.ctypes.data % 64 == 0  # one cache line per head
+    hi, lo = probe_addresses(prefixes, rng, 20_000)
+    np.testing.assert_array_equal(
+        asn_of[table.lookup(hi, lo)], pytricia_reference(prefixes, hi, lo)
+    )
+
+
 def test_serial_and_parallel_drivers_agree() -> None:
     from flowatlas.kernels.lpm import lookup_cpu
 
