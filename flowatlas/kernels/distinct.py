@@ -305,59 +305,109 @@ def _ip_less(hi, lo, a, b):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _asn_add(a_key, a_asn, a_vol, a_n, idx, asn, v):  # pragma: no cover - compiled
-    """Add v to (idx, asn) in an open-addressing map; returns the (maybe grown) map."""
-    cap = a_key.size
-    if 2 * (a_n + 1) > cap:
-        old_k, old_a, old_v = a_key, a_asn, a_vol
-        cap *= 2
-        a_key = np.full(cap, -1, np.int64)
-        a_asn = np.zeros(cap, np.uint32)
-        a_vol = np.zeros(cap, np.uint64)
-        for z in range(old_k.size):
-            if old_k[z] >= 0:
-                h = mix64(np.uint64(old_k[z]) * np.uint64(0x100000001) ^ np.uint64(old_a[z]))
-                h &= np.uint64(cap - 1)
-                while a_key[h] >= 0:
-                    h = (h + np.uint64(1)) & np.uint64(cap - 1)
-                a_key[h] = old_k[z]
-                a_asn[h] = old_a[z]
-                a_vol[h] = old_v[z]
-    h = mix64(np.uint64(idx) * np.uint64(0x100000001) ^ np.uint64(asn)) & np.uint64(cap - 1)
-    while True:
-        if a_key[h] < 0:
-            a_key[h] = idx
-            a_asn[h] = asn
-            a_vol[h] = v
-            a_n += 1
-            break
-        if a_key[h] == idx and a_asn[h] == asn:
-            a_vol[h] += v
-            break
-        h = (h + np.uint64(1)) & np.uint64(cap - 1)
-    return a_key, a_asn, a_vol, a_n
+def _fold(run_start, r_p, r_d, r_v, r_s, up, n_up, d_all):  # pragma: no cover - compiled
+    """Fold each address's rows to one per (coarser period ``up[r_p]``, dimensions), volumes
+    summed: rows of address k are ``run_start[k]:run_start[k + 1]`` in and out."""
+    n_runs = run_start.size - 1
+    n = r_p.size
+    stamp = np.full(n_up * d_all, -1, np.int64)
+    slot = np.empty(n_up * d_all, np.int64)
+    o_p = np.empty(n, np.int64)
+    o_d = np.empty(n, np.int64)
+    o_v = np.empty(n, np.uint64)
+    o_s = np.empty(n, np.bool_)
+    o_start = np.zeros(n_runs + 1, np.int64)
+    m = 0
+    for k in range(n_runs):
+        o_start[k] = m
+        for t in range(run_start[k], run_start[k + 1]):
+            per = up[r_p[t]]
+            key = per * d_all + r_d[t]
+            if stamp[key] != k:
+                stamp[key] = k
+                slot[key] = m
+                o_p[m] = per
+                o_d[m] = r_d[t]
+                o_v[m] = r_v[t]
+                o_s[m] = r_s[t]
+                m += 1
+            else:
+                o_v[slot[key]] += r_v[t]
+    o_start[n_runs] = m
+    return o_start, o_p[:m].copy(), o_d[:m].copy(), o_v[:m].copy(), o_s[:m].copy()
 
 
 @numba.njit(nogil=True, cache=True)
-def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_level, seg_group,
-          seg_off, seg_width, seg_coff, n_total, n_conc, k_top, asn_from):  # fmt: skip
-    """Distinct counts for every key and, for keys of concentration segments, squared
-    volumes, top addresses and (key, ASN) volumes.
-
-    Segment by segment over the rows grouped by address: each pass touches only one
-    segment's small key arrays, so they stay in cache.
-    """
+def _by_asn(order, start, bucket, dims, v6, vol, asn):  # pragma: no cover - compiled
+    """Rows grouped by address, addresses in ASN order (then first-seen): each address's
+    ASN, the address order, where each address's rows start, and the rows' columns."""
     n = order.size
+    n_runs = start.size - 1
+    run_asn = np.empty(n_runs, np.int64)
+    for k in range(n_runs):
+        run_asn[k] = asn[order[start[k]]]
+    by_asn = np.argsort(run_asn, kind="mergesort")
     b_g = np.empty(n, np.int64)
     d_g = np.empty(n, np.int64)
     v_g = np.empty(n, np.uint64)
     s_g = np.empty(n, np.bool_)
-    for t in range(n):
-        i = order[t]
-        b_g[t] = bucket[i]
-        d_g[t] = dims[i]
-        v_g[t] = vol[i]
-        s_g[t] = v6[i]
+    rstart = np.empty(n_runs + 1, np.int64)
+    t = 0
+    for kk in range(n_runs):
+        k = by_asn[kk]
+        rstart[kk] = t
+        for u in range(start[k], start[k + 1]):
+            i = order[u]
+            b_g[t] = bucket[i]
+            d_g[t] = dims[i]
+            v_g[t] = vol[i]
+            s_g[t] = v6[i]
+            t += 1
+    rstart[n_runs] = n
+    return run_asn, by_asn, rstart, b_g, d_g, v_g, s_g
+
+
+def _levels(order, start, bucket, dims, v6, vol, asn, pidx, d_all):
+    """The rows of every level, one array each, addresses in ASN order.
+
+    Rollup levels nest (day in month in quarter in the whole range), so each level's rows fold
+    into the next one's: one row per address, period of the level and dimensions (an address
+    seen in many hours of a day walks the day level once, the month level once a month...).
+    Level 0 is the rows themselves (period: the bucket). Rows of address ``kk`` (in ASN
+    order) at level ``lv`` are ``f_start[lv, kk]:f_start[lv, kk + 1]``.
+    """
+    run_asn, by_asn, rstart, *cols = _by_asn(order, start, bucket, dims, v6, vol, asn)
+    n_lev = pidx.shape[0]
+    starts = [rstart]
+    levels = [cols]
+    for lv in range(1, n_lev):
+        if pidx.shape[1] == 0:  # no rows
+            starts.append(rstart)
+            levels.append(cols)
+            continue
+        up = np.zeros(int(pidx[lv - 1].max()) + 1, np.int64)
+        up[pidx[lv - 1]] = pidx[lv]
+        st, *folded = _fold(starts[-1], *levels[-1], up, int(pidx[lv].max()) + 1, int(d_all))
+        starts.append(st)
+        levels.append(folded)
+    sizes = np.array([0] + [lv[0].size for lv in levels], np.int64)
+    f_start = np.stack(starts) + np.cumsum(sizes)[:-1, None]
+    f_cols = [np.concatenate([lv[c] for lv in levels]) for c in range(4)]
+    return run_asn, by_asn, f_start, *f_cols
+
+
+@numba.njit(nogil=True, cache=True)
+def _walk(order, start, run_asn, by_asn, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
+          seg_level, seg_group, seg_off, seg_width, seg_coff, n_total, n_conc, k_top,
+          asn_from):  # fmt: skip
+    """Distinct counts for every key and, for keys of concentration segments, squared
+    volumes, top addresses and (key, ASN) volumes.
+
+    Segment by segment over the rows of the segment's level (see :func:`_levels`): each pass
+    touches only one segment's small key arrays, so they stay in cache. Addresses come in ASN
+    order, so an ASN's volume per key gathers in a dense array and leaves once per (ASN, key);
+    nothing else depends on the order of addresses.
+    """
     n_runs = start.size - 1
     counts = np.zeros(n_total, np.int64)
     counts6 = np.zeros(n_total, np.int64)
@@ -367,9 +417,14 @@ def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_leve
     slot = np.zeros((n_conc, 4), np.uint64)
     top_v = np.zeros((n_conc, k_top), np.uint64)
     top_r = np.full((n_conc, k_top), -1, np.int64)
-    a_key = np.full(1 << 16, -1, np.int64)
-    a_asn = np.zeros(1 << 16, np.uint32)
-    a_vol = np.zeros(1 << 16, np.uint64)
+    # the current ASN's volume per key, and which keys it has touched
+    a_acc = np.zeros(n_conc, np.uint64)
+    a_mark = np.full(n_conc, -1, np.int64)
+    a_list = np.empty(n_conc, np.int64)
+    cap = 1 << 12
+    a_key = np.empty(cap, np.int64)
+    a_asn = np.empty(cap, np.uint32)
+    a_vol = np.empty(cap, np.uint64)
     a_n = 0
     max_w = 0
     for s in range(seg_off.size):
@@ -378,48 +433,6 @@ def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_leve
     stamp = np.full(max_w, -1, np.int64)
     touched = np.empty(max_w, np.int64)
 
-    # Rollup levels nest (day in month in quarter in the whole range), so every rollup key is
-    # a function of the first rollup level's period and the dimensions: fold each address's
-    # rows to one per (first-level period, dimensions) first, and walk those for every
-    # rollup segment. An address seen in many hours of a day walks once per day.
-    n_lev = pidx.shape[0]
-    c_p = np.empty(0, np.int64)
-    c_d = np.empty(0, np.int64)
-    c_v = np.empty(0, np.uint64)
-    c_s = np.empty(0, np.bool_)
-    cstart = np.zeros(n_runs + 1, np.int64)
-    p2 = np.zeros((n_lev, 1), np.int64)
-    if n_lev > 1 and pidx.shape[1] > 0:
-        n1 = pidx[1].max() + 1
-        d_all = gmap.shape[1]
-        p2 = np.zeros((n_lev, n1), np.int64)
-        for lv in range(1, n_lev):
-            for b in range(pidx.shape[1]):
-                p2[lv, pidx[1, b]] = pidx[lv, b]
-        stamp1 = np.full(n1 * d_all, -1, np.int64)
-        slot1 = np.empty(n1 * d_all, np.int64)
-        c_p = np.empty(n, np.int64)
-        c_d = np.empty(n, np.int64)
-        c_v = np.empty(n, np.uint64)
-        c_s = np.empty(n, np.bool_)
-        m = 0
-        for k in range(n_runs):
-            cstart[k] = m
-            for t in range(start[k], start[k + 1]):
-                per = pidx[1, b_g[t]]
-                key1 = per * d_all + d_g[t]
-                if stamp1[key1] != k:
-                    stamp1[key1] = k
-                    slot1[key1] = m
-                    c_p[m] = per
-                    c_d[m] = d_g[t]
-                    c_v[m] = v_g[t]
-                    c_s[m] = s_g[t]
-                    m += 1
-                else:
-                    c_v[slot1[key1]] += v_g[t]
-        cstart[n_runs] = m
-
     for s in range(seg_off.size):
         lev = seg_level[s]
         grp = seg_group[s]
@@ -427,25 +440,49 @@ def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_leve
         off = seg_off[s]
         co = seg_coff[s]
         grow = gmap[grp]
-        if lev == 0:
-            prow, rb, rd, rv, rs, rstart = pidx[0], b_g, d_g, v_g, s_g, start
-        else:
-            prow, rb, rd, rv, rs, rstart = p2[lev], c_p, c_d, c_v, c_s, cstart
+        rstart = f_start[lev]
         stamp[:] = -1
-        for k in range(n_runs):
+        a_cur = np.int64(-1)
+        n_list = 0
+        for kk in range(n_runs + 1):
+            # the ASN's keys leave when its last address is done
+            if n_list and (kk == n_runs or run_asn[by_asn[kk]] != a_cur):
+                if a_n + n_list > cap:
+                    while a_n + n_list > cap:
+                        cap *= 2
+                    g_key = np.empty(cap, np.int64)
+                    g_asn = np.empty(cap, np.uint32)
+                    g_vol = np.empty(cap, np.uint64)
+                    g_key[:a_n] = a_key[:a_n]
+                    g_asn[:a_n] = a_asn[:a_n]
+                    g_vol[:a_n] = a_vol[:a_n]
+                    a_key, a_asn, a_vol = g_key, g_asn, g_vol
+                for q in range(n_list):
+                    cidx = a_list[q]
+                    a_key[a_n] = cidx
+                    a_asn[a_n] = np.uint32(a_cur)
+                    a_vol[a_n] = a_acc[cidx]
+                    a_acc[cidx] = 0
+                    a_mark[cidx] = -1
+                    a_n += 1
+                n_list = 0
+            if kk == n_runs:
+                break
+            k = by_asn[kk]
+            a_cur = run_asn[k]
             nt = 0
-            for t in range(rstart[k], rstart[k + 1]):
-                key = prow[rb[t]] * w + grow[rd[t]]
-                if stamp[key] != k:
-                    stamp[key] = k
+            for t in range(rstart[kk], rstart[kk + 1]):
+                key = f_p[t] * w + grow[f_d[t]]
+                if stamp[key] != kk:
+                    stamp[key] = kk
                     counts[off + key] += 1
-                    if rs[t]:
+                    if f_s[t]:
                         counts6[off + key] += 1
                     if co >= 0:
                         touched[nt] = key
                         nt += 1
                 if co >= 0:
-                    slot[co + key, 0] += rv[t]
+                    slot[co + key, 0] += f_v[t]
             if co < 0:
                 continue
             rep = order[start[k]]
@@ -477,10 +514,13 @@ def _walk(order, start, bucket, dims, v6, vol, hi, lo, asn, pidx, gmap, seg_leve
                         if top_r[cidx, k_top - 1] >= 0:
                             slot[cidx, 3] = top_v[cidx, k_top - 1]
                 if cidx >= asn_from:
-                    a_key, a_asn, a_vol, a_n = _asn_add(a_key, a_asn, a_vol, a_n, cidx, asn[rep], v)
-    keep = a_key >= 0
-    return (counts, counts6, slot[:, 1].copy(), slot[:, 2].copy(), top_v, top_r, a_key[keep],
-            a_asn[keep], a_vol[keep])  # fmt: skip
+                    if a_mark[cidx] < 0:
+                        a_mark[cidx] = 1
+                        a_list[n_list] = cidx
+                        n_list += 1
+                    a_acc[cidx] += v
+    return (counts, counts6, slot[:, 1].copy(), slot[:, 2].copy(), top_v, top_r, a_key[:a_n],
+            a_asn[:a_n], a_vol[:a_n])  # fmt: skip
 
 
 def walk(
@@ -511,18 +551,22 @@ def walk(
     """
     order, start = group_by_ip(hi, lo)
     seg = np.asarray(segments, dtype=np.int64).reshape(-1, 5)
+    pidx = np.ascontiguousarray(pidx, np.int64)
+    gmap = np.ascontiguousarray(gmap, np.int64)
+    levels = _levels(
+        order, start, np.ascontiguousarray(bucket, np.int64),
+        np.ascontiguousarray(dims, np.int64), np.ascontiguousarray(v6, np.bool_),
+        np.ascontiguousarray(vol, np.uint64), np.ascontiguousarray(asn, np.uint32), pidx,
+        gmap.shape[1],
+    )  # fmt: skip
     return _walk(
         order,
         start,
-        np.ascontiguousarray(bucket, np.int64),
-        np.ascontiguousarray(dims, np.int64),
-        np.ascontiguousarray(v6, np.bool_),
-        np.ascontiguousarray(vol, np.uint64),
+        *levels,
         np.ascontiguousarray(hi, np.uint64),
         np.ascontiguousarray(lo, np.uint64),
-        np.ascontiguousarray(asn, np.uint32),
-        np.ascontiguousarray(pidx, np.int64),
-        np.ascontiguousarray(gmap, np.int64),
+        pidx,
+        gmap,
         *(seg[:, c].copy() for c in range(5)),
         int(n_total),
         int(n_conc),
