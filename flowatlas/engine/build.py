@@ -279,7 +279,8 @@ def _build(
         elif not scheduler and not processes:
             result, stats = run_threads(tasks, plan, n_workers, progress, work)
         else:
-            with dask_client(scheduler, n_workers or None, processes) as client:
+            gpu = plan.backend == "gpu"
+            with dask_client(scheduler, n_workers or None, processes, gpu) as client:
                 result, stats = run_dask(client, tasks, plan, progress, work)
     except CounterOverflow as exc:
         raise InputError(f"{where}: {exc}: the records' totals exceed 64-bit counters") from None

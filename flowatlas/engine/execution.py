@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flowatlas.engine.backends import GpuFallbackWarning
 from flowatlas.engine.combine import Combiner
 from flowatlas.engine.pipeline import (
     FragmentStats,
@@ -125,14 +127,16 @@ def _without_pieces(result: MapResult) -> MapResult:
 
 @contextlib.contextmanager
 def dask_client(
-    scheduler: str | None, workers: int | None, processes: bool = False
+    scheduler: str | None, workers: int | None, processes: bool = False, gpu: bool = False
 ) -> Iterator[Any]:
     """A distributed Client: to ``scheduler`` if given, else to a new local cluster.
 
     The local cluster runs ``workers`` tasks at once (default: one per core). By default they
     are threads of this process: the kernels release the GIL, and results pass between tasks
     without being copied. With ``processes`` each worker is its own process (isolation from
-    crashes, at the cost of serialising every result).
+    crashes, at the cost of serialising every result); with ``gpu`` too, and dask-cuda
+    installed (the ``gpu`` extra), the cluster is dask-cuda's ``LocalCUDACluster``: one
+    worker process per GPU (``workers`` of them at most), each pinned to its own device.
     """
     from distributed import Client, LocalCluster
 
@@ -147,7 +151,8 @@ def dask_client(
             client.close()
         return
     n = workers or os.cpu_count() or 1
-    if processes:
+    cluster = _cuda_cluster(workers) if processes and gpu else None
+    if cluster is None and processes:
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=1,
@@ -156,7 +161,7 @@ def dask_client(
             silence_logs=logging.ERROR,
             env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
         )
-    else:
+    elif cluster is None:
         cluster = LocalCluster(
             n_workers=1,
             threads_per_worker=n,
@@ -171,6 +176,27 @@ def dask_client(
     finally:
         client.close()
         cluster.close()
+
+
+def _cuda_cluster(workers: int | None) -> Any:
+    """dask-cuda's LocalCUDACluster, or None (with a warning) where dask-cuda is missing."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except Exception as exc:  # any failure of the GPU stack: plain processes instead
+        warnings.warn(
+            f"dask-cuda unusable ({type(exc).__name__}: {exc}); worker processes share the "
+            "default GPU (pip install 'flowatlas[gpu]' for one worker per GPU)",
+            GpuFallbackWarning,
+            stacklevel=3,
+        )
+        return None
+    return LocalCUDACluster(
+        n_workers=workers,  # None: one per visible GPU
+        threads_per_worker=1,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+    )
 
 
 def run_dask(
