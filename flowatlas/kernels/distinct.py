@@ -374,7 +374,8 @@ def _levels(order, start, bucket, dims, v6, vol, asn, pidx, d_all):
     into the next one's: one row per address, period of the level and dimensions (an address
     seen in many hours of a day walks the day level once, the month level once a month...).
     Level 0 is the rows themselves (period: the bucket). Rows of address ``kk`` (in ASN
-    order) at level ``lv`` are ``f_start[lv, kk]:f_start[lv, kk + 1]``.
+    order) at level ``lv`` are ``f_start[lv, kk]:f_start[lv, kk + 1]`` of that level's
+    arrays.
     """
     run_asn, by_asn, rstart, *cols = _by_asn(order, start, bucket, dims, v6, vol, asn)
     n_lev = pidx.shape[0]
@@ -390,9 +391,10 @@ def _levels(order, start, bucket, dims, v6, vol, asn, pidx, d_all):
         st, *folded = _fold(starts[-1], *levels[-1], up, int(pidx[lv].max()) + 1, int(d_all))
         starts.append(st)
         levels.append(folded)
-    sizes = np.array([0] + [lv[0].size for lv in levels], np.int64)
-    f_start = np.stack(starts) + np.cumsum(sizes)[:-1, None]
-    f_cols = [np.concatenate([lv[c] for lv in levels]) for c in range(4)]
+    # one tuple per column, a level each (numba indexes a tuple of like arrays at run time):
+    # no copy into one array, so a reducer holds each level's rows once
+    f_start = np.stack(starts)
+    f_cols = [tuple(lv[c] for lv in levels) for c in range(4)]
     return run_asn, by_asn, f_start, *f_cols
 
 
@@ -441,6 +443,10 @@ def _walk(order, start, run_asn, by_asn, f_start, f_p, f_d, f_v, f_s, hi, lo, pi
         co = seg_coff[s]
         grow = gmap[grp]
         rstart = f_start[lev]
+        l_p = f_p[lev]
+        l_d = f_d[lev]
+        l_v = f_v[lev]
+        l_s = f_s[lev]
         stamp[:] = -1
         a_cur = np.int64(-1)
         n_list = 0
@@ -472,17 +478,17 @@ def _walk(order, start, run_asn, by_asn, f_start, f_p, f_d, f_v, f_s, hi, lo, pi
             a_cur = run_asn[k]
             nt = 0
             for t in range(rstart[kk], rstart[kk + 1]):
-                key = f_p[t] * w + grow[f_d[t]]
+                key = l_p[t] * w + grow[l_d[t]]
                 if stamp[key] != kk:
                     stamp[key] = kk
                     counts[off + key] += 1
-                    if f_s[t]:
+                    if l_s[t]:
                         counts6[off + key] += 1
                     if co >= 0:
                         touched[nt] = key
                         nt += 1
                 if co >= 0:
-                    slot[co + key, 0] += f_v[t]
+                    slot[co + key, 0] += l_v[t]
             if co < 0:
                 continue
             rep = order[start[k]]
