@@ -97,9 +97,21 @@ def run_threads(
         dask.delayed(reduce_step, pure=False, name=f"reduce-{j}")(j, work.keys, plan, work, *maps)
         for j in range(plan.partitions)
     ]
+    # the combiner starts once the maps are done and folds each partition in as soon as it
+    # is reduced (in partition order), while the other reducers run: no serial tail but the
+    # last fold and the result
+    combiner = dask.delayed(Combiner, pure=False, name="combine-start")(maps, plan)
+    for j, r in enumerate(reduces):
+        combiner = dask.delayed(_fold_in, pure=False, name=f"combine-{j}")(combiner, r, work)
     with serial_kernels(), _Progress():
-        heads, counts = dask.compute(maps, reduces, scheduler="threads", num_workers=workers)
-    return _combine(list(heads), counts, plan, work)
+        heads, combined = dask.compute(maps, combiner, scheduler="threads", num_workers=workers)
+    return combined.result(), _stats(m.stats for m in heads)
+
+
+def _fold_in(combiner: Combiner, j: int, work: WorkDir) -> Combiner:
+    """Fold reducer ``j``'s counts (from the work directory) into the combiner."""
+    combiner.add(work.load_counts(j))
+    return combiner
 
 
 def _combine(heads: list[MapResult], counts: Any, plan: BuildPlan, work: WorkDir | None):
