@@ -1,9 +1,11 @@
-"""The map step's per-record kernels on a GPU (numba.cuda): lookups, orientation, cells.
+"""The map step on a GPU (numba.cuda): lookups, orientation, cells, quarantine, accumulation.
 
 The same per-row bodies as the CPU drivers run on the device; only their drivers differ, so
 the rows handed on (and so the cube) are identical. Tables (the prefix indexes, type codes,
-private-link rules) are copied to the device once per process and reused. Imported only when
-the GPU backend was chosen (see :mod:`flowatlas.engine.backends`).
+private-link rules) are copied to the device once per process and reused. In ``map_task`` a
+record's columns go to the device once; oriented rows, the quarantine filter, the per-cell
+sums and the reduction to distinct (cell, remote IP) rows stay there, and only those results
+come back. Imported only when the GPU backend was chosen (see :mod:`flowatlas.engine.backends`).
 """
 
 from __future__ import annotations
@@ -49,8 +51,13 @@ def orient_cells_gpu(
     npackets: np.ndarray,
     rate: np.ndarray,
     scaled: bool,
-) -> tuple[np.ndarray, ...]:
-    """(cell, remote hi, remote lo, volume, packets, reason) per record, computed on the GPU."""
+    on_device: bool = False,
+) -> tuple[Any, ...]:
+    """(cell, remote hi, remote lo, volume, packets, reason) per record, computed on the GPU.
+
+    Host arrays, or with ``on_device`` the device arrays themselves (for the device-side
+    quarantine filter and accumulation in :func:`accept_on_device`, :func:`accumulate_gpu`).
+    """
     from numba import cuda
 
     from flowatlas.kernels import cuda as K
@@ -95,11 +102,52 @@ def orient_cells_gpu(
         put(t_us, np.int64), plan.bucket_us, region, ntype, direction, is_v6,
         put(nbytes, np.uint64), put(npackets, np.uint64), put(rate, np.uint32), scaled,
     )  # fmt: skip
-    return (
-        cell.copy_to_host(),
-        r_hi.copy_to_host(),
-        r_lo.copy_to_host(),
-        vol.copy_to_host(),
-        pk.copy_to_host(),
-        reason.copy_to_host(),
-    )
+    out = (cell, r_hi, r_lo, vol, pk, reason)
+    if on_device:
+        return out
+    return tuple(a.copy_to_host() for a in out)
+
+
+def accept_on_device(
+    cell: Any, r_hi: Any, r_lo: Any, vol: Any, pk: Any, reason: Any
+) -> tuple[Any, dict[int, int]]:
+    """The records without a quarantine reason, still on the device, and the others' count.
+
+    The device twin of ``pipeline._accept``: returns a :class:`~flowatlas.engine.pipeline.Partial`
+    whose columns are device arrays (rows in record order) and ``{reason code: records}``.
+    """
+    from flowatlas.engine.pipeline import Partial
+    from flowatlas.kernels.cuda_accumulate import select_ok_cuda
+
+    dropped, kept = select_ok_cuda(reason, cell, r_hi, r_lo, vol, pk)
+    return Partial(*kept), dropped
+
+
+def accumulate_gpu(parts: list[Any]) -> tuple[np.ndarray, ...]:
+    """The map step's accumulation on the device, results on the host.
+
+    ``parts``: :class:`~flowatlas.engine.pipeline.Partial` rows of a task's fragments (device
+    columns; empty ones may be host arrays). Returns (cell keys, (n, 3) sums of volume,
+    packets and flows, remote hi, remote lo, cell key, volume) exactly as the CPU path of
+    ``map_task`` computes them: per-cell keys and sums identical array for array (first-seen
+    order); the distinct (cell, remote IP) rows are the same rows, in first-seen order
+    rather than grouped by address (the reduce step does not depend on that order).
+    """
+    from numba import cuda
+
+    from flowatlas.kernels.cuda_accumulate import cell_sums_cuda, concat_cuda, dedup_pairs_cuda
+
+    parts = [p for p in parts if p.key.shape[0]]
+    if not parts:
+        e = np.empty(0, np.uint64)
+        return (np.empty(0, np.int64), np.empty((0, 3), np.uint64), e, e.copy(),
+                np.empty(0, np.int64), e.copy())  # fmt: skip
+
+    def column(name: str) -> Any:
+        cols = [getattr(p, name) for p in parts]
+        return concat_cuda([cuda.to_device(c) if isinstance(c, np.ndarray) else c for c in cols])
+
+    key, hi, lo, vol, pk = (column(f) for f in ("key", "hi", "lo", "vol", "pk"))
+    cells, sums = cell_sums_cuda(key, vol, pk)
+    _rep, cell, u_hi, u_lo, u_vol = dedup_pairs_cuda(key, hi, lo, vol)
+    return tuple(a.copy_to_host() for a in (cells, sums, u_hi, u_lo, cell, u_vol))

@@ -74,7 +74,11 @@ ROLLUP_CODE_SHIFT = 18  # key = period_code << 18 | grouping << 15 | masked dims
 
 @dataclass
 class Partial:
-    """One row per record: its packed cell key, remote address, volume and packets."""
+    """One row per record: its packed cell key, remote address, volume and packets.
+
+    Host arrays; on the GPU path of ``map_task`` device arrays (``orient_and_cell`` with
+    ``on_device``), which only ``engine.gpu.accumulate_gpu`` reads.
+    """
 
     key: np.ndarray
     hi: np.ndarray
@@ -126,8 +130,14 @@ def _null_mask(table: pa.Table) -> tuple[np.ndarray, dict[str, int]]:
     return bad, counts
 
 
-def orient_and_cell(table: pa.Table, plan: BuildPlan, counts: str) -> tuple[Partial, FragmentStats]:
-    """Oriented, classified, bucketed rows (one per record) and the fragment's accounting."""
+def orient_and_cell(
+    table: pa.Table, plan: BuildPlan, counts: str, *, on_device: bool = False
+) -> tuple[Partial, FragmentStats]:
+    """Oriented, classified, bucketed rows (one per record) and the fragment's accounting.
+
+    With the GPU backend and ``on_device`` the rows' columns stay on the device (for
+    ``map_task``'s device accumulation); otherwise they are host arrays.
+    """
     stats = FragmentStats(records=table.num_rows)
     bad, null_counts = _null_mask(table)
     if bad.any():
@@ -154,13 +164,20 @@ def orient_and_cell(table: pa.Table, plan: BuildPlan, counts: str) -> tuple[Part
     if plan.backend == "gpu":
         from flowatlas.engine.gpu import orient_cells_gpu
 
-        cell, r_hi, r_lo, vol, pk, reason = orient_cells_gpu(
+        out = orient_cells_gpu(
             plan, src_hi, src_lo, dst_hi, dst_lo, exp_regs[codes], exp_ids[codes],
             table.column("in_if").to_numpy(), table.column("out_if").to_numpy(), t_us,
             table.column("bytes").to_numpy(), table.column("packets").to_numpy(),
-            table.column("sampling_rate").to_numpy(), scaled,
+            table.column("sampling_rate").to_numpy(), scaled, on_device,
         )  # fmt: skip
-        return _accept(cell, r_hi, r_lo, vol, pk, reason, stats)
+        if not on_device:
+            return _accept(*out, stats)
+        from flowatlas.engine.gpu import accept_on_device
+
+        rows, dropped = accept_on_device(*out)
+        stats.quarantined.update({REASONS[c]: k for c, k in dropped.items()})
+        stats.cubed = int(rows.key.shape[0])
+        return rows, stats
 
     from flowatlas.kernels.lpm import lookup_cpu
 
@@ -304,16 +321,22 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
     """
     stats = FragmentStats()
     parts = []
+    gpu = plan.backend == "gpu"
     for fragment in fragments:
         table = read_fragment(fragment, COLUMNS)
-        rows, st = orient_and_cell(table, plan, fragment.counts)
+        rows, st = orient_and_cell(table, plan, fragment.counts, on_device=gpu)
         stats.add(st)
         parts.append(rows)
-    rows = Partial.concat(parts)
-    cid, cells = key_ids(rows.key)
-    sums = dense_sums(cid, rows.vol, rows.pk, cells.size)
-    rep, ucid, uvol = dedup_per_ip(rows.hi, rows.lo, cid, rows.vol, cells.size)
-    hi, lo, cell = rows.hi[rep], rows.lo[rep], cells[ucid]
+    if gpu:  # the same sums and distinct rows, from device hash tables
+        from flowatlas.engine.gpu import accumulate_gpu
+
+        cells, sums, hi, lo, cell, uvol = accumulate_gpu(parts)
+    else:
+        rows = Partial.concat(parts)
+        cid, cells = key_ids(rows.key)
+        sums = dense_sums(cid, rows.vol, rows.pk, cells.size)
+        rep, ucid, uvol = dedup_per_ip(rows.hi, rows.lo, cid, rows.vol, cells.size)
+        hi, lo, cell = rows.hi[rep], rows.lo[rep], cells[ucid]
     pid = partition_of(hi, lo, plan.partitions, plan.v6_prefix)
     order = np.argsort(pid, kind="stable")
     bounds = np.searchsorted(pid[order], np.arange(plan.partitions + 1))
