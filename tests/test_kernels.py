@@ -204,3 +204,18 @@ def test_cuda_drivers_under_simulator() -> None:
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.strip().endswith("OK")
+
+
+def test_counting_order_equals_a_stable_argsort() -> None:
+    """The map step's split by partition: a counting sort, exactly a stable argsort's order."""
+    from flowatlas.kernels.distinct import counting_order
+
+    rng = np.random.default_rng(11)
+    for n, k in [(0, 4), (1, 1), (5000, 1), (100_000, 7), (100_000, 1000)]:
+        ids = rng.integers(0, k, n).astype(np.int32)
+        order, start = counting_order(ids, k)
+        want = np.argsort(ids, kind="stable")
+        np.testing.assert_array_equal(order, want)
+        np.testing.assert_array_equal(start, np.searchsorted(ids[want], np.arange(k + 1)))
+    with pytest.raises(ValueError, match="ids must lie in"):
+        counting_order(np.array([0, 3]), 3)

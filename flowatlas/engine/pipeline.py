@@ -28,6 +28,7 @@ from flowatlas.engine.plan import GROUPINGS, BuildPlan
 from flowatlas.io.archive import Fragment, read_fragment
 from flowatlas.kernels import hll
 from flowatlas.kernels.distinct import (
+    counting_order,
     dedup_per_ip,
     dense_sums,
     key_ids,
@@ -338,8 +339,9 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
         rep, ucid, uvol = dedup_per_ip(rows.hi, rows.lo, cid, rows.vol, cells.size)
         hi, lo, cell = rows.hi[rep], rows.lo[rep], cells[ucid]
     pid = partition_of(hi, lo, plan.partitions, plan.v6_prefix)
-    order = np.argsort(pid, kind="stable")
-    bounds = np.searchsorted(pid[order], np.arange(plan.partitions + 1))
+    # a counting sort: rows by partition, in their order within one (what a stable argsort
+    # gives, in one linear pass instead of a sort)
+    order, bounds = counting_order(pid, plan.partitions)
     pieces = []
     for j in range(plan.partitions):
         sel = order[bounds[j] : bounds[j + 1]]

@@ -116,6 +116,15 @@ def _counting_order(ids, n_ids):  # pragma: no cover - compiled
     return order, start
 
 
+def counting_order(ids: np.ndarray, n_ids: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, start): rows with id k (0 <= k < n_ids) are order[start[k]:start[k + 1]], in
+    their original order."""
+    ids = np.ascontiguousarray(ids, np.int64)
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n_ids):
+        raise ValueError(f"ids must lie in [0, {n_ids})")
+    return _counting_order(ids, int(n_ids))
+
+
 def group_by_ip(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, start): rows of address k are order[start[k]:start[k + 1]], ids first-seen."""
     ids, m = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
