@@ -195,3 +195,32 @@ def test_file_changing_during_build_is_named(archive, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="file changed during the build"):
         build_cube(copy, tmp_path / "cube", workers=0)
     assert not (tmp_path / "cube").exists()
+
+
+def test_a_subset_of_rollups_gives_the_same_rows(archive, tmp_path) -> None:
+    """Each rollup level is summed from the finest one configured, so skipping levels (and
+    listing them out of order) must not change the rows of those that remain."""
+    import dataclasses
+
+    from flowatlas.config import load_config
+
+    cfg = load_config(archive / "flowatlas.toml")
+    subset = dataclasses.replace(cfg, cube=dataclasses.replace(cfg.cube, rollups=("all", "month")))
+    build_cube(archive, tmp_path / "full", workers=0)
+    build_cube(archive, tmp_path / "sub", workers=0, config=subset)
+    full = pq.read_table(tmp_path / "full" / "rollups.parquet").to_pandas()
+    sub = pq.read_table(tmp_path / "sub" / "rollups.parquet").to_pandas()
+    assert set(sub["rollup"]) == {"all", "month"}
+    want = full[full["rollup"].isin(["all", "month"])]
+    key = [
+        "rollup",
+        "grouping",
+        "period_start",
+        "region",
+        "network_type",
+        "direction",
+        "ip_version",
+    ]
+    want = want.sort_values(key, na_position="first").reset_index(drop=True)
+    got = sub.sort_values(key, na_position="first").reset_index(drop=True)
+    assert got.drop(columns=["rollup"]).equals(want.drop(columns=["rollup"]))

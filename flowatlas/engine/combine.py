@@ -15,12 +15,15 @@ import numpy as np
 from flowatlas.engine.pipeline import (
     DIM_MASK15,
     GROUP_MASKS,
+    ROLLUP_CHAIN,
+    ROLLUP_CODE_SHIFT,
     TOP_K,
     TOP_LIST_ROLLUPS,
     Counts,
     MapResult,
     PartitionResult,
     period_codes_us,
+    period_start,
     rollup_key,
     sketch_keys,
 )
@@ -46,11 +49,9 @@ def _index(universe: np.ndarray, keys: np.ndarray, what: str) -> np.ndarray:
 class _Rollup:
     """Running results of one rollup period: keys from the cells, then folded partitions."""
 
-    def __init__(self, rollup: str, cell_keys: np.ndarray, sums: np.ndarray, plan: BuildPlan):
-        bucket = cell_keys >> DIM_BITS
-        dims15 = cell_keys & DIM_MASK15
-        ub, inv = np.unique(bucket, return_inverse=True)
-        code = period_codes_us(ub * np.int64(plan.bucket_us), rollup)[inv.reshape(-1)]
+    def __init__(self, rollup: str, code: np.ndarray, dims15: np.ndarray, sums: np.ndarray):
+        """Keys and sums of ``rollup`` from rows with their period ``code`` (of this rollup),
+        dimensions and sums: the cells, or the previous (finer) level's full-dimension keys."""
         keys = np.concatenate(
             [rollup_key(code, g, dims15 & np.int64(m)) for g, m in enumerate(GROUP_MASKS)]
         )
@@ -135,6 +136,31 @@ class _Rollup:
                 result.top_asns[r] = (ak[keep], rank[keep], aa[keep].astype(np.uint32), av[keep])
 
 
+def _rollups(cell_keys: np.ndarray, cell_sums: np.ndarray, plan: BuildPlan) -> list[_Rollup]:
+    """The rollups' keys and sums, finest first: the first from the cells, each next one from
+    the previous one's full-dimension keys (a day's sums make its month's), so only the first
+    level sums as many rows as there are cells. Returned in ``plan.rollups`` order."""
+    built: dict[str, _Rollup] = {}
+    prev: _Rollup | None = None
+    for r in ROLLUP_CHAIN:
+        if r not in plan.rollups:
+            continue
+        if prev is None:
+            bucket = cell_keys >> DIM_BITS
+            ub, inv = np.unique(bucket, return_inverse=True)
+            code = period_codes_us(ub * np.int64(plan.bucket_us), r)[inv.reshape(-1)]
+            dims15, sums = cell_keys & DIM_MASK15, cell_sums
+        else:
+            full = ((prev.keys >> DIM_BITS) & 7) == 0  # grouping 0 keeps every dimension
+            pcode = prev.keys[full] >> ROLLUP_CODE_SHIFT
+            up, inv = np.unique(pcode, return_inverse=True)
+            start_us = period_start(up, prev.rollup).astype(np.int64)
+            code = period_codes_us(start_us, r)[inv.reshape(-1)]
+            dims15, sums = prev.keys[full] & DIM_MASK15, prev.sums[full]
+        built[r] = prev = _Rollup(r, code, dims15, sums)
+    return [built[r] for r in plan.rollups]
+
+
 class Combiner:
     """Fold map results and partition counts, one at a time, into the cube's arrays."""
 
@@ -145,7 +171,7 @@ class Combiner:
             np.concatenate([m.cell_sums for m in maps]),
         )
         self.cell_counts = np.zeros((self.cell_keys.size, 2), np.uint64)
-        self.rollups = [_Rollup(r, self.cell_keys, self.cell_sums, plan) for r in plan.rollups]
+        self.rollups = _rollups(self.cell_keys, self.cell_sums, plan)
         self.sketch_keys = None
         self.registers = None
         self.sketch_long: list[tuple[np.ndarray, np.ndarray]] = []
