@@ -129,3 +129,37 @@ def test_markdown_table_lines_up() -> None:
     lines = markdown_table(["a", "long header"], [[1, 2], ["wide cell", 3]]).splitlines()
     assert len({len(line) for line in lines}) == 1
     assert lines[1].startswith("|---")
+
+
+def test_bench_gpu_smoke_equals_the_cpu_path(tmp_path: Path) -> None:
+    """bench_gpu.py --smoke under numba's simulator: the device map step, stage by stage,
+    gives the CPU path's sums and distinct rows, and its section names the device."""
+    import os
+
+    results = tmp_path / "RESULTS-gpu.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_gpu.py"), "--smoke", "--results", str(results)],
+        env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONWARNINGS="ignore"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "equal to the CPU path: True" in proc.stdout
+    assert "the engine's GPU functions agree: True" in proc.stdout
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("| **end to end**")
+    text = results.read_text()
+    assert text.count("## GPU map step, device-resident") == 1
+    assert "- machine: GPU numba CUDA simulator" in text
+
+
+def test_gpu_session_script_parses() -> None:
+    """bench/gpu_session.sh, run on a lent GPU only, at least parses (bash -n)."""
+    import shutil
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    proc = subprocess.run(
+        ["bash", "-n", str(BENCH / "gpu_session.sh")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
