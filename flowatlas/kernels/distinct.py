@@ -347,36 +347,52 @@ def _fold(run_start, r_p, r_d, r_v, r_s, up, n_up, d_all):  # pragma: no cover -
 
 
 @numba.njit(nogil=True, cache=True)
-def _by_asn(order, start, bucket, dims, v6, vol, asn):  # pragma: no cover - compiled
-    """Rows grouped by address, addresses in ASN order (then first-seen): each address's
-    ASN, the address order, where each address's rows start, and the rows' columns."""
-    n = order.size
-    n_runs = start.size - 1
-    run_asn = np.empty(n_runs, np.int64)
-    for k in range(n_runs):
-        run_asn[k] = asn[order[start[k]]]
-    by_asn = np.argsort(run_asn, kind="mergesort")
+def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn):  # pragma: no cover - compiled
+    """Rows grouped by address (dense ``ids``), addresses in ASN order, then first-seen.
+
+    Returns, per address in that order, its ASN and one of its input rows; where its rows
+    start; and the rows' columns. A counting sort scatters the columns straight to their
+    places: random writes, where gathering them through a row order read them at random.
+    """
+    n = ids.size
+    first = np.full(n_ids, -1, np.int64)
+    for i in range(n):
+        if first[ids[i]] < 0:
+            first[ids[i]] = i
+    id_asn = np.empty(n_ids, np.int64)
+    for k in range(n_ids):
+        id_asn[k] = asn[first[k]]
+    by_asn = np.argsort(id_asn, kind="mergesort")  # position -> address id
+    rank = np.empty(n_ids, np.int64)
+    kk_asn = np.empty(n_ids, np.int64)
+    kk_rep = np.empty(n_ids, np.int64)
+    for kk in range(n_ids):
+        k = by_asn[kk]
+        rank[k] = kk
+        kk_asn[kk] = id_asn[k]
+        kk_rep[kk] = first[k]
+    rstart = np.zeros(n_ids + 1, np.int64)
+    for i in range(n):
+        rstart[rank[ids[i]] + 1] += 1
+    for kk in range(n_ids):
+        rstart[kk + 1] += rstart[kk]
+    pos = rstart[:-1].copy()
     b_g = np.empty(n, np.int64)
     d_g = np.empty(n, np.int64)
     v_g = np.empty(n, np.uint64)
     s_g = np.empty(n, np.bool_)
-    rstart = np.empty(n_runs + 1, np.int64)
-    t = 0
-    for kk in range(n_runs):
-        k = by_asn[kk]
-        rstart[kk] = t
-        for u in range(start[k], start[k + 1]):
-            i = order[u]
-            b_g[t] = bucket[i]
-            d_g[t] = dims[i]
-            v_g[t] = vol[i]
-            s_g[t] = v6[i]
-            t += 1
-    rstart[n_runs] = n
-    return run_asn, by_asn, rstart, b_g, d_g, v_g, s_g
+    for i in range(n):
+        kk = rank[ids[i]]
+        t = pos[kk]
+        pos[kk] = t + 1
+        b_g[t] = bucket[i]
+        d_g[t] = dims[i]
+        v_g[t] = vol[i]
+        s_g[t] = v6[i]
+    return kk_asn, kk_rep, rstart, b_g, d_g, v_g, s_g
 
 
-def _levels(order, start, bucket, dims, v6, vol, asn, pidx, d_all):
+def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all):
     """The rows of every level, one array each, addresses in ASN order.
 
     Rollup levels nest (day in month in quarter in the whole range), so each level's rows fold
@@ -386,7 +402,7 @@ def _levels(order, start, bucket, dims, v6, vol, asn, pidx, d_all):
     order) at level ``lv`` are ``f_start[lv, kk]:f_start[lv, kk + 1]`` of that level's
     arrays.
     """
-    run_asn, by_asn, rstart, *cols = _by_asn(order, start, bucket, dims, v6, vol, asn)
+    kk_asn, kk_rep, rstart, *cols = _by_asn(ids, n_ids, bucket, dims, v6, vol, asn)
     n_lev = pidx.shape[0]
     starts = [rstart]
     levels = [cols]
@@ -404,11 +420,11 @@ def _levels(order, start, bucket, dims, v6, vol, asn, pidx, d_all):
     # no copy into one array, so a reducer holds each level's rows once
     f_start = np.stack(starts)
     f_cols = [tuple(lv[c] for lv in levels) for c in range(4)]
-    return run_asn, by_asn, f_start, *f_cols
+    return kk_asn, kk_rep, f_start, *f_cols
 
 
 @numba.njit(nogil=True, cache=True)
-def _walk(order, start, run_asn, by_asn, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
+def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
           seg_level, seg_group, seg_off, seg_width, seg_coff, n_total, n_conc, k_top,
           asn_from):  # fmt: skip
     """Distinct counts for every key and, for keys of concentration segments, squared
@@ -419,7 +435,7 @@ def _walk(order, start, run_asn, by_asn, f_start, f_p, f_d, f_v, f_s, hi, lo, pi
     order, so an ASN's volume per key gathers in a dense array and leaves once per (ASN, key);
     nothing else depends on the order of addresses.
     """
-    n_runs = start.size - 1
+    n_runs = kk_asn.size
     counts = np.zeros(n_total, np.int64)
     counts6 = np.zeros(n_total, np.int64)
     # per concentration key, one 32-byte slot: the current address's volume, the sum of
@@ -461,7 +477,7 @@ def _walk(order, start, run_asn, by_asn, f_start, f_p, f_d, f_v, f_s, hi, lo, pi
         n_list = 0
         for kk in range(n_runs + 1):
             # the ASN's keys leave when its last address is done
-            if n_list and (kk == n_runs or run_asn[by_asn[kk]] != a_cur):
+            if n_list and (kk == n_runs or kk_asn[kk] != a_cur):
                 if a_n + n_list > cap:
                     while a_n + n_list > cap:
                         cap *= 2
@@ -483,8 +499,7 @@ def _walk(order, start, run_asn, by_asn, f_start, f_p, f_d, f_v, f_s, hi, lo, pi
                 n_list = 0
             if kk == n_runs:
                 break
-            k = by_asn[kk]
-            a_cur = run_asn[k]
+            a_cur = kk_asn[kk]
             nt = 0
             for t in range(rstart[kk], rstart[kk + 1]):
                 key = l_p[t] * w + grow[l_d[t]]
@@ -500,7 +515,7 @@ def _walk(order, start, run_asn, by_asn, f_start, f_p, f_d, f_v, f_s, hi, lo, pi
                     slot[co + key, 0] += l_v[t]
             if co < 0:
                 continue
-            rep = order[start[k]]
+            rep = kk_rep[kk]
             for q in range(nt):
                 cidx = co + touched[q]
                 v = slot[cidx, 0]
@@ -564,19 +579,17 @@ def walk(
     concentration keys at or above ``asn_from``, volume per (key, ASN). All of it adds up or
     merges exactly across IP partitions.
     """
-    order, start = group_by_ip(hi, lo)
+    ids, n_ids = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
     seg = np.asarray(segments, dtype=np.int64).reshape(-1, 5)
     pidx = np.ascontiguousarray(pidx, np.int64)
     gmap = np.ascontiguousarray(gmap, np.int64)
     levels = _levels(
-        order, start, np.ascontiguousarray(bucket, np.int64),
+        ids, n_ids, np.ascontiguousarray(bucket, np.int64),
         np.ascontiguousarray(dims, np.int64), np.ascontiguousarray(v6, np.bool_),
         np.ascontiguousarray(vol, np.uint64), np.ascontiguousarray(asn, np.uint32), pidx,
         gmap.shape[1],
     )  # fmt: skip
     return _walk(
-        order,
-        start,
         *levels,
         np.ascontiguousarray(hi, np.uint64),
         np.ascontiguousarray(lo, np.uint64),
