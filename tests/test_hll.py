@@ -541,3 +541,19 @@ def test_benchmark_smoke_run_writes_only_its_section(tmp_path: Path) -> None:
     text = results.read_text()
     assert "## Other benchmark\n\nsomeone else's numbers\n" in text
     assert text.count("## HLL sketches") == 1 and "| update, dense" in text
+
+
+def test_radix_sort_equals_numpy_sort() -> None:
+    """The sparse update's sort: any non-negative int64, constant bytes skipped or not."""
+    from flowatlas.kernels.hll import _radix_sort
+
+    rng = np.random.default_rng(5)
+    cases = [
+        np.empty(0, np.int64),
+        np.array([7], np.int64),
+        np.full(1000, 123456789, np.int64),
+        rng.integers(0, 2**62, 50_000, dtype=np.int64),
+        (rng.integers(0, 300, 50_000, dtype=np.int64) << 40) | rng.integers(0, 4096, 50_000),
+    ]
+    for a in cases:
+        np.testing.assert_array_equal(_radix_sort(a), np.sort(a))
