@@ -219,3 +219,22 @@ def test_counting_order_equals_a_stable_argsort() -> None:
         np.testing.assert_array_equal(start, np.searchsorted(ids[want], np.arange(k + 1)))
     with pytest.raises(ValueError, match="ids must lie in"):
         counting_order(np.array([0, 3]), 3)
+
+
+def test_range_ids_are_dense_ranks_in_key_order() -> None:
+    """Narrow ranges use a presence table, wide ones hashing; both give ascending ranks."""
+    from flowatlas.kernels.distinct import range_ids
+
+    rng = np.random.default_rng(12)
+    cases = [
+        np.empty(0, np.int64),
+        np.array([5], np.int64),
+        rng.integers(490_000, 494_416, 100_000),  # hour buckets: narrow
+        rng.integers(-(2**40), 2**40, 1000),  # wide: the hashing path
+        np.array([2**62, -(2**62), 0, 2**62], np.int64),
+    ]
+    for key in cases:
+        ids, uniq = range_ids(key)
+        want_uniq, want_ids = np.unique(key, return_inverse=True)
+        np.testing.assert_array_equal(uniq, want_uniq)
+        np.testing.assert_array_equal(ids, want_ids.reshape(-1))

@@ -33,6 +33,7 @@ from flowatlas.kernels.distinct import (
     dense_sums,
     key_ids,
     partition_of,
+    range_ids,
     stamp_counts,
     v6_prefix_of,
     walk,
@@ -460,7 +461,7 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     tables = _tables(plan)
     bucket = rows.cell >> DIM_BITS
     dims = tables.index[rows.cell & DIM_MASK15]
-    bid, bkeys = key_ids(bucket)
+    bid, bkeys = range_ids(bucket)
     levels = [r for r in ROLLUP_CHAIN if r in plan.rollups]
     pidx = np.empty((1 + len(levels), bkeys.size), dtype=np.int64)
     pidx[0] = np.arange(bkeys.size)

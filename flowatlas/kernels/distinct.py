@@ -270,6 +270,31 @@ def _key_ids(key):  # pragma: no cover - compiled
     return ids, uniq[:m].copy()
 
 
+def range_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense id of each int64 key in ascending key order, and the distinct keys ascending.
+
+    For keys in a narrow range (hour buckets of a partition: a few thousand values among
+    millions of rows) a presence table over the range does it in a few linear passes; wide
+    ranges fall back to hashing (:func:`key_ids`) and a sort of the distinct keys only.
+    """
+    key = np.ascontiguousarray(key, np.int64)
+    if key.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    low = int(key.min())
+    span = int(key.max()) - low + 1
+    if span <= max(1 << 22, 2 * key.size):
+        off = key - np.int64(low)
+        present = np.zeros(span, np.bool_)
+        present[off] = True
+        rank = np.cumsum(present, dtype=np.int64) - 1
+        return rank[off], np.flatnonzero(present).astype(np.int64) + np.int64(low)
+    ids, uniq = key_ids(key)
+    order = np.argsort(uniq, kind="stable")
+    rank = np.empty(order.size, np.int64)
+    rank[order] = np.arange(order.size)
+    return rank[ids], uniq[order]
+
+
 def key_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense id of each int64 key (first-seen order) and the distinct keys by id."""
     return _key_ids(np.ascontiguousarray(key, np.int64))
