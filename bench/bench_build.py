@@ -965,20 +965,31 @@ def measure_memory(
     return min(runs, key=lambda r: r[0].seconds)
 
 
-def run_memory(args: argparse.Namespace) -> list[Result]:
-    """--from-memory: every engine loads the archive, then only its computation is timed."""
+def _prepare(args: argparse.Namespace) -> tuple[Path, int, Path, int, dict[str, str]]:
+    """The archive (synthesized if not cached), its records, a scratch directory, threads and
+    the children's environment; notes the load average before the timed runs."""
     args.load = [load_average()]
     data = Path(args.data)
     archive = ensure_archive(args.records, args.days, args.seed, data)
-    records = count_records(archive)
     work = data / f"out-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     threads = args.workers
     env = {"POLARS_MAX_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+    return archive, count_records(archive), work, threads, env
+
+
+def _warm_up(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
+    """One untimed build of a tiny archive: numba's on-disk cache and imports get loaded."""
+    warm = ensure_archive(2_000, 2, args.seed, Path(args.data))
+    run_measured(flowatlas_argv(warm, work / "warm", 0), env=env).check("warm-up build")
+
+
+def run_memory(args: argparse.Namespace) -> list[Result]:
+    """--from-memory: every engine loads the archive, then only its computation is timed."""
+    archive, records, work, threads, env = _prepare(args)
     try:
         # warm-up: numba's on-disk cache and imports (the children's loads are not timed)
-        warm = ensure_archive(2_000, 2, args.seed, data)
-        run_measured(flowatlas_argv(warm, work / "warm", 0), env=env).check("warm-up build")
+        _warm_up(args, work, env)
         ref = work / "flowatlas-eager"
         print(f"timing {records:,} records from memory, best of {args.repeat} ...", flush=True)
         runs = [("flowatlas", "eager (workers=0)", 0, ref)]
@@ -1005,18 +1016,10 @@ def run_memory(args: argparse.Namespace) -> list[Result]:
 
 def run(args: argparse.Namespace) -> list[Result]:
     """Synthesize, warm up, time every engine, verify every output against flowatlas."""
-    args.load = [load_average()]
-    data = Path(args.data)
-    archive = ensure_archive(args.records, args.days, args.seed, data)
-    records = count_records(archive)
-    work = data / f"out-{os.getpid()}"
-    work.mkdir(parents=True, exist_ok=True)
-    threads = args.workers
-    env = {"POLARS_MAX_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads)}
+    archive, records, work, threads, env = _prepare(args)
     try:
         # warm-up: numba's on-disk cache, imports, the archive in the page cache
-        warm = ensure_archive(2_000, 2, args.seed, data)
-        run_measured(flowatlas_argv(warm, work / "warm", 0), env=env).check("warm-up build")
+        _warm_up(args, work, env)
         warm_page_cache(archive)
 
         results = []

@@ -25,15 +25,14 @@ pytest.importorskip("duckdb")
 pytest.importorskip("polars")
 
 
-def test_bench_build_smoke(tmp_path: Path) -> None:
-    """Every engine runs, every output equals flowatlas's cube, the results file is kept."""
-    results = tmp_path / "RESULTS.md"
-    results.write_text("# results\n\n## Import benchmark\n\nsomeone else's numbers\n")
+def _smoke_build(tmp_path: Path, results: Path, *extra: str) -> str:
+    """Run ``bench_build.py --smoke`` (plus ``extra``) into ``results``; its text after."""
     proc = subprocess.run(
         [
             sys.executable,
             str(BENCH / "bench_build.py"),
             "--smoke",
+            *extra,
             "--data",
             str(tmp_path / "data"),
             "--results",
@@ -44,7 +43,14 @@ def test_bench_build_smoke(tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    text = results.read_text()
+    return results.read_text()
+
+
+def test_bench_build_smoke(tmp_path: Path) -> None:
+    """Every engine runs, every output equals flowatlas's cube, the results file is kept."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n\n## Import benchmark\n\nsomeone else's numbers\n")
+    text = _smoke_build(tmp_path, results)
     assert "## Import benchmark\n\nsomeone else's numbers\n" in text
     assert text.count("## Build benchmark") == 1
     table = [line for line in text.splitlines() if line.startswith("| ")]
@@ -58,23 +64,7 @@ def test_bench_build_from_memory_smoke(tmp_path: Path) -> None:
     """--from-memory: every engine loads the archive, computes it, equals flowatlas's cube."""
     results = tmp_path / "RESULTS.md"
     results.write_text("# results\n\n## Build benchmark\n\nthe on-disk numbers\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "bench_build.py"),
-            "--smoke",
-            "--from-memory",
-            "--data",
-            str(tmp_path / "data"),
-            "--results",
-            str(results),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    text = results.read_text()
+    text = _smoke_build(tmp_path, results, "--from-memory")
     assert "## Build benchmark\n\nthe on-disk numbers\n" in text
     assert text.count("## Build benchmark from memory") == 1
     table = [line for line in text.splitlines() if line.startswith("| ")]
