@@ -176,7 +176,8 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
     "--partitions",
     type=int,
     default=None,
-    help="Remote-IP partitions of the shuffle [2 x workers].",
+    help="Remote-IP partitions of the shuffle [auto: about 3 M archive rows each, at least 4, "
+    "a multiple of the workers].",
 )
 @click.option("--partition-rows", type=int, default=None,
               help="Archive rows per map task [auto: a few tasks per worker].")  # fmt: skip

@@ -52,6 +52,42 @@ def test_same_cube_with_four_workers(archive, reference, tmp_path):
     assert cube_bytes(tmp_path / "cube") == reference
 
 
+@pytest.mark.parametrize("how", ["cache of 2 entries", "every row split in two"])
+def test_map_side_repeats_left_unfolded_change_nothing(archive, tmp_path, monkeypatch, how):
+    """A map task folds a (cell, IP) pair's repeats only while they stay in its small cache.
+    With a tiny cache, or with every row of the map output split into two rows that share its
+    volume, pairs reach the reducer several times: every file of the cube (top lists, HHI and
+    sketches included) is still the same."""
+    import numpy as np
+
+    from flowatlas.engine import pipeline
+    from flowatlas.kernels import distinct
+
+    build_cube(archive, tmp_path / "want", workers=0, partitions=3, partition_rows=7_000)
+    if how.startswith("cache"):
+        monkeypatch.setattr(distinct, "CACHE_BITS", 1)
+    else:
+        real = pipeline.map_task
+
+        def split(fragments, plan):
+            result = real(fragments, plan)
+            for p in result.pieces:
+                half = p.vol // np.uint64(2)
+                p.cell, p.hi, p.lo = (np.concatenate([a, a[::-1]]) for a in (p.cell, p.hi, p.lo))
+                p.vol = np.concatenate([half, (p.vol - half)[::-1]])
+            result.rows = None  # the work directory joins the pieces instead
+            return result
+
+        monkeypatch.setattr(pipeline, "map_task", split)
+    build_cube(archive, tmp_path / "got", workers=0, partitions=3, partition_rows=7_000)
+    names = sorted(p.name for p in (tmp_path / "want").iterdir() if p.is_file())
+    assert {"top_ips.parquet", "top_asns.parquet", "sketches.parquet"} <= set(names)
+    for name in names:
+        assert (tmp_path / "want" / name).read_bytes() == (tmp_path / "got" / name).read_bytes(), (
+            name
+        )
+
+
 def test_accounting_and_metadata(archive, tmp_path):
     s = build_cube(archive, tmp_path / "cube", workers=0)
     assert s.records == 40_000 == s.cubed and not s.quarantined

@@ -186,6 +186,14 @@ MAP_STEP = textwrap.dedent(
     from flowatlas.schema import FLOW_SCHEMA_V1
     from flowatlas.synth import synthesize
 
+    def _summed(p):  # a piece's rows sorted by (cell, address), repeats summed
+        o = np.lexsort((p.lo, p.hi, p.cell))
+        cell, hi, lo, vol = p.cell[o], p.hi[o], p.lo[o], p.vol[o]
+        first = np.ones(cell.size, bool)
+        first[1:] = (cell[1:] != cell[:-1]) | (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+        at = np.flatnonzero(first)
+        return cell[at], hi[at], lo[at], np.add.reduceat(vol, at) if at.size else vol
+
     assert resolve_backend("gpu") == "gpu"
     d = pathlib.Path(tempfile.mkdtemp())
     synthesize(d / "a", records={records}, days=2, start="2025-09-29", workers=1)
@@ -216,15 +224,17 @@ MAP_STEP = textwrap.dedent(
         plans = [make_plan(cfg, prefixes, partitions=3, backend=b) for b in ("cpu", "gpu")]
         want, got = (map_task(fragments, p) for p in plans)
         assert want.stats == got.stats, (want.stats, got.stats)
-        assert (want.cell_keys == got.cell_keys).all()
+        # the CPU gives cells in key order, the device first-seen: the same cells and sums
+        ow, og = np.argsort(want.cell_keys), np.argsort(got.cell_keys)
+        assert (want.cell_keys[ow] == got.cell_keys[og]).all()
         assert want.cell_sums.dtype == got.cell_sums.dtype == np.uint64
-        assert (want.cell_sums == got.cell_sums).all()
+        assert (want.cell_sums[ow] == got.cell_sums[og]).all()
+        # the CPU folds repeats of a (cell, IP) pair only while they are near one another,
+        # the device all of them: the same rows once the CPU's repeats are summed
         for w, g in zip(want.pieces, got.pieces, strict=True):
-            ow = np.lexsort((w.lo, w.hi, w.cell))
-            og = np.lexsort((g.lo, g.hi, g.cell))
-            for f in ("cell", "hi", "lo", "vol"):
-                a, b = getattr(w, f)[ow], getattr(g, f)[og]
-                assert a.dtype == b.dtype and (a == b).all(), f
+            assert w.cell.size >= g.cell.size
+            for a, b in zip(_summed(w), _summed(g), strict=True):
+                assert a.dtype == b.dtype and (a == b).all()
     quarantined = map_task(records.fragments({slice_rows}), plans[1]).stats.quarantined
     assert quarantined.get("volume_overflow") and quarantined.get("null_src_addr"), quarantined
 

@@ -13,7 +13,7 @@ import pytest
 
 from flowatlas.addresses import is_v4
 from flowatlas.kernels.accumulate import CounterOverflow, group_by_key, sum_by_key
-from flowatlas.kernels.distinct import dedup_per_ip, dense_sums, partition_of
+from flowatlas.kernels.distinct import dedup_per_ip, dense_sums, map_rows, partition_of
 from flowatlas.kernels.orient import cells_cpu, orient_cpu, unpack_cells
 
 U64 = 2**64
@@ -141,6 +141,97 @@ def test_overflow_raises_instead_of_wrapping() -> None:
         dense_sums(key, big, np.zeros(2, np.uint64), 1)
     with pytest.raises(CounterOverflow):
         dedup_per_ip(np.zeros(2, np.uint64), np.zeros(2, np.uint64), key, big, 1)
+
+
+def _dims() -> tuple[np.ndarray, np.ndarray]:
+    """A dense numbering of 40 scattered 15-bit dimension codes (as pipeline.dim_tables)."""
+    code = np.sort(np.random.default_rng(0).choice(1 << 15, 40, replace=False)).astype(np.int64)
+    index = np.full(1 << 15, -1, np.int64)
+    index[code] = np.arange(code.size)
+    return index, code
+
+
+def _map_rows_oracle(key, hi, lo, vol, pk):
+    df = pd.DataFrame({"key": key, "hi": hi, "lo": lo, "vol": vol, "pk": pk})
+    cells = df.groupby("key").agg(vol=("vol", "sum"), pk=("pk", "sum"), n=("vol", "size"))
+    pairs = df.groupby(["key", "hi", "lo"], as_index=False)["vol"].sum()
+    return cells, pairs
+
+
+@pytest.mark.parametrize("cache_bits", [1, 4, 16, 22])
+@pytest.mark.parametrize("span", ["narrow", "wide"])
+def test_map_rows_matches_pandas_whatever_the_cache(cache_bits, span) -> None:
+    """Per-cell sums exactly as pandas; rows that, once repeats are summed, are pandas'
+    distinct (cell, address) pairs, each in its address's partition, first-seen order; the
+    same whether the buckets are summed densely (narrow span) or hashed (wide span)."""
+    rng = np.random.default_rng(11)
+    index, code = _dims()
+    n = 60_000
+    bucket = rng.integers(0, 30, n) * (1 if span == "narrow" else 10**9) - 5
+    key = (bucket << 15) | code[rng.integers(0, code.size, n)]
+    _, hi, lo, vol, pk = random_rows(rng, n, 1, 4000)
+    lo[::3] = (lo[::3] & np.uint64(0xFFFFFFFF)) | np.uint64(0xFFFF << 32)  # IPv4-mapped
+    hi[::3] = 0
+    cells, sums, cell, ohi, olo, ovol, bounds = map_rows(
+        key, hi, lo, vol, pk, index, code, 15, 7, cache_bits=cache_bits
+    )
+    want_cells, want_pairs = _map_rows_oracle(key, hi, lo, vol, pk)
+    o = np.argsort(cells)
+    if span == "narrow":
+        assert (o == np.arange(cells.size)).all()  # dense: key order
+    np.testing.assert_array_equal(cells[o], want_cells.index.to_numpy())
+    np.testing.assert_array_equal(sums[o], want_cells.to_numpy().astype(np.uint64))
+    got = pd.DataFrame({"key": cell, "hi": ohi, "lo": olo, "vol": ovol})
+    summed = got.groupby(["key", "hi", "lo"], as_index=False)["vol"].sum()
+    np.testing.assert_array_equal(summed.to_numpy(), want_pairs.to_numpy())
+    if cache_bits >= 22:  # a cache far larger than the input folds nearly every repeat
+        assert cell.size <= 1.01 * len(want_pairs)
+    if cache_bits == 1:  # two entries: few repeats fold
+        assert cell.size > 0.9 * n
+    assert bounds[0] == 0 and bounds[-1] == cell.size and (np.diff(bounds) >= 0).all()
+    # each partition holds its addresses' rows, each pair's first row where the pair first
+    # appears in the input (first-seen order)
+    first = (
+        pd.DataFrame({"key": key, "hi": hi, "lo": lo, "row": np.arange(n)})
+        .groupby(["key", "hi", "lo"])["row"]
+        .min()
+    )
+    for j in range(7):
+        a, b = bounds[j], bounds[j + 1]
+        assert (partition_of(ohi[a:b], olo[a:b], 7) == j).all()
+        part = pd.DataFrame({"key": cell[a:b], "hi": ohi[a:b], "lo": olo[a:b]})
+        part = part[~part.duplicated()]
+        rows = first.loc[list(part.itertuples(index=False, name=None))].to_numpy()
+        assert (np.diff(rows) > 0).all()
+
+
+def test_map_rows_adversarial_inputs() -> None:
+    index, code = _dims()
+    e = np.empty(0, np.uint64)
+    cells, sums, cell, *_, bounds = map_rows(np.empty(0, np.int64), e, e, e, e, index, code, 15, 3)
+    assert cells.size == 0 and sums.shape == (0, 3) and cell.size == 0 and list(bounds) == [0] * 4
+    key = np.full(2, int(code[0]), np.int64)
+    big = np.array([2**63, 2**63], np.uint64)
+    zero = np.zeros(2, np.uint64)
+    with pytest.raises(CounterOverflow):  # volume per cell
+        map_rows(key, zero, zero, big, zero, index, code, 15, 3)
+    with pytest.raises(CounterOverflow):  # packets per cell
+        map_rows(key, zero, zero, zero, big, index, code, 15, 3)
+    bad = np.setdiff1d(np.arange(50), code)[:1]
+    with pytest.raises(ValueError, match="dimension code"):
+        map_rows(bad, zero[:1], zero[:1], zero[:1], zero[:1], index, code, 15, 3)
+    with pytest.raises(ValueError, match="v6_prefix"):
+        map_rows(key, zero, zero, zero, zero, index, code, 15, 3, v6_prefix=0)
+    for bits in (0, 40):
+        with pytest.raises(ValueError, match="cache_bits"):
+            map_rows(key, zero, zero, zero, zero, index, code, 15, 3, cache_bits=bits)
+    # all rows one pair: one row, volume summed exactly up to the last bit
+    vol = np.full(1000, 2**53 + 1, np.uint64)
+    _, sums, cell, _, _, ovol, _ = map_rows(
+        np.full(1000, int(code[3]), np.int64), np.zeros(1000, np.uint64), np.ones(1000, np.uint64),
+        vol, vol, index, code, 15, 3,
+    )  # fmt: skip
+    assert cell.size == 1 and int(ovol[0]) == 1000 * (2**53 + 1) == int(sums[0, 0])
 
 
 def test_partition_depends_on_the_address_or_its_ipv6_prefix_only() -> None:

@@ -16,6 +16,7 @@ from flowatlas import __version__
 from flowatlas.classify import load_table
 from flowatlas.classify.table import PrefixTable
 from flowatlas.config import Config, load_config
+from flowatlas.engine.allocator import build_allocator
 from flowatlas.engine.backends import resolve_backend
 from flowatlas.engine.cube import (
     FORMAT,
@@ -42,8 +43,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ARCHIVE_CONFIG = "flowatlas.toml"
-#: about this many archive rows per IP partition, so a reducer's memory stays bounded
-ROWS_PER_PARTITION = 8_000_000
+#: about this many archive rows per IP partition: a reducer's memory stays bounded, its key
+#: arrays stay in cache, and the last round of reducers is short (load balance)
+ROWS_PER_PARTITION = 3_000_000
 
 
 @dataclass
@@ -246,6 +248,8 @@ def _build(
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if partitions is None:
         partitions = max(4, -(-source.num_rows // ROWS_PER_PARTITION))
+        if n_workers > 1:  # whole rounds of reducers: none left running alone at the end
+            partitions = -(-partitions // n_workers) * n_workers
     if partition_rows is None:
         partition_rows = min(2_000_000, max(250_000, source.num_rows // 16))
     plan = make_plan(cfg, prefix_table, partitions=partitions, backend=resolve_backend(backend))
@@ -274,14 +278,15 @@ def _build(
             progress("resume", resumed, len(tasks))
 
     try:
-        if n_workers == 0 and not scheduler:
-            result, stats = run_eager(tasks, plan, progress, work)
-        elif not scheduler and not processes:
-            result, stats = run_threads(tasks, plan, n_workers, progress, work)
-        else:
-            gpu = plan.backend == "gpu"
-            with dask_client(scheduler, n_workers or None, processes, gpu) as client:
-                result, stats = run_dask(client, tasks, plan, progress, work)
+        with build_allocator():  # freed arrays reused, not fresh pages (engine/allocator.py)
+            if n_workers == 0 and not scheduler:
+                result, stats = run_eager(tasks, plan, progress, work)
+            elif not scheduler and not processes:
+                result, stats = run_threads(tasks, plan, n_workers, progress, work)
+            else:
+                gpu = plan.backend == "gpu"
+                with dask_client(scheduler, n_workers or None, processes, gpu) as client:
+                    result, stats = run_dask(client, tasks, plan, progress, work)
     except CounterOverflow as exc:
         raise InputError(f"{where}: {exc}: the records' totals exceed 64-bit counters") from None
 

@@ -17,6 +17,7 @@ every output is sorted by key.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,9 +30,7 @@ from flowatlas.io.archive import Fragment, read_fragment
 from flowatlas.kernels import hll
 from flowatlas.kernels.distinct import (
     counting_order,
-    dedup_per_ip,
-    dense_sums,
-    key_ids,
+    map_rows,
     partition_of,
     range_ids,
     stamp_counts,
@@ -300,6 +299,8 @@ class Piece:
         if not pieces:
             e = np.empty(0, np.uint64)
             return cls(np.empty(0, np.int64), e, e.copy(), e.copy())
+        if len(pieces) == 1:  # nothing to join (a reducer's rows read back in one piece)
+            return pieces[0]
         return cls(
             *(np.concatenate([getattr(p, f) for p in pieces]) for f in ("cell", "hi", "lo", "vol"))
         )
@@ -311,15 +312,21 @@ class MapResult:
 
     cell_keys: np.ndarray  # distinct packed cell keys
     cell_sums: np.ndarray  # (n, 3) uint64: volume, packets, flows
-    pieces: list[Piece]
+    pieces: list[Piece]  # per IP partition; views of ``rows`` where that is set
     stats: FragmentStats
+    #: all distinct rows in partition order (partition j is rows[bounds[j]:bounds[j + 1]]),
+    #: contiguous columns that the work directory writes without copying
+    rows: Piece | None = None
+    bounds: np.ndarray | None = None
 
 
 def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
-    """Read some fragments; sum per cell and reduce to distinct (cell, remote IP) rows.
+    """Read some fragments; sum per cell and reduce to (cell, remote IP) rows.
 
     The rows are split by remote-IP partition (IPv6 by its /64) so that each address, and
-    each IPv6 /64, is counted in exactly one reducer.
+    each IPv6 /64, is counted in exactly one reducer. On the CPU, repeats of a (cell, IP) pair
+    fold as long as they are near one another (:func:`~flowatlas.kernels.distinct.map_rows`);
+    the GPU folds them all. Either way the reducer counts each pair once.
     """
     stats = FragmentStats()
     parts = []
@@ -329,25 +336,33 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
         rows, st = orient_and_cell(table, plan, fragment.counts, on_device=gpu)
         stats.add(st)
         parts.append(rows)
-    if gpu:  # the same sums and distinct rows, from device hash tables
+    if gpu:  # the same sums, and the distinct rows, from device hash tables
         from flowatlas.engine.gpu import accumulate_gpu
 
         cells, sums, hi, lo, cell, uvol = accumulate_gpu(parts)
-    else:
-        rows = Partial.concat(parts)
-        cid, cells = key_ids(rows.key)
-        sums = dense_sums(cid, rows.vol, rows.pk, cells.size)
-        rep, ucid, uvol = dedup_per_ip(rows.hi, rows.lo, cid, rows.vol, cells.size)
-        hi, lo, cell = rows.hi[rep], rows.lo[rep], cells[ucid]
-    pid = partition_of(hi, lo, plan.partitions, plan.v6_prefix)
-    # a counting sort: rows by partition, in their order within one (what a stable argsort
-    # gives, in one linear pass instead of a sort)
-    order, bounds = counting_order(pid, plan.partitions)
-    pieces = []
-    for j in range(plan.partitions):
-        sel = order[bounds[j] : bounds[j + 1]]
-        pieces.append(Piece(cell[sel], hi[sel], lo[sel], uvol[sel]))
-    return MapResult(cells, sums, pieces, stats)
+        pid = partition_of(hi, lo, plan.partitions, plan.v6_prefix)
+        # a counting sort: rows by partition, in their order within one
+        order, bounds = counting_order(pid, plan.partitions)
+        out = Piece(cell[order], hi[order], lo[order], uvol[order])
+        return _map_result(cells, sums, out, bounds, stats)
+    rows = Partial.concat(parts)
+    tables = _tables(plan)
+    cells, sums, *cols, bounds = map_rows(
+        rows.key, rows.hi, rows.lo, rows.vol, rows.pk, tables.index, tables.code, DIM_BITS,
+        plan.partitions, plan.v6_prefix,
+    )  # fmt: skip
+    return _map_result(cells, sums, Piece(*cols), bounds, stats)
+
+
+def _map_result(
+    cells: np.ndarray, sums: np.ndarray, out: Piece, bounds: np.ndarray, stats: FragmentStats
+) -> MapResult:
+    """A map result whose pieces are views of the partition-ordered rows ``out``."""
+    pieces = [
+        Piece(out.cell[a:b], out.hi[a:b], out.lo[a:b], out.vol[a:b])
+        for a, b in itertools.pairwise(bounds)
+    ]
+    return MapResult(cells, sums, pieces, stats, out, bounds)
 
 
 def pack(

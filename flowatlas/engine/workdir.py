@@ -4,15 +4,16 @@ Each map task writes its result into its own folder, renamed into place only whe
 
     WORK/signature.json               what the work is valid for (plan digest, partitions, ...)
     WORK/map/<task key>/sums.npz      per-cell sums of one map task
-    WORK/map/<task key>/rows.npy      its distinct (cell, remote IP, volume) rows, by partition
+    WORK/map/<task key>/rows.npy      its distinct (cell, remote IP, volume) rows, by partition:
+                                      a (4, n) array, one contiguous column per field
     WORK/map/<task key>/offsets.npy   where each IP partition's rows start in rows.npy
     WORK/map/<task key>/stats.json    record accounting
     WORK/reduce/0007-<set>.npz        the distinct counts of IP partition 7 over one task set
 
 A task's key is a hash of exactly what it reads (file, row groups, the file's footer hash), so
 a result can only be reused for the same input. Reducers read their partition's slice of
-every map file (memory-mapped), so a reducer holds only 1/P of the distinct rows: archives
-larger than memory build with bounded memory.
+every map file (straight into its own arrays, one copy), so a reducer holds only 1/P of the
+distinct rows: archives larger than memory build with bounded memory.
 
 Reuse is what makes builds resumable and incremental: an interrupted build leaves complete
 task folders behind and the next build redoes only what is missing; a cube built with
@@ -36,8 +37,9 @@ import numpy as np
 from flowatlas.engine.pipeline import Counts, FragmentStats, MapResult, Piece
 from flowatlas.errors import OutputError
 
-FORMAT = 1
-ROW_DTYPE = np.dtype([("cell", "<i8"), ("hi", "<u8"), ("lo", "<u8"), ("vol", "<u8")])
+FORMAT = 2
+#: the columns of rows.npy, in order (cell keys stored as their uint64 bit patterns)
+ROW_FIELDS = ("cell", "hi", "lo", "vol")
 
 
 def default_workdir(out: Path) -> Path:
@@ -120,18 +122,13 @@ class WorkDir:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         np.savez(tmp / "sums.npz", cell_keys=result.cell_keys, cell_sums=result.cell_sums)
-        sizes = [p.cell.size for p in result.pieces]
-        rows = np.empty(sum(sizes), dtype=ROW_DTYPE)
-        at = 0
-        for p in result.pieces:
-            n = p.cell.size
-            rows["cell"][at : at + n] = p.cell
-            rows["hi"][at : at + n] = p.hi
-            rows["lo"][at : at + n] = p.lo
-            rows["vol"][at : at + n] = p.vol
-            at += n
-        np.save(tmp / "rows.npy", rows)
-        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        rows, bounds = result.rows, result.bounds
+        if rows is None:  # pieces built some other way: join them once
+            rows = Piece.concat(result.pieces)
+            sizes = [p.cell.size for p in result.pieces]
+            bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        _write_columns(tmp / "rows.npy", [getattr(rows, f) for f in ROW_FIELDS])
+        np.save(tmp / "offsets.npy", np.asarray(bounds, dtype=np.int64))
         (tmp / "stats.json").write_text(json.dumps(asdict(result.stats)))
         try:
             os.replace(tmp, final)
@@ -146,17 +143,24 @@ class WorkDir:
         stats = FragmentStats(**json.loads((d / "stats.json").read_text()))
         return MapResult(keys, sums, [], stats)
 
-    def load_piece(self, key: str, j: int) -> Piece:
-        """IP partition ``j``'s rows of one map task (read from a memory map)."""
-        d = self._map_dir(key)
-        offsets = np.load(d / "offsets.npy")
-        rows = np.load(d / "rows.npy", mmap_mode="r")[offsets[j] : offsets[j + 1]]
-        return Piece(
-            np.array(rows["cell"]),
-            np.array(rows["hi"]),
-            np.array(rows["lo"]),
-            np.array(rows["vol"]),
-        )
+    def load_partition(self, keys: list[str], j: int) -> Piece:
+        """IP partition ``j``'s rows of the map tasks ``keys``, joined in that order.
+
+        Each task's slice of each column is read straight into the joined arrays (no memory
+        map, no second copy).
+        """
+        spans = []
+        for key in keys:
+            offsets = np.load(self._map_dir(key) / "offsets.npy")
+            spans.append((int(offsets[j]), int(offsets[j + 1]), int(offsets[-1])))
+        total = sum(b - a for a, b, _ in spans)
+        cols = [np.empty(total, np.uint64) for _ in ROW_FIELDS]
+        at = 0
+        for key, (a, b, n) in zip(keys, spans, strict=True):
+            if b > a:
+                _read_columns(self._map_dir(key) / "rows.npy", n, a, b, [c[at:] for c in cols])
+            at += b - a
+        return Piece(cols[0].view(np.int64), cols[1], cols[2], cols[3])
 
     # ------------------------------------------------------------------ reduces
     def _reduce_path(self, j: int) -> Path:
@@ -237,7 +241,35 @@ def reduce_step(j: int, keys: list[str], plan: Any, work: WorkDir, *_maps_done: 
 
     if work.reduce_done(j):
         return j
-    pieces = [work.load_piece(k, j) for k in keys]
-    counts = reduce_partition(pieces, plan)
+    counts = reduce_partition([work.load_partition(keys, j)], plan)
     work.save_counts(j, counts)
     return j
+
+
+def _write_columns(path: Path, columns: list[np.ndarray]) -> None:
+    """Write equal-length 8-byte columns as one (len(columns), n) uint64 ``.npy`` file.
+
+    Each column goes out as it is (no interleaving copy); ``np.load`` reads the file back.
+    """
+    n = columns[0].size if columns else 0
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<u8", "fortran_order": False, "shape": (len(columns), n)}
+        )
+        for c in columns:
+            f.write(memoryview(np.ascontiguousarray(c).view(np.uint64)).cast("B"))
+
+
+def _read_columns(path: Path, n: int, a: int, b: int, into: list[np.ndarray]) -> None:
+    """Read rows ``a:b`` of every column of a ``_write_columns`` file into ``into``'s heads."""
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        shape, _, _ = np.lib.format.read_array_header_1_0(f)
+        if shape != (len(into), n):
+            raise OSError(f"{path}: rows of shape {shape}, expected {(len(into), n)}")
+        base = f.tell()
+        for c, dest in enumerate(into):
+            f.seek(base + 8 * (c * n + a))
+            view = memoryview(dest[: b - a]).cast("B")
+            if f.readinto(view) != view.nbytes:
+                raise OSError(f"{path}: truncated")

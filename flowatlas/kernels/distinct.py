@@ -209,6 +209,165 @@ def partition_of(hi: np.ndarray, lo: np.ndarray, parts: int, v6_prefix: int = 64
     )  # fmt: skip
 
 
+#: entries of the map step's dedup cache (2^16 x 32 bytes = 2 MiB, about an L2 cache)
+CACHE_BITS = 16
+#: most (bucket, dimensions) slots a map step sums into densely; wider spans hash their keys
+DENSE_CELLS_MAX = 1 << 20
+
+
+@numba.njit(nogil=True, cache=True)
+def _dense_cell_ids(key, dim_index, dim_bits, b0, n_dims):  # pragma: no cover - compiled
+    mask = (np.int64(1) << dim_bits) - 1
+    ids = np.empty(key.size, np.int64)
+    bad = False
+    for i in range(key.size):
+        d = dim_index[key[i] & mask]
+        if d < 0:
+            bad = True
+        ids[i] = ((key[i] >> dim_bits) - b0) * n_dims + d
+    return ids, bad
+
+
+@numba.njit(nogil=True, cache=True)
+def _split_sum(cid, n_ids, key, hi, lo, vol, pk, parts, v6_shift, bits):  # pragma: no cover
+    """Per-id sums and partition-ordered rows, repeats folded (see :func:`map_rows`)."""
+    n = cid.size
+    s_vol = np.zeros(n_ids, np.uint64)
+    s_pk = np.zeros(n_ids, np.uint64)
+    s_fl = np.zeros(n_ids, np.uint64)
+    size = 1 << bits
+    down = np.uint64(64 - bits)
+    cache = np.zeros((size, 4), np.uint64)  # key, hi, lo, output row + 1 (0: empty)
+    rep = np.empty(n, np.int64)  # the input row each output row came from first
+    acc = np.empty(n, np.uint64)  # its summed volume
+    pid = np.empty(n, np.int32)
+    bounds = np.zeros(parts + 1, np.int64)
+    p = np.uint64(parts)
+    m = 0
+    overflow = False
+    for i in range(n):
+        c = cid[i]
+        v = vol[i]
+        a = s_vol[c] + v
+        b = s_pk[c] + pk[i]
+        if a < s_vol[c] or b < s_pk[c]:
+            overflow = True
+        s_vol[c] = a
+        s_pk[c] = b
+        s_fl[c] += np.uint64(1)
+        k = np.uint64(key[i])
+        h = hi[i]
+        lw = lo[i]
+        a_hash = ip_hash(h, lw)
+        s = np.int64(mix64(a_hash ^ (k * np.uint64(0x9E3779B97F4A7C15))) >> down)
+        j = cache[s, 3]
+        if j != 0 and cache[s, 0] == k and cache[s, 1] == h and cache[s, 2] == lw:
+            t = acc[j - 1] + v
+            if t < v:
+                overflow = True
+            acc[j - 1] = t
+            continue
+        cache[s, 0] = k
+        cache[s, 1] = h
+        cache[s, 2] = lw
+        cache[s, 3] = np.uint64(m + 1)
+        rep[m] = i
+        acc[m] = v
+        if h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF):
+            part = np.int32(a_hash % p)
+        else:
+            part = np.int32(mix64(h >> v6_shift) % p)
+        pid[m] = part
+        bounds[part + 1] += 1
+        m += 1
+    for q in range(parts):
+        bounds[q + 1] += bounds[q]
+    pos = bounds[:-1].copy()
+    o_cell = np.empty(m, np.int64)
+    o_hi = np.empty(m, np.uint64)
+    o_lo = np.empty(m, np.uint64)
+    o_vol = np.empty(m, np.uint64)
+    for j in range(m):
+        t = pos[pid[j]]
+        pos[pid[j]] = t + 1
+        i = rep[j]
+        o_cell[t] = key[i]
+        o_hi[t] = hi[i]
+        o_lo[t] = lo[i]
+        o_vol[t] = acc[j]
+    return s_vol, s_pk, s_fl, o_cell, o_hi, o_lo, o_vol, bounds, overflow
+
+
+def map_rows(
+    key: np.ndarray,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    vol: np.ndarray,
+    pk: np.ndarray,
+    dim_index: np.ndarray,
+    dim_code: np.ndarray,
+    dim_bits: int,
+    parts: int,
+    v6_prefix: int = 64,
+    cache_bits: int | None = None,
+) -> tuple[np.ndarray, ...]:
+    """The map step's output from its records' cell keys, remote addresses and counters.
+
+    Returns ``(cell_keys, cell_sums, cell, hi, lo, vol, bounds)``:
+
+    - ``cell_keys`` and ``cell_sums``: each cell's volume, packets and flows (records), as
+      ``dense_sums`` gives them. A cell key is ``bucket << dim_bits | dimension code``;
+      ``dim_index`` numbers the dimension codes densely (``dim_code`` goes back), so where the
+      task's buckets span few enough slots the sums go straight into a dense array and come
+      out in key order; otherwise keys are hashed (``key_ids``) and come out first-seen.
+    - ``(cell, hi, lo, vol)``: (cell, remote address) rows with summed volume, split by IP
+      partition (``partition_of``): partition j is ``bounds[j]:bounds[j + 1]``, its rows in
+      first-seen order (deterministic). Repeats of a pair fold into one row while the pair
+      stays in a small direct-mapped cache (2^``cache_bits`` entries, default
+      :data:`CACHE_BITS`): nearby repeats, the
+      common case in flow data, cost one probe instead of an exact grouping. A pair evicted
+      and seen again gives a second row; the reducer groups every row by address anyway, so
+      such duplicates change nothing but the row count.
+
+    Raises :class:`CounterOverflow` where a uint64 sum of bytes or packets overflows.
+    """
+    if not 1 <= v6_prefix <= 64:
+        raise ValueError("v6_prefix must be between 1 and 64")
+    cache_bits = CACHE_BITS if cache_bits is None else int(cache_bits)
+    if not 1 <= cache_bits <= 30:
+        raise ValueError("cache_bits must be between 1 and 30")
+    key = np.ascontiguousarray(key, np.int64)
+    n_dims = int(dim_code.size)
+    dense = False
+    if key.size:
+        b0 = int(key.min()) >> dim_bits
+        n_buckets = (int(key.max()) >> dim_bits) - b0 + 1
+        dense = n_buckets * n_dims <= DENSE_CELLS_MAX
+    if dense:
+        cid, bad = _dense_cell_ids(key, np.ascontiguousarray(dim_index, np.int64), dim_bits, b0,
+                                   n_dims)  # fmt: skip
+        if bad:
+            raise ValueError("a cell key has a dimension code outside dim_index")
+        n_ids = n_buckets * n_dims
+    else:
+        cid, uniq = key_ids(key)
+        n_ids = uniq.size
+    s_vol, s_pk, s_fl, *rows, bounds, overflow = _split_sum(
+        cid, int(n_ids), key, np.ascontiguousarray(hi, np.uint64),
+        np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(vol, np.uint64),
+        np.ascontiguousarray(pk, np.uint64), int(parts), np.uint64(64 - v6_prefix), cache_bits,
+    )  # fmt: skip
+    if overflow:
+        raise CounterOverflow("a uint64 sum of bytes or packets overflowed")
+    if dense:
+        nz = np.flatnonzero(s_fl)
+        cell_keys = ((b0 + nz // n_dims) << dim_bits) | np.asarray(dim_code, np.int64)[nz % n_dims]
+        sums = np.stack([s_vol[nz], s_pk[nz], s_fl[nz]], axis=1)
+    else:
+        cell_keys, sums = uniq, np.stack([s_vol, s_pk, s_fl], axis=1)
+    return cell_keys, sums, *rows, bounds
+
+
 def stamp_counts(
     hi: np.ndarray,
     lo: np.ndarray,
