@@ -82,6 +82,19 @@ def bytes16_to_hilo(
     return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
 
 
+def bytes16_words(values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
+    """16-byte addresses as an (n, 2) uint64 array of their raw network-order bytes.
+
+    A view of the data (Arrow buffer or array) where it is 8-byte aligned, else one copy; on
+    a little-endian machine each word still needs a byte swap (kernels do it on the fly, which
+    saves :func:`bytes16_to_hilo`'s two converted copies).
+    """
+    mat = np.ascontiguousarray(_as_byte_matrix(values))
+    if mat.ctypes.data % 8:
+        mat = mat.copy()
+    return mat.view(np.uint64).reshape(-1, 2)
+
+
 def hilo_to_bytes16(hi: np.ndarray, lo: np.ndarray) -> pa.FixedSizeBinaryArray:
     """Join (hi, lo) uint64 arrays into a fixed_size_binary(16) Arrow array (network order)."""
     hi = np.asarray(hi, dtype=np.uint64)

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowatlas.addresses import bytes16_to_hilo, is_v4
+from flowatlas.addresses import bytes16_to_hilo, bytes16_words, is_v4
 from flowatlas.engine.plan import GROUPINGS, BuildPlan
 from flowatlas.io.archive import Fragment, read_fragment
 from flowatlas.kernels import hll
@@ -40,12 +40,9 @@ from flowatlas.kernels.distinct import (
 from flowatlas.kernels.orient import (
     DIM_BITS,
     DIR_SHIFT,
-    INTERNAL,
     REASONS,
     REGION_SHIFT,
     TYPE_SHIFT,
-    cells_cpu,
-    orient_cpu,
 )
 from flowatlas.schema import COUNTS_SCALED
 
@@ -89,8 +86,13 @@ class Partial:
 
     @classmethod
     def empty(cls) -> Partial:
-        e = np.empty(0, np.uint64)
-        return cls(np.empty(0, np.int64), e, e.copy(), e.copy(), e.copy())
+        return cls.allocate(0)
+
+    @classmethod
+    def allocate(cls, n: int) -> Partial:
+        """Uninitialised host arrays for ``n`` rows."""
+        e = np.empty(n, np.uint64)
+        return cls(np.empty(n, np.int64), e, np.empty_like(e), np.empty_like(e), np.empty_like(e))
 
     @classmethod
     def concat(cls, parts: list[Partial]) -> Partial:
@@ -132,10 +134,19 @@ def _null_mask(table: pa.Table) -> tuple[np.ndarray, dict[str, int]]:
 
 
 def orient_and_cell(
-    table: pa.Table, plan: BuildPlan, counts: str, *, on_device: bool = False
+    table: pa.Table,
+    plan: BuildPlan,
+    counts: str,
+    *,
+    on_device: bool = False,
+    into: Partial | None = None,
+    at: int = 0,
 ) -> tuple[Partial, FragmentStats]:
     """Oriented, classified, bucketed rows (one per record) and the fragment's accounting.
 
+    On the CPU the rows are written to ``into``'s arrays from row ``at`` on (fresh arrays if
+    not given) and the returned rows are views of them, quarantined records left out: a map
+    task fills one set of arrays fragment by fragment instead of joining them afterwards.
     With the GPU backend and ``on_device`` the rows' columns stay on the device (for
     ``map_task``'s device accumulation); otherwise they are host arrays.
     """
@@ -147,9 +158,6 @@ def orient_and_cell(
     n = table.num_rows
     if n == 0:
         return Partial.empty(), stats
-
-    src_hi, src_lo = bytes16_to_hilo(table.column("src_addr"))
-    dst_hi, dst_lo = bytes16_to_hilo(table.column("dst_addr"))
 
     # exporters: dictionary-encode once, map the few distinct values in Python
     exp = table.column("exporter").combine_chunks().dictionary_encode()
@@ -165,6 +173,8 @@ def orient_and_cell(
     if plan.backend == "gpu":
         from flowatlas.engine.gpu import orient_cells_gpu
 
+        src_hi, src_lo = bytes16_to_hilo(table.column("src_addr"))
+        dst_hi, dst_lo = bytes16_to_hilo(table.column("dst_addr"))
         out = orient_cells_gpu(
             plan, src_hi, src_lo, dst_hi, dst_lo, exp_regs[codes], exp_ids[codes],
             table.column("in_if").to_numpy(), table.column("out_if").to_numpy(), t_us,
@@ -180,43 +190,28 @@ def orient_and_cell(
         stats.cubed = int(rows.key.shape[0])
         return rows, stats
 
-    from flowatlas.kernels.lpm import lookup_cpu
+    from flowatlas.kernels.records import records_cpu
 
-    local_idx = plan.local_table.index
-    src_reg = plan.local_region[lookup_cpu(local_idx, src_hi, src_lo)]
-    dst_reg = plan.local_region[lookup_cpu(local_idx, dst_hi, dst_lo)]
-    direction, region, remote_is_dst, link_type = orient_cpu(
-        src_reg,
-        dst_reg,
-        exp_regs[codes],
-        exp_ids[codes],
-        table.column("in_if").to_numpy(),
-        table.column("out_if").to_numpy(),
-        plan.rule_keys,
-        plan.rule_types,
-    )
-    r_hi = np.where(remote_is_dst, dst_hi, src_hi)
-    r_lo = np.where(remote_is_dst, dst_lo, src_lo)
-    net = plan.class_table.lookup(r_hi, r_lo)
-    ntype = plan.type_codes[net]
-    # precedence: user overrides > private-link rules > everything else
-    ntype = np.where((link_type >= 0) & ~plan.user_override[net], link_type, ntype)
-    ntype = np.where(direction == INTERNAL, plan.internal_type, ntype).astype(np.int16)
-    is_v6 = ~((r_hi == 0) & ((r_lo >> np.uint64(32)) == np.uint64(0xFFFF)))
-
-    cell, vol, pk, reason = cells_cpu(
-        t_us,
-        plan.bucket_us,
-        region,
-        ntype,
-        direction,
-        is_v6.astype(np.uint8),
-        table.column("bytes").to_numpy(),
-        table.column("packets").to_numpy(),
-        table.column("sampling_rate").to_numpy(),
-        scaled,
-    )
-    return _accept(cell, r_hi, r_lo, vol, pk, reason, stats)
+    if into is None:
+        into, at = Partial.allocate(n), 0
+    reason = np.empty(n, np.uint8)
+    cols = tuple(c[at : at + n] for c in (into.key, into.hi, into.lo, into.vol, into.pk))
+    records_cpu(
+        bytes16_words(table.column("src_addr")), bytes16_words(table.column("dst_addr")),
+        codes, exp_regs, exp_ids,
+        table.column("in_if").to_numpy(), table.column("out_if").to_numpy(), t_us,
+        table.column("bytes").to_numpy(), table.column("packets").to_numpy(),
+        table.column("sampling_rate").to_numpy(), scaled, plan.bucket_us,
+        plan.local_table.index, plan.local_region, plan.class_table.index, plan.type_codes,
+        plan.user_override, plan.rule_keys, plan.rule_types, plan.internal_type,
+        (*cols, reason),
+    )  # fmt: skip
+    rows, stats = _accept(*cols, reason, stats)
+    if rows.key.size < n:  # quarantined records: close the gap they leave in ``into``
+        for c, kept in zip(cols, (rows.key, rows.hi, rows.lo, rows.vol, rows.pk), strict=True):
+            c[: kept.size] = kept
+        rows = Partial(*(c[: rows.key.size] for c in cols))
+    return rows, stats
 
 
 def _accept(
@@ -331,9 +326,13 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
     stats = FragmentStats()
     parts = []
     gpu = plan.backend == "gpu"
+    # on the CPU every fragment's rows go into one set of arrays (no join afterwards)
+    into = None if gpu else Partial.allocate(sum(f.num_rows for f in fragments))
+    at = 0
     for fragment in fragments:
         table = read_fragment(fragment, COLUMNS)
-        rows, st = orient_and_cell(table, plan, fragment.counts, on_device=gpu)
+        rows, st = orient_and_cell(table, plan, fragment.counts, on_device=gpu, into=into, at=at)
+        at += rows.key.shape[0]
         stats.add(st)
         parts.append(rows)
     if gpu:  # the same sums, and the distinct rows, from device hash tables
@@ -345,7 +344,7 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
         order, bounds = counting_order(pid, plan.partitions)
         out = Piece(cell[order], hi[order], lo[order], uvol[order])
         return _map_result(cells, sums, out, bounds, stats)
-    rows = Partial.concat(parts)
+    rows = Partial(*(getattr(into, f)[:at] for f in Partial.__dataclass_fields__))
     tables = _tables(plan)
     cells, sums, *cols, bounds = map_rows(
         rows.key, rows.hi, rows.lo, rows.vol, rows.pk, tables.index, tables.code, DIM_BITS,

@@ -1,0 +1,158 @@
+"""The map step's per-record work on the CPU in one pass: classify, orient, bucket.
+
+For each flow record: longest-prefix match of both addresses in the local table (is either end
+ours, and in which region?), orientation (:func:`~flowatlas.kernels.orient._orient_body`), the
+remote address, its network in the classification table and the network type by precedence,
+then the cell key and the sampling-corrected counters
+(:func:`~flowatlas.kernels.orient._cell_body`). The same bodies the separate kernels use
+(:func:`~flowatlas.kernels.lpm.lookup_cpu`, :func:`~flowatlas.kernels.orient.orient_cpu`,
+:func:`~flowatlas.kernels.orient.cells_cpu`), fused so that the intermediate columns
+(regions, direction, network ids, types) never reach memory: one pass instead of nine, and no
+temporary arrays. The GPU path keeps the separate kernels (:mod:`flowatlas.engine.gpu`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from flowatlas.kernels.lpm import PREFETCH_DISTANCE, LpmArrays, _jit_no_nrt, _prefetch, lpm_one
+from flowatlas.kernels.orient import INTERNAL, cell_one, orient_one
+
+_V4_TAG = np.uint64(0xFFFF)
+
+
+@_jit_no_nrt(inline="always", nogil=True, cache=True)
+def _prefetch_v4(h, lw, idx_a, idx_b):  # pragma: no cover - compiled
+    if (h | ((lw >> np.uint64(32)) ^ _V4_TAG)) == np.uint64(0):
+        block = (lw >> np.uint64(8)) & np.uint64(0xFFFFFF)
+        _prefetch(idx_a, block)
+        _prefetch(idx_b, block)
+
+
+@_jit_no_nrt(inline="always", nogil=True, cache=True)
+def _word(w, swap):  # pragma: no cover - compiled
+    """A 64-bit half of an address from its network-order bytes (LLVM emits one BSWAP)."""
+    if not swap:
+        return w
+    w = ((w & np.uint64(0x00FF00FF00FF00FF)) << np.uint64(8)) | (
+        (w >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF)
+    )
+    w = ((w & np.uint64(0x0000FFFF0000FFFF)) << np.uint64(16)) | (
+        (w >> np.uint64(16)) & np.uint64(0x0000FFFF0000FFFF)
+    )
+    return (w << np.uint64(32)) | (w >> np.uint64(32))
+
+
+def _records_loop(
+    src, dst, swap, exp_code, exp_reg, exp_id, in_if, out_if, t_us, nbytes,
+    npackets, rate, scaled, bucket_us,
+    l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs, l_shift6, local_region,
+    c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6, type_codes, user_override,
+    rule_keys, rule_types, internal_type,
+    o_cell, o_hi, o_lo, o_vol, o_pk, o_reason,
+):  # fmt: skip  # pragma: no cover - compiled
+    n = src.shape[0]
+    for i in range(n):
+        j = i + PREFETCH_DISTANCE  # the IPv4 /24 entries of a later record's addresses
+        if j < n:
+            _prefetch_v4(_word(src[j, 0], swap), _word(src[j, 1], swap), l_i4, c_i4)
+            _prefetch_v4(_word(dst[j, 0], swap), _word(dst[j, 1], swap), l_i4, c_i4)
+        sh = _word(src[i, 0], swap)
+        sl = _word(src[i, 1], swap)
+        dh = _word(dst[i, 0], swap)
+        dl = _word(dst[i, 1], swap)
+        s_reg = local_region[lpm_one(sh, sl, l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs,
+                                     l_shift6)]  # fmt: skip
+        d_reg = local_region[lpm_one(dh, dl, l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs,
+                                     l_shift6)]  # fmt: skip
+        c = exp_code[i]
+        direction, region, remote_is_dst, link_type = orient_one(
+            s_reg, d_reg, exp_reg[c], exp_id[c], in_if[i], out_if[i], rule_keys, rule_types
+        )
+        rh = dh if remote_is_dst else sh
+        rl = dl if remote_is_dst else sl
+        net = lpm_one(rh, rl, c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6)
+        # precedence: user overrides > private-link rules > everything else
+        ntype = type_codes[net]
+        if link_type >= 0 and not user_override[net]:
+            ntype = np.int16(link_type)
+        if direction == INTERNAL:
+            ntype = np.int16(internal_type)
+        is_v6 = np.uint8(0 if rh == 0 and (rl >> np.uint64(32)) == _V4_TAG else 1)
+        cell, vol, pk, reason = cell_one(
+            t_us[i], bucket_us, region, ntype, direction, is_v6, nbytes[i], npackets[i], rate[i],
+            scaled,
+        )  # fmt: skip
+        o_cell[i] = cell
+        o_hi[i] = rh
+        o_lo[i] = rl
+        o_vol[i] = vol
+        o_pk[i] = pk
+        o_reason[i] = reason
+
+
+# serial only: measured slower with numba's thread pool on a fragment (272 k records, 2
+# cores); map tasks supply the parallelism
+_records = _jit_no_nrt(nogil=True, cache=True)(_records_loop)
+
+
+def records_cpu(
+    src: np.ndarray,
+    dst: np.ndarray,
+    exp_code: np.ndarray,
+    exp_reg: np.ndarray,
+    exp_id: np.ndarray,
+    in_if: np.ndarray,
+    out_if: np.ndarray,
+    t_us: np.ndarray,
+    nbytes: np.ndarray,
+    npackets: np.ndarray,
+    rate: np.ndarray,
+    scaled: bool,
+    bucket_us: int,
+    local: LpmArrays,
+    local_region: np.ndarray,
+    classes: LpmArrays,
+    type_codes: np.ndarray,
+    user_override: np.ndarray,
+    rule_keys: np.ndarray,
+    rule_types: np.ndarray,
+    internal_type: int,
+    out: tuple[np.ndarray, ...],
+) -> None:
+    """Classify, orient and bucket records, writing record i's results to ``out[k][i]``.
+
+    ``src`` and ``dst`` are the addresses' 16 network-order bytes each, as (n, 2) uint64 words
+    (:func:`flowatlas.addresses.bytes16_words`: a view of the Arrow buffer, no copy). ``out``
+    is (cell int64, remote hi uint64, remote lo uint64, volume uint64, packets uint64,
+    quarantine reason uint8), contiguous and ``n`` long. Exporters come as a code per record
+    (``exp_code``) into the per-exporter ``exp_reg`` (region, 0 = none) and ``exp_id`` (-1 =
+    unknown). ``local_region`` maps a local network id to its region and has a last entry,
+    -1, for addresses outside the local table; ``type_codes`` and ``user_override`` likewise
+    map a network id of the classification table (last entry: no match). Per record, the
+    result equals :func:`~flowatlas.kernels.lpm.lookup_cpu`,
+    :func:`~flowatlas.kernels.orient.orient_cpu` and
+    :func:`~flowatlas.kernels.orient.cells_cpu` composed (tests/test_records.py checks it).
+    """
+    n = src.shape[0]
+    for a in (src, dst):
+        if a.dtype != np.uint64 or a.shape != (n, 2) or not a.flags.c_contiguous:
+            raise ValueError("addresses must be C-contiguous (n, 2) uint64 words")
+    if any(o.size != n or not o.flags.c_contiguous for o in out):
+        raise ValueError(f"output arrays must be contiguous and {n} long")
+    u64 = np.uint64
+    _records(
+        src, dst, sys.byteorder == "little", np.ascontiguousarray(exp_code, np.int64),
+        np.ascontiguousarray(exp_reg, np.int16),
+        np.ascontiguousarray(exp_id, np.int32), np.ascontiguousarray(in_if, np.uint32),
+        np.ascontiguousarray(out_if, np.uint32), np.ascontiguousarray(t_us, np.int64),
+        np.ascontiguousarray(nbytes, u64), np.ascontiguousarray(npackets, u64),
+        np.ascontiguousarray(rate, np.uint32), bool(scaled), np.int64(bucket_us),
+        *local.arrays(), np.ascontiguousarray(local_region, np.int32),
+        *classes.arrays(), np.ascontiguousarray(type_codes, np.int16),
+        np.ascontiguousarray(user_override, np.bool_), np.ascontiguousarray(rule_keys, u64),
+        np.ascontiguousarray(rule_types, np.int16), np.int16(internal_type),
+        *out,
+    )  # fmt: skip

@@ -1,0 +1,172 @@
+"""The fused per-record kernel against the separate kernels it fuses, on hostile records.
+
+``records_cpu`` classifies, orients and buckets each record in one pass. Its oracle is the
+composition of the kernels that tests/test_kernels.py and tests/test_lpm.py check against
+slow references: ``lookup_cpu`` (both ends in the local table, the remote end in the
+classification table), ``orient_cpu``, the precedence of user overrides, private-link rules
+and internal traffic, and ``cells_cpu``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from flowatlas.addresses import bytes16_to_hilo, bytes16_words, hilo_to_bytes16
+from flowatlas.classify import load_table
+from flowatlas.engine.build import resolve_config
+from flowatlas.engine.plan import make_plan
+from flowatlas.kernels.lpm import lookup_cpu
+from flowatlas.kernels.orient import INTERNAL, cells_cpu, orient_cpu
+from flowatlas.kernels.records import records_cpu
+from flowatlas.synth import synthesize
+
+HOUR_US = 3_600_000_000
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("records")
+    synthesize(root / "a", records=2_000, days=2, start="2025-09-01", seed=3)
+    cfg = resolve_config(root / "a", None)
+    return make_plan(cfg, load_table(cfg))
+
+
+def _addresses(rng, plan, n):
+    """Ends drawn from our own prefixes, the classification table's starts and ends, random
+    IPv4 and IPv6, and the edges of both spaces."""
+    ours = plan.local_table
+    cls = plan.class_table
+    pools = []
+    for t in (ours, cls):
+        k = rng.integers(0, t.starts_hi.size, n)
+        hi, lo = t.starts_hi[k].copy(), t.starts_lo[k].copy()
+        step = rng.integers(0, 3, n).astype(np.uint64)  # on the start, or just past it
+        lo += step
+        pools.append((hi, lo))
+        lo2 = lo - np.uint64(1)  # just before a start (wraps at 0 into the previous hi)
+        hi2 = hi - (lo == 0).astype(np.uint64)
+        pools.append((hi2, lo2))
+    v4 = rng.integers(0, 2**32, n, dtype=np.uint64) | np.uint64(0xFFFF << 32)
+    pools.append((np.zeros(n, np.uint64), v4))
+    pools.append(
+        (rng.integers(0, 2**64, n, dtype=np.uint64), rng.integers(0, 2**64, n, dtype=np.uint64))
+    )
+    edges = np.array(
+        [(0, 0), (0, 0xFFFF << 32), (0, (0xFFFF << 32) | 0xFFFFFFFF), (2**64 - 1, 2**64 - 1),
+         (0x2001_0DB8 << 32, 0), (0, 1)],
+        dtype=np.uint64,
+    )  # fmt: skip
+    e = edges[rng.integers(0, len(edges), n)]
+    pools.append((e[:, 0].copy(), e[:, 1].copy()))
+    which = rng.integers(0, len(pools), n)
+    hi = np.choose(which, [p[0] for p in pools])
+    lo = np.choose(which, [p[1] for p in pools])
+    return hi, lo
+
+
+def _oracle(plan, src_hi, src_lo, dst_hi, dst_lo, code, exp_reg, exp_id, in_if, out_if, t_us,
+            nbytes, npk, rate, scaled):  # fmt: skip
+    """The map step as it was before the kernels were fused: separate kernels and numpy."""
+    local = plan.local_table.index
+    src_reg = plan.local_region[lookup_cpu(local, src_hi, src_lo)]
+    dst_reg = plan.local_region[lookup_cpu(local, dst_hi, dst_lo)]
+    direction, region, remote_is_dst, link_type = orient_cpu(
+        src_reg, dst_reg, exp_reg[code], exp_id[code], in_if, out_if, plan.rule_keys,
+        plan.rule_types,
+    )  # fmt: skip
+    r_hi = np.where(remote_is_dst, dst_hi, src_hi)
+    r_lo = np.where(remote_is_dst, dst_lo, src_lo)
+    net = lookup_cpu(plan.class_table.index, r_hi, r_lo)
+    ntype = plan.type_codes[net]
+    ntype = np.where((link_type >= 0) & ~plan.user_override[net], link_type, ntype)
+    ntype = np.where(direction == INTERNAL, plan.internal_type, ntype).astype(np.int16)
+    is_v6 = ~((r_hi == 0) & ((r_lo >> np.uint64(32)) == np.uint64(0xFFFF)))
+    cell, vol, pk, reason = cells_cpu(
+        t_us, plan.bucket_us, region, ntype, direction, is_v6.astype(np.uint8), nbytes, npk,
+        rate, scaled,
+    )  # fmt: skip
+    return cell, r_hi, r_lo, vol, pk, reason
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_records_kernel_equals_the_separate_kernels(plan, scaled, seed) -> None:
+    rng = np.random.default_rng(seed)
+    # user rules (which beat private-link rules) on a random third of the networks
+    override = rng.random(plan.user_override.size) < 0.33
+    override[-1] = False  # the no-match entry
+    plan = dataclasses.replace(plan, user_override=override)
+    n = 40_000
+    src_hi, src_lo = _addresses(rng, plan, n)
+    dst_hi, dst_lo = _addresses(rng, plan, n)
+    # exporters: the configured ones (with regions), unknown ones
+    n_exp = 6
+    exp_reg = rng.integers(0, len(plan.regions), n_exp).astype(np.int16)
+    exp_reg[0] = 0
+    exp_id = rng.integers(-1, 4, n_exp).astype(np.int32)
+    rule_exp = (plan.rule_keys >> np.uint64(32)).astype(np.int32)
+    rule_if = (plan.rule_keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    if rule_exp.size:
+        exp_id[1:3] = rule_exp[rng.integers(0, rule_exp.size, 2)]
+    code = rng.integers(0, n_exp, n)
+    in_if = rng.integers(0, 40, n).astype(np.uint32)
+    out_if = rng.integers(0, 40, n).astype(np.uint32)
+    if rule_if.size:  # interfaces of private-link rules, on either side
+        hit = rng.random(n) < 0.3
+        in_if[hit] = rule_if[rng.integers(0, rule_if.size, hit.sum())]
+        hit = rng.random(n) < 0.3
+        out_if[hit] = rule_if[rng.integers(0, rule_if.size, hit.sum())]
+    t_us = rng.integers(-30 * 24 * HOUR_US, 400 * 24 * HOUR_US, n)  # before 1970 too
+    nbytes = rng.integers(0, 2**40, n, dtype=np.uint64)
+    nbytes[::97] = np.uint64(2**64 - 1)  # overflows once sampled
+    npk = rng.integers(0, 2**30, n, dtype=np.uint64)
+    npk[::101] = np.uint64(2**63)
+    rate = rng.choice(np.array([0, 1, 2, 100, 2**31], np.uint32), n)
+
+    src = hilo_to_bytes16(src_hi, src_lo)
+    dst = hilo_to_bytes16(dst_hi, dst_lo)
+    assert [a.tolist() for a in bytes16_to_hilo(src)] == [src_hi.tolist(), src_lo.tolist()]
+    out = (
+        np.empty(n, np.int64),
+        *(np.empty(n, np.uint64) for _ in range(4)),
+        np.empty(n, np.uint8),
+    )
+    records_cpu(
+        bytes16_words(src), bytes16_words(dst), code, exp_reg, exp_id, in_if, out_if, t_us,
+        nbytes, npk, rate, scaled, plan.bucket_us, plan.local_table.index, plan.local_region,
+        plan.class_table.index, plan.type_codes, plan.user_override, plan.rule_keys,
+        plan.rule_types, plan.internal_type, out,
+    )  # fmt: skip
+    want = _oracle(plan, src_hi, src_lo, dst_hi, dst_lo, code, exp_reg, exp_id, in_if, out_if,
+                   t_us, nbytes, npk, rate, scaled)  # fmt: skip
+    for name, got, w in zip(("cell", "hi", "lo", "vol", "pk", "reason"), out, want, strict=True):
+        np.testing.assert_array_equal(got, w, err_msg=name)
+    reason = want[5]
+    assert reason.any() != scaled and not reason.all()  # unscaled: some overflow once sampled
+    # the inputs reach every branch: each direction, private links, both address families
+    direction = (want[0] >> 1) & 3
+    assert set(np.unique(direction[reason == 0]).tolist()) == {0, 1, 2, 3}
+    assert plan.rule_keys.size and np.isin((want[0] >> 3) & 63, plan.rule_types).any()
+    assert (want[0] & 1).any() and not (want[0] & 1).all()
+
+
+def test_records_kernel_rejects_bad_arrays(plan) -> None:
+    words = np.zeros((3, 2), np.uint64)
+    small = (
+        np.empty(2, np.int64),
+        *(np.empty(2, np.uint64) for _ in range(4)),
+        np.empty(2, np.uint8),
+    )
+    args = (np.zeros(3, np.int64), np.zeros(1, np.int16), np.zeros(1, np.int32),
+            *(np.zeros(3, np.uint32) for _ in range(2)), np.zeros(3, np.int64),
+            *(np.zeros(3, np.uint64) for _ in range(2)), np.zeros(3, np.uint32), False,
+            plan.bucket_us, plan.local_table.index, plan.local_region, plan.class_table.index,
+            plan.type_codes, plan.user_override, plan.rule_keys, plan.rule_types,
+            plan.internal_type)  # fmt: skip
+    with pytest.raises(ValueError, match="output arrays"):
+        records_cpu(words, words, *args, small)
+    with pytest.raises(ValueError, match="addresses"):
+        records_cpu(words[:, :1].copy(), words, *args, small)
