@@ -4,9 +4,10 @@ Each map task writes its result into its own folder, renamed into place only whe
 
     WORK/signature.json               what the work is valid for (plan digest, partitions, ...)
     WORK/map/<task key>/sums.npz      per-cell sums of one map task
-    WORK/map/<task key>/rows.npy      its distinct (cell, remote IP, volume) rows, by partition:
-                                      a (4, n) array, one contiguous column per field
-    WORK/map/<task key>/offsets.npy   where each IP partition's rows start in rows.npy
+    WORK/map/<task key>/rows.u64      its (cell, remote IP, volume) rows, by partition: raw
+                                      little-endian uint64, the 4 columns one after the other
+    WORK/map/<task key>/offsets.i64   where each IP partition's rows start (raw int64, P + 1;
+                                      the last one is n, the length of each column)
     WORK/map/<task key>/stats.json    record accounting
     WORK/reduce/0007-<set>.npz        the distinct counts of IP partition 7 over one task set
 
@@ -28,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,8 @@ import numpy as np
 from flowatlas.engine.pipeline import Counts, FragmentStats, MapResult, Piece
 from flowatlas.errors import OutputError
 
-FORMAT = 2
-#: the columns of rows.npy, in order (cell keys stored as their uint64 bit patterns)
+FORMAT = 3
+#: the columns of rows.u64, in order (cell keys stored as their uint64 bit patterns)
 ROW_FIELDS = ("cell", "hi", "lo", "vol")
 
 
@@ -127,8 +129,8 @@ class WorkDir:
             rows = Piece.concat(result.pieces)
             sizes = [p.cell.size for p in result.pieces]
             bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        _write_columns(tmp / "rows.npy", [getattr(rows, f) for f in ROW_FIELDS])
-        np.save(tmp / "offsets.npy", np.asarray(bounds, dtype=np.int64))
+        _write_columns(tmp / "rows.u64", [getattr(rows, f) for f in ROW_FIELDS])
+        np.asarray(bounds, dtype="<i8").tofile(tmp / "offsets.i64")
         (tmp / "stats.json").write_text(json.dumps(asdict(result.stats)))
         try:
             os.replace(tmp, final)
@@ -151,14 +153,14 @@ class WorkDir:
         """
         spans = []
         for key in keys:
-            offsets = np.load(self._map_dir(key) / "offsets.npy")
+            offsets = np.fromfile(self._map_dir(key) / "offsets.i64", dtype="<i8")
             spans.append((int(offsets[j]), int(offsets[j + 1]), int(offsets[-1])))
         total = sum(b - a for a, b, _ in spans)
         cols = [np.empty(total, np.uint64) for _ in ROW_FIELDS]
         at = 0
         for key, (a, b, n) in zip(keys, spans, strict=True):
             if b > a:
-                _read_columns(self._map_dir(key) / "rows.npy", n, a, b, [c[at:] for c in cols])
+                _read_columns(self._map_dir(key) / "rows.u64", n, a, b, [c[at:] for c in cols])
             at += b - a
         return Piece(cols[0].view(np.int64), cols[1], cols[2], cols[3])
 
@@ -247,29 +249,29 @@ def reduce_step(j: int, keys: list[str], plan: Any, work: WorkDir, *_maps_done: 
 
 
 def _write_columns(path: Path, columns: list[np.ndarray]) -> None:
-    """Write equal-length 8-byte columns as one (len(columns), n) uint64 ``.npy`` file.
+    """Write equal-length 8-byte columns one after the other as raw little-endian uint64.
 
-    Each column goes out as it is (no interleaving copy); ``np.load`` reads the file back.
+    Each column goes out as it is (no interleaving copy, no header to parse back).
     """
-    n = columns[0].size if columns else 0
     with open(path, "wb") as f:
-        np.lib.format.write_array_header_1_0(
-            f, {"descr": "<u8", "fortran_order": False, "shape": (len(columns), n)}
-        )
         for c in columns:
-            f.write(memoryview(np.ascontiguousarray(c).view(np.uint64)).cast("B"))
+            f.write(
+                memoryview(np.ascontiguousarray(c).view(np.uint64).astype("<u8", copy=False)).cast(
+                    "B"
+                )
+            )
 
 
 def _read_columns(path: Path, n: int, a: int, b: int, into: list[np.ndarray]) -> None:
-    """Read rows ``a:b`` of every column of a ``_write_columns`` file into ``into``'s heads."""
+    """Read rows ``a:b`` of each of a ``_write_columns`` file's n-row columns into ``into``."""
     with open(path, "rb") as f:
-        np.lib.format.read_magic(f)
-        shape, _, _ = np.lib.format.read_array_header_1_0(f)
-        if shape != (len(into), n):
-            raise OSError(f"{path}: rows of shape {shape}, expected {(len(into), n)}")
-        base = f.tell()
+        size = os.fstat(f.fileno()).st_size
+        if size != 8 * n * len(into):
+            raise OSError(f"{path}: {size} bytes, expected {8 * n * len(into)}")
         for c, dest in enumerate(into):
-            f.seek(base + 8 * (c * n + a))
+            f.seek(8 * (c * n + a))
             view = memoryview(dest[: b - a]).cast("B")
             if f.readinto(view) != view.nbytes:
                 raise OSError(f"{path}: truncated")
+            if sys.byteorder == "big":  # pragma: no cover - the files are little-endian
+                dest[: b - a].byteswap(inplace=True)

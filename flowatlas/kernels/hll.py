@@ -479,15 +479,43 @@ def reduce_sparse(
     return _reduce_sorted(comp, p)
 
 
-def _check_entries(entries: np.ndarray, p: int) -> None:
+@numba.njit(nogil=True, cache=True)
+def _scan_entries(keys, entries, p, ordered):  # pragma: no cover - compiled
+    """One pass over a long form: 0 if valid, else 1 (register index), 2 (rank), 3 (order)."""
+    max_rank = np.uint32(65 - p)
+    n_regs = np.uint32(1) << np.uint32(p)
+    prev = np.int64(-1)
+    for i in range(entries.size):
+        e = entries[i]
+        if (e >> np.uint32(RANK_BITS)) >= n_regs:
+            return 1
+        r = e & np.uint32(RANK_MASK)
+        if r < 1 or r > max_rank:
+            return 2
+        if ordered:
+            c = (keys[i] << np.int64(p)) | np.int64(e >> np.uint32(RANK_BITS))
+            if c <= prev:
+                return 3
+            prev = c
+    return 0
+
+
+def _check_entries(
+    entries: np.ndarray, p: int, keys: np.ndarray | None = None, ordered: bool = False
+) -> None:
     if not entries.size:
         return
-    e = np.asarray(entries, np.int64)
-    rank = e & RANK_MASK
-    if int(e.min()) < 0 or int(e.max()) >= 1 << (p + RANK_BITS):
+    e = np.asarray(entries)
+    if (e.dtype.kind == "i" and int(e.min()) < 0) or int(e.max()) >= 1 << (p + RANK_BITS):
         raise ValueError(f"an entry's register index is outside 0..{(1 << p) - 1}")
-    if int(rank.min()) < 1 or int(rank.max()) > 65 - p:
+    k = np.empty(0, np.int64) if keys is None else keys
+    bad = _scan_entries(k, np.ascontiguousarray(e, np.uint32), p, bool(ordered))
+    if bad == 1:  # pragma: no cover - the range check above comes first
+        raise ValueError(f"an entry's register index is outside 0..{(1 << p) - 1}")
+    if bad == 2:
         raise ValueError(f"an entry's rank is outside 1..{65 - p}")
+    if bad == 3:
+        raise ValueError("a long form has keys ascending and one entry per register")
 
 
 def _long_form(
@@ -500,15 +528,7 @@ def _long_form(
     if keys.size != entries.size:
         raise ValueError("keys and entries differ in length")
     n_keys = _check_keys(keys, n_keys)
-    _check_entries(entries, p)
-    if (
-        ordered
-        and keys.size
-        and np.any(
-            np.diff(keys << np.int64(p) | (entries >> np.uint32(RANK_BITS)).astype(np.int64)) <= 0
-        )
-    ):
-        raise ValueError("a long form has keys ascending and one entry per register")
+    _check_entries(entries, p, keys, ordered)
     return keys, entries, n_keys
 
 
