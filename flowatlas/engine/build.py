@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,6 +214,18 @@ def build_cube_from_table(
     )
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cycle collector off within the block (on again after, if it was on)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _prefix_table(table: PrefixTable | str | os.PathLike[str] | None, cfg: Config) -> PrefixTable:
     """The prefix table given, loaded from a path, or compiled from the configuration."""
     if isinstance(table, PrefixTable):
@@ -278,7 +292,9 @@ def _build(
             progress("resume", resumed, len(tasks))
 
     try:
-        with build_allocator():  # freed arrays reused, not fresh pages (engine/allocator.py)
+        # freed arrays reused, not fresh pages (engine/allocator.py); no cycle collections
+        # while the scheduler's many small objects come and go
+        with build_allocator(), _gc_paused():
             if n_workers == 0 and not scheduler:
                 result, stats = run_eager(tasks, plan, progress, work)
             elif not scheduler and not processes:

@@ -638,9 +638,10 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
     a_vol = np.empty(cap, np.uint64)
     a_n = 0
     max_w = 0
+    seg_keys = np.zeros(seg_off.size, np.int64)  # keys of each segment
     for s in range(seg_off.size):
-        n_keys = (pidx[seg_level[s]].max() + 1) * seg_width[s] if pidx.shape[1] else 0
-        max_w = max(max_w, n_keys)
+        seg_keys[s] = (pidx[seg_level[s]].max() + 1) * seg_width[s] if pidx.shape[1] else 0
+        max_w = max(max_w, seg_keys[s])
     stamp = np.full(max_w, -1, np.int64)
     touched = np.empty(max_w, np.int64)
 
@@ -656,7 +657,7 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
         l_d = f_d[lev]
         l_v = f_v[lev]
         l_s = f_s[lev]
-        stamp[:] = -1
+        stamp[: seg_keys[s]] = -1  # only the segment's keys: coarse levels have few
         a_cur = np.int64(-1)
         n_list = 0
         for kk in range(n_runs + 1):
