@@ -1202,6 +1202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(text)
     heading = HEADING_MEMORY if args.from_memory else HEADING
+    if args.records != DEFAULT_RECORDS:  # one section per archive size
+        heading += f" at {args.records / 1e6:g} M records"
     if args.results:
         write_section(args.results, heading, text)
         print(f"\nwrote section {heading!r} of {args.results}")
