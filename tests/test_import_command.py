@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import random
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -150,7 +150,9 @@ def test_config_counts_records_touching_no_local_prefix(tmp_path, capsys):
 
 def hostile_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
     garbage = tmp_path / "garbage.bin"
-    garbage.write_bytes(os.urandom(4096))
+    # random bytes, the same every run (os.urandom once made goflow2-pb read a length prefix
+    # of 2^60 bytes: see test_protobuf_corrupt_length_prefix_ends_the_stream_cleanly)
+    garbage.write_bytes(random.Random(4096).randbytes(4096))
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     return [

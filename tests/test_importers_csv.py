@@ -131,3 +131,28 @@ def test_bad_encoding_is_quarantined_and_truncated_gzip_is_an_error(tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"cut\.csv\.gz"):
         read(cut)
+
+
+def test_binary_data_and_quoted_headers(tmp_path):
+    """A file whose first line is not text fails at once, naming the byte; the header alone
+    is parsed for column names, quotes and all."""
+    from flowatlas.io.importers.csv import csv_header
+
+    f = tmp_path / "blob.csv"
+    f.write_bytes(b"time_start,src\x00_addr\n1,2\n")
+    with pytest.raises(
+        InputError, match=r"blob.csv: not a text CSV file \(binary data at byte 14\)"
+    ):
+        csv_header(f)
+    f.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(InputError, match="binary data at byte 0"):
+        csv_header(f)
+    f.write_bytes(b"")
+    with pytest.raises(InputError, match="no header line"):
+        csv_header(f)
+    f.write_text('"time_start","src, addr";dst\nx\n')
+    assert csv_header(f) == ["time_start", "src, addr;dst"]
+    assert csv_header(f, ";") == ['time_start,"src, addr"', "dst"]
+    # a header line that ends inside a multi-byte character cut by the head is still text
+    f.write_bytes(b"a,b," + "é".encode() * 40_000)
+    assert csv_header(f)[:2] == ["a", "b"]

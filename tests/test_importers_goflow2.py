@@ -179,6 +179,25 @@ def test_protobuf_stream_reads_in_small_chunks():
             assert got == whole == msgs
 
 
+def test_protobuf_corrupt_length_prefix_ends_the_stream_cleanly():
+    """A length prefix of 2^63 (random bytes read as goflow2-pb) is a problem, not a read of
+    the whole length: no MemoryError, nothing buffered beyond the data."""
+    import io
+
+    from flowatlas.io.importers.goflow2 import MAX_MESSAGE, iter_delimited
+
+    ok = flow_message(bytes=7)
+    for length in (2**63, MAX_MESSAGE + 1):
+        data = varint(len(ok)) + ok + varint(length) + b"\x00" * 100
+        got = list(iter_delimited(io.BytesIO(data), chunk=16))
+        assert [m for _, m, _ in got] == [ok, None]
+        assert got[-1][2] == f"implausible message length ({length} bytes)"
+    # a plausible length past the end of the data: truncated, after reading what there is
+    data = varint(len(ok)) + ok + varint(5000) + b"\x01" * 10
+    got = list(iter_delimited(io.BytesIO(data), chunk=16))
+    assert got[-1][1] is None and got[-1][2].startswith("truncated message (")
+
+
 def test_json_wrong_types_are_quarantined(tmp_path):
     rows = [
         V2,

@@ -18,6 +18,7 @@ All checks are vectorised (Arrow compute and NumPy); Python loops only touch rej
 
 from __future__ import annotations
 
+import csv as std_csv
 import re
 import sys
 import time
@@ -1008,7 +1009,28 @@ class CsvRowReader:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """The first line of an error, with what a terminal cannot show replaced, cut at 200."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _check_text(path: Path, head: bytes) -> None:
+    """An InputError if a CSV file's first line (its header) is not text: binary data.
+
+    Later lines may hold bad bytes; those rows are quarantined (``bad_encoding``).
+    """
+    line = head.split(b"\n", 1)[0]
+    nul = line.find(b"\x00")
+    try:
+        line.decode("utf-8")
+        bad = -1
+    except UnicodeDecodeError as exc:
+        # a multi-byte character cut by the end of the head is fine
+        bad = exc.start if exc.start < len(line) - 3 or len(line) < len(head) else -1
+    found = [i for i in (nul, bad) if i >= 0]
+    if found:
+        raise InputError(f"{path}: not a text CSV file (binary data at byte {min(found)})")
 
 
 def read_mapped_csv(
@@ -1043,24 +1065,26 @@ def read_mapped_csv(
 
 
 def csv_header(path: Path, delimiter: str = ",") -> list[str]:
-    """The column names of a CSV file (first line), or an InputError naming the file."""
+    """The column names of a CSV file (first line), or an InputError naming the file.
+
+    Only the header is parsed (Python's csv module, for quoting): rows further down, however
+    malformed, are the row reader's to quarantine.
+    """
     stream = open_text_stream(path)
     try:
-        reader = pacsv.open_csv(
-            stream,
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 16),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=_skip),
-            convert_options=pacsv.ConvertOptions(),
-        )
-        return list(reader.schema.names)
+        head = stream.read(1 << 16)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: not a readable CSV file: {_first_line(exc)}") from None
     finally:
         stream.close()
-
-
-def _skip(_row: Any) -> str:
-    return "skip"
+    _check_text(path, head)
+    line = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    if not line.strip():
+        raise InputError(f"{path}: not a readable CSV file: no header line")
+    try:
+        return next(std_csv.reader([line], delimiter=delimiter))
+    except std_csv.Error as exc:
+        raise InputError(f"{path}: not a readable CSV file: header: {_first_line(exc)}") from None
 
 
 @register

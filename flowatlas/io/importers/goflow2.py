@@ -327,6 +327,11 @@ def decode_flow_message(msg: bytes | memoryview) -> dict[str, Any]:
     return out
 
 
+#: longest length prefix believed: a FlowMessage is a few hundred bytes, so anything longer
+#: is a corrupt prefix (or not goflow2 data), and the framing is lost from there on
+MAX_MESSAGE = 1 << 20
+
+
 def iter_delimited(
     source: bytes | IO[bytes], chunk: int = 1 << 20
 ) -> Iterator[tuple[int, bytes | None, str | None]]:
@@ -334,7 +339,8 @@ def iter_delimited(
 
     Reads ``source`` (bytes or a binary file) a chunk at a time, so memory stays bounded. A
     newline after each message (goflow2's file transport separator) is skipped when the file
-    uses one; that is decided on the first message.
+    uses one; that is decided on the first message. A length prefix over
+    :data:`MAX_MESSAGE` ends the stream with a problem, as a truncated message does.
     """
     fh: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     buf = bytearray()
@@ -347,7 +353,7 @@ def iter_delimited(
         """Make sure ``need`` bytes from ``pos`` are buffered (False at end of data)."""
         nonlocal eof, buf, pos
         while len(buf) - pos < need and not eof:
-            data = fh.read(max(chunk, need))
+            data = fh.read(chunk)
             if not data:
                 eof = True
                 break
@@ -368,6 +374,9 @@ def iter_delimited(
             yield number, None, "truncated message length"
             return
         view.release()
+        if length > MAX_MESSAGE:
+            yield number, None, f"implausible message length ({length} bytes)"
+            return
         header = start - pos
         if not fill(header + length):
             yield number, None, f"truncated message ({len(buf) - start} of {length} bytes)"
