@@ -94,14 +94,6 @@ class Partial:
         e = np.empty(n, np.uint64)
         return cls(np.empty(n, np.int64), e, np.empty_like(e), np.empty_like(e), np.empty_like(e))
 
-    @classmethod
-    def concat(cls, parts: list[Partial]) -> Partial:
-        if not parts:
-            return cls.empty()
-        return cls(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__)
-        )
-
 
 @dataclass
 class FragmentStats:
