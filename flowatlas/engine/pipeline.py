@@ -326,7 +326,8 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
         rows, st = orient_and_cell(table, plan, fragment.counts, on_device=gpu, into=into, at=at)
         at += rows.key.shape[0]
         stats.add(st)
-        parts.append(rows)
+        if gpu:  # device arrays, one set per fragment
+            parts.append(rows)
     if gpu:  # the same sums, and the distinct rows, from device hash tables
         from flowatlas.engine.gpu import accumulate_gpu
 

@@ -255,11 +255,7 @@ def _write_columns(path: Path, columns: list[np.ndarray]) -> None:
     """
     with open(path, "wb") as f:
         for c in columns:
-            f.write(
-                memoryview(np.ascontiguousarray(c).view(np.uint64).astype("<u8", copy=False)).cast(
-                    "B"
-                )
-            )
+            np.ascontiguousarray(c).view(np.uint64).astype("<u8", copy=False).tofile(f)
 
 
 def _read_columns(path: Path, n: int, a: int, b: int, into: list[np.ndarray]) -> None:

@@ -481,14 +481,12 @@ def reduce_sparse(
 
 @numba.njit(nogil=True, cache=True)
 def _scan_entries(keys, entries, p, ordered):  # pragma: no cover - compiled
-    """One pass over a long form: 0 if valid, else 1 (register index), 2 (rank), 3 (order)."""
+    """One pass over a long form whose register indexes are in range: 0 if valid, else 2
+    (a rank out of range) or 3 (not in order)."""
     max_rank = np.uint32(65 - p)
-    n_regs = np.uint32(1) << np.uint32(p)
     prev = np.int64(-1)
     for i in range(entries.size):
         e = entries[i]
-        if (e >> np.uint32(RANK_BITS)) >= n_regs:
-            return 1
         r = e & np.uint32(RANK_MASK)
         if r < 1 or r > max_rank:
             return 2
@@ -510,8 +508,6 @@ def _check_entries(
         raise ValueError(f"an entry's register index is outside 0..{(1 << p) - 1}")
     k = np.empty(0, np.int64) if keys is None else keys
     bad = _scan_entries(k, np.ascontiguousarray(e, np.uint32), p, bool(ordered))
-    if bad == 1:  # pragma: no cover - the range check above comes first
-        raise ValueError(f"an entry's register index is outside 0..{(1 << p) - 1}")
     if bad == 2:
         raise ValueError(f"an entry's rank is outside 1..{65 - p}")
     if bad == 3:
