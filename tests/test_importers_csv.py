@@ -98,6 +98,47 @@ def test_bad_mappings_and_files_are_clear_errors(tmp_path):
         read(garbage, csv_map="time_start=a,src_addr=b,dst_addr=c,bytes=d")
 
 
+def test_malformed_row_with_bad_bytes_is_quarantined_not_fatal(tmp_path, capfd):
+    # pyarrow decodes a row it cannot split as UTF-8 before our handler sees it; without the
+    # guard stream that failed the whole file after an "Exception ignored" traceback
+    f = tmp_path / "both.csv"
+    f.write_bytes(
+        b"time_start,src_addr,dst_addr,bytes\n"
+        b"2024-03-01T10:00:00Z,10.0.0.1,10.0.0.2,5\n"
+        b"2024-03-01T10:00:00Z,10.0.0.\xff,10.0.0.2,5,extra\n"
+        b"2024-03-01T10:00:00Z,10.0.0.3,10.0.0.2,7\n"
+        b"2024-03-01T10:00:00Z,10.0.0.4,10.0.0.\xfe2,8\n"
+        b"2024-03-01T10:00:00Z,10.0.0.5,10.0.0.2,9\n"
+    )
+    t, q, n = read(f)
+    assert n == 5 and t["bytes"].to_pylist() == [5, 7, 9]
+    assert q.select(["position", "reason"]).to_pylist() == [
+        {"position": "row 2", "reason": "malformed_line"},
+        {"position": "row 4", "reason": "bad_encoding"},
+    ]
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_utf8_guard_matches_whole_stream_replacement(seed):
+    import io
+    import random
+
+    from flowatlas.io.importers.csv import Utf8Guard
+
+    rng = random.Random(seed)
+    alphabet = [0x41, 0x0A, 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xF0, 0x9F, 0x98, 0x80, 0xFF, 0xED]
+    raw = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+    guard = Utf8Guard(io.BytesIO(raw))
+    out = b""
+    while chunk := guard.read(rng.randint(1, 9)):
+        out += chunk
+    assert out == raw.decode("utf-8", "replace").encode("utf-8")
+    assert guard.replaced == (out != raw)
+    text = "a,é,€,😀\n" * 3
+    assert Utf8Guard(io.BytesIO(text.encode())).read(-1) == text.encode()
+
+
 def test_csv_map_toml_validation(tmp_path):
     bad = tmp_path / "m.toml"
     bad.write_text("[options]\ncounts='maybe'\n")

@@ -885,6 +885,66 @@ def open_text_stream(path: Path) -> pa.NativeFile:
         raise InputError(f"{path}: cannot open: {exc}") from None
 
 
+def _incomplete_tail(data: bytes) -> int:
+    """How many bytes at the end of ``data`` begin a UTF-8 sequence that is not finished yet."""
+    n = len(data)
+    for back in range(1, min(3, n) + 1):
+        b = data[n - back]
+        if b < 0x80:
+            return 0
+        if b >= 0xC0:  # a lead byte: its sequence is 2, 3 or 4 bytes long
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return back if need > back else 0
+    return 0
+
+
+class Utf8Guard:
+    """A byte stream passed through unchanged while it is UTF-8; bytes that are not are replaced.
+
+    pyarrow's CSV reader hands a row it cannot split to ``invalid_row_handler`` as text, and
+    fails the whole file (after printing an "Exception ignored" traceback) when that row's bytes
+    are not UTF-8. Reading through this guard keeps such a row quarantinable: each chunk is
+    checked with one strict decode (memory speed for ASCII) and, only where that fails, every
+    byte that is not UTF-8 becomes U+FFFD. ``replaced`` says that happened, so the reader then
+    quarantines every row holding U+FFFD as ``bad_encoding``.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._pending = b""
+        self.replaced = False
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if data is None:
+            data = b""
+        data = self._pending + bytes(data)
+        if not data:
+            return b""
+        at_end = size is None or size < 0 or len(data) == len(self._pending)
+        keep = 0 if at_end else _incomplete_tail(data)
+        if keep:
+            data, self._pending = data[:-keep], data[-keep:]
+        else:
+            self._pending = b""
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            data = data.decode("utf-8", "replace").encode("utf-8")
+            self.replaced = True
+        if not data and self._pending:  # a size too small to finish one character
+            return self.read(size)
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+        self._raw.close()
+
+
 class CsvRowReader:
     """Stream a CSV as blocks of text columns, keeping rows it cannot use for quarantine.
 
@@ -926,9 +986,10 @@ class CsvRowReader:
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         )
+        self._guard = Utf8Guard(source)
         try:
             self._reader = pacsv.open_csv(
-                source, read_options=read, parse_options=parse, convert_options=convert
+                self._guard, read_options=read, parse_options=parse, convert_options=convert
             )
         except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
             raise InputError(f"{where}: not a readable CSV file: {_first_line(exc)}") from None
@@ -948,15 +1009,9 @@ class CsvRowReader:
     ) -> tuple[pa.RecordBatch, np.ndarray, list[tuple[int, str, str]]]:
         """The block with text columns; rows that are not UTF-8 split off for quarantine."""
         bad = np.zeros(block.num_rows, dtype=bool)
-        for col in block.columns:
-            try:
-                col.cast(pa.string())
-            except pa.ArrowInvalid:
-                for i, v in enumerate(col.to_pylist()):
-                    try:
-                        v.decode("utf-8")
-                    except (UnicodeDecodeError, AttributeError):
-                        bad[i] = True
+        if self._guard.replaced:  # the stream met bytes that are not UTF-8: find their rows
+            for col in block.columns:
+                bad |= _np_bool(pc.match_substring(col, "\ufffd"))
         rejected: list[tuple[int, str, str]] = []
         if bad.any():
             idx = np.flatnonzero(bad)
