@@ -116,7 +116,8 @@ def synth(records, start, days, seed, out, workers, overwrite, quiet) -> None:
 
 def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, partitions,
                partition_rows, overwrite, quiet, processes=False, backend="auto",
-               keep_state=False, incremental=False):  # fmt: skip
+               keep_state=False, incremental=False, shuffle="auto",
+               work_dir=None):  # fmt: skip
     from flowatlas.engine.build import build_cube
 
     bar = _Bar(0, "build", "task", quiet)
@@ -143,6 +144,8 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
             incremental=incremental,
             partitions=partitions,
             partition_rows=partition_rows,
+            shuffle=shuffle,
+            work_dir=work_dir,
             overwrite=overwrite,
             progress=progress,
         )
@@ -181,6 +184,18 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
 )
 @click.option("--partition-rows", type=int, default=None,
               help="Archive rows per map task [auto: a few tasks per worker].")  # fmt: skip
+@click.option(
+    "--shuffle",
+    type=click.Choice(["auto", "memory", "disk"]),
+    default="auto",
+    show_default=True,
+    help="Where map results wait for the reducers: memory (faster; an interrupted build starts "
+    "again) or a work directory beside the cube (bounded memory; an interrupted build resumes). "
+    "auto: memory while the archive's rows fit in a quarter of free memory.",
+)
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None,
+              help="Work directory of an on-disk shuffle [a hidden sibling of --out]; with "
+              "--scheduler, a disk every worker shares.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing cube at --out.")
 @click.option("--keep-state", is_flag=True,
               help="Keep the map results in the cube, for later --incremental builds.")  # fmt: skip
@@ -189,7 +204,7 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 def build(
     archive, out, config, table, workers, scheduler, processes, backend, partitions,
-    partition_rows, overwrite, keep_state, incremental, quiet,
+    partition_rows, shuffle, work_dir, overwrite, keep_state, incremental, quiet,
 ) -> None:  # fmt: skip
     """Build the cube of a flow archive: orient, classify, bucket, accumulate, count.
 
@@ -216,6 +231,8 @@ def build(
         backend=backend,
         keep_state=keep_state,
         incremental=incremental,
+        shuffle=shuffle,
+        work_dir=work_dir,
     )
     dt = time.perf_counter() - t0
     q = sum(s.quarantined.values())

@@ -35,14 +35,52 @@ def reference(archive, tmp_path_factory):
     return cube_bytes(out)
 
 
+@pytest.mark.parametrize("shuffle", ["memory", "disk"])
 @pytest.mark.parametrize(
     ("workers", "partitions", "partition_rows"),
     [(0, 3, 5_000), (0, 7, 1_000_000), (1, 2, 2_000), (2, 4, 3_000), (2, 1, 50_000)],
 )
-def test_same_cube_byte_for_byte(archive, reference, tmp_path, workers, partitions, partition_rows):
+def test_same_cube_byte_for_byte(
+    archive, reference, tmp_path, workers, partitions, partition_rows, shuffle, monkeypatch
+):
+    import flowatlas.engine.workdir as workdir
+
+    saved = []
+    real_save = workdir.WorkDir.save_map
+    monkeypatch.setattr(
+        workdir.WorkDir, "save_map", lambda self, *a: saved.append(1) or real_save(self, *a)
+    )
     out = tmp_path / "cube"
-    build_cube(archive, out, workers=workers, partitions=partitions, partition_rows=partition_rows)
+    build_cube(
+        archive,
+        out,
+        workers=workers,
+        partitions=partitions,
+        partition_rows=partition_rows,
+        shuffle=shuffle,
+    )
     assert cube_bytes(out) == reference
+    assert bool(saved) == (shuffle == "disk")  # the shuffle went where it was asked to
+    assert not (tmp_path / ".cube.work").exists()
+
+
+def test_where_the_shuffle_goes():
+    from flowatlas.engine.build import shuffle_on_disk
+    from flowatlas.errors import ConfigError
+
+    assert not shuffle_on_disk("auto", 1_000)  # a small local build: memory
+    assert shuffle_on_disk("auto", 10**15)  # more than memory holds: disk
+    assert shuffle_on_disk("auto", 1_000, processes=True)  # worker processes: disk
+    assert not shuffle_on_disk("auto", 10**15, scheduler="tcp://h:8786")  # remote workers
+    assert shuffle_on_disk("auto", 1_000, keep_state=True)
+    assert shuffle_on_disk("auto", 1_000, scheduler="tcp://h:8786", work_dir="/shared/w")
+    assert shuffle_on_disk("disk", 1_000) and not shuffle_on_disk("memory", 10**15)
+    with pytest.raises(ConfigError, match="keeping the build state"):
+        shuffle_on_disk("memory", 1_000, keep_state=True)
+    with pytest.raises(ConfigError, match="work directory"):
+        shuffle_on_disk("memory", 1_000, work_dir="w")
+    with pytest.raises(ConfigError, match="auto, memory, disk"):
+        shuffle_on_disk("ram", 1_000)
 
 
 def test_same_cube_with_four_workers(archive, reference, tmp_path):
@@ -260,3 +298,17 @@ def test_a_subset_of_rollups_gives_the_same_rows(archive, tmp_path) -> None:
     want = want.sort_values(key, na_position="first").reset_index(drop=True)
     got = sub.sort_values(key, na_position="first").reset_index(drop=True)
     assert got.drop(columns=["rollup"]).equals(want.drop(columns=["rollup"]))
+
+
+def test_work_dir_that_is_not_ours_is_left_alone(archive, reference, tmp_path):
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    with pytest.raises(OutputError, match="not a flowatlas work directory"):
+        build_cube(archive, tmp_path / "cube", workers=0, work_dir=precious)
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+    assert not (tmp_path / "cube").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    build_cube(archive, tmp_path / "cube", workers=0, work_dir=empty)
+    assert cube_bytes(tmp_path / "cube") == reference and not empty.exists()

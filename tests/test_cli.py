@@ -71,6 +71,9 @@ def test_synth_build_report_and_config(tmp_path) -> None:
     p = run("build", str(a), "--out", str(c), "--workers", "0")
     assert p.returncode == 0, p.stderr
     assert "records/s" in p.stderr and (c / "cube.json").exists()
+    p = run("build", str(a), "--out", str(tmp_path / "c2"), "--shuffle", "disk", "-q")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "c2" / "cells.parquet").read_bytes() == (c / "cells.parquet").read_bytes()
     p = run("report", str(c), "--html", str(tmp_path / "r.html"))
     assert p.returncode == 0 and "Uniqueness" in p.stdout and (tmp_path / "r.html").exists()
     p = run("config", "--dump")
@@ -85,6 +88,10 @@ def test_synth_build_report_and_config(tmp_path) -> None:
         (("build", "{tmp}/missing", "--out", "{tmp}/c"), ("missing: no such file or directory",)),
         (("build", "{tmp}/empty", "--out", "{tmp}/c"), ("empty: archive is empty",)),
         (("build", "{tmp}/wrong", "--out", "{tmp}/c"), ("x.parquet", "not a flow archive file")),
+        (
+            ("build", "{tmp}/synth", "-o", "{tmp}/c", "--shuffle", "memory", "--keep-state"),
+            ("shuffle 'memory' cannot go with keeping the build state",),
+        ),
         (("report", "{tmp}/missing"), ("missing: no such cube",)),
         (("config", "--check", "{tmp}/bad.toml"), ("bad.toml", "unknown key 'colour'")),
         (("synth", "--records", "10", "--start", "soon", "--out", "{tmp}/s"), ("--start",)),
@@ -101,6 +108,10 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needles) -> None:
     (tmp_path / "bad.toml").write_text("colour = 'blue'\n")
     (tmp_path / "occupied").mkdir()
     (tmp_path / "occupied" / "thesis.tex").write_text("precious")
+    if "{tmp}/synth" in args:
+        from flowatlas.synth import synthesize
+
+        synthesize(tmp_path / "synth", records=200, days=1, seed=1)
     p = run(*(a.format(tmp=tmp_path) for a in args))
     one_line_error(p, *needles)
 

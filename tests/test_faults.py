@@ -66,7 +66,7 @@ def test_interrupted_build_resumes_without_double_counting(archive, tmp_path):
     out = tmp_path / "cube"
     work = tmp_path / ".cube.work"
     cmd = [sys.executable, "-m", "flowatlas", "build", str(archive), "-o", str(out)]
-    cmd += ["--workers", "0", "--partition-rows", "1500", "-q"]
+    cmd += ["--workers", "0", "--partition-rows", "1500", "--shuffle", "disk", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     try:
@@ -89,7 +89,7 @@ def test_interrupted_build_resumes_without_double_counting(archive, tmp_path):
         if stage == "resume":
             resumed.append(done)
 
-    build_cube(archive, out, workers=0, partition_rows=1500, progress=progress)
+    build_cube(archive, out, workers=0, partition_rows=1500, shuffle="disk", progress=progress)
     assert resumed and resumed[0] >= finished_before >= 5
     assert not work.exists()
     for name in CUBE_FILES:

@@ -48,6 +48,13 @@ ARCHIVE_CONFIG = "flowatlas.toml"
 #: about this many archive rows per IP partition: a reducer's memory stays bounded, its key
 #: arrays stay in cache, and the last round of reducers is short (load balance)
 ROWS_PER_PARTITION = 3_000_000
+#: where map results wait for the reducers (``shuffle=``): see :func:`shuffle_on_disk`
+SHUFFLES = ("auto", "memory", "disk")
+#: bytes a shuffle row takes at most (cell key, address as two words, volume): one per
+#: archive row at most, since map tasks only ever fold rows together
+SHUFFLE_ROW_BYTES = 32
+#: ``auto`` keeps the shuffle in memory while its most rows fit in this share of free memory
+MEMORY_SHUFFLE_SHARE = 0.25
 
 
 @dataclass
@@ -88,6 +95,7 @@ def build_cube(
     partitions: int | None = None,
     partition_rows: int | None = None,
     work_dir: str | os.PathLike[str] | None = None,
+    shuffle: str = "auto",
     keep_state: bool = False,
     incremental: bool = False,
     overwrite: bool = False,
@@ -102,10 +110,12 @@ def build_cube(
     The result does not depend on workers, partitions or scheduler. Nothing is written unless
     the whole build succeeds.
 
-    Map results go through ``work_dir`` (default: a hidden sibling of ``out``) so memory stays
-    bounded and an interrupted build resumes where it stopped; it is removed on success. With
-    ``scheduler`` and no ``work_dir`` the shuffle stays in worker memory (remote workers may
-    not share this machine's disk).
+    ``shuffle`` says where map results wait for the reducers (:func:`shuffle_on_disk`):
+    ``disk``, through ``work_dir`` (default: a hidden sibling of ``out``, removed on
+    success), so memory stays bounded and an interrupted build resumes where it stopped;
+    ``memory``, faster, not resumable; ``auto`` (default), memory where the shuffle fits in a
+    quarter of free memory or runs on ``scheduler`` without ``work_dir`` (remote workers may
+    not share this machine's disk), else disk.
 
     ``keep_state`` keeps the map results in the cube (``CUBE/_state``); ``incremental``
     rebuilds such a cube reading only the archive files that are new or changed since (same
@@ -143,6 +153,7 @@ def build_cube(
         partitions=partitions,
         partition_rows=partition_rows,
         work_dir=work_dir,
+        shuffle=shuffle,
         keep_state=keep_state,
         incremental=incremental,
         state_sig=state_sig,
@@ -166,6 +177,7 @@ def build_cube_from_table(
     partitions: int | None = None,
     partition_rows: int | None = None,
     work_dir: str | os.PathLike[str] | None = None,
+    shuffle: str = "auto",
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> BuildSummary:
@@ -185,8 +197,9 @@ def build_cube_from_table(
     this process, so they run eagerly (``workers=0``) or on Dask's threaded scheduler (the
     default): ``processes`` and ``scheduler`` raise :class:`~flowatlas.errors.ConfigError`
     (write the records to an archive with :class:`~flowatlas.io.archive.ArchiveWriter` and
-    build that instead). Map results go through a work directory as for an archive; a build
-    from memory is never resumed.
+    build that instead). ``shuffle`` chooses where map results wait as for an archive
+    (``auto``: in memory where they fit in a quarter of free memory); a build from memory is
+    never resumed.
     """
     if processes or scheduler:
         option = "processes=True" if processes else f"scheduler={scheduler!r}"
@@ -209,6 +222,7 @@ def build_cube_from_table(
         partitions=partitions,
         partition_rows=partition_rows,
         work_dir=work_dir,
+        shuffle=shuffle,
         overwrite=overwrite,
         progress=progress,
     )
@@ -224,6 +238,45 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+def shuffle_on_disk(
+    shuffle: str,
+    rows: int,
+    *,
+    work_dir: str | os.PathLike[str] | None = None,
+    keep_state: bool = False,
+    scheduler: str | None = None,
+    processes: bool = False,
+) -> bool:
+    """Whether a build's map results go through a work directory on disk (else memory).
+
+    On disk, memory stays bounded by one task and 1/P of the rows, and an interrupted build
+    resumes from the map results already written; in memory, the reducers read the map
+    results where they are (no writing and reading back: about 10% faster at 50 M records),
+    and an interrupted build starts again. ``auto`` chooses memory for a local build (eager or
+    threads) whose shuffle fits in :data:`MEMORY_SHUFFLE_SHARE` of the memory free now
+    (:data:`SHUFFLE_ROW_BYTES` per archive row at most), and for ``scheduler`` (remote workers
+    may not share this disk); disk otherwise. ``work_dir`` and ``keep_state`` need the disk.
+    """
+    if shuffle not in SHUFFLES:
+        raise ConfigError(f"shuffle must be one of {', '.join(SHUFFLES)}, not {shuffle!r}")
+    needs_disk = work_dir is not None or keep_state
+    if shuffle == "memory":
+        if needs_disk:
+            what = "a work directory" if work_dir is not None else "keeping the build state"
+            raise ConfigError(f"shuffle 'memory' cannot go with {what}: that needs the disk")
+        return False
+    if shuffle == "disk" or needs_disk:
+        return True
+    if scheduler:
+        return False
+    if processes:  # worker processes would serialise every row between them
+        return True
+    import psutil
+
+    free = psutil.virtual_memory().available
+    return rows * SHUFFLE_ROW_BYTES > MEMORY_SHUFFLE_SHARE * free
 
 
 def _prefix_table(table: PrefixTable | str | os.PathLike[str] | None, cfg: Config) -> PrefixTable:
@@ -249,6 +302,7 @@ def _build(
     work_dir: str | os.PathLike[str] | None,
     overwrite: bool,
     progress: Callable[[str, int, int], None] | None,
+    shuffle: str = "auto",
     scheduler: str | None = None,
     processes: bool = False,
     keep_state: bool = False,
@@ -274,7 +328,15 @@ def _build(
         )
     tasks = pack(source.fragments(partition_rows), partition_rows, by_file=keep_state)
     work = None
-    if work_dir is not None or keep_state or not scheduler:
+    on_disk = shuffle_on_disk(
+        shuffle,
+        source.num_rows,
+        work_dir=work_dir,
+        keep_state=keep_state,
+        scheduler=scheduler,
+        processes=processes,
+    )
+    if on_disk:
         root = out / STATE_DIR if incremental else work_dir or default_workdir(out)
         work = WorkDir(
             root,

@@ -18,6 +18,7 @@ from typing import Any
 from flowatlas.engine.backends import GpuFallbackWarning
 from flowatlas.engine.combine import Combiner
 from flowatlas.engine.pipeline import (
+    Counts,
     FragmentStats,
     MapResult,
     PartitionResult,
@@ -42,14 +43,26 @@ def run_eager(
     tasks: list[list[Fragment]],
     plan: BuildPlan,
     progress: Progress | None,
-    work: WorkDir,
+    work: WorkDir | None,
 ) -> tuple[PartitionResult, FragmentStats]:
     """Run the whole build in this process, one task at a time (debugging, tests).
 
     Map results go to the work directory and reducers read them back, so memory stays
-    bounded and the build can resume.
+    bounded and the build can resume; without a work directory they stay in memory.
     """
     total = len(tasks) + plan.partitions
+    if work is None:
+        results = []
+        for i, task in enumerate(tasks):
+            results.append(map_task(task, plan))
+            if progress:
+                progress("map", i + 1, total)
+        combiner = Combiner(results, plan)
+        for j in range(plan.partitions):
+            combiner.add(reduce_in_memory(j, plan, *results))
+            if progress:
+                progress("reduce", len(tasks) + j + 1, total)
+        return combiner.result(), _stats(m.stats for m in results)
     heads = []
     for i, (key, task) in enumerate(zip(work.keys, tasks, strict=True)):
         heads.append(map_step(key, task, plan, work))
@@ -69,12 +82,14 @@ def run_threads(
     plan: BuildPlan,
     workers: int,
     progress: Progress | None,
-    work: WorkDir,
+    work: WorkDir | None,
 ) -> tuple[PartitionResult, FragmentStats]:
     """Run the build with Dask's threaded scheduler: ``workers`` tasks at once in this process.
 
     The kernels release the GIL, so threads use every core without serialising results or
     starting processes; CPU kernels run serially inside each task (tasks are the parallelism).
+    Without a work directory, reducers take their rows straight from the map results in
+    memory.
     """
     import dask
     from dask.callbacks import Callback
@@ -89,14 +104,26 @@ def run_threads(
                 done[0] += 1
                 progress("map" if done[0] <= len(tasks) else "reduce", done[0], total)
 
-    maps = [
-        dask.delayed(map_step, pure=False, name=f"map-{i}")(k, t, plan, work)
-        for i, (k, t) in enumerate(zip(work.keys, tasks, strict=True))
-    ]
-    reduces = [
-        dask.delayed(reduce_step, pure=False, name=f"reduce-{j}")(j, work.keys, plan, work, *maps)
-        for j in range(plan.partitions)
-    ]
+    if work is None:
+        maps = [
+            dask.delayed(map_task, pure=False, name=f"map-{i}")(t, plan)
+            for i, t in enumerate(tasks)
+        ]
+        reduces = [
+            dask.delayed(reduce_in_memory, pure=False, name=f"reduce-{j}")(j, plan, *maps)
+            for j in range(plan.partitions)
+        ]
+    else:
+        maps = [
+            dask.delayed(map_step, pure=False, name=f"map-{i}")(k, t, plan, work)
+            for i, (k, t) in enumerate(zip(work.keys, tasks, strict=True))
+        ]
+        reduces = [
+            dask.delayed(reduce_step, pure=False, name=f"reduce-{j}")(
+                j, work.keys, plan, work, *maps
+            )
+            for j in range(plan.partitions)
+        ]
     # the combiner starts once the maps are done and folds each partition in as soon as it
     # is reduced (in partition order), while the other reducers run: no serial tail but the
     # last fold and the result
@@ -108,9 +135,14 @@ def run_threads(
     return combined.result(), _stats(m.stats for m in heads)
 
 
-def _fold_in(combiner: Combiner, j: int, work: WorkDir) -> Combiner:
-    """Fold reducer ``j``'s counts (from the work directory) into the combiner."""
-    combiner.add(work.load_counts(j))
+def reduce_in_memory(j: int, plan: BuildPlan, *maps: MapResult) -> Counts:
+    """Reducer ``j`` over map results held in memory: its piece of each, in task order."""
+    return reduce_partition([m.pieces[j] for m in maps], plan)
+
+
+def _fold_in(combiner: Combiner, j: int | Counts, work: WorkDir | None) -> Combiner:
+    """Fold reducer ``j``'s counts (from the work directory, or as given) into the combiner."""
+    combiner.add(work.load_counts(j) if work is not None else j)
     return combiner
 
 

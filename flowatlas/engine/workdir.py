@@ -77,15 +77,22 @@ class WorkDir:
         sig = self.root / "signature.json"
         if self.root.exists():
             old = self.read_signature(self.root)
-            if not old or old.get("digest") != self.digest:
+            if old is None and self.root.is_dir() and any(self.root.iterdir()):
+                # never delete what a build did not write (a mistyped --work-dir)
+                raise OutputError(
+                    f"{self.root}: not a flowatlas work directory (no signature.json) and not "
+                    "empty; name a new or empty directory"
+                )
+            if old is not None and old.get("digest") != self.digest:
                 self.remove()
         try:
-            (self.root / "map").mkdir(parents=True, exist_ok=True)
-            (self.root / "reduce").mkdir(exist_ok=True)
-            if not sig.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not sig.exists():  # first, so that what follows is known to be ours
                 tmp = sig.with_suffix(".tmp")
                 tmp.write_text(json.dumps({"digest": self.digest, **self.signature}, indent=1))
                 os.replace(tmp, sig)
+            (self.root / "map").mkdir(exist_ok=True)
+            (self.root / "reduce").mkdir(exist_ok=True)
         except OSError as exc:
             raise OutputError(
                 f"{self.root}: cannot write the build's work directory: {exc}"
