@@ -9,6 +9,7 @@ Dask recompute its tasks, which is safe because every task is a pure function of
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import warnings
@@ -59,7 +60,7 @@ def run_eager(
                 progress("map", i + 1, total)
         combiner = Combiner(results, plan)
         for j in range(plan.partitions):
-            combiner.add(reduce_in_memory(j, plan, *results))
+            combiner.add(reduce_in_memory(j, plan, results))
             if progress:
                 progress("reduce", len(tasks) + j + 1, total)
         return combiner.result(), _stats(m.stats for m in results)
@@ -92,9 +93,11 @@ def run_threads(
     memory.
     """
     import dask
+    import dask.threaded
     from dask.callbacks import Callback
 
     total = len(tasks) + plan.partitions
+    partitions = plan.partitions
     done = [0]
 
     class _Progress(Callback):
@@ -104,38 +107,56 @@ def run_threads(
                 done[0] += 1
                 progress("map" if done[0] <= len(tasks) else "reduce", done[0], total)
 
+    delayed = functools.partial(dask.delayed, pure=False)
+    # the plan and the fragment lists as opaque values: dask would otherwise walk every field
+    # of every dataclass in them, for every task that takes them (a tenth of a second)
+    plan = dask.delayed(plan, traverse=False, name="plan")
+    frags = [dask.delayed(t, traverse=False, name=f"fragments-{i}") for i, t in enumerate(tasks)]
     if work is None:
+        maps = [delayed(map_task, name=f"map-{i}")(t, plan) for i, t in enumerate(frags)]
+    else:
+        keys = work.keys
         maps = [
-            dask.delayed(map_task, pure=False, name=f"map-{i}")(t, plan)
-            for i, t in enumerate(tasks)
+            delayed(map_step, name=f"map-{i}")(k, t, plan, work)
+            for i, (k, t) in enumerate(zip(keys, frags, strict=True))
         ]
+    # one node stands for all the maps, so each reducer's call holds one dependency, not P
+    # (building the graph stays a few milliseconds)
+    heads = delayed(_all, name="maps-done")(maps)
+    if work is None:
         reduces = [
-            dask.delayed(reduce_in_memory, pure=False, name=f"reduce-{j}")(j, plan, *maps)
-            for j in range(plan.partitions)
+            delayed(reduce_in_memory, name=f"reduce-{j}")(j, plan, heads)
+            for j in range(partitions)
         ]
     else:
-        maps = [
-            dask.delayed(map_step, pure=False, name=f"map-{i}")(k, t, plan, work)
-            for i, (k, t) in enumerate(zip(work.keys, tasks, strict=True))
-        ]
         reduces = [
-            dask.delayed(reduce_step, pure=False, name=f"reduce-{j}")(
-                j, work.keys, plan, work, *maps
-            )
-            for j in range(plan.partitions)
+            delayed(_reduce_after, name=f"reduce-{j}")(j, keys, plan, work, heads)
+            for j in range(partitions)
         ]
     # the combiner starts once the maps are done and folds each partition in as soon as it
     # is reduced (in partition order), while the other reducers run: no serial tail but the
     # last fold and the result
-    combiner = dask.delayed(Combiner, pure=False, name="combine-start")(maps, plan)
+    combiner = delayed(Combiner, name="combine-start")(heads, plan)
     for j, r in enumerate(reduces):
-        combiner = dask.delayed(_fold_in, pure=False, name=f"combine-{j}")(combiner, r, work)
+        combiner = delayed(_fold_in, name=f"combine-{j}")(combiner, r, work)
+    # the threaded scheduler itself: naming it "threads" would import distributed (0.2 s) to
+    # look for a client first
     with serial_kernels(), _Progress():
-        heads, combined = dask.compute(maps, combiner, scheduler="threads", num_workers=workers)
-    return combined.result(), _stats(m.stats for m in heads)
+        results, combined = dask.compute(
+            heads, combiner, scheduler=dask.threaded.get, num_workers=workers
+        )
+    return combined.result(), _stats(m.stats for m in results)
 
 
-def reduce_in_memory(j: int, plan: BuildPlan, *maps: MapResult) -> Counts:
+def _all(results: list[MapResult]) -> list[MapResult]:
+    return results
+
+
+def _reduce_after(j: int, keys: list[str], plan: BuildPlan, work: WorkDir, _maps: Any) -> int:
+    return reduce_step(j, keys, plan, work)
+
+
+def reduce_in_memory(j: int, plan: BuildPlan, maps: list[MapResult]) -> Counts:
     """Reducer ``j`` over map results held in memory: its piece of each, in task order."""
     return reduce_partition([m.pieces[j] for m in maps], plan)
 
