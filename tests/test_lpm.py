@@ -147,6 +147,30 @@ def test_lpm_matches_naive_scan_small() -> None:
     np.testing.assert_array_equal(asn_of[table.lookup(hi, lo)], naive_reference(prefixes, hi, lo))
 
 
+def test_runs_of_ipv4_root_blocks_end_where_the_next_interval_starts() -> None:
+    """The index fills runs of /24 root blocks inside one interval at once: intervals that
+    start on a /24 boundary, one address into a block, in the last block, and end at the top
+    of the IPv4 space, each probed at its edges."""
+    prefixes = [
+        "0.0.0.0/0", "10.0.0.0/8", "10.0.1.0/24", "10.0.2.1/32", "10.0.3.128/25",
+        "11.255.255.0/24", "192.168.0.0/16", "192.168.255.255/32", "223.255.255.0/24",
+        "255.255.255.0/24", "255.255.255.255/32", "::ffff:0:0/96", "2001:db8::/32",
+    ]  # fmt: skip
+    table, asn_of = compile_prefixes(prefixes)
+    edges = []
+    for p in prefixes:
+        net = ipaddress.ip_network(p)
+        for a in (int(net.network_address), int(net.broadcast_address)):
+            for d in (-257, -256, -255, -1, 0, 1, 255, 256, 257):
+                edges.append(a + d)
+    v4 = sorted({e for e in edges if 0 <= e < 1 << 32})
+    mapped = [(0xFFFF << 32) | e for e in v4]
+    hi = np.zeros(len(mapped), np.uint64)
+    lo = np.array(mapped, np.uint64)
+    got = asn_of[table.lookup(hi, lo)]
+    np.testing.assert_array_equal(got, naive_reference(prefixes, hi, lo))
+
+
 def test_empty_and_default_route_tables() -> None:
     table, asn_of = compile_prefixes(["0.0.0.0/0"])
     hi = np.array([0, 0, 0x2001 << 48], np.uint64)

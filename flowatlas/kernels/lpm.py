@@ -273,10 +273,15 @@ def _fill(
     a direct entry, a small one with at most LEAF_MAX intervals a leaf, a crowded one a node
     to split next round: it is numbered ``nwork`` (nodes are numbered in the order they are
     queued) and its j, base and shift go to ``work``, grown as needed. Returns (nwork, work).
+
+    Blocks that follow a direct entry inside the same interval get the same entry in one
+    tight loop (most of the 2^24 IPv4 /24 blocks of a table lie in long intervals).
     """
     k = starts_hi.size
     ones = np.uint64(0xFFFFFFFFFFFFFFFF)
-    for b in range(count):
+    b = -1
+    while b + 1 < count:
+        b += 1
         if shift >= 64:
             s6 = np.uint64(shift - 64)
             bs_hi = base_hi + (np.uint64(b) << s6)
@@ -295,7 +300,19 @@ def _fill(
         while r + 1 < k and not _after(starts_hi[r + 1], starts_lo[r + 1], be_hi, be_lo):
             r += 1
         if r == j:
-            entries[first + b] = np.uint32(0x80000000) | np.uint32(values[j] + 1)
+            direct = np.uint32(0x80000000) | np.uint32(values[j] + 1)
+            entries[first + b] = direct
+            if shift < 64:
+                # blocks before the one holding the next interval's start are inside j too
+                stop = count
+                if j + 1 < k and starts_hi[j + 1] == base_hi:
+                    nxt = (starts_lo[j + 1] - base_lo) >> np.uint64(shift)
+                    if nxt < np.uint64(count):
+                        stop = np.int64(nxt)
+                for z in range(b + 1, stop):
+                    entries[first + z] = direct
+                if stop > b + 1:
+                    b = stop - 1
         elif r - j + 1 <= LEAF_MAX and shift <= LEAF_SHIFT_MAX:
             entries[first + b] = np.uint32(j) | (np.uint32(r - j) << np.uint32(27))
         else:
@@ -316,15 +333,14 @@ def _fill(
 
 
 @numba.njit(cache=True)
-def _build(starts_hi, starts_lo, values, bits6):  # pragma: no cover - compiled
-    """(roots, heads, runs): the IPv6 root (2^bits6 entries) then the IPv4 root (2^24), and
+def _build(starts_hi, starts_lo, values, bits6, root6, root4):  # pragma: no cover - compiled
+    """Fill the IPv6 root (2^bits6 entries) and the IPv4 root (2^24); return (heads, runs),
     the nodes, each compressed (see :func:`_compress_node`) as soon as it is filled."""
     n6 = 1 << bits6
     n4 = 1 << V4_BLOCK_BITS
-    roots = np.empty(n6 + n4, dtype=np.uint32)
     work = np.empty((4096, 6), dtype=np.int64)
     nwork, work = _fill(
-        starts_hi, starts_lo, values, roots, 0, n6, np.uint64(0), np.uint64(0), 128 - bits6, 0,
+        starts_hi, starts_lo, values, root6, 0, n6, np.uint64(0), np.uint64(0), 128 - bits6, 0,
         work, 0,
     )  # fmt: skip
     # IPv4: /24 blocks of ::ffff:0:0/96, from the interval holding ::ffff:0.0.0.0
@@ -334,7 +350,7 @@ def _build(starts_hi, starts_lo, values, bits6):  # pragma: no cover - compiled
     while j + 1 < starts_hi.size and not _after(starts_hi[j + 1], starts_lo[j + 1], zero, base_lo):
         j += 1
     nwork, work = _fill(
-        starts_hi, starts_lo, values, roots, n6, n4, np.uint64(0), base_lo, 8, j, work, nwork
+        starts_hi, starts_lo, values, root4, 0, n4, np.uint64(0), base_lo, 8, j, work, nwork
     )
     # nodes in the order they were numbered; each one's children are numbered after it
     heads = np.zeros(8 * max(nwork, 1), np.uint64)
@@ -359,7 +375,7 @@ def _build(starts_hi, starts_lo, values, bits6):  # pragma: no cover - compiled
             runs = grown_r
         m = _compress_node(node, heads, 8 * q, runs, m)
         q += 1
-    return roots, heads[: 8 * nwork], runs[:m]
+    return heads[: 8 * nwork], runs[:m]
 
 
 @numba.njit(cache=True, inline="always")
@@ -406,15 +422,17 @@ def build_index(
         raise ValueError(f"too many intervals for {LEAF_J_BITS}-bit leaf offsets")
     if values.size and int(values.max()) >= 0x7FFF_FFFF:
         raise ValueError("network ids must be below 2^31 - 1")
-    roots, heads, runs = _build(starts_hi, starts_lo, values, bits6)
+    # the roots allocated by NumPy and filled in place (no copy of the 64 MiB IPv4 root)
+    root6 = np.empty(1 << bits6, np.uint32)
+    root4 = np.empty(1 << V4_BLOCK_BITS, np.uint32)
+    heads, runs = _build(starts_hi, starts_lo, values, bits6, root6, root4)
     if heads.size // 8 >= 0x4000_0000:
         raise ValueError("too many index nodes")
     if heads.size == 0:  # no node: one unused one, so no array is empty (device copies)
         heads, runs = np.zeros(8, np.uint64), np.zeros(1, np.uint32)
-    n6 = 1 << bits6
     return LpmArrays(
-        starts_hi, starts_lo, values, _numpy_copy(roots[n6:]), _numpy_copy(roots[:n6]),
-        _aligned(heads), _numpy_copy(runs), np.uint64(64 - bits6),
+        starts_hi, starts_lo, values, root4, root6, _aligned(heads), _numpy_copy(runs),
+        np.uint64(64 - bits6),
     )  # fmt: skip
 
 
