@@ -52,11 +52,16 @@ class _Rollup:
     def __init__(self, rollup: str, code: np.ndarray, dims15: np.ndarray, sums: np.ndarray):
         """Keys and sums of ``rollup`` from rows with their period ``code`` (of this rollup),
         dimensions and sums: the cells, or the previous (finer) level's full-dimension keys."""
+        # the level's full-dimension sums first (grouping 0 keeps every dimension): the other
+        # groupings sum those, not every input row again
+        full, fsums = sum_by_key(rollup_key(code, 0, dims15 & np.int64(GROUP_MASKS[0])), sums)
+        fcode, fdims = full >> ROLLUP_CODE_SHIFT, full & DIM_MASK15
         keys = np.concatenate(
-            [rollup_key(code, g, dims15 & np.int64(m)) for g, m in enumerate(GROUP_MASKS)]
-        )
+            [full] + [rollup_key(fcode, g, fdims & np.int64(m)) for g, m in
+                      enumerate(GROUP_MASKS) if g]
+        )  # fmt: skip
         self.rollup = rollup
-        self.keys, self.sums = sum_by_key(keys, np.concatenate([sums] * len(GROUP_MASKS)))
+        self.keys, self.sums = sum_by_key(keys, np.concatenate([fsums] * len(GROUP_MASKS)))
         n = self.keys.size
         self.counts = np.zeros((n, 2), np.uint64)
         self.sq_hi = np.zeros(n, np.uint64)

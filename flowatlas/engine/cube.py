@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -251,14 +252,20 @@ def write_cube(
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        _write_parquet(files.cells, tmp / "cells.parquet")
-        _write_parquet(files.rollups, tmp / "rollups.parquet")
-        if files.top_ips is not None:
-            _write_parquet(files.top_ips, tmp / "top_ips.parquet")
-        if files.top_asns is not None:
-            _write_parquet(files.top_asns, tmp / "top_asns.parquet")
-        if files.sketches is not None:
-            _write_parquet(files.sketches, tmp / "sketches.parquet")
+        tables = {
+            "cells.parquet": files.cells,
+            "rollups.parquet": files.rollups,
+            "top_ips.parquet": files.top_ips,
+            "top_asns.parquet": files.top_asns,
+            "sketches.parquet": files.sketches,
+        }
+        tables = {name: t for name, t in tables.items() if t is not None}
+        # side by side: pyarrow encodes and compresses without the GIL; each file's bytes
+        # are what writing it alone gives
+        with ThreadPoolExecutor(max_workers=min(len(tables), os.cpu_count() or 1)) as pool:
+            writes = [pool.submit(_write_parquet, t, tmp / name) for name, t in tables.items()]
+            for w in writes:
+                w.result()
         (tmp / "cube.json").write_text(json.dumps(files.meta, indent=1, sort_keys=True) + "\n")
         if state is not None:
             os.replace(state, tmp / STATE_DIR)
