@@ -125,8 +125,7 @@ def run_threads(
     heads = delayed(_all, name="maps-done")(maps)
     if work is None:
         reduces = [
-            delayed(reduce_in_memory, name=f"reduce-{j}")(j, plan, heads)
-            for j in range(partitions)
+            delayed(reduce_in_memory, name=f"reduce-{j}")(j, plan, heads) for j in range(partitions)
         ]
     else:
         reduces = [
