@@ -75,6 +75,27 @@ def test_bench_build_from_memory_smoke(tmp_path: Path) -> None:
     assert verdicts == ["reference", "equal", "equal", "equal"], table
 
 
+def test_bench_floor_smoke(tmp_path: Path) -> None:
+    """bench_floor.py times every pass it lists and writes only its own section."""
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# results\n\n## Build benchmark\n\nthe on-disk numbers\n")
+    proc = subprocess.run(
+        [
+            sys.executable, str(BENCH / "bench_floor.py"), "--records", "20000", "--repeat",
+            "1", "--data", str(tmp_path / "data"), "--results", str(results),
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = results.read_text()
+    assert "## Build benchmark\n\nthe on-disk numbers\n" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    engines = [line.split("|")[1].strip() for line in table[1:]]
+    assert engines == ["duckdb"] * 2 + ["polars"] * 2 + ["flowatlas"] * 3, table
+    rates = [float(line.split("|")[5].replace(",", "")) for line in table[1:]]
+    assert all(r > 0 for r in rates), table
+
+
 def test_write_section_replaces_only_its_own(tmp_path: Path) -> None:
     """Re-running a benchmark replaces its section in place; others stay as they were."""
     path = tmp_path / "RESULTS.md"
