@@ -97,7 +97,6 @@ def run_threads(
     from dask.callbacks import Callback
 
     total = len(tasks) + plan.partitions
-    partitions = plan.partitions
     done = [0]
 
     class _Progress(Callback):
@@ -110,14 +109,14 @@ def run_threads(
     delayed = functools.partial(dask.delayed, pure=False)
     # the plan and the fragment lists as opaque values: dask would otherwise walk every field
     # of every dataclass in them, for every task that takes them (a tenth of a second)
-    plan = dask.delayed(plan, traverse=False, name="plan")
+    plan_d = dask.delayed(plan, traverse=False, name="plan")
     frags = [dask.delayed(t, traverse=False, name=f"fragments-{i}") for i, t in enumerate(tasks)]
     if work is None:
-        maps = [delayed(map_task, name=f"map-{i}")(t, plan) for i, t in enumerate(frags)]
+        maps = [delayed(map_task, name=f"map-{i}")(t, plan_d) for i, t in enumerate(frags)]
     else:
         keys = work.keys
         maps = [
-            delayed(map_step, name=f"map-{i}")(k, t, plan, work)
+            delayed(map_step, name=f"map-{i}")(k, t, plan_d, work)
             for i, (k, t) in enumerate(zip(keys, frags, strict=True))
         ]
     # one node stands for all the maps, so each reducer's call holds one dependency, not P
@@ -125,17 +124,18 @@ def run_threads(
     heads = delayed(_all, name="maps-done")(maps)
     if work is None:
         reduces = [
-            delayed(reduce_in_memory, name=f"reduce-{j}")(j, plan, heads) for j in range(partitions)
+            delayed(reduce_in_memory, name=f"reduce-{j}")(j, plan_d, heads)
+            for j in range(plan.partitions)
         ]
     else:
         reduces = [
-            delayed(_reduce_after, name=f"reduce-{j}")(j, keys, plan, work, heads)
-            for j in range(partitions)
+            delayed(_reduce_after, name=f"reduce-{j}")(j, keys, plan_d, work, heads)
+            for j in range(plan.partitions)
         ]
     # the combiner starts once the maps are done and folds each partition in as soon as it
     # is reduced (in partition order), while the other reducers run: no serial tail but the
     # last fold and the result
-    combiner = delayed(Combiner, name="combine-start")(heads, plan)
+    combiner = delayed(Combiner, name="combine-start")(heads, plan_d)
     for j, r in enumerate(reduces):
         combiner = delayed(_fold_in, name=f"combine-{j}")(combiner, r, work)
     # the threaded scheduler itself: naming it "threads" would import distributed (0.2 s) to
@@ -148,10 +148,12 @@ def run_threads(
 
 
 def _all(results: list[MapResult]) -> list[MapResult]:
+    """The map results as one value (the reducers' one dependency)."""
     return results
 
 
 def _reduce_after(j: int, keys: list[str], plan: BuildPlan, work: WorkDir, _maps: Any) -> int:
+    """Reducer ``j`` through the work directory, once ``_maps`` (every map) is done."""
     return reduce_step(j, keys, plan, work)
 
 
