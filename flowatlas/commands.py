@@ -238,7 +238,8 @@ def build(
     q = sum(s.quarantined.values())
     _echo(
         f"built {s.out}: {s.records:,} records ({s.records / max(dt, 1e-9):,.0f} records/s), "
-        f"{s.cells:,} cells, {q:,} quarantined, config {s.config_origin}, {dt:.1f} s",
+        f"{s.cells:,} cells, {q:,} quarantined, config {s.config_origin}, shuffle "
+        f"{'in memory' if s.shuffle == 'memory' else 'on disk'}, {dt:.1f} s",
         quiet,
     )
     for reason, n in sorted(s.quarantined.items()):

@@ -68,6 +68,8 @@ class BuildSummary:
     cells: int
     tasks: int
     config_origin: str
+    #: where the map results waited for the reducers: "memory" or "disk"
+    shuffle: str = "disk"
 
 
 def resolve_config(archive: Path, config: Config | str | os.PathLike[str] | None) -> Config:
@@ -401,6 +403,7 @@ def _build(
         cells.num_rows,
         len(tasks),
         cfg.origin,
+        "disk" if on_disk else "memory",
     )
 
 
