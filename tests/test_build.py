@@ -312,3 +312,24 @@ def test_work_dir_that_is_not_ours_is_left_alone(archive, reference, tmp_path):
     empty.mkdir()
     build_cube(archive, tmp_path / "cube", workers=0, work_dir=empty)
     assert cube_bytes(tmp_path / "cube") == reference and not empty.exists()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_combiner_index_of_sorted_runs_equals_searchsorted(seed):
+    """Sketch entries come sorted with long runs of one key: looking each run up once gives
+    exactly the per-entry positions (and unsorted or short inputs take the plain path)."""
+    import numpy as np
+
+    from flowatlas.engine.combine import _index
+
+    rng = np.random.default_rng(seed)
+    universe = np.unique(rng.integers(0, 1 << 40, size=int(rng.integers(1, 300))))
+    for n in (0, 1, 7, 5_000):
+        keys = np.sort(rng.choice(universe, size=n))
+        np.testing.assert_array_equal(_index(universe, keys, "t"), np.searchsorted(universe, keys))
+        shuffled = rng.permutation(keys)
+        np.testing.assert_array_equal(
+            _index(universe, shuffled, "t"), np.searchsorted(universe, shuffled)
+        )
+    with pytest.raises(AssertionError, match="keys without volume"):
+        _index(universe, np.sort(np.r_[np.repeat(universe, 5), universe[-1] + 1]), "t")
