@@ -20,7 +20,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -281,6 +281,16 @@ class PeakRSS:
 
 
 # --------------------------------------------------------------------------- reporting
+
+
+def best_of(fn: Callable[[], object], repeat: int, clock=time.perf_counter) -> float:
+    """Shortest of ``repeat`` runs by ``clock`` (wall time, or this thread's CPU time)."""
+    times = []
+    for _ in range(repeat):
+        t0 = clock()
+        fn()
+        times.append(clock() - t0)
+    return min(times)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

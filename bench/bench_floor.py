@@ -29,36 +29,15 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, markdown_table, provenance, rate, write_section
+from _common import best_of, load_average, markdown_table, provenance, rate, write_section
 from bench_build import DATA, WARM_ROWS, ensure_archive, load_records
 
 HEADING = "Floors: single passes against the target"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 TARGET = 30_000_000  # issue 4: records/s from memory on 2 cores
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    """Shortest wall time of ``repeat`` runs."""
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def thread_best(fn: Callable[[], object], repeat: int) -> float:
-    """Shortest CPU time of this thread over ``repeat`` runs (the kernels run on it)."""
-    times = []
-    for _ in range(repeat):
-        t = time.thread_time()
-        fn()
-        times.append(time.thread_time() - t)
-    return min(times)
 
 
 def measure(archive: Path, repeat: int) -> tuple[list[tuple[str, str, int, float]], int]:
@@ -86,12 +65,14 @@ def measure(archive: Path, repeat: int) -> tuple[list[tuple[str, str, int, float
         ("scan: SUM(bytes)", "SELECT sum(bytes) FROM records"),
         ("COUNT(DISTINCT dst_addr)", "SELECT count(DISTINCT dst_addr) FROM records"),
     ):
-        out.append(("duckdb", what, 2, best(lambda q=sql: con.execute(q).fetchall(), repeat)))
+        out.append(("duckdb", what, 2, best_of(lambda q=sql: con.execute(q).fetchall(), repeat)))
     con.close()
 
     df = pl.from_arrow(table)
-    out.append(("polars", "scan: sum(bytes)", 2, best(lambda: df["bytes"].sum(), repeat)))
-    out.append(("polars", "n_unique(dst_addr)", 2, best(lambda: df["dst_addr"].n_unique(), repeat)))
+    out.append(("polars", "scan: sum(bytes)", 2, best_of(lambda: df["bytes"].sum(), repeat)))
+    out.append(
+        ("polars", "n_unique(dst_addr)", 2, best_of(lambda: df["dst_addr"].n_unique(), repeat))
+    )
 
     cfg = resolve_config(archive, None)
     source = memory_records(table, counts=counts, name=archive.name)
@@ -108,11 +89,15 @@ def measure(archive: Path, repeat: int) -> tuple[list[tuple[str, str, int, float
             maps.extend(map_task(t, plan) for t in tasks)
 
         out.append(("flowatlas", "map step (per-record kernel, cell sums, split)", 1,
-                    thread_best(run_maps, repeat)))  # fmt: skip
+                    best_of(run_maps, repeat, time.thread_time)))  # fmt: skip
         reduce_partition([m.pieces[0] for m in maps], plan)
+
+        def run_reduces() -> None:
+            for j in range(parts):
+                reduce_partition([m.pieces[j] for m in maps], plan)
+
         out.append(("flowatlas", f"reduce step ({parts} partitions: every distinct count)", 1,
-                    thread_best(lambda: [reduce_partition([m.pieces[j] for m in maps], plan)
-                                         for j in range(parts)], repeat)))  # fmt: skip
+                    best_of(run_reduces, repeat, time.thread_time)))  # fmt: skip
 
     work = Path(tempfile.mkdtemp(prefix="flowatlas-floor-"))
     try:
@@ -123,7 +108,7 @@ def measure(archive: Path, repeat: int) -> tuple[list[tuple[str, str, int, float
                                   workers=2, overwrite=True)  # fmt: skip
 
         build(table.slice(0, WARM_ROWS))
-        out.append(("flowatlas", "the whole cube from memory", 2, best(build, repeat)))
+        out.append(("flowatlas", "the whole cube from memory", 2, best_of(build, repeat)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out, n

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, markdown_table, provenance, write_section
+from _common import best_of, load_average, markdown_table, provenance, write_section
 
 from flowatlas.kernels import hll, serial_kernels
 
@@ -34,16 +34,6 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 V4 = np.uint64(0xFFFF_0000_0000)
 #: HLL++ switch thresholds (Heule et al. 2013), used here without its bias tables
 HLLPP_THRESHOLD = {10: 900, 11: 1800, 12: 3100, 13: 6500, 14: 11500}
-
-
-def best_of(fn: Callable[[], object], repeat: int, clock=time.perf_counter) -> float:
-    """Shortest of ``repeat`` runs by ``clock`` (wall time, or this thread's CPU time)."""
-    times = []
-    for _ in range(repeat):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    return min(times)
 
 
 def addresses(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
