@@ -284,7 +284,8 @@ class PeakRSS:
 
 
 def best_of(fn: Callable[[], object], repeat: int, clock=time.perf_counter) -> float:
-    """Shortest of ``repeat`` runs by ``clock`` (wall time, or this thread's CPU time)."""
+    """Shortest of ``repeat`` runs by ``clock`` (wall time, or this thread's CPU time: on a
+    shared machine CPU time is what one core delivers when it is not time-sliced away)."""
     times = []
     for _ in range(repeat):
         t0 = clock()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, machine, provenance, write_section
+from _common import best_of, load_average, machine, provenance, write_section
 
 from flowatlas.classify.compiler import _cidr_lengths, compile_layers
 from flowatlas.classify.sources import read_source
@@ -30,17 +30,6 @@ from flowatlas.testing import shared_data_dir
 LIBLOC = "prefix2asn/libloc_ipfire"
 HEADING = "LPM lookups and prefix-table compile"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-
-
-def best_of(fn, repeat: int, clock=time.perf_counter) -> float:
-    """Shortest of ``repeat`` runs by ``clock`` (wall time, or this thread's CPU time: on a
-    shared machine CPU time is what one core delivers when it is not time-sliced away)."""
-    times = []
-    for _ in range(repeat):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    return min(times)
 
 
 def workloads(rng: np.random.Generator, n: int, layers) -> dict[str, tuple[np.ndarray, np.ndarray]]:
