@@ -2,9 +2,9 @@
 remote addresses from nDPI's own IP lists ([IP: 265/AmazonAWS], [IP: 220/Cloudflare], ...).
 
 For owners both sides know, the organisation our default sources give an address should name
-the same provider. The test prints the agreement and every disagreement, and fails if
-agreement drops below the level measured when it was written (tables are pinned by the
-shared data, so the level is reproducible).
+the same provider. The test prints the agreement and every disagreement (tables are pinned by the
+shared data, so the result is reproducible). Every disagreement must be one of the understood
+kinds listed in EXPLAINED; where the owners agree, the network type must be the seed's.
 """
 
 from __future__ import annotations
@@ -52,12 +52,27 @@ OWNER_TYPES = {
     "Cloudflare": "CDN",
 }
 
-#: measured when this test was written (ip-location-db 2026-06, cloudcheck 2025-12, AWS
-#: 2026-08 against nDPI's 2024 labels on 2009-2023 captures): do not let it drop. Most
-#: disagreements are Azure ranges that cloudcheck also lists, more specifically, under GitHub
-#: (GitHub runs on Azure), and Zoom meeting servers in Level 3 and AWS space.
-MIN_ORG_AGREEMENT = 213 / 234
-MIN_TYPE_AGREEMENT = 94 / 105
+#: Disagreements that are understood, as (nDPI owners, words in our organisation, why). Every
+#: other disagreement fails the test, and so does a type mismatch where the owners agree.
+EXPLAINED: tuple[tuple[frozenset[str], tuple[str, ...], str], ...] = (
+    (
+        frozenset({"Azure", "Microsoft365", "Outlook", "Skype_Teams"}),
+        ("github",),
+        "cloudcheck lists GitHub's Azure ranges under GitHub, more specifically than Azure",
+    ),
+    (
+        frozenset({"Zoom"}),
+        ("level 3", "amazon"),
+        "Zoom meeting servers in Level 3 and AWS address space",
+    ),
+)
+#: single addresses whose nDPI label is itself doubtful
+EXPLAINED_ADDRESSES = {
+    "2a01:cb01:2049:8b07:991d:ec85:28df:f629": "an Orange France broadband address (nDPI's "
+    "GoogleCloud label comes from the flow, not the address)",
+}
+#: understood disagreements may not grow past this share of the labelled addresses
+MAX_EXPLAINED = 0.15
 
 _LINE = re.compile(r" (\S+) <-> (\S+) .*?\[IP: \d+/([A-Za-z0-9_]+)\]")
 
@@ -121,27 +136,41 @@ def test_owner_agreement_with_ndpi(default_table, capsys) -> None:
     hi, lo, _ = parse_addresses(addrs)
     ids = table.lookup(hi, lo)
     org_ok, type_ok, type_n = Counter(), 0, 0
-    disagree = []
+    disagree, unexplained, wrong_type = [], [], []
     for a, nid in zip(addrs, ids.tolist(), strict=True):
         d = table.describe(int(nid))
         owner = known[a]
         org = (d.get("org") or "").lower()
         ok = any(w in org for w in OWNERS[owner])
         org_ok[ok] += 1
+        line = f"{a}: nDPI {owner}, ours {d.get('org')!r} ({d['network_type']})"
         if not ok:
-            disagree.append(f"{a}: nDPI {owner}, ours {d.get('org')!r} ({d['network_type']})")
-        if owner in OWNER_TYPES:
+            disagree.append(line)
+            why = EXPLAINED_ADDRESSES.get(a) or next(
+                (
+                    w
+                    for owners, words, w in EXPLAINED
+                    if owner in owners and any(x in org for x in words)
+                ),
+                None,
+            )
+            if why is None:
+                unexplained.append(line)
+        elif owner in OWNER_TYPES:
             type_n += 1
             type_ok += d["network_type"] == OWNER_TYPES[owner]
+            if d["network_type"] != OWNER_TYPES[owner]:
+                wrong_type.append(line)
     share = org_ok[True] / len(addrs)
-    type_share = type_ok / max(type_n, 1)
     with capsys.disabled():
         print(
             f"\nnDPI cross-check: {org_ok[True]}/{len(addrs)} addresses agree on the owner "
-            f"({share:.1%}); type {type_ok}/{type_n} ({type_share:.1%}); "
+            f"({share:.1%}); type {type_ok}/{type_n} where the owners agree; "
             f"{ambiguous} flows skipped (two global ends)"
         )
         for line in disagree:
             print("  disagree:", line)
-    assert share >= MIN_ORG_AGREEMENT
-    assert type_share >= MIN_TYPE_AGREEMENT
+    assert not unexplained, unexplained
+    assert not wrong_type, wrong_type
+    assert len(disagree) <= MAX_EXPLAINED * len(addrs), len(disagree)
+    assert type_n > 50

@@ -42,6 +42,10 @@ def test_cli_options_are_checked_before_work(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("fmt", ["auto", "netflow-payload"])
 def test_cli_imports_payloads(tmp_path, fmt) -> None:
+    """Through the CLI, every flow logstash's spec states for this payload reaches the
+    archive with its values (addresses, ports, counters, interfaces, times)."""
+    from test_netflow_decoder import _CONTEXTS, _expected_flow, _matches, _us
+
     d = need_data(PAYLOADS) / PAYLOADS
     rc = main(
         [
@@ -57,3 +61,18 @@ def test_cli_imports_payloads(tmp_path, fmt) -> None:
         ]
     )
     assert rc == 0
+    table = pq.read_table(next((tmp_path / "a").rglob("*.parquet")))
+    rows = table.to_pylist()
+    for row, src, dst in zip(
+        rows,
+        format_addresses(table["src_addr"]),
+        format_addresses(table["dst_addr"]),
+        strict=True,
+    ):
+        row["src_addr"], row["dst_addr"] = src, dst
+        row["time_start"], row["time_end"] = _us(row["time_start"]), _us(row["time_end"])
+    (context,) = [c for c in _CONTEXTS if "netflow9_test_cisco_asa_1_data.dat" in c[1]]
+    wants = [w for w in map(_expected_flow, context[3]) if w is not None]
+    assert len(rows) == 14 and wants
+    for want in wants:
+        assert any(_matches(r, want, uptime_times=False) for r in rows), want

@@ -248,7 +248,29 @@ def test_partition_depends_on_the_address_or_its_ipv6_prefix_only() -> None:
         minlength=7,
     )
     assert counts.min() > 0.5 * counts.mean()  # spread, not piled up
-    np.testing.assert_array_equal(p, partition_of(hi, lo, 7))
+    # against a plain-Python splitmix64 finaliser with the published constants (Steele et
+    # al.), so a changed hash or prefix rule is caught rather than compared with itself
+    sample = np.r_[np.flatnonzero(v6)[:500], np.flatnonzero(~v6)[:500]]
+    want = [_partition_reference(int(hi[i]), int(lo[i]), 7) for i in sample]
+    np.testing.assert_array_equal(p[sample], want)
+    assert partition_of(hi[sample], lo[sample], 7, v6_prefix=48).tolist() == [
+        _partition_reference(int(hi[i]), int(lo[i]), 7, 48) for i in sample
+    ]
+
+
+def _splitmix64_finaliser(x: int) -> int:
+    mask = (1 << 64) - 1
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return x ^ (x >> 31)
+
+
+def _partition_reference(hi: int, lo: int, parts: int, v6_prefix: int = 64) -> int:
+    """docs/cube.md's rule: IPv4 by the whole address, IPv6 by its /v6_prefix."""
+    if hi == 0 and lo >> 32 == 0xFFFF:
+        gold = 0x9E3779B97F4A7C15
+        return _splitmix64_finaliser(hi ^ _splitmix64_finaliser((lo + gold) & (2**64 - 1))) % parts
+    return _splitmix64_finaliser(hi >> (64 - v6_prefix)) % parts
 
 
 CUDASIM = textwrap.dedent(
