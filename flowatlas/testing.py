@@ -3,7 +3,9 @@
 One setting, the environment variable ``FLOWATLAS_DATA``, points at the folder of real
 third-party data (packet captures, prefix tables, flow exports; see its MANIFEST.md). It
 defaults to ``../shared/data`` beside the repository root. Tests that need it skip with a
-reason where it is absent; nothing from it is ever copied into the package.
+reason where it is absent, except in CI (``CI=true``), where a missing folder, file or tool
+fails the test instead: CI must not go green while testing little. Nothing from the data is
+ever copied into the package.
 """
 
 from __future__ import annotations
@@ -43,20 +45,31 @@ def tool_missing(*names: str) -> str | None:
     return None
 
 
-def need_data(*relpaths: str) -> Path:
-    """Inside a test: the shared data folder, skipping unless ``relpaths`` exist in it."""
+def in_ci() -> bool:
+    """Whether this runs in CI (``CI=true``, as .ci/run's caller sets it)."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def skip_or_fail(why: str) -> None:
+    """Inside a test: skip for ``why``, or fail in CI, where nothing may be missing."""
     import pytest
 
+    if in_ci():
+        pytest.fail(f"{why} (CI=true: a missing prerequisite fails the run)", pytrace=False)
+    pytest.skip(why)
+
+
+def need_data(*relpaths: str) -> Path:
+    """Inside a test: the shared data folder, skipping (failing in CI) unless ``relpaths``
+    exist in it."""
     why = shared_data_missing(*relpaths)
     if why:
-        pytest.skip(why)
+        skip_or_fail(why)
     return shared_data_dir()
 
 
 def need_tools(*names: str) -> None:
-    """Inside a test: skip unless the external tools are on PATH."""
-    import pytest
-
+    """Inside a test: skip (fail in CI) unless the external tools are on PATH."""
     why = tool_missing(*names)
     if why:
-        pytest.skip(why)
+        skip_or_fail(why)

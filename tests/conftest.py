@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flowatlas.testing import shared_data_dir, shared_data_missing
+from flowatlas.testing import shared_data_dir, shared_data_missing, skip_or_fail
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,8 +40,8 @@ def full_size(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared third-party data folder; skips the test where it is absent."""
+    """The shared third-party data folder; skips the test where it is absent (fails in CI)."""
     why = shared_data_missing()
     if why:
-        pytest.skip(why)
+        skip_or_fail(why)
     return shared_data_dir()
