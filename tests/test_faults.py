@@ -57,25 +57,53 @@ def test_worker_killed_mid_build_gives_the_same_cube(archive, tmp_path):
         ).read_bytes(), name
 
 
+#: runs ``flowatlas build`` in a child that stops itself (SIGSTOP) right after its fifth map
+#: result is in place, so the test kills it at a known state, however fast the machine
+STOP_AFTER_FIVE_MAPS = """
+import os, signal, sys
+from flowatlas.engine import workdir
+from flowatlas.cli import main
+save = workdir.WorkDir.save_map
+saved = []
+def save_then_stop(self, key, result):
+    save(self, key, result)
+    saved.append(key)
+    if len(saved) == 5:
+        os.kill(os.getpid(), signal.SIGSTOP)
+workdir.WorkDir.save_map = save_then_stop
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _wait_stopped(pid: int, timeout: float = 120.0) -> None:
+    """Wait until process ``pid`` is stopped (state T in /proc), without racing its work."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        if state == "Z":
+            raise AssertionError("the build finished before it stopped itself")
+        time.sleep(0.01)
+    raise AssertionError("the build did not reach its fifth map result")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs /proc (Linux)")
 def test_interrupted_build_resumes_without_double_counting(archive, tmp_path):
     import subprocess
     import sys
-    import time
 
     build_cube(archive, tmp_path / "undisturbed", workers=0)
     out = tmp_path / "cube"
     work = tmp_path / ".cube.work"
-    cmd = [sys.executable, "-m", "flowatlas", "build", str(archive), "-o", str(out)]
+    cmd = [sys.executable, "-c", STOP_AFTER_FIVE_MAPS, "build", str(archive), "-o", str(out)]
     cmd += ["--workers", "0", "--partition-rows", "1500", "--shuffle", "disk", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline:
-            done = [p for p in (work / "map").glob("[!.]*")] if (work / "map").exists() else []
-            if len(done) >= 5 or proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the build finished before it could be interrupted"
+        _wait_stopped(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
