@@ -6,6 +6,8 @@ checked against tshark where it is installed (and against pinned counts where it
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import struct
 import subprocess
@@ -395,15 +397,32 @@ def test_write_pcap_round_trip(tmp_path: Path) -> None:
     assert list(read_udp(path)) == items
 
 
+def _open_handles(path: Path) -> int:
+    """How many of this process's file descriptors point at ``path`` (Linux /proc)."""
+    fds = Path("/proc/self/fd")
+    target = os.path.realpath(path)
+    n = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            n += os.path.realpath(fd.readlink()) == target
+    return n
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
 def test_closing_early_releases_the_file(tmp_path: Path) -> None:
     path = tmp_path / "w.pcap"
     write_pcap(path, [UdpDatagram(TS + i, V4 + SRC4, 1, 2, b"x") for i in range(5)])
+    assert _open_handles(path) == 0
+    gen = read_udp(path)
+    assert next(gen).payload == b"x"
+    assert _open_handles(path) >= 1  # reading holds the file open (and its mmap a dup)
+    gen.close()
+    assert _open_handles(path) == 0  # closing the generator early releases it
     for i, _ in enumerate(read_udp(path)):
         if i == 1:
             break
-    gen = read_udp(path)
-    next(gen)
-    gen.close()
+    gc.collect()
+    assert _open_handles(path) == 0
 
 
 # --------------------------------------------------------------------------- real captures
