@@ -618,8 +618,9 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
 @click.command(
     "import",
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Formats: nfcapd (needs nfdump), nfdump-csv, goflow2-json, goflow2-pb, "
-    "pmacct-json, pmacct-csv, csv, netflow-pcap. See docs/importing.md.",
+    epilog="Formats: nfcapd (needs nfdump), "
+    + ", ".join(f for f in FORMAT_CHOICES if f not in (AUTO, "nfcapd"))
+    + ". See docs/importing.md.",
 )
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option(
@@ -721,6 +722,9 @@ def import_(
     )
     if not quiet:
         click.echo(summary.render())
+    for line in _setup_lines(summary, config):
+        if not quiet or line.startswith("flowatlas: warning"):
+            click.echo(line, err=line.startswith("flowatlas: warning"))
     if summary.failed:
         if len(summary.failed) == 1 and not summary.imported and not summary.skipped_known:
             raise InputError(summary.failed[0].error or "import failed")
@@ -728,6 +732,34 @@ def import_(
             f"{len(summary.failed)} of {len(summary.failed) + len(summary.imported)} files "
             f"failed; first: {summary.failed[0].error}"
         )
+
+
+def _setup_lines(summary: ImportSummary, config: str | None) -> list[str]:
+    """The set-up accounting of the records this import wrote, and warnings if it looks wrong.
+
+    Under ``config`` (else the archive's flowatlas.toml, else the defaults), as the build
+    will see them: the share of Unknown region, Unknown type, transit and quarantined.
+    """
+    from flowatlas.engine.build import resolve_config
+    from flowatlas.inspect import SetupShares, shares_of_files
+
+    root = Path(summary.archive)
+    paths = [root / p for r in summary.imported for p in r.outputs]
+    if not summary.imported:
+        return []
+    cfg = resolve_config(root, config)
+    got = shares_of_files(paths, cfg)
+    imp_q = summary.records_quarantined
+    shares = SetupShares(
+        got.records + imp_q,
+        got.quarantined + imp_q,
+        got.unknown_region,
+        got.unknown_type,
+        got.transit,
+        got.config_origin,
+    )
+    lines = [f"  set-up    {shares.line()}"]
+    return lines + [f"flowatlas: warning: {w}" for w in shares.warnings(str(root))]
 
 
 __all__ = ["FileResult", "ImportSummary", "ImportTask", "import_", "import_one", "import_sources"]
