@@ -23,6 +23,8 @@ from typing import IO, Any
 
 #: seconds between two plain progress lines (no terminal)
 PLAIN_INTERVAL = 10.0
+#: units counted in thousands and millions on the bar (k, M); others are shown whole
+SCALED_UNITS = ("records", "bytes")
 
 
 def _duration(seconds: float) -> str:
@@ -82,7 +84,7 @@ class Progress:
                 total=self.total or None,
                 desc=desc,
                 unit=unit,
-                unit_scale=True,
+                unit_scale=unit in SCALED_UNITS,  # 1.2M records, but 3/40 tasks
                 file=self.stream,
                 leave=False,
                 dynamic_ncols=True,
