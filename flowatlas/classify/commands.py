@@ -106,8 +106,17 @@ def compile_cmd(
     if not specs:
         raise InputError("no sources: give SOURCE files or --config with [classify] sources")
     known += [t for t in network_types if t not in known]
+    from flowatlas.progress import Progress
+
     t0 = time.perf_counter()
-    table = build_table(specs, base_dir=base_dir, network_types=known, strict=strict)
+    with Progress("classify compile", "bytes") as bar:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.set(done, total, f"classify compile: {stage}")
+
+        table = build_table(
+            specs, base_dir=base_dir, network_types=known, strict=strict, progress=progress
+        )
     compiled_s = time.perf_counter() - t0
     path = table.save(out)
     for src in table.sources:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -435,7 +434,8 @@ def import_sources(
     input; 1 runs in this process).
     ``exporter`` and ``templates`` are for raw NetFlow/IPFIX payload files (netflow-payload):
     the address that sent them, and payload files to read first for their templates only.
-    ``progress`` shows a progress bar on stderr (None: only on a terminal). Returns the
+    ``progress`` shows a progress bar on stderr (None: on a terminal, else a plain line every
+    10 s; False: nothing). Returns the
     summary; files that failed are listed in it (and raise nothing here).
     """
     from flowatlas.config import load_config
@@ -568,21 +568,15 @@ def _entry(r: FileResult, digest: str | None) -> FileEntry:
 
 def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> Iterable[FileResult]:
     """Run the tasks (a process pool, or inline for one job); yield results as they finish."""
-    from tqdm import tqdm
+    from flowatlas.progress import Progress
 
     if not tasks:
         return
     if jobs is None and sum(t.size for t in tasks) < SMALL_IMPORT_BYTES:
         jobs = 1  # starting worker processes would cost more than it saves
     workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
-    disable = None if progress is None else not progress
-    bar = tqdm(
-        total=len(tasks),
-        unit="file",
-        desc="import",
-        file=sys.stderr,
-        disable=disable,
-        dynamic_ncols=True,
+    bar = Progress(
+        "import", "files", len(tasks), quiet=progress is False, tty=True if progress else None
     )
     records = 0
     try:
@@ -590,8 +584,7 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
             for task in tasks:
                 result = import_one(task)
                 records += result.records_read
-                bar.set_postfix(records=f"{records:,}", refresh=False)
-                bar.update(1)
+                bar.set(bar.done + 1, postfix=f"{records:,} records")
                 yield result
             return
         ctx = multiprocessing.get_context("spawn")
@@ -601,8 +594,7 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
                 for fut in cf.as_completed(futures):
                     result = fut.result()
                     records += result.records_read
-                    bar.set_postfix(records=f"{records:,}", refresh=False)
-                    bar.update(1)
+                    bar.set(bar.done + 1, postfix=f"{records:,} records")
                     yield result
             except BaseException:
                 for f in futures:
