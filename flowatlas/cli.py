@@ -28,7 +28,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("flowatlas.commands", "synth", "Generate a synthetic flow archive (deterministic)."),
     "build": ("flowatlas.commands", "build", "Build a cube from a flow archive."),
     "report": ("flowatlas.commands", "report", "Print a cube's tables and write its HTML report."),
-    "config": ("flowatlas.commands", "config", "Show or check the effective configuration."),
+    "config": (
+        "flowatlas.commands",
+        "config",
+        "Show or check the configuration; --init writes a starter one.",
+    ),
+    "inspect": (
+        "flowatlas.commands",
+        "inspect",
+        "What an archive holds and what the configuration makes of it.",
+    ),
     "import": (
         "flowatlas.io.commands",
         "import_",

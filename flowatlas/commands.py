@@ -9,38 +9,10 @@ from pathlib import Path
 import click
 
 from flowatlas.errors import ConfigError, OutputError
+from flowatlas.progress import Progress, build_progress
 
 DEMO_RECORDS = 3_000_000
 DEMO_MARKER = ".flowatlas-demo"
-
-
-class _Bar:
-    """A tqdm progress bar on stderr that can be switched off (--quiet, or not a terminal)."""
-
-    def __init__(self, total: int, desc: str, unit: str, quiet: bool) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(
-            total=total,
-            desc=desc,
-            unit=unit,
-            unit_scale=True,
-            disable=quiet or None,  # None: off when stderr is not a TTY
-            file=sys.stderr,
-            leave=False,
-            dynamic_ncols=True,
-        )
-
-    def update(self, n: int) -> None:
-        self.bar.update(n)
-
-    def set(self, done: int, desc: str | None = None) -> None:
-        if desc:
-            self.bar.set_description(desc, refresh=False)
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _echo(msg: str, quiet: bool = False) -> None:
@@ -55,7 +27,7 @@ def _run_synth(out: Path, records: int, start: str, days: int, seed: int, worker
                overwrite: bool, quiet: bool):  # fmt: skip
     from flowatlas.synth import synthesize
 
-    bar = _Bar(records, "synth", "rec", quiet)
+    bar = Progress("synth", "records", records, quiet=quiet)
     try:
         return synthesize(
             out,
@@ -120,16 +92,8 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
                work_dir=None):  # fmt: skip
     from flowatlas.engine.build import build_cube
 
-    bar = _Bar(0, "build", "task", quiet)
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage == "resume":
-            _echo(f"reusing {done:,} of {total:,} map tasks already done", quiet)
-            return
-        if bar.bar.total != total:
-            bar.bar.total = total
-        bar.set(done, f"build: {stage}")
-
+    bar = Progress("build", "tasks", quiet=quiet)
+    progress = build_progress(bar, lambda msg: _echo(msg, quiet))
     try:
         return build_cube(
             archive,
@@ -198,7 +162,8 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
               "--scheduler, a disk every worker shares.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace an existing cube at --out.")
 @click.option("--keep-state", is_flag=True,
-              help="Keep the map results in the cube, for later --incremental builds.")  # fmt: skip
+              help="Keep the map results for later --incremental builds, beside the cube in "
+              "the hidden folder .CUBE.state (often 20x the cube's size).")  # fmt: skip
 @click.option("--incremental", is_flag=True,
               help="Update a --keep-state cube: read only new or changed files.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
@@ -235,15 +200,40 @@ def build(
         work_dir=work_dir,
     )
     dt = time.perf_counter() - t0
+    for line in _build_summary(s, dt, archive):
+        _echo(line, quiet and not line.startswith("flowatlas: warning"))
+
+
+def _build_summary(s, seconds: float, archive: Path) -> list[str]:
+    """The lines a build ends with: what was built, the set-up accounting, any warnings."""
     q = sum(s.quarantined.values())
-    _echo(
-        f"built {s.out}: {s.records:,} records ({s.records / max(dt, 1e-9):,.0f} records/s), "
+    mapped = s.mapped if s.mapped >= 0 else s.records
+    reused = f", {mapped:,} of them read this time" if mapped != s.records else ""
+    lines = [
+        f"built {s.out}: {s.records:,} records{reused} "
+        f"({mapped / max(seconds, 1e-9):,.0f} records/s), "
         f"{s.cells:,} cells, {q:,} quarantined, config {s.config_origin}, shuffle "
-        f"{'in memory' if s.shuffle == 'memory' else 'on disk'}, {dt:.1f} s",
-        quiet,
-    )
+        f"{'in memory' if s.shuffle == 'memory' else 'on disk'}, {seconds:.1f} s"
+    ]
     for reason, n in sorted(s.quarantined.items()):
-        _echo(f"  quarantined {n:,}: {reason}", quiet)
+        lines.append(f"  quarantined {n:,}: {reason}")
+    if s.state is not None:
+        lines.append(
+            f"  build state for --incremental: {s.state} ({_size(s.state_bytes)}, beside the "
+            "cube; delete it to reclaim the space)"
+        )
+    if s.setup is not None:
+        lines.append(f"  {s.setup.line()}")
+        lines += [f"flowatlas: warning: {w}" for w in s.setup.warnings(str(archive))]
+    return lines
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- report
@@ -345,11 +335,88 @@ def demo(records, out, workers, seed, quiet) -> None:
 )
 @click.option("--check", "check", type=click.Path(path_type=Path), default=None,
               help="Validate this file; print it with defaults filled in.")  # fmt: skip
-def config(dump, check) -> None:
-    """Show the effective configuration (defaults, or a file's with defaults filled in)."""
+@click.option("--init", "init", type=click.Path(path_type=Path), default=None,
+              metavar="ARCHIVE",
+              help="Write a commented starter configuration for this archive, guessed from "
+              "its traffic (regions from exporters, local prefixes from the data).")  # fmt: skip
+@click.option("--out", "-o", "out", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="With --init: write here (not over an existing file) "
+              "instead of printing.")  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="With --init: no progress bar.")
+def config(dump, check, init, out, quiet) -> None:
+    """Show the effective configuration (defaults, or a file's with defaults filled in).
+
+    With --init ARCHIVE, write a starter configuration to edit (then --check it).
+    """
     from flowatlas.config import dump_config, load_config
 
+    if init is not None:
+        _init_config(init, out, quiet)
+        return
+    if out is not None:
+        raise ConfigError("--out goes with --init ARCHIVE")
     cfg = load_config(check)
     click.echo(dump_config(cfg), nl=False)
     if check is not None:
         click.echo(f"# {check}: OK", err=True)
+
+
+def _init_config(archive: Path, out: Path | None, quiet: bool) -> None:
+    """``config --init``: the starter configuration, printed or written to ``out``."""
+    from flowatlas.inspect import starter_config
+    from flowatlas.io.archive import open_archive
+
+    if out is not None and out.exists():
+        raise OutputError(f"{out}: exists; choose another --out (it is never overwritten)")
+    total = open_archive(archive).num_rows
+    with Progress("config --init", "records", 2 * total, quiet=quiet) as bar:
+        text = starter_config(archive, progress=bar.update)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    _echo(f"wrote {out}: edit it (region names, prefixes), then `flowatlas config --check {out}`")
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+@click.command()
+@click.argument("archive", type=click.Path(path_type=Path))
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+              help="Configuration TOML [ARCHIVE/flowatlas.toml, else defaults].")  # fmt: skip
+@click.option("--table", type=click.Path(path_type=Path), default=None,
+              help="Compiled prefix table (.fatable) instead of the config's sources.")  # fmt: skip
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Busiest prefixes and interfaces to list.")  # fmt: skip
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Threads reading the archive [cores].")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the tables.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def inspect(archive, config, table, top, workers, as_json, quiet) -> None:
+    """What an archive holds, and what the configuration makes of it.
+
+    Time range and records; exporters with records, bytes, sampling rates and interfaces;
+    the busiest /24 and /48 prefixes as source and destination; address families; and the
+    share of records the configuration puts in each region, network type and direction
+    (Unknown region, Unknown type, transit), counted by the build's own kernels.
+    """
+    import json
+
+    from flowatlas.engine.build import resolve_config
+    from flowatlas.inspect import inspect_archive
+    from flowatlas.io.archive import open_archive
+
+    total = open_archive(archive).num_rows
+    cfg = resolve_config(archive, config)
+    with Progress("inspect", "records", total, quiet=quiet) as bar:
+        ins = inspect_archive(
+            archive, config=cfg, table=table, top=top, workers=workers, progress=bar.update
+        )
+    if as_json:
+        click.echo(json.dumps(ins.to_dict(), indent=1))
+    else:
+        click.echo(ins.render(top))

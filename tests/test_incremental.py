@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 
 import flowatlas.engine.pipeline as pipeline
@@ -39,8 +40,11 @@ def test_adding_days_equals_a_full_build_and_maps_only_new_files(full, tmp_path,
     build_cube(full / "all", tmp_path / "reference", workers=0)
     archive = first_days(full, tmp_path / "growing", 25)
     cube = tmp_path / "cube"
-    build_cube(archive, cube, workers=0, keep_state=True)
-    assert (cube / "_state" / "signature.json").exists()
+    first = build_cube(archive, cube, workers=0, keep_state=True)
+    # the state lives beside the cube, which stays small
+    assert first.state == tmp_path / ".cube.state" and (first.state / "signature.json").exists()
+    assert first.state_bytes == sum(f.stat().st_size for f in first.state.rglob("*") if f.is_file())
+    assert sorted(p.name for p in cube.iterdir()) == sorted([*CUBE_FILES, "cube.json"])
     # the rest of the days arrive
     for p in sorted((full / "all").glob("day=*"))[25:]:
         shutil.copytree(p, archive / p.name)
@@ -54,7 +58,7 @@ def test_adding_days_equals_a_full_build_and_maps_only_new_files(full, tmp_path,
 
     monkeypatch.setattr(pipeline, "map_task", counting_map_task)
     resumed: list[int] = []
-    build_cube(
+    s = build_cube(
         archive,
         cube,
         workers=0,
@@ -62,6 +66,11 @@ def test_adding_days_equals_a_full_build_and_maps_only_new_files(full, tmp_path,
         progress=lambda stage, done, total: resumed.append(done) if stage == "resume" else None,
     )
     assert resumed == [25]
+    # the records mapped this time are those of the new days only (the rate counts these)
+    new_rows = sum(
+        pq.ParquetFile(f).metadata.num_rows for f in sorted(archive.glob("day=*/*.parquet"))[25:]
+    )
+    assert s.mapped == new_rows < s.records == 40_000
     assert sorted({p.split("/day=")[1][:10] for p in mapped}) == sorted(
         p.name[4:] for p in sorted((full / "all").glob("day=*"))[25:]
     )
@@ -88,3 +97,21 @@ def test_incremental_refuses_another_configuration(full, tmp_path):
             config=tmp_path / "other.toml",
         )  # fmt: skip
     assert (tmp_path / "cube" / "cube.json").exists()  # the old cube is untouched
+
+
+def test_a_state_kept_inside_the_cube_moves_beside_it(full, tmp_path):
+    """Cubes built before the state moved out (CUBE/_state) still update incrementally."""
+    cube = tmp_path / "cube"
+    build_cube(full / "all", cube, workers=0, keep_state=True)
+    (tmp_path / ".cube.state").rename(cube / "_state")
+    s = build_cube(full / "all", cube, workers=0, incremental=True)
+    assert s.mapped == 0 and s.state == tmp_path / ".cube.state"
+    assert not (cube / "_state").exists()
+
+
+def test_a_build_without_keep_state_drops_the_old_state(full, tmp_path):
+    cube = tmp_path / "cube"
+    build_cube(full / "all", cube, workers=0, keep_state=True)
+    s = build_cube(full / "all", cube, workers=0, overwrite=True)
+    assert s.state is None and not (tmp_path / ".cube.state").exists()
+    assert not (tmp_path / ".cube.work").exists()

@@ -9,7 +9,7 @@ down in docs/classification.md into one immutable :class:`PrefixTable`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,23 +22,38 @@ if TYPE_CHECKING:  # pragma: no cover
 _TIER_ORDER = {"override": 0, "prefix": 1, "routing": 2, "geo": 3}
 
 
+#: ``progress(stage, done, total)``: bytes of sources read, of all of them
+Progress = Callable[[str, int, int], None]
+
+
 def read_sources(
-    sources: Sequence[SourceSpec], base_dir: str | Path = "."
+    sources: Sequence[SourceSpec], base_dir: str | Path = ".", progress: Progress | None = None
 ) -> tuple[list[Layer], list[AsnTable]]:
-    """Read sources into layers and ASN tables, each sorted into precedence order."""
+    """Read sources into layers and ASN tables, each sorted into precedence order.
+
+    ``progress`` is told the bytes read so far after each source (stage: the source's name).
+    """
     from flowatlas.classify.sources import read_source
 
     layers: list[Layer] = []
     tables: list[AsnTable] = []
+    paths = []
     for spec in sources:
         path = Path(spec.path).expanduser()
-        if not path.is_absolute():
-            path = Path(base_dir) / path
+        paths.append(path if path.is_absolute() else Path(base_dir) / path)
+    sizes = [p.stat().st_size if p.is_file() else 0 for p in paths]
+    done = 0
+    for spec, path, size in zip(sources, paths, sizes, strict=True):
+        if progress:
+            progress(spec.name or path.name, done, sum(sizes))
+        done += size
         for item in read_source(path, spec.format, spec.name or None, dict(spec.options)):
             if hasattr(item, "start_hi"):
                 layers.append(item)  # type: ignore[arg-type]
             else:
                 tables.append(item)  # type: ignore[arg-type]
+    if progress:
+        progress("read", done, sum(sizes))
     layers.sort(key=lambda layer: _TIER_ORDER.get(layer.tier, 9))
     tables.sort(key=lambda t: 0 if t.tier == "override" else 1)
     return layers, tables
@@ -70,19 +85,21 @@ def build_table(
     network_types: Sequence[str] | None = None,
     strict: bool = False,
     bits6: int | None = None,
+    progress: Progress | None = None,
 ) -> PrefixTable:
     """Compile sources into a prefix table (the `classify compile` command's Python form).
 
     ``network_types`` (default: the seed's) lists the types sources may name; override files
     may declare more. With ``strict`` a conflict inside a source is an error, not a warning.
     ``bits6`` (8, 16 or 24) sizes the IPv6 root index; by default 24 for big IPv6 tables.
+    ``progress(stage, done, total)`` follows the reading in bytes of source files.
     """
     from flowatlas.classify.compiler import compile_layers
     from flowatlas.classify.sources.overrides import declared_types
     from flowatlas.classify.table import PrefixTable, default_bits6
     from flowatlas.vocab import NETWORK_TYPES
 
-    layers, tables = read_sources(sources, base_dir)
+    layers, tables = read_sources(sources, base_dir, progress)
     known = list(network_types or NETWORK_TYPES)
     for spec in sources:
         if spec.format == "overrides" or str(spec.path).endswith(".toml"):

@@ -106,8 +106,17 @@ def compile_cmd(
     if not specs:
         raise InputError("no sources: give SOURCE files or --config with [classify] sources")
     known += [t for t in network_types if t not in known]
+    from flowatlas.progress import Progress
+
     t0 = time.perf_counter()
-    table = build_table(specs, base_dir=base_dir, network_types=known, strict=strict)
+    with Progress("classify compile", "bytes") as bar:
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.set(done, total, f"classify compile: {stage}")
+
+        table = build_table(
+            specs, base_dir=base_dir, network_types=known, strict=strict, progress=progress
+        )
     compiled_s = time.perf_counter() - t0
     path = table.save(out)
     for src in table.sources:
@@ -220,6 +229,29 @@ def formats_cmd() -> None:
     """List the source formats compile reads."""
     from flowatlas.classify.sources import READERS
 
+    width = max(len(name) for name in READERS) + 2
     for name, reader in READERS.items():
-        doc = (reader.__doc__ or "").strip().splitlines()[0]
-        click.echo(f"{name:15s} {doc}")
+        click.echo(_format_line(name, reader.__doc__ or "", width))
+
+
+def format_summary(doc: str) -> str:
+    """The first paragraph of a reader's docstring, as one line (its whole first sentence)."""
+    import inspect
+
+    first = inspect.cleandoc(doc).split("\n\n", 1)[0]
+    return " ".join(first.split())
+
+
+def _format_line(name: str, doc: str, width: int) -> str:
+    """``name`` and its summary, wrapped to the terminal with the summary's lines aligned."""
+    import shutil
+    import textwrap
+
+    cols = max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+    return textwrap.fill(
+        format_summary(doc),
+        width=cols,
+        initial_indent=name.ljust(width),
+        subsequent_indent=" " * width,
+        break_on_hyphens=False,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ from flowatlas.engine.execution import dask_client, run_dask, run_eager, run_thr
 from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, pack
 from flowatlas.engine.plan import make_plan
 from flowatlas.engine.workdir import WorkDir, default_workdir, task_key
-from flowatlas.errors import ConfigError, FlowatlasError, InputError
+from flowatlas.errors import ConfigError, FlowatlasError, InputError, OutputError
+from flowatlas.inspect import SetupShares, shares_of_cells
 from flowatlas.io.archive import MEMORY_WHERE, Archive, MemoryRecords, memory_records, open_archive
 from flowatlas.kernels.accumulate import CounterOverflow
 from flowatlas.vocab import DIRECTIONS
@@ -72,6 +74,14 @@ class BuildSummary:
     config_origin: str
     #: where the map results waited for the reducers: "memory" or "disk"
     shuffle: str = "disk"
+    #: records read by this run's map tasks: all of them, except in a resumed or incremental
+    #: build, whose finished map tasks are reused (the rate a user sees is of these)
+    mapped: int = -1
+    #: how the configuration sorted the records (Unknown region / type, transit, quarantined)
+    setup: SetupShares | None = None
+    #: where the state of a ``keep_state`` build is kept, and its size in bytes
+    state: Path | None = None
+    state_bytes: int = 0
 
 
 def resolve_config(archive: Path, config: Config | str | os.PathLike[str] | None) -> Config:
@@ -121,15 +131,16 @@ def build_cube(
     quarter of free memory or runs on ``scheduler`` without ``work_dir`` (remote workers may
     not share this machine's disk), else disk.
 
-    ``keep_state`` keeps the map results in the cube (``CUBE/_state``); ``incremental``
-    rebuilds such a cube reading only the archive files that are new or changed since (same
-    configuration and prefix table required), with exact results.
+    ``keep_state`` keeps the map results beside the cube, in the hidden sibling
+    ``.CUBE.state`` (:func:`state_path`; the cube folder itself stays small), and
+    ``incremental`` rebuilds such a cube reading only the archive files that are new or
+    changed since (same configuration and prefix table required), with exact results.
     """
     archive = Path(archive)
     out = Path(out)
     state_sig = None
     if incremental:
-        state_sig = WorkDir.read_signature(out / STATE_DIR)
+        state_sig = WorkDir.read_signature(_adopt_legacy_state(out))
         if not (out / "cube.json").exists():
             raise InputError(f"{out}: no cube to add to (build it first, with --keep-state)")
         if state_sig is None:
@@ -341,7 +352,7 @@ def _build(
         processes=processes,
     )
     if on_disk:
-        root = out / STATE_DIR if incremental else work_dir or default_workdir(out)
+        root = state_path(out) if incremental else work_dir or default_workdir(out)
         work = WorkDir(
             root,
             {
@@ -356,6 +367,11 @@ def _build(
         resumed = work.open(keys)
         if resumed and progress:
             progress("resume", resumed, len(tasks))
+        mapped = sum(
+            f.num_rows for k, t in zip(keys, tasks, strict=True) if not work.map_done(k) for f in t
+        )
+    else:
+        mapped = source.num_rows
 
     # freed arrays reused, not fresh pages (engine/allocator.py), until the cube is written
     # (trimming the heap between the reducers and the cube's tables cost 50 ms); no cycle
@@ -389,15 +405,14 @@ def _build(
         meta = _metadata(source, cfg, plan, prefix_table, stats, cells)
         sketches = sketches_table(result, plan.regions, plan.network_types, plan.bucket_us)
         links, geo = _link_geo_tables(result, plan)
+        setup = shares_of_cells(cells, stats.records, sum(stats.quarantined.values()), cfg.origin)
         del result
         write_cube(
             CubeFiles(meta, cells, rollups, top_ips, top_asns, sketches, links, geo),
             out,
             overwrite=overwrite,
-            state=work.as_state() if work is not None and keep_state else None,
         )
-    if work is not None and not keep_state:
-        work.remove()
+    state = _settle_state(work, out, keep_state)
     return BuildSummary(
         out,
         stats.records,
@@ -407,6 +422,10 @@ def _build(
         len(tasks),
         cfg.origin,
         "disk" if on_disk else "memory",
+        mapped,
+        setup,
+        state,
+        _tree_bytes(state) if state is not None else 0,
     )
 
 
@@ -419,6 +438,60 @@ def _link_geo_tables(result, plan) -> tuple[pa.Table | None, pa.Table | None]:
         else None
     )
     return links, geo_table(result, plan.regions, plan.network_types, plan.geo_names)
+
+
+def state_path(out: str | os.PathLike[str]) -> Path:
+    """Where a ``keep_state`` build keeps its state: ``.CUBE.state`` beside the cube ``CUBE``.
+
+    Beside, not inside: the state (every map task's distinct rows, often 20 times the cube's
+    size) would otherwise travel with a cube that is copied, served or archived.
+    """
+    out = Path(out)
+    return out.parent / f".{out.name}.state"
+
+
+def _adopt_legacy_state(out: Path) -> Path:
+    """The state of cube ``out``; one kept inside it (``CUBE/_state``, before) moves beside it."""
+    state, legacy = state_path(out), out / STATE_DIR
+    if legacy.is_dir() and not state.exists():
+        try:
+            os.replace(legacy, state)
+        except OSError as exc:
+            raise OutputError(f"{state}: cannot move the build state here: {exc}") from None
+    return state
+
+
+def _settle_state(work: WorkDir | None, out: Path, keep: bool) -> Path | None:
+    """After the cube is written: keep the work as its state (returned), or remove it.
+
+    A cube rebuilt without ``keep_state`` loses the state of its previous build (it no longer
+    matches the cube, and would only take disk).
+    """
+    state = state_path(out)
+    if not keep:
+        if work is not None:
+            work.remove()
+        if WorkDir.read_signature(state) is not None:
+            shutil.rmtree(state, ignore_errors=True)
+        return None
+    assert work is not None  # keep_state always shuffles on disk
+    work.as_state()
+    if work.root.resolve() == state.resolve():
+        return state
+    shutil.rmtree(state, ignore_errors=True)
+    try:
+        shutil.move(str(work.root), str(state))
+    except OSError as exc:
+        raise OutputError(
+            f"{state}: cannot keep the build state here ({exc}); the cube is written, "
+            f"the state is left in {work.root}"
+        ) from None
+    return state
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the files under ``root``."""
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
 
 def _describers(table: PrefixTable):

@@ -496,7 +496,20 @@ class Cube:
         df = df[df["rollup"] == period]
         if by is not None:
             df = df[df["grouping"] == grouping_name(set(by) | set(where or {}))]
-        return _filter(df, where).reset_index(drop=True)
+        return self._report_order(_filter(df, where))
+
+    def _report_order(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Top-list rows in the report's order (Unknown region and type last, then by rank),
+        with "unknown" for the organisation of addresses no source names."""
+        keys = []
+        for dim in ("region", "network_type", "direction", "ip_version"):
+            order = [v for v in self._order(dim) if v != "Unknown"]
+            order += [v for v in self._order(dim) if v == "Unknown"]
+            pos = {v: i for i, v in enumerate(order)}
+            keys.append(df[dim].map(pos).fillna(-1).to_numpy())  # -1: the dimension is rolled up
+        keys.append(df["rank"].to_numpy())
+        df = df.iloc[np.lexsort(keys[::-1])].reset_index(drop=True)
+        return df.assign(org=df["org"].fillna("unknown"))
 
     def estimate_uniques(
         self,

@@ -97,14 +97,18 @@ def run_threads(
     from dask.callbacks import Callback
 
     total = len(tasks) + plan.partitions
+    # progress counts completions of the tasks submitted here, by their keys: dask names a
+    # call's key after the function ("map_task-<uuid>") unless told otherwise, and that
+    # naming changes between releases, so nothing below depends on it
+    stage_of: dict[Any, str] = {}
     done = [0]
 
     class _Progress(Callback):
         def _posttask(self, key, result, dsk, state, worker_id):
-            name = key[0] if isinstance(key, tuple) else str(key)
-            if name.startswith(("map-", "reduce-")) and progress:
+            stage = stage_of.get(key)
+            if stage is not None and progress:
                 done[0] += 1
-                progress("map" if done[0] <= len(tasks) else "reduce", done[0], total)
+                progress(stage, done[0], total)
 
     delayed = functools.partial(dask.delayed, pure=False)
     # the plan and the fragment lists as opaque values: dask would otherwise walk every field
@@ -112,32 +116,34 @@ def run_threads(
     plan_d = dask.delayed(plan, traverse=False, name="plan")
     frags = [dask.delayed(t, traverse=False, name=f"fragments-{i}") for i, t in enumerate(tasks)]
     if work is None:
-        maps = [delayed(map_task, name=f"map-{i}")(t, plan_d) for i, t in enumerate(frags)]
+        maps = [delayed(map_task)(t, plan_d, dask_key_name=f"map-{i}") for i, t in enumerate(frags)]
     else:
         keys = work.keys
         maps = [
-            delayed(map_step, name=f"map-{i}")(k, t, plan_d, work)
+            delayed(map_step)(k, t, plan_d, work, dask_key_name=f"map-{i}")
             for i, (k, t) in enumerate(zip(keys, frags, strict=True))
         ]
     # one node stands for all the maps, so each reducer's call holds one dependency, not P
     # (building the graph stays a few milliseconds)
-    heads = delayed(_all, name="maps-done")(maps)
+    heads = delayed(_all)(maps, dask_key_name="maps-done")
     if work is None:
         reduces = [
-            delayed(reduce_in_memory, name=f"reduce-{j}")(j, plan_d, heads)
+            delayed(reduce_in_memory)(j, plan_d, heads, dask_key_name=f"reduce-{j}")
             for j in range(plan.partitions)
         ]
     else:
         reduces = [
-            delayed(_reduce_after, name=f"reduce-{j}")(j, keys, plan_d, work, heads)
+            delayed(_reduce_after)(j, keys, plan_d, work, heads, dask_key_name=f"reduce-{j}")
             for j in range(plan.partitions)
         ]
     # the combiner starts once the maps are done and folds each partition in as soon as it
     # is reduced (in partition order), while the other reducers run: no serial tail but the
     # last fold and the result
-    combiner = delayed(Combiner, name="combine-start")(heads, plan_d)
+    stage_of.update({m.key: "map" for m in maps})
+    stage_of.update({r.key: "reduce" for r in reduces})
+    combiner = delayed(Combiner)(heads, plan_d, dask_key_name="combine-start")
     for j, r in enumerate(reduces):
-        combiner = delayed(_fold_in, name=f"combine-{j}")(combiner, r, work)
+        combiner = delayed(_fold_in)(combiner, r, work, dask_key_name=f"combine-{j}")
     # the threaded scheduler itself: naming it "threads" would import distributed (0.2 s) to
     # look for a client first
     with serial_kernels(), _Progress():

@@ -23,7 +23,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -435,7 +434,8 @@ def import_sources(
     input; 1 runs in this process).
     ``exporter`` and ``templates`` are for raw NetFlow/IPFIX payload files (netflow-payload):
     the address that sent them, and payload files to read first for their templates only.
-    ``progress`` shows a progress bar on stderr (None: only on a terminal). Returns the
+    ``progress`` shows a progress bar on stderr (None: on a terminal, else a plain line every
+    10 s; False: nothing). Returns the
     summary; files that failed are listed in it (and raise nothing here).
     """
     from flowatlas.config import load_config
@@ -568,21 +568,15 @@ def _entry(r: FileResult, digest: str | None) -> FileEntry:
 
 def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> Iterable[FileResult]:
     """Run the tasks (a process pool, or inline for one job); yield results as they finish."""
-    from tqdm import tqdm
+    from flowatlas.progress import Progress
 
     if not tasks:
         return
     if jobs is None and sum(t.size for t in tasks) < SMALL_IMPORT_BYTES:
         jobs = 1  # starting worker processes would cost more than it saves
     workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
-    disable = None if progress is None else not progress
-    bar = tqdm(
-        total=len(tasks),
-        unit="file",
-        desc="import",
-        file=sys.stderr,
-        disable=disable,
-        dynamic_ncols=True,
+    bar = Progress(
+        "import", "files", len(tasks), quiet=progress is False, tty=True if progress else None
     )
     records = 0
     try:
@@ -590,8 +584,7 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
             for task in tasks:
                 result = import_one(task)
                 records += result.records_read
-                bar.set_postfix(records=f"{records:,}", refresh=False)
-                bar.update(1)
+                bar.set(bar.done + 1, postfix=f"{records:,} records")
                 yield result
             return
         ctx = multiprocessing.get_context("spawn")
@@ -601,8 +594,7 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
                 for fut in cf.as_completed(futures):
                     result = fut.result()
                     records += result.records_read
-                    bar.set_postfix(records=f"{records:,}", refresh=False)
-                    bar.update(1)
+                    bar.set(bar.done + 1, postfix=f"{records:,} records")
                     yield result
             except BaseException:
                 for f in futures:
@@ -618,8 +610,9 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
 @click.command(
     "import",
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Formats: nfcapd (needs nfdump), nfdump-csv, goflow2-json, goflow2-pb, "
-    "pmacct-json, pmacct-csv, csv, netflow-pcap. See docs/importing.md.",
+    epilog="Formats: nfcapd (needs nfdump), "
+    + ", ".join(f for f in FORMAT_CHOICES if f not in (AUTO, "nfcapd"))
+    + ". See docs/importing.md.",
 )
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option(
@@ -721,6 +714,9 @@ def import_(
     )
     if not quiet:
         click.echo(summary.render())
+    for line in _setup_lines(summary, config):
+        if not quiet or line.startswith("flowatlas: warning"):
+            click.echo(line, err=line.startswith("flowatlas: warning"))
     if summary.failed:
         if len(summary.failed) == 1 and not summary.imported and not summary.skipped_known:
             raise InputError(summary.failed[0].error or "import failed")
@@ -728,6 +724,34 @@ def import_(
             f"{len(summary.failed)} of {len(summary.failed) + len(summary.imported)} files "
             f"failed; first: {summary.failed[0].error}"
         )
+
+
+def _setup_lines(summary: ImportSummary, config: str | None) -> list[str]:
+    """The set-up accounting of the records this import wrote, and warnings if it looks wrong.
+
+    Under ``config`` (else the archive's flowatlas.toml, else the defaults), as the build
+    will see them: the share of Unknown region, Unknown type, transit and quarantined.
+    """
+    from flowatlas.engine.build import resolve_config
+    from flowatlas.inspect import SetupShares, shares_of_files
+
+    root = Path(summary.archive)
+    paths = [root / p for r in summary.imported for p in r.outputs]
+    if not summary.imported:
+        return []
+    cfg = resolve_config(root, config)
+    got = shares_of_files(paths, cfg)
+    imp_q = summary.records_quarantined
+    shares = SetupShares(
+        got.records + imp_q,
+        got.quarantined + imp_q,
+        got.unknown_region,
+        got.unknown_type,
+        got.transit,
+        got.config_origin,
+    )
+    lines = [f"  set-up    {shares.line()}"]
+    return lines + [f"flowatlas: warning: {w}" for w in shares.warnings(str(root))]
 
 
 __all__ = ["FileResult", "ImportSummary", "ImportTask", "import_", "import_one", "import_sources"]
