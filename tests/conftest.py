@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from flowatlas.kernels import cuda_check
 from flowatlas.testing import shared_data_dir, shared_data_missing, skip_or_fail
+
+_LAUNCH_DIR = pytest.StashKey[Path]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -17,6 +23,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="run tests marked slow at full size (CI runs a bounded version)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # the session's first process (the xdist controller) makes the folder; workers and the
+    # simulator subprocesses the tests start inherit the variable, and kernels/cuda.py records
+    if not hasattr(config, "workerinput") and cuda_check.LOG_ENV not in os.environ:
+        folder = tempfile.mkdtemp(prefix="flowatlas-cuda-launches-")
+        os.environ[cuda_check.LOG_ENV] = folder
+        config.stash[_LAUNCH_DIR] = Path(folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Merge the recorded kernel launches into one file, the signatures that
+    tests/test_cuda_compile.py compiles (if this session launched any kernel)."""
+    folder = config.stash.get(_LAUNCH_DIR, None)
+    if folder is None:
+        return
+    launches = cuda_check.read_launches(folder)
+    if launches:
+        rows = sorted(json.dumps(e, sort_keys=True) for v in launches.values() for e in v)
+        cuda_check.launches_file().write_text("".join(r + "\n" for r in rows))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.environ.pop(cuda_check.LOG_ENV, None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

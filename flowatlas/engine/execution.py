@@ -207,7 +207,7 @@ def dask_client(
     are threads of this process: the kernels release the GIL, and results pass between tasks
     without being copied. With ``processes`` each worker is its own process (isolation from
     crashes, at the cost of serialising every result); with ``gpu`` too, and dask-cuda
-    installed (the ``gpu`` extra), the cluster is dask-cuda's ``LocalCUDACluster``: one
+    installed (the ``gpu-cluster`` extra), the cluster is dask-cuda's ``LocalCUDACluster``: one
     worker process per GPU (``workers`` of them at most), each pinned to its own device.
     """
     from distributed import Client, LocalCluster
@@ -257,7 +257,7 @@ def _cuda_cluster(workers: int | None) -> Any:
     except Exception as exc:  # any failure of the GPU stack: plain processes instead
         warnings.warn(
             f"dask-cuda unusable ({type(exc).__name__}: {exc}); worker processes share the "
-            "default GPU (pip install 'flowatlas[gpu]' for one worker per GPU)",
+            "default GPU (pip install 'flowatlas[gpu-cluster]' for one worker per GPU)",
             GpuFallbackWarning,
             stacklevel=3,
         )

@@ -7,6 +7,8 @@ in its own module; under ``NUMBA_ENABLE_CUDASIM=1`` they run in numba's simulato
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import config, cuda
 
@@ -14,6 +16,11 @@ from flowatlas.kernels.accumulate import _GOLD, mix64
 from flowatlas.kernels.hll import _slot_body, check_p
 from flowatlas.kernels.lpm import _lpm_body
 from flowatlas.kernels.orient import _cell_body, _orient_body
+
+if os.environ.get("FLOWATLAS_CUDA_LAUNCH_LOG"):  # tests only: record launches' argument types
+    from flowatlas.kernels.cuda_check import record_launches
+
+    record_launches(os.environ["FLOWATLAS_CUDA_LAUNCH_LOG"])
 
 _lpm_device = cuda.jit(device=True)(_lpm_body)
 
