@@ -142,6 +142,8 @@ def make_plan(
     keys: list[int] = []
     kinds: list[int] = []
     for rule in config.links:
+        if not rule.is_interface_link:
+            continue
         h, lw, _ = parse_addresses([rule.exporter], source=f"{config.origin}: links")
         key = int(h[0]).to_bytes(8, "big") + int(lw[0]).to_bytes(8, "big")
         if key not in exporters:
@@ -149,7 +151,10 @@ def make_plan(
         ex_id = exporters[key][0]
         for ifindex in rule.interfaces:
             keys.append((ex_id << 32) | ifindex)
-            kinds.append(network_types.index(rule.network_type))
+            # -1: the link measures its flows without setting their type
+            kinds.append(
+                -1 if rule.network_type is None else network_types.index(rule.network_type)
+            )
     order = np.argsort(np.array(keys, dtype=np.uint64), kind="stable")
     rule_keys = np.array(keys, dtype=np.uint64)[order]
     rule_types = np.array(kinds, dtype=np.int16)[order]
