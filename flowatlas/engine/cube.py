@@ -499,6 +499,12 @@ class Cube:
         out["cells"] = np.bincount(groups, minlength=n_groups) if n_groups else []
         return out
 
+    def whatif(self, scenario: Any = None, **options: Any) -> Any:
+        """Capacity what-if: :func:`flowatlas.whatif.whatif` on this cube (docs/whatif.md)."""
+        from flowatlas.whatif import whatif
+
+        return whatif(self, scenario, **options)
+
     def _order(self, dim: str) -> list[Any]:
         if dim == "region":
             return self.regions

@@ -253,31 +253,23 @@ def traffic_from_frame(
     bucket = ((t - first) // step).to_numpy(dtype=np.int64)
     inside = (bucket >= 0) & (bucket < n_buckets)
 
-    dims = {c: frame[c].astype(object).to_numpy() for c in GROUP_COLUMNS}
-    link = dims["link"].copy()
-    unplaced = pd.isna(link)
-    if unplaced.any():
-        combos = pd.DataFrame({c: dims[c][unplaced] for c in GROUP_COLUMNS[1:]})
-        uniq = combos.drop_duplicates()
-        named = {
-            tuple(r): place(*r) for r in uniq.itertuples(index=False, name=None)
-        }  # few combinations: one call each
-        link[unplaced] = [named[tuple(r)] for r in combos.itertuples(index=False, name=None)]
-    keys = pd.DataFrame(
-        {
-            "link": link[inside].astype(str),
-            "region": dims["region"][inside].astype(str),
-            "network_type": dims["network_type"][inside].astype(str),
-            "direction": dims["direction"][inside].astype(str),
-        }
-    )
-    grouped = keys.groupby(list(GROUP_COLUMNS), sort=True)
-    codes = grouped.ngroup().to_numpy(dtype=np.int64)
-    groups = grouped.size().index.to_frame(index=False)
+    # the distinct combinations first (few hundred), then each row's code: fast on big cubes
+    combos = frame[list(GROUP_COLUMNS)][inside]
+    grouped = combos.groupby(list(GROUP_COLUMNS), observed=True, dropna=False, sort=True)
+    combo_code = grouped.ngroup().to_numpy(dtype=np.int64)
+    uniq = grouped.size().index.to_frame(index=False).astype(object)
+    link = uniq["link"].to_numpy(dtype=object, copy=True)
+    for j in np.flatnonzero(pd.isna(link)):
+        link[j] = place(uniq["region"][j], uniq["network_type"][j], uniq["direction"][j])
+    uniq["link"] = link
+    keys = uniq.astype(str)
+    final = keys.groupby(list(GROUP_COLUMNS), sort=True)
+    groups = final.size().index.to_frame(index=False)
+    code = final.ngroup().to_numpy(dtype=np.int64)[combo_code]
     n_groups = len(groups)
     vol = frame["bytes"].to_numpy(dtype=np.float64)[inside]
     flat = np.bincount(
-        codes * n_buckets + bucket[inside], weights=vol, minlength=n_groups * n_buckets
+        code * n_buckets + bucket[inside], weights=vol, minlength=n_groups * n_buckets
     )
     series = flat.reshape(n_groups, n_buckets)
     for name in groups["link"].unique():
