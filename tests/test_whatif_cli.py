@@ -125,6 +125,13 @@ def test_example_scenario_end_to_end(world) -> None:
     assert p.returncode == 0, p.stderr
     assert "links, soonest run-out first" in p.stdout and "use-neocloud" in p.stdout
     assert "steps, in order" in p.stdout and "understates" in p.stdout
+    page = world["root"] / "w.html"
+    p = run("whatif", str(world["cube"]), "--config", str(world["plan"]), "-s",
+            "neocloud-migration", "--html", str(page))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    text = page.read_text()
+    assert "Links, soonest run-out first" in text and "use-neocloud" in text
+    assert "cdn.bokeh.org" not in text and "Utilisation (p95" in text
 
 
 def test_shift_and_failure_conserve_traffic_on_a_real_cube(world, tmp_path) -> None:

@@ -68,7 +68,9 @@ def print_whatif(result, out: TextIO, *, title: str = "what-if") -> None:
                 f"{_si(now * 1e9, 'bps')} {_pct(util_now)}",
                 _pct(getattr(r, f"{case}_util_end")),
                 _label(getattr(r, f"{case}_over_threshold")),
-                _date(getattr(r, f"{case}_runout")),
+                "now"
+                if getattr(r, f"{case}_runout_months") == 0
+                else _date(getattr(r, f"{case}_runout")),
             ]
         rows.append(row)
     if rows:
