@@ -10,13 +10,16 @@ links and the catch-alls are assigned here, by the rule of docs/configuration.md
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowatlas.config import (
+    ClassifySettings,
     Config,
+    LinkRule,
+    Region,
     assign_links,
     catch_all_name,
-    config_from_dict,
     link_names,
     load_config,
 )
@@ -30,11 +33,63 @@ if TYPE_CHECKING:
 
 
 def cube_config(cube: Cube) -> Config:
-    """The configuration stored in the cube (what it was built with)."""
+    """The configuration stored in the cube (what it was built with).
+
+    It was validated when the cube was built, so it is rebuilt here without parsing its
+    addresses again (that would load the address kernels: a second on a first call).
+    """
+    cached = cube._cache.get("whatif:config")
+    if cached is not None:
+        return cached
     stored = cube.meta.get("config")
+    origin = f"{cube.path}/cube.json"
     if not isinstance(stored, dict):
-        raise InputError(f"{cube.path}/cube.json: no configuration stored")
-    return config_from_dict(stored, origin=f"{cube.path}/cube.json")
+        raise InputError(f"{origin}: no configuration stored")
+    try:
+        regions = tuple(
+            Region(r["name"], tuple(r.get("prefixes", ())), tuple(r.get("exporters", ())))
+            for r in stored.get("regions", [])
+        )
+        links = []
+        for d in stored.get("links", []):
+            sel = d.get("select") or {}
+            links.append(
+                LinkRule(
+                    exporter=d.get("exporter", ""),
+                    interfaces=tuple(d.get("interfaces", ())),
+                    network_type=d.get("network_type"),
+                    description=d.get("description", ""),
+                    name=d.get("name", ""),
+                    region=d.get("region", ""),
+                    capacity_gbps=d.get("capacity_gbps"),
+                    capacity_mode=d.get("capacity_mode", "per-direction"),
+                    select_network_types=tuple(sel.get("network_types", ())),
+                    select_directions=tuple(sel.get("directions", ())),
+                )
+            )
+        types = tuple(stored.get("classify", {}).get("network_types", ()))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{origin}: configuration unreadable ({exc})") from None
+    cfg = Config(regions, tuple(links), ClassifySettings(network_types=types), origin=origin)
+    cube._cache["whatif:config"] = cfg
+    return cfg
+
+
+def planning_config(path: str | os.PathLike[str]) -> Config:
+    """A configuration file given for planning, loaded once per version of the file."""
+    p = Path(path)
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return load_config(p)  # says what is wrong with the path
+    cached = _CONFIGS.get(key)
+    if cached is None:
+        cached = _CONFIGS[key] = load_config(p)
+    return cached
+
+
+_CONFIGS: dict[tuple, Config] = {}
 
 
 def planning_links(config: Config) -> dict[str, Link]:
@@ -83,7 +138,7 @@ def cube_traffic(cube: Cube, config: Config | str | os.PathLike[str] | None = No
     elif isinstance(config, Config):
         cfg = config
     else:
-        cfg = load_config(config)
+        cfg = planning_config(config)
     key = ("whatif", cfg.digest())
     cached: Any = cube._cache.get(key)
     if cached is not None:

@@ -9,6 +9,7 @@ them per link. See docs/whatif.md.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -123,6 +124,7 @@ def percentile_label(p: float | str) -> str:
     return f"p{p:g}"
 
 
+@functools.lru_cache(maxsize=1024)
 def nearest_rank(n: int, p: float) -> int:
     """The 0-based index of the nearest-rank ``p``-th percentile of ``n`` sorted values.
 
@@ -317,6 +319,7 @@ class Horizon:
         anchor = first if end == first else first + pd.DateOffset(months=1)
         return cls(anchor, months)
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (few horizons, each small)
     def month_start(self, m: int) -> pd.Timestamp:
         """The first instant of month ``m`` (1-based; m = 0 gives the month before)."""
         import pandas as pd
