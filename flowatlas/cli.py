@@ -44,6 +44,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Import nfcapd, goflow2, pmacct, CSV into an archive.",
     ),
     "classify": ("flowatlas.classify.commands", "classify", "Compile and query prefix tables."),
+    "whatif": (
+        "flowatlas.whatif.commands",
+        "whatif",
+        "Capacity what-if: which links run out under a scenario, and when.",
+    ),
 }
 
 

@@ -689,6 +689,12 @@ class Cube:
         g["share"] = g["bytes"].astype("float64") / g["total"].astype("float64")
         return g[columns].reset_index(drop=True)
 
+    def whatif(self, scenario: Any = None, **options: Any) -> Any:
+        """Capacity what-if: :func:`flowatlas.whatif.whatif` on this cube (docs/whatif.md)."""
+        from flowatlas.whatif import whatif
+
+        return whatif(self, scenario, **options)
+
     def _order(self, dim: str) -> list[Any]:
         if dim == "region":
             return self.regions
