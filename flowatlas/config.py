@@ -600,7 +600,9 @@ def assign_links(
     """The link each row falls to (an object array of names), by the rule of
     docs/configuration.md: its interface link (``iface_link``, None/NaN where none), else
     the first selection link of its region that selects its network type and direction,
-    else its region's catch-all. Internal flows always go to the catch-all.
+    else its region's catch-all. Internal flows always go to the catch-all. An interface link
+    that ``config`` does not define (a plan with other links than the cube was built with)
+    claims nothing: its rows fall to the selection links and catch-alls like any other.
 
     The rows are cube cells (``Cube.link_cells()``); columns may be lists, arrays or pandas
     Series of equal length.
@@ -612,7 +614,8 @@ def assign_links(
     dirs = np.asarray(direction, dtype=object)
     iface = np.asarray(iface_link, dtype=object)
     out = np.array([catch_all_name(str(r)) for r in region], dtype=object)
-    has_iface = np.array([isinstance(v, str) and v != "" for v in iface], dtype=bool)
+    defined = {lk.name for lk in config.links if lk.is_interface_link}
+    has_iface = np.array([isinstance(v, str) and v in defined for v in iface], dtype=bool)
     internal = dirs == "internal"
     free = ~has_iface & ~internal
     for lk in config.links:

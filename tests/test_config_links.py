@@ -284,6 +284,10 @@ def test_assign_links(tmp_path) -> None:
         ("10.20.0.1:501,502", "US-East", "Migration", "ingress", "10.20.0.1:501,502"),
         # the interface link wins over a matching selection
         ("10.20.0.1:501,502", "US-East", "Neocloud", "egress", "10.20.0.1:501,502"),
+        # an interface link this configuration does not define (the cube was built with
+        # other links) claims nothing: the rows fall to the selections and catch-alls
+        ("gone-pni", "US-East", "Neocloud", "egress", "use-neocloud-pni"),
+        ("gone-pni", "US-West", "CDN", "ingress", "US-West/other"),
     ]
     got = assign_links(cfg, *zip(*[r[:4] for r in rows], strict=True))
     assert list(got) == [r[4] for r in rows]

@@ -124,9 +124,17 @@ def _check_interface_links(cube: Cube, built: Config, config: Config) -> None:
 
 
 def _rows(cube: Cube, config: Config) -> pd.DataFrame:
-    """Bytes per bucket per interface link (null: none) and cube dimensions."""
+    """Bytes per bucket per interface link (null: none) and cube dimensions.
+
+    A measured interface link that ``config`` does not define (a plan drawn up with other
+    links than the cube was built with) claims nothing: its rows are placed by the plan's
+    selection links and catch-alls, as :func:`flowatlas.config.assign_links` places them.
+    """
     if (cube.path / "links.parquet").exists() and hasattr(cube, "link_cells"):
-        return cube.link_cells()
+        rows = cube.link_cells()
+        defined = [lk.name for lk in config.links if lk.is_interface_link]
+        rows.loc[~rows["link"].isin(defined), "link"] = None
+        return rows
     return cube.cells.assign(link=None)
 
 
