@@ -58,16 +58,19 @@ REGION_UTC_OFFSET = {"US-West": -8, "US-East": -5, "CA-East": -5}
 
 TYPES = ("CDN", "Hosting", "Hyperscaler", "ISP Regional", "ISP Tier1", "Neocloud", "Unknown")
 
-#: baseline traffic (Gbps, both directions) per type and region
+#: baseline traffic (Gbps, both directions) per type and region; with the trends below these
+#: give the seed's shares of all traffic over the demo's half-year: Q3 2025 (its "previous
+#: report") -> Q4 2025: other clouds 36.2 -> 49.6 %, Neocloud 19.8 -> 18.4 %, Hyperscaler
+#: 3.5 -> 18 % (tests/test_findings.py; docs/synth.md says how they were solved for)
 BASE_GBPS = {
     "ISP Regional": (900.0, 330.0, 110.0),
     "ISP Tier1": (240.0, 150.0, 55.0),
     "CDN": (280.0, 170.0, 40.0),
-    "Hosting": (190.0, 150.0, 45.0),
-    "Hyperscaler": (110.0, 130.0, 25.0),
-    "Neocloud": (45.0, 170.0, 12.0),
+    "Hosting": (286.0, 225.5, 67.6),
+    "Hyperscaler": (64.6, 76.4, 14.7),
+    "Neocloud": (75.0, 283.1, 20.0),
     "Unknown": (35.0, 22.0, 8.0),
-    "Migration": (12.0, 18.0, 8.0),
+    "Migration": (13.1, 19.7, 8.8),
 }
 #: share of a type's traffic that is egress (out of our network)
 EGRESS_SHARE = {
@@ -86,10 +89,10 @@ POOL_SIZE = {
     "ISP Tier1": (16_000, 10_000, 3_500),
     "CDN": (1_500, 1_100, 300),
     "Hosting": (4_000, 3_500, 1_000),
-    "Hyperscaler": (250, 300, 60),
+    "Hyperscaler": (120, 140, 40),
     "Neocloud": (24, 48, 8),
     "Unknown": (1_200, 800, 250),
-    "Migration": (80, 100, 40),
+    "Migration": (300, 400, 150),
 }
 #: records per unit of volume, relative: many light flows for ISPs, few heavy ones for clouds
 RECORD_DENSITY = {
@@ -664,33 +667,58 @@ def _draw_addresses(t, v6, want, blocks, table, net_type, want_type, rng):
 # --------------------------------------------------------------------------- the timeline
 
 
+def _day_of_year(d: dt.date) -> int:
+    """Day of 2025's year (2026-01-01 is 366): the timeline's clock."""
+    return (d - dt.date(2024, 12, 31)).days
+
+
+def _levels(*points: tuple[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor dates and levels of a piecewise-linear trend (flat before the first and after the
+    last)."""
+    days = [_day_of_year(dt.date.fromisoformat(p)) for p, _ in points]
+    return np.array(days, dtype=np.float64), np.array([v for _, v in points])
+
+
+#: neocloud: a sharp rise in July, high through November with the peak in October, and a new
+#: normal at year end well above the baseline before July
+NEOCLOUD_TREND = _levels(
+    ("2025-07-01", 1.0),
+    ("2025-07-31", 2.1),
+    ("2025-08-15", 2.9),
+    ("2025-09-20", 3.0),
+    ("2025-10-15", 3.6),
+    ("2025-11-10", 2.3),
+    ("2025-12-01", 1.7),
+)
+#: hyperscaler: quiet in the summer, heavy from late September through November, easing after
+HYPERSCALER_TREND = _levels(
+    ("2025-09-20", 1.0),
+    ("2025-10-01", 1.8),
+    ("2025-10-12", 6.0),
+    ("2025-11-05", 7.0),
+    ("2025-11-25", 6.5),
+    ("2025-12-10", 5.0),
+    ("2025-12-31", 4.5),
+)
+#: hosting: steady growth (new customers), 2.5 % of its baseline a month
+HOSTING_GROWTH_PER_DAY = 0.15 / 184
+
+
 def trend(network_type: str, day: np.datetime64) -> float:
     """Multiplier on a type's baseline for one day: the seed report's shapes."""
-    d = dt.date.fromisoformat(str(day))
-    doy = d.timetuple().tm_yday + (365 if d.year > 2025 else 0) - (365 if d.year < 2025 else 0)
-    year_end = 1.12 if (d.month == 12 and d.day >= 8) or d.month < 2 else 1.0
-
-    def bump(center: float, width: float, height: float) -> float:
-        return height * math.exp(-0.5 * ((doy - center) / width) ** 2)
-
+    doy = _day_of_year(dt.date.fromisoformat(str(day)))
+    seasonal = 1.0 + 0.04 * math.sin(doy / 9.0)
     if network_type == "Neocloud":
-        # rising sharply from July, peak in October, high through November, new normal after
-        if doy < 182:
-            level = 1.0
-        elif doy < 288:  # Jul 1 .. Oct 15: ramp up
-            level = 1.0 + 3.2 * ((doy - 182) / 106) ** 1.6
-        elif doy < 335:  # Oct 15 .. Dec 1: stay high, easing
-            level = 4.2 - 1.2 * (doy - 288) / 47
-        else:
-            level = 2.2
-        return level * year_end
-    if network_type == "Migration":
-        # concentrated in August to October
-        level = 1.0 + bump(256, 30, 5.5)
-        return level if 213 <= doy <= 305 else min(level, 1.3)
+        return float(np.interp(doy, *NEOCLOUD_TREND))
     if network_type == "Hyperscaler":
-        return (1.0 + bump(260, 45, 0.9)) * year_end
-    return (1.0 + 0.04 * math.sin(doy / 9.0)) * year_end
+        return float(np.interp(doy, *HYPERSCALER_TREND))
+    if network_type == "Migration":
+        # a large onboarding, concentrated in August to October
+        level = 1.0 + 30.0 * math.exp(-0.5 * ((doy - 250) / 20) ** 2)
+        return level if 213 <= doy <= 305 else min(level, 1.3)
+    if network_type == "Hosting":
+        return seasonal + HOSTING_GROWTH_PER_DAY * min(max(doy - 182, 0), 184)
+    return seasonal
 
 
 def diurnal(network_type: str, local_hour: np.ndarray) -> np.ndarray:

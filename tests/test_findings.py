@@ -1,12 +1,23 @@
-"""The seed report's findings, recovered from a built cube (not from the generator's knobs)."""
+"""The seed report's findings, recovered from a built cube (not from the generator's knobs).
+
+Orderings (which cell is largest, which month peaks) and numbers: the seed's own figures
+(quarter-over-quarter shares), and the generator's (bytes per region, type and direction
+from its baseline rates, trends and weekly cycle), so a cube wrong by a constant factor fails.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import pytest
 
+import flowatlas.synth as synth
 from flowatlas.engine.build import build_cube
 from flowatlas.engine.cube import Cube, open_cube
-from flowatlas.synth import synthesize
+from flowatlas.vocab import CLOUD_TYPES, INTERNAL
 
 ISP = ("ISP Regional", "ISP Tier1")
 REPORT_TYPES = (
@@ -18,14 +29,22 @@ REPORT_TYPES = (
     "Neocloud",
     "Migration",
 )
+START, DAYS = "2025-07-01", 184  # the demo's half-year: Q3 2025 and Q4 2025
+#: the seed's share of all traffic, in percent: previous report (Q3) -> this quarter (Q4)
+SEED_SHARES = {"Other clouds": (36.2, 49.6), "Neocloud": (19.8, 18.4), "Hyperscaler": (3.5, 18.0)}
 
 
 @pytest.fixture(scope="module")
-def cube(tmp_path_factory) -> Cube:
+def world_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("findings")
-    synthesize(root / "archive", records=150_000, seed=11)
+    synth.synthesize(root / "archive", records=150_000, start=START, days=DAYS, seed=11)
     build_cube(root / "archive", root / "cube", workers=0)
-    return open_cube(root / "cube")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cube(world_dir: Path) -> Cube:
+    return open_cube(world_dir / "cube")
 
 
 def test_us_west_isp_regional_is_the_largest_cell(cube: Cube) -> None:
@@ -80,3 +99,91 @@ def test_neocloud_traffic_has_few_persistent_endpoints(cube: Cube) -> None:
     monthly = cube.rollup(("network_type",), period="month")
     neo = monthly[monthly["network_type"] == "Neocloud"]["uniques"]
     assert neo.max() <= u["Neocloud"] and neo.min() >= 0.6 * u["Neocloud"]
+
+
+# --------------------------------------------------------------------------- the seed's numbers
+
+
+def quarterly_shares(cube: Cube) -> pd.DataFrame:
+    """Percent of all traffic with other networks (every type but Internal) per quarter and
+    type, plus "Other clouds" (the types in CLOUD_TYPES), straight from the cells."""
+    cells = cube.cells[cube.cells["network_type"] != INTERNAL]
+    quarter = cells["bucket_start"].dt.tz_convert(None).dt.to_period("Q")
+    vol = cells.assign(quarter=quarter).pivot_table(
+        index="quarter", columns="network_type", values="bytes", aggfunc="sum", observed=True
+    )
+    vol = vol.fillna(0).astype(float)
+    share = 100 * vol.div(vol.sum(axis=1), axis=0)
+    share["Other clouds"] = share[list(CLOUD_TYPES)].sum(axis=1)
+    return share
+
+
+def test_quarter_over_quarter_shares_are_the_seeds(cube: Cube) -> None:
+    share = quarterly_shares(cube)
+    assert list(share.index.astype(str)) == ["2025Q3", "2025Q4"]
+    for name, (previous, this) in SEED_SHARES.items():
+        assert share.loc["2025Q3", name] == pytest.approx(previous, abs=1.0), name
+        assert share.loc["2025Q4", name] == pytest.approx(this, abs=1.0), name
+    # the rest of "other clouds" is Hosting, near its norm in both quarters
+    assert share.loc["2025Q3", "Hosting"] == pytest.approx(13, abs=1.0)
+    assert share.loc["2025Q4", "Hosting"] == pytest.approx(13, abs=1.0)
+
+
+# --------------------------------------------------------------------------- the generator's
+
+
+def expected_bytes() -> pd.DataFrame:
+    """Bytes per day, region, network type and direction that the generator means to send: its
+    baseline Gbps split by egress share, times the type's trend and weekly cycle that day (the
+    daily cycle averages 1 over a day), computed here independently of its record sampling."""
+    rows = []
+    for i in range(DAYS):
+        day = np.datetime64(START) + i
+        weekday = dt.date.fromisoformat(str(day)).weekday()
+        rates = {**synth.BASE_GBPS, INTERNAL: synth.INTERNAL_GBPS}
+        for t, base in rates.items():
+            f = synth.trend(t, day) * synth.weekly(t, weekday) * 86_400 * 1e9 / 8
+            eg = synth.EGRESS_SHARE.get(t)
+            split = (("internal", 1.0),) if eg is None else (("ingress", 1 - eg), ("egress", eg))
+            for ri, region in enumerate(synth.REGIONS):
+                for direction, part in split:
+                    rows.append((day, region, t, direction, base[ri] * part * f))
+    return pd.DataFrame(rows, columns=["day", "region", "network_type", "direction", "bytes"])
+
+
+def cube_bytes(cube: Cube, by: list[str]) -> pd.Series:
+    cells = cube.cells[cube.cells["direction"] != "transit"]
+    cells = cells.assign(month=cells["bucket_start"].dt.tz_convert(None).dt.to_period("M"))
+    out = cells.groupby(by, observed=True)["bytes"].sum().astype(float)
+    out.index = out.index.map(lambda k: tuple(map(str, k)))
+    return out
+
+
+def test_volume_per_region_type_and_direction_is_the_generators(cube: Cube) -> None:
+    by = ["region", "network_type", "direction"]
+    want = expected_bytes().groupby(by)["bytes"].sum()
+    got = cube_bytes(cube, by)
+    assert set(got.index) == set(want.index)
+    ratio = got / want.reindex(got.index)
+    assert np.allclose(ratio, 1.0, atol=0.01), ratio[np.abs(ratio - 1) > 0.01]
+
+
+def test_volume_per_month_and_type_is_the_generators(cube: Cube) -> None:
+    want = expected_bytes()
+    want["month"] = pd.to_datetime(want["day"]).dt.to_period("M")
+    want = want.groupby(["month", "network_type"])["bytes"].sum()
+    want.index = want.index.map(lambda k: tuple(map(str, k)))
+    got = cube_bytes(cube, ["month", "network_type"])
+    ratio = got / want.reindex(got.index)
+    assert set(got.index) == set(want.index)
+    assert np.allclose(ratio, 1.0, atol=0.01), ratio[np.abs(ratio - 1) > 0.01]
+
+
+def test_cloud_endpoints_are_the_generators_pools(cube: Cube) -> None:
+    """Few, persistent endpoints: nearly every address of each region's neocloud and
+    hyperscaler pool is seen, and no other."""
+    uniques = cube.matrix("uniques")
+    for t in ("Neocloud", "Hyperscaler"):
+        for ri, region in enumerate(synth.REGIONS):
+            size = synth.POOL_SIZE[t][ri]
+            assert 0.85 * size <= uniques.loc[region, t] <= size, (t, region)

@@ -110,8 +110,13 @@ def test_trend_shapes() -> None:
     neo = [month_mean("Neocloud", m) for m in range(7, 13)]
     assert int(np.argmax(neo)) == 3  # October
     assert neo[5] > neo[0]  # a higher baseline after the peak
+    assert neo[1] > 1.5 * neo[0]  # a sharp rise
     mig = [month_mean("Migration", m) for m in range(7, 13)]
     assert min(mig[1:4]) > 2 * max(mig[0], mig[4], mig[5])  # August to October
+    hyper = [month_mean("Hyperscaler", m) for m in range(7, 13)]
+    assert min(hyper[3:5]) > 4 * max(hyper[:3])  # quiet summer, heavy October and November
+    for t in ("ISP Regional", "ISP Tier1", "CDN", "Hosting"):  # near their norms
+        assert max(month_mean(t, m) for m in range(7, 13)) < 1.2, t
 
 
 def test_bad_arguments(tmp_path) -> None:
