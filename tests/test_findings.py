@@ -8,15 +8,22 @@ from its baseline rates, trends and weekly cycle), so a cube wrong by a constant
 from __future__ import annotations
 
 import datetime as dt
+from ipaddress import ip_address
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import flowatlas.synth as synth
+from flowatlas.addresses import bytes16_to_hilo
+from flowatlas.classify import build_table
+from flowatlas.config import SourceSpec
 from flowatlas.engine.build import build_cube
 from flowatlas.engine.cube import Cube, open_cube
+from flowatlas.io.archive import open_archive
 from flowatlas.vocab import CLOUD_TYPES, INTERNAL
 
 ISP = ("ISP Regional", "ISP Tier1")
@@ -187,3 +194,74 @@ def test_cloud_endpoints_are_the_generators_pools(cube: Cube) -> None:
         for ri, region in enumerate(synth.REGIONS):
             size = synth.POOL_SIZE[t][ri]
             assert 0.85 * size <= uniques.loc[region, t] <= size, (t, region)
+
+
+# --------------------------------------------------------------------------- metros
+
+
+def remote_bytes_by_place(archive: Path) -> pd.DataFrame:
+    """Each record's region (its exporter's), its remote network (classified with the archive's
+    own prefix table through the classify API) and its bytes scaled by sampling."""
+    table = build_table([SourceSpec(str(archive / "prefixes.csv"), "prefix-csv", "world")])
+    nets = table.networks
+    types = np.array([*nets.column("network_type").to_pylist(), "Unknown"], dtype=object)
+    metros = np.array([*nets.column("metro").to_pylist(), None], dtype=object)
+    countries = np.array([*nets.column("country").to_pylist(), None], dtype=object)
+    cols = ["exporter", "src_addr", "dst_addr", "bytes", "sampling_rate"]
+    t = pa.concat_tables(pq.read_table(f.path, columns=cols) for f in open_archive(archive).files)
+    src = table.lookup(*bytes16_to_hilo(t.column("src_addr")))
+    dst = table.lookup(*bytes16_to_hilo(t.column("dst_addr")))
+    assert not np.any((src >= 0) & (dst >= 0))  # one end is always ours (or unlisted)
+    remote = np.where(src >= 0, src, dst)
+    scaled = t.column("bytes").to_numpy().astype(float) * t.column("sampling_rate").to_numpy()
+    _, exporter = bytes16_to_hilo(t.column("exporter"))
+    region_of = {0xFFFF_0000_0000 | int(ip_address(e.address)): e.region for e in synth.EXPORTERS}
+    return pd.DataFrame(
+        {
+            "region": [region_of[int(e)] for e in exporter],
+            "network_type": types[remote],
+            "country": countries[remote],
+            "metro": metros[remote],
+            "bytes": scaled,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def places(world_dir: Path) -> pd.DataFrame:
+    return remote_bytes_by_place(world_dir / "archive")
+
+
+def test_archive_classification_agrees_with_the_cube(places: pd.DataFrame, cube: Cube) -> None:
+    got = places.groupby("network_type")["bytes"].sum()
+    vol = cube.volume(("network_type",)).set_index("network_type")["bytes"].astype(float)
+    for t in ("Neocloud", "Hyperscaler", "Hosting", "CDN", "ISP Regional", "ISP Tier1"):
+        assert got[t] == pytest.approx(vol[t], rel=1e-6), t
+
+
+@pytest.mark.parametrize("network_type", ["Neocloud", "Hyperscaler"])
+def test_cloud_bytes_cluster_in_the_seeds_metros_skewed_east(
+    places: pd.DataFrame, network_type: str
+) -> None:
+    sel = places[places["network_type"] == network_type]
+    share = sel.groupby("metro")["bytes"].sum() / sel["bytes"].sum()
+    assert set(share.index) == set(synth.NEOCLOUD_METROS)  # the seed's six, each with bytes
+    assert share.idxmax() == "Northern Virginia"
+    assert share[list(synth.EAST_COAST_METROS)].sum() > 0.55
+    want = pd.Series(synth.CLOUD_METRO_SHARE[network_type], index=synth.NEOCLOUD_METROS)
+    assert np.allclose(share.reindex(want.index), want, atol=0.05), pd.concat([share, want], axis=1)
+    assert set(sel["country"]) == {"US"}
+
+
+def test_regional_isps_are_near_each_regions_people(places: pd.DataFrame) -> None:
+    isp = places[places["network_type"] == "ISP Regional"]
+    assert isp["metro"].notna().all()
+    for region, metros in synth.REGION_METROS.items():
+        sel = isp[isp["region"] == region]
+        near = sel[sel["metro"].isin(metros)]["bytes"].sum() / sel["bytes"].sum()
+        assert near > 0.8, region
+        canada = sel[sel["country"] == "CA"]["bytes"].sum() / sel["bytes"].sum()
+        if region == "CA-East":
+            assert 0.4 < canada < 0.95  # partly in Canada
+        else:
+            assert canada < 0.1, region
