@@ -265,3 +265,16 @@ def test_regional_isps_are_near_each_regions_people(places: pd.DataFrame) -> Non
             assert 0.4 < canada < 0.95  # partly in Canada
         else:
             assert canada < 0.1, region
+
+
+def test_cube_top_metros_show_the_seeds_neocloud_metros(cube: Cube, places: pd.DataFrame) -> None:
+    """The cube's metro view (geo.parquet, from the prefix table's metros) agrees with the
+    archive classified directly, and shows the seed's clustering."""
+    top = cube.top_metros(by=["network_type"], where={"network_type": "Neocloud"}, n=10)
+    assert set(top["metro"]) == set(synth.NEOCLOUD_METROS)
+    assert top.iloc[0]["metro"] == "Northern Virginia" and set(top["country"]) == {"US"}
+    neo = places[places["network_type"] == "Neocloud"]
+    want = neo.groupby("metro")["bytes"].sum() / neo["bytes"].sum()
+    got = top.set_index("metro")["share"]
+    assert np.allclose(got.reindex(want.index), want, atol=1e-6)
+    assert got[list(synth.EAST_COAST_METROS)].sum() > 0.55
