@@ -12,9 +12,12 @@ The world (see docs/synth.md):
   some unsampled, and a router with private fibre links (Migration);
 - remote networks of each type with their own IPv4 and IPv6 address space, nested where the
   real Internet nests (CDN caches inside ISPs, hosting customers inside Tier1 aggregates);
-- traffic with daily and weekly cycles; neocloud traffic rising from July to an October peak,
-  staying up through November; migration concentrated in August to October; hyperscaler
-  traffic heavy from July to November; a higher baseline at year end;
+- traffic with daily and weekly cycles; neocloud traffic rising sharply in July to an October
+  peak, staying up through November, with a higher baseline at year end; migration
+  concentrated in August to October; hyperscaler traffic quiet in the summer and heavy from
+  October; the seed's quarter-over-quarter shares (docs/synth.md);
+- remote networks placed in metros and countries: neoclouds and hyperscalers in the seed's
+  metros, skewed to the East Coast by bytes; regional ISPs near each region's people;
 - few remote IPs with very heavy, long transfers for Neocloud and Hyperscaler, many IPs with
   light flows for the ISP types.
 
@@ -58,16 +61,19 @@ REGION_UTC_OFFSET = {"US-West": -8, "US-East": -5, "CA-East": -5}
 
 TYPES = ("CDN", "Hosting", "Hyperscaler", "ISP Regional", "ISP Tier1", "Neocloud", "Unknown")
 
-#: baseline traffic (Gbps, both directions) per type and region
+#: baseline traffic (Gbps, both directions) per type and region; with the trends below these
+#: give the seed's shares of all traffic over the demo's half-year: Q3 2025 (its "previous
+#: report") -> Q4 2025: other clouds 36.2 -> 49.6 %, Neocloud 19.8 -> 18.4 %, Hyperscaler
+#: 3.5 -> 18 % (tests/test_findings.py; docs/synth.md says how they were solved for)
 BASE_GBPS = {
     "ISP Regional": (900.0, 330.0, 110.0),
     "ISP Tier1": (240.0, 150.0, 55.0),
     "CDN": (280.0, 170.0, 40.0),
-    "Hosting": (190.0, 150.0, 45.0),
-    "Hyperscaler": (110.0, 130.0, 25.0),
-    "Neocloud": (45.0, 170.0, 12.0),
+    "Hosting": (286.0, 225.5, 67.6),
+    "Hyperscaler": (64.6, 76.4, 14.7),
+    "Neocloud": (75.0, 283.1, 20.0),
     "Unknown": (35.0, 22.0, 8.0),
-    "Migration": (12.0, 18.0, 8.0),
+    "Migration": (13.1, 19.7, 8.8),
 }
 #: share of a type's traffic that is egress (out of our network)
 EGRESS_SHARE = {
@@ -86,10 +92,10 @@ POOL_SIZE = {
     "ISP Tier1": (16_000, 10_000, 3_500),
     "CDN": (1_500, 1_100, 300),
     "Hosting": (4_000, 3_500, 1_000),
-    "Hyperscaler": (250, 300, 60),
+    "Hyperscaler": (120, 140, 40),
     "Neocloud": (24, 48, 8),
     "Unknown": (1_200, 800, 250),
-    "Migration": (80, 100, 40),
+    "Migration": (300, 400, 150),
 }
 #: records per unit of volume, relative: many light flows for ISPs, few heavy ones for clouds
 RECORD_DENSITY = {
@@ -173,7 +179,79 @@ ORG_NAMES = {
         "Cinder Compute",
     ],
 }
-NEOCLOUD_METROS = ("Chicago", "Dallas-Houston", "Denver", "New York", "Ashburn", "Atlanta")
+#: where the seed found neocloud endpoints (Northern Virginia: Reston/Ashburn)
+NEOCLOUD_METROS = (
+    "Chicago",
+    "Dallas-Houston",
+    "Denver",
+    "New York",
+    "Northern Virginia",
+    "Atlanta",
+)
+EAST_COAST_METROS = ("New York", "Northern Virginia", "Atlanta")
+#: share of each cloud type's bytes to place in each of the seed's metros, skewed to the East
+#: Coast (prefixes are given metros by their expected volume, so these hold by bytes)
+CLOUD_METRO_SHARE = {
+    "Neocloud": (0.17, 0.14, 0.09, 0.18, 0.27, 0.15),
+    "Hyperscaler": (0.14, 0.15, 0.06, 0.14, 0.38, 0.13),
+}
+#: where each region's people are: the home metros of the regional ISPs that region serves
+REGION_METROS = {
+    "US-West": (
+        "Los Angeles",
+        "San Francisco Bay Area",
+        "Seattle",
+        "Portland",
+        "Phoenix",
+        "Sacramento",
+        "San Diego",
+        "Las Vegas",
+        "Salt Lake City",
+    ),
+    "US-East": (
+        "New York",
+        "Boston",
+        "Philadelphia",
+        "Washington",
+        "Atlanta",
+        "Miami",
+        "Charlotte",
+        "Pittsburgh",
+    ),
+    "CA-East": ("Toronto", "Montreal", "Boston", "Ottawa", "Quebec City", "Buffalo"),
+}
+#: share of each region's regional-ISP organisations (the rest serve the other regions' people)
+REGION_ISP_SHARE = (3, 2, 1)  # of every 6: US-West, US-East, CA-East
+#: popularity of an out-of-region ISP's blocks relative to a home one, when drawing remote IPs
+AWAY_ISP_WEIGHT = 0.03
+#: interconnection hubs, where carriers and CDNs have their points of presence
+HUB_METROS = (
+    "Northern Virginia",
+    "New York",
+    "Chicago",
+    "Dallas-Houston",
+    "Los Angeles",
+    "San Jose",
+    "Seattle",
+    "Atlanta",
+    "Miami",
+    "Toronto",
+)
+HOSTING_METROS = (
+    "Dallas-Houston",
+    "Phoenix",
+    "Northern Virginia",
+    "Los Angeles",
+    "Chicago",
+    "New York",
+    "Montreal",
+    "San Jose",
+    "Atlanta",
+    "Miami",
+    "Seattle",
+    "Toronto",
+)
+METRO_COUNTRY = {"Toronto": "CA", "Montreal": "CA", "Ottawa": "CA", "Quebec City": "CA"}
 
 # a plausible spread of first octets for public IPv4 space in the synthetic world
 V4_SLASH8 = (
@@ -338,6 +416,14 @@ class Org:
     network_type: str
     prefixes: list[str] = field(default_factory=list)
     country: str = "US"
+    metro: str = ""
+    home: str = ""  # ISP Regional: the region whose people it serves
+    #: prefix -> (country, metro) where a prefix is elsewhere than the organisation's default
+    places: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def place(self, prefix: str) -> tuple[str, str]:
+        """(country, metro) of one of the organisation's prefixes."""
+        return self.places.get(prefix, (self.country, self.metro))
 
 
 @dataclass
@@ -362,11 +448,24 @@ class World:
 
     def prefix_rows(self) -> list[tuple[str, str, int, str, str]]:
         """(prefix, network_type, asn, org, country) for the demo prefix table."""
+        return [row[:5] for row in self.prefix_table_rows()]
+
+    def prefix_table_rows(self) -> list[tuple[str, str, int, str, str, str]]:
+        """(prefix, network_type, asn, org, country, metro): the rows of prefixes.csv."""
         rows = []
         for org in self.orgs:
             for p in org.prefixes:
-                rows.append((p, org.network_type, org.asn, org.name, org.country))
+                rows.append((p, org.network_type, org.asn, org.name, *org.place(p)))
         return rows
+
+    def write_prefix_table(self, path: str | os.PathLike[str]) -> Path:
+        """Write the world's prefix table as a ``prefix-csv`` source (with country and metro)."""
+        path = Path(path)
+        with open(path, "w") as fh:
+            fh.write("prefix,network_type,asn,org,country,metro\n")
+            for row in self.prefix_table_rows():
+                fh.write(",".join(str(v) for v in row) + "\n")
+        return path
 
     def config(self) -> Config:
         """The configuration the archive was made for (regions, exporters, private links)."""
@@ -510,11 +609,7 @@ def build_world(seed: int) -> World:
             for _ in range(n4):
                 org.prefixes.append(alloc.v4(int(rng.choice(v4_lens))))
             org.prefixes.append(alloc.v6(int(rng.choice(v6_lens))))
-            if network_type == "Neocloud":
-                org.country = "US"
-                org.name = f"{name}"
-            if network_type == "ISP Regional" and i % 9 == 0:
-                org.country = "CA"
+            _place_org(org, i)
             orgs.append(org)
 
     # nesting, as on the real Internet: CDN caches inside ISPs, hosting inside Tier1 aggregates
@@ -525,9 +620,11 @@ def build_world(seed: int) -> World:
         cdn = by_type["CDN"][k % len(by_type["CDN"])]
         v4_parent = next(p for p in isp.prefixes if ":" not in p)
         cdn.prefixes.append(_nested(v4_parent, 24, rng))
+        cdn.places[cdn.prefixes[-1]] = isp.place(v4_parent)  # the cache is where the ISP is
         if k % 3 == 0:
             v6_parent = next(p for p in isp.prefixes if ":" in p)
             cdn.prefixes.append(_nested(v6_parent, 48, rng))
+            cdn.places[cdn.prefixes[-1]] = isp.place(v6_parent)
     for k, host in enumerate(by_type["Hosting"][:10]):
         t1 = by_type["ISP Tier1"][k % len(by_type["ISP Tier1"])]
         v4_parent = next(p for p in t1.prefixes if ":" not in p)
@@ -540,7 +637,61 @@ def build_world(seed: int) -> World:
             [_net_bounds(p) for p in LOCAL_V6[region]],
         )
     _build_pools(world, rng)
+    _place_clouds(world)
     return world
+
+
+def _place_org(org: Org, i: int) -> None:
+    """Where the ``i``-th organisation of its type is: regional ISPs near the people of the
+    region they serve, carriers and CDNs at the hubs (a point of presence per prefix), hosting
+    in data-centre metros. Clouds are placed later, prefix by prefix, by volume."""
+    t = org.network_type
+    if t == "ISP Regional":
+        slots = [r for r, k in zip(REGIONS, REGION_ISP_SHARE, strict=True) for _ in range(k)]
+        j = i % len(slots)
+        org.home = slots[j]
+        nth = (i // len(slots)) * slots.count(org.home) + j - slots.index(org.home)
+        metros = REGION_METROS[org.home]
+        org.metro = metros[nth % len(metros)]
+    elif t == "Hosting":
+        org.metro = HOSTING_METROS[i % len(HOSTING_METROS)]
+    elif t in ("ISP Tier1", "CDN"):
+        org.metro = HUB_METROS[i % len(HUB_METROS)]
+        for k, p in enumerate(org.prefixes):
+            metro = HUB_METROS[(i + 3 * k) % len(HUB_METROS)]
+            org.places[p] = (METRO_COUNTRY.get(metro, "US"), metro)
+    org.country = METRO_COUNTRY.get(org.metro, "US")
+
+
+def _place_clouds(world: World) -> None:
+    """Give each neocloud and hyperscaler prefix one of the seed's metros so that each metro's
+    share of the type's expected bytes comes near CLOUD_METRO_SHARE: the heaviest prefixes
+    first, each to the metro furthest below its share (prefixes that carry nothing go round
+    the metros, so every metro has some)."""
+    for t, shares in CLOUD_METRO_SHARE.items():
+        rows = [(org, p) for org in world.orgs if org.network_type == t for p in org.prefixes]
+        bounds = [_net_bounds(p) for _, p in rows]
+        starts = np.array([b[0] for b in bounds], dtype=object)
+        order = np.argsort(starts)
+        load = np.zeros(len(rows))
+        for ri, region in enumerate(REGIONS):
+            pool = world.pools[(region, t)]
+            for h, low, w in zip(pool.hi.tolist(), pool.lo.tolist(), pool.weight, strict=True):
+                addr = (h << 64) | low
+                k = int(order[np.searchsorted(starts[order], addr, side="right") - 1])
+                assert bounds[k][0] <= addr <= bounds[k][1]
+                load[k] += w * BASE_GBPS[t][ri]
+        target = np.array(shares) * load.sum()
+        placed = np.zeros(len(shares))
+        idle = 0
+        for k in np.argsort(-load, kind="stable"):
+            if load[k] > 0:
+                m = int(np.argmax(target - placed))
+            else:
+                m, idle = idle % len(shares), idle + 1
+            placed[m] += load[k]
+            org, p = rows[k]
+            org.places[p] = ("US", NEOCLOUD_METROS[m])
 
 
 def _net_bounds(prefix: str) -> tuple[int, int]:
@@ -568,6 +719,7 @@ def _build_pools(world: World, rng: np.random.Generator) -> None:
     )
     net_asn = np.append(compiled.networks.column("asn").to_numpy().astype(np.uint32), 0)
 
+    homes = np.array([org.home for org in world.orgs for _ in org.prefixes], dtype=object)
     for t in (*TYPES, "Migration"):
         sel = np.flatnonzero(types == t)
         blocks = (s_hi[sel], s_lo[sel], e_hi[sel], e_lo[sel])
@@ -575,11 +727,15 @@ def _build_pools(world: World, rng: np.random.Generator) -> None:
         for ri, region in enumerate(REGIONS):
             size = POOL_SIZE[t][ri]
             n6 = round(size * V6_SHARE[t])
+            # a region's regional-ISP customers are mostly at the ISPs near its people
+            near = np.where((homes[sel] == region) | (homes[sel] == ""), 1.0, AWAY_ISP_WEIGHT)
             parts = []
             for fam, want in ((False, size - n6), (True, n6)):
                 if want:
                     parts.append(
-                        _draw_addresses(t, fam, want, blocks, table, net_type, want_type, rng)
+                        _draw_addresses(
+                            t, fam, want, (*blocks, near), table, net_type, want_type, rng
+                        )
                     )
             a_hi = np.concatenate([p[0] for p in parts])
             a_lo = np.concatenate([p[1] for p in parts])
@@ -594,7 +750,8 @@ def _build_pools(world: World, rng: np.random.Generator) -> None:
 
 def _draw_addresses(t, v6, want, blocks, table, net_type, want_type, rng):
     """``want`` distinct addresses of one family that the world's table classifies as
-    ``want_type``, drawn from the type's blocks (or from unlisted space for Unknown)."""
+    ``want_type``, drawn from the type's blocks (or from unlisted space for Unknown); blocks
+    are (starts hi, lo, ends hi, lo, a popularity weight per block)."""
     got_hi: list[np.ndarray] = []
     got_lo: list[np.ndarray] = []
     seen = 0
@@ -615,14 +772,14 @@ def _draw_addresses(t, v6, want, blocks, table, net_type, want_type, rng):
                     | rng.integers(1, 1 << 24, size=m, dtype=np.uint64)
                 )
         else:
-            s_hi, s_lo, e_hi, e_lo = blocks
+            s_hi, s_lo, e_hi, e_lo, near = blocks
             fam = (s_hi != 0) if v6 else (s_hi == 0)
             idx = np.flatnonzero(fam)
             if v6:
                 span = (e_hi[idx] - s_hi[idx]).astype(np.float64) + 1.0
             else:
                 span = (e_lo[idx] - s_lo[idx]).astype(np.float64) + 1.0
-            p = np.sqrt(span)  # big blocks get more hosts, not in proportion to their size
+            p = np.sqrt(span) * near[idx]  # big blocks get more hosts, not in proportion
             pick = idx[rng.choice(idx.size, size=m, p=p / p.sum())]
             u = rng.random(m)
             if v6:
@@ -664,33 +821,58 @@ def _draw_addresses(t, v6, want, blocks, table, net_type, want_type, rng):
 # --------------------------------------------------------------------------- the timeline
 
 
+def _day_of_year(d: dt.date) -> int:
+    """Day of 2025's year (2026-01-01 is 366): the timeline's clock."""
+    return (d - dt.date(2024, 12, 31)).days
+
+
+def _levels(*points: tuple[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor dates and levels of a piecewise-linear trend (flat before the first and after the
+    last)."""
+    days = [_day_of_year(dt.date.fromisoformat(p)) for p, _ in points]
+    return np.array(days, dtype=np.float64), np.array([v for _, v in points])
+
+
+#: neocloud: a sharp rise in July, high through November with the peak in October, and a new
+#: normal at year end well above the baseline before July
+NEOCLOUD_TREND = _levels(
+    ("2025-07-01", 1.0),
+    ("2025-07-31", 2.1),
+    ("2025-08-15", 2.9),
+    ("2025-09-20", 3.0),
+    ("2025-10-15", 3.6),
+    ("2025-11-10", 2.3),
+    ("2025-12-01", 1.7),
+)
+#: hyperscaler: quiet in the summer, heavy from late September through November, easing after
+HYPERSCALER_TREND = _levels(
+    ("2025-09-20", 1.0),
+    ("2025-10-01", 1.8),
+    ("2025-10-12", 6.0),
+    ("2025-11-05", 7.0),
+    ("2025-11-25", 6.5),
+    ("2025-12-10", 5.0),
+    ("2025-12-31", 4.5),
+)
+#: hosting: steady growth (new customers), 2.5 % of its baseline a month
+HOSTING_GROWTH_PER_DAY = 0.15 / 184
+
+
 def trend(network_type: str, day: np.datetime64) -> float:
     """Multiplier on a type's baseline for one day: the seed report's shapes."""
-    d = dt.date.fromisoformat(str(day))
-    doy = d.timetuple().tm_yday + (365 if d.year > 2025 else 0) - (365 if d.year < 2025 else 0)
-    year_end = 1.12 if (d.month == 12 and d.day >= 8) or d.month < 2 else 1.0
-
-    def bump(center: float, width: float, height: float) -> float:
-        return height * math.exp(-0.5 * ((doy - center) / width) ** 2)
-
+    doy = _day_of_year(dt.date.fromisoformat(str(day)))
+    seasonal = 1.0 + 0.04 * math.sin(doy / 9.0)
     if network_type == "Neocloud":
-        # rising sharply from July, peak in October, high through November, new normal after
-        if doy < 182:
-            level = 1.0
-        elif doy < 288:  # Jul 1 .. Oct 15: ramp up
-            level = 1.0 + 3.2 * ((doy - 182) / 106) ** 1.6
-        elif doy < 335:  # Oct 15 .. Dec 1: stay high, easing
-            level = 4.2 - 1.2 * (doy - 288) / 47
-        else:
-            level = 2.2
-        return level * year_end
-    if network_type == "Migration":
-        # concentrated in August to October
-        level = 1.0 + bump(256, 30, 5.5)
-        return level if 213 <= doy <= 305 else min(level, 1.3)
+        return float(np.interp(doy, *NEOCLOUD_TREND))
     if network_type == "Hyperscaler":
-        return (1.0 + bump(260, 45, 0.9)) * year_end
-    return (1.0 + 0.04 * math.sin(doy / 9.0)) * year_end
+        return float(np.interp(doy, *HYPERSCALER_TREND))
+    if network_type == "Migration":
+        # a large onboarding, concentrated in August to October
+        level = 1.0 + 30.0 * math.exp(-0.5 * ((doy - 250) / 20) ** 2)
+        return level if 213 <= doy <= 305 else min(level, 1.3)
+    if network_type == "Hosting":
+        return seasonal + HOSTING_GROWTH_PER_DAY * min(max(doy - 182, 0), 184)
+    return seasonal
 
 
 def diurnal(network_type: str, local_hour: np.ndarray) -> np.ndarray:
@@ -1038,11 +1220,7 @@ def synthesize(
         f"# seed={seed} records={records} start={start_day} days={days}\n"
     )
     config_path.write_text(header + dump_config(world.config()))
-    prefixes_path = out / "prefixes.csv"
-    with open(prefixes_path, "w") as fh:
-        fh.write("prefix,network_type,asn,org,country\n")
-        for p, t, asn, org, cc in world.prefix_rows():
-            fh.write(f"{p},{t},{asn},{org},{cc}\n")
+    prefixes_path = world.write_prefix_table(out / "prefixes.csv")
     (out / "_synth.json").write_text(
         json.dumps(
             {

@@ -110,8 +110,13 @@ def test_trend_shapes() -> None:
     neo = [month_mean("Neocloud", m) for m in range(7, 13)]
     assert int(np.argmax(neo)) == 3  # October
     assert neo[5] > neo[0]  # a higher baseline after the peak
+    assert neo[1] > 1.5 * neo[0]  # a sharp rise
     mig = [month_mean("Migration", m) for m in range(7, 13)]
     assert min(mig[1:4]) > 2 * max(mig[0], mig[4], mig[5])  # August to October
+    hyper = [month_mean("Hyperscaler", m) for m in range(7, 13)]
+    assert min(hyper[3:5]) > 4 * max(hyper[:3])  # quiet summer, heavy October and November
+    for t in ("ISP Regional", "ISP Tier1", "CDN", "Hosting"):  # near their norms
+        assert max(month_mean(t, m) for m in range(7, 13)) < 1.2, t
 
 
 def test_bad_arguments(tmp_path) -> None:
@@ -126,3 +131,64 @@ def test_bad_arguments(tmp_path) -> None:
     with pytest.raises(OutputError, match="not a flowatlas synth archive"):
         synth.synthesize(tmp_path / "full", records=10, overwrite=True)
     assert (tmp_path / "full" / "keep.txt").exists()
+
+
+def world_table(world: synth.World, tmp_path):
+    """The world's prefix table as `flowatlas synth` writes it, read back by the classifier."""
+    from flowatlas.classify import build_table
+    from flowatlas.config import SourceSpec
+
+    path = world.write_prefix_table(tmp_path / "prefixes.csv")
+    return build_table([SourceSpec(str(path), "prefix-csv", "world")])
+
+
+def test_prefix_table_places_every_network(tmp_path) -> None:
+    world = synth.build_world(1)
+    path = world.write_prefix_table(tmp_path / "prefixes.csv")
+    assert path.read_text().splitlines()[0] == "prefix,network_type,asn,org,country,metro"
+    rows = world.prefix_table_rows()
+    assert [r[:5] for r in rows] == world.prefix_rows()
+    assert all(r[4] in ("US", "CA") and r[5] for r in rows)
+    for t in ("Neocloud", "Hyperscaler"):
+        assert {r[5] for r in rows if r[1] == t} == set(synth.NEOCLOUD_METROS), t
+    # CDN caches nested in an ISP's prefix are where that ISP is
+    table = world_table(world, tmp_path)
+    nets = table.networks.to_pandas()
+    assert set(nets["metro"].dropna()) == {r[5] for r in rows}
+    canadian = {r[5] for r in rows if r[4] == "CA"}
+    assert canadian == set(synth.METRO_COUNTRY)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cloud_volume_is_placed_in_the_seeds_metros_skewed_east(seed, tmp_path) -> None:
+    """By expected bytes (each pool address's popularity x its region's baseline), not only by
+    count of prefixes; for any seed."""
+    world = synth.build_world(seed)
+    table = world_table(world, tmp_path)
+    metro = np.array([*table.networks.column("metro").to_pylist(), None], dtype=object)
+    for t, shares in synth.CLOUD_METRO_SHARE.items():
+        load: dict[str, float] = {}
+        for ri, region in enumerate(synth.REGIONS):
+            pool = world.pools[(region, t)]
+            for m, w in zip(metro[table.lookup(pool.hi, pool.lo)], pool.weight, strict=True):
+                load[m] = load.get(m, 0.0) + w * synth.BASE_GBPS[t][ri]
+        total = sum(load.values())
+        assert set(load) == set(synth.NEOCLOUD_METROS)
+        east = sum(load[m] for m in synth.EAST_COAST_METROS) / total
+        assert east > 0.55, (seed, t, east)
+        for m, want in zip(synth.NEOCLOUD_METROS, shares, strict=True):
+            assert load[m] / total == pytest.approx(want, abs=0.05), (seed, t, m)
+
+
+def test_regional_isp_pools_are_near_their_regions_people(tmp_path) -> None:
+    world = synth.build_world(1)
+    table = world_table(world, tmp_path)
+    metro = np.array([*table.networks.column("metro").to_pylist(), None], dtype=object)
+    country = np.array([*table.networks.column("country").to_pylist(), None], dtype=object)
+    for region, metros in synth.REGION_METROS.items():
+        pool = world.pools[(region, "ISP Regional")]
+        ids = table.lookup(pool.hi, pool.lo)
+        near = np.isin(metro[ids], metros)
+        assert near.mean() > 0.8 and pool.weight[near].sum() > 0.8, region
+        in_canada = (country[ids] == "CA").mean()
+        assert (0.4 < in_canada < 0.95) if region == "CA-East" else in_canada < 0.1, region
