@@ -17,6 +17,7 @@ build's map tasks read exactly as they read an archive's row groups.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -99,6 +100,7 @@ class ArchiveWriter:
                     compression=self.compression,
                     write_statistics=True,
                     use_dictionary=["exporter", "proto", "sampling_rate", "in_if", "out_if"],
+                    write_page_checksum=True,
                 )
             except OSError as exc:
                 raise OutputError(f"{tmp}: cannot write: {exc}") from None
@@ -131,24 +133,38 @@ class ArchiveWriter:
         try:
             writer.write_table(table, row_group_size=self.row_group_size)
         except OSError as exc:
-            raise OutputError(f"{self.root / f'day={day}'}: write failed: {exc}") from None
+            raise OutputError(
+                f"{self.root / f'day={day}'}: write failed: {exc.strerror or exc}"
+            ) from None
         self.rows_written += table.num_rows
 
     def close(self) -> list[Path]:
-        """Finish every file and move it into place; return the paths written."""
-        for _day, (w, tmp, final) in sorted(self._writers.items()):
-            w.close()
-            os.replace(tmp, final)
-            self.files.append(final)
-        self._writers.clear()
+        """Finish every file and move it into place; return the paths written.
+
+        A failure (a full disk) raises :class:`OutputError` naming the file, after removing
+        every unfinished file: nothing half-written is left under a final name.
+        """
+        try:
+            for _day, (w, tmp, final) in sorted(self._writers.items()):
+                try:
+                    w.close()
+                    _fsync(tmp)
+                    os.replace(tmp, final)
+                except OSError as exc:
+                    raise OutputError(f"{tmp}: cannot write: {exc.strerror or exc}") from None
+                self.files.append(final)
+                del self._writers[_day]
+        except OutputError:
+            self.abort()
+            raise
         return self.files
 
     def abort(self) -> None:
-        """Drop unfinished files (after an error)."""
+        """Drop unfinished files (after an error); never raises (the disk may be full)."""
         for w, tmp, _ in self._writers.values():
-            try:
+            with contextlib.suppress(Exception):
                 w.close()
-            finally:
+            with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
         self._writers.clear()
 
@@ -160,6 +176,15 @@ class ArchiveWriter:
             self.close()
         else:
             self.abort()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data to the disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def conform(table: pa.Table, where: str) -> pa.Table:
@@ -272,7 +297,7 @@ class Archive:
         ]
 
 
-def _footer_sha256(path: Path, size: int) -> str:
+def footer_sha256(path: Path, size: int) -> str:
     """Hash of the Parquet footer: changes whenever the file's data or layout changes."""
     with open(path, "rb") as fh:
         fh.seek(max(0, size - 8))
@@ -300,7 +325,7 @@ def describe_file(path: Path, root: Path) -> ArchiveFile:
         size = path.stat().st_size
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
-    footer = _footer_sha256(path, size)
+    footer = footer_sha256(path, size)
     try:
         meta = pq.ParquetFile(path).metadata
     except (OSError, pa.ArrowException) as exc:
@@ -481,7 +506,7 @@ def read_fragment(
         path = Path(fragment.path)
         try:
             size = path.stat().st_size
-            same = size == fragment.size and _footer_sha256(path, size) == fragment.footer_sha256
+            same = size == fragment.size and footer_sha256(path, size) == fragment.footer_sha256
         except FileNotFoundError:
             raise InputError(f"{fragment.path}: file vanished during the build") from None
         except (OSError, InputError):
