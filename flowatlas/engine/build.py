@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flowatlas import __version__
 from flowatlas.classify import load_table
 from flowatlas.classify.table import PrefixTable
-from flowatlas.config import Config, load_config
+from flowatlas.config import Config, check_regions, load_config
 from flowatlas.engine.allocator import build_allocator
 from flowatlas.engine.backends import resolve_backend
 from flowatlas.engine.cube import (
@@ -27,6 +27,7 @@ from flowatlas.engine.cube import (
     CubeFiles,
     cells_table,
     check_output,
+    output_lock,
     rollups_table,
     sketches_table,
     top_tables,
@@ -38,6 +39,7 @@ from flowatlas.engine.plan import make_plan
 from flowatlas.engine.workdir import WorkDir, default_workdir, task_key
 from flowatlas.errors import ConfigError, FlowatlasError, InputError
 from flowatlas.io.archive import MEMORY_WHERE, Archive, MemoryRecords, memory_records, open_archive
+from flowatlas.io.manifest import archive_problems
 from flowatlas.kernels.accumulate import CounterOverflow
 from flowatlas.vocab import DIRECTIONS
 
@@ -70,6 +72,17 @@ class BuildSummary:
     config_origin: str
     #: where the map results waited for the reducers: "memory" or "disk"
     shuffle: str = "disk"
+
+
+def refuse_problems(archive: Path, problems: list[str]) -> None:
+    """Refuse to build from an archive with problems: the first one, and how many more."""
+    if problems:
+        more = (
+            f" (and {len(problems) - 1} more: flowatlas verify {archive} lists them)"
+            if len(problems) > 1
+            else ""
+        )
+        raise InputError(f"cannot build from {archive}: {problems[0]}{more}")
 
 
 def resolve_config(archive: Path, config: Config | str | os.PathLike[str] | None) -> Config:
@@ -125,6 +138,47 @@ def build_cube(
     """
     archive = Path(archive)
     out = Path(out)
+    with output_lock(out):
+        return _build_archive(
+            archive,
+            out,
+            config=config,
+            table=table,
+            workers=workers,
+            scheduler=scheduler,
+            processes=processes,
+            backend=backend,
+            partitions=partitions,
+            partition_rows=partition_rows,
+            work_dir=work_dir,
+            shuffle=shuffle,
+            keep_state=keep_state,
+            incremental=incremental,
+            overwrite=overwrite,
+            progress=progress,
+        )
+
+
+def _build_archive(
+    archive: Path,
+    out: Path,
+    *,
+    config: Config | str | os.PathLike[str] | None,
+    table: PrefixTable | str | os.PathLike[str] | None,
+    workers: int | None,
+    scheduler: str | None,
+    processes: bool,
+    backend: str,
+    partitions: int | None,
+    partition_rows: int | None,
+    work_dir: str | os.PathLike[str] | None,
+    shuffle: str,
+    keep_state: bool,
+    incremental: bool,
+    overwrite: bool,
+    progress: Callable[[str, int, int], None] | None,
+) -> BuildSummary:
+    """:func:`build_cube` once it holds the output's lock."""
     state_sig = None
     if incremental:
         state_sig = WorkDir.read_signature(out / STATE_DIR)
@@ -137,6 +191,8 @@ def build_cube(
         keep_state = overwrite = True
     check_output(out, overwrite=overwrite)
     arch = open_archive(archive)
+    if arch.root.is_dir():
+        refuse_problems(archive, archive_problems(arch.root, arch.files))
     cfg = resolve_config(archive, config)
     # sizes depend on the archive only, so a resumed build finds the same tasks; an
     # incremental build keeps the sizes its state was made with
@@ -210,24 +266,25 @@ def build_cube_from_table(
             "default threads); write them to an archive with ArchiveWriter and build that"
         )
     out = Path(out)
-    check_output(out, overwrite=overwrite)
-    source = memory_records(records, counts=counts, name=name)
-    cfg = config if isinstance(config, Config) else load_config(config)
-    return _build(
-        source,
-        MEMORY_WHERE,
-        out,
-        cfg,
-        _prefix_table(table, cfg),
-        workers=workers,
-        backend=backend,
-        partitions=partitions,
-        partition_rows=partition_rows,
-        work_dir=work_dir,
-        shuffle=shuffle,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    with output_lock(out):
+        check_output(out, overwrite=overwrite)
+        source = memory_records(records, counts=counts, name=name)
+        cfg = config if isinstance(config, Config) else load_config(config)
+        return _build(
+            source,
+            MEMORY_WHERE,
+            out,
+            cfg,
+            _prefix_table(table, cfg),
+            workers=workers,
+            backend=backend,
+            partitions=partitions,
+            partition_rows=partition_rows,
+            work_dir=work_dir,
+            shuffle=shuffle,
+            overwrite=overwrite,
+            progress=progress,
+        )
 
 
 @contextlib.contextmanager
@@ -315,6 +372,7 @@ def _build(
 
     ``where`` names the input in errors.
     """
+    check_regions(cfg)  # as `config --check` does, for configurations made in Python too
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if partitions is None:
         partitions = max(4, -(-source.num_rows // ROWS_PER_PARTITION))

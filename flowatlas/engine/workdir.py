@@ -128,21 +128,33 @@ class WorkDir:
         """Write a map task's result atomically (a folder renamed into place)."""
         final = self._map_dir(key)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{id(result)}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        np.savez(tmp / "sums.npz", cell_keys=result.cell_keys, cell_sums=result.cell_sums)
-        rows, bounds = result.rows, result.bounds
-        if rows is None:  # pieces built some other way: join them once
-            rows = Piece.concat(result.pieces)
-            sizes = [p.cell.size for p in result.pieces]
-            bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        _write_columns(tmp / "rows.u64", [getattr(rows, f) for f in ROW_FIELDS])
-        np.asarray(bounds, dtype="<i8").tofile(tmp / "offsets.i64")
-        (tmp / "stats.json").write_text(json.dumps(asdict(result.stats)))
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            np.savez(tmp / "sums.npz", cell_keys=result.cell_keys, cell_sums=result.cell_sums)
+            rows, bounds = result.rows, result.bounds
+            if rows is None:  # pieces built some other way: join them once
+                rows = Piece.concat(result.pieces)
+                sizes = [p.cell.size for p in result.pieces]
+                bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            _write_columns(tmp / "rows.u64", [getattr(rows, f) for f in ROW_FIELDS])
+            np.asarray(bounds, dtype="<i8").tofile(tmp / "offsets.i64")
+            (tmp / "stats.json").write_text(json.dumps(asdict(result.stats)))
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise self._write_error(exc) from None
         try:
             os.replace(tmp, final)
         except OSError:  # another worker finished the same task first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write_error(self, exc: OSError) -> OutputError:
+        """A failed write of the work directory (a full disk) as one line."""
+        return OutputError(
+            f"{self.root}: cannot write the build's work directory: {exc.strerror or exc}; "
+            "free space (or give --work-dir elsewhere) and build again: finished map tasks "
+            "are reused"
+        )
 
     def load_map_head(self, key: str) -> MapResult:
         """A map task's sums and accounting (not its rows)."""
@@ -199,8 +211,12 @@ class WorkDir:
             arrays["sketch_keys"], arrays["sketch_entries"] = counts.sketch
         final = self._reduce_path(j)
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, final)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._write_error(exc) from None
 
     def load_counts(self, j: int) -> Counts:
         with np.load(self._reduce_path(j), allow_pickle=False) as z:

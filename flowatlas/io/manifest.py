@@ -27,6 +27,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -260,6 +261,65 @@ class Manifest:
         return redo
 
 
+def archive_problems(root: Path, files: list[Any], *, content: bool = False) -> list[str]:
+    """What is wrong between an archive's files and its import manifest, one line each.
+
+    ``files`` are the archive's :class:`~flowatlas.io.archive.ArchiveFile` s. Problems: an
+    import that did not finish (a source still *pending*), a file the manifest lists that is
+    missing or changed (size or Parquet footer; with ``content``, the SHA-256 of its bytes
+    too, which reads every file), and an import's file the manifest does not list (left by
+    an import that died). An archive without a manifest (``flowatlas synth``, files written
+    by other tools) has none of these problems.
+    """
+    root = Path(root)
+    if not (root / IMPORT_DIR / MANIFEST_NAME).exists():
+        return []
+    m = Manifest.open(root)
+    problems = [
+        f"{p.path}: its import did not finish (pending in {m.path}); "
+        "run flowatlas import again to finish it"
+        for p in sorted(m.pending.values(), key=lambda p: p.path)
+    ]
+    by_rel = {f.relpath: f for f in files}
+    listed: set[str] = set()
+    for e in sorted(m.entries.values(), key=_entry_key):
+        expected = dict(e.output_files) or {rel: {} for rel in e.outputs}
+        if e.quarantine_file and e.quarantine_file not in expected:
+            expected[e.quarantine_file] = {}
+        for rel, info in sorted(expected.items()):
+            listed.add(rel)
+            path = root / rel
+            if rel.startswith(IMPORT_DIR + "/"):  # quarantine files: not build input
+                if not path.exists():
+                    problems.append(f"{path}: in the import manifest but missing")
+                elif content and info and sha256_file(path)[0] != info.get("sha256"):
+                    problems.append(f"{path}: content differs from the import manifest")
+                continue
+            f = by_rel.get(rel)
+            if f is None:
+                problems.append(f"{path}: in the import manifest but missing")
+            elif info and (f.size, f.footer_sha256) != (
+                info.get("size"),
+                info.get("footer_sha256"),
+            ):
+                problems.append(
+                    f"{path}: changed since it was imported (size or Parquet footer differ "
+                    "from the import manifest)"
+                )
+            elif content and info and sha256_file(path)[0] != info.get("sha256"):
+                problems.append(
+                    f"{path}: content differs from the import manifest (SHA-256 of its bytes)"
+                )
+    imported = re.compile(r"^\S+ sha256:[0-9a-f]{64}$")
+    for f in files:
+        if f.relpath not in listed and imported.match(f.source or ""):
+            problems.append(
+                f"{f.path}: written by an import but not in the import manifest (left by an "
+                "import that did not finish?); run flowatlas import again, or move it away"
+            )
+    return problems
+
+
 def remove_outputs(root: Path, name: str) -> None:
     """Delete every archive and quarantine file (finished or ``.tmp``) written under ``name``."""
     patterns = (f"{name}.parquet", f".{name}.parquet.tmp")
@@ -319,6 +379,7 @@ __all__ = [
     "Manifest",
     "Pending",
     "archive_lock",
+    "archive_problems",
     "output_name",
     "remove_outputs",
     "sha256_file",
