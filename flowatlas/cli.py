@@ -35,6 +35,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Import nfcapd, goflow2, pmacct, CSV into an archive.",
     ),
     "classify": ("flowatlas.classify.commands", "classify", "Compile and query prefix tables."),
+    "verify": (
+        "flowatlas.io.verify",
+        "verify",
+        "Check an archive or a cube: page checksums, file hashes, manifest.",
+    ),
 }
 
 

@@ -469,9 +469,7 @@ def big_csv(path: Path, n: int, days: int = 3) -> Path:
 
 
 def test_full_disk_during_import_is_one_line_and_leaves_nothing(tmp_path, tiny_disk, capsys):
-    small = write_csv(
-        tmp_path / "small.csv", ["2024-03-01T00:00:00Z,,10.0.0.1,10.0.0.2,1,2,6,5,1"]
-    )
+    small = write_csv(tmp_path / "small.csv", ["2024-03-01T00:00:00Z,,10.0.0.1,10.0.0.2,1,2,6,5,1"])
     big = big_csv(tmp_path / "big.csv", 200_000)
     out = tiny_disk / "a"
     assert main(["import", "-q", str(small), "--out", str(out)]) == 0

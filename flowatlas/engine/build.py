@@ -28,6 +28,7 @@ from flowatlas.engine.cube import (
     cells_table,
     check_output,
     output_lock,
+    recover_output,
     rollups_table,
     sketches_table,
     top_tables,
@@ -139,11 +140,32 @@ def build_cube(
     archive = Path(archive)
     out = Path(out)
     with output_lock(out):
-        return _build_archive(
-            archive,
+        recover_output(out)  # before looking at it: an --overwrite that died may hide it
+        state_sig = None
+        if incremental:
+            state_sig = WorkDir.read_signature(out / STATE_DIR)
+            if not (out / "cube.json").exists():
+                raise InputError(f"{out}: no cube to add to (build it first, with --keep-state)")
+            if state_sig is None:
+                raise InputError(
+                    f"{out}: this cube keeps no build state; rebuild it once with --keep-state"
+                )
+            keep_state = overwrite = True
+        check_output(out, overwrite=overwrite)
+        arch = open_archive(archive)
+        if arch.root.is_dir():
+            refuse_problems(archive, archive_problems(arch.root, arch.files))
+        cfg = resolve_config(archive, config)
+        # sizes depend on the archive only, so a resumed build finds the same tasks; an
+        # incremental build keeps the sizes its state was made with
+        if state_sig is not None:
+            partitions, partition_rows = state_sig["partitions"], state_sig["partition_rows"]
+        return _build(
+            arch,
+            str(archive),
             out,
-            config=config,
-            table=table,
+            cfg,
+            _prefix_table(table, cfg),
             workers=workers,
             scheduler=scheduler,
             processes=processes,
@@ -154,70 +176,10 @@ def build_cube(
             shuffle=shuffle,
             keep_state=keep_state,
             incremental=incremental,
+            state_sig=state_sig,
             overwrite=overwrite,
             progress=progress,
         )
-
-
-def _build_archive(
-    archive: Path,
-    out: Path,
-    *,
-    config: Config | str | os.PathLike[str] | None,
-    table: PrefixTable | str | os.PathLike[str] | None,
-    workers: int | None,
-    scheduler: str | None,
-    processes: bool,
-    backend: str,
-    partitions: int | None,
-    partition_rows: int | None,
-    work_dir: str | os.PathLike[str] | None,
-    shuffle: str,
-    keep_state: bool,
-    incremental: bool,
-    overwrite: bool,
-    progress: Callable[[str, int, int], None] | None,
-) -> BuildSummary:
-    """:func:`build_cube` once it holds the output's lock."""
-    state_sig = None
-    if incremental:
-        state_sig = WorkDir.read_signature(out / STATE_DIR)
-        if not (out / "cube.json").exists():
-            raise InputError(f"{out}: no cube to add to (build it first, with --keep-state)")
-        if state_sig is None:
-            raise InputError(
-                f"{out}: this cube keeps no build state; rebuild it once with --keep-state"
-            )
-        keep_state = overwrite = True
-    check_output(out, overwrite=overwrite)
-    arch = open_archive(archive)
-    if arch.root.is_dir():
-        refuse_problems(archive, archive_problems(arch.root, arch.files))
-    cfg = resolve_config(archive, config)
-    # sizes depend on the archive only, so a resumed build finds the same tasks; an
-    # incremental build keeps the sizes its state was made with
-    if state_sig is not None:
-        partitions, partition_rows = state_sig["partitions"], state_sig["partition_rows"]
-    return _build(
-        arch,
-        str(archive),
-        out,
-        cfg,
-        _prefix_table(table, cfg),
-        workers=workers,
-        scheduler=scheduler,
-        processes=processes,
-        backend=backend,
-        partitions=partitions,
-        partition_rows=partition_rows,
-        work_dir=work_dir,
-        shuffle=shuffle,
-        keep_state=keep_state,
-        incremental=incremental,
-        state_sig=state_sig,
-        overwrite=overwrite,
-        progress=progress,
-    )
 
 
 def build_cube_from_table(

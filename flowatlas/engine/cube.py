@@ -42,7 +42,7 @@ from flowatlas.engine.pipeline import (
     period_start,
 )
 from flowatlas.errors import InputError, OutputError
-from flowatlas.io.archive import read_parquet
+from flowatlas.io.archive import fsync_file, read_parquet
 from flowatlas.kernels.orient import DIM_BITS, unpack_cells
 from flowatlas.vocab import DIRECTIONS
 
@@ -422,7 +422,7 @@ def write_cube(
             fh.flush()
             os.fsync(fh.fileno())
         for name in tables:
-            _fsync_file(tmp / name)
+            fsync_file(tmp / name)
         _fsync_dir(tmp)
         if state is not None:
             os.replace(state, tmp / STATE_DIR)
@@ -457,14 +457,6 @@ def _file_hash(path: Path) -> dict[str, Any]:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return {"size": path.stat().st_size, "sha256": h.hexdigest()}
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reading

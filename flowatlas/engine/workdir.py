@@ -138,7 +138,7 @@ class WorkDir:
                 sizes = [p.cell.size for p in result.pieces]
                 bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
             _write_columns(tmp / "rows.u64", [getattr(rows, f) for f in ROW_FIELDS])
-            np.asarray(bounds, dtype="<i8").tofile(tmp / "offsets.i64")
+            (tmp / "offsets.i64").write_bytes(np.asarray(bounds, dtype="<i8").tobytes())
             (tmp / "stats.json").write_text(json.dumps(asdict(result.stats)))
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -278,7 +278,9 @@ def _write_columns(path: Path, columns: list[np.ndarray]) -> None:
     """
     with open(path, "wb") as f:
         for c in columns:
-            np.ascontiguousarray(c).view(np.uint64).astype("<u8", copy=False).tofile(f)
+            # written through the file object, not ndarray.tofile: a full disk is then an
+            # OSError with its errno (ENOSPC), not "N requested and M written"
+            f.write(memoryview(np.ascontiguousarray(c).view(np.uint64).astype("<u8", copy=False)))
 
 
 def _read_columns(path: Path, n: int, a: int, b: int, into: list[np.ndarray]) -> None:

@@ -152,7 +152,7 @@ class ArchiveWriter:
             for _day, (w, tmp, final) in sorted(self._writers.items()):
                 try:
                     w.close()
-                    _fsync(tmp)
+                    fsync_file(tmp)
                     os.replace(tmp, final)
                 except OSError as exc:
                     raise OutputError(f"{tmp}: cannot write: {exc.strerror or exc}") from None
@@ -182,7 +182,7 @@ class ArchiveWriter:
             self.abort()
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: str | os.PathLike[str]) -> None:
     """Flush a file's data to the disk (before it is renamed into place)."""
     fd = os.open(path, os.O_RDONLY)
     try:
