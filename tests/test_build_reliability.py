@@ -122,7 +122,7 @@ def test_leftovers_of_a_live_build_are_left_alone(tmp_path):
 
 @pytest.mark.filterwarnings("always::flowatlas.engine.cube.RecoveryWarning")
 def test_next_build_recovers_and_says_so(archives, cubes, tmp_path, capsys):
-    old, new = cubes
+    new = cubes[1]
     out = tmp_path / "cube"
     build_cube(archives[0], out, workers=0)
     dead = 2**22 + 12345  # above the default pid_max: no such process
@@ -295,10 +295,7 @@ def test_config_check_and_build_agree_on_two_regions(archives, tmp_path, capsys,
     assert main(["build", str(archives[0]), "--out", str(out), "--config", str(cfg)]) == 2
     assert capsys.readouterr().err == err
     # a configuration made in Python is checked the same way by the build
-    regions = config_from_dict({}).regions + (
-        Region("A", ("198.18.0.0/17",), ()),
-        Region("B", ("198.18.0.0/17",), ()),
-    )
+    regions = (Region("A", ("198.18.0.0/17",), ()), Region("B", ("198.18.0.0/17",), ()))
     with pytest.raises(ConfigError, match="listed in two regions, 'A' and 'B'"):
         build_cube(archives[0], out, config=Config(regions=regions), workers=0)
 

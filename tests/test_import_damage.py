@@ -479,8 +479,9 @@ def test_full_disk_during_import_is_one_line_and_leaves_nothing(tmp_path, tiny_d
     assert err.startswith("flowatlas: error: import stopped: ") and err.count("\n") == 1
     assert "No space left on device" in err
     left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert not [n for n in left if n.endswith(".tmp") or "csv-" in n and "small" not in n
-                and n not in before["files"][0]["outputs"]]  # fmt: skip
+    # nothing half-written: the small file's outputs and the import's own files, no more
+    assert [n for n in left if not n.startswith("_import/")] == before["files"][0]["outputs"]
+    assert not [n for n in left if n.endswith(".tmp")]
     m = manifest_of(out)
     assert [e["path"] for e in m["files"]] == [str(small.resolve())]
     # with room again, the import completes as if nothing had happened

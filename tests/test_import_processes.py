@@ -16,10 +16,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from test_import_damage import big_csv
 
 from flowatlas.io.commands import import_sources
-
-from test_import_damage import big_csv
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's"

@@ -89,7 +89,7 @@ def test_flipped_byte_in_a_column_is_named(imported, tmp_path, capsys):
     copy = tmp_path / "archive"
     shutil.copytree(imported, copy)
     victim = data_files(copy)[0]
-    lo, hi = column_span(victim, "bytes")
+    _, hi = column_span(victim, "bytes")
     flip(victim, hi - 10)  # inside the page data, past its header
     assert main(["build", str(copy), "--out", str(tmp_path / "cube"), "-q"]) == 2
     err = capsys.readouterr().err
@@ -205,7 +205,7 @@ def test_verify_a_clean_archive_and_cube(imported, tmp_path, capsys):
 def test_damaged_cube_file_is_named(imported, tmp_path, capsys):
     cube = tmp_path / "cube"
     build_cube(imported, cube, workers=0)
-    lo, hi = column_span(cube / "cells.parquet", "bytes")
+    _, hi = column_span(cube / "cells.parquet", "bytes")
     flip(cube / "cells.parquet", hi - 3)
     assert main(["report", str(cube), "-q"]) == 2
     err = capsys.readouterr().err
