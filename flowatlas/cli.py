@@ -49,6 +49,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "whatif",
         "Capacity what-if: which links run out under a scenario, and when.",
     ),
+    "verify": (
+        "flowatlas.io.verify",
+        "verify",
+        "Check an archive or a cube: page checksums, file hashes, manifest.",
+    ),
 }
 
 

@@ -187,6 +187,21 @@ class CubeSettings:
         return parse_duration(self.bucket, "cube.bucket")
 
 
+#: the ``[import] max_line_rate_gbps`` default: faster than any one link today
+DEFAULT_MAX_LINE_RATE_GBPS = 1_600.0
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    """What ``flowatlas import`` takes for a true record (``[import]``).
+
+    A record whose bytes x 8 / duration exceeds ``max_line_rate_gbps`` is quarantined: no
+    link carries it, so it is corruption (bit rot, a broken exporter), not traffic.
+    """
+
+    max_line_rate_gbps: float = DEFAULT_MAX_LINE_RATE_GBPS
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; paths inside are relative to ``base_dir``."""
@@ -197,6 +212,7 @@ class Config:
     cube: CubeSettings = field(default_factory=CubeSettings)
     base_dir: str = "."
     origin: str = "<defaults>"
+    importing: ImportSettings = field(default_factory=ImportSettings)
 
     def __post_init__(self) -> None:
         # an interface link without a region is in its exporter's region (else Unknown)
@@ -254,11 +270,14 @@ class Config:
         }
         if self.classify.table is not None:
             d["classify"]["table"] = self.classify.table
+        d["import"] = {"max_line_rate_gbps": self.importing.max_line_rate_gbps}
         return d
 
     def digest(self) -> str:
-        """A content hash of what affects results (cubes record it)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        """A content hash of what affects results (cubes record it; ``[import]`` does not)."""
+        d = self.to_dict()
+        d.pop("import")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
 
@@ -275,7 +294,7 @@ def parse_duration(text: str, key: str) -> int:
 
 # --------------------------------------------------------------------------- loading
 
-_TOP_KEYS = {"cube", "regions", "links", "classify"}
+_TOP_KEYS = {"cube", "regions", "links", "classify", "import"}
 
 
 def _expect(value: Any, typ: type | tuple[type, ...], where: str) -> Any:
@@ -374,8 +393,11 @@ def config_from_dict(
         network_types=_str_list(cd.get("network_types", []), f"{origin}: classify.network_types"),
     )
     links = _parse_links(data, origin, tuple(regions), classify)
-    config = Config(tuple(regions), links, classify, cube, base_dir, origin)
+    config = Config(
+        tuple(regions), links, classify, cube, base_dir, origin, _import_settings(data, origin)
+    )
     _validate_addresses(config)
+    check_regions(config)
     _check_links(config)
     return config
 
@@ -632,6 +654,58 @@ def assign_links(
     return out
 
 
+def _import_settings(data: dict[str, Any], origin: str) -> ImportSettings:
+    """The ``[import]`` table."""
+    d = _expect(data.get("import", {}), dict, f"{origin}: import")
+    _check_keys(d, {"max_line_rate_gbps"}, f"{origin}: [import]")
+    rate = d.get("max_line_rate_gbps", DEFAULT_MAX_LINE_RATE_GBPS)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < 1e9:
+        raise ConfigError(
+            f"{origin}: import.max_line_rate_gbps: {rate!r} is not a positive number of Gbit/s"
+        )
+    return ImportSettings(float(rate))
+
+
+def check_regions(config: Config) -> None:
+    """One prefix or exporter belongs to one region: the same one in two is an error.
+
+    (Nested prefixes in two regions are fine: the more specific one wins, as everywhere.)
+    The build makes the same check, so ``config --check`` and ``build`` never disagree.
+    """
+    from flowatlas.addresses import parse_addresses, parse_prefixes
+
+    seen: dict[tuple[int, int, int], str] = {}
+    for i, r in enumerate(config.regions):
+        if not r.prefixes:
+            continue
+        hi, lo, length, _ = parse_prefixes(
+            list(r.prefixes), source=f"{config.origin}: regions[{i}].prefixes"
+        )
+        for h, lw, n, text in zip(
+            hi.tolist(), lo.tolist(), length.tolist(), r.prefixes, strict=True
+        ):
+            other = seen.setdefault((h, lw, n), r.name)
+            if other != r.name:
+                raise ConfigError(
+                    f"{config.origin}: prefix {text} is listed in two regions, "
+                    f"{other!r} and {r.name!r}"
+                )
+    owners: dict[tuple[int, int], str] = {}
+    for i, r in enumerate(config.regions):
+        if not r.exporters:
+            continue
+        hi, lo, _ = parse_addresses(
+            list(r.exporters), source=f"{config.origin}: regions[{i}].exporters"
+        )
+        for h, lw, text in zip(hi.tolist(), lo.tolist(), r.exporters, strict=True):
+            other = owners.setdefault((h, lw), r.name)
+            if other != r.name:
+                raise ConfigError(
+                    f"{config.origin}: exporter {text} is listed in two regions, "
+                    f"{other!r} and {r.name!r}"
+                )
+
+
 def _validate_addresses(config: Config) -> None:
     from flowatlas.addresses import AddressError, parse_addresses, parse_prefixes
 
@@ -719,11 +793,13 @@ __all__ = [
     "ClassifySettings",
     "Config",
     "CubeSettings",
+    "ImportSettings",
     "LinkRule",
     "Region",
     "SourceSpec",
     "assign_links",
     "catch_all_name",
+    "check_regions",
     "config_from_dict",
     "derived_link_name",
     "dump_config",

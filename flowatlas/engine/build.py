@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from flowatlas import __version__
 from flowatlas.classify import load_table
 from flowatlas.classify.table import PrefixTable
-from flowatlas.config import Config, load_config
+from flowatlas.config import Config, check_regions, load_config
 from flowatlas.engine.allocator import build_allocator
 from flowatlas.engine.backends import resolve_backend
 from flowatlas.engine.cube import (
@@ -30,6 +30,8 @@ from flowatlas.engine.cube import (
     check_output,
     geo_table,
     links_table,
+    output_lock,
+    recover_output,
     rollups_table,
     sketches_table,
     top_tables,
@@ -42,6 +44,7 @@ from flowatlas.engine.workdir import WorkDir, default_workdir, task_key
 from flowatlas.errors import ConfigError, FlowatlasError, InputError, OutputError
 from flowatlas.inspect import SetupShares, shares_of_cells
 from flowatlas.io.archive import MEMORY_WHERE, Archive, MemoryRecords, memory_records, open_archive
+from flowatlas.io.manifest import archive_problems
 from flowatlas.kernels.accumulate import CounterOverflow
 from flowatlas.vocab import DIRECTIONS
 
@@ -82,6 +85,17 @@ class BuildSummary:
     #: where the state of a ``keep_state`` build is kept, and its size in bytes
     state: Path | None = None
     state_bytes: int = 0
+
+
+def refuse_problems(archive: Path, problems: list[str]) -> None:
+    """Refuse to build from an archive with problems: the first one, and how many more."""
+    if problems:
+        more = (
+            f" (and {len(problems) - 1} more: flowatlas verify {archive} lists them)"
+            if len(problems) > 1
+            else ""
+        )
+        raise InputError(f"cannot build from {archive}: {problems[0]}{more}")
 
 
 def resolve_config(archive: Path, config: Config | str | os.PathLike[str] | None) -> Config:
@@ -138,43 +152,47 @@ def build_cube(
     """
     archive = Path(archive)
     out = Path(out)
-    state_sig = None
-    if incremental:
-        state_sig = WorkDir.read_signature(_adopt_legacy_state(out))
-        if not (out / "cube.json").exists():
-            raise InputError(f"{out}: no cube to add to (build it first, with --keep-state)")
-        if state_sig is None:
-            raise InputError(
-                f"{out}: this cube keeps no build state; rebuild it once with --keep-state"
-            )
-        keep_state = overwrite = True
-    check_output(out, overwrite=overwrite)
-    arch = open_archive(archive)
-    cfg = resolve_config(archive, config)
-    # sizes depend on the archive only, so a resumed build finds the same tasks; an
-    # incremental build keeps the sizes its state was made with
-    if state_sig is not None:
-        partitions, partition_rows = state_sig["partitions"], state_sig["partition_rows"]
-    return _build(
-        arch,
-        str(archive),
-        out,
-        cfg,
-        _prefix_table(table, cfg),
-        workers=workers,
-        scheduler=scheduler,
-        processes=processes,
-        backend=backend,
-        partitions=partitions,
-        partition_rows=partition_rows,
-        work_dir=work_dir,
-        shuffle=shuffle,
-        keep_state=keep_state,
-        incremental=incremental,
-        state_sig=state_sig,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    with output_lock(out):
+        recover_output(out)  # before looking at it: an --overwrite that died may hide it
+        state_sig = None
+        if incremental:
+            state_sig = WorkDir.read_signature(_adopt_legacy_state(out))
+            if not (out / "cube.json").exists():
+                raise InputError(f"{out}: no cube to add to (build it first, with --keep-state)")
+            if state_sig is None:
+                raise InputError(
+                    f"{out}: this cube keeps no build state; rebuild it once with --keep-state"
+                )
+            keep_state = overwrite = True
+        check_output(out, overwrite=overwrite)
+        arch = open_archive(archive)
+        if arch.root.is_dir():
+            refuse_problems(archive, archive_problems(arch.root, arch.files))
+        cfg = resolve_config(archive, config)
+        # sizes depend on the archive only, so a resumed build finds the same tasks; an
+        # incremental build keeps the sizes its state was made with
+        if state_sig is not None:
+            partitions, partition_rows = state_sig["partitions"], state_sig["partition_rows"]
+        return _build(
+            arch,
+            str(archive),
+            out,
+            cfg,
+            _prefix_table(table, cfg),
+            workers=workers,
+            scheduler=scheduler,
+            processes=processes,
+            backend=backend,
+            partitions=partitions,
+            partition_rows=partition_rows,
+            work_dir=work_dir,
+            shuffle=shuffle,
+            keep_state=keep_state,
+            incremental=incremental,
+            state_sig=state_sig,
+            overwrite=overwrite,
+            progress=progress,
+        )
 
 
 def build_cube_from_table(
@@ -223,24 +241,25 @@ def build_cube_from_table(
             "default threads); write them to an archive with ArchiveWriter and build that"
         )
     out = Path(out)
-    check_output(out, overwrite=overwrite)
-    source = memory_records(records, counts=counts, name=name)
-    cfg = config if isinstance(config, Config) else load_config(config)
-    return _build(
-        source,
-        MEMORY_WHERE,
-        out,
-        cfg,
-        _prefix_table(table, cfg),
-        workers=workers,
-        backend=backend,
-        partitions=partitions,
-        partition_rows=partition_rows,
-        work_dir=work_dir,
-        shuffle=shuffle,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    with output_lock(out):
+        check_output(out, overwrite=overwrite)
+        source = memory_records(records, counts=counts, name=name)
+        cfg = config if isinstance(config, Config) else load_config(config)
+        return _build(
+            source,
+            MEMORY_WHERE,
+            out,
+            cfg,
+            _prefix_table(table, cfg),
+            workers=workers,
+            backend=backend,
+            partitions=partitions,
+            partition_rows=partition_rows,
+            work_dir=work_dir,
+            shuffle=shuffle,
+            overwrite=overwrite,
+            progress=progress,
+        )
 
 
 @contextlib.contextmanager
@@ -328,6 +347,7 @@ def _build(
 
     ``where`` names the input in errors.
     """
+    check_regions(cfg)  # as `config --check` does, for configurations made in Python too
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     if partitions is None:
         partitions = max(4, -(-source.num_rows // ROWS_PER_PARTITION))

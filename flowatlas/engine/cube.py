@@ -14,10 +14,17 @@ per unique remote IP) and shares are derived on read, never stored. See docs/cub
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
+import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+import socket
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +42,7 @@ from flowatlas.engine.pipeline import (
     period_start,
 )
 from flowatlas.errors import InputError, OutputError
+from flowatlas.io.archive import fsync_file, read_parquet
 from flowatlas.kernels.orient import DIM_BITS, unpack_cells
 from flowatlas.vocab import DIRECTIONS
 
@@ -276,11 +284,61 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
         use_dictionary=["region", "network_type", "direction", "rollup", "grouping"],
         write_statistics=True,
         row_group_size=1 << 20,
+        write_page_checksum=True,
     )
 
 
+class RecoveryWarning(UserWarning):
+    """What a build found and repaired of an earlier one that died (printed as one line)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def recover_output(out: Path) -> list[str]:
+    """Repair what a build of ``out`` that died left beside it; return what was done.
+
+    A build writes the new cube to ``.OUT.partial-PID`` and swaps it into place; where the
+    file system cannot swap two directories in one step, the old cube waits as
+    ``.OUT.old-PID`` between two renames. If that process died (PID not running): with no
+    cube at ``out``, the old one is put back; otherwise leftovers are removed. Leftovers of
+    a build still running are left alone.
+    """
+    done: list[str] = []
+    parent = out.parent
+    if not parent.is_dir():
+        return done
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(old|partial)-(\d+)$")
+    found = []
+    for entry in sorted(parent.iterdir()):
+        m = pattern.match(entry.name)
+        if m and not _pid_alive(int(m.group(2))):
+            found.append((m.group(1), entry))
+    for kind, entry in sorted(found, key=lambda kv: kv[0] != "old"):  # old ones first
+        if kind == "old" and not out.exists() and (entry / "cube.json").exists():
+            os.replace(entry, out)
+            done.append(f"{out}: restored the cube an interrupted --overwrite had moved to {entry}")
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            done.append(f"{out}: removed {entry.name}, left by a build that died")
+    for line in done:
+        warnings.warn(line, RecoveryWarning, stacklevel=2)
+    return done
+
+
 def check_output(out: Path, *, overwrite: bool) -> None:
-    """Fail early (before any work) if the cube cannot be written to ``out``."""
+    """Fail early (before any work) if the cube cannot be written to ``out``.
+
+    Leftovers of a build of ``out`` that died are repaired first (:func:`recover_output`).
+    """
+    recover_output(out)
     if out.exists():
         if not overwrite:
             raise OutputError(f"{out}: already exists (use --overwrite to replace it)")
@@ -296,7 +354,93 @@ def check_output(out: Path, *, overwrite: bool) -> None:
         raise OutputError(f"{out}: cannot write here ({parent} is not writable)")
 
 
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold ``.OUT.lock`` beside the cube for a whole build: one build per output at a time.
+
+    A second build of the same ``out`` (which would share its work directory) fails at once,
+    saying which process holds the lock. The lock file is removed when the build ends.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no locking
+        yield
+        return
+    lock = out.parent / f".{out.name}.lock"
+    while True:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock, "a+")
+        except OSError as exc:
+            raise OutputError(f"{lock}: cannot create: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise OutputError(
+                f"{out}: another flowatlas build is writing it ({holder}; lock {lock})"
+            ) from None
+        try:  # the holder before us may have removed the file we opened: lock the new one
+            same = os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        fh.close()  # releases the lock
+
+
 STATE_DIR = "_state"
+#: cube.json's record of each file's size and SHA-256 (what ``flowatlas verify`` checks)
+FILES_KEY = "files"
+
+
+def _fault(point: str) -> None:
+    """A named point of the cube swap; tests replace this to kill the process there."""
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    False where the system or file system cannot: the caller then renames twice.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_cube(
@@ -306,10 +450,15 @@ def write_cube(
     overwrite: bool = False,
     state: Path | None = None,
 ) -> Path:
-    """Write a cube atomically: into a hidden sibling directory, then renamed into place.
+    """Write a cube atomically: into a hidden sibling directory, then swapped into place.
 
     ``state`` (a build's work directory) is moved into the cube as ``_state`` for later
-    incremental builds. A failure at any point leaves no partial cube behind.
+    incremental builds. A failure at any point leaves no partial cube behind, and whenever
+    the process dies ``out`` holds the old cube or the new one, complete: the swap is one
+    ``renameat2(RENAME_EXCHANGE)`` where the file system has it; elsewhere, the old cube
+    waits in ``.OUT.old-PID`` between two renames and the next build puts it back if the
+    process died in between (:func:`recover_output`). cube.json records every file's size
+    and SHA-256, and every Parquet page carries a checksum.
     """
     out = Path(out)
     check_output(out, overwrite=overwrite)
@@ -334,12 +483,29 @@ def write_cube(
             writes = [pool.submit(_write_parquet, t, tmp / name) for name, t in tables.items()]
             for w in writes:
                 w.result()
-        (tmp / "cube.json").write_text(json.dumps(files.meta, indent=1, sort_keys=True) + "\n")
+        meta = dict(files.meta)
+        meta[FILES_KEY] = {name: _file_hash(tmp / name) for name in sorted(tables)}
+        with open(tmp / "cube.json", "w") as fh:
+            fh.write(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        for name in tables:
+            fsync_file(tmp / name)
+        _fsync_dir(tmp)
         if state is not None:
             os.replace(state, tmp / STATE_DIR)
+        _fault("written")
         if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
+            if _exchange(tmp, out):  # out: the new cube; tmp: the old one
+                _fault("swapped")
+            else:
+                os.replace(out, old)
+                _fault("old-moved")
+                os.replace(tmp, out)
+                _fault("swapped")
+        else:
+            os.replace(tmp, out)
+        _fsync_dir(out.parent)
     except OSError as exc:
         if state is not None and (tmp / STATE_DIR).exists() and not state.exists():
             os.replace(tmp / STATE_DIR, state)  # keep the reusable work
@@ -351,6 +517,14 @@ def write_cube(
         shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _file_hash(path: Path) -> dict[str, Any]:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
 
 
 # --------------------------------------------------------------------------- reading
@@ -487,11 +661,7 @@ class Cube:
                 f"(this cube has them for: {', '.join(self.meta.get('top_list_rollups', []))})"
             )
         if name not in self._cache:
-            try:
-                df = pq.read_table(self.path / name).to_pandas()
-            except (OSError, pa.ArrowException) as exc:
-                raise InputError(f"{self.path / name}: unreadable: {exc}") from None
-            self._cache[name] = df
+            self._cache[name] = read_parquet(self.path / name).to_pandas()
         df = self._cache[name]
         df = df[df["rollup"] == period]
         if by is not None:
@@ -532,10 +702,7 @@ class Cube:
         if not sketch:
             raise InputError(f"{self.path}: this cube was built without sketches")
         if "sketches" not in self._cache:
-            try:
-                t = pq.read_table(self.path / "sketches.parquet")
-            except (OSError, pa.ArrowException) as exc:
-                raise InputError(f"{self.path / 'sketches.parquet'}: unreadable: {exc}") from None
+            t = read_parquet(self.path / "sketches.parquet")
             df = t.drop_columns(["sketch"]).to_pandas()
             df["ip_version"] = df["ip_version"].astype("UInt8")
             col = t.column("sketch").combine_chunks()
@@ -757,6 +924,39 @@ def _filter(df: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
     return df[mask]
 
 
+#: what readers take from cube.json: key path -> (type, element type of a list or None)
+REQUIRED_META: dict[str, tuple[type, type | None]] = {
+    "dimensions": (dict, None),
+    "dimensions.region": (list, str),
+    "dimensions.network_type": (list, str),
+    "rollups": (list, str),
+    "groupings": (list, list),
+}
+
+
+def check_meta(meta: dict[str, Any], where: str | os.PathLike[str]) -> None:
+    """An InputError naming the first key cube.json lacks (or holds as the wrong type)."""
+    for key, (typ, item) in REQUIRED_META.items():
+        value: Any = meta
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            raise InputError(f"{where}: missing key {key!r}; the cube is damaged: rebuild it")
+        if not isinstance(value, typ) or (item and not all(isinstance(v, item) for v in value)):
+            raise InputError(
+                f"{where}: key {key!r} is not a {typ.__name__}"
+                + (f" of {item.__name__}" if item else "")
+                + "; the cube is damaged: rebuild it"
+            )
+    sketch = meta.get("sketch")
+    if sketch is not None and not (
+        isinstance(sketch, dict) and isinstance(sketch.get("precision"), int)
+    ):
+        raise InputError(
+            f"{where}: key 'sketch.precision' missing; the cube is damaged: rebuild it"
+        )
+
+
 def open_cube(path: str | os.PathLike[str]) -> Cube:
     """Open a cube directory; errors name the path."""
     import pandas as pd
@@ -771,13 +971,13 @@ def open_cube(path: str | os.PathLike[str]) -> Cube:
         raise InputError(f"{path}: not a flowatlas cube (no cube.json)") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{meta_path}: unreadable: {exc}") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{meta_path}: not a flowatlas cube description (not a JSON object)")
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path}: not a flowatlas cube of format version {FORMAT_VERSION}")
-    try:
-        cells = pq.read_table(path / "cells.parquet").to_pandas()
-        rollups = pq.read_table(path / "rollups.parquet").to_pandas()
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: cube files unreadable: {exc}") from None
+    check_meta(meta, meta_path)
+    cells = read_parquet(path / "cells.parquet").to_pandas()
+    rollups = read_parquet(path / "rollups.parquet").to_pandas()
     for df in (cells, rollups):
         df["ip_version"] = df["ip_version"].astype("UInt8")
         for d, values in (

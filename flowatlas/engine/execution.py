@@ -217,6 +217,11 @@ def dask_client(
             client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise SchedulerError(f"cannot reach Dask scheduler at {scheduler}: {exc}") from None
+        except (ValueError, TypeError) as exc:  # not an address at all ("notaurl")
+            raise SchedulerError(
+                f"--scheduler {scheduler!r} is not a Dask scheduler address ({exc}); "
+                "give one like tcp://HOST:8786"
+            ) from None
         try:
             yield client
         finally:
@@ -286,7 +291,9 @@ def run_dask(
     """
     from distributed import as_completed
 
-    [plan_f] = client.scatter([plan], broadcast=True, hash=False)
+    # the plan as a task's result, not scattered data: if every worker dies at once, Dask
+    # recomputes it like any other task instead of failing the build (scattered data is lost)
+    plan_f = client.submit(_the_plan, plan, pure=False)
     if work is not None:
         maps = client.map(map_step, work.keys, tasks, plan=plan_f, work=work, pure=False)
         heads = maps
@@ -317,4 +324,31 @@ def run_dask(
         raise
     except OSError as exc:
         raise SchedulerError(f"Dask cluster failed during the build: {exc}") from None
+    except Exception as exc:
+        if not _is_cluster_failure(exc):
+            raise  # a bug in a task keeps its traceback
+        raise SchedulerError(
+            f"the Dask cluster lost the build ({type(exc).__name__}: {_first_line(exc)}); "
+            "run it again" + (" (it resumes from the work directory)" if work else "")
+        ) from None
     return _combine(results, counts, plan, work)
+
+
+def _the_plan(plan: BuildPlan) -> BuildPlan:
+    """The plan, as a task result every map and reduce task depends on."""
+    return plan
+
+
+def _is_cluster_failure(exc: BaseException) -> bool:
+    """True for Dask's own errors (workers killed, futures lost), not a task's exception."""
+    import asyncio
+    import concurrent.futures
+
+    if isinstance(exc, asyncio.CancelledError | concurrent.futures.CancelledError):
+        return True
+    return type(exc).__module__.split(".")[0] == "distributed"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -129,25 +129,39 @@ class WorkDir:
         """Write a map task's result atomically (a folder renamed into place)."""
         final = self._map_dir(key)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{id(result)}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        extra = {}
-        for name, part in (("link", result.link_sums), ("geo", result.geo_sums)):
-            if part is not None:
-                extra[f"{name}_keys"], extra[f"{name}_sums"] = part
-        np.savez(tmp / "sums.npz", cell_keys=result.cell_keys, cell_sums=result.cell_sums, **extra)
-        rows, bounds = result.rows, result.bounds
-        if rows is None:  # pieces built some other way: join them once
-            rows = Piece.concat(result.pieces)
-            sizes = [p.cell.size for p in result.pieces]
-            bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        _write_columns(tmp / "rows.u64", [getattr(rows, f) for f in ROW_FIELDS])
-        np.asarray(bounds, dtype="<i8").tofile(tmp / "offsets.i64")
-        (tmp / "stats.json").write_text(json.dumps(asdict(result.stats)))
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            extra = {}
+            for name, part in (("link", result.link_sums), ("geo", result.geo_sums)):
+                if part is not None:
+                    extra[f"{name}_keys"], extra[f"{name}_sums"] = part
+            np.savez(
+                tmp / "sums.npz", cell_keys=result.cell_keys, cell_sums=result.cell_sums, **extra
+            )
+            rows, bounds = result.rows, result.bounds
+            if rows is None:  # pieces built some other way: join them once
+                rows = Piece.concat(result.pieces)
+                sizes = [p.cell.size for p in result.pieces]
+                bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            _write_columns(tmp / "rows.u64", [getattr(rows, f) for f in ROW_FIELDS])
+            (tmp / "offsets.i64").write_bytes(np.asarray(bounds, dtype="<i8").tobytes())
+            (tmp / "stats.json").write_text(json.dumps(asdict(result.stats)))
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise self._write_error(exc) from None
         try:
             os.replace(tmp, final)
         except OSError:  # another worker finished the same task first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write_error(self, exc: OSError) -> OutputError:
+        """A failed write of the work directory (a full disk) as one line."""
+        return OutputError(
+            f"{self.root}: cannot write the build's work directory: {exc.strerror or exc}; "
+            "free space (or give --work-dir elsewhere) and build again: finished map tasks "
+            "are reused"
+        )
 
     def load_map_head(self, key: str) -> MapResult:
         """A map task's sums and accounting (not its rows)."""
@@ -206,8 +220,12 @@ class WorkDir:
             arrays["sketch_keys"], arrays["sketch_entries"] = counts.sketch
         final = self._reduce_path(j)
         tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, final)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._write_error(exc) from None
 
     def load_counts(self, j: int) -> Counts:
         with np.load(self._reduce_path(j), allow_pickle=False) as z:
@@ -269,7 +287,9 @@ def _write_columns(path: Path, columns: list[np.ndarray]) -> None:
     """
     with open(path, "wb") as f:
         for c in columns:
-            np.ascontiguousarray(c).view(np.uint64).astype("<u8", copy=False).tofile(f)
+            # written through the file object, not ndarray.tofile: a full disk is then an
+            # OSError with its errno (ENOSPC), not "N requested and M written"
+            f.write(memoryview(np.ascontiguousarray(c).view(np.uint64).astype("<u8", copy=False)))
 
 
 def _read_columns(path: Path, n: int, a: int, b: int, into: list[np.ndarray]) -> None:

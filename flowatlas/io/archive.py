@@ -8,7 +8,10 @@ Layout (Hive style, so DuckDB, Polars and Spark read it as they are)::
       flowatlas.toml      (optional: the configuration the archive was made for)
 
 Files are written under a hidden temporary name and renamed when complete, so a reader never
-sees half a file; names starting with ``.`` or ``_`` are ignored, as Hive does.
+sees half a file; names starting with ``.`` or ``_`` are ignored, as Hive does. Every data
+page carries a CRC-32 (Parquet page checksums) and every reader here verifies them: a flipped
+bit in an archive or a cube is an error naming the file, the row group and the column, never
+a wrong number.
 
 Records already in memory (a ``pyarrow.Table`` or RecordBatches in flow schema v1) are read
 through :class:`MemoryRecords`: it cuts them into :class:`MemoryFragment` slices that the
@@ -17,6 +20,7 @@ build's map tasks read exactly as they read an archive's row groups.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -34,6 +38,7 @@ from flowatlas.schema import (
     COUNTS_RAW,
     COUNTS_SCALED,
     FLOW_SCHEMA_V1,
+    META_SOURCE,
     check_schema,
     schema_with_metadata,
 )
@@ -99,6 +104,7 @@ class ArchiveWriter:
                     compression=self.compression,
                     write_statistics=True,
                     use_dictionary=["exporter", "proto", "sampling_rate", "in_if", "out_if"],
+                    write_page_checksum=True,
                 )
             except OSError as exc:
                 raise OutputError(f"{tmp}: cannot write: {exc}") from None
@@ -131,24 +137,38 @@ class ArchiveWriter:
         try:
             writer.write_table(table, row_group_size=self.row_group_size)
         except OSError as exc:
-            raise OutputError(f"{self.root / f'day={day}'}: write failed: {exc}") from None
+            raise OutputError(
+                f"{self.root / f'day={day}'}: write failed: {exc.strerror or exc}"
+            ) from None
         self.rows_written += table.num_rows
 
     def close(self) -> list[Path]:
-        """Finish every file and move it into place; return the paths written."""
-        for _day, (w, tmp, final) in sorted(self._writers.items()):
-            w.close()
-            os.replace(tmp, final)
-            self.files.append(final)
-        self._writers.clear()
+        """Finish every file and move it into place; return the paths written.
+
+        A failure (a full disk) raises :class:`OutputError` naming the file, after removing
+        every unfinished file: nothing half-written is left under a final name.
+        """
+        try:
+            for _day, (w, tmp, final) in sorted(self._writers.items()):
+                try:
+                    w.close()
+                    fsync_file(tmp)
+                    os.replace(tmp, final)
+                except OSError as exc:
+                    raise OutputError(f"{tmp}: cannot write: {exc.strerror or exc}") from None
+                self.files.append(final)
+                del self._writers[_day]
+        except OutputError:
+            self.abort()
+            raise
         return self.files
 
     def abort(self) -> None:
-        """Drop unfinished files (after an error)."""
+        """Drop unfinished files (after an error); never raises (the disk may be full)."""
         for w, tmp, _ in self._writers.values():
-            try:
+            with contextlib.suppress(Exception):
                 w.close()
-            finally:
+            with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
         self._writers.clear()
 
@@ -160,6 +180,15 @@ class ArchiveWriter:
             self.close()
         else:
             self.abort()
+
+
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush a file's data to the disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def conform(table: pa.Table, where: str) -> pa.Table:
@@ -198,6 +227,8 @@ class ArchiveFile:
     row_group_rows: tuple[int, ...]
     counts: str
     footer_sha256: str
+    #: the file's ``flowatlas.source`` metadata ("<format> sha256:<hash>" for imports)
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -272,7 +303,7 @@ class Archive:
         ]
 
 
-def _footer_sha256(path: Path, size: int) -> str:
+def footer_sha256(path: Path, size: int) -> str:
     """Hash of the Parquet footer: changes whenever the file's data or layout changes."""
     with open(path, "rb") as fh:
         fh.seek(max(0, size - 8))
@@ -300,12 +331,13 @@ def describe_file(path: Path, root: Path) -> ArchiveFile:
         size = path.stat().st_size
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
-    footer = _footer_sha256(path, size)
+    footer = footer_sha256(path, size)
     try:
         meta = pq.ParquetFile(path).metadata
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{path}: unreadable Parquet file: {exc}") from None
     counts = check_schema(meta.schema.to_arrow_schema(), str(path))
+    source = (meta.metadata or {}).get(META_SOURCE, b"").decode(errors="replace")
     rel = path.relative_to(root).as_posix() if path != root else path.name
     day = None
     for part in Path(rel).parts[:-1]:
@@ -313,7 +345,7 @@ def describe_file(path: Path, root: Path) -> ArchiveFile:
         if m:
             day = m.group(1)
     rg = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-    return ArchiveFile(path, rel, day, size, meta.num_rows, rg, counts, footer)
+    return ArchiveFile(path, rel, day, size, meta.num_rows, rg, counts, footer, source)
 
 
 def open_archive(path: str | os.PathLike[str], *, days: Iterable[str] | None = None) -> Archive:
@@ -481,7 +513,7 @@ def read_fragment(
         path = Path(fragment.path)
         try:
             size = path.stat().st_size
-            same = size == fragment.size and _footer_sha256(path, size) == fragment.footer_sha256
+            same = size == fragment.size and footer_sha256(path, size) == fragment.footer_sha256
         except FileNotFoundError:
             raise InputError(f"{fragment.path}: file vanished during the build") from None
         except (OSError, InputError):
@@ -489,10 +521,75 @@ def read_fragment(
         if not same:
             raise InputError(f"{fragment.path}: file changed during the build; run it again")
     try:
-        pf = pq.ParquetFile(fragment.path)
+        pf = open_parquet(fragment.path)
         return pf.read_row_groups(list(fragment.row_groups), columns=columns)
     except FileNotFoundError:
         raise InputError(f"{fragment.path}: file vanished during the build") from None
     except (OSError, pa.ArrowException) as exc:
-        groups = ",".join(map(str, fragment.row_groups))
-        raise InputError(f"{fragment.path}: row group(s) {groups}: unreadable: {exc}") from None
+        raise damaged(fragment.path, exc, fragment.row_groups, columns) from None
+
+
+# --------------------------------------------------------------------------- integrity
+
+#: what pyarrow says when a page's CRC-32 does not match its data
+_CHECKSUM_FAILED = "CRC checksum verification failed"
+
+
+def open_parquet(path: str | os.PathLike[str]) -> pq.ParquetFile:
+    """A Parquet file opened for reading with its page checksums verified."""
+    return pq.ParquetFile(path, page_checksum_verification=True)
+
+
+def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
+    """Read a whole Parquet file, page checksums verified; errors name the damaged part."""
+    try:
+        pf = open_parquet(path)
+        return pf.read(columns=columns)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise damaged(path, exc, None, columns) from None
+
+
+def damaged(
+    path: str | os.PathLike[str],
+    exc: BaseException,
+    row_groups: Iterable[int] | None = None,
+    columns: list[str] | None = None,
+) -> InputError:
+    """The error for a Parquet file that failed to read: where and why, on one line.
+
+    A page checksum failure is located (row group and column, by reading them one at a
+    time) and called what it is: the file's bytes changed after it was written.
+    """
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if _CHECKSUM_FAILED not in text:
+        groups = "" if row_groups is None else f"row group(s) {','.join(map(str, row_groups))}: "
+        return InputError(f"{path}: {groups}unreadable: {text}")
+    where = locate_bad_page(path, row_groups, columns)
+    return InputError(
+        f"{path}: {where + ': ' if where else ''}page checksum mismatch: the file is damaged "
+        "(changed on disk after it was written); restore or re-create it"
+    )
+
+
+def locate_bad_page(
+    path: str | os.PathLike[str],
+    row_groups: Iterable[int] | None = None,
+    columns: list[str] | None = None,
+) -> str:
+    """``row group R, column C`` of the first page that fails its checksum ('' if none)."""
+    try:
+        pf = open_parquet(path)
+        groups = list(row_groups) if row_groups is not None else range(pf.num_row_groups)
+        names = columns or pf.schema_arrow.names
+        for rg in groups:
+            for name in names:
+                try:
+                    pf.read_row_group(rg, columns=[name])
+                except (OSError, pa.ArrowException) as exc:
+                    if _CHECKSUM_FAILED in str(exc):
+                        return f"row group {rg}, column {name}"
+    except (OSError, pa.ArrowException):
+        pass
+    return ""

@@ -21,8 +21,11 @@ or unknown at build time).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import errno
 import multiprocessing
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -36,14 +39,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from flowatlas.config import DEFAULT_MAX_LINE_RATE_GBPS
 from flowatlas.errors import ConfigError, FlowatlasError, InputError, OutputError
 from flowatlas.io.manifest import (
     FileEntry,
     Manifest,
     archive_lock,
+    content_sha256,
+    describe_output,
     output_name,
     remove_outputs,
-    sha256_file,
 )
 
 DEFAULT_BATCH_ROWS = 1 << 20
@@ -87,7 +92,13 @@ class FileResult:
     quarantine_file: str | None = None
     no_local_prefix: int | None = None
     error: str | None = None
+    #: the error is the archive's (a full disk), not the source's: the import stops
+    fatal: bool = False
     seconds: float = 0.0
+    #: what each output file (archive and quarantine) is: size, content and footer hashes
+    output_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the SHA-256 of the file's bytes where ``sha256`` is that of its decompressed content
+    file_sha256: str | None = None
 
 
 @dataclass
@@ -186,6 +197,8 @@ class ImportTask:
     batch_rows: int
     local_ranges: tuple[tuple[int, int, int, int], ...] = ()
     mtime_ns: int = 0  # with size: the file must not change while it is imported
+    max_line_rate_gbps: float = DEFAULT_MAX_LINE_RATE_GBPS
+    file_sha256: str | None = None
 
 
 def _in_ranges(hi: np.ndarray, lo: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -210,12 +223,24 @@ def _count_no_local(table: pa.Table, ranges: np.ndarray) -> int:
 
 
 def import_one(task: ImportTask) -> FileResult:
-    """Import one source file into the archive (runs in a worker process or inline)."""
+    """Import one source file into the archive (runs in a worker process or inline).
+
+    Every batch passes :func:`~flowatlas.io.importers.base.screen_counters`. A failure of
+    the source (unreadable, not the format) is the file's error; a failure to write the
+    archive (a full disk) is ``fatal``: the import stops. Either way nothing this file wrote
+    is left behind.
+    """
     from flowatlas.io.archive import ArchiveWriter
-    from flowatlas.io.importers.base import QUARANTINE_SCHEMA, ImportOptions, get_importer
+    from flowatlas.io.importers.base import (
+        QUARANTINE_SCHEMA,
+        ImportOptions,
+        get_importer,
+        screen_counters,
+    )
 
     t0 = time.perf_counter()
     result = FileResult(task.path, task.size, task.sha256, task.format)
+    result.file_sha256 = task.file_sha256
     root = Path(task.archive)
     name = output_name(task.format, task.sha256)
     options = ImportOptions(batch_rows=task.batch_rows, extra=task.extra)
@@ -238,15 +263,26 @@ def import_one(task: ImportTask) -> FileResult:
             read = int(batch.records_read or 0)
             if read != batch.table.num_rows + batch.quarantine.num_rows:  # pragma: no cover
                 raise AssertionError(f"{task.path}: importer accounting broken")
+            batch = screen_counters(
+                batch,
+                task.path,
+                first_record=result.records_written + 1,
+                max_line_rate_gbps=task.max_line_rate_gbps,
+            )
             writer.write(batch.table)
             result.records_read += read
             result.records_written += batch.table.num_rows
             if batch.quarantine.num_rows:
                 q = batch.quarantine.cast(QUARANTINE_SCHEMA)
-                if qwriter is None:
-                    qdir.mkdir(parents=True, exist_ok=True)
-                    qwriter = pq.ParquetWriter(qtmp, QUARANTINE_SCHEMA, compression="zstd")
-                qwriter.write_table(q)
+                try:
+                    if qwriter is None:
+                        qdir.mkdir(parents=True, exist_ok=True)
+                        qwriter = pq.ParquetWriter(
+                            qtmp, QUARANTINE_SCHEMA, compression="zstd", write_page_checksum=True
+                        )
+                    qwriter.write_table(q)
+                except OSError as exc:
+                    raise OutputError(f"{qtmp}: cannot write: {exc.strerror or exc}") from None
                 result.records_quarantined += q.num_rows
                 for item in pc.value_counts(q.column("reason")).to_pylist():
                     reasons[item["values"]] += item["counts"]
@@ -269,30 +305,51 @@ def import_one(task: ImportTask) -> FileResult:
             raise InputError(f"{task.path}: the file changed while it was being imported")
         files = writer.close()
         writer = None
-        result.outputs = sorted(p.relative_to(root).as_posix() for p in files)
         if qwriter is not None:
-            qwriter.close()
-            qwriter = None
             final = qdir / f"{name}.parquet"
-            os.replace(qtmp, final)
+            try:
+                qwriter.close()
+                qwriter = None
+                os.replace(qtmp, final)
+            except OSError as exc:
+                raise OutputError(f"{qtmp}: cannot write: {exc.strerror or exc}") from None
             result.quarantine_file = final.relative_to(root).as_posix()
+            files = [*files, final]
+        result.outputs = sorted(p.relative_to(root).as_posix() for p in files if p.parent != qdir)
+        result.output_files = {
+            p.relative_to(root).as_posix(): describe_output(p) for p in sorted(files)
+        }
         result.reasons = dict(sorted(reasons.items()))
         result.no_local_prefix = no_local if len(ranges) else None
+    except OutputError as exc:  # the archive cannot be written: no file will fare better
+        result.error, result.fatal = str(exc), True
     except (FlowatlasError, OSError) as exc:
-        if isinstance(exc, OSError):  # e.g. the file vanished or a disk failed mid-read
-            exc = InputError(f"{task.path}: {exc.strerror or exc}")
-        result.error = str(exc) if str(task.path) in str(exc) else f"{task.path}: {exc}"
-        result.records_read = result.records_written = result.records_quarantined = 0
+        if isinstance(exc, OSError):
+            if exc.errno in _OUTPUT_ERRNOS:  # e.g. a full disk under pyarrow's writer
+                result.error = f"{root}: cannot write: {exc.strerror or exc}"
+                result.fatal = True
+            else:  # e.g. the file vanished or a disk failed mid-read
+                exc = InputError(f"{task.path}: {exc.strerror or exc}")
+        if result.error is None:
+            result.error = str(exc) if str(task.path) in str(exc) else f"{task.path}: {exc}"
     finally:
+        if result.error is not None:
+            result.records_read = result.records_written = result.records_quarantined = 0
         if writer is not None:
             writer.abort()
         if qwriter is not None:
-            qwriter.close()
-        if result.error is not None:
-            remove_outputs(root, name)
-        qtmp.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):
+                qwriter.close()
+        with contextlib.suppress(OSError):
+            if result.error is not None:
+                remove_outputs(root, name)
+            qtmp.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+#: errors of writing, not reading: the archive's disk is full, read-only or failing
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 def _counts_of(importer: Any, options: Any) -> str:
@@ -388,21 +445,53 @@ def _local_ranges(config: Any) -> tuple[tuple[int, int, int, int], ...]:
     )
 
 
-def _hash_one(path: Path) -> tuple[str, int, int]:
-    """(sha256, size, mtime_ns) of a file; the time is taken before the content is read."""
+def _hash_one(path: Path) -> tuple[str, int, int, str | None]:
+    """(content sha256, size, mtime_ns, sha256 of the bytes if different) of a file.
+
+    The time is taken before the content is read.
+    """
     try:
         mtime_ns = os.stat(path).st_mtime_ns
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
-    sha, size = sha256_file(path)
-    return sha, size, mtime_ns
+    sha, size, file_sha = content_sha256(path)
+    return sha, size, mtime_ns, file_sha
 
 
-def _hash_all(paths: list[Path], threads: int) -> list[tuple[str, int, int]]:
+def _hash_all(paths: list[Path], threads: int) -> list[tuple[str, int, int, str | None]]:
     if len(paths) <= 1 or threads <= 1:
         return [_hash_one(p) for p in paths]
     with cf.ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(_hash_one, paths))
+
+
+def check_archive_dir(root: Path) -> None:
+    """Refuse an ``--out`` that is not a flow archive: a cube, or a folder of other things.
+
+    An archive is a new or empty folder, or one holding the import manifest's folder
+    (``_import``), day partitions (``day=YYYY-MM-DD``) or an archive's flowatlas.toml.
+    Importing into anything else would mix flow files into it.
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise OutputError(f"{root}: exists and is not a directory")
+    if (root / "cube.json").exists():
+        raise OutputError(f"{root}: is a flowatlas cube, not an archive; import into another --out")
+    try:
+        names = [n for n in os.listdir(root) if not n.startswith(".")]
+    except OSError as exc:
+        raise OutputError(f"{root}: cannot list: {exc.strerror or exc}") from None
+    if not names:
+        return
+    from flowatlas.io.archive import DAY_DIR
+
+    if "_import" in names or "flowatlas.toml" in names or any(DAY_DIR.match(n) for n in names):
+        return
+    shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+    raise OutputError(
+        f"{root}: not a flow archive (holds {shown}); import into a new or empty folder"
+    )
 
 
 # --------------------------------------------------------------------------- the API
@@ -457,8 +546,8 @@ def import_sources(
 
         parse_csv_map(csv_map)  # a bad mapping fails before any work
     root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise OutputError(f"{root}: exists and is not a directory")
+    check_archive_dir(root)
+    max_rate = cfg.importing.max_line_rate_gbps if cfg is not None else DEFAULT_MAX_LINE_RATE_GBPS
     summary = ImportSummary(str(root), local_prefixes=len(ranges))
     files, summary.skipped_unrecognised = _expand(sources, fmt, glob, root)
     now = now_us if now_us is not None else time.time_ns() // 1000
@@ -494,12 +583,21 @@ def import_sources(
         if summary.recovered:
             manifest.save()
         hashes = _hash_all([p for p, _ in files], threads=min(8, os.cpu_count() or 1))
+        by_bytes = manifest.by_file_hash()  # compressed files imported before, by their bytes
         tasks: list[ImportTask] = []
         planned: set[str] = set()
-        for (path, f), (sha, size, mtime_ns) in zip(files, hashes, strict=True):
-            if manifest.has(sha):
+        for (path, f), (sha, size, mtime_ns, file_sha) in zip(files, hashes, strict=True):
+            known = next(
+                (
+                    k
+                    for k in (sha, file_sha, by_bytes.get(sha), by_bytes.get(file_sha or ""))
+                    if k and manifest.has(k)
+                ),
+                None,
+            )
+            if known is not None:
                 if reimport and sha not in planned:
-                    manifest.forget(sha)
+                    manifest.forget(known)
                 else:
                     summary.skipped_known.append(str(path))
                     continue
@@ -509,7 +607,17 @@ def import_sources(
             planned.add(sha)
             tasks.append(
                 ImportTask(
-                    str(path), size, sha, f, str(root), extra_t, batch_rows, ranges, mtime_ns
+                    str(path),
+                    size,
+                    sha,
+                    f,
+                    str(root),
+                    extra_t,
+                    batch_rows,
+                    ranges,
+                    mtime_ns,
+                    max_rate,
+                    file_sha,
                 )
             )
         for task in tasks:
@@ -517,7 +625,11 @@ def import_sources(
         if tasks or reimport:
             manifest.save()
         digest = cfg.digest() if cfg is not None else None
+        fatal: FileResult | None = None
         for result in _run(tasks, jobs, progress):
+            if result.fatal:
+                fatal = result
+                break
             if result.error is None:
                 manifest.finish(_entry(result, digest))
                 summary.imported.append(result)
@@ -525,6 +637,14 @@ def import_sources(
                 manifest.abandon(result.sha256)
                 summary.failed.append(result)
             manifest.save()
+        if fatal is not None:
+            # every worker has stopped (the pool is shut down): drop what the files not
+            # finished left behind, then say why the import stopped
+            for sha in list(manifest.pending):
+                manifest.abandon(sha)
+            with contextlib.suppress(OutputError):
+                manifest.save()  # the disk may still be full: the next import recovers
+            raise OutputError(f"import stopped: {fatal.error}")
     summary.imported.sort(key=lambda r: r.path)
     summary.failed.sort(key=lambda r: r.path)
     summary.seconds = time.perf_counter() - t0
@@ -550,6 +670,8 @@ def _check_formats(
 
 def _entry(r: FileResult, digest: str | None) -> FileEntry:
     return FileEntry(
+        output_files=dict(r.output_files),
+        file_sha256=r.file_sha256,
         path=r.path,
         size=r.size,
         sha256=r.sha256,
@@ -564,6 +686,28 @@ def _entry(r: FileResult, digest: str | None) -> FileEntry:
         no_local_prefix=r.no_local_prefix,
         config_digest=digest if r.no_local_prefix is not None else None,
     )
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initialiser: this process is killed when the import that started it dies.
+
+    Linux's parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``): a worker never
+    outlives its parent to rename files into the archive after an interrupted import (the
+    next import removes what the interrupted one left). Elsewhere, a no-op.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl: nothing to set
+        return
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> Iterable[FileResult]:
@@ -588,11 +732,22 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
                 yield result
             return
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = [pool.submit(import_one, t) for t in tasks]
             try:
                 for fut in cf.as_completed(futures):
-                    result = fut.result()
+                    try:
+                        result = fut.result()
+                    except cf.process.BrokenProcessPool:
+                        raise OutputError(
+                            "an import worker process died (killed, or out of memory); "
+                            "run the import again: it resumes"
+                        ) from None
                     records += result.records_read
                     bar.set(bar.done + 1, postfix=f"{records:,} records")
                     yield result

@@ -5,7 +5,12 @@ not read as archive data). Each imported source file has an entry: absolute path
 SHA-256 of its content, format, records read / written / quarantined (by reason) and the
 archive files it produced. This makes imports
 
-- idempotent: a file whose content hash is in the manifest is skipped, whatever its path;
+- idempotent: a file whose content hash is in the manifest is skipped, whatever its path
+  (the content of a ``.gz``, ``.bz2`` or ``.zst`` file is what it decompresses to, so a
+  compressed copy of an imported file is skipped too);
+- checkable: every archive and quarantine file a source produced is recorded with its size,
+  the SHA-256 of its bytes and of its Parquet footer (``output_files``), so that a build can
+  refuse a file that changed and ``flowatlas verify`` can find bit rot;
 - resumable: a source is marked *pending* (with the output name it will use) before its first
   row is written and moved to the entries when its files are complete. After an interruption
   the next import deletes whatever a pending source left behind (finished files under its name
@@ -22,6 +27,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +56,48 @@ def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+#: compressed files whose content (not their bytes) identifies them: what readers decompress
+#: (pyarrow's ``compression="detect"``, by extension)
+_COMPRESSED = {".gz": b"\x1f\x8b", ".bz2": b"BZh", ".zst": b"\x28\xb5\x2f\xfd"}
+
+
+def content_sha256(path: str | os.PathLike[str]) -> tuple[str, int, str | None]:
+    """(content SHA-256, file size, SHA-256 of the bytes if different) of a source file.
+
+    The content of a compressed file (``.gz``, ``.bz2``, ``.zst`` with the matching magic
+    number) is what it decompresses to, as the importers read it; a file that does not
+    decompress is taken as its bytes (its import will say what is wrong with it).
+    """
+    raw, size = sha256_file(path)
+    magic = _COMPRESSED.get(Path(path).suffix.lower())
+    if magic is None:
+        return raw, size, None
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(len(magic)) != magic:
+                return raw, size, None
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    import pyarrow as pa
+
+    h = hashlib.sha256()
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            while chunk := stream.read(_HASH_CHUNK):
+                h.update(chunk)
+    except (OSError, pa.ArrowException):
+        return raw, size, None
+    return h.hexdigest(), size, raw
+
+
+def describe_output(path: Path) -> dict[str, Any]:
+    """What an archive file is, for the manifest: size, SHA-256 of its bytes and footer."""
+    from flowatlas.io.archive import footer_sha256
+
+    sha, size = sha256_file(path)
+    return {"size": size, "sha256": sha, "footer_sha256": footer_sha256(path, size)}
+
+
 def output_name(fmt: str, sha256: str) -> str:
     """The archive file name (without ``.parquet``) a source's rows are written under."""
     return f"{fmt}-{sha256[:16]}"
@@ -73,6 +121,10 @@ class FileEntry:
     no_local_prefix: int | None = None
     config_digest: str | None = None
     imported_at: str = ""
+    #: relative path -> {"size", "sha256", "footer_sha256"} of every file written for it
+    output_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: SHA-256 of the file's bytes, where ``sha256`` is that of its decompressed content
+    file_sha256: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FileEntry:
@@ -167,6 +219,10 @@ class Manifest:
     def has(self, sha256: str) -> bool:
         return sha256 in self.entries
 
+    def by_file_hash(self) -> dict[str, str]:
+        """Content hash of each entry imported from a compressed file, by its bytes' hash."""
+        return {e.file_sha256: e.sha256 for e in self.entries.values() if e.file_sha256}
+
     def begin(self, sha256: str, name: str, path: str) -> None:
         """Mark a source as being imported under ``name`` (call :meth:`save` after)."""
         self.pending[sha256] = Pending(sha256, name, path)
@@ -203,6 +259,65 @@ class Manifest:
             redo.append(p.path)
         self.pending.clear()
         return redo
+
+
+def archive_problems(root: Path, files: list[Any], *, content: bool = False) -> list[str]:
+    """What is wrong between an archive's files and its import manifest, one line each.
+
+    ``files`` are the archive's :class:`~flowatlas.io.archive.ArchiveFile` s. Problems: an
+    import that did not finish (a source still *pending*), a file the manifest lists that is
+    missing or changed (size or Parquet footer; with ``content``, the SHA-256 of its bytes
+    too, which reads every file), and an import's file the manifest does not list (left by
+    an import that died). An archive without a manifest (``flowatlas synth``, files written
+    by other tools) has none of these problems.
+    """
+    root = Path(root)
+    if not (root / IMPORT_DIR / MANIFEST_NAME).exists():
+        return []
+    m = Manifest.open(root)
+    problems = [
+        f"{p.path}: its import did not finish (pending in {m.path}); "
+        "run flowatlas import again to finish it"
+        for p in sorted(m.pending.values(), key=lambda p: p.path)
+    ]
+    by_rel = {f.relpath: f for f in files}
+    listed: set[str] = set()
+    for e in sorted(m.entries.values(), key=_entry_key):
+        expected = dict(e.output_files) or {rel: {} for rel in e.outputs}
+        if e.quarantine_file and e.quarantine_file not in expected:
+            expected[e.quarantine_file] = {}
+        for rel, info in sorted(expected.items()):
+            listed.add(rel)
+            path = root / rel
+            if rel.startswith(IMPORT_DIR + "/"):  # quarantine files: not build input
+                if not path.exists():
+                    problems.append(f"{path}: in the import manifest but missing")
+                elif content and info and sha256_file(path)[0] != info.get("sha256"):
+                    problems.append(f"{path}: content differs from the import manifest")
+                continue
+            f = by_rel.get(rel)
+            if f is None:
+                problems.append(f"{path}: in the import manifest but missing")
+            elif info and (f.size, f.footer_sha256) != (
+                info.get("size"),
+                info.get("footer_sha256"),
+            ):
+                problems.append(
+                    f"{path}: changed since it was imported (size or Parquet footer differ "
+                    "from the import manifest)"
+                )
+            elif content and info and sha256_file(path)[0] != info.get("sha256"):
+                problems.append(
+                    f"{path}: content differs from the import manifest (SHA-256 of its bytes)"
+                )
+    imported = re.compile(r"^\S+ sha256:[0-9a-f]{64}$")
+    for f in files:
+        if f.relpath not in listed and imported.match(f.source or ""):
+            problems.append(
+                f"{f.path}: written by an import but not in the import manifest (left by an "
+                "import that did not finish?); run flowatlas import again, or move it away"
+            )
+    return problems
 
 
 def remove_outputs(root: Path, name: str) -> None:
@@ -264,6 +379,7 @@ __all__ = [
     "Manifest",
     "Pending",
     "archive_lock",
+    "archive_problems",
     "output_name",
     "remove_outputs",
     "sha256_file",

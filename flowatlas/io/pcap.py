@@ -18,8 +18,12 @@ Supported:
 A damaged or cut-short capture never raises once its header has been recognised: packets cut
 by the snap length are still yielded with what was captured (the decoder sees a short payload
 and reports what is missing), and everything that could not be yielded is counted in
-:class:`CaptureStats`, with the packet numbers of UDP packets that were lost. Only a file that
-is not a capture at all raises :class:`~flowatlas.errors.InputError`.
+:class:`CaptureStats`, with the packet numbers of UDP packets that were lost. A corrupt packet
+record header (a length the file cannot hold) does not end the capture: the reader skips to
+the next run of plausible record headers and goes on, and the damage (where, how many bytes
+skipped, a file cut short) is listed in :attr:`CaptureStats.damage` so that an importer can
+quarantine it. Only a file that is not a capture at all raises
+:class:`~flowatlas.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+
+import numpy as np
 
 from flowatlas.errors import InputError
 
@@ -72,6 +78,14 @@ _ETH_VLAN = (0x8100, 0x88A8, 0x9100, 0x9200)
 _IPV6_EXT = (0, 43, 60)  # hop-by-hop, routing, destination options
 _PROTO_UDP = 17
 _MAX_RECORD = 1 << 26  # a packet record larger than this is corruption, not data
+#: a packet longer than this on the wire is corruption (jumbo frames and offloaded segments
+#: of up to 256 KiB are real)
+_MAX_WIRE = 1 << 18
+#: how far (seconds) a record's time may lie from the last good one for the reader to take it
+#: as the next record after a corrupt header
+_RESYNC_SECONDS = 7 * 86_400
+#: bytes looked at per step while searching for the next record after a corrupt header
+_RESYNC_WINDOW = 1 << 20
 
 #: at most this many datagrams wait for their missing fragments
 MAX_PENDING_DATAGRAMS = 1024
@@ -79,6 +93,10 @@ MAX_PENDING_DATAGRAMS = 1024
 MAX_FRAGMENTS = 128
 #: at most this many lost-packet notes are kept in CaptureStats.problems
 MAX_PROBLEMS = 10_000
+
+#: reasons for damage to the capture file (see CaptureStats.damage)
+R_CORRUPT_RECORD = "corrupt capture record"
+R_CUT_SHORT = "capture cut short"
 
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 _HEAD_BYTES = 64  # how much of a lost payload CaptureStats.problems keeps
@@ -113,12 +131,27 @@ class CaptureStats:
     reassembled: int = 0  # datagrams rebuilt from fragments
     unreadable_fragments: int = 0  # fragments whose datagram could not be rebuilt
     truncated_file: bool = False  # the capture ends inside a packet record or block
+    corrupt_records: int = 0  # record headers (or blocks) that could not be what they say
     problems: list[tuple[int, str, bytes | None]] = field(default_factory=list)
+    problems_dropped: int = 0  # UDP packets lost beyond MAX_PROBLEMS (counted, not listed)
+    #: damage to the capture file itself, ``(packet number, reason, detail)``: a corrupt
+    #: record header skipped over, the file cut short. Whatever packets sat there are lost.
+    damage: list[tuple[int, str, str]] = field(default_factory=list)
 
     def note(self, packet: int, reason: str, head: bytes | None = None) -> None:
         """Remember a UDP packet that could not be yielded."""
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append((packet, reason, head))
+        else:
+            self.problems_dropped += 1
+
+    def cut_short(self, packet: int, offset: int, size: int) -> None:
+        """The capture ends inside packet record ``packet`` (at byte ``offset`` of ``size``)."""
+        if not self.truncated_file:
+            self.truncated_file = True
+            self.damage.append(
+                (packet, R_CUT_SHORT, f"file ends inside it, {size - offset} of its bytes left")
+            )
 
 
 def is_capture(head: bytes) -> bool:
@@ -230,28 +263,112 @@ def _classic_packets(
     if len(buf) < 24:
         raise InputError(f"{where}: pcap header cut short ({len(buf)} bytes)")
     order, ns_per_tick = _PCAP_MAGICS[bytes(buf[:4])]
-    (network,) = struct.unpack_from(order + "I", buf, 20)
+    snaplen, network = struct.unpack_from(order + "II", buf, 16)
     linktype = network & 0x03FF_FFFF  # upper bits may carry FCS information
+    # a record holding more than the snap length is corrupt (as Wireshark, allowing 256 KiB
+    # whatever the header says: some writers put a smaller snap length there than they use)
+    limit = max(snaplen, _MAX_WIRE) if snaplen <= _MAX_RECORD else _MAX_RECORD
     rec = struct.Struct(order + "IIII")
+    frac_limit = 1_000_000_000 // ns_per_tick
     pos = 24
     end = len(buf)
+    last_sec: int | None = None
     while pos < end:
         if end - pos < 16:
-            stats.truncated_file = True
+            stats.packets += 1
+            stats.cut_short(stats.packets, pos, end)
             return
         ts_sec, ts_frac, incl, orig = rec.unpack_from(buf, pos)
+        if incl > limit:
+            # a record header that cannot be right: what it says about lengths is not to be
+            # trusted, so go on at the next run of plausible headers
+            stats.packets += 1
+            stats.corrupt_records += 1
+            nxt = _resync_classic(buf, pos + 1, rec, limit, frac_limit, last_sec)
+            skipped = (nxt if nxt is not None else end) - pos
+            stats.damage.append(
+                (
+                    stats.packets,
+                    R_CORRUPT_RECORD,
+                    f"record header at byte {pos} (captured length {incl}, wire length {orig}); "
+                    + (
+                        f"{skipped} bytes skipped"
+                        if nxt is not None
+                        else f"no record found after it: the last {skipped} bytes skipped"
+                    ),
+                )
+            )
+            if nxt is None:
+                return
+            pos = nxt
+            continue
         pos += 16
-        if incl > _MAX_RECORD:
-            stats.truncated_file = True  # a corrupt record header: nothing after it is trustworthy
-            return
         stats.packets += 1
+        last_sec = ts_sec
         ts_us = ts_sec * 1_000_000 + (ts_frac * ns_per_tick) // 1_000
         if pos + incl > end:
-            stats.truncated_file = True
+            stats.cut_short(stats.packets, pos - 16, pos + incl)
             yield stats.packets, ts_us, linktype, buf[pos:end], max(orig, incl)
             return
         yield stats.packets, ts_us, linktype, buf[pos : pos + incl], max(orig, incl)
         pos += incl
+
+
+def _resync_classic(
+    buf: memoryview,
+    start: int,
+    rec: struct.Struct,
+    limit: int,
+    frac_limit: int,
+    last_sec: int | None,
+) -> int | None:
+    """The offset of the next plausible classic pcap record at or after ``start``, or None.
+
+    A candidate header must hold a plausible length and time, and the record after it must
+    be plausible too or end exactly at the end of the file, so that packet data is seldom
+    taken for a header. The search is vectorised, a window at a time.
+    """
+    end = len(buf)
+    big = rec.format.startswith(">")
+    wire = max(_MAX_WIRE, limit)
+
+    def plausible(at: int) -> bool:
+        if end - at < 16:
+            return False
+        sec, frac, incl, orig = rec.unpack_from(buf, at)
+        return (
+            0 < incl <= min(limit, orig)
+            and orig <= wire
+            and frac < frac_limit
+            and (last_sec is None or abs(sec - last_sec) <= _RESYNC_SECONDS)
+            and at + 16 + incl <= end
+        )
+
+    at = start
+    while end - at >= 16:
+        stop = min(end, at + _RESYNC_WINDOW + 15)
+        raw = np.frombuffer(buf[at:stop], dtype=np.uint8)
+        n = raw.size - 15
+        words = [_u32_at(raw, k, n, big) for k in (0, 4, 8, 12)]
+        sec, frac, incl, orig = words
+        ok = (incl > 0) & (incl <= limit) & (incl <= orig) & (orig <= wire) & (frac < frac_limit)
+        if last_sec is not None:
+            ok &= np.abs(sec.astype(np.int64) - last_sec) <= _RESYNC_SECONDS
+        for q in np.flatnonzero(ok).tolist():
+            cand = at + q
+            nxt = cand + 16 + int(incl[q])
+            if nxt == end or (nxt < end and plausible(nxt)):
+                return cand
+        at += n
+    return None
+
+
+def _u32_at(raw: np.ndarray, k: int, n: int, big: bool) -> np.ndarray:
+    """The ``n`` 32-bit words starting at bytes ``k``, ``k + 1``, ... of ``raw``."""
+    b = [raw[k + i : k + i + n].astype(np.uint32) for i in range(4)]
+    if big:
+        b.reverse()
+    return b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
 
 
 @dataclass
@@ -281,28 +398,40 @@ def _pcapng_packets(
     interfaces: list[_Interface] = []
     while pos < end:
         if end - pos < 12:
-            stats.truncated_file = True
+            stats.cut_short(stats.packets + 1, pos, end)
             return
         btype_le = struct.unpack_from("<I", buf, pos)[0]
         if btype_le == _PCAPNG_SHB:
             bom = bytes(buf[pos + 8 : pos + 12])
             order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else ""
             if not order:
-                stats.truncated_file = True  # a section header that does not parse: stop
-                return
+                order = "<"
+                pos = _pcapng_corrupt(buf, pos, stats, order, "section header")
+                if pos < 0:
+                    return
+                continue
             interfaces = []
         btype, blen = struct.unpack_from(order + "II", buf, pos)
-        if blen < 12 or blen % 4:
-            stats.truncated_file = True
-            return
+        if blen < 12 or blen % 4 or blen > _MAX_RECORD:
+            pos = _pcapng_corrupt(buf, pos, stats, order, f"block length {blen}")
+            if pos < 0:
+                return
+            continue
         cut = pos + blen > end
+        if not cut and struct.unpack_from(order + "I", buf, pos + blen - 4)[0] != blen:
+            # the length at the block's end disagrees with the one at its start
+            pos = _pcapng_corrupt(buf, pos, stats, order, f"block length {blen}")
+            if pos < 0:
+                return
+            continue
         body = buf[pos + 8 : min(pos + blen - 4, end)]
+        if cut:
+            stats.cut_short(stats.packets + (btype in (6, 2, 3)), pos, pos + blen)
         pos += blen
         if btype == _PCAPNG_SHB:
             continue
         if btype == 1:  # Interface Description Block
             if len(body) < 8:
-                stats.truncated_file = stats.truncated_file or cut
                 interfaces.append(_Interface(-1, 0))
                 continue
             linktype, _, snaplen = struct.unpack_from(order + "HHI", body, 0)
@@ -313,7 +442,6 @@ def _pcapng_packets(
             packet = _pcapng_packet(btype, body, order, interfaces)
             if packet is None:
                 if cut:
-                    stats.truncated_file = True
                     return
                 stats.malformed += 1
                 stats.packets += 1
@@ -322,8 +450,64 @@ def _pcapng_packets(
             iface, ticks, data, orig = packet
             yield stats.packets, iface.to_us(ticks), iface.linktype, data, orig
         if cut:
-            stats.truncated_file = True
             return
+
+
+#: pcapng block types the reader knows: a resynchronisation lands only on one of these
+_PCAPNG_TYPES = np.array([_PCAPNG_SHB, 1, 2, 3, 4, 5, 6, 7, 9, 10, 0xBAD, 0x40000BAD], np.uint32)
+
+
+def _pcapng_corrupt(buf: memoryview, pos: int, stats: CaptureStats, order: str, what: str) -> int:
+    """Note a corrupt block at ``pos``; the offset of the next good block, or -1 (none)."""
+    stats.packets += 1
+    stats.corrupt_records += 1
+    nxt = _resync_pcapng(buf, pos + 4, order)
+    skipped = (nxt if nxt is not None else len(buf)) - pos
+    stats.damage.append(
+        (
+            stats.packets,
+            R_CORRUPT_RECORD,
+            f"block at byte {pos} ({what}); "
+            + (
+                f"{skipped} bytes skipped"
+                if nxt is not None
+                else f"no block found after it: the last {skipped} bytes skipped"
+            ),
+        )
+    )
+    return nxt if nxt is not None else -1
+
+
+def _resync_pcapng(buf: memoryview, start: int, order: str) -> int | None:
+    """The offset of the next whole pcapng block of a known type at or after ``start``.
+
+    Blocks are 4-byte aligned and carry their length at both ends: a candidate must be of a
+    known type, its two lengths must agree and fit the file.
+    """
+    end = len(buf)
+    big = order == ">"
+    at = start
+    while end - at >= 12:
+        stop = min(end, at + _RESYNC_WINDOW + 7)
+        raw = np.frombuffer(buf[at:stop], dtype=np.uint8)
+        n = raw.size - 7
+        btype = _u32_at(raw, 0, n, big)
+        btype_le = _u32_at(raw, 0, n, False)
+        blen = _u32_at(raw, 4, n, big)
+        ok = (np.isin(btype, _PCAPNG_TYPES) | (btype_le == _PCAPNG_SHB)) & (blen >= 12)
+        ok &= (blen % 4 == 0) & (np.arange(n) % 4 == 0) & (at + np.arange(n) + blen <= end)
+        for q in np.flatnonzero(ok).tolist():
+            cand = at + q
+            length = int(blen[q])
+            tail_order = order
+            if int(btype_le[q]) == _PCAPNG_SHB:  # a new section may change the byte order
+                return cand
+            if struct.unpack_from(tail_order + "I", buf, cand + length - 4)[0] == length:
+                return cand
+        at += n - (n % 4)
+        if n < 4:
+            break
+    return None
 
 
 def _pcapng_packet(

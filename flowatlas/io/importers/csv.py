@@ -898,6 +898,87 @@ def _incomplete_tail(data: bytes) -> int:
     return 0
 
 
+#: a CSV line longer than this is not a flow record: it is quarantined (``line_too_long``)
+#: without being read into memory, and the rows around it are imported
+MAX_LINE_BYTES = 1 << 20
+R_LINE_TOO_LONG = "line_too_long"
+_LONG_LINE_MARK = "<flowatlas:line_too_long:"
+
+
+class LineLengthGuard:
+    """A byte stream passed through unchanged, except that over-long lines are replaced.
+
+    pyarrow's CSV reader fails a whole file on a row longer than its block size. Reading
+    through this guard, a line longer than ``limit`` bytes reaches it as a one-field
+    placeholder (``<flowatlas:line_too_long:N>``, N its length in bytes) that has the wrong
+    number of fields, so it is handed to the invalid-row handler with its row number and
+    quarantined, while the rows around it are read as usual. The long line is never held in
+    memory (at most ``limit`` bytes of an unfinished line are).
+    """
+
+    def __init__(self, raw: Any, limit: int = MAX_LINE_BYTES) -> None:
+        self._raw = raw
+        self.limit = limit
+        self._pending = b""  # the start of a line not finished yet (at most ``limit`` bytes)
+        self._dropping = -1  # bytes of an over-long line dropped so far (-1: not in one)
+        self.long_lines = 0
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _mark(self, length: int) -> bytes:
+        self.long_lines += 1
+        return f"{_LONG_LINE_MARK}{length}>".encode()
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            data = self._raw.read(size)
+            if not data:  # end of the stream: what is left
+                if self._dropping >= 0:
+                    out, self._dropping = self._mark(self._dropping), -1
+                    return out
+                out, self._pending = self._pending, b""
+                return out
+            out = self._feed(bytes(data))
+            if out:
+                return out
+
+    def _feed(self, data: bytes) -> bytes:
+        parts: list[bytes] = []
+        if self._dropping >= 0:
+            i = data.find(b"\n")
+            if i < 0:
+                self._dropping += len(data)
+                return b""
+            parts.append(self._mark(self._dropping + i) + b"\n")
+            self._dropping = -1
+            data = data[i + 1 :]
+        buf = self._pending + data
+        self._pending = b""
+        nl = np.flatnonzero(np.frombuffer(buf, dtype=np.uint8) == 10)
+        starts = np.concatenate([[0], nl + 1])
+        lengths = nl - starts[:-1]
+        at = 0
+        if lengths.size and int(lengths.max()) > self.limit:
+            for k in np.flatnonzero(lengths > self.limit).tolist():
+                parts.append(buf[at : int(starts[k])])
+                parts.append(self._mark(int(lengths[k])) + b"\n")
+                at = int(nl[k]) + 1
+        tail_at = int(starts[-1])
+        parts.append(buf[at:tail_at])
+        tail = buf[tail_at:]
+        if len(tail) > self.limit:
+            self._dropping = len(tail)
+        else:
+            self._pending = tail
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self.closed = True
+        self._raw.close()
+
+
 class Utf8Guard:
     """A byte stream passed through unchanged while it is UTF-8; bytes that are not are replaced.
 
@@ -968,7 +1049,7 @@ class CsvRowReader:
     ) -> None:
         self.where = where
         self.delimiter = delimiter
-        self._invalid: list[tuple[int, str]] = []
+        self._invalid: list[tuple] = []  # (row number, text) or (..., reason)
         self._ignore = ignore_line
         self.header_lines = 0 if column_names else 1
         self.header_lines += skip_rows
@@ -986,7 +1067,7 @@ class CsvRowReader:
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         )
-        self._guard = Utf8Guard(source)
+        self._guard = Utf8Guard(LineLengthGuard(source))
         try:
             self._reader = pacsv.open_csv(
                 self._guard, read_options=read, parse_options=parse, convert_options=convert
@@ -1001,7 +1082,11 @@ class CsvRowReader:
         if self._ignore is not None and self._ignore(text):
             return "skip"
         number = row.number if row.number is not None else -1
-        self._invalid.append((number, text))
+        if text.startswith(_LONG_LINE_MARK):
+            length = text[len(_LONG_LINE_MARK) :].rstrip(">\r\n")
+            self._invalid.append((number, f"a line of {length} bytes", R_LINE_TOO_LONG))
+        else:
+            self._invalid.append((number, text))
         return "skip"
 
     def _as_text(
@@ -1037,7 +1122,7 @@ class CsvRowReader:
             invalid, self._invalid = self._invalid, []
             # row numbers of the invalid rows are physical-ish (counting the header); data rows
             # are numbered from 1 in file order, valid and invalid together
-            inv_rows: list[tuple] = [(max(nb - self.header_lines, 0), t) for nb, t in invalid]
+            inv_rows: list[tuple] = [(max(r[0] - self.header_lines, 0), *r[1:]) for r in invalid]
             total = block.num_rows + len(inv_rows)
             numbers = np.arange(self._rows + 1, self._rows + total + 1, dtype=np.int64)
             if inv_rows:
@@ -1052,7 +1137,7 @@ class CsvRowReader:
             yield block, numbers, inv_rows + rejected
         if self._invalid:  # rows after the last block
             invalid, self._invalid = self._invalid, []
-            inv_rows = [(max(nb - self.header_lines, 0), text) for nb, text in invalid]
+            inv_rows = [(max(r[0] - self.header_lines, 0), *r[1:]) for r in invalid]
             self._rows += len(inv_rows)
             yield (
                 pa.RecordBatch.from_pydict(

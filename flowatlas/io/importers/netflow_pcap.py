@@ -64,12 +64,13 @@ def _log_summary(path: Path, decoder: DecoderStats, capture: CaptureStats | None
         parts.append(f"{decoder.not_netflow} other UDP payloads skipped")
     if capture is not None:
         lost = capture.truncated + capture.unreadable_fragments + capture.malformed
-        if lost or capture.truncated_file:
+        if lost or capture.truncated_file or capture.corrupt_records:
             parts.append(
                 f"capture: {capture.truncated} truncated packets, "
                 f"{capture.unreadable_fragments} unreadable fragments, "
-                f"{capture.malformed} malformed"
-                + (", file cut short" if capture.truncated_file else "")
+                f"{capture.malformed} malformed, "
+                f"{capture.corrupt_records} corrupt records skipped"
+                + (", file cut short (quarantined)" if capture.truncated_file else "")
             )
     log.info("%s: %s", path, "; ".join(parts))
 
@@ -129,14 +130,23 @@ class NetflowPcapImporter(Importer):
 
 
 def _capture_losses(path: Path, stats: CaptureStats) -> pa.Table:
-    """Quarantine rows for UDP packets the capture lost that may have been NetFlow."""
+    """Quarantine rows for what the capture lost: damage to the file itself (a corrupt record
+    header skipped over, the file cut short) and UDP packets that may have been NetFlow."""
     positions, reasons, details = [], [], []
+    for number, reason, detail in stats.damage:
+        positions.append(f"packet {number}")
+        reasons.append(reason)
+        details.append(detail)
     for number, reason, head in stats.problems:
         if head is not None and not looks_like_netflow(head):
             continue  # what is left of it is not NetFlow: other traffic
         positions.append(f"packet {number}")
         reasons.append(reason)
         details.append(None if head is None else f"starts {bytes(head[:4]).hex()}")
+    if stats.problems_dropped:
+        positions.append("after the listed packets")
+        reasons.append("more lost packets")
+        details.append(f"{stats.problems_dropped} more UDP packets lost (not listed one by one)")
     return quarantine_rows(path, positions, reasons, details)
 
 
