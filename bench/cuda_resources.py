@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         f"- spills: {'none' if not spilled else ', '.join(spilled)}; no kernel uses local memory"
         if not spilled
         else f"- spills: {', '.join(spilled)}",
+        "- below full occupancy: "
+        + (", ".join(f"{r[0]} {r[9]} ({r[1]} registers)" for r in rows if r[9] != "100%") or "none")
+        + "; their values are mostly 64-bit (addresses, keys, sums: two registers each),"
+        " and they stream rows through grid-stride loops, where 40-48 resident warps per SM"
+        " usually hide memory latency: bench_gpu.py on a GPU decides whether `launch_bounds`"
+        " would pay",
         f"- compiler: {nvvm.group(1) if nvvm else 'NVVM ?'} (CUDA compilation tools "
         f"{tools.group(1) if tools else '?'}), nvJitLink for the cubins",
         *provenance(PACKAGES, load_before, "python bench/cuda_resources.py --results FILE"),

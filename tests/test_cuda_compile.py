@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import subprocess
 import sys
 import textwrap
@@ -46,6 +47,11 @@ def stack() -> None:
         return
     if IN_CI and Path(sys.prefix).resolve() == GPU_VENV.resolve():
         pytest.fail(f"the gpu environment cannot compile CUDA: {why}")
+    if IN_CI:
+        pytest.skip(
+            "no CUDA packages in the main environment: .ci/run compiles in .venv-gpu after "
+            "this run (test_ci_runs_the_compile_check checks that it can and does)"
+        )
     pytest.skip(f"the CUDA compile check needs the gpu extra ({why}): {HOW}")
 
 
@@ -91,6 +97,50 @@ def test_no_kernel_spills_registers_or_uses_local_memory(compiled: list) -> None
         if c.resources.spill_stores or c.resources.spill_loads or c.resources.local
     ]
     assert not spills, "\n".join(spills)
+
+
+def _elf_resources(cubin: bytes, entry: str) -> tuple[int, int]:
+    """(registers, static shared bytes) of ``entry``, read from the cubin's ELF itself: the
+    oracle for what the nvJitLink log says. Registers are the EIATTR_REGCOUNT (0x2f)
+    attribute of .nv.info for the entry's symbol; shared memory is the size of its
+    .nv.shared section (absent: none)."""
+    shoff = struct.unpack_from("<Q", cubin, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", cubin, 0x3A)
+    heads = [struct.unpack_from("<IIQQQQIIQQ", cubin, shoff + i * shentsize) for i in range(shnum)]
+
+    def cstr(at: int) -> str:
+        return cubin[at : cubin.index(b"\0", at)].decode()
+
+    sec = {cstr(heads[shstrndx][4] + h[0]): h for h in heads}
+    symtab, strtab = sec[".symtab"], sec[".strtab"]
+    names = [
+        cstr(strtab[4] + struct.unpack_from("<I", cubin, symtab[4] + k)[0])
+        for k in range(0, symtab[5], 24)
+    ]
+    index = names.index(entry)
+    info = cubin[sec[".nv.info"][4] : sec[".nv.info"][4] + sec[".nv.info"][5]]
+    registers, i = None, 0
+    while i + 1 < len(info):
+        fmt, attr = info[i], info[i + 1]
+        i += 2
+        size = {1: 0, 2: 1, 3: 2}.get(fmt)
+        if size is None:  # EIFMT_SVAL: a 16-bit length, then the value
+            size = struct.unpack_from("<H", info, i)[0]
+            i += 2
+        if attr == 0x2F and struct.unpack_from("<I", info, i)[0] == index:
+            registers = struct.unpack_from("<I", info, i + 4)[0]
+        i += size
+    shared = sec.get(f".nv.shared.{entry}")
+    return registers, shared[5] if shared else 0
+
+
+def test_the_resources_match_the_cubins_own_records(compiled: list) -> None:
+    for c in compiled:
+        entry = re.search(r"\.entry\s+([\w$]+)\s*\(", c.ptx).group(1)
+        assert _elf_resources(c.cubin, entry) == (c.resources.registers, c.resources.shared), (
+            c.kernel,
+            c.cc,
+        )
 
 
 def test_the_walk_finds_every_kernel_and_no_device_function(stack: None) -> None:
