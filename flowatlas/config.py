@@ -98,6 +98,27 @@ class LinkRule:
         dirs_ok = not self.select_directions or direction in self.select_directions
         return types_ok and dirs_ok
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LinkRule:
+        """A link from :meth:`to_dict`'s plain data (as cube.json records it), unchecked.
+
+        The original form's keys (exporter, interfaces, network_type, description) suffice.
+        """
+        select = d.get("select") or {}
+        cap = d.get("capacity_gbps")
+        return cls(
+            d.get("exporter") or "",
+            tuple(d.get("interfaces") or ()),
+            d.get("network_type", MIGRATION if "name" not in d else None),
+            d.get("description") or "",
+            d.get("name") or "",
+            d.get("region") or "",
+            None if cap is None else float(cap),
+            d.get("capacity_mode") or CAPACITY_MODES[0],
+            tuple(select.get("network_types") or ()),
+            tuple(select.get("directions") or ()),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The link as plain data, every key present (``None`` where a value is unset)."""
         d: dict[str, Any] = {

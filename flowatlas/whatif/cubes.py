@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from flowatlas.config import (
     ClassifySettings,
     Config,
-    LinkRule,
     Region,
     assign_links,
     catch_all_name,
@@ -50,23 +49,7 @@ def cube_config(cube: Cube) -> Config:
             Region(r["name"], tuple(r.get("prefixes", ())), tuple(r.get("exporters", ())))
             for r in stored.get("regions", [])
         )
-        links = []
-        for d in stored.get("links", []):
-            sel = d.get("select") or {}
-            links.append(
-                LinkRule(
-                    exporter=d.get("exporter", ""),
-                    interfaces=tuple(d.get("interfaces", ())),
-                    network_type=d.get("network_type"),
-                    description=d.get("description", ""),
-                    name=d.get("name", ""),
-                    region=d.get("region", ""),
-                    capacity_gbps=d.get("capacity_gbps"),
-                    capacity_mode=d.get("capacity_mode", "per-direction"),
-                    select_network_types=tuple(sel.get("network_types", ())),
-                    select_directions=tuple(sel.get("directions", ())),
-                )
-            )
+        links = cube.links
         types = tuple(stored.get("classify", {}).get("network_types", ()))
     except (KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{origin}: configuration unreadable ({exc})") from None
@@ -106,7 +89,7 @@ def planning_links(config: Config) -> dict[str, Link]:
 def _check_interface_links(cube: Cube, built: Config, config: Config) -> None:
     """Refuse a configuration whose interface links the cube was not built with."""
     measured = {lk.name: (lk.exporter, lk.interfaces) for lk in built.links if lk.exporter}
-    has_links = (cube.path / "links.parquet").exists() and hasattr(cube, "link_cells")
+    has_links = (cube.path / "links.parquet").exists()
     for i, lk in enumerate(config.links):
         if not lk.exporter:
             continue
@@ -123,11 +106,9 @@ def _check_interface_links(cube: Cube, built: Config, config: Config) -> None:
             )
 
 
-def _rows(cube: Cube, config: Config) -> pd.DataFrame:
+def _rows(cube: Cube) -> pd.DataFrame:
     """Bytes per bucket per interface link (null: none) and cube dimensions."""
-    if (cube.path / "links.parquet").exists() and hasattr(cube, "link_cells"):
-        return cube.link_cells()
-    return cube.cells.assign(link=None)
+    return cube.link_cells()
 
 
 def cube_traffic(cube: Cube, config: Config | str | os.PathLike[str] | None = None) -> Traffic:
@@ -157,7 +138,7 @@ def cube_traffic(cube: Cube, config: Config | str | os.PathLike[str] | None = No
                 f" ({', '.join(regions)})"
             )
     bucket = int(cube.meta.get("bucket_seconds") or _bucket_seconds(cube))
-    frame = _rows(cube, cfg)
+    frame = _rows(cube)
     traffic = traffic_from_frame(
         frame,
         links,
