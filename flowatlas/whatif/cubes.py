@@ -106,9 +106,15 @@ def _check_interface_links(cube: Cube, built: Config, config: Config) -> None:
             )
 
 
-def _rows(cube: Cube) -> pd.DataFrame:
-    """Bytes per bucket per interface link (null: none) and cube dimensions."""
-    return cube.link_cells()
+def _rows(cube: Cube, config: Config) -> pd.DataFrame:
+    """Bytes per bucket per interface link of ``config`` (null: none) and cube dimensions.
+
+    Flows on an interface link the cube measured but ``config`` does not have fall to the
+    configuration's rule like any other (its selection links, else the catch-all)."""
+    frame = cube.link_cells()
+    keep = [lk.name for lk in config.links if lk.exporter]
+    frame["link"] = frame["link"].where(frame["link"].isin(keep), None)
+    return frame
 
 
 def cube_traffic(cube: Cube, config: Config | str | os.PathLike[str] | None = None) -> Traffic:
@@ -138,7 +144,7 @@ def cube_traffic(cube: Cube, config: Config | str | os.PathLike[str] | None = No
                 f" ({', '.join(regions)})"
             )
     bucket = int(cube.meta.get("bucket_seconds") or _bucket_seconds(cube))
-    frame = _rows(cube)
+    frame = _rows(cube, cfg)
     traffic = traffic_from_frame(
         frame,
         links,
