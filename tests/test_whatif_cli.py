@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -212,12 +213,43 @@ def test_bad_capacity_and_a_cube_without_the_configured_links(world, tmp_path) -
     bad = tmp_path / "bad.toml"
     bad.write_text(world["plan"].read_text().replace("capacity_gbps = 400", "capacity_gbps = 0"))
     one_line_error(run("whatif", str(world["cube"]), "--config", str(bad)), "capacity_gbps")
-    # the cube's own configuration names interface links (migration fibre): without the
-    # link dimension, the cube does not measure them
-    p = run("whatif", str(world["cube"]))
-    if (world["cube"] / "links.parquet").exists():
-        assert p.returncode == 0, p.stderr
-    else:
-        one_line_error(p, "cube.json: links[0]", "interface link", "rebuild the cube")
     one_line_error(run("whatif", str(tmp_path / "nope")), "no such cube")
     one_line_error(run("whatif", str(world["cube"]), "-s", "no-such-example"), "no-such-example")
+    # a cube without the link dimension (as built before it existed) does not measure the
+    # interface links its configuration names
+    old = tmp_path / "old-cube"
+    shutil.copytree(world["cube"], old)
+    (old / "links.parquet").unlink()
+    one_line_error(
+        run("whatif", str(old)), "cube.json: links[0]", "interface link", "rebuild the cube"
+    )
+    # nor interface links another configuration defines differently
+    cfg = tmp_path / "moved.toml"
+    cfg.write_text((world["root"] / "archive" / "flowatlas.toml").read_text().replace(
+        "501,\n    502,", "503,").replace('path = "prefixes.csv"',
+        f'path = "{world["root"]}/archive/prefixes.csv"'))  # fmt: skip
+    one_line_error(
+        run("whatif", str(world["cube"]), "--config", str(cfg)), "moved.toml: links[", "rebuild"
+    )
+
+
+def test_interface_links_are_measured_and_every_byte_falls_to_one_link(world) -> None:
+    """The cube's own configuration: migration fibre as interface links (links.parquet)."""
+    cube = open_cube(world["cube"])
+    assert (world["cube"] / "links.parquet").exists()
+    with pytest.warns(WhatIfWarning):
+        r = cube.whatif(None, horizon=1, percentile="mean")
+    s = r.summary.set_index(["link", "direction"])
+    hours = (cube.cells["bucket_start"].max() - cube.cells["bucket_start"].min()).total_seconds()
+    total_gbps = float(cube.cells["bytes"].astype(float).sum()) * 8 / (hours + 3600) / 1e9
+    assert s["baseline_now_gbps"].sum() == pytest.approx(total_gbps, rel=1e-12)
+    # oracle: each interface link's volume straight from links.parquet
+    lc = cube.link_cells()
+    for name in [lk.name for lk in cube.links if lk.exporter]:
+        mine = lc[lc["link"] == name]
+        for side, dirs in (("in", ["ingress", "transit"]), ("out", ["egress"])):
+            vol = float(mine[mine["direction"].astype(str).isin(dirs)]["bytes"].astype(float).sum())
+            assert s.loc[(name, side), "baseline_now_gbps"] == pytest.approx(
+                vol * 8 / (hours + 3600) / 1e9, rel=1e-12
+            )
+    assert lc["link"].notna().any()

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from flowatlas.config import (
     ClassifySettings,
     Config,
-    LinkRule,
     Region,
     assign_links,
     catch_all_name,
@@ -50,23 +49,7 @@ def cube_config(cube: Cube) -> Config:
             Region(r["name"], tuple(r.get("prefixes", ())), tuple(r.get("exporters", ())))
             for r in stored.get("regions", [])
         )
-        links = []
-        for d in stored.get("links", []):
-            sel = d.get("select") or {}
-            links.append(
-                LinkRule(
-                    exporter=d.get("exporter", ""),
-                    interfaces=tuple(d.get("interfaces", ())),
-                    network_type=d.get("network_type"),
-                    description=d.get("description", ""),
-                    name=d.get("name", ""),
-                    region=d.get("region", ""),
-                    capacity_gbps=d.get("capacity_gbps"),
-                    capacity_mode=d.get("capacity_mode", "per-direction"),
-                    select_network_types=tuple(sel.get("network_types", ())),
-                    select_directions=tuple(sel.get("directions", ())),
-                )
-            )
+        links = cube.links
         types = tuple(stored.get("classify", {}).get("network_types", ()))
     except (KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{origin}: configuration unreadable ({exc})") from None
@@ -106,7 +89,7 @@ def planning_links(config: Config) -> dict[str, Link]:
 def _check_interface_links(cube: Cube, built: Config, config: Config) -> None:
     """Refuse a configuration whose interface links the cube was not built with."""
     measured = {lk.name: (lk.exporter, lk.interfaces) for lk in built.links if lk.exporter}
-    has_links = (cube.path / "links.parquet").exists() and hasattr(cube, "link_cells")
+    has_links = (cube.path / "links.parquet").exists()
     for i, lk in enumerate(config.links):
         if not lk.exporter:
             continue
@@ -124,18 +107,14 @@ def _check_interface_links(cube: Cube, built: Config, config: Config) -> None:
 
 
 def _rows(cube: Cube, config: Config) -> pd.DataFrame:
-    """Bytes per bucket per interface link (null: none) and cube dimensions.
+    """Bytes per bucket per interface link of ``config`` (null: none) and cube dimensions.
 
-    A measured interface link that ``config`` does not define (a plan drawn up with other
-    links than the cube was built with) claims nothing: its rows are placed by the plan's
-    selection links and catch-alls, as :func:`flowatlas.config.assign_links` places them.
-    """
-    if (cube.path / "links.parquet").exists() and hasattr(cube, "link_cells"):
-        rows = cube.link_cells()
-        defined = [lk.name for lk in config.links if lk.is_interface_link]
-        rows.loc[~rows["link"].isin(defined), "link"] = None
-        return rows
-    return cube.cells.assign(link=None)
+    Flows on an interface link the cube measured but ``config`` does not have fall to the
+    configuration's rule like any other (its selection links, else the catch-all)."""
+    frame = cube.link_cells()
+    keep = [lk.name for lk in config.links if lk.exporter]
+    frame["link"] = frame["link"].where(frame["link"].isin(keep), None)
+    return frame
 
 
 def cube_traffic(cube: Cube, config: Config | str | os.PathLike[str] | None = None) -> Traffic:
