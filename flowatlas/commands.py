@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from flowatlas.errors import ConfigError, InputError, OutputError
+from flowatlas.errors import ConfigError, OutputError
 
 DEMO_RECORDS = 3_000_000
 DEMO_MARKER = ".flowatlas-demo"
@@ -251,25 +251,15 @@ def build(
 # --------------------------------------------------------------------------- report
 
 
-def _open_report_cube(path: Path, what: str = "CUBE"):
-    from flowatlas.engine.cube import open_cube
-
-    if path.exists() and not path.is_dir():
-        raise InputError(
-            f"{path}: is a file, not a cube directory ({what} is what `flowatlas build` writes)"
-        )
-    return open_cube(path)
-
-
 def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str,
                  out: Path | None = None, previous: Path | None = None) -> None:  # fmt: skip
     from flowatlas.viz.terminal import print_views
-    from flowatlas.viz.views import compute_views
+    from flowatlas.viz.views import compute_views, open_cube_dir
 
     if html is not None and (html.is_dir() or str(html).endswith(("/", os.sep))):
         raise OutputError(f"{html}: --html takes a file name; for a directory use --out DIR")
-    cube = _open_report_cube(cube_path)
-    prev = _open_report_cube(previous, "--previous") if previous is not None else None
+    cube = open_cube_dir(cube_path)
+    prev = open_cube_dir(previous, "--previous") if previous is not None else None
     views = compute_views(cube, prev)
     if not quiet:
         print_views(views, sys.stdout, title=title)

@@ -166,6 +166,10 @@ class CubeQuery:
         self.ip_versions = [v for v in (4, 6) if v in present_v]
         self.bucket_seconds = int(cube.meta.get("bucket_seconds", 3600))
         self.sketch_error = float((cube.meta.get("sketch") or {}).get("standard_error", np.nan))
+        present = set(cube.cells["network_type"].astype(str).unique())
+        #: types in the cube the views leave out (Internal): groupings without a network type
+        #: would count their addresses too, so those are not exact for the views
+        self.hidden_types = sorted(present - set(self.types))
         self._memo = _Memo()
         self._rollups: dict[tuple[str, str], pd.DataFrame] = {
             key: df for key, df in cube.rollups.groupby(["rollup", "grouping"], observed=True)
@@ -297,6 +301,7 @@ class CubeQuery:
 
     def period(self, f: Filters) -> _Period | None:
         """The stored rollup period whose days (within the data) are exactly ``f``'s, if any."""
+        f = self.normalize(f)
         if self.first_day is None or f.start is None or f.end is None or f.start > f.end:
             return None
         levels = self.cube.meta.get("rollups", [])
@@ -398,7 +403,7 @@ class CubeQuery:
         best = None
         for g in self.cube.meta.get("groupings", []):
             g = set(g)
-            if not need <= g:
+            if not need <= g or ("network_type" not in g and self.hidden_types):
                 continue
             extra = g - set(by)
             single = {d for d in extra if d in proper and len(proper[d]) == 1}

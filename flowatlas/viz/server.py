@@ -8,6 +8,7 @@ starts. Cubes are named on the command line only; pages choose among them by nam
 from __future__ import annotations
 
 import errno
+import re
 import socket
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from flowatlas.errors import ConfigError, InputError, OutputError
 
+_ORIGIN = re.compile(r"[A-Za-z0-9*.\-]+(:[0-9]+)?")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5006
@@ -31,6 +33,8 @@ def check_host(host: str, allow_websocket_origin: Sequence[str]) -> None:
 
     for origin in allow_websocket_origin:
         try:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(origin)
             create_hosts_allowlist([origin], DEFAULT_PORT)
         except ValueError:
             raise ConfigError(

@@ -8,15 +8,29 @@ traffic with other networks.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
-from flowatlas.engine.cube import Cube
+from flowatlas.engine.cube import Cube, open_cube
+from flowatlas.errors import InputError
 from flowatlas.viz.query import Comparison, CubeQuery, Filters, compare
 
 #: the network types whose endpoints the metro section lists (the seed's clustering)
 METRO_TYPES = ("Neocloud", "Hyperscaler")
+
+
+def open_cube_dir(path: str | os.PathLike[str], what: str = "CUBE") -> Cube:
+    """Open a cube, saying plainly when ``path`` is a file (a cube is a directory)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(
+            f"{path}: is a file, not a cube directory ({what} is a directory that "
+            "`flowatlas build` writes)"
+        )
+    return open_cube(path)
 
 
 @dataclass

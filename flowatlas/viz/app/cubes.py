@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowatlas.engine.cube import open_cube
 from flowatlas.errors import FlowatlasError, InputError
 from flowatlas.viz.query import CubeQuery
+from flowatlas.viz.views import open_cube_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _signature(path: Path) -> tuple:
 
 def load(path: Path, name: str) -> CubeQuery:
     """Open a cube and read everything a page may ask for (top lists, sketches) now."""
-    cube = open_cube(path)
+    cube = open_cube_dir(path)
     q = CubeQuery(cube, name)
     for period in cube.meta.get("top_list_rollups", [])[-1:]:
         cube.top_ips(period=period)
@@ -99,6 +99,8 @@ class CubeSet:
             sig = _signature(e.path)
             if sig != e.signature:
                 self._reload(name, e, sig)
+            elif e.stale:  # the files are back to the copy in memory
+                e.stale = None
         return e.query, e.stale
 
     def previous(self) -> tuple[CubeQuery | None, str | None]:
