@@ -285,7 +285,7 @@ class Heatmap:
             source=self.source,
             fill_color={"field": "value_plot", "transform": self.log_mapper},
             line_color=None,
-            nonselection_fill_alpha=0.35,
+            nonselection_fill_alpha=0.6,
             selection_line_color="#ff3333",
             selection_line_width=3,
         )
@@ -298,6 +298,7 @@ class Heatmap:
             text_baseline="middle",
             text_color="text_color",
             text_font_size="12px",
+            nonselection_text_alpha=1.0,
         )
         p.add_tools(
             HoverTool(

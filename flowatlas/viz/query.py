@@ -499,7 +499,7 @@ class CubeQuery:
         vol = self.volume(f, ("region", "network_type")).unstack("network_type")
         vol = vol.reindex(index=list(f.regions), columns=list(f.types))
         if measure == "bytes":
-            return vol.where(vol > 0), "exact"
+            return vol.where(vol > 0), "exact (summed from the cells)"
         u = self.uniques(f, ("region", "network_type"))
         t = u.table.set_index(["region", "network_type"])
         col = "uniques" if measure == "magnitude" else measure

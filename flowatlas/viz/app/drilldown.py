@@ -18,8 +18,9 @@ from flowatlas.viz.charts import WIDTH, html_table, metro_rows, series_data, ser
 from flowatlas.viz.query import Drill
 
 HINT = (
-    "<p class='fa-note'>Select a heatmap cell (Heatmaps tab) or click a series of the stacked "
-    "area (Overview tab) to see its time series, top networks, addresses and metros.</p>"
+    "<p class='fa-note fa-drill-title'>Select a heatmap cell (Heatmaps tab) or click a series "
+    "of the stacked area (Overview tab) to see its time series, top networks, addresses "
+    "and metros.</p>"
 )
 
 
@@ -97,11 +98,16 @@ class DrillDown:
         q, _ = page.query()
         region, t = cell
         d = q.drill(page.filters, t, region)
-        self.title.text = f"<h3 style='margin:6px 0'>Drill-down: {html.escape(drill_title(d))}</h3>"
+        self.title.text = (
+            f"<h3 class='fa-drill-title' style='margin:6px 0'>Drill-down: "
+            f"{html.escape(drill_title(d))}</h3>"
+        )
         self.figure.visible = True
         self.figure.title.text = f"{drill_title(d)}: daily mean and peak rate"
         self.source.data = series_data(d.series)
-        self.uniques.text = f"<p class='fa-note'>{html.escape(uniques_text(d))}</p>"
+        self.uniques.text = (
+            f"<p class='fa-note fa-drill-uniques'>{html.escape(uniques_text(d))}</p>"
+        )
         note = f"<p class='fa-note'>{html.escape(d.tops.note)}</p>"
         self.asns.text = (
             "<b>Top remote networks</b>"

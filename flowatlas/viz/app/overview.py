@@ -56,7 +56,7 @@ class View:
         note = f"{units.fmt(total, 'volume')} over {days} days with data"
         if gaps:
             note += f"; {gaps} days without any record are left as gaps"
-        self.note.text = f"<p class='fa-note'>{note}</p>"
+        self.note.text = f"<p class='fa-note fa-overview-note'>{note}</p>"
 
     def _on_tap(self, page, event) -> None:
         """Drill into the network type whose band holds the clicked point."""

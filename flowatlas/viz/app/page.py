@@ -299,7 +299,9 @@ class Page:
             if stale:
                 notes.append(html.escape(stale))
             self.notice.text = (
-                "<div style='color:#a33;font:12px sans-serif'>" + "<br>".join(notes) + "</div>"
+                "<div class='fa-notice' style='color:#a33;font:12px sans-serif'>"
+                + "<br>".join(notes)
+                + "</div>"
                 if notes
                 else ""
             )
