@@ -256,8 +256,10 @@ def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str,
     from flowatlas.viz.terminal import print_views
     from flowatlas.viz.views import compute_views, open_cube_dir
 
-    if html is not None and (html.is_dir() or str(html).endswith(("/", os.sep))):
-        raise OutputError(f"{html}: --html takes a file name; for a directory use --out DIR")
+    if html is not None:  # the text as typed: Path() would drop a trailing slash
+        if str(html).endswith(("/", os.sep)) or Path(html).is_dir():
+            raise OutputError(f"{html}: --html takes a file name; for a directory use --out DIR")
+        html = Path(html)
     cube = open_cube_dir(cube_path)
     prev = open_cube_dir(previous, "--previous") if previous is not None else None
     views = compute_views(cube, prev)
@@ -284,7 +286,7 @@ def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str,
 @click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=None,
               help="Write DIR/report.html, a PNG per figure (headless Chromium) and "
               "DIR/summary.md.")  # fmt: skip
-@click.option("--html", type=click.Path(path_type=Path), default=None,
+@click.option("--html", type=click.Path(), default=None,
               help="Also write the HTML report to this file.")  # fmt: skip
 @click.option("--previous", type=click.Path(path_type=Path), default=None,
               help="An earlier cube: shares are compared with its whole range.")  # fmt: skip
