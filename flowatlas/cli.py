@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("flowatlas.commands", "synth", "Generate a synthetic flow archive (deterministic)."),
     "build": ("flowatlas.commands", "build", "Build a cube from a flow archive."),
     "report": ("flowatlas.commands", "report", "Print a cube's tables and write its HTML report."),
+    "serve": (
+        "flowatlas.viz.commands",
+        "serve",
+        "Explore cubes in a Bokeh server (filters, drill-down).",
+    ),
     "config": (
         "flowatlas.commands",
         "config",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -239,32 +241,50 @@ def _size(n: int) -> str:
 # --------------------------------------------------------------------------- report
 
 
-def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str) -> None:
-    from flowatlas.engine.cube import open_cube
+def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str,
+                 out: Path | None = None, previous: Path | None = None) -> None:  # fmt: skip
     from flowatlas.viz.terminal import print_views
-    from flowatlas.viz.views import compute_views
+    from flowatlas.viz.views import compute_views, open_cube_dir
 
-    cube = open_cube(cube_path)
-    views = compute_views(cube)
+    if html is not None:  # the text as typed: Path() would drop a trailing slash
+        if str(html).endswith(("/", os.sep)) or Path(html).is_dir():
+            raise OutputError(f"{html}: --html takes a file name; for a directory use --out DIR")
+        html = Path(html)
+    cube = open_cube_dir(cube_path)
+    prev = open_cube_dir(previous, "--previous") if previous is not None else None
+    views = compute_views(cube, prev)
     if not quiet:
         print_views(views, sys.stdout, title=title)
     if html is not None:
         from flowatlas.viz.report import write_html
 
         write_html(views, html, title=title)
-        click.echo(f"report written to {html}")
+        click.echo(f"report written to {html}", err=quiet)
+    if out is not None:
+        from flowatlas.viz.report import write_out
+
+        written = write_out(views, out, title=title)
+        click.echo(
+            f"report written to {out}: {written['html'].name}, {len(written['pngs'])} PNGs, "
+            f"{written['summary'].name}",
+            err=quiet,
+        )
 
 
 @click.command()
 @click.argument("cube", type=click.Path(path_type=Path))
-@click.option(
-    "--html", type=click.Path(path_type=Path), default=None, help="Also write the HTML report here."
-)
+@click.option("--out", "-o", "out", type=click.Path(path_type=Path), default=None,
+              help="Write DIR/report.html, a PNG per figure (headless Chromium) and "
+              "DIR/summary.md.")  # fmt: skip
+@click.option("--html", type=click.Path(), default=None,
+              help="Also write the HTML report to this file.")  # fmt: skip
+@click.option("--previous", type=click.Path(path_type=Path), default=None,
+              help="An earlier cube: shares are compared with its whole range.")  # fmt: skip
 @click.option("--title", default="flowatlas network report", show_default=True)
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the tables.")
-def report(cube, html, title, quiet) -> None:
-    """Print a cube's report tables, and write its HTML charts with --html."""
-    _show_report(cube, html, quiet, title)
+def report(cube, out, html, previous, title, quiet) -> None:
+    """Print a cube's report tables; write its HTML page (--html) or a report folder (--out)."""
+    _show_report(cube, html, quiet, title, out=out, previous=previous)
 
 
 # --------------------------------------------------------------------------- demo
@@ -324,6 +344,7 @@ def demo(records, out, workers, seed, quiet) -> None:
     )
     _echo("[3/3] report", quiet)
     _show_report(cube, html, False, "flowatlas demo: synthetic Network Stats, Jul-Dec 2025")
+    click.echo(f"explore it in a browser: flowatlas serve {shlex.quote(str(cube))}")
 
 
 # --------------------------------------------------------------------------- config

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-import numpy as np
 import pandas as pd
 
-from flowatlas.viz.views import Views, si
+from flowatlas.viz import units
+from flowatlas.viz.query import OTHER_CLOUDS
+from flowatlas.viz.summary import sentences
+from flowatlas.viz.views import Views
 
 
 def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
@@ -40,7 +42,7 @@ def _matrix(title: str, m: pd.DataFrame, fmt: Callable[[float], str], out: TextI
 
 
 def _count(v: float) -> str:
-    return "-" if v is None or not np.isfinite(v) else f"{int(v):,}"
+    return units.fmt(v, "count")
 
 
 def print_views(views: Views, out: TextIO, *, title: str = "flowatlas network report") -> None:
@@ -51,7 +53,8 @@ def print_views(views: Views, out: TextIO, *, title: str = "flowatlas network re
     out.write(f"\n{title}{span}\n" + "=" * (len(title) + len(span)) + "\n")
 
     rows = [
-        [t, si(float(r.bytes), "B"), f"{100 * r.share:5.1f}%"] for t, r in views.share.iterrows()
+        [t, units.fmt(float(r.bytes), "volume"), units.share(float(r.share))]
+        for t, r in views.share.iterrows()
     ]
     _table(
         "Share of traffic by network type (both directions)",
@@ -60,11 +63,11 @@ def print_views(views: Views, out: TextIO, *, title: str = "flowatlas network re
         out,
     )
 
-    _matrix("Volume: region x network type (bytes)", views.volume, lambda v: si(v, "B"), out)
+    _matrix("Volume: region x network type", views.volume, lambda v: units.fmt(v, "volume"), out)
     _matrix(
         "Magnitude: region x network type (bits per unique remote IP)",
         views.magnitude,
-        lambda v: si(v, "b"),
+        lambda v: units.fmt(v, "magnitude"),
         out,
     )
     _matrix(
@@ -77,13 +80,27 @@ def print_views(views: Views, out: TextIO, *, title: str = "flowatlas network re
     cols = [c for c in ("Neocloud", "Migration", "Hyperscaler") if c in views.monthly.columns]
     if cols:
         rows = [
-            [str(m), *[si(float(views.monthly.loc[m, c]), "B") for c in cols]]
+            [str(m), *[units.fmt(float(views.monthly.loc[m, c]), "volume") for c in cols]]
             for m in views.monthly.index
         ]
         _table("Volume by month", ["month", *cols], rows, out)
 
     qs = views.quarterly_share
-    cols = [c for c in ("Other clouds", "Neocloud", "Hyperscaler") if c in qs.columns]
-    rows = [[str(q), *[f"{100 * qs.loc[q, c]:5.1f}%" for c in cols]] for q in qs.index]
+    cols = [c for c in (OTHER_CLOUDS, "Neocloud", "Hyperscaler") if c in qs.columns]
+    rows = [[str(q), *[units.share(float(qs.loc[q, c])) for c in cols]] for q in qs.index]
+    if views.comparison is not None:
+        rows.append(["change", *[units.points(float(views.comparison.deltas[c])) for c in cols]])
     _table("Share of all traffic to other clouds, by quarter", ["quarter", *cols], rows, out)
+
+    ipv = views.ip_versions
+    rows = [
+        [f"IPv{int(v)}", units.fmt(float(r.bytes), "volume"), units.share(float(r.share)),
+         _count(float(r.uniques)), _count(float(r.uniques_prefix))]
+        for v, r in zip(ipv.index, ipv.itertuples(), strict=True)
+    ]  # fmt: skip
+    _table("IPv4 and IPv6", ["version", "volume", "share", "addresses", "/64 prefixes"], rows, out)
+
+    found = sentences(views)
+    if found:
+        out.write("\nFindings\n" + "".join(f"- {s}\n" for s in found))
     out.write("\n")

@@ -1,118 +1,111 @@
-"""The seed report's views, computed from a cube as plain tables.
+"""The seed report's views over a cube's whole range, as plain tables.
 
-Both the terminal tables and the Bokeh charts are drawn from these frames, so they always
-agree. Views exclude our own cross-region traffic (network type Internal): the report is about
+The terminal tables, the report page, its PNGs and its Markdown summary are drawn from these
+frames (computed by :mod:`flowatlas.viz.query`, as the server's are), so they always agree.
+Views exclude our own cross-region traffic (network type Internal): the report is about
 traffic with other networks.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from flowatlas.engine.cube import Cube
-from flowatlas.vocab import CLOUD_TYPES, INTERNAL, NETWORK_TYPES, UNKNOWN, UNKNOWN_REGION
+from flowatlas.engine.cube import Cube, open_cube
+from flowatlas.errors import InputError
+from flowatlas.viz.query import Comparison, CubeQuery, Filters, compare
 
-#: network types the report shows (in vocabulary order, Unknown last); others after them
-REPORT_TYPES = (*(t for t in NETWORK_TYPES if t not in (UNKNOWN, INTERNAL)), UNKNOWN)
+#: the network types whose endpoints the metro section lists (the seed's clustering)
+METRO_TYPES = ("Neocloud", "Hyperscaler")
+
+
+def open_cube_dir(path: str | os.PathLike[str], what: str = "CUBE") -> Cube:
+    """Open a cube, saying plainly when ``path`` is a file (a cube is a directory)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(
+            f"{path}: is a file, not a cube directory ({what} is a directory that "
+            "`flowatlas build` writes)"
+        )
+    return open_cube(path)
 
 
 @dataclass
 class Views:
     """Every table of the report."""
 
+    query: CubeQuery
     types: list[str]
     regions: list[str]
     share: pd.DataFrame  # network_type -> bytes, share
     volume: pd.DataFrame  # region x type, bytes
     magnitude: pd.DataFrame  # region x type, bits per unique remote IP
     uniqueness: pd.DataFrame  # region x type, distinct remote IPs
-    magnitude_by_type: pd.DataFrame  # network_type -> magnitude (all regions)
-    daily: pd.DataFrame  # day x type, average Gbps
+    top10: pd.DataFrame  # region x type, share of volume of the 10 heaviest remote IPs
+    hhi: pd.DataFrame  # region x type, Herfindahl-Hirschman index over remote IPs
+    magnitude_by_type: pd.DataFrame  # network_type -> bytes, share, uniques, magnitude
+    daily: pd.DataFrame  # day x type, mean bits/s (NaN on days without data)
     monthly: pd.DataFrame  # month x type, bytes
-    quarterly_share: pd.DataFrame  # quarter x type, share of all traffic
+    quarterly_share: pd.DataFrame  # quarter (and previous cube) x type, share of all traffic
+    comparison: Comparison | None  # previous cube or first quarter -> last quarter
+    ip_versions: pd.DataFrame  # ip_version -> bytes, share, uniques, uniques_prefix
     region_uniques: pd.DataFrame  # region -> distinct remote IPs
+    metros: dict[str, pd.DataFrame]  # "all" and METRO_TYPES -> metro, country, bytes, share
+    metro_note: str
     first: pd.Timestamp | None
     last: pd.Timestamp | None
 
 
-def _types(cube: Cube) -> list[str]:
-    present = set(cube.cells["network_type"].astype(str).unique())
-    ordered = [t for t in REPORT_TYPES if t in present]
-    extra = [t for t in cube.network_types if t in present and t not in ordered and t != INTERNAL]
-    return ordered + extra
+def compute_views(cube: Cube, previous: Cube | None = None) -> Views:
+    """All report tables for ``cube`` (``previous``: an earlier cube to compare shares with)."""
+    q = CubeQuery(cube)
+    prev = CubeQuery(previous, f"previous ({previous.path.name})") if previous else None
+    f = q.normalize(Filters())
+    by_type, _ = q.by_type(f)
 
+    qs = q.quarter_shares(f)
+    if prev is not None:
+        qs = pd.concat([prev.total_shares(Filters(), prev.name), qs])
 
-def compute_views(cube: Cube) -> Views:
-    """All report tables for ``cube``."""
-    types = _types(cube)
-    cells = cube.cells[cube.cells["network_type"].isin(types)]
-    regions = [r for r in cube.regions if r in set(cells["region"].astype(str))]
-    if UNKNOWN_REGION in regions and len(regions) > 1:
-        regions = [r for r in regions if r != UNKNOWN_REGION] + [UNKNOWN_REGION]
+    monthly = pd.DataFrame(q.daily.sum(axis=(1, 3, 4)), index=q.days, columns=q.types)
+    monthly = monthly.groupby(monthly.index.to_period("M")).sum()
+    monthly.index.name = "month"
 
-    by_type = cells.groupby("network_type", observed=True)["bytes"].sum().reindex(types).fillna(0)
-    total = float(by_type.sum()) or 1.0
-    share = pd.DataFrame({"bytes": by_type, "share": by_type.astype(float) / total})
-
-    def matrix(measure: str) -> pd.DataFrame:
-        m = cube.matrix(measure, rows="region", cols="network_type")
-        return m.reindex(index=regions, columns=types)
-
-    mag_t = cube.rollup(("network_type",)).set_index("network_type").reindex(types)
-
-    day = cells["bucket_start"].dt.tz_convert(None).dt.floor("D")
-    daily = cells.assign(day=day).pivot_table(
-        index="day", columns="network_type", values="bytes", aggfunc="sum", observed=True
-    )
-    daily = daily.reindex(columns=types).fillna(0) * 8 / 86_400 / 1e9  # average Gbps
-
-    month = cells["bucket_start"].dt.tz_convert(None).dt.to_period("M")
-    monthly = cells.assign(month=month).pivot_table(
-        index="month", columns="network_type", values="bytes", aggfunc="sum", observed=True
-    )
-    monthly = monthly.reindex(columns=types).fillna(0)
-
-    quarter = cells["bucket_start"].dt.tz_convert(None).dt.to_period("Q")
-    q = cells.assign(quarter=quarter).pivot_table(
-        index="quarter", columns="network_type", values="bytes", aggfunc="sum", observed=True
-    )
-    q = q.reindex(columns=types).fillna(0)
-    quarterly_share = q.div(q.sum(axis=1).replace(0, np.nan), axis=0)
-    clouds = [t for t in CLOUD_TYPES if t in quarterly_share.columns]
-    quarterly_share["Other clouds"] = quarterly_share[clouds].sum(axis=1) if clouds else 0.0
-
-    region_uniques = cube.rollup(("region",)).set_index("region").reindex(regions)
-    t = cells["bucket_start"]
+    ru = q.uniques(f, ("region",)).table.set_index("region").reindex(q.regions)[["uniques"]]
+    metros, note = _metros(q, f)
     return Views(
-        types=types,
-        regions=regions,
-        share=share,
-        volume=matrix("bytes"),
-        magnitude=matrix("magnitude"),
-        uniqueness=matrix("uniques"),
-        magnitude_by_type=mag_t[["bytes", "uniques", "magnitude"]],
-        daily=daily,
+        query=q,
+        types=list(q.types),
+        regions=list(q.regions),
+        share=by_type[["bytes", "share"]],
+        volume=q.matrix(f, "bytes")[0],
+        magnitude=q.matrix(f, "magnitude")[0],
+        uniqueness=q.matrix(f, "uniques")[0],
+        top10=q.matrix(f, "top10_share")[0],
+        hhi=q.matrix(f, "hhi")[0],
+        magnitude_by_type=by_type,
+        daily=q.area(f),
         monthly=monthly,
-        quarterly_share=quarterly_share,
-        region_uniques=region_uniques[["uniques"]],
-        first=t.min() if len(t) else None,
-        last=t.max() if len(t) else None,
+        quarterly_share=qs,
+        comparison=compare(q, f, prev),
+        ip_versions=q.ip_versions_table(f)[0],
+        region_uniques=ru,
+        metros=metros,
+        metro_note=note,
+        first=pd.Timestamp(q.first_day) if q.first_day else None,
+        last=pd.Timestamp(q.last_day) if q.last_day else None,
     )
 
 
-# --------------------------------------------------------------------------- formatting
-
-_SI = ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
-
-
-def si(value: float, unit: str = "") -> str:
-    """1.23e15 -> '1.23 P' + unit: numbers people can read at a glance."""
-    if value is None or not np.isfinite(value):
-        return "-"
-    for scale, prefix in _SI:
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}".rstrip()
+def _metros(q: CubeQuery, f: Filters) -> tuple[dict[str, pd.DataFrame], str]:
+    """Top metros of all traffic and of each of METRO_TYPES (empty where the cube has none)."""
+    out: dict[str, pd.DataFrame] = {}
+    note = ""
+    for t in METRO_TYPES:
+        if t in q.types:
+            out[t], note = q.metros(f, t)
+    out["all"], note_all = q.metros(f, None)
+    return out, note or note_all

@@ -1,0 +1,73 @@
+"""Overview tab: traffic by network type over time, stacked (bits/s).
+
+Mean, 95th percentile or peak of each day's bucket rates, or every bucket. Hover gives the
+time's values; the legend (outside the plot) hides a series on click and the stack closes
+up; clicking a series drills into that network type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from bokeh.events import Tap
+from bokeh.layouts import column
+from bokeh.models import ColumnDataSource, Div, HoverTool
+
+from flowatlas.viz import units
+from flowatlas.viz.charts import area_data, area_figure, area_tooltips, set_legend
+
+NAME = "overview"
+TITLE = "Overview"
+_STAT_TEXT = {"mean": "daily mean", "p95": "daily 95th percentile", "peak": "daily peak"}
+
+
+class View:
+    TITLE = TITLE
+    NAME = NAME
+
+    def __init__(self, page) -> None:
+        self.types = list(page.all_types)
+        q, _ = page.query()
+        empty = q.area(page.filters).iloc[:0]
+        self.source = ColumnDataSource(
+            area_data(empty, self.types, [], [True] * len(self.types)), name="area-source"
+        )
+        self.figure = area_figure(self.source, self.types, "Traffic by network type")
+        self.figure.on_event(Tap, lambda event: self._on_tap(page, event))
+        self.note = Div(text="", name="overview-note", width=1100)
+        self.layout = column(self.figure, self.note)
+
+    def _renderers(self):
+        return [self.figure.select_one({"name": f"area-{t}"}) for t in self.types]
+
+    def update(self, page) -> None:
+        q, _ = page.query()
+        f = q.normalize(page.filters)
+        s = page.state
+        table = q.area(f, s.stat, s.resolution)
+        visible = [bool(r.visible) for r in self._renderers()]
+        self.source.data = area_data(table, self.types, list(f.types), visible)
+        self.figure.select_one(HoverTool).tooltips = area_tooltips(self.types, list(f.types))
+        set_legend(self.figure, self.types, list(f.types))
+        what = "every bucket" if s.resolution == "bucket" else _STAT_TEXT[s.stat]
+        self.figure.title.text = f"Traffic by network type ({what}, bits per second)"
+        days = int(np.isfinite(table.to_numpy()).any(axis=1).sum()) if len(table) else 0
+        gaps = len(table) - days if s.resolution == "day" else None
+        total = q.volume(f, ()).iloc[0]
+        note = f"{units.fmt(total, 'volume')} over {days} days with data"
+        if gaps:
+            note += f"; {gaps} days without any record are left as gaps"
+        self.note.text = f"<p class='fa-note fa-overview-note'>{note}</p>"
+
+    def _on_tap(self, page, event) -> None:
+        """Drill into the network type whose band holds the clicked point."""
+        d = self.source.data
+        t = np.asarray(d["t"])
+        if event.x is None or event.y is None or not len(t):
+            return
+        x = np.datetime64(int(event.x), "ms")
+        i = int(np.argmin(np.abs(t.astype("datetime64[ms]") - x)))
+        for k, name in enumerate(self.types):
+            lo, hi = float(d[f"lo{k}"][i]), float(d[f"hi{k}"][i])
+            if np.isfinite(lo) and np.isfinite(hi) and lo <= event.y < hi:
+                page.select((None, name))
+                return

@@ -1,0 +1,179 @@
+"""`flowatlas report`: --out (page, PNGs, computed summary), --html, sparse cubes, bad input."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from serve_support import colourful, keep_artefact, make_cube, make_sparse_cube, need_browser
+
+from flowatlas.engine.cube import open_cube
+from flowatlas.viz import units
+from flowatlas.viz.report import HEATMAPS, write_html
+from flowatlas.viz.summary import sentences
+from flowatlas.viz.views import compute_views
+from flowatlas.vocab import CLOUD_TYPES
+
+FIGURES = ["overview", *[h[0] for h in HEATMAPS], "shares", "magnitude-log", "magnitude-linear",
+           "ipv-volume", "ipv-uniques"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    return make_cube(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def sparse(tmp_path_factory):
+    return make_sparse_cube(tmp_path_factory.mktemp("sparse"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flowatlas", *args], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def test_sentences_are_the_cubes_numbers(cube) -> None:
+    """Every number in the summary, recomputed here from the cube's cells with pandas."""
+    c = open_cube(cube)
+    views = compute_views(c)
+    text = sentences(views)
+    cells = c.cells[c.cells["network_type"] != "Internal"]
+    quarter = cells["bucket_start"].dt.tz_convert(None).dt.to_period("Q")
+    vol = cells.assign(q=quarter).pivot_table(index="q", columns="network_type", values="bytes",
+                                              aggfunc="sum", observed=True)  # fmt: skip
+    share = vol.div(vol.sum(axis=1), axis=0)
+    clouds = share[[t for t in CLOUD_TYPES if t in share.columns]].sum(axis=1)
+    verb = "rose" if clouds.iloc[1] > clouds.iloc[0] else "fell"
+    assert text[0] == (
+        f"Traffic to other clouds (Hyperscaler and Neocloud) {verb} from "
+        f"{100 * clouds.iloc[0]:.1f}% to {100 * clouds.iloc[1]:.1f}% of all traffic "
+        "(from 2025Q3 to 2025Q4)."
+    )
+    for t in CLOUD_TYPES:
+        s = next(x for x in text if x.startswith(f"{t}'s share"))
+        assert f"{100 * share[t].iloc[0]:.1f}% to {100 * share[t].iloc[1]:.1f}%" in s
+    cell = cells.groupby(["region", "network_type"], observed=True)["bytes"].sum().astype(float)
+    (r, t), top = cell.idxmax(), cell.max()
+    s = next(x for x in text if x.startswith("The largest volume"))
+    assert s == (f"The largest volume is {r} <-> {t}: {units.fmt(float(top), 'volume')}, "
+                 f"{100 * top / cell.sum():.1f}% of all traffic.")  # fmt: skip
+    v6 = float(cells[cells["ip_version"] == 6]["bytes"].sum()) / float(cells["bytes"].sum())
+    assert any(x.startswith(f"IPv6 carries {100 * v6:.1f}% of the volume") for x in text)
+
+
+def test_previous_cube_comparison(cube, tmp_path) -> None:
+    prev = make_cube(tmp_path, records=5_000, seed=7)
+    views = compute_views(open_cube(cube), open_cube(prev))
+    assert views.quarterly_share.index[0].startswith("previous")
+    assert "from previous" in sentences(views)[0]
+    cmp = views.comparison
+    want = views.quarterly_share.iloc[0]
+    np.testing.assert_allclose(cmp.before.to_numpy(), want.to_numpy())
+
+
+def test_out_writes_page_pngs_and_summary(cube, tmp_path) -> None:
+    need_browser()
+    out = tmp_path / "rep"
+    p = run("report", str(cube), "--out", str(out), "-q")
+    assert p.returncode == 0, p.stderr
+    assert (out / "report.html").stat().st_size > 100_000
+    page = (out / "report.html").read_text()
+    for title in (
+        "Traffic by network type",
+        "Volume: region x network type",
+        "Magnitude: bits",
+        "Uniqueness: distinct",
+        "Concentration: top-10",
+        "Herfindahl",
+        "Share of all",
+        "Magnitude by network type, log",
+        "Magnitude by network type, linear",
+        "Volume by IP version",
+        "Uniqueness by IP version",
+        "Metros of the remote",
+    ):
+        assert title in page, title  # fmt: skip
+    for name in FIGURES:
+        png = out / f"{name}.png"
+        keep_artefact(png)
+        colours, busy = colourful(png)
+        assert colours > 20 and busy > 0.05, (name, colours, busy)
+    summary = (out / "summary.md").read_text()
+    views = compute_views(open_cube(cube))
+    for s in sentences(views):
+        assert f"- {s}" in summary
+    assert all(f"]({n}.png)" in summary for n in FIGURES)
+    assert "| Other clouds |" in summary
+
+
+#: every drawn axis (colour bars' too): [figure name, axis type, tick labels as drawn]
+AXES_JS = """
+if (!(window.Bokeh && Bokeh.index)) return null;
+const axes = [...Bokeh.index.all_views()].filter(v => typeof v.compute_labels === "function");
+if (!axes.length) return null;
+return axes.map(v => [v.plot_view && v.plot_view.model ? v.plot_view.model.name : "colorbar",
+                      v.model.type || v.model.constructor.name,
+                      v.compute_labels(v.tick_coords.major[v.dimension]).items.map(b => b.text)]);
+"""
+
+
+def test_sparse_cube_renders_with_sane_axes(sparse, tmp_path) -> None:
+    """A few hundred records over days with gaps: gaps stay gaps, axes read in units."""
+    need_browser()
+    from flowatlas.viz.browser import chrome
+
+    views = compute_views(open_cube(sparse))
+    gaps = views.daily.isna().all(axis=1)
+    assert gaps.sum() == 16 and not views.daily[~gaps].isna().any().any()
+    page = write_html(views, tmp_path / "sparse.html")
+    d = chrome(1400, 1000)
+    try:
+        d.get(page.as_uri())
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        axes = WebDriverWait(d, 60).until(lambda d: d.execute_script(AXES_JS))
+        png = tmp_path / "report-sparse.png"
+        d.save_screenshot(str(png))
+        keep_artefact(png)
+    finally:
+        d.quit()
+    by = {(name, kind): labels for name, kind, labels in axes}
+    rate = by[("area", "LinearAxis")]
+    assert len(rate) >= 3 and len(set(rate)) == len(rate), rate
+    assert all(re.fullmatch(r"-?[\d.]+ [kMGTP]?bps", x) for x in rate), rate
+    mag = by[("magnitude-linear", "LinearAxis")]
+    assert len(set(mag)) == len(mag) and all(re.fullmatch(r"[\d.]+ [kMGTP]?b", x) for x in mag)
+    vol = by[("ipv-volume", "LinearAxis")]
+    assert len(set(vol)) == len(vol) and all(re.fullmatch(r"[\d.]+ [kMGTP]?B", x) for x in vol)
+    for _, _, labels in axes:
+        flat = [x if isinstance(x, str) else " ".join(x) for x in labels]
+        assert not any(re.search(r"\de[+-]\d", x) for x in flat), flat
+        assert len(set(flat)) == len(flat), flat
+
+
+def test_html_option_and_bad_paths(cube, tmp_path) -> None:
+    p = run("report", str(cube), "--html", str(tmp_path / "r.html"), "-q")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "r.html").stat().st_size > 100_000
+    (tmp_path / "d").mkdir()
+    for target in (str(tmp_path / "d"), str(tmp_path / "new") + "/"):
+        p = run("report", str(cube), "--html", target, "-q")
+        assert p.returncode == 2 and "use --out DIR" in p.stderr, p.stderr
+    assert not (tmp_path / "new").exists()
+    p = run("report", str(cube / "cells.parquet"))
+    assert p.returncode == 2
+    assert p.stderr.strip().endswith("directory that `flowatlas build` writes)"), p.stderr
+    assert "is a file, not a cube directory" in p.stderr
+
+
+def test_terminal_tables_use_the_units_module(cube) -> None:
+    p = run("report", str(cube))
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"\d+(\.\d+)? [EP]B", p.stdout)  # volume in bytes units
+    assert re.search(r"\d+(\.\d+)? [PT]b", p.stdout)  # magnitude in bits per IP
+    assert "Findings" in p.stdout and "pp" in p.stdout
+    assert "Pbit" not in p.stdout and "e+" not in p.stdout

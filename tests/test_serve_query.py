@@ -1,0 +1,257 @@
+"""The views for any filters (viz/query.py) against pandas oracles on the cube's own tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from serve_support import make_cube, make_sparse_cube
+
+from flowatlas.engine.cube import open_cube
+from flowatlas.viz.app.state import Choices, State, encode, parse_args
+from flowatlas.viz.query import OTHER_CLOUDS, CubeQuery, Filters, compare
+from flowatlas.vocab import CLOUD_TYPES
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    return open_cube(make_cube(tmp_path_factory.mktemp("q")))
+
+
+@pytest.fixture(scope="module")
+def q(cube):
+    return CubeQuery(cube)
+
+
+def _cells(cube, q, f: Filters) -> pd.DataFrame:
+    """The oracle's cells: the report's types, filtered with plain pandas."""
+    f = q.normalize(f)
+    c = cube.cells
+    day = c["bucket_start"].dt.tz_convert(None).dt.floor("D").dt.date
+    m = (
+        c["network_type"].isin(f.types)
+        & c["region"].isin(f.regions)
+        & c["direction"].isin(f.directions)
+        & c["ip_version"].isin(f.ip_versions)
+        & (day >= f.start)
+        & (day <= f.end)
+    )
+    return c[m.to_numpy()]
+
+
+FILTERS = [
+    Filters(),
+    Filters(regions=("US-East",), directions=("egress",)),
+    Filters(start=dt.date(2025, 8, 3), end=dt.date(2025, 9, 20), ip_versions=(6,)),
+    Filters(types=("Neocloud", "Hyperscaler"), regions=("US-West", "CA-East")),
+]
+
+
+@pytest.mark.parametrize("f", FILTERS)
+def test_daily_mean_matches_pandas(cube, q, f) -> None:
+    got = q.area(f, "mean", "day")
+    cells = _cells(cube, q, f)
+    day = cells["bucket_start"].dt.tz_convert(None).dt.floor("D")
+    want = cells.assign(day=day).pivot_table(
+        index="day", columns="network_type", values="bytes", aggfunc="sum", observed=True
+    )
+    want = want.reindex(index=got.index, columns=got.columns).fillna(0) * 8 / 86_400
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("stat", ["p95", "peak"])
+def test_daily_p95_and_peak_of_bucket_rates(cube, q, stat) -> None:
+    f = Filters(regions=("US-East",), types=("Neocloud", "CDN"))
+    got = q.area(f, stat, "day")
+    cells = _cells(cube, q, f)
+    per_bucket = cells.pivot_table(index="bucket_start", columns="network_type", values="bytes",
+                                   aggfunc="sum", observed=True)  # fmt: skip
+    grid = pd.date_range(f"{q.first_day}", periods=len(q.days) * 24, freq="h", tz="UTC")
+    rates = per_bucket.reindex(index=grid, columns=got.columns).fillna(0) * 8 / 3600
+    by_day = rates.groupby(rates.index.tz_convert(None).floor("D"))
+    want = by_day.max() if stat == "peak" else by_day.quantile(0.95)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9)
+
+
+def test_sparse_days_are_gaps_not_zeros(tmp_path) -> None:
+    cube = open_cube(make_sparse_cube(tmp_path))
+    q = CubeQuery(cube)
+    area = q.area(Filters())
+    have = set(cube.cells["bucket_start"].dt.tz_convert(None).dt.floor("D"))
+    for day, row in area.iterrows():
+        if day in have:
+            assert row.notna().all() and row.sum() > 0
+        else:
+            assert row.isna().all(), day
+    assert area.isna().all(axis=1).sum() == 16  # the two runs of days removed
+
+
+@pytest.mark.parametrize("f", FILTERS)
+def test_volume_matches_cube(cube, q, f) -> None:
+    got = q.volume(f, ("region", "network_type"))
+    want = _cells(cube, q, f).groupby(["region", "network_type"], observed=True)["bytes"].sum()
+    got = got[got > 0]
+    assert got.to_dict() == pytest.approx(want.astype(float).to_dict(), rel=1e-12)
+
+
+def test_whole_range_matrices_are_the_cubes(cube, q) -> None:
+    for measure in ("bytes", "uniques", "magnitude"):
+        m, how = q.matrix(Filters(), measure)
+        want = cube.matrix(measure).reindex(index=m.index, columns=m.columns).astype(float)
+        if measure == "bytes":
+            want = want.where(want > 0)
+        np.testing.assert_allclose(m.to_numpy(), want.to_numpy(), rtol=1e-12)
+        assert how.startswith("exact")
+    top, _ = q.matrix(Filters(), "top10_share")
+    r = cube.rollup(("region", "network_type"))
+    rows = cube.rollups[(cube.rollups["rollup"] == "all")
+                        & (cube.rollups["grouping"] == "region,network_type")]  # fmt: skip
+    want = rows.set_index(["region", "network_type"])
+    for (region, t), row in want.iterrows():
+        if t in top.columns and region in top.index and row["bytes"] > 0:
+            assert top.loc[region, t] == pytest.approx(row["top_bytes"] / row["bytes"])
+    assert len(r)
+
+
+def test_periods(q) -> None:
+    assert q.period(Filters()).level == "all"
+    p = q.period(Filters(start=dt.date(2025, 7, 1), end=dt.date(2025, 9, 30)))
+    assert (p.level, p.start) == ("quarter", pd.Timestamp("2025-07-01", tz="UTC"))
+    p = q.period(Filters(start=dt.date(2025, 8, 1), end=dt.date(2025, 8, 31)))
+    assert p.level == "month"
+    assert q.period(Filters(start=dt.date(2025, 8, 9), end=dt.date(2025, 8, 9))).level == "day"
+    assert q.period(Filters(start=dt.date(2025, 8, 9), end=dt.date(2025, 8, 10))) is None
+    # a range reaching past the data is the period the data holds
+    p = q.period(Filters(start=dt.date(2025, 10, 1), end=dt.date(2026, 3, 1)))
+    assert p.level == "quarter"
+
+
+def test_grouping_rules(q) -> None:
+    g = q._grouping
+    assert g(("region", "network_type"), {}) == ("region,network_type", False)
+    # one direction: the full grouping, summed over IP versions (disjoint: still exact)
+    assert g(("region", "network_type"), {"direction": ("egress",)}) == (
+        "region,network_type,direction,ip_version", True)  # fmt: skip
+    # two regions of three: their distinct counts overlap, nothing stored answers exactly
+    assert g(("network_type",), {"region": ("US-West", "US-East")}) is None
+    # the cube has Internal traffic, which the views leave out: the stored ip_version
+    # grouping counts its addresses too, so it is not the views' exact answer ...
+    assert g(("ip_version",), {}) is None
+    hidden, q.hidden_types = q.hidden_types, []
+    try:  # ... but it is for a cube without hidden types
+        assert g(("ip_version",), {}) == ("ip_version", False)
+    finally:
+        q.hidden_types = hidden
+
+
+def test_exact_uniques_with_a_direction_filter(cube, q) -> None:
+    f = Filters(start=dt.date(2025, 10, 1), end=dt.date(2025, 12, 31), directions=("egress",))
+    u = q.uniques(f, ("region", "network_type"))
+    assert u.exact and "quarter 2025Q4" in u.how
+    r = cube.rollups
+    rows = r[(r["rollup"] == "quarter") & (r["grouping"] == "region,network_type,direction,"
+             "ip_version") & (r["period_start"] == pd.Timestamp("2025-10-01", tz="UTC"))
+             & (r["direction"] == "egress")]  # fmt: skip
+    want = rows.groupby(["region", "network_type"], observed=True)["uniques"].sum()
+    got = u.table.set_index(["region", "network_type"])["uniques"]
+    assert got.to_dict() == {(str(a), str(b)): float(v) for (a, b), v in want.items()}
+    assert u.table["top10_share"].isna().all()  # summed over IP versions: not a top-10
+
+
+def test_estimates_where_no_rollup_answers(cube, q) -> None:
+    f = Filters(start=dt.date(2025, 8, 1), end=dt.date(2025, 8, 31))
+    by = ("region", "network_type")
+    exact = q.uniques(f, by).table.set_index(list(by))["uniques"]
+    est = q._estimate(q.normalize(f), by, {}).table.set_index(list(by))["uniques"]
+    assert q.uniques(f, by).exact
+    for key, v in exact[exact >= 100].items():
+        assert est[key] == pytest.approx(v, rel=6 * q.sketch_error), key
+    # views leave Internal out, so a count without a network type dimension is an estimate
+    assert q.hidden_types == ["Internal"]
+    assert not q.uniques(f, ("region",)).exact
+    odd = q.uniques(Filters(start=dt.date(2025, 8, 3), end=dt.date(2025, 8, 17)), ("region",))
+    assert not odd.exact and "estimate" in odd.how and "1.6%" in odd.how
+
+
+def test_quarter_shares_and_comparison(cube, q) -> None:
+    qs = q.quarter_shares(Filters())
+    assert list(qs.index) == ["2025Q3", "2025Q4"]
+    c = cube.cells[cube.cells["network_type"].isin(q.types)]
+    quarter = c["bucket_start"].dt.tz_convert(None).dt.to_period("Q").astype(str)
+    vol = c.assign(q=quarter).pivot_table(index="q", columns="network_type", values="bytes",
+                                          aggfunc="sum", observed=True)  # fmt: skip
+    share = vol.div(vol.sum(axis=1), axis=0)
+    for t in q.types:
+        np.testing.assert_allclose(qs[t].to_numpy(), share[t].to_numpy(), rtol=1e-12)
+    clouds = [t for t in CLOUD_TYPES if t in share.columns]
+    np.testing.assert_allclose(qs[OTHER_CLOUDS], share[clouds].sum(axis=1), rtol=1e-12)
+    cmp = compare(q, Filters())
+    assert cmp.deltas[OTHER_CLOUDS] == pytest.approx(qs[OTHER_CLOUDS].iloc[1]
+                                                     - qs[OTHER_CLOUDS].iloc[0])  # fmt: skip
+
+
+def test_drill_top_lists_are_the_cubes(cube, q) -> None:
+    d = q.drill(Filters(), "Neocloud", "US-East")
+    want = cube.top_asns(by=("region", "network_type"),
+                         where={"region": "US-East", "network_type": "Neocloud"})  # fmt: skip
+    assert list(d.tops.asns["asn"]) == list(want.sort_values("rank")["asn"])
+    assert d.uniques.exact and "whole range" in d.tops.note
+    # a range inside one month: that month's list
+    f = Filters(start=dt.date(2025, 9, 3), end=dt.date(2025, 9, 17))
+    d = q.drill(f, "Neocloud", "US-East")
+    want = cube.top_ips(by=("region", "network_type"), period="month",
+                        where={"region": "US-East", "network_type": "Neocloud"})  # fmt: skip
+    want = want[want["period_start"] == pd.Timestamp("2025-09-01", tz="UTC")]
+    assert list(d.tops.ips["remote_ip"]) == list(want.sort_values("rank")["remote_ip"])
+    assert "month 2025-09" in d.tops.note and "smallest stored period" in d.tops.note
+    assert not d.uniques.exact
+    # one direction and one IP version: the full grouping's list
+    f = Filters(directions=("egress",), ip_versions=(4,))
+    d = q.drill(f, "Neocloud", "US-East")
+    where = {"region": "US-East", "network_type": "Neocloud", "direction": "egress",
+             "ip_version": 4}  # fmt: skip
+    want = cube.top_asns(by=tuple(where), where=where)
+    assert list(d.tops.asns["asn"]) == list(want.sort_values("rank")["asn"])
+    # one direction, both versions: not stored, so the list covers all directions, and says so
+    d = q.drill(Filters(directions=("egress",)), "Neocloud", "US-East")
+    assert "all directions" in d.tops.note
+
+
+CHOICES = Choices(
+    cubes=("a", "b"),
+    regions=("US-West", "US-East"),
+    directions=("ingress", "egress"),
+    types=("CDN", "Neocloud"),
+    tabs=("overview", "heatmaps"),
+)
+
+
+def test_url_round_trip() -> None:
+    state = State(cube="b", filters=Filters(start=dt.date(2025, 7, 1), end=dt.date(2025, 7, 31),
+                                            regions=("US-East",), ip_versions=(6,)),
+                  stat="p95", tab="heatmaps", cell=("US-East", "Neocloud"))  # fmt: skip
+    text = encode(state, "a")
+    args = {k: [v.encode()] for k, v in (p.split("=") for p in text.split("&"))}
+    back, messages = parse_args(args, CHOICES)
+    assert messages == [] and back == state
+    assert encode(State(cube="a"), "a") == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("start", "2025-13-45", "expected a day as YYYY-MM-DD"),
+        ("regions", "US-West,Mars", "comma-separated list"),
+        ("ip", "5", "expected 4, 6 or all"),
+        ("cube", "../../etc/passwd", "not one of the served cubes"),
+        ("stat", "median", "expected one of mean, p95, peak"),
+        ("cell", "Nowhere|CDN", "NETWORK_TYPE"),
+        ("zzz", "1", "unknown URL argument 'zzz'"),
+    ],
+)
+def test_malformed_url_arguments_are_ignored_with_a_message(key, value, message) -> None:
+    state, messages = parse_args({key: [value.encode()], "types": [b"CDN"]}, CHOICES)
+    assert len(messages) == 1 and message in messages[0], messages
+    assert state.cube == "a" and state.filters.types == ("CDN",)  # the rest still applies
