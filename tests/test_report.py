@@ -49,7 +49,8 @@ def test_sentences_are_the_cubes_numbers(cube) -> None:
     clouds = share[[t for t in CLOUD_TYPES if t in share.columns]].sum(axis=1)
     verb = "rose" if clouds.iloc[1] > clouds.iloc[0] else "fell"
     assert text[0] == (
-        f"Traffic to other clouds (Hyperscaler and Neocloud) {verb} from "
+        f"Traffic to other clouds ({', '.join(CLOUD_TYPES[:-1])} and {CLOUD_TYPES[-1]}) "
+        f"{verb} from "
         f"{100 * clouds.iloc[0]:.1f}% to {100 * clouds.iloc[1]:.1f}% of all traffic "
         "(from 2025Q3 to 2025Q4)."
     )

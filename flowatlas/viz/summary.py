@@ -31,7 +31,7 @@ def share_sentences(views: Views) -> list[str]:
     if cmp is None:
         return []
     span = f"(from {cmp.before_label} to {cmp.after_label})"
-    clouds = " and ".join(t for t in CLOUD_TYPES if t in cmp.after.index)
+    clouds = _listed([t for t in CLOUD_TYPES if t in cmp.after.index])
     out = []
     if OTHER_CLOUDS in cmp.after.index and math.isfinite(cmp.after[OTHER_CLOUDS]):
         out.append(
@@ -141,3 +141,8 @@ def markdown(views: Views, *, title: str, pngs: list[str] = ()) -> str:
     if pngs:
         lines += ["## Figures", ""] + [f"![{p[:-4]}]({p})" for p in pngs] + [""]
     return "\n".join(lines)
+
+
+def _listed(names: list[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
