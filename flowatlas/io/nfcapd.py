@@ -147,6 +147,11 @@ ELEMENTS: dict[int, str] = {
     37: "EXpfinfo",
 }
 _MAX_KNOWN_ELEMENT = max(ELEMENTS)
+#: record and element types counted one by one; larger ones share one counter
+_COUNT_SLOTS = 256
+#: record types that are no flows: exporter/sampler info and stats, extension maps,
+#: histograms, nbar/interface/vrf names
+_NON_FLOW_RECORDS = (2, 3, 4, 7, 8, 9, 12, 13, 14, 15)
 
 #: quarantine reasons this reader gives (beyond the shared time checks), with what they mean
 REASONS: dict[str, str] = {
@@ -652,8 +657,11 @@ class ReadStats:
     """What reading one file found, besides its flow records."""
 
     blocks: int = 0
-    records: int = 0  # flow records decoded (good or quarantined)
-    metadata_records: int = 0
+    records: int = 0  # records decoded into rows (written or quarantined)
+    metadata_records: int = 0  # exporter and sampler records
+    #: records walked that are no flows (metadata, extension maps, names): with ``records``
+    #: and the records quarantined as lost, they add up to the records the blocks announce
+    non_flow_records: int = 0
     #: record types and extension elements the reader does not know, by name, with counts
     unknown: Counter[str] = field(default_factory=Counter)
     #: exporter info records: sysid -> (NetFlow version, exporter address text, id)
@@ -690,9 +698,9 @@ class NfcapdReader:
         except BaseException:
             self._fh.close()
             raise
-        self._rtype_counts = np.zeros(17, np.uint64)
-        self._elem_counts = np.zeros(_MAX_KNOWN_ELEMENT + 2, np.uint64)
-        self._elem_ids: Counter[int] = Counter()
+        # counts by type (the last slot: any larger type)
+        self._rtype_counts = np.zeros(_COUNT_SLOTS + 1, np.uint64)
+        self._elem_counts = np.zeros(_COUNT_SLOTS + 1, np.uint64)
 
     # ---------------------------------------------------------------- appendix
 
@@ -970,19 +978,17 @@ class NfcapdReader:
         return quarantine_rows(self.where, loss.positions(), [loss.reason] * n, [loss.detail] * n)
 
     def _finish_counts(self) -> None:
-        unknown = self.stats.unknown
-        for rtype in np.flatnonzero(self._rtype_counts).tolist():
+        stats = self.stats
+        counts = self._rtype_counts
+        stats.non_flow_records = int(sum(int(counts[t]) for t in _NON_FLOW_RECORDS))
+        for rtype in np.flatnonzero(counts).tolist():
             if rtype not in RECORD_TYPES:
-                name = f"record type {rtype}" if rtype < 16 else "record type above 15"
-                unknown[name] += int(self._rtype_counts[rtype])
+                name = f"record type {rtype}" if rtype < _COUNT_SLOTS else "record type > 255"
+                stats.unknown[name] += int(counts[rtype])
         for et in np.flatnonzero(self._elem_counts).tolist():
             if et not in ELEMENTS and et != 0:
-                name = (
-                    f"extension {et}"
-                    if et <= _MAX_KNOWN_ELEMENT
-                    else (f"extension above {_MAX_KNOWN_ELEMENT}")
-                )
-                unknown[name] += int(self._elem_counts[et])
+                name = f"extension {et}" if et < _COUNT_SLOTS else "extension > 255"
+                stats.unknown[name] += int(self._elem_counts[et])
 
 
 def _format_us(us: int) -> str:
