@@ -408,7 +408,7 @@ def _decode_block(
             da = 0
             if rsize < 12:
                 st = 5
-                sub = 1
+                sub = 1 << 16
             else:
                 nel = _u16(b, pos + 4)
                 p = pos + 12
@@ -416,7 +416,7 @@ def _decode_block(
                 for _k in range(nel):
                     if p + 4 > rend:
                         st = 5
-                        sub = 2
+                        sub = 2 << 16
                         break
                     et = _u16(b, p)
                     el = _u16(b, p + 2)
@@ -938,38 +938,51 @@ class NfcapdReader:
         return Batch(table, quarantine, records_read=table.num_rows + quarantine.num_rows)
 
     def _quarantine(self, cols: _Columns, idx: np.ndarray) -> pa.Table:
-        from flowatlas.io.importers.base import quarantine_rows
+        """Quarantine rows for the flagged rows ``idx`` (vectorised: there may be many)."""
+        import pyarrow.compute as pc
 
-        positions: list[str] = []
-        reasons: list[str] = []
-        details: list[str | None] = []
-        for i in idx.tolist():
-            st = int(cols.status[i])
-            positions.append(f"block {int(cols.block[i])} record {int(cols.rec_no[i])}")
-            if st in (_TS_OLD, _TS_FUTURE, _TE_OLD, _TE_FUTURE):
-                old = st in (_TS_OLD, _TE_OLD)
-                fname = "time_start" if st in (_TS_OLD, _TS_FUTURE) else "time_end"
-                us = int(cols.ts[i] if fname == "time_start" else cols.te[i])
-                reasons.append("time_before_1990" if old else "time_in_future")
-                details.append(f"{fname}: {_format_us(us)}")
-            elif st == _BAD_RECORD:
-                a = int(cols.aux[i])
+        from flowatlas.io.importers.base import QUARANTINE_SCHEMA
+
+        status = cols.status[idx]
+        positions = pc.binary_join_element_wise(
+            "block ",
+            pa.array(cols.block[idx]).cast(pa.string()),
+            " record ",
+            pa.array(cols.rec_no[idx]).cast(pa.string()),
+            "",
+        )
+        reasons = np.empty(idx.size, object)
+        details = np.empty(idx.size, object)
+        for codes, fname, values in (
+            ((_TS_OLD, _TS_FUTURE), "time_start", cols.ts),
+            ((_TE_OLD, _TE_FUTURE), "time_end", cols.te),
+        ):
+            sel = np.flatnonzero(np.isin(status, codes))
+            if sel.size:
+                old = status[sel] == codes[0]
+                reasons[sel] = np.where(old, "time_before_1990", "time_in_future")
+                details[sel] = [f"{fname}: {t}" for t in _format_times(values[idx[sel]])]
+        for k in np.flatnonzero(status >= _BAD_RECORD).tolist():
+            st, a = int(status[k]), int(cols.aux[idx[k]])
+            if st == _BAD_RECORD:
                 sub, elem = a >> 16, a & 0xFFFF
-                if sub == 0:
-                    sub, elem = elem, 0
                 text = _SUB_TEXT.get(sub, "malformed record")
                 if elem and sub in (_SUB_ELEMENT_LENGTH, _SUB_SHORT_ELEMENT):
                     text += f": element {elem} ({ELEMENTS.get(elem, 'unknown')})"
-                reasons.append("nfcapd_bad_record")
-                details.append(text)
+                reasons[k], details[k] = "nfcapd_bad_record", text
             else:
-                rtype = int(cols.aux[i])
-                name = RECORD_TYPES.get(rtype, "unknown")
-                reasons.append(
-                    "nfcapd_unsupported_record" if st == _UNSUPPORTED else "nfcapd_unknown_record"
-                )
-                details.append(f"record type {rtype} ({name})")
-        return quarantine_rows(self.where, positions, reasons, details)
+                unsupported = st == _UNSUPPORTED
+                reasons[k] = "nfcapd_unsupported_record" if unsupported else "nfcapd_unknown_record"
+                details[k] = f"record type {a} ({RECORD_TYPES.get(a, 'unknown')})"
+        return pa.table(
+            {
+                "source_file": pa.array(np.full(idx.size, self.where, object), pa.string()),
+                "position": positions,
+                "reason": pa.array(reasons, pa.string()),
+                "detail": pa.array(details, pa.string()),
+            },
+            schema=QUARANTINE_SCHEMA,
+        )
 
     def _lost_rows(self, loss: _Lost) -> pa.Table:
         from flowatlas.io.importers.base import quarantine_rows
@@ -991,12 +1004,22 @@ class NfcapdReader:
                 stats.unknown[name] += int(self._elem_counts[et])
 
 
-def _format_us(us: int) -> str:
-    """A time for a quarantine detail (microseconds since the epoch, UTC)."""
+def _format_times(us: np.ndarray) -> list[str]:
+    """Times for quarantine details (microseconds since the epoch, UTC, ISO 8601)."""
     import datetime as dt
 
+    import pyarrow.compute as pc
+
     try:
-        when = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=us)
-        return when.isoformat().replace("+00:00", "Z")
-    except OverflowError:
-        return f"{us // 1000} ms after the epoch"
+        stamps = pa.array(us, pa.timestamp("us", tz="UTC"))
+        return pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # beyond what Arrow prints
+        pass
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    out = []
+    for t in us.tolist():
+        try:
+            out.append((epoch + dt.timedelta(microseconds=t)).isoformat().replace("+00:00", "Z"))
+        except OverflowError:
+            out.append(f"{t // 1000} ms after the epoch")
+    return out
