@@ -742,6 +742,8 @@ class NfcapdReader:
                 if rtype == TYPE_STAT and rsize - 4 >= _STAT.size:
                     v = _STAT.unpack_from(data, pos + 4)
                     self.stats.stat = (v[0], v[1], v[2])
+                elif rtype != TYPE_IDENT:
+                    self.stats.unknown[f"appendix record type {rtype:#x}"] += 1
                 pos += rsize
 
     # ---------------------------------------------------------------- metadata records
