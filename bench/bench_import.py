@@ -1,18 +1,27 @@
-"""Import throughput: ``flowatlas import`` next to the tools it builds on, in one run.
+"""Import throughput: every importer next to its reference, in one run, with peak memory.
 
-- nfcapd: ``flowatlas import`` of one nfcapd file of N records (real softflowd flows from
-  ../shared/data, merged N/9705 times with ``nfdump -R DIR -w``) next to ``nfdump -r FILE -o
-  csv`` alone, and the ``-o fmt:`` output flowatlas actually asks nfdump for;
-- CSV: ``flowatlas import --format csv`` of the same N records written as CSV next to
-  pyarrow's CSV reader alone (``pyarrow.csv.read_csv`` with its defaults).
+Each importer is measured as ``flowatlas import FILE -j 1`` (to Parquet, start-up included)
+next to the tool or decoder it should be compared with, on the same records:
 
-Every case is a command a user would run, measured as a child process with the shared
-measuring stick (``bench/_common.py``: wall time and CPU time); Python's start-up is measured
-too, so it can be told apart. Cases are interleaved and repeated; the median is reported.
-(Peak memory per worker is about 0.5 to 0.9 GB at the default ``--batch-rows``, measured with
-``/usr/bin/time -v``; mostly the allocator keeping freed blocks.) Usage::
+- nfcapd: an nfcapd file of N records (copies of the softflowd output in
+  ../shared/data/flow_exports/generated_nfcapd merged with ``nfdump -R DIR -w``) next to
+  nfdump's binary read (``nfdump -r FILE -q -s srcip -n 5``), the native reader alone
+  (decoding into Arrow, no Parquet) and the old path through nfdump's text (``--reader
+  nfdump``); then the same records split into files, imported with ``-j 1`` and ``-j 2``;
+- CSV: ``pyarrow.csv.read_csv`` alone;
+- NetFlow/IPFIX in a pcap (IPFIX messages, IPv4 and IPv6 templates, as a router sends them):
+  the native decoder alone (capture reading and decoding, no Parquet);
+- goflow2 JSON lines and pmacct JSON lines: ``pyarrow.json.read_json`` alone;
+- goflow2 protobuf: its wire-format decoder alone (the importer's own, pure Python).
 
-    python bench/bench_import.py [--records N] [--repeat R] [--results FILE]
+The CSV, JSON, protobuf and pcap files hold the first ``--other-records`` records of the
+nfcapd file's archive, written here. Inputs are generated into bench/_data (git-ignored) and
+reused. Every case runs as a child process (bench/_common.py: wall time, CPU time of the
+process tree, peak RSS of the tree, polled); cases are interleaved and repeated, and the
+median is reported. Usage::
+
+    python bench/bench_import.py [--records N] [--other-records M] [--repeat R]
+                                 [--files K] [--skip-slow] [--results FILE | --no-results]
 
 Needs nfdump (Debian package) and the shared data folder (FLOWATLAS_DATA).
 """
@@ -20,15 +29,18 @@ Needs nfdump (Debian package) and the shared data folder (FLOWATLAS_DATA).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -38,168 +50,437 @@ from _common import (
     load_average,
     machine,
     markdown_table,
+    mib,
     rate,
     run_measured,
     versions,
     write_section,
 )
 
-from flowatlas.addresses import format_addresses
+from flowatlas.addresses import bytes16_to_hilo, format_addresses
 from flowatlas.io.commands import import_sources
-from flowatlas.io.importers.nfdump import (
-    FIELDS,
-    nfdump_binary,
-    nfdump_env,
-    nfdump_version,
-    summary_totals,
-)
+from flowatlas.io.importers.nfdump import nfdump_binary, nfdump_env, nfdump_version
 from flowatlas.testing import REPO_ROOT, shared_data_dir, shared_data_missing
 
-SOURCE = "flow_exports/generated_nfcapd/pkt.TCP.DOMINATE.syn.ecn.cwr.pcapng/nfcapd.202611250000"
+SOURCES = "flow_exports/generated_nfcapd"
+DATA = Path(__file__).resolve().parent / "_data"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "Import throughput (bench/bench_import.py)"
+NOW_US = 1_790_000_000 * 1_000_000
 
 
-def build_nfcapd(workdir: Path, records: int) -> tuple[Path, int]:
-    """An nfcapd file of about ``records`` flows, merged from copies of a real one."""
-    why = shared_data_missing(SOURCE)
+# --------------------------------------------------------------------------- inputs
+
+
+def nfdump_count(binary: str, path: Path) -> int:
+    """Records in an nfcapd file, as nfdump counts them."""
+    out = subprocess.run(
+        [binary, "-r", str(path), "-q", "-N", "-o", "null", "-I"],
+        capture_output=True,
+        text=True,
+        env=nfdump_env(),
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("Flows:"):
+            return int(line.split(":")[1])
+    raise SystemExit(f"bench_import: cannot count the records of {path}: {out[:200]!r}")
+
+
+def build_nfcapd(binary: str, workdir: Path, records: int) -> tuple[Path, int]:
+    """One nfcapd file of at least ``records`` flows: copies of every softflowd output."""
+    why = shared_data_missing(SOURCES)
     if why:
         raise SystemExit(f"bench_import: {why}")
-    src = shared_data_dir() / SOURCE
-    binary = nfdump_binary()
-    per_file = summary_totals(binary, src)[0]
-    copies = max(1, -(-records // per_file))
+    target = workdir / f"nfcapd.{records}"
+    if target.exists():
+        return target, nfdump_count(binary, target)
+    sources = sorted((shared_data_dir() / SOURCES).glob("*/nfcapd.2*"))
+    per_round = sum(nfdump_count(binary, s) for s in sources)
+    rounds = max(1, -(-records // per_round))
     indir = workdir / "copies"
-    indir.mkdir()
-    for i in range(copies):
-        shutil.copy(src, indir / f"nfcapd.2026010100{i:04d}")
-    big = workdir / "nfcapd.big"
-    subprocess.run([binary, "-R", str(indir), "-w", str(big)], check=True, env=nfdump_env())
+    shutil.rmtree(indir, ignore_errors=True)
+    indir.mkdir(parents=True)
+    k = 0
+    for _ in range(rounds):
+        for s in sources:
+            shutil.copy(s, indir / f"nfcapd.2026{k:08d}")
+            k += 1
+    tmp = workdir / f".nfcapd.{records}.tmp"
+    subprocess.run([binary, "-R", str(indir), "-w", str(tmp)], check=True, env=nfdump_env())
     shutil.rmtree(indir)
-    return big, summary_totals(binary, big)[0]
+    tmp.rename(target)
+    return target, nfdump_count(binary, target)
 
 
-def write_csv(archive_rows: pa.Table, path: Path) -> None:
-    """The archive rows as a plain CSV: ISO times, text addresses, numbers."""
+def archive_rows(nfcapd: Path, workdir: Path, limit: int) -> pa.Table:
+    """The first ``limit`` records of ``nfcapd`` as flow schema v1 (imported natively)."""
+    seed = workdir / f"{nfcapd.name}.archive"
+    if not seed.is_dir():
+        import_sources([nfcapd], seed, jobs=1, progress=False, now_us=NOW_US)
+    table = pq.read_table(seed).drop_columns(["day"])
+    return table.slice(0, min(limit, table.num_rows))
+
+
+def write_csv(rows: pa.Table, path: Path) -> None:
+    """Plain CSV: ISO times, text addresses, numbers."""
     text = pa.table(
         {
-            "time_start": archive_rows["time_start"],
-            "time_end": archive_rows["time_end"],
-            "src_addr": pa.array(format_addresses(archive_rows["src_addr"])),
-            "dst_addr": pa.array(format_addresses(archive_rows["dst_addr"])),
-            "src_port": archive_rows["src_port"],
-            "dst_port": archive_rows["dst_port"],
-            "proto": archive_rows["proto"],
-            "bytes": archive_rows["bytes"],
-            "packets": archive_rows["packets"],
-            "in_if": archive_rows["in_if"],
-            "out_if": archive_rows["out_if"],
+            "time_start": rows["time_start"],
+            "time_end": rows["time_end"],
+            "src_addr": pa.array(format_addresses(rows["src_addr"])),
+            "dst_addr": pa.array(format_addresses(rows["dst_addr"])),
+            "src_port": rows["src_port"],
+            "dst_port": rows["dst_port"],
+            "proto": rows["proto"],
+            "bytes": rows["bytes"],
+            "packets": rows["packets"],
+            "in_if": rows["in_if"],
+            "out_if": rows["out_if"],
         }
     )
     pacsv.write_csv(text, path)
 
 
-def shell(argv: list[str], out: Path) -> list[str]:
-    """``argv > out`` through sh (the baselines print; their output goes to /dev/null)."""
-    import shlex
+def _text_columns(rows: pa.Table) -> dict[str, list]:
+    ns = {k: rows[k].cast(pa.int64()).to_numpy() * 1000 for k in ("time_start", "time_end")}
+    return {
+        "start_ns": ns["time_start"].tolist(),
+        "end_ns": ns["time_end"].tolist(),
+        "exporter": format_addresses(rows["exporter"]),
+        "src": format_addresses(rows["src_addr"]),
+        "dst": format_addresses(rows["dst_addr"]),
+        **{
+            k: rows[k].to_pylist()
+            for k in rows.column_names
+            if k not in ns and k not in ("exporter", "src_addr", "dst_addr")
+        },
+    }
 
-    return ["sh", "-c", " ".join(shlex.quote(a) for a in argv) + f" > {shlex.quote(str(out))}"]
+
+#: JSON key -> column of _text_columns(), per format
+GOFLOW2_KEYS = {
+    "time_received_ns": "end_ns",
+    "sampler_address": "exporter",
+    "time_flow_start_ns": "start_ns",
+    "time_flow_end_ns": "end_ns",
+    "bytes": "bytes",
+    "packets": "packets",
+    "src_addr": "src",
+    "dst_addr": "dst",
+    "proto": "proto",
+    "src_port": "src_port",
+    "dst_port": "dst_port",
+    "in_if": "in_if",
+    "out_if": "out_if",
+    "src_as": "src_as",
+    "dst_as": "dst_as",
+}
+PMACCT_KEYS = {
+    "peer_ip_src": "exporter",
+    "iface_in": "in_if",
+    "iface_out": "out_if",
+    "ip_src": "src",
+    "ip_dst": "dst",
+    "port_src": "src_port",
+    "port_dst": "dst_port",
+    "ip_proto": "proto",
+    "timestamp_start": "start_s",
+    "timestamp_end": "end_s",
+    "packets": "packets",
+    "bytes": "bytes",
+}
+
+
+def write_json_lines(
+    rows: pa.Table, path: Path, keys: dict[str, str], constants: dict[str, object]
+) -> None:
+    """JSON lines: ``constants`` and, for each key, the value of its column."""
+    c = _text_columns(rows)
+    c["start_s"] = [f"{t / 1e9:.6f}" for t in c["start_ns"]]  # pmacct: timestamps_since_epoch
+    c["end_s"] = [f"{t / 1e9:.6f}" for t in c["end_ns"]]
+    with open(path, "w") as fh:
+        for i in range(rows.num_rows):
+            record = {**constants, **{k: c[col][i] for k, col in keys.items()}}
+            fh.write(json.dumps(record) + "\n")
+
+
+def write_goflow2_json(rows: pa.Table, path: Path) -> None:
+    """goflow2 v2 JSON lines (``-format=json``)."""
+    write_json_lines(rows, path, GOFLOW2_KEYS, {"type": "IPFIX", "sampling_rate": 0})
+
+
+def write_pmacct_json(rows: pa.Table, path: Path) -> None:
+    """pmacct JSON lines (print plugin / Kafka, ``timestamps_since_epoch: true``)."""
+    write_json_lines(rows, path, PMACCT_KEYS, {"event_type": "purge"})
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def write_goflow2_pb(rows: pa.Table, path: Path) -> None:
+    """goflow2 v2 binary: varint-length-prefixed ``FlowMessage`` protobufs (``-format=bin``)."""
+    ns = {
+        k: (rows[k].cast(pa.int64()).to_numpy() * 1000).tolist() for k in ("time_start", "time_end")
+    }
+    addr = {k: rows[k].to_pylist() for k in ("exporter", "src_addr", "dst_addr")}
+    nums = {k: rows[k].to_pylist() for k in rows.column_names if k not in ns and k not in addr}
+
+    def packed(b: bytes) -> bytes:
+        return b[12:] if b[:12] == b"\x00" * 10 + b"\xff\xff" else b
+
+    fields_v = ((9, "bytes"), (10, "packets"), (20, "proto"), (21, "src_port"), (22, "dst_port"),
+                (18, "in_if"), (19, "out_if"), (14, "src_as"), (15, "dst_as"))  # fmt: skip
+    with open(path, "wb") as fh:
+        for i in range(rows.num_rows):
+            msg = bytearray(b"\x08\x04")  # type = IPFIX
+            for number, value in ((110, ns["time_end"][i]), (111, ns["time_start"][i]),
+                                  (112, ns["time_end"][i])):  # fmt: skip
+                msg += _varint(number << 3) + _varint(value)
+            for number, name in ((11, "exporter"), (6, "src_addr"), (7, "dst_addr")):
+                b = packed(addr[name][i])
+                msg += _varint(number << 3 | 2) + _varint(len(b)) + b
+            for number, name in fields_v:
+                value = nums[name][i]
+                if value:
+                    msg += _varint(number << 3) + _varint(value)
+            fh.write(_varint(len(msg)) + bytes(msg))
+
+
+_IPFIX_V4 = [(152, 8), (153, 8), (8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 8), (2, 8),
+             (10, 4), (14, 4), (16, 4), (17, 4)]  # fmt: skip
+_IPFIX_V6 = [(27, 16) if ie == 8 else (28, 16) if ie == 12 else (ie, n) for ie, n in _IPFIX_V4]
+
+
+def _ipfix_records(rows: pa.Table, v6: bool) -> np.ndarray:
+    """Fixed-layout IPFIX data records (big endian) for ``rows``."""
+    alen = 16 if v6 else 4
+    dtype = np.dtype([("t0", ">u8"), ("t1", ">u8"), ("sa", f"S{alen}"), ("da", f"S{alen}"),
+                      ("sp", ">u2"), ("dp", ">u2"), ("pr", "u1"), ("by", ">u8"), ("pk", ">u8"),
+                      ("ii", ">u4"), ("oi", ">u4"), ("sas", ">u4"), ("das", ">u4")])  # fmt: skip
+    rec = np.zeros(rows.num_rows, dtype)
+    rec["t0"] = rows["time_start"].cast(pa.int64()).to_numpy() // 1000
+    rec["t1"] = rows["time_end"].cast(pa.int64()).to_numpy() // 1000
+    for name, col in (("sa", "src_addr"), ("da", "dst_addr")):
+        raw = np.frombuffer(rows[col].combine_chunks().buffers()[1], np.uint8)
+        raw = raw[: rows.num_rows * 16].reshape(-1, 16)
+        rec[name] = raw[:, 16 - alen :].copy().view(f"S{alen}").ravel()
+    for name, col in (("sp", "src_port"), ("dp", "dst_port"), ("pr", "proto"), ("by", "bytes"),
+                      ("pk", "packets"), ("ii", "in_if"), ("oi", "out_if"), ("sas", "src_as"),
+                      ("das", "dst_as")):  # fmt: skip
+        rec[name] = rows[col].to_numpy()
+    return rec
+
+
+def write_ipfix_pcap(rows: pa.Table, path: Path) -> None:
+    """IPFIX export packets in a pcap: a template set every 64 messages, ~1400-byte packets."""
+    from flowatlas.io.pcap import UdpDatagram, write_pcap
+
+    hi, lo = bytes16_to_hilo(rows["src_addr"])
+    is4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    hi, lo = bytes16_to_hilo(rows["dst_addr"])
+    is4 &= (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+
+    def template(tid: int, fields: list[tuple[int, int]]) -> bytes:
+        specs = b"".join(struct.pack(">HH", *f) for f in fields)
+        body = struct.pack(">HH", tid, len(fields)) + specs
+        return struct.pack(">HH", 2, 4 + len(body)) + body
+
+    templates = template(256, _IPFIX_V4) + template(257, _IPFIX_V6)
+    exporter = b"\x00" * 10 + b"\xff\xff" + bytes([192, 0, 2, 1])
+    datagrams = []
+    seq = 0
+    for tid, mask in ((256, is4), (257, ~is4)):
+        sub = rows.filter(pa.array(mask))
+        if not sub.num_rows:
+            continue
+        recs = _ipfix_records(sub, tid == 257)
+        per = 1380 // recs.dtype.itemsize
+        export_s = int(sub["time_end"].cast(pa.int64()).to_numpy().max() // 1_000_000) + 1
+        for k, start in enumerate(range(0, len(recs), per)):
+            chunk = recs[start : start + per].tobytes()
+            data_set = struct.pack(">HH", tid, 4 + len(chunk)) + chunk
+            body = (templates if k % 64 == 0 else b"") + data_set
+            msg = struct.pack(">HHIII", 10, 16 + len(body), export_s, seq, 0) + body
+            seq += min(per, len(recs) - start)
+            datagrams.append(UdpDatagram(export_s * 1_000_000, exporter, 4739, 4739, msg))
+    write_pcap(path, datagrams)
+
+
+def prepare(binary: str, records: int, other: int, files: int) -> dict[str, object]:
+    """Every input file (made once into bench/_data, then reused)."""
+    DATA.mkdir(exist_ok=True)
+    big, n = build_nfcapd(binary, DATA, records)
+    inputs: dict[str, object] = {"nfcapd": big, "n_nfcapd": n}
+    split = DATA / f"nfcapd.{records}.x{files}"
+    if not split.is_dir():
+        part, _ = build_nfcapd(binary, DATA, -(-records // files))
+        tmp = DATA / f".{split.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for i in range(files):  # the same records in each file, different names and content
+            data = bytearray(part.read_bytes())
+            data[8:16] = struct.pack("<q", 1_700_000_000 + i)  # created: content differs
+            (tmp / f"nfcapd.20260101{i:04d}").write_bytes(bytes(data))
+        tmp.rename(split)
+    inputs["split"] = split
+    inputs["n_split"] = sum(nfdump_count(binary, f) for f in sorted(split.iterdir()))
+    rows = archive_rows(big, DATA, other)
+    inputs["n_other"] = rows.num_rows
+    writers: dict[str, tuple[str, Callable[[pa.Table, Path], None]]] = {
+        "csv": ("flows.csv", write_csv),
+        "goflow2-json": ("goflow2.json", write_goflow2_json),
+        "goflow2-pb": ("goflow2.bin", write_goflow2_pb),
+        "pmacct-json": ("pmacct.json", write_pmacct_json),
+        "netflow-pcap": ("ipfix.pcap", write_ipfix_pcap),
+    }
+    for fmt, (name, writer) in writers.items():
+        path = DATA / f"{rows.num_rows}.{name}"
+        if not path.exists():
+            tmp = path.with_name("." + path.name + ".tmp")
+            writer(rows, tmp)
+            tmp.rename(path)
+        inputs[fmt] = path
+    return inputs
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def py_case(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+NATIVE_READER = (
+    "from flowatlas.io.nfcapd import NfcapdReader\n"
+    "r = NfcapdReader({path!r}, now_us={now})\n"
+    "n = sum(b.records_read for b in r.batches())\n"
+)
+PCAP_DECODER = (
+    "from flowatlas.io.netflow import NetflowDecoder\n"
+    "from flowatlas.io.pcap import CaptureStats, iter_datagrams\n"
+    "d = NetflowDecoder({path!r})\n"
+    "n = 0\n"
+    "for k, g in iter_datagrams({path!r}, CaptureStats()):\n"
+    "    d.feed(g.payload, g.src_ip, k)\n"
+    "    if d.pending_rows >= 1 << 20:\n"
+    "        n += d.take().records_read\n"
+    "d.finish()\n"
+    "n += d.take().records_read\n"
+)
+PB_DECODER = (
+    "from flowatlas.io.importers.goflow2 import decode_flow_message, iter_delimited\n"
+    "with open({path!r}, 'rb') as fh:\n"
+    "    n = sum(1 for _, m, _ in iter_delimited(fh) if m is not None and decode_flow_message(m))\n"
+)
+
+
+def cases(inputs: dict[str, object], binary: str, out: Path, skip_slow: bool) -> list[tuple]:
+    """(group, name, argv, records) for every case, reference first in each group."""
+    fa = [sys.executable, "-m", "flowatlas", "import"]
+    big, split = str(inputs["nfcapd"]), str(inputs["split"])
+    n, n_split, n_other = inputs["n_nfcapd"], inputs["n_split"], inputs["n_other"]
+
+    def imp(path: object, *extra: str) -> list[str]:
+        return [*fa, str(path), "--out", str(out), "-q", *extra]
+
+    rows = [
+        ("-", "python start-up (import flowatlas.io.commands)",
+         py_case("import flowatlas.io.commands, flowatlas.io.importers"), 0),
+        ("nfcapd", "nfcapd: nfdump -r FILE -q -s srcip -n 5 (binary read, reference)",
+         ["sh", "-c", f"{binary} -r {big} -q -s srcip -n 5 > /dev/null"], n),
+        ("nfcapd", "nfcapd: native reader alone (python -c, to Arrow)",
+         py_case(NATIVE_READER.format(path=big, now=NOW_US)), n),
+        ("nfcapd", "nfcapd: flowatlas import FILE -j 1 (to Parquet)", imp(big, "-j", "1"), n),
+    ]  # fmt: skip
+    if not skip_slow:
+        rows.append(
+            ("nfcapd", "nfcapd: flowatlas import FILE -j 1 --reader nfdump (text path)",
+             imp(big, "-j", "1", "--reader", "nfdump"), n)
+        )  # fmt: skip
+    for jobs in ("1", "2"):
+        name = f"nfcapd files: flowatlas import DIR -j {jobs} ({Path(split).name})"
+        rows.append(("nfcapd files", name, imp(split, "-j", jobs), n_split))
+    read_json = "import pyarrow.json as j; j.read_json({path!r})"
+    references = {  # format: (reference case, its python code)
+        "csv": ("python -c pyarrow.csv.read_csv(FILE)",
+                "import pyarrow.csv as c; c.read_csv({path!r})"),
+        "netflow-pcap": ("decoding alone (IPFIX capture, python -c)", PCAP_DECODER),
+        "goflow2-json": ("python -c pyarrow.json.read_json(FILE)", read_json),
+        "goflow2-pb": ("wire-format decoder alone (python -c)", PB_DECODER),
+        "pmacct-json": ("python -c pyarrow.json.read_json(FILE)", read_json),
+    }  # fmt: skip
+    for fmt, (ref_name, code) in references.items():
+        path = str(inputs[fmt])
+        rows.append((fmt, f"{fmt}: {ref_name}", py_case(code.format(path=path)), n_other))
+        how = "--format csv " if fmt == "csv" else ""
+        name = f"{fmt}: flowatlas import FILE {how}-j 1 (to Parquet)"
+        rows.append((fmt, name, imp(path, "--format", fmt, "-j", "1"), n_other))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--records", type=int, default=4_000_000, help="nfcapd records [4,000,000]")
+    ap.add_argument(
+        "--other-records", type=int, default=1_000_000, help="records of the other formats"
+    )
+    ap.add_argument("--files", type=int, default=8, help="files for the -j scaling case [8]")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--skip-slow", action="store_true", help="leave out --reader nfdump")
     ap.add_argument("--results", type=Path, default=None, help=f"results file [{RESULTS}]")
     ap.add_argument("--no-results", action="store_true", help="print only")
     args = ap.parse_args(argv)
 
     binary = nfdump_binary()
     nf_version = ".".join(map(str, nfdump_version(binary)))
-    fmt = "fmt:" + ",".join(tok for _, tok in FIELDS)
-    py = sys.executable
-    flowatlas = [py, "-m", "flowatlas"]
-    env = nfdump_env()
-    with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
-        work = Path(tmp)
-        big, n = build_nfcapd(work, args.records)
-        import_sources([big], work / "seed", jobs=1, progress=False)
-        csv_path = work / "flows.csv"
-        write_csv(pq.read_table(work / "seed"), csv_path)
-        shutil.rmtree(work / "seed")
-        csv_mib = csv_path.stat().st_size / 2**20
-        null = Path("/dev/null")
-        out = work / "out"
+    inputs = prepare(binary, args.records, args.other_records, args.files)
+    out = DATA / "_out"
+    todo = cases(inputs, binary, out, args.skip_slow)
+    runs: dict[str, list[Measurement]] = {name: [] for _, name, _, _ in todo}
+    load_before = load_average()
+    for _ in range(args.repeat):
+        for _group, name, cmd, _n in todo:
+            shutil.rmtree(out, ignore_errors=True)
+            runs[name].append(run_measured(cmd, env=nfdump_env()).check(name))
+    shutil.rmtree(out, ignore_errors=True)
+    load_after = load_average()
 
-        cases: dict[str, list[str]] = {
-            "python start-up (import flowatlas.io.commands)": [
-                py,
-                "-c",
-                "import flowatlas.io.commands, flowatlas.io.importers",
-            ],
-            "nfcapd: nfdump -r FILE -o csv > /dev/null": shell(
-                [binary, "-r", str(big), "-o", "csv"], null
-            ),
-            "nfcapd: nfdump -q -N -6 -r FILE -o fmt:... (what flowatlas reads)": shell(
-                [binary, "-q", "-N", "-6", "-r", str(big), "-o", fmt], null
-            ),
-            "nfcapd: flowatlas import FILE -j 1 (to Parquet)": [
-                *flowatlas,
-                "import",
-                str(big),
-                "--out",
-                str(out),
-                "-j",
-                "1",
-                "-q",
-            ],
-            "csv: python -c pyarrow.csv.read_csv(FILE)": [
-                py,
-                "-c",
-                f"import pyarrow.csv as c; c.read_csv({str(csv_path)!r})",
-            ],
-            "csv: flowatlas import FILE --format csv -j 1 (to Parquet)": [
-                *flowatlas,
-                "import",
-                str(csv_path),
-                "--format",
-                "csv",
-                "--out",
-                str(out),
-                "-j",
-                "1",
-                "-q",
-            ],
-        }
-        runs: dict[str, list[Measurement]] = {k: [] for k in cases}
-        load_before = load_average()
-        for _ in range(args.repeat):
-            for name, cmd in cases.items():
-                shutil.rmtree(out, ignore_errors=True)
-                runs[name].append(run_measured(cmd, env=env).check(name))
-        load_after = load_average()
-
-    rows = []
-    for name, ms in runs.items():
+    table_rows = []
+    for _group, name, _cmd, n in todo:
+        ms = runs[name]
         wall = statistics.median(m.seconds for m in ms)
         cpu = statistics.median(m.cpu_seconds for m in ms)
-        start_up = name.startswith("python")
-        rows.append(
+        peak = statistics.median(m.peak_rss for m in ms)
+        table_rows.append(
             [
                 name,
-                "-" if start_up else rate(n, wall),
-                "-" if start_up else rate(n, cpu),
+                f"{n:,}" if n else "-",
+                rate(n, wall) if n else "-",
+                rate(n, cpu) if n else "-",
                 f"{wall:.2f}",
                 f"{cpu:.2f}",
+                mib(peak),
             ]
         )
     m = machine()
     v = versions("pyarrow", "numpy", "numba")
     body = "\n".join(
         [
-            f"{n:,} flow records: an nfcapd file of real softflowd flows (merged copies of "
-            f"`{Path(SOURCE).parent.name}`), and the same records as a {csv_mib:.0f} MiB CSV. "
-            f"Median of {args.repeat} interleaved runs, each a child process.",
+            f"nfcapd: {inputs['n_nfcapd']:,} records in one file (copies of every softflowd "
+            f"output in `{SOURCES}` merged with `nfdump -R`), and {inputs['n_split']:,} in "
+            f"{args.files} files; the other formats: the first {inputs['n_other']:,} of "
+            f"those records written in each format. Median of {args.repeat} interleaved runs, "
+            "each a child process.",
             "",
             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, {m['os']}, "
             f"Python {m['python']}; nfdump {nf_version}, pyarrow {v['pyarrow']}, "
@@ -208,15 +489,14 @@ def main(argv: list[str] | None = None) -> int:
             "machine slows every case alike; compare rows, not runs).",
             "",
             markdown_table(
-                ["case", "records/s", "records/CPU-s", "wall s", "CPU s"],
-                rows,
+                ["case", "records", "records/s", "records/CPU-s", "wall s", "CPU s", "peak RSS"],
+                table_rows,
             ),
             "",
             "records/s = records / median wall time, start-up included; records/CPU-s = "
-            "records / CPU time of the process and its children (nfdump included), which "
-            "moves less when other work shares the cores. Peak memory is not "
-            "shown: the kernel's high-water mark of a forked child starts at the benchmark "
-            "process's own size, which hides small tools' real peaks.",
+            "records / CPU time of the process tree (nfdump and workers included), the "
+            "per-core rate, which moves less when other work shares the cores. Peak RSS: the "
+            "process tree's resident memory, polled every 10 ms.",
         ]
     )
     print(f"## {HEADING}\n\n{body}")

@@ -22,8 +22,12 @@ def test_bench_import_smoke(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     results = tmp_path / "results.md"
-    assert bench.main(["--records", "5000", "--repeat", "1", "--results", str(results)]) == 0
+    argv = ["--records", "5000", "--other-records", "2000", "--files", "2", "--repeat", "1"]
+    argv.append("--skip-slow")
+    assert bench.main([*argv, "--results", str(results)]) == 0
     text = results.read_text()
     assert "| nfcapd: flowatlas import FILE -j 1 (to Parquet)" in text
     assert "| csv: python -c pyarrow.csv.read_csv(FILE)" in text
+    assert "| nfcapd: native reader alone (python -c, to Arrow)" in text
+    assert "| goflow2-pb: flowatlas import FILE -j 1 (to Parquet)" in text
     assert "## Import throughput" in text

@@ -212,13 +212,14 @@ def test_reimport_and_counts_option_and_lock(tmp_path):
 @pytest.mark.tools
 @pytest.mark.shared_data
 def test_nfcapd_failure_is_reported_and_others_continue(tmp_path, capsys):
+    """Through nfdump a truncated file fails (the native reader quarantines what is lost)."""
     need_tools("nfdump")
     root = need_data("flow_exports/generated_nfcapd/EAQ.pcap")
     good = root / "flow_exports/generated_nfcapd/EAQ.pcap/nfcapd.202611250000"
     cut = tmp_path / "nfcapd.202401010000"
     cut.write_bytes(good.read_bytes()[:3000])
     out = tmp_path / "out"
-    code = main(["import", str(good), str(cut), "--out", str(out)])
+    code = main(["import", str(good), str(cut), "--out", str(out), "--reader", "nfdump"])
     captured = capsys.readouterr()
     assert code == 2 and "Traceback" not in captured.err
     assert "1 of 2 files failed" in captured.err and "nfcapd.202401010000" in captured.err
@@ -227,7 +228,7 @@ def test_nfcapd_failure_is_reported_and_others_continue(tmp_path, capsys):
     # the failed file left nothing behind and can be tried again
     manifest = json.loads((out / "_import/manifest.json").read_text())
     assert len(manifest["files"]) == 1 and manifest["pending"] == []
-    assert main(["import", str(good), str(cut), "--out", str(out), "-q"]) == 2
+    assert main(["import", str(good), str(cut), "--out", str(out), "-q", "--reader", "nfdump"]) == 2
     assert main(["import", str(good), "--out", str(out), "--counts", "raw", "-q"]) == 2
     assert "always scaled" in capsys.readouterr().err
     assert pc.sum(pq.read_table(out)["bytes"]).as_py() == 19077

@@ -1,7 +1,8 @@
-"""nfcapd through nfdump: every real file imports and matches nfdump's own reading of it.
+"""nfcapd through nfdump (``--reader nfdump``): every real file matches nfdump's own reading.
 
 Also: both nfdump text layouts (1.7.1's fixed CSV, 1.7.5+'s named columns), forced UTC, and
-clear errors for truncated or foreign files and for a missing nfdump.
+clear errors for truncated or foreign files and for a missing nfdump. The native reader (the
+default) has its own tests in test_nfcapd*.py; these pin ``reader=nfdump``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def nfcapd_files(root: Path) -> list[Path]:
 
 
 def read_all(fmt: str, path: Path, **extra) -> tuple[pa.Table, pa.Table, int]:
-    opts = ImportOptions(extra=tuple({"now_us": NOW_US, **extra}.items()))
+    opts = ImportOptions(extra=tuple({"now_us": NOW_US, "reader": "nfdump", **extra}.items()))
     batches = list(get_importer(fmt)().read(path, opts))
     if not batches:
         return pa.table({}), pa.table({}), 0
@@ -263,7 +264,8 @@ def test_cli_without_nfdump_fails_before_any_work(tmp_path, capsys):
 
     stub = nfcapd_stub(tmp_path)
     out = tmp_path / "archive"
-    assert main(["import", str(stub), "--out", str(out), "--nfdump", "no-such-nfdump"]) == 2
+    argv = ["import", str(stub), "--out", str(out), "--nfdump", "no-such-nfdump"]
+    assert main([*argv, "--reader", "nfdump"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "install the Debian package nfdump" in err
     assert not (out / "_import" / "manifest.json").exists()

@@ -515,6 +515,7 @@ def import_sources(
     templates: Sequence[str | os.PathLike[str]] = (),
     progress: bool | None = None,
     now_us: int | None = None,
+    reader: str | None = None,
 ) -> ImportSummary:
     """Import flow files into the archive at ``out``; see the module docstring.
 
@@ -524,8 +525,9 @@ def import_sources(
     ``exporter`` and ``templates`` are for raw NetFlow/IPFIX payload files (netflow-payload):
     the address that sent them, and payload files to read first for their templates only.
     ``progress`` shows a progress bar on stderr (None: on a terminal, else a plain line every
-    10 s; False: nothing). Returns the
-    summary; files that failed are listed in it (and raise nothing here).
+    10 s; False: nothing). ``reader`` picks how nfcapd files are read: ``native`` (default)
+    or ``nfdump`` (its text output). Returns the summary; files that failed are listed in it
+    (and raise nothing here).
     """
     from flowatlas.config import load_config
     from flowatlas.io.importers.base import get_importer
@@ -537,6 +539,8 @@ def import_sources(
         get_importer(fmt)  # unknown format: error listing the known ones
     if counts not in (None, "raw", "scaled"):
         raise ConfigError(f"--counts {counts!r}: use raw or scaled")
+    if reader not in (None, "native", "nfdump"):
+        raise ConfigError(f"--reader {reader!r}: use native or nfdump")
     if batch_rows < 1:
         raise ConfigError("--batch-rows must be at least 1")
     cfg = load_config(config) if config is not None else None
@@ -558,6 +562,7 @@ def import_sources(
         ("time_unit", time_unit),
         ("nfdump", nfdump),
         ("exporter", exporter),
+        ("reader", reader),
     ):
         if value is not None:
             extra[key] = value
@@ -765,7 +770,7 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
 @click.command(
     "import",
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Formats: nfcapd (needs nfdump), "
+    epilog="Formats: nfcapd (native; --reader nfdump keeps nfdump's text path), "
     + ", ".join(f for f in FORMAT_CHOICES if f not in (AUTO, "nfcapd"))
     + ". See docs/importing.md.",
 )
@@ -818,6 +823,11 @@ def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> It
 )
 @click.option("--nfdump", help="nfdump executable to use (default: nfdump on PATH).")
 @click.option(
+    "--reader",
+    type=click.Choice(["native", "nfdump"]),
+    help="nfcapd: read natively (default) or through nfdump's text output.",
+)
+@click.option(
     "--exporter",
     help="netflow-payload: address of the router that sent the payloads (default 0.0.0.0).",
 )
@@ -841,6 +851,7 @@ def import_(
     reimport: bool,
     batch_rows: int,
     nfdump: str | None,
+    reader: str | None,
     exporter: str | None,
     templates: tuple[str, ...],
     quiet: bool,
@@ -866,6 +877,7 @@ def import_(
         exporter=exporter,
         templates=templates,
         progress=False if quiet else None,
+        reader=reader,
     )
     if not quiet:
         click.echo(summary.render())

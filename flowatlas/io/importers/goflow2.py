@@ -379,8 +379,10 @@ def iter_delimited(
             return
         header = start - pos
         if not fill(header + length):
-            yield number, None, f"truncated message ({len(buf) - start} of {length} bytes)"
+            have = len(buf) - pos - header
+            yield number, None, f"truncated message ({have} of {length} bytes)"
             return
+        start = pos + header  # fill() may have dropped the consumed bytes and moved pos
         msg = bytes(buf[start : start + length])
         pos = start + length
         yield number, msg, None

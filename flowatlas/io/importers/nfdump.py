@@ -1,9 +1,12 @@
-"""nfcapd files, read through nfdump's own tools, and the CSV text nfdump prints.
+"""nfcapd files, read natively or through nfdump's own tools, and the CSV text nfdump prints.
 
-``--format nfcapd`` runs ``nfdump -r FILE`` and streams what it prints (never the whole file
-in memory) into flow schema v1. nfdump is the reference reader of its own format, so flowatlas
-does not decode nfcapd itself; the acceptance test compares the archive with nfdump's own
-statistics of the same file.
+``--format nfcapd`` reads nfcapd files with the native reader (:mod:`flowatlas.io.nfcapd`,
+numba over whole blocks, no nfdump needed). A file it does not read (nfdump 1.6's layout,
+encrypted files) is read through nfdump instead, and the reason is printed. ``--reader nfdump``
+(option ``reader``) reads every file through nfdump, as flowatlas did before: it runs
+``nfdump -r FILE`` and streams what it prints (never the whole file in memory) into flow
+schema v1. Both give the same archive, field for field; the tests check that on every nfcapd
+file of the shared data, against nfdump's own output parsed by the tests.
 
 nfdump's text output changed with 1.7.5: ``-o csv`` went from a fixed 48-column layout
 (``ts,te,td,sa,da,...``, times without milliseconds) to a user-defined one whose header names
@@ -33,6 +36,7 @@ import queue
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -42,7 +46,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from flowatlas.errors import InputError
+from flowatlas.errors import ConfigError, InputError
 from flowatlas.io.importers.base import Batch, Importer, ImportOptions, register
 from flowatlas.io.importers.csv import (
     BatchAccumulator,
@@ -206,6 +210,8 @@ NFDUMP_PROTOCOLS: dict[str, int] = {
 
 _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)")
 _NO_FLOWS = "No matching flows"
+#: ``--reader`` values: the native reader (default) or nfdump's text output
+READERS = ("native", "nfdump")
 
 
 class NfdumpMissing(InputError):
@@ -384,13 +390,27 @@ def _rename_protocols(values: pa.Array, names: dict[str, int]) -> pa.Array:
     return pc.if_else(pos.is_valid(), mapped, values)
 
 
+def reader_choice(options: ImportOptions) -> str:
+    """``native`` or ``nfdump`` (the ``reader`` option); anything else is a ConfigError."""
+    choice = options.get("reader") or "native"
+    if choice not in READERS:
+        raise ConfigError(f"--reader {choice!r}: use {' or '.join(READERS)}")
+    return choice
+
+
+def _report(path: Path, message: str) -> None:
+    """One line on stderr about a file (fallback reasons, what the reader did not know)."""
+    sys.stderr.write(f"{path}: {message}\n")
+    sys.stderr.flush()
+
+
 @register
 class NfcapdImporter(Importer):
-    """nfcapd files (nfdump 1.6/1.7 format), decoded by the installed nfdump."""
+    """nfcapd files (nfdump 1.6/1.7 format): the native reader, or nfdump's text output."""
 
     format: ClassVar[str] = "nfcapd"
     counts: ClassVar[str] = COUNTS_SCALED
-    description: ClassVar[str] = "nfcapd files, read with nfdump (Debian package nfdump)"
+    description: ClassVar[str] = "nfcapd files (native reader; --reader nfdump reads via nfdump)"
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
@@ -402,10 +422,44 @@ class NfcapdImporter(Importer):
 
     @classmethod
     def preflight(cls, options: ImportOptions) -> None:
-        """Fail once, before any work, if nfdump is missing."""
-        nfdump_version(nfdump_binary(options))
+        """Fail once, before any work, if ``--reader nfdump`` is asked for and nfdump is missing."""
+        if reader_choice(options) == "nfdump":
+            nfdump_version(nfdump_binary(options))
 
     def read(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
+        if reader_choice(options) == "nfdump":
+            yield from self._read_nfdump(path, options)
+            return
+        from flowatlas.io.nfcapd import NfcapdReader, NfcapdUnsupported
+
+        try:
+            reader = NfcapdReader(
+                path,
+                batch_rows=options.batch_rows,
+                now_us=options.get("now_us") or time.time_ns() // 1000,
+            )
+        except NfcapdUnsupported as exc:
+            why = str(exc).removeprefix(f"{path}: ")
+            try:
+                binary = nfdump_binary(options)
+            except NfdumpMissing:
+                raise NfdumpMissing(
+                    f"{path}: {why}; reading it needs nfdump: install the Debian package "
+                    "nfdump (apt-get install nfdump)"
+                ) from None
+            _report(path, f"{why}; reading it through {binary} instead")
+            yield from self._read_nfdump(path, options)
+            return
+        yield from reader.batches()
+        stats = reader.stats
+        if stats.notes:
+            _report(path, "nfcapd: " + "; ".join(stats.notes))
+        if stats.unknown:
+            listed = ", ".join(f"{name} x {n:,}" for name, n in sorted(stats.unknown.items()))
+            _report(path, f"nfcapd: not understood, skipped by their length: {listed}")
+
+    def _read_nfdump(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
+        """The file through ``nfdump -r FILE -o fmt:...`` (or ``csv:`` from nfdump 1.7.5)."""
         binary = nfdump_binary(options)
         try:
             with open(path, "rb") as fh:
@@ -586,6 +640,7 @@ _SUMMARY = re.compile(r"total flows: (\d+), total bytes: (\d+), total packets: (
 __all__ = [
     "CSV_HEADER_FIELDS",
     "FIELDS",
+    "READERS",
     "NfcapdImporter",
     "NfdumpCsvImporter",
     "NfdumpMissing",
@@ -593,6 +648,7 @@ __all__ = [
     "nfdump_command",
     "nfdump_env",
     "nfdump_version",
+    "reader_choice",
     "stats_by_ip",
     "summary_totals",
 ]
