@@ -20,6 +20,7 @@ from flowatlas.whatif import (
     Scenario,
     ScenarioError,
     Shift,
+    WhatIfWarning,
     nearest_rank,
     parse_horizon,
     percentile_of,
@@ -429,3 +430,27 @@ def test_bad_capacities_are_refused() -> None:
     for cap in (0, -10, float("nan")):
         with pytest.raises(ScenarioError, match="capacity_gbps"):
             Link("x", "US-East", cap)
+
+
+def test_window_replays_only_the_last_days_and_json_scenarios_work(tmp_path) -> None:
+    vol = np.concatenate([constant(1.0), constant(3.0)])  # two weeks: 1 Gbps, then 3 Gbps
+    t = traffic([("E", "US-East", "CDN", "egress", vol)])
+    assert row(whatif(t, horizon=1).summary, "E", "out")["baseline_now_gbps"] == 3.0
+    assert row(whatif(t, horizon=1, percentile=50).summary, "E", "out")["baseline_now_gbps"] == 1.0
+    last = whatif(t, horizon=1, percentile=50, window="7d")
+    assert row(last.summary, "E", "out")["baseline_now_gbps"] == 3.0
+    assert last.settings["window_start"].startswith("2025-12-08")
+    f = tmp_path / "s.json"
+    f.write_text('{"steps": [{"op": "scale", "factor": 2, "start": 2}], "horizon": "3m"}')
+    p = whatif(t, f).projection
+    sc = p[(p.case == "scenario") & (p.link == "E") & (p.direction == "out")]
+    assert list(sc.rate_gbps) == [3.0, 3.0, 6.0, 6.0]  # month 2 of the horizon on
+    with pytest.raises(ScenarioError, match="window: '7x'"):
+        whatif(t, window="7x")
+
+
+def test_a_step_that_selects_nothing_is_reported() -> None:
+    t = traffic([("E", "US-East", "CDN", "egress", constant(1.0, 10))])
+    with pytest.warns(WhatIfWarning, match=r"t: steps\[0\]: scale selects no traffic"):
+        r = whatif(t, Scenario([Scale(3, network_types=["Neocloud"])], origin="t"), horizon=1)
+    assert any("selects no traffic" in w for w in r.warnings)

@@ -15,9 +15,10 @@ See docs/whatif.md.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flowatlas.whatif.model import (
     Horizon,
@@ -47,6 +48,7 @@ from flowatlas.whatif.scenarios import (
 )
 
 if TYPE_CHECKING:
+    from flowatlas.config import Config
     from flowatlas.engine.cube import Cube
 
 DEFAULT_HORIZON = 12
@@ -89,7 +91,7 @@ def whatif(
     percentile: float | str | None = None,
     threshold: float | None = None,
     window: str | None = None,
-    config: Any = None,
+    config: Config | str | os.PathLike[str] | None = None,
 ) -> WhatIf:
     """Project every link's utilisation under ``scenario`` and under the baseline.
 
@@ -114,6 +116,8 @@ def whatif(
         "threshold" if threshold is not None else f"{sc.origin}: threshold",
     )
     if isinstance(source, Traffic):
+        if config is not None:
+            raise ScenarioError("config: a Traffic carries its own links; config is for cubes")
         history = source
     else:
         from flowatlas.whatif.cubes import cube_traffic
@@ -158,7 +162,7 @@ def run(
         )
         notes.append(msg)
         warnings.warn(msg, WhatIfWarning, stacklevel=2)
-    cache_key = ("baseline", id(traffic), percentile, months)
+    cache_key = ("baseline", percentile, months)
     cached = traffic._cache.get(cache_key)
     if cached is None:
         base = baseline_plan(traffic, horizon)
@@ -178,7 +182,7 @@ def run(
     steps = pd.DataFrame(
         plan.report, columns=["step", "op", "what", "start", "bytes", "monthly_percent", "r2"]
     )
-    obs_key = ("observed", id(traffic))
+    obs_key = ("observed",)
     observed = traffic._cache.get(obs_key)
     if observed is None:
         observed = traffic._cache[obs_key] = observed_rates(base)

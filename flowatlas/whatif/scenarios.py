@@ -552,6 +552,8 @@ def apply_scenario(
             )
         note = {"step": i + 1, "op": step.op, "what": step.describe(), "start": _first(plan, first)}
         note.update(_APPLY[step.op](plan, step, i, first, history or traffic, percentile, where))
+        if step.op != "add" and note["bytes"] == 0:
+            plan.warnings.append(f"{where}: {step.op} selects no traffic; it changes nothing")
         plan.report.append(note)
     return plan
 
@@ -696,8 +698,6 @@ def _shift(plan: Plan, step: Shift, i: int, first: int, history, pct, where) -> 
         i,
         first,
     )
-    if not chosen:
-        plan.warnings.append(f"{where}: selects no traffic; it changes nothing")
     return {"bytes": moved}
 
 
