@@ -12,6 +12,7 @@ from serve_support import colourful, keep_artefact, make_cube, make_sparse_cube,
 
 from flowatlas.engine.cube import open_cube
 from flowatlas.viz import units
+from flowatlas.viz.charts import stack
 from flowatlas.viz.report import HEATMAPS, write_html
 from flowatlas.viz.summary import sentences
 from flowatlas.viz.views import compute_views
@@ -129,6 +130,10 @@ def test_sparse_cube_renders_with_sane_axes(sparse, tmp_path) -> None:
     views = compute_views(open_cube(sparse))
     gaps = views.daily.isna().all(axis=1)
     assert gaps.sum() == 16 and not views.daily[~gaps].isna().any().any()
+    # each band is one polygon per run of days with data: three runs, two NaN breaks
+    _, bands = stack(views.daily, views.types, views.types, [True] * len(views.types))
+    for i in range(len(views.types)):
+        assert np.isnan(bands[f"x{i}"]).sum() == 2 and np.isnan(bands[f"y{i}"]).sum() == 2
     page = write_html(views, tmp_path / "sparse.html")
     d = chrome(1400, 1000)
     try:

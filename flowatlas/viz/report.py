@@ -23,8 +23,7 @@ from flowatlas.viz.charts import (
     TABLE_CSS,
     WIDTH,
     Heatmap,
-    area_data,
-    area_figure,
+    StackedArea,
     html_table,
     ipv_data,
     ipv_figure,
@@ -58,12 +57,9 @@ def figures(views: Views, *, toolbars: bool = True) -> dict[str, object]:
     """Every figure of the report by name (the PNG file names), in page order."""
     figs: dict[str, object] = {}
     types = views.types
-    area = area_figure(
-        ColumnDataSource(area_data(views.daily, types, types, [True] * len(types))),
-        types,
-        "Traffic by network type (daily mean, bits per second)",
-    )
-    figs["overview"] = area
+    area = StackedArea(types, "Traffic by network type (daily mean, bits per second)")
+    area.update(views.daily, types)
+    figs["overview"] = area.figure
     for name, title, kind, attr in HEATMAPS:
         h = Heatmap(title, kind, name, log=True)
         h.update(getattr(views, attr))
