@@ -222,9 +222,17 @@ def load_world(archive: Path) -> World:
             types.append(name)
         return types.index(name)
 
-    links = [
-        (_address(rule["exporter"]), int(i), code(rule.get("network_type", "Migration")))
+    # links that set a type: the unnamed form (Migration by default) or a network_type;
+    # named links without one only measure, and selection links have no interfaces
+    typed = [
+        (rule, rule.get("network_type", None if "name" in rule else "Migration"))
         for rule in cfg.get("links", [])
+        if "exporter" in rule
+    ]
+    links = [
+        (_address(rule["exporter"]), int(i), code(ntype))
+        for rule, ntype in typed
+        if ntype is not None
         for i in rule["interfaces"]
     ]
     prefixes = []

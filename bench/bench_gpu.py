@@ -423,11 +423,11 @@ def chain(plan: BuildPlan, d: dict[str, Any], mark: Callable[[], None]) -> dict[
         K.gather_kernel[blocks, threads](dev["local_region"], net, reg)
     del net
     mark()
-    direction, region, remote_is_dst, link_type = K.orient_cuda(
+    direction, region, remote_is_dst, link_type, _link = K.orient_cuda(
         src_reg, dst_reg, d["exp_reg"], d["exp_id"], d["in_if"], d["out_if"],
-        dev["rule_keys"], dev["rule_types"],
+        dev["rule_keys"], dev["rule_types"], dev["rule_links"],
     )  # fmt: skip
-    del src_reg, dst_reg
+    del src_reg, dst_reg, _link
     mark()
     r_hi = cuda.device_array(n, np.uint64)
     r_lo = cuda.device_array(n, np.uint64)
@@ -525,7 +525,7 @@ def check_sample(
     }
     gpu_plan = dataclasses.replace(plan, backend="gpu")
     rows_g, _st = orient_and_cell(table, gpu_plan, COUNTS_RAW, on_device=True)
-    e_cells, e_sums, e_hi, e_lo, e_cell, e_vol = accumulate_gpu([rows_g])
+    e_cells, e_sums, e_hi, e_lo, e_cell, e_vol, *_ = accumulate_gpu([rows_g], gpu_plan)
     out["the engine's GPU functions agree"] = bool(
         np.array_equal(e_cells, g["cells"])
         and np.array_equal(e_sums, g["sums"])

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from flowatlas import __version__
-from flowatlas.addresses import hilo_to_bytes16, parse_prefixes, prefix_bounds
+from flowatlas.addresses import bytes16_to_hilo, hilo_to_bytes16, parse_prefixes, prefix_bounds
 from flowatlas.config import ClassifySettings as _ClassifySettings
 from flowatlas.config import Config, LinkRule, Region, SourceSpec, dump_config
 from flowatlas.errors import ConfigError, OutputError
@@ -325,8 +325,24 @@ EXPORTERS = (
     Exporter("10.30.0.9", "CA-East", 1, "migration"),
 )
 MIGRATION_IFS = (501, 502)
-BORDER_EXTERNAL_IFS = (1, 2, 3, 4, 5, 6, 7, 8)
+#: the border routers' external interfaces, by what they connect to (each a pair of ports)
+TRANSIT_IFS = (1, 2)  # IP transit, on every border router
+IX_IFS = (3, 4)  # the internet exchange at US-West
+PNI_IFS = (5, 6)  # private interconnects from US-East to the neoclouds
+UNLINKED_IFS = (7, 8)  # small private peerings no link names: the regions' catch-alls
+BORDER_EXTERNAL_IFS = TRANSIT_IFS + IX_IFS + PNI_IFS + UNLINKED_IFS
 BORDER_INTERNAL_IFS = (101, 102, 103, 104)
+#: share of a type's US-West traffic that goes over the IX (peering), the rest transit
+IX_SHARE = {"CDN": 0.55, "Hosting": 0.4, "ISP Regional": 0.45, "ISP Tier1": 0.15}
+#: share of US-East neocloud traffic over the private interconnects
+PNI_SHARE = 0.85
+#: share of other border traffic over the unnamed private peerings
+UNLINKED_SHARE = 0.04
+#: the p95 utilisation each link's capacity is sized for: most links mid-range, the US-East
+#: neocloud interconnects close to the 80% planning threshold (the what-if demo's run-outs)
+TARGET_UTILISATION = 0.5
+TIGHT_LINKS = {"use-neocloud-pni-1": 0.76, "use-neocloud-pni-2": 0.74}
+REGION_ABBR = {"US-West": "usw", "US-East": "use", "CA-East": "cae"}
 
 
 @dataclass
@@ -368,8 +384,12 @@ class World:
                 rows.append((p, org.network_type, org.asn, org.name, org.country))
         return rows
 
-    def config(self) -> Config:
-        """The configuration the archive was made for (regions, exporters, private links)."""
+    def config(self, capacities: dict[str, float] | None = None) -> Config:
+        """The configuration the archive was made for (regions, exporters, links).
+
+        ``capacities`` (Gbps per link name, :func:`link_capacities`) sizes the links; without
+        it they have none (measured, not planned).
+        """
         regions = tuple(
             Region(
                 name,
@@ -378,13 +398,7 @@ class World:
             )
             for name in REGIONS
         )
-        links = tuple(
-            LinkRule(
-                e.address, MIGRATION_IFS, "Migration", f"{e.region} private fibre (data onboarding)"
-            )
-            for e in EXPORTERS
-            if e.role == "migration"
-        )
+        links = world_links(capacities)
         classify = _ClassifySettings(
             sources=(SourceSpec("prefixes.csv", "prefix-csv", "synthetic world"),)
         )
@@ -875,9 +889,7 @@ def _make_records(world: World, cell: np.ndarray, hour: np.ndarray, volume: np.n
         exporter_ix[sel] = np.array(border)[rng.choice(len(border), size=sel.size, p=w / w.sum())]
         sel_m = np.flatnonzero((region == ri) & is_mig)
         exporter_ix[sel_m] = mig
-    ext = np.where(
-        is_mig, rng.choice(MIGRATION_IFS, size=n), rng.choice(BORDER_EXTERNAL_IFS, size=n)
-    )
+    ext = _external_interfaces(region, types, is_mig, rng)
     internal_if = rng.choice(BORDER_INTERNAL_IFS, size=n)
     ingress = (direction == 0) | transit
     in_if[:] = np.where(ingress, ext, internal_if)
@@ -941,6 +953,99 @@ def _v4_mapped(text: str) -> int:
     return 0xFFFF_0000_0000 | int(ipaddress.IPv4Address(text))
 
 
+# --------------------------------------------------------------------------- links and capacities
+
+
+def _link_layout() -> list[tuple[str, Exporter, tuple[int, ...], str | None, str]]:
+    """(name, exporter, interfaces, network type, description) of every link of the world."""
+    layout = []
+    for region in REGIONS:
+        abbr = REGION_ABBR[region]
+        border = [e for e in EXPORTERS if e.region == region and e.role == "border"]
+        for k, e in enumerate(border, start=1):
+            suffix = f"-{k}" if len(border) > 1 else ""
+            layout.append((f"{abbr}-transit{suffix}", e, TRANSIT_IFS, None, "IP transit"))
+            if region == "US-West":
+                layout.append((f"{abbr}-ix{suffix}", e, IX_IFS, None, "internet exchange"))
+            if region == "US-East":
+                layout.append((f"{abbr}-neocloud-pni{suffix}", e, PNI_IFS, None,
+                               "private interconnects to neoclouds"))  # fmt: skip
+        for e in EXPORTERS:
+            if e.region == region and e.role == "migration":
+                layout.append((f"{abbr}-migration", e, MIGRATION_IFS, "Migration",
+                               f"{region} private fibre (data onboarding)"))  # fmt: skip
+    return layout
+
+
+def world_links(capacities: dict[str, float] | None = None) -> tuple[LinkRule, ...]:
+    """The world's links: transit on every border router, the US-West IX, the US-East
+    private interconnects to neoclouds and each region's migration fibre."""
+    caps = capacities or {}
+    return tuple(
+        LinkRule(e.address, ifs, ntype, desc, name, e.region, caps.get(name))
+        for name, e, ifs, ntype, desc in _link_layout()
+    )
+
+
+def _external_interfaces(region: np.ndarray, types: np.ndarray, is_mig: np.ndarray, rng):
+    """The external interface of each record: migration fibre, the US-West IX for part of
+    its peering traffic, the US-East private interconnects for most neocloud traffic, a few
+    unnamed peerings, transit for the rest; one port of the pair at random."""
+    n = region.size
+    pick = rng.integers(0, 2, size=n)
+    u = rng.random(n)
+    ext = np.asarray(TRANSIT_IFS, np.uint32)[pick]
+    west, east = REGIONS.index("US-West"), REGIONS.index("US-East")
+    ix_share = np.array([IX_SHARE.get(str(t), 0.0) for t in types]) * (region == west)
+    ix = u < ix_share
+    pni = (region == east) & (types == "Neocloud") & (u < PNI_SHARE)
+    unlinked = ~ix & ~pni & (u > 1 - UNLINKED_SHARE)
+    ports = ((ix, IX_IFS), (pni, PNI_IFS), (unlinked, UNLINKED_IFS), (is_mig, MIGRATION_IFS))
+    for mask, ifs in ports:
+        ext[mask] = np.asarray(ifs, np.uint32)[pick[mask]]
+    return ext
+
+
+#: a link's per-direction volume per hour of a day: (links, 2 directions, 24 hours)
+LINK_HOURS_SHAPE = (len(_link_layout()), 2, 24)
+
+
+def _link_hours(table: pa.Table) -> np.ndarray:
+    """Sampling-corrected bytes per (link, direction, hour of day) of one day's records."""
+    layout = _link_layout()
+    out = np.zeros(LINK_HOURS_SHAPE, np.uint64)
+    exp = bytes16_to_hilo(table.column("exporter"))[1]
+    in_if = table.column("in_if").to_numpy()
+    out_if = table.column("out_if").to_numpy()
+    # inbound: the external interface is in_if (ingress and transit records)
+    ingress = np.isin(in_if, BORDER_EXTERNAL_IFS + MIGRATION_IFS)
+    ext = np.where(ingress, in_if, out_if)
+    vol = table.column("bytes").to_numpy() * table.column("sampling_rate").to_numpy().astype(
+        np.uint64
+    )
+    hour = (table.column("time_start").cast(pa.int64()).to_numpy() // US_PER_HOUR) % 24
+    for li, (_name, e, ifs, _t, _d) in enumerate(layout):
+        on = (exp == np.uint64(_v4_mapped(e.address))) & np.isin(ext, ifs)
+        for d, sel in enumerate((on & ingress, on & ~ingress)):
+            out[li, d] += np.bincount(hour[sel], weights=vol[sel], minlength=24).astype(np.uint64)
+    return out
+
+
+def link_capacities(hours: np.ndarray) -> dict[str, float]:
+    """Each link's capacity (Gbps), sized so its p95 hourly rate in its busier direction is
+    about its target utilisation, rounded up to whole ports (10 G below 100 G, 50 G below
+    400 G, 100 G above). ``hours``: (days, links, 2, 24) bytes."""
+    caps = {}
+    for li, (name, *_rest) in enumerate(_link_layout()):
+        gbps = hours[:, li].astype(np.float64) * 8 / 3600 / 1e9  # (days, 2, 24)
+        per_dir = gbps.transpose(1, 0, 2).reshape(2, -1)
+        p95 = max(float(np.sort(r)[max(0, int(np.ceil(0.95 * r.size)) - 1)]) for r in per_dir)
+        want = max(p95, 1.0) / TIGHT_LINKS.get(name, TARGET_UTILISATION)
+        step = 10 if want < 100 else 50 if want < 400 else 100
+        caps[name] = float(step * np.ceil(want / step))
+    return caps
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -956,20 +1061,22 @@ class SynthSummary:
     prefixes_path: Path
 
 
-def _write_day(args: tuple[str, int, str, int, int]) -> tuple[str, int]:
+def _write_day(args: tuple[str, int, str, int, int]) -> tuple[str, int, np.ndarray]:
     out, seed, day, n, _i = args
     world = _world_cached(seed)
     writer = ArchiveWriter(
         out, counts=COUNTS_RAW, source=f"flowatlas synth {__version__} seed={seed}"
     )
+    hours = np.zeros(LINK_HOURS_SHAPE, np.uint64)
     try:
         for table in generate_day(world, np.datetime64(day), n, seed):
             writer.write(table)
+            hours += _link_hours(table)
         writer.close()
     except BaseException:
         writer.abort()
         raise
-    return day, writer.rows_written
+    return day, writer.rows_written, hours
 
 
 _WORLD_CACHE: dict[int, World] = {}
@@ -1019,16 +1126,20 @@ def synthesize(
     jobs = [(str(out), seed, str(start_day + i), per_day[i], i) for i in range(days) if per_day[i]]
     workers = workers or min(os.cpu_count() or 1, 8)
     written = 0
+    # each day's link volumes per hour, in day order: they size the links' capacities
+    hours = np.zeros((days, *LINK_HOURS_SHAPE), np.uint64)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _day, n in pool.map(_write_day, jobs):
+            for job, (_day, n, h) in zip(jobs, pool.map(_write_day, jobs), strict=True):
                 written += n
+                hours[job[4]] = h
                 if progress:
                     progress(n)
     else:
         for job in jobs:
-            _day, n = _write_day(job)
+            _day, n, h = _write_day(job)
             written += n
+            hours[job[4]] = h
             if progress:
                 progress(n)
 
@@ -1037,7 +1148,7 @@ def synthesize(
         "# flowatlas configuration for a synthetic archive (flowatlas synth)\n"
         f"# seed={seed} records={records} start={start_day} days={days}\n"
     )
-    config_path.write_text(header + dump_config(world.config()))
+    config_path.write_text(header + dump_config(world.config(link_capacities(hours))))
     prefixes_path = out / "prefixes.csv"
     with open(prefixes_path, "w") as fh:
         fh.write("prefix,network_type,asn,org,country\n")

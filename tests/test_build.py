@@ -119,7 +119,8 @@ def test_map_side_repeats_left_unfolded_change_nothing(archive, tmp_path, monkey
         monkeypatch.setattr(pipeline, "map_task", split)
     build_cube(archive, tmp_path / "got", workers=0, partitions=3, partition_rows=7_000)
     names = sorted(p.name for p in (tmp_path / "want").iterdir() if p.is_file())
-    assert {"top_ips.parquet", "top_asns.parquet", "sketches.parquet"} <= set(names)
+    assert {"top_ips.parquet", "top_asns.parquet", "sketches.parquet", "links.parquet",
+            "geo.parquet"} <= set(names)  # fmt: skip
     for name in names:
         assert (tmp_path / "want" / name).read_bytes() == (tmp_path / "got" / name).read_bytes(), (
             name

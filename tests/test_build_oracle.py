@@ -118,10 +118,13 @@ def read_world(archive: Path) -> World:
         for e in region.get("exporters", []):
             exporters[address_bytes(e)] = region["name"]
     for rule in cfg.get("links", []):
+        # links that set a type: the unnamed form (Migration by default) or a network_type;
+        # named links without one only measure, and selection links have no interfaces
+        ntype = rule.get("network_type", None if "name" in rule else "Migration")
+        if "exporter" not in rule or ntype is None:
+            continue
         for ifindex in rule["interfaces"]:
-            links[(address_bytes(rule["exporter"]), int(ifindex))] = rule.get(
-                "network_type", "Migration"
-            )
+            links[(address_bytes(rule["exporter"]), int(ifindex))] = ntype
     [source] = cfg["classify"]["sources"]
     with open(archive / source["path"], newline="") as fh:
         prefixes = [(to_v6(row["prefix"]), row["network_type"]) for row in csv.DictReader(fh)]

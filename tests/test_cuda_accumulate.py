@@ -229,6 +229,10 @@ MAP_STEP = textwrap.dedent(
         assert (want.cell_keys[ow] == got.cell_keys[og]).all()
         assert want.cell_sums.dtype == got.cell_sums.dtype == np.uint64
         assert (want.cell_sums[ow] == got.cell_sums[og]).all()
+        # per interface link and per geography: the same sorted keys and sums
+        for w, g in ((want.link_sums, got.link_sums), (want.geo_sums, got.geo_sums)):
+            assert w is not None and g is not None and w[0].size
+            assert (w[0] == g[0]).all() and (w[1] == g[1]).all()
         # the CPU folds repeats of a (cell, IP) pair only while they are near one another,
         # the device all of them: the same rows once the CPU's repeats are summed
         for w, g in zip(want.pieces, got.pieces, strict=True):
@@ -243,8 +247,10 @@ MAP_STEP = textwrap.dedent(
                               partitions=3, partition_rows={slice_rows})
         build_cube(d / "a", d / ("a" + b), workers=0, backend=b, partitions=2)
     for name in ("cells.parquet", "rollups.parquet", "top_ips.parquet", "top_asns.parquet",
-                 "sketches.parquet", "cube.json"):
+                 "sketches.parquet", "links.parquet", "geo.parquet", "cube.json"):
         for c in ("m", "a"):
+            if c == "m" and name in ("links.parquet", "geo.parquet"):
+                continue  # the default configuration: no interface links, no prefix table
             cpu, gpu = (d / (c + b) / name for b in ("cpu", "gpu"))
             assert cpu.read_bytes() == gpu.read_bytes(), (c, name)
     print("SAME")

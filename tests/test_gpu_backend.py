@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     build_cube(d / "a", d / "cpu", workers=0, backend="cpu")
     build_cube(d / "a", d / "gpu", workers=0, backend="gpu")
     for name in ("cells.parquet", "rollups.parquet", "top_ips.parquet", "sketches.parquet",
-                 "cube.json"):
+                 "links.parquet", "geo.parquet", "cube.json"):
         assert (d / "cpu" / name).read_bytes() == (d / "gpu" / name).read_bytes(), name
     print("SAME")
     """

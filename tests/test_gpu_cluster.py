@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
         for w in caught:
             print("WARNING", w.category.__name__, w.message)
         for name in ("cells.parquet", "rollups.parquet", "top_ips.parquet", "top_asns.parquet",
-                     "sketches.parquet", "cube.json"):
+                     "sketches.parquet", "links.parquet", "geo.parquet", "cube.json"):
             assert (d / "cpu" / name).read_bytes() == (d / "gpu" / name).read_bytes(), name
         print("SAME")
     """

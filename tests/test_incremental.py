@@ -12,7 +12,7 @@ from flowatlas.errors import InputError
 from flowatlas.synth import synthesize
 
 CUBE_FILES = ("cells.parquet", "rollups.parquet", "top_ips.parquet", "top_asns.parquet",
-              "sketches.parquet")  # fmt: skip
+              "sketches.parquet", "links.parquet", "geo.parquet")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

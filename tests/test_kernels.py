@@ -35,7 +35,9 @@ def orient_reference(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rules):
         if er > 0:
             region = er
         link = rules.get((int(eid), int(ext)), -1) if eid >= 0 else -1
-        out.append((direction, region, rd, link))
+        # the interface link carrying it (its rule's position here), never for internal flows
+        rule = sorted(rules).index((int(eid), int(ext))) if link >= 0 and direction != 2 else -1
+        out.append((direction, region, rd, link, rule))
     return out
 
 
@@ -52,12 +54,18 @@ def test_orient_matches_reference() -> None:
     keys = sorted(rules)
     rule_keys = np.array([(e << 32) | i for e, i in keys], dtype=np.uint64)
     rule_types = np.array([rules[k] for k in keys], dtype=np.int16)
-    d, r, rd, lt = orient_cpu(
+    d, r, rd, lt, lk = orient_cpu(
         src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types
     )
     want = orient_reference(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rules)
-    got = list(zip(d.tolist(), r.tolist(), rd.tolist(), lt.tolist(), strict=True))
+    got = list(zip(d.tolist(), r.tolist(), rd.tolist(), lt.tolist(), lk.tolist(), strict=True))
     assert got == [tuple(w) for w in want]
+    assert (lk >= 0).any() and ((lt >= 0) & (d == 2)).any()  # links, and internal ones
+    # rules mapped to links: two interfaces of one link give one index
+    links = np.array([0, 0, 3, 1], np.int16)
+    *_, lk2 = orient_cpu(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys,
+                         rule_types, links)  # fmt: skip
+    np.testing.assert_array_equal(lk2, np.where(lk >= 0, links[np.maximum(lk, 0)], -1))
 
 
 def test_cells_match_reference_including_overflow_and_old_times() -> None:
@@ -266,9 +274,11 @@ CUDASIM = textwrap.dedent(
     iif = rng.integers(0, 6, size=n).astype(np.uint32)
     oif = rng.integers(0, 6, size=n).astype(np.uint32)
     rk = np.array([(1 << 32) | 3, (2 << 32) | 5], np.uint64)
-    rt = np.array([7, 8], np.int16)
-    want = orient_cpu(src, dst, er, eid, iif, oif, rk, rt)
-    got = K.orient_cuda(*(cuda.to_device(a) for a in (src, dst, er, eid, iif, oif, rk, rt)))
+    rt = np.array([7, -1], np.int16)
+    rl = np.array([4, 2], np.int16)
+    want = orient_cpu(src, dst, er, eid, iif, oif, rk, rt, rl)
+    assert (want[4] == 2).any() and (want[4] == 4).any()
+    got = K.orient_cuda(*(cuda.to_device(a) for a in (src, dst, er, eid, iif, oif, rk, rt, rl)))
     for w, g in zip(want, got):
         assert (w == g.copy_to_host()).all()
     t = rng.integers(-10**12, 10**13, size=n)

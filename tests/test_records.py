@@ -73,9 +73,9 @@ def _oracle(plan, src_hi, src_lo, dst_hi, dst_lo, code, exp_reg, exp_id, in_if, 
     local = plan.local_table.index
     src_reg = plan.local_region[lookup_cpu(local, src_hi, src_lo)]
     dst_reg = plan.local_region[lookup_cpu(local, dst_hi, dst_lo)]
-    direction, region, remote_is_dst, link_type = orient_cpu(
+    direction, region, remote_is_dst, link_type, link = orient_cpu(
         src_reg, dst_reg, exp_reg[code], exp_id[code], in_if, out_if, plan.rule_keys,
-        plan.rule_types,
+        plan.rule_types, plan.rule_links,
     )  # fmt: skip
     r_hi = np.where(remote_is_dst, dst_hi, src_hi)
     r_lo = np.where(remote_is_dst, dst_lo, src_lo)
@@ -88,7 +88,8 @@ def _oracle(plan, src_hi, src_lo, dst_hi, dst_lo, code, exp_reg, exp_id, in_if, 
         t_us, plan.bucket_us, region, ntype, direction, is_v6.astype(np.uint8), nbytes, npk,
         rate, scaled,
     )  # fmt: skip
-    return cell, r_hi, r_lo, vol, pk, reason
+    geo = plan.geo_of[net] if plan.geo_of is not None else None
+    return cell, r_hi, r_lo, vol, pk, reason, link, geo
 
 
 @pytest.mark.parametrize("scaled", [False, True])
@@ -134,15 +135,31 @@ def test_records_kernel_equals_the_separate_kernels(plan, scaled, seed) -> None:
         *(np.empty(n, np.uint64) for _ in range(4)),
         np.empty(n, np.uint8),
     )
+    link_out = np.empty(n, np.int16)
+    geo_out = np.empty(n, np.int32)
     records_cpu(
         bytes16_words(src), bytes16_words(dst), code, exp_reg, exp_id, in_if, out_if, t_us,
         nbytes, npk, rate, scaled, plan.bucket_us, plan.local_table.index, plan.local_region,
         plan.class_table.index, plan.type_codes, plan.user_override, plan.rule_keys,
-        plan.rule_types, plan.internal_type, out,
+        plan.rule_types, plan.internal_type, out, rule_links=plan.rule_links, link_out=link_out,
+        geo_of=plan.geo_of, geo_out=geo_out,
     )  # fmt: skip
     want = _oracle(plan, src_hi, src_lo, dst_hi, dst_lo, code, exp_reg, exp_id, in_if, out_if,
                    t_us, nbytes, npk, rate, scaled)  # fmt: skip
-    for name, got, w in zip(("cell", "hi", "lo", "vol", "pk", "reason"), out, want, strict=True):
+    names = ("cell", "hi", "lo", "vol", "pk", "reason", "link", "geo")
+    for name, got, w in zip(names, (*out, link_out, geo_out), want, strict=True):
+        np.testing.assert_array_equal(got, w, err_msg=name)
+    assert (want[6] >= 0).any() and (want[6] < 0).any()
+    assert np.unique(want[7]).size > 1
+    # without link_out and geo_out the same rows (that work is skipped)
+    again = tuple(np.empty_like(a) for a in out)
+    records_cpu(
+        bytes16_words(src), bytes16_words(dst), code, exp_reg, exp_id, in_if, out_if, t_us,
+        nbytes, npk, rate, scaled, plan.bucket_us, plan.local_table.index, plan.local_region,
+        plan.class_table.index, plan.type_codes, plan.user_override, plan.rule_keys,
+        plan.rule_types, plan.internal_type, again,
+    )  # fmt: skip
+    for name, got, w in zip(names, again, want, strict=False):
         np.testing.assert_array_equal(got, w, err_msg=name)
     reason = want[5]
     assert reason.any() != scaled and not reason.all()  # unscaled: some overflow once sampled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -126,3 +127,46 @@ def test_bad_arguments(tmp_path) -> None:
     with pytest.raises(OutputError, match="not a flowatlas synth archive"):
         synth.synthesize(tmp_path / "full", records=10, overwrite=True)
     assert (tmp_path / "full" / "keep.txt").exists()
+
+
+def test_world_links_measured_and_sized(tmp_path) -> None:
+    """The world's links (transit per region, the US-West IX, US-East neocloud interconnects,
+    migration fibre) have capacities; the records carry their interfaces, so the cube
+    measures each; their p95 hourly utilisation sits mid-range, the interconnects near the
+    80% threshold."""
+    from flowatlas.engine.build import build_cube
+    from flowatlas.engine.cube import open_cube
+
+    synth.synthesize(tmp_path / "a", records=60_000, days=28, start="2025-10-01", seed=2)
+    cfg = load_config(tmp_path / "a" / "flowatlas.toml")
+    names = [lk.name for lk in cfg.links]
+    assert names == [
+        "usw-transit-1", "usw-ix-1", "usw-transit-2", "usw-ix-2", "usw-migration",
+        "use-transit-1", "use-neocloud-pni-1", "use-transit-2", "use-neocloud-pni-2",
+        "use-migration", "cae-transit", "cae-migration",
+    ]  # fmt: skip
+    assert all(lk.capacity_gbps and lk.capacity_gbps > 0 for lk in cfg.links)
+    assert {lk.network_type for lk in cfg.links} == {None, "Migration"}
+    build_cube(tmp_path / "a", tmp_path / "c", workers=0)
+    cube = open_cube(tmp_path / "c")
+    lc = cube.link_cells()
+    per_link = lc.groupby("link")["bytes"].sum()
+    assert set(per_link.index) == set(names) and (per_link > 0).all()
+    # the unnamed peerings and internal traffic fall to the catch-alls
+    assert lc["link"].isna().any()
+    hours = pd.date_range("2025-10-01", periods=28 * 24, freq="h", tz="UTC")
+    util = {}
+    for lk in cfg.links:
+        sel = lc[lc["link"] == lk.name]
+        side = np.where(sel["direction"] == "egress", "out", "in")
+        rates = []
+        for d in ("in", "out"):
+            s = sel[side == d].groupby("bucket_start")["bytes"].sum()
+            gbps = s.reindex(hours, fill_value=0).to_numpy(np.float64) * 8 / 3600 / 1e9
+            rates.append(np.sort(gbps)[int(np.ceil(0.95 * gbps.size)) - 1])
+        util[lk.name] = max(rates) / lk.capacity_gbps
+    tight = [n for n in names if "pni" in n]
+    assert all(0.6 <= util[n] <= 0.8 for n in tight), util
+    others = [u for n, u in util.items() if n not in tight]
+    assert all(0.15 <= u <= 0.55 for u in others), sorted(util.items())
+    assert sum(0.3 <= u <= 0.55 for u in others) >= len(others) * 0.7, util

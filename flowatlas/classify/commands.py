@@ -196,6 +196,8 @@ def _link_rule(config_path: str | None, exporter: str | None, interface: int | N
     cfg = load_config(config_path)
     want = parse_addresses([exporter], source="--exporter")
     for i, rule in enumerate(cfg.links):
+        if not rule.is_interface_link or rule.network_type is None:
+            continue  # only links that set a type take part in classification
         got = parse_addresses([rule.exporter])
         same = got[0][0] == want[0][0] and got[1][0] == want[1][0]
         if same and interface in rule.interfaces:

@@ -27,6 +27,8 @@ from flowatlas.engine.cube import (
     CubeFiles,
     cells_table,
     check_output,
+    geo_table,
+    links_table,
     rollups_table,
     sketches_table,
     top_tables,
@@ -386,9 +388,10 @@ def _build(
         )
         meta = _metadata(source, cfg, plan, prefix_table, stats, cells)
         sketches = sketches_table(result, plan.regions, plan.network_types, plan.bucket_us)
+        links, geo = _link_geo_tables(result, plan)
         del result
         write_cube(
-            CubeFiles(meta, cells, rollups, top_ips, top_asns, sketches),
+            CubeFiles(meta, cells, rollups, top_ips, top_asns, sketches, links, geo),
             out,
             overwrite=overwrite,
             state=work.as_state() if work is not None and keep_state else None,
@@ -405,6 +408,17 @@ def _build(
         cfg.origin,
         "disk" if on_disk else "memory",
     )
+
+
+def _link_geo_tables(result, plan) -> tuple[pa.Table | None, pa.Table | None]:
+    """links.parquet (where the configuration has interface links) and geo.parquet (where
+    the prefix table names countries or metros)."""
+    links = (
+        links_table(result, plan.regions, plan.network_types, plan.bucket_us, plan.link_names)
+        if plan.track_links
+        else None
+    )
+    return links, geo_table(result, plan.regions, plan.network_types, plan.geo_names)
 
 
 def _describers(table: PrefixTable):
@@ -481,5 +495,13 @@ def _metadata(source, cfg: Config, plan, table: PrefixTable, stats, cells) -> di
         "prefix_table": table.provenance(),
         "config": cfg.to_dict(),
         "config_digest": cfg.digest(),
+        # every link with its capacity (Cube.links); interface links are measured in
+        # links.parquet, the others assigned on read by the rule in docs/configuration.md
+        "links": [lk.to_dict() for lk in cfg.links],
+        "geo": (
+            {"pairs": len(plan.geo_names), "of": "remote network (prefix table)"}
+            if plan.track_geo
+            else None
+        ),
         "plan_digest": plan.digest(),
     }

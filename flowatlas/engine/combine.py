@@ -175,6 +175,16 @@ def _rollups(cell_keys: np.ndarray, cell_sums: np.ndarray, plan: BuildPlan) -> l
     return [built[r] for r in plan.rollups]
 
 
+def _sum_maps(
+    parts: list[tuple[np.ndarray, np.ndarray] | None],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-key sums over map tasks (links or geography), sorted by key; None if untracked."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    return sum_by_key(np.concatenate([k for k, _ in parts]), np.concatenate([v for _, v in parts]))
+
+
 class Combiner:
     """Fold map results and partition counts, one at a time, into the cube's arrays."""
 
@@ -185,6 +195,8 @@ class Combiner:
             np.concatenate([m.cell_sums for m in maps]),
         )
         self.cell_counts = np.zeros((self.cell_keys.size, 2), np.uint64)
+        self.link_sums = _sum_maps([m.link_sums for m in maps])
+        self.geo_sums = _sum_maps([m.geo_sums for m in maps])
         self.rollups = _rollups(self.cell_keys, self.cell_sums, plan)
         self.sketch_keys = None
         self.registers = None
@@ -214,6 +226,8 @@ class Combiner:
             np.concatenate([self.cell_sums, self.cell_counts], axis=1),
             {},
             {},
+            link_sums=self.link_sums,
+            geo_sums=self.geo_sums,
         )
         for r in self.rollups:
             r.finish(result)

@@ -41,6 +41,8 @@ from flowatlas.vocab import DIRECTIONS
 if TYPE_CHECKING:  # pandas loads on first use: a build never needs it (~0.13 s)
     import pandas as pd
 
+    from flowatlas.config import LinkRule
+
 FORMAT = "flowatlas-cube"
 FORMAT_VERSION = 1
 DIMENSIONS = ("region", "network_type", "direction", "ip_version")
@@ -189,6 +191,68 @@ def top_tables(
     return ips, asns_t
 
 
+def links_table(
+    result: PartitionResult, regions, types, bucket_us: int, link_names: Sequence[str]
+) -> pa.Table:
+    """Volume per (cell, interface link) as an Arrow table: ``links.parquet``.
+
+    The records no interface link carries are one row per cell with a null ``link`` (the
+    cell's sums less its links'), so the rows of a bucket sum to its cells exactly. Sorted by
+    cell, then link index (null last).
+    """
+    from flowatlas.kernels.accumulate import sum_by_key
+    from flowatlas.kernels.tally import MAX_LINKS, link_key_parts
+
+    cells, csums = result.cell_keys, result.cell_sums[:, :3]
+    if result.link_sums is not None and result.link_sums[0].size:
+        lkeys, lsums = result.link_sums
+    else:
+        lkeys, lsums = np.empty(0, np.int64), np.empty((0, 3), np.uint64)
+    l_cell, l_link = link_key_parts(lkeys)
+    on_links_keys, on_links = sum_by_key(l_cell, lsums)
+    rest = csums.copy()
+    at = np.searchsorted(cells, on_links_keys)
+    rest[at] -= on_links  # every linked cell is a cell; the links never exceed it
+    keep = rest[:, 2] > 0
+    cell = np.concatenate([l_cell, cells[keep]])
+    link = np.concatenate([l_link, np.full(int(keep.sum()), MAX_LINKS, np.int64)])
+    sums = np.concatenate([lsums, rest[keep]])
+    order = np.lexsort((link, cell))
+    cell, link, sums = cell[order], link[order], sums[order]
+    codes = unpack_cells(cell)
+    start = pa.array(codes["bucket"] * np.int64(bucket_us), pa.int64()).cast(TIMESTAMP)
+    names = np.asarray([*link_names, None], dtype=object)
+    link_col = pa.array(names[np.minimum(link, len(link_names))], pa.string())
+    cols = {"bucket_start": start, "link": link_col}
+    cols.update(_dims_columns(codes, regions, types, DIMENSIONS))
+    cols.update({m: pa.array(np.ascontiguousarray(sums[:, i]), pa.uint64())
+                 for i, m in enumerate(("bytes", "packets", "flows"))})  # fmt: skip
+    return pa.table(cols)
+
+
+def geo_table(
+    result: PartitionResult, regions, types, geo_names: Sequence[tuple[str | None, str | None]]
+) -> pa.Table | None:
+    """Volume per (day, dimensions, remote country and metro): ``geo.parquet``, sorted by
+    day, dimensions, country, metro (unknown last). None where the build tracked none."""
+    from flowatlas.kernels.tally import US_PER_DAY, geo_key_parts
+
+    if result.geo_sums is None:
+        return None
+    keys, sums = result.geo_sums
+    day, dims, geo = geo_key_parts(keys)
+    codes = unpack_cells(dims)
+    start = pa.array(day * np.int64(US_PER_DAY), pa.int64()).cast(TIMESTAMP)
+    country = np.asarray([c for c, _ in geo_names] or [None], dtype=object)
+    metro = np.asarray([m for _, m in geo_names] or [None], dtype=object)
+    cols = {"day": start, **_dims_columns(codes, regions, types, DIMENSIONS)}
+    cols["country"] = pa.array(country[geo], pa.string())
+    cols["metro"] = pa.array(metro[geo], pa.string())
+    cols.update({m: pa.array(np.ascontiguousarray(sums[:, i]), pa.uint64())
+                 for i, m in enumerate(("bytes", "packets", "flows"))})  # fmt: skip
+    return pa.table(cols)
+
+
 @dataclass
 class CubeFiles:
     """The parts of a cube before they are written."""
@@ -199,6 +263,8 @@ class CubeFiles:
     top_ips: pa.Table | None = None
     top_asns: pa.Table | None = None
     sketches: pa.Table | None = None
+    links: pa.Table | None = None  # links.parquet: where the configuration has interface links
+    geo: pa.Table | None = None  # geo.parquet: where the prefix table has countries or metros
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
@@ -258,6 +324,8 @@ def write_cube(
             "top_ips.parquet": files.top_ips,
             "top_asns.parquet": files.top_asns,
             "sketches.parquet": files.sketches,
+            "links.parquet": files.links,
+            "geo.parquet": files.geo,
         }
         tables = {name: t for name, t in tables.items() if t is not None}
         # side by side: pyarrow encodes and compresses without the GIL; each file's bytes
@@ -499,6 +567,115 @@ class Cube:
         out["cells"] = np.bincount(groups, minlength=n_groups) if n_groups else []
         return out
 
+    # ------------------------------------------------------------------ links
+    @property
+    def links(self) -> tuple[LinkRule, ...]:
+        """The links the cube was built with, as cube.json records them (configured order)."""
+        from flowatlas.config import LinkRule
+
+        recorded = self.meta.get("links")
+        if recorded is None:  # cubes from before links had names: the original form
+            recorded = self.meta.get("config", {}).get("links", [])
+        return tuple(LinkRule.from_dict(d) for d in recorded)
+
+    @property
+    def link_names(self) -> list[str]:
+        """Every link a flow can fall to: the configured ones, then each region's catch-all."""
+        from flowatlas.config import catch_all_name
+
+        return [lk.name for lk in self.links] + [catch_all_name(r) for r in self.regions]
+
+    def link_cells(self, assign: bool = False) -> pd.DataFrame:
+        """Volume per (bucket, interface link, region, network type, direction, IP version).
+
+        ``link`` is the interface link that carried the flows, null where none did (from
+        ``links.parquet``; a cube without interface links has none, and this is its cells
+        with a null link). With ``assign``, ``link`` is instead the link each row falls to by
+        the configuration's rule (interface link, else selection link, else the region's
+        catch-all: :func:`flowatlas.config.assign_links`), so every row has one. Bytes,
+        packets and flows summed over ``link`` are the cells' exactly.
+        """
+        if "links.parquet" not in self._cache:
+            path = self.path / "links.parquet"
+            if path.exists():
+                df = _read_frame(path, self.meta)
+            else:
+                df = self.cells[["bucket_start", *DIMENSIONS, "bytes", "packets", "flows"]].copy()
+                df.insert(1, "link", _none_strings(len(df)))
+            self._cache["links.parquet"] = df
+        df = self._cache["links.parquet"]
+        if not assign:
+            return df.copy()
+        from flowatlas.config import Config, assign_links
+
+        out = df.copy()
+        config = Config(links=self.links)
+        out["link"] = assign_links(
+            config, out["link"], out["region"], out["network_type"], out["direction"]
+        )
+        return out
+
+    # ------------------------------------------------------------------ geography
+    def top_metros(
+        self,
+        by: Sequence[str] = (),
+        where: Mapping[str, Any] | None = None,
+        start: Any = None,
+        end: Any = None,
+        n: int = 10,
+    ) -> pd.DataFrame:
+        """The ``n`` remote metros carrying the most volume per ``by`` group, over the days
+        from ``start`` (inclusive) to ``end`` (exclusive; default: the whole range).
+
+        Columns: ``by``, ``rank`` (1 = heaviest), ``metro``, ``country``, ``bytes``,
+        ``packets``, ``flows`` and ``share`` (of the group's volume, unknown metros
+        included; they are not ranked). Empty where the prefix table had no metros.
+        """
+        return self._top_geo(("country", "metro"), by, where, start, end, n)
+
+    def top_countries(self, by: Sequence[str] = (), **options: Any) -> pd.DataFrame:
+        """The remote countries carrying the most volume per ``by`` group: :meth:`top_metros`
+        with countries (the same options and columns, without ``metro``)."""
+        return self._top_geo(("country",), by, **options)
+
+    def _top_geo(self, level, by, where=None, start=None, end=None, n: int = 10) -> pd.DataFrame:
+        import pandas as pd
+
+        by = list(by)
+        for d in [*by, *(where or {})]:
+            if d not in DIMENSIONS:
+                raise InputError(f"unknown dimension {d!r} (use {', '.join(DIMENSIONS)})")
+        name = level[-1]
+        keys = [*by, *level]
+        columns = [*by, "rank", name, *[c for c in level if c != name], "bytes", "packets",
+                   "flows", "share"]  # fmt: skip
+        if "geo.parquet" not in self._cache:
+            path = self.path / "geo.parquet"
+            self._cache["geo.parquet"] = _read_frame(path, self.meta) if path.exists() else None
+        df = self._cache["geo.parquet"]
+        if df is None:
+            return pd.DataFrame({c: [] for c in columns})
+        df = _filter(df, where)
+        if start is not None:
+            df = df[df["day"] >= _utc(start).floor("D")]
+        if end is not None:
+            df = df[df["day"] < _utc(end)]
+        sums = ["bytes", "packets", "flows"]
+        if by:
+            total = df.groupby(by, observed=True)["bytes"].sum().rename("total").reset_index()
+        else:
+            total = pd.DataFrame({"total": [df["bytes"].sum()]})
+        known = df[df[name].notna()]
+        g = known.groupby(keys, observed=True, dropna=False)[sums].sum().reset_index()
+        g = g[g["flows"] > 0]
+        g = g.merge(total, on=by) if by else g.assign(total=total["total"].iloc[0])
+        g = g.sort_values([*by, "bytes", *level], ascending=[True] * len(by) + [False]
+                          + [True] * len(level), kind="stable")  # fmt: skip
+        g["rank"] = g.groupby(by, observed=True).cumcount() + 1 if by else range(1, len(g) + 1)
+        g = g[g["rank"] <= n]
+        g["share"] = g["bytes"].astype("float64") / g["total"].astype("float64")
+        return g[columns].reset_index(drop=True)
+
     def _order(self, dim: str) -> list[Any]:
         if dim == "region":
             return self.regions
@@ -509,6 +686,30 @@ class Cube:
         if dim == "ip_version":
             return [4, 6]
         raise InputError(f"unknown dimension {dim!r}")
+
+
+def _none_strings(n: int) -> Any:
+    """A column of ``n`` missing strings (the null link of a cube without links.parquet)."""
+    return np.full(n, None, dtype=object)
+
+
+def _read_frame(path: Path, meta: dict[str, Any]) -> pd.DataFrame:
+    """A cube table (links.parquet, geo.parquet) as pandas, dimensions categorical as the
+    cells are; errors name the file."""
+    import pandas as pd
+
+    try:
+        df = pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: unreadable: {exc}") from None
+    df["ip_version"] = df["ip_version"].astype("UInt8")
+    for d, values in (
+        ("region", meta["dimensions"]["region"]),
+        ("network_type", meta["dimensions"]["network_type"]),
+        ("direction", list(DIRECTIONS)),
+    ):
+        df[d] = pd.Categorical(df[d], categories=values)
+    return df
 
 
 def _utc(when: Any) -> pd.Timestamp:

@@ -188,7 +188,7 @@ def _piece(result: MapResult, j: int) -> Any:
 
 
 def _without_pieces(result: MapResult) -> MapResult:
-    return MapResult(result.cell_keys, result.cell_sums, [], result.stats)
+    return result.head()
 
 
 @contextlib.contextmanager

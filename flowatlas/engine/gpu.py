@@ -32,6 +32,10 @@ def _on_device(plan: Any) -> dict[str, Any]:
             "user_override": cuda.to_device(np.ascontiguousarray(plan.user_override, np.bool_)),
             "rule_keys": cuda.to_device(np.ascontiguousarray(plan.rule_keys, np.uint64)),
             "rule_types": cuda.to_device(np.ascontiguousarray(plan.rule_types, np.int16)),
+            "rule_links": cuda.to_device(np.ascontiguousarray(plan.rule_links, np.int16)),
+            "geo_of": cuda.to_device(
+                np.ascontiguousarray(plan.geo_of if plan.track_geo else np.zeros(1), np.int32)
+            ),
         }
     return _DEVICE_TABLES[key]
 
@@ -53,7 +57,8 @@ def orient_cells_gpu(
     scaled: bool,
     on_device: bool = False,
 ) -> tuple[Any, ...]:
-    """(cell, remote hi, remote lo, volume, packets, reason) per record, computed on the GPU.
+    """(cell, remote hi, remote lo, volume, packets, reason) per record, computed on the GPU,
+    then the interface link (int16) and the geography code (int32) where the plan tracks them.
 
     Host arrays, or with ``on_device`` the device arrays themselves (for the device-side
     quarantine filter and accumulation in :func:`accept_on_device`, :func:`accumulate_gpu`).
@@ -77,9 +82,9 @@ def orient_cells_gpu(
     for hi_, lo_, reg in ((d_src_hi, d_src_lo, src_reg), (d_dst_hi, d_dst_lo, dst_reg)):
         net = lookup_cuda(dev["local"], hi_, lo_)
         K.gather_kernel[blocks, threads](dev["local_region"], net, reg)
-    direction, region, remote_is_dst, link_type = K.orient_cuda(
+    direction, region, remote_is_dst, link_type, link = K.orient_cuda(
         src_reg, dst_reg, put(exp_reg, np.int16), put(exp_id, np.int32), put(in_if, np.uint32),
-        put(out_if, np.uint32), dev["rule_keys"], dev["rule_types"],
+        put(out_if, np.uint32), dev["rule_keys"], dev["rule_types"], dev["rule_links"],
     )  # fmt: skip
     r_hi = cuda.device_array(n, np.uint64)
     r_lo = cuda.device_array(n, np.uint64)
@@ -102,46 +107,63 @@ def orient_cells_gpu(
         put(t_us, np.int64), plan.bucket_us, region, ntype, direction, is_v6,
         put(nbytes, np.uint64), put(npackets, np.uint64), put(rate, np.uint32), scaled,
     )  # fmt: skip
-    out = (cell, r_hi, r_lo, vol, pk, reason)
+    out: tuple[Any, ...] = (cell, r_hi, r_lo, vol, pk, reason)
+    if plan.track_links:
+        out = (*out, link)
+    if plan.track_geo:
+        geo = cuda.device_array(n, np.int32)
+        K.gather_kernel[blocks, threads](dev["geo_of"], net, geo)
+        out = (*out, geo)
     if on_device:
         return out
     return tuple(a.copy_to_host() for a in out)
 
 
 def accept_on_device(
-    cell: Any, r_hi: Any, r_lo: Any, vol: Any, pk: Any, reason: Any
+    shape: Any, cell: Any, r_hi: Any, r_lo: Any, vol: Any, pk: Any, reason: Any, *extra: Any
 ) -> tuple[Any, dict[int, int]]:
     """The records without a quarantine reason, still on the device, and the others' count.
 
     The device twin of ``pipeline._accept``: returns a :class:`~flowatlas.engine.pipeline.Partial`
+    shaped like ``shape`` (``extra``: its link and geography columns, where it has them)
     whose columns are device arrays (rows in record order) and ``{reason code: records}``.
     """
-    from flowatlas.engine.pipeline import Partial
     from flowatlas.kernels.cuda_accumulate import select_ok_cuda
 
-    dropped, kept = select_ok_cuda(reason, cell, r_hi, r_lo, vol, pk)
-    return Partial(*kept), dropped
+    dropped, kept = select_ok_cuda(reason, cell, r_hi, r_lo, vol, pk, *extra)
+    return shape.with_columns(list(kept)), dropped
 
 
-def accumulate_gpu(parts: list[Any]) -> tuple[np.ndarray, ...]:
+def accumulate_gpu(parts: list[Any], plan: Any) -> tuple[Any, ...]:
     """The map step's accumulation on the device, results on the host.
 
     ``parts``: :class:`~flowatlas.engine.pipeline.Partial` rows of a task's fragments (device
     columns; empty ones may be host arrays). Returns (cell keys, (n, 3) sums of volume,
-    packets and flows, remote hi, remote lo, cell key, volume) exactly as the CPU path of
-    ``map_task`` computes them: per-cell keys and sums identical array for array (first-seen
-    order); the distinct (cell, remote IP) rows are the same rows, in first-seen order
-    rather than grouped by address (the reduce step does not depend on that order).
+    packets and flows, remote hi, remote lo, cell key, volume, link sums, geography sums)
+    exactly as the CPU path of ``map_task`` computes them: per-cell keys and sums identical
+    array for array (first-seen order); the distinct (cell, remote IP) rows are the same
+    rows, in first-seen order rather than grouped by address (the reduce step does not
+    depend on that order); the link and geography sums as
+    :func:`~flowatlas.kernels.tally.tally` gives them (None where the plan tracks none).
     """
     from numba import cuda
 
-    from flowatlas.kernels.cuda_accumulate import cell_sums_cuda, concat_cuda, dedup_pairs_cuda
+    from flowatlas.kernels.cuda_accumulate import (
+        cell_sums_cuda,
+        concat_cuda,
+        dedup_pairs_cuda,
+        tally_cuda,
+    )
+    from flowatlas.kernels.tally import tally
 
     parts = [p for p in parts if p.key.shape[0]]
     if not parts:
         e = np.empty(0, np.uint64)
-        return (np.empty(0, np.int64), np.empty((0, 3), np.uint64), e, e.copy(),
-                np.empty(0, np.int64), e.copy())  # fmt: skip
+        empty = np.empty(0, np.int64)
+        tracked = _tracked(plan, np.empty(0, np.int16), np.empty(0, np.int32))
+        link, geo = tally(empty, e, e, plan.bucket_us, *tracked)
+        return (empty, np.empty((0, 3), np.uint64), e, e.copy(), empty.copy(), e.copy(), link,
+                geo)  # fmt: skip
 
     def column(name: str) -> Any:
         cols = [getattr(p, name) for p in parts]
@@ -150,4 +172,14 @@ def accumulate_gpu(parts: list[Any]) -> tuple[np.ndarray, ...]:
     key, hi, lo, vol, pk = (column(f) for f in ("key", "hi", "lo", "vol", "pk"))
     cells, sums = cell_sums_cuda(key, vol, pk)
     _rep, cell, u_hi, u_lo, u_vol = dedup_pairs_cuda(key, hi, lo, vol)
-    return tuple(a.copy_to_host() for a in (cells, sums, u_hi, u_lo, cell, u_vol))
+    tracked = _tracked(plan, "link", "geo")
+    link_sums, geo_sums = tally_cuda(
+        key, vol, pk, plan.bucket_us, *(column(c) if c else None for c in tracked)
+    )
+    host = tuple(a.copy_to_host() for a in (cells, sums, u_hi, u_lo, cell, u_vol))
+    return (*host, link_sums, geo_sums)
+
+
+def _tracked(plan: Any, link: Any, geo: Any) -> tuple[Any, Any]:
+    """``link`` and ``geo`` where the plan tracks them, else None."""
+    return (link if plan.track_links else None), (geo if plan.track_geo else None)

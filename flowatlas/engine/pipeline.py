@@ -44,6 +44,7 @@ from flowatlas.kernels.orient import (
     REGION_SHIFT,
     TYPE_SHIFT,
 )
+from flowatlas.kernels.tally import tally
 from flowatlas.schema import COUNTS_SCALED
 
 COLUMNS = [
@@ -72,7 +73,8 @@ ROLLUP_CODE_SHIFT = 18  # key = period_code << 18 | grouping << 15 | masked dims
 
 @dataclass
 class Partial:
-    """One row per record: its packed cell key, remote address, volume and packets.
+    """One row per record: its packed cell key, remote address, volume and packets; where
+    the plan tracks them, its interface link (int16, -1: none) and geography code (int32).
 
     Host arrays; on the GPU path of ``map_task`` device arrays (``orient_and_cell`` with
     ``on_device``), which only ``engine.gpu.accumulate_gpu`` reads.
@@ -83,16 +85,36 @@ class Partial:
     lo: np.ndarray
     vol: np.ndarray
     pk: np.ndarray
+    link: np.ndarray | None = None
+    geo: np.ndarray | None = None
 
     @classmethod
-    def empty(cls) -> Partial:
-        return cls.allocate(0)
+    def empty(cls, plan: BuildPlan | None = None) -> Partial:
+        return cls.allocate(0, plan)
 
     @classmethod
-    def allocate(cls, n: int) -> Partial:
-        """Uninitialised host arrays for ``n`` rows."""
+    def allocate(cls, n: int, plan: BuildPlan | None = None) -> Partial:
+        """Uninitialised host arrays for ``n`` rows (with the columns ``plan`` tracks)."""
         e = np.empty(n, np.uint64)
-        return cls(np.empty(n, np.int64), e, np.empty_like(e), np.empty_like(e), np.empty_like(e))
+        return cls(
+            np.empty(n, np.int64), e, np.empty_like(e), np.empty_like(e), np.empty_like(e),
+            np.empty(n, np.int16) if plan is not None and plan.track_links else None,
+            np.empty(n, np.int32) if plan is not None and plan.track_geo else None,
+        )  # fmt: skip
+
+    def columns(self) -> list[np.ndarray]:
+        """The columns present, in field order."""
+        return [c for c in (self.key, self.hi, self.lo, self.vol, self.pk, self.link, self.geo)
+                if c is not None]  # fmt: skip
+
+    def with_columns(self, cols: list[np.ndarray]) -> Partial:
+        """The same kind of rows (the same columns present) holding ``cols``."""
+        it = iter(cols)
+        return Partial(
+            *(next(it) for _ in range(5)),
+            next(it) if self.link is not None else None,
+            next(it) if self.geo is not None else None,
+        )
 
 
 @dataclass
@@ -149,7 +171,7 @@ def orient_and_cell(
         table = table.filter(pa.array(~bad))
     n = table.num_rows
     if n == 0:
-        return Partial.empty(), stats
+        return Partial.empty(plan), stats
 
     # exporters: dictionary-encode once, map the few distinct values in Python
     exp = table.column("exporter").combine_chunks().dictionary_encode()
@@ -173,11 +195,12 @@ def orient_and_cell(
             table.column("bytes").to_numpy(), table.column("packets").to_numpy(),
             table.column("sampling_rate").to_numpy(), scaled, on_device,
         )  # fmt: skip
+        shape = Partial.empty(plan)
         if not on_device:
-            return _accept(*out, stats)
+            return _accept(shape, [*out[:5], *out[6:]], out[5], stats)
         from flowatlas.engine.gpu import accept_on_device
 
-        rows, dropped = accept_on_device(*out)
+        rows, dropped = accept_on_device(shape, *out)
         stats.quarantined.update({REASONS[c]: k for c, k in dropped.items()})
         stats.cubed = int(rows.key.shape[0])
         return rows, stats
@@ -185,9 +208,9 @@ def orient_and_cell(
     from flowatlas.kernels.records import records_cpu
 
     if into is None:
-        into, at = Partial.allocate(n), 0
+        into, at = Partial.allocate(n, plan), 0
     reason = np.empty(n, np.uint8)
-    cols = tuple(c[at : at + n] for c in (into.key, into.hi, into.lo, into.vol, into.pk))
+    part = into.with_columns([c[at : at + n] for c in into.columns()])
     records_cpu(
         bytes16_words(table.column("src_addr")), bytes16_words(table.column("dst_addr")),
         codes, exp_regs, exp_ids,
@@ -196,27 +219,32 @@ def orient_and_cell(
         table.column("sampling_rate").to_numpy(), scaled, plan.bucket_us,
         plan.local_table.index, plan.local_region, plan.class_table.index, plan.type_codes,
         plan.user_override, plan.rule_keys, plan.rule_types, plan.internal_type,
-        (*cols, reason),
+        (part.key, part.hi, part.lo, part.vol, part.pk, reason), rule_links=plan.rule_links,
+        link_out=part.link, geo_of=plan.geo_of, geo_out=part.geo,
     )  # fmt: skip
-    rows, stats = _accept(*cols, reason, stats)
+    cols = part.columns()
+    rows, stats = _accept(part, cols, reason, stats)
     if rows.key.size < n:  # quarantined records: close the gap they leave in ``into``
-        for c, kept in zip(cols, (rows.key, rows.hi, rows.lo, rows.vol, rows.pk), strict=True):
+        for c, kept in zip(cols, rows.columns(), strict=True):
             c[: kept.size] = kept
-        rows = Partial(*(c[: rows.key.size] for c in cols))
+        rows = part.with_columns([c[: rows.key.size] for c in cols])
     return rows, stats
 
 
 def _accept(
-    cell, r_hi, r_lo, vol, pk, reason, stats: FragmentStats
+    shape: Partial, cols: list[np.ndarray], reason: np.ndarray, stats: FragmentStats
 ) -> tuple[Partial, FragmentStats]:
-    """Keep the records without a quarantine reason; count the others by reason."""
+    """Keep the records without a quarantine reason; count the others by reason.
+
+    ``cols`` are the columns of rows shaped like ``shape`` (:meth:`Partial.columns`).
+    """
     ok = reason == 0
     if not ok.all():
         for code, count in zip(*np.unique(reason[~ok], return_counts=True), strict=True):
             stats.quarantined[REASONS[int(code)]] = int(count)
-        cell, r_hi, r_lo, vol, pk = cell[ok], r_hi[ok], r_lo[ok], vol[ok], pk[ok]
-    stats.cubed = int(cell.size)
-    return Partial(cell, r_hi, r_lo, vol, pk), stats
+        cols = [c[ok] for c in cols]
+    stats.cubed = int(cols[0].size)
+    return shape.with_columns(cols), stats
 
 
 # --------------------------------------------------------------------------- dimensions
@@ -305,6 +333,17 @@ class MapResult:
     #: contiguous columns that the work directory writes without copying
     rows: Piece | None = None
     bounds: np.ndarray | None = None
+    #: sums per (cell, interface link) and per (day, dimensions, geography): (keys, (m, 3)
+    #: sums), sorted keys (:mod:`flowatlas.kernels.tally`); None where the plan tracks none
+    link_sums: tuple[np.ndarray, np.ndarray] | None = None
+    geo_sums: tuple[np.ndarray, np.ndarray] | None = None
+
+    def head(self) -> MapResult:
+        """This result without its distinct rows: what the combiner reads."""
+        return MapResult(
+            self.cell_keys, self.cell_sums, [], self.stats,
+            link_sums=self.link_sums, geo_sums=self.geo_sums,
+        )  # fmt: skip
 
 
 def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
@@ -319,7 +358,7 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
     parts = []
     gpu = plan.backend == "gpu"
     # on the CPU every fragment's rows go into one set of arrays (no join afterwards)
-    into = None if gpu else Partial.allocate(sum(f.num_rows for f in fragments))
+    into = None if gpu else Partial.allocate(sum(f.num_rows for f in fragments), plan)
     at = 0
     for fragment in fragments:
         table = read_fragment(fragment, COLUMNS)
@@ -331,30 +370,40 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
     if gpu:  # the same sums, and the distinct rows, from device hash tables
         from flowatlas.engine.gpu import accumulate_gpu
 
-        cells, sums, hi, lo, cell, uvol = accumulate_gpu(parts)
+        cells, sums, hi, lo, cell, uvol, link_sums, geo_sums = accumulate_gpu(parts, plan)
         pid = partition_of(hi, lo, plan.partitions, plan.v6_prefix)
         # a counting sort: rows by partition, in their order within one
         order, bounds = counting_order(pid, plan.partitions)
         out = Piece(cell[order], hi[order], lo[order], uvol[order])
-        return _map_result(cells, sums, out, bounds, stats)
-    rows = Partial(*(getattr(into, f)[:at] for f in Partial.__dataclass_fields__))
+        return _map_result(cells, sums, out, bounds, stats, link_sums, geo_sums)
+    rows = into.with_columns([c[:at] for c in into.columns()])
     tables = _tables(plan)
     cells, sums, *cols, bounds = map_rows(
         rows.key, rows.hi, rows.lo, rows.vol, rows.pk, tables.index, tables.code, DIM_BITS,
         plan.partitions, plan.v6_prefix,
     )  # fmt: skip
-    return _map_result(cells, sums, Piece(*cols), bounds, stats)
+    link_sums = geo_sums = None
+    if plan.track_links or plan.track_geo:
+        link_sums, geo_sums = tally(rows.key, rows.vol, rows.pk, plan.bucket_us, rows.link,
+                                    rows.geo)  # fmt: skip
+    return _map_result(cells, sums, Piece(*cols), bounds, stats, link_sums, geo_sums)
 
 
 def _map_result(
-    cells: np.ndarray, sums: np.ndarray, out: Piece, bounds: np.ndarray, stats: FragmentStats
+    cells: np.ndarray,
+    sums: np.ndarray,
+    out: Piece,
+    bounds: np.ndarray,
+    stats: FragmentStats,
+    link_sums: tuple[np.ndarray, np.ndarray] | None = None,
+    geo_sums: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> MapResult:
     """A map result whose pieces are views of the partition-ordered rows ``out``."""
     pieces = [
         Piece(out.cell[a:b], out.hi[a:b], out.lo[a:b], out.vol[a:b])
         for a, b in itertools.pairwise(bounds)
     ]
-    return MapResult(cells, sums, pieces, stats, out, bounds)
+    return MapResult(cells, sums, pieces, stats, out, bounds, link_sums, geo_sums)
 
 
 def pack(
@@ -397,6 +446,9 @@ class PartitionResult:
     #: HyperLogLog blobs as (offsets, data), one per key of sketch_keys
     sketches: tuple[np.ndarray, np.ndarray] | None = None
     sketch_keys: np.ndarray | None = None
+    #: summed over map tasks: per (cell, interface link) and per (day, dims, geography)
+    link_sums: tuple[np.ndarray, np.ndarray] | None = None
+    geo_sums: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass

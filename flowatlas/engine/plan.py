@@ -21,6 +21,7 @@ from flowatlas.classify.table import PrefixTable
 from flowatlas.config import Config
 from flowatlas.errors import ConfigError
 from flowatlas.kernels.orient import MAX_REGIONS, MAX_TYPES
+from flowatlas.kernels.tally import MAX_GEO, MAX_LINKS
 from flowatlas.vocab import INTERNAL, UNKNOWN_REGION
 
 #: the exact-distinct grouping sets of the rollups (kept dimensions)
@@ -63,6 +64,14 @@ class BuildPlan:
     sketch_period: str
     backend: str = "cpu"  # where the per-record kernels run: "cpu" or "gpu" (not in digest)
     config: dict[str, Any] = field(default_factory=dict)
+    #: per rule of rule_keys: the index (in ``link_names``) of its interface link
+    rule_links: np.ndarray = field(default_factory=lambda: np.empty(0, np.int16))
+    #: the configured links' names, by index (interface links are measured, see track_links)
+    link_names: tuple[str, ...] = ()
+    #: network id of class_table -> (country, metro) code (last entry: no match), or None
+    #: where the table names no country or metro (the geography table is then skipped)
+    geo_of: np.ndarray | None = None
+    geo_names: tuple[tuple[str | None, str | None], ...] = ()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -73,6 +82,16 @@ class BuildPlan:
     @property
     def internal_type(self) -> int:
         return self.network_types.index(INTERNAL)
+
+    @property
+    def track_links(self) -> bool:
+        """Whether the map step records which interface link carries each record."""
+        return bool(self.rule_keys.size)
+
+    @property
+    def track_geo(self) -> bool:
+        """Whether the map step sums volume by the remote network's country and metro."""
+        return self.geo_of is not None
 
     def digest(self) -> str:
         """Hash of what the cube's values depend on besides the archive."""
@@ -141,7 +160,12 @@ def make_plan(
             exporters[key] = (len(exporters), ri)
     keys: list[int] = []
     kinds: list[int] = []
-    for rule in config.links:
+    links: list[int] = []
+    if len(config.links) > MAX_LINKS:
+        raise ConfigError(f"{config.origin}: at most {MAX_LINKS} links are supported")
+    for li, rule in enumerate(config.links):
+        if not rule.is_interface_link:
+            continue
         h, lw, _ = parse_addresses([rule.exporter], source=f"{config.origin}: links")
         key = int(h[0]).to_bytes(8, "big") + int(lw[0]).to_bytes(8, "big")
         if key not in exporters:
@@ -149,10 +173,15 @@ def make_plan(
         ex_id = exporters[key][0]
         for ifindex in rule.interfaces:
             keys.append((ex_id << 32) | ifindex)
-            kinds.append(network_types.index(rule.network_type))
+            # -1: the link measures its flows without setting their type
+            kinds.append(
+                -1 if rule.network_type is None else network_types.index(rule.network_type)
+            )
+            links.append(li)
     order = np.argsort(np.array(keys, dtype=np.uint64), kind="stable")
     rule_keys = np.array(keys, dtype=np.uint64)[order]
     rule_types = np.array(kinds, dtype=np.int16)[order]
+    rule_links = np.array(links, dtype=np.int16)[order]
     if rule_keys.size and (np.diff(rule_keys) == 0).any():
         raise ConfigError(
             f"{config.origin}: an exporter interface is claimed by two [[links]] rules"
@@ -177,7 +206,46 @@ def make_plan(
         sketch_period=config.cube.sketch_period,
         backend=backend,
         config=config.to_dict(),
+        rule_links=rule_links,
+        link_names=tuple(lk.name for lk in config.links),
+        **_geography(table, config),
     )
+
+
+def _geography(table: PrefixTable, config: Config) -> dict[str, Any]:
+    """Each network's (country, metro) code, codes in (country, metro) order, unknowns last;
+    nothing where the table has no country or metro at all."""
+    cols = table.networks.column_names
+    if "country" not in cols or "metro" not in cols:
+        return {}
+    country = table.networks.column("country").combine_chunks().dictionary_encode()
+    metro = table.networks.column("metro").combine_chunks().dictionary_encode()
+    if country.null_count == len(country) and metro.null_count == len(metro):
+        return {}
+    c_names = [*country.dictionary.to_pylist(), None]
+    m_names = [*metro.dictionary.to_pylist(), None]
+    ci = country.indices.fill_null(len(c_names) - 1).to_numpy().astype(np.int64)
+    mi = metro.indices.fill_null(len(m_names) - 1).to_numpy().astype(np.int64)
+    # one code per distinct pair; the last network id (no match) has neither
+    pair = np.append(ci * len(m_names) + mi, (len(c_names) - 1) * len(m_names) + len(m_names) - 1)
+    uniq, inv = np.unique(pair, return_inverse=True)
+    names = [(c_names[u // len(m_names)], m_names[u % len(m_names)]) for u in uniq.tolist()]
+
+    def order(p: tuple[str | None, str | None]) -> tuple[bool, str, bool, str]:
+        return (p[0] is None, p[0] or "", p[1] is None, p[1] or "")
+
+    rank = sorted(range(len(names)), key=lambda i: order(names[i]))
+    if len(names) > MAX_GEO:
+        raise ConfigError(
+            f"{config.origin}: the prefix table has {len(names)} (country, metro) pairs; "
+            f"at most {MAX_GEO} are supported"
+        )
+    code = np.empty(len(names), np.int32)
+    code[rank] = np.arange(len(names), dtype=np.int32)
+    return {
+        "geo_of": code[inv.reshape(-1)],
+        "geo_names": tuple(names[i] for i in rank),
+    }
 
 
 __all__ = ["GROUPINGS", "BuildPlan", "make_plan"]

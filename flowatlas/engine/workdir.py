@@ -3,7 +3,8 @@
 Each map task writes its result into its own folder, renamed into place only when complete:
 
     WORK/signature.json               what the work is valid for (plan digest, partitions, ...)
-    WORK/map/<task key>/sums.npz      per-cell sums of one map task
+    WORK/map/<task key>/sums.npz      per-cell sums of one map task (and per interface link
+                                      and geography, where the plan tracks them)
     WORK/map/<task key>/rows.u64      its (cell, remote IP, volume) rows, by partition: raw
                                       little-endian uint64, the 4 columns one after the other
     WORK/map/<task key>/offsets.i64   where each IP partition's rows start (raw int64, P + 1;
@@ -39,7 +40,7 @@ import numpy as np
 from flowatlas.engine.pipeline import Counts, FragmentStats, MapResult, Piece
 from flowatlas.errors import OutputError
 
-FORMAT = 3
+FORMAT = 4  # 4: map sums per interface link and geography (sums.npz)
 #: the columns of rows.u64, in order (cell keys stored as their uint64 bit patterns)
 ROW_FIELDS = ("cell", "hi", "lo", "vol")
 
@@ -130,7 +131,11 @@ class WorkDir:
         tmp = final.with_name(f".{final.name}.{os.getpid()}.{id(result)}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        np.savez(tmp / "sums.npz", cell_keys=result.cell_keys, cell_sums=result.cell_sums)
+        extra = {}
+        for name, part in (("link", result.link_sums), ("geo", result.geo_sums)):
+            if part is not None:
+                extra[f"{name}_keys"], extra[f"{name}_sums"] = part
+        np.savez(tmp / "sums.npz", cell_keys=result.cell_keys, cell_sums=result.cell_sums, **extra)
         rows, bounds = result.rows, result.bounds
         if rows is None:  # pieces built some other way: join them once
             rows = Piece.concat(result.pieces)
@@ -149,8 +154,10 @@ class WorkDir:
         d = self._map_dir(key)
         with np.load(d / "sums.npz") as z:
             keys, sums = z["cell_keys"], z["cell_sums"]
+            link = (z["link_keys"], z["link_sums"]) if "link_keys" in z.files else None
+            geo = (z["geo_keys"], z["geo_sums"]) if "geo_keys" in z.files else None
         stats = FragmentStats(**json.loads((d / "stats.json").read_text()))
-        return MapResult(keys, sums, [], stats)
+        return MapResult(keys, sums, [], stats, link_sums=link, geo_sums=geo)
 
     def load_partition(self, keys: list[str], j: int) -> Piece:
         """IP partition ``j``'s rows of the map tasks ``keys``, joined in that order.
@@ -237,7 +244,7 @@ def map_step(key: str, fragments: list, plan: Any, work: WorkDir) -> MapResult:
     if not work.map_done(key):
         result = map_task(fragments, plan)
         work.save_map(key, result)
-        return MapResult(result.cell_keys, result.cell_sums, [], result.stats)
+        return result.head()
     return work.load_map_head(key)
 
 

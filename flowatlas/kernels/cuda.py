@@ -41,12 +41,14 @@ _cell_device = cuda.jit(device=True)(_cell_body)
 
 @cuda.jit
 def orient_kernel(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types,
-                  direction, region, remote_is_dst, link_type):  # fmt: skip  # pragma: no cover
-    """Per record: direction, region, which end is remote, private-link type (orient.py)."""
+                  rule_links, direction, region, remote_is_dst, link_type,
+                  link):  # fmt: skip  # pragma: no cover
+    """Per record: direction, region, which end is remote, the interface link and the type it
+    gives (orient.py)."""
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     while i < src_reg.size:
-        d, r, rd, lt = _orient_device(
+        d, r, rd, lt, lk = _orient_device(
             src_reg[i],
             dst_reg[i],
             exp_reg[i],
@@ -55,11 +57,13 @@ def orient_kernel(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, r
             out_if[i],
             rule_keys,
             rule_types,
+            rule_links,
         )
         direction[i] = d
         region[i] = r
         remote_is_dst[i] = rd
         link_type[i] = lt
+        link[i] = lk
         i += stride
 
 
@@ -100,22 +104,23 @@ def _grid(n: int, threads: int = 256) -> tuple[int, int]:
     return max(1, min((n + threads - 1) // threads, 65_535)), threads
 
 
-def orient_cuda(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types):
+def orient_cuda(
+    src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types, rule_links
+):
     """Device twin of :func:`flowatlas.kernels.orient.orient_cpu` (device arrays in and out)."""
-    import numpy as np
-
     n = src_reg.shape[0]
     direction = cuda.device_array(n, np.uint8)
     region = cuda.device_array(n, np.int16)
     remote_is_dst = cuda.device_array(n, np.bool_)
     link_type = cuda.device_array(n, np.int16)
+    link = cuda.device_array(n, np.int16)
     if n:
         blocks, threads = _grid(n)
         orient_kernel[blocks, threads](
             src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types,
-            direction, region, remote_is_dst, link_type,
+            rule_links, direction, region, remote_is_dst, link_type, link,
         )  # fmt: skip
-    return direction, region, remote_is_dst, link_type
+    return direction, region, remote_is_dst, link_type, link
 
 
 def cells_cuda(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets, rate, scaled):

@@ -39,6 +39,8 @@ from numba import config, cuda, int64
 
 from flowatlas.kernels.accumulate import _GOLD, CounterOverflow
 from flowatlas.kernels.cuda import _grid, _ip_hash_device, _mix64_device
+from flowatlas.kernels.orient import DIM_BITS
+from flowatlas.kernels.tally import GEO_BITS, GEO_DAY_SHIFT, LINK_BITS, US_PER_DAY
 
 #: "no row yet" in a slot's first-row (atomic min) column
 _NO_ROW = np.int64(0x7FFF_FFFF_FFFF_FFFF)
@@ -272,6 +274,36 @@ def _compact_kernel(reason, pos, src, dst):  # pragma: no cover - compiled
         i += stride
 
 
+@cuda.jit
+def _link_key_kernel(cell, link, out_key, drop):  # pragma: no cover - compiled
+    """The (cell, interface link) key of each record; drop[i] = 1 where no link carries it."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < cell.size:
+        lk = link[i]
+        if lk >= 0:
+            out_key[i] = (cell[i] << LINK_BITS) | int64(lk)
+            drop[i] = 0
+        else:
+            out_key[i] = 0
+            drop[i] = 1
+        i += stride
+
+
+@cuda.jit
+def _geo_key_kernel(cell, geo, bucket_us, out_key):  # pragma: no cover - compiled
+    """The (day, dimensions, geography) key of each record (as ``tally._tally`` makes it)."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < cell.size:
+        c = cell[i]
+        day = ((c >> DIM_BITS) * bucket_us) // US_PER_DAY
+        out_key[i] = (
+            (day << GEO_DAY_SHIFT) | ((c & int64((1 << DIM_BITS) - 1)) << GEO_BITS) | int64(geo[i])
+        )
+        i += stride
+
+
 # --------------------------------------------------------------------------- drivers
 
 
@@ -420,3 +452,33 @@ def concat_cuda(arrays: list[Any]) -> Any:
             out[at : at + m].copy_to_device(a)
         at += m
     return out
+
+
+def tally_cuda(
+    cell: Any, vol: Any, pk: Any, bucket_us: int, link: Any = None, geo: Any = None
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray] | None]:
+    """Device twin of :func:`flowatlas.kernels.tally.tally`: the same sorted host arrays,
+    from device columns (keys are made and summed on the device; only the sums come back)."""
+    n = cell.shape[0]
+    blocks, threads = _grid(max(n, 1))
+
+    def summed(key: Any, v: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
+        keys, sums = cell_sums_cuda(key, v, p)
+        keys, sums = keys.copy_to_host(), sums.copy_to_host()
+        order = np.argsort(keys, kind="stable")
+        return keys[order], sums[order]
+
+    links = geos = None
+    if link is not None:
+        key = cuda.device_array(n, np.int64)
+        drop = cuda.device_array(n, np.uint8)
+        if n:
+            _link_key_kernel[blocks, threads](cell, link, key, drop)
+        _dropped, (key, v, p) = select_ok_cuda(drop, key, vol, pk)
+        links = summed(key, v, p)
+    if geo is not None:
+        key = cuda.device_array(n, np.int64)
+        if n:
+            _geo_key_kernel[blocks, threads](cell, geo, np.int64(bucket_us), key)
+        geos = summed(key, vol, pk)
+    return links, geos

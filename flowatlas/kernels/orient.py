@@ -2,8 +2,9 @@
 
 Two per-row bodies, each compiled for the CPU here and for CUDA in :mod:`.cuda`:
 
-- ``_orient_body``: which end is ours (direction), which region the flow belongs to, whether
-  a private-link rule (exporter + interface, e.g. Migration) claims it;
+- ``_orient_body``: which end is ours (direction), which region the flow belongs to, which
+  interface link (exporter + interface: transit, IX, private fibre) carries it, and the
+  network type that link gives its flows (Migration for private fibre), if any;
 - ``_cell_body``: the sampling-corrected volume and packets (with 64-bit overflow detection)
   and the packed cell key (time bucket, region, network type, direction, IP version).
 
@@ -33,13 +34,18 @@ REASON_OVERFLOW = 1
 REASONS = {REASON_OVERFLOW: "volume_overflow"}  # bytes x sampling_rate exceeds 64 bits
 
 
-def _orient_body(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types):
-    """(direction, region, remote_is_dst, link_type) of one flow record.
+def _orient_body(
+    src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types, rule_links
+):
+    """(direction, region, remote_is_dst, link_type, link) of one flow record.
 
     src_reg/dst_reg: region id of the address if it is one of ours, else -1.
     exp_reg: region id of the exporter (0 = not configured); it wins over prefixes.
-    rule_keys: sorted ``exporter_id << 32 | ifindex`` of private-link rules; rule_types their
-    network type codes. The interface that faces the remote end is the one checked.
+    rule_keys: sorted ``exporter_id << 32 | ifindex`` of the interface links' interfaces;
+    rule_types their network type codes (-1: the link sets none), rule_links the index of
+    their link. The interface that faces the remote end is the one checked. ``link`` is -1
+    where no interface link carries the flow, and for internal flows (they go to their
+    region's catch-all link).
     """
     if dst_reg >= 0 and src_reg < 0:
         direction = 0
@@ -64,6 +70,7 @@ def _orient_body(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, ru
     if exp_reg > 0:
         region = exp_reg
     link_type = -1
+    link = -1
     if rule_keys.size > 0 and exp_id >= 0:
         key = (np.uint64(exp_id) << np.uint64(32)) | np.uint64(ext_if)
         left = 0
@@ -76,7 +83,9 @@ def _orient_body(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, ru
                 right = mid
         if left < rule_keys.size and rule_keys[left] == key:
             link_type = rule_types[left]
-    return direction, region, remote_is_dst, link_type
+            if direction != 2:
+                link = rule_links[left]
+    return direction, region, remote_is_dst, link_type, link
 
 
 def _cell_body(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets, rate, scaled):
@@ -110,9 +119,9 @@ cell_one = numba.njit(inline="always", nogil=True, cache=True)(_cell_body)
 
 
 def _orient_loop(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, rule_types,
-                direction, region, remote_is_dst, link_type):  # fmt: skip
+                rule_links, direction, region, remote_is_dst, link_type, link):  # fmt: skip
     for i in numba.prange(src_reg.size):  # prange is range when not parallel
-        d, r, rd, lt = orient_one(
+        d, r, rd, lt, lk = orient_one(
             src_reg[i],
             dst_reg[i],
             exp_reg[i],
@@ -121,11 +130,13 @@ def _orient_loop(src_reg, dst_reg, exp_reg, exp_id, in_if, out_if, rule_keys, ru
             out_if[i],
             rule_keys,
             rule_types,
+            rule_links,
         )
         direction[i] = d
         region[i] = r
         remote_is_dst[i] = rd
         link_type[i] = lt
+        link[i] = lk
 
 
 def _cell_loop(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets, rate, scaled,
@@ -165,13 +176,21 @@ def orient_cpu(
     out_if: np.ndarray,
     rule_keys: np.ndarray,
     rule_types: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per record: direction (uint8), region (int16), remote_is_dst (bool), link_type (int16)."""
+    rule_links: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: direction (uint8), region (int16), remote_is_dst (bool), link_type (int16)
+    and link (int16: the index in ``rule_links`` of the interface link carrying it, -1 none).
+
+    ``rule_links`` defaults to each rule being its own link (0, 1, ...).
+    """
     n = src_reg.size
     direction = np.empty(n, np.uint8)
     region = np.empty(n, np.int16)
     remote_is_dst = np.empty(n, np.bool_)
     link_type = np.empty(n, np.int16)
+    link = np.empty(n, np.int16)
+    if rule_links is None:
+        rule_links = np.arange(np.asarray(rule_keys).size, dtype=np.int16)
     (_orient_par if n >= PARALLEL_MIN and parallel_allowed() else _orient_ser)(
         np.ascontiguousarray(src_reg, np.int32),
         np.ascontiguousarray(dst_reg, np.int32),
@@ -181,12 +200,14 @@ def orient_cpu(
         np.ascontiguousarray(out_if, np.uint32),
         np.ascontiguousarray(rule_keys, np.uint64),
         np.ascontiguousarray(rule_types, np.int16),
+        np.ascontiguousarray(rule_links, np.int16),
         direction,
         region,
         remote_is_dst,
         link_type,
+        link,
     )
-    return direction, region, remote_is_dst, link_type
+    return direction, region, remote_is_dst, link_type, link
 
 
 def cells_cpu(

@@ -4,7 +4,9 @@ For each flow record: longest-prefix match of both addresses in the local table 
 ours, and in which region?), orientation (:func:`~flowatlas.kernels.orient._orient_body`), the
 remote address, its network in the classification table and the network type by precedence,
 then the cell key and the sampling-corrected counters
-(:func:`~flowatlas.kernels.orient._cell_body`). The same bodies the separate kernels use
+(:func:`~flowatlas.kernels.orient._cell_body`); where asked, also the interface link carrying
+the record and the remote network's (country, metro) code, for the cube's link and
+geography tables. The same bodies the separate kernels use
 (:func:`~flowatlas.kernels.lpm.lookup_cpu`, :func:`~flowatlas.kernels.orient.orient_cpu`,
 :func:`~flowatlas.kernels.orient.cells_cpu`), fused so that the intermediate columns
 (regions, direction, network ids, types) never reach memory: one pass instead of nine, and no
@@ -50,8 +52,8 @@ def _records_loop(
     npackets, rate, scaled, bucket_us,
     l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs, l_shift6, local_region,
     c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6, type_codes, user_override,
-    rule_keys, rule_types, internal_type,
-    o_cell, o_hi, o_lo, o_vol, o_pk, o_reason,
+    rule_keys, rule_types, rule_links, internal_type, geo_of, want_link, want_geo,
+    o_cell, o_hi, o_lo, o_vol, o_pk, o_reason, o_link, o_geo,
 ):  # fmt: skip  # pragma: no cover - compiled
     n = src.shape[0]
     for i in range(n):
@@ -68,9 +70,10 @@ def _records_loop(
         d_reg = local_region[lpm_one(dh, dl, l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs,
                                      l_shift6)]  # fmt: skip
         c = exp_code[i]
-        direction, region, remote_is_dst, link_type = orient_one(
-            s_reg, d_reg, exp_reg[c], exp_id[c], in_if[i], out_if[i], rule_keys, rule_types
-        )
+        direction, region, remote_is_dst, link_type, link = orient_one(
+            s_reg, d_reg, exp_reg[c], exp_id[c], in_if[i], out_if[i], rule_keys, rule_types,
+            rule_links,
+        )  # fmt: skip
         rh = dh if remote_is_dst else sh
         rl = dl if remote_is_dst else sl
         net = lpm_one(rh, rl, c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6)
@@ -91,6 +94,10 @@ def _records_loop(
         o_vol[i] = vol
         o_pk[i] = pk
         o_reason[i] = reason
+        if want_link:
+            o_link[i] = link
+        if want_geo:
+            o_geo[i] = geo_of[net] if net >= 0 else geo_of[geo_of.size - 1]
 
 
 # serial only: measured slower with numba's thread pool on a fragment (272 k records, 2
@@ -121,6 +128,11 @@ def records_cpu(
     rule_types: np.ndarray,
     internal_type: int,
     out: tuple[np.ndarray, ...],
+    *,
+    rule_links: np.ndarray | None = None,
+    link_out: np.ndarray | None = None,
+    geo_of: np.ndarray | None = None,
+    geo_out: np.ndarray | None = None,
 ) -> None:
     """Classify, orient and bucket records, writing record i's results to ``out[k][i]``.
 
@@ -135,13 +147,25 @@ def records_cpu(
     result equals :func:`~flowatlas.kernels.lpm.lookup_cpu`,
     :func:`~flowatlas.kernels.orient.orient_cpu` and
     :func:`~flowatlas.kernels.orient.cells_cpu` composed (tests/test_records.py checks it).
+
+    With ``link_out`` (int16, n long) record i's interface link goes to ``link_out[i]``: the
+    ``rule_links`` entry of the rule matching its exporter interface, -1 for none (as
+    ``orient_cpu`` gives it). With ``geo_out`` (int32) its remote network's geography code
+    ``geo_of[network id]`` (last entry: no match). Without them that work is skipped.
     """
     n = src.shape[0]
     for a in (src, dst):
         if a.dtype != np.uint64 or a.shape != (n, 2) or not a.flags.c_contiguous:
             raise ValueError("addresses must be C-contiguous (n, 2) uint64 words")
-    if any(o.size != n or not o.flags.c_contiguous for o in out):
+    extra = [o for o in (link_out, geo_out) if o is not None]
+    if any(o.size != n or not o.flags.c_contiguous for o in (*out, *extra)):
         raise ValueError(f"output arrays must be contiguous and {n} long")
+    if link_out is not None and link_out.dtype != np.int16:
+        raise ValueError("link_out must be int16")
+    if geo_out is not None and (geo_out.dtype != np.int32 or geo_of is None or not geo_of.size):
+        raise ValueError("geo_out must be int32, with a non-empty geo_of")
+    if rule_links is None:
+        rule_links = np.arange(np.asarray(rule_keys).size, dtype=np.int16)
     u64 = np.uint64
     _records(
         src, dst, sys.byteorder == "little", np.ascontiguousarray(exp_code, np.int64),
@@ -153,6 +177,15 @@ def records_cpu(
         *local.arrays(), np.ascontiguousarray(local_region, np.int32),
         *classes.arrays(), np.ascontiguousarray(type_codes, np.int16),
         np.ascontiguousarray(user_override, np.bool_), np.ascontiguousarray(rule_keys, u64),
-        np.ascontiguousarray(rule_types, np.int16), np.int16(internal_type),
-        *out,
+        np.ascontiguousarray(rule_types, np.int16), np.ascontiguousarray(rule_links, np.int16),
+        np.int16(internal_type),
+        np.ascontiguousarray(geo_of if geo_of is not None else _NO_GEO, np.int32),
+        link_out is not None, geo_out is not None, *out,
+        link_out if link_out is not None else _NO_LINK_OUT,
+        geo_out if geo_out is not None else _NO_GEO,
     )  # fmt: skip
+
+
+#: stand-ins for the outputs a call does not ask for (the kernel never writes them)
+_NO_LINK_OUT = np.full(1, -1, np.int16)
+_NO_GEO = np.zeros(1, np.int32)

@@ -1,0 +1,100 @@
+"""kernels/tally.py: per-link and per-geography sums against pandas, on adversarial keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flowatlas.kernels.accumulate import CounterOverflow
+from flowatlas.kernels.orient import DIM_BITS
+from flowatlas.kernels.tally import (
+    GEO_BITS,
+    LINK_BITS,
+    MAX_LINKS,
+    US_PER_DAY,
+    geo_key_parts,
+    link_key_parts,
+    tally,
+)
+
+HOUR_US = 3_600_000_000
+
+
+def _records(rng, n, bucket_us):
+    # buckets before and after 1970, runs of one bucket and scattered ones
+    bucket = rng.integers(-5000, 5000, n).astype(np.int64) * (HOUR_US // bucket_us)
+    bucket[: n // 2] = np.repeat(rng.integers(-50, 50, n // 100), 50)[: n // 2]
+    dims = rng.integers(0, 1 << DIM_BITS, n).astype(np.int64)
+    cell = (bucket << DIM_BITS) | dims
+    link = rng.integers(-1, 6, n).astype(np.int16)
+    link[::7] = MAX_LINKS - 1  # the highest index there is
+    geo = rng.integers(0, 40, n).astype(np.int32)
+    geo[::11] = (1 << GEO_BITS) - 1
+    vol = rng.integers(0, 2**50, n, dtype=np.uint64)
+    pk = rng.integers(0, 2**30, n, dtype=np.uint64)
+    return cell, link, geo, vol, pk
+
+
+@pytest.mark.parametrize("bucket_us", [HOUR_US, 300_000_000, 2 * US_PER_DAY])
+def test_tally_equals_pandas(bucket_us) -> None:
+    rng = np.random.default_rng(bucket_us % 97)
+    n = 60_000
+    cell, link, geo, vol, pk = _records(rng, n, bucket_us)
+    links, geos = tally(cell, vol, pk, bucket_us, link, geo)
+    df = pd.DataFrame({"cell": cell, "link": link, "geo": geo, "vol": vol, "pk": pk})
+    df["vol"] = df["vol"].map(int)
+    df["pk"] = df["pk"].map(int)
+
+    on = df[df["link"] >= 0]
+    want = on.groupby(["cell", "link"]).agg(v=("vol", "sum"), p=("pk", "sum"), f=("vol", "size"))
+    c, lk = link_key_parts(links[0])
+    got = pd.DataFrame({"cell": c, "link": lk, "v": links[1][:, 0].astype(object),
+                        "p": links[1][:, 1].astype(object), "f": links[1][:, 2]})  # fmt: skip
+    assert (np.diff(links[0]) > 0).all()  # sorted, distinct
+    assert [tuple(map(int, r)) for r in got.itertuples(index=False)] == [
+        (int(a), int(b), int(v), int(p), int(f)) for (a, b), (v, p, f) in zip(
+            want.index, want.itertuples(index=False), strict=True)
+    ]  # fmt: skip
+
+    day = np.floor_divide((cell >> DIM_BITS) * bucket_us, US_PER_DAY)  # floor before 1970
+    df["day"] = day
+    df["dims"] = cell & ((1 << DIM_BITS) - 1)
+    want = df.groupby(["day", "dims", "geo"]).agg(
+        v=("vol", "sum"), p=("pk", "sum"), f=("vol", "size")
+    )
+    d, dims, g = geo_key_parts(geos[0])
+    assert (np.diff(geos[0]) > 0).all()
+    sums = [geos[1][:, i].tolist() for i in range(3)]
+    got = list(zip(d.tolist(), dims.tolist(), g.tolist(), *sums, strict=True))
+    assert got == [
+        (int(a), int(b), int(c_), int(v), int(p), int(f))
+        for (a, b, c_), (v, p, f) in zip(want.index, want.itertuples(index=False), strict=True)
+    ]
+    assert (d < 0).any()
+
+
+def test_tally_skips_what_is_not_asked() -> None:
+    rng = np.random.default_rng(1)
+    cell, link, geo, vol, pk = _records(rng, 1000, HOUR_US)
+    assert tally(cell, vol, pk, HOUR_US) == (None, None)
+    links, geos = tally(cell, vol, pk, HOUR_US, link=link)
+    assert geos is None and links[0].size
+    links2, _ = tally(cell[::-1], vol[::-1], pk[::-1], HOUR_US, link=link[::-1])
+    assert (links[0] == links2[0]).all() and (links[1] == links2[1]).all()  # order-free
+    empty = tally(cell[:0], vol[:0], pk[:0], HOUR_US, link[:0], geo[:0])
+    assert all(part[0].size == 0 and part[1].shape == (0, 3) for part in empty)
+    assert LINK_BITS == 12
+
+
+def test_tally_overflow_raises() -> None:
+    cell = np.zeros(3, np.int64)
+    vol = np.array([2**63, 2**63, 1], np.uint64)
+    pk = np.ones(3, np.uint64)
+    with pytest.raises(CounterOverflow):
+        tally(cell, vol, pk, HOUR_US, link=np.zeros(3, np.int16))
+    with pytest.raises(CounterOverflow):
+        tally(cell, vol, pk, HOUR_US, geo=np.zeros(3, np.int32))
+    # records without a link are not summed per link: no overflow there
+    links, _ = tally(cell, vol, pk, HOUR_US, link=np.array([0, -1, 0], np.int16))
+    assert links[1].tolist() == [[2**63 + 1, 2, 2]]
