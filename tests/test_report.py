@@ -19,7 +19,7 @@ from flowatlas.viz.views import compute_views
 from flowatlas.vocab import CLOUD_TYPES
 
 FIGURES = ["overview", *[h[0] for h in HEATMAPS], "shares", "magnitude-log", "magnitude-linear",
-           "ipv-volume", "ipv-uniques"]  # fmt: skip
+           "ipv-volume", "ipv-uniques", "metros"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,16 @@ def test_sentences_are_the_cubes_numbers(cube) -> None:
     s = next(x for x in text if x.startswith("The largest volume"))
     assert s == (f"The largest volume is {r} <-> {t}: {units.fmt(float(top), 'volume')}, "
                  f"{100 * top / cell.sum():.1f}% of all traffic.")  # fmt: skip
+    top = c.top_metros(by=("network_type",), where={"network_type": "Neocloud"}).head(6)
+    metro = next(x for x in text if x.startswith("Neocloud endpoints cluster in"))
+    assert (
+        metro
+        == "Neocloud endpoints cluster in "
+        + ", ".join(
+            f"{m} ({100 * sh:.1f}%)" for m, sh in zip(top["metro"], top["share"], strict=True)
+        )
+        + "."
+    )
     v6 = float(cells[cells["ip_version"] == 6]["bytes"].sum()) / float(cells["bytes"].sum())
     assert any(x.startswith(f"IPv6 carries {100 * v6:.1f}% of the volume") for x in text)
 

@@ -552,6 +552,39 @@ def ipv_volume_figure(source: ColumnDataSource, name: str) -> figure:
     return bar_figure(source, "Volume by IP version", "volume", "volume", name)
 
 
+def metro_data(df: pd.DataFrame) -> dict:
+    """Horizontal bars: each top metro's share of the selection's volume."""
+    names = [f"{r.metro} ({r.country})" if getattr(r, "country", None) else str(r.metro)
+             for r in df.itertuples()]  # fmt: skip
+    shares = _clean(df["share"].to_numpy()) if len(df) else []
+    return {
+        "metro": names,
+        "value": shares,
+        "label": [f"{units.share(s)} ({units.fmt(float(b), 'volume')})"
+                  for s, b in zip(shares, df["bytes"] if len(df) else [], strict=True)],
+        "color": ["#8c564b"] * len(names),
+    }  # fmt: skip
+
+
+def metro_figure(source: ColumnDataSource, title: str, name: str) -> figure:
+    """Top metros of the remote endpoints, heaviest at the top."""
+    metros = list(source.data["metro"])
+    p = figure(
+        title=title,
+        y_range=FactorRange(*reversed(metros)) if metros else FactorRange(),
+        width=WIDTH // 2 + 100,
+        height=80 + 28 * max(3, len(metros)),
+        tools="save",
+        name=name,
+    )
+    r = p.hbar(y="metro", right="value", height=0.7, color="color", source=source)
+    p.add_tools(HoverTool(renderers=[r], tooltips=[("metro", "@metro"), ("share", "@label")]))
+    p.xaxis.formatter = units.tick_formatter("share")
+    p.x_range.start = 0
+    p.ygrid.grid_line_color = None
+    return p
+
+
 # --------------------------------------------------------------------------- drill-down
 
 

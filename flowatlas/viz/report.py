@@ -32,6 +32,8 @@ from flowatlas.viz.charts import (
     log_range,
     magnitude_data,
     magnitude_figure,
+    metro_data,
+    metro_figure,
     metro_rows,
     shares_data,
     shares_figure,
@@ -85,6 +87,12 @@ def figures(views: Views, *, toolbars: bool = True) -> dict[str, object]:
     p = ipv_figure(ColumnDataSource(uq), "ipv-uniques")
     p.x_range.factors = list(uq["x"])
     figs["ipv-uniques"] = p
+    key = next((k for k in ("Neocloud", "all") if len(views.metros.get(k, ()))), None)
+    if key is not None:
+        who = "all traffic" if key == "all" else f"{key} traffic"
+        source = ColumnDataSource(metro_data(views.metros[key]))
+        figs["metros"] = metro_figure(source, f"Top metros of {who}'s remote endpoints",
+                                      "metros")  # fmt: skip
     if not toolbars:
         for fig in figs.values():
             fig.toolbar_location = None
@@ -139,6 +147,8 @@ def report_layout(views: Views, title: str, figs: dict[str, object] | None = Non
     items.append(row(figs["magnitude-log"], figs["magnitude-linear"]))
     items.append(row(figs["ipv-volume"], figs["ipv-uniques"]))
     items.append(metro_section(views))
+    if "metros" in figs:
+        items.append(figs["metros"])
     return column(*items)
 
 
