@@ -16,10 +16,38 @@ import pytest
 from flowatlas.engine.build import build_cube
 from flowatlas.synth import synthesize
 
+#: metros given to the synthetic world's neocloud and hyperscaler prefixes (the seed's list,
+#: East Coast first: a prefix's metro is picked by its row number, so the East comes up more)
+METROS = {
+    "Neocloud": [("Northern Virginia", "US"), ("New York", "US"), ("Atlanta", "US"),
+                 ("Chicago", "US"), ("Northern Virginia", "US"), ("Dallas-Houston", "US"),
+                 ("Denver", "US"), ("New York", "US")],
+    "Hyperscaler": [("Northern Virginia", "US"), ("Oregon", "US"), ("Ohio", "US"),
+                    ("Montreal", "CA")],
+}  # fmt: skip
 
-def make_cube(where: Path, *, records: int = 20_000, seed: int = 2) -> Path:
-    """A demo-like cube: half a year of the synthetic world (a few seconds to build)."""
+
+def add_metros(prefixes: Path) -> None:
+    """Give the synthetic prefix table a metro column (neocloud and hyperscaler rows)."""
+    import csv
+
+    with open(prefixes, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for i, row in enumerate(rows):
+        choices = METROS.get(row["network_type"])
+        row["metro"] = choices[i % len(choices)][0] if choices else ""
+    with open(prefixes, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=[*rows[0].keys()])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def make_cube(where: Path, *, records: int = 20_000, seed: int = 2, metros: bool = True) -> Path:
+    """A demo-like cube: half a year of the synthetic world (a few seconds to build), its
+    neocloud and hyperscaler prefixes placed in metros."""
     synthesize(where / "archive", records=records, seed=seed)
+    if metros:
+        add_metros(where / "archive" / "prefixes.csv")
     return build_cube(where / "archive", where / "cube", workers=0).out
 
 

@@ -12,13 +12,14 @@ from serve_support import colourful, keep_artefact, make_cube, make_sparse_cube,
 
 from flowatlas.engine.cube import open_cube
 from flowatlas.viz import units
+from flowatlas.viz.charts import stack
 from flowatlas.viz.report import HEATMAPS, write_html
 from flowatlas.viz.summary import sentences
 from flowatlas.viz.views import compute_views
 from flowatlas.vocab import CLOUD_TYPES
 
 FIGURES = ["overview", *[h[0] for h in HEATMAPS], "shares", "magnitude-log", "magnitude-linear",
-           "ipv-volume", "ipv-uniques"]  # fmt: skip
+           "ipv-volume", "ipv-uniques", "metros"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,16 @@ def test_sentences_are_the_cubes_numbers(cube) -> None:
     s = next(x for x in text if x.startswith("The largest volume"))
     assert s == (f"The largest volume is {r} <-> {t}: {units.fmt(float(top), 'volume')}, "
                  f"{100 * top / cell.sum():.1f}% of all traffic.")  # fmt: skip
+    top = c.top_metros(by=("network_type",), where={"network_type": "Neocloud"}).head(6)
+    metro = next(x for x in text if x.startswith("Neocloud endpoints cluster in"))
+    assert (
+        metro
+        == "Neocloud endpoints cluster in "
+        + ", ".join(
+            f"{m} ({100 * sh:.1f}%)" for m, sh in zip(top["metro"], top["share"], strict=True)
+        )
+        + "."
+    )
     v6 = float(cells[cells["ip_version"] == 6]["bytes"].sum()) / float(cells["bytes"].sum())
     assert any(x.startswith(f"IPv6 carries {100 * v6:.1f}% of the volume") for x in text)
 
@@ -130,6 +141,10 @@ def test_sparse_cube_renders_with_sane_axes(sparse, tmp_path) -> None:
     views = compute_views(open_cube(sparse))
     gaps = views.daily.isna().all(axis=1)
     assert gaps.sum() == 16 and not views.daily[~gaps].isna().any().any()
+    # each band is one polygon per run of days with data: three runs, two NaN breaks
+    _, bands = stack(views.daily, views.types, views.types, [True] * len(views.types))
+    for i in range(len(views.types)):
+        assert np.isnan(bands[f"x{i}"]).sum() == 2 and np.isnan(bands[f"y{i}"]).sum() == 2
     page = write_html(views, tmp_path / "sparse.html")
     d = chrome(1400, 1000)
     try:

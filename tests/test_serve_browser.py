@@ -194,6 +194,11 @@ def test_filter_change_and_cell_selection_run_server_callbacks(cube, server, bro
     )
     assert ips[0] == top_ip.sort_values("rank").iloc[0]["remote_ip"]
     assert "cell=US-East|Neocloud" in browser.current_url.replace("%7C", "|")
+    metros = texts(browser, ".fa-metros tbody tr td:nth-child(1)")
+    want = open_cube(cube).top_metros(
+        by=("region", "network_type"), where={"region": "US-East", "network_type": "Neocloud"}
+    )
+    assert metros == list(want["metro"]) and metros
     shot(browser, tmp_path, "drilldown")
 
     # a period that is not stored: uniqueness becomes a labelled estimate

@@ -97,117 +97,163 @@ TABLE_CSS = """
 
 # --------------------------------------------------------------------------- stacked area
 
-#: rewrites the stack when a legend click hides or shows a series (the page's own copy of
-#: :func:`area_data`'s stacking; the server recomputes the same from the renderers' flags)
+#: rebuilds the stack when a legend click hides or shows a series: the page's own copy of
+#: :func:`stack`, so the static report restacks too (the server recomputes the same)
 _RESTACK = """
-const d = source.data;
+const d = points.data;
 const n = d.t.length;
+const runs = [];
+for (let j = 0; j < n; ) {
+  if (!isFinite(d.v0[j])) { j++; continue; }
+  let k = j;
+  while (k + 1 < n && isFinite(d.v0[k + 1])) k++;
+  runs.push([j, k]);
+  j = k + 1;
+}
 let acc = new Float64Array(n);
+const b = {...bands.data};
 for (let i = 0; i < renderers.length; i++) {
   const v = d["v" + i];
-  const lo = new Float64Array(n), hi = new Float64Array(n);
-  for (let j = 0; j < n; j++) {
-    lo[j] = acc[j];
-    if (renderers[i].visible) acc[j] += v[j];
-    hi[j] = acc[j];
-  }
+  const lo = Float64Array.from(acc);
+  for (let j = 0; j < n; j++) if (renderers[i].visible) acc[j] += v[j];
+  const ys = [];
+  runs.forEach(([a, z], r) => {
+    if (r > 0) ys.push(NaN);
+    for (let j = a; j <= z; j++) ys.push(acc[j]);
+    for (let j = z; j >= a; j--) ys.push(lo[j]);
+  });
+  b["y" + i] = ys;
   d["lo" + i] = lo;
-  d["hi" + i] = hi;
+  d["hi" + i] = Float64Array.from(acc);
 }
-d.top = acc;
-source.change.emit();
+d.top = Float64Array.from(acc, (x, j) => isFinite(d.v0[j]) ? x : NaN);
+bands.data = b;
+points.change.emit();
 """
 
 
-def area_data(
-    table: pd.DataFrame, types: Sequence[str], shown: Sequence[str], visible: Sequence[bool]
-) -> dict:
-    """Columns of the stacked area: one series slot per type of ``types`` (zero if not shown).
+def _runs(missing: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) index of each run of points with data."""
+    out, j, n = [], 0, len(missing)
+    while j < n:
+        if missing[j]:
+            j += 1
+            continue
+        k = j
+        while k + 1 < n and not missing[k + 1]:
+            k += 1
+        out.append((j, k))
+        j = k + 1
+    return out
 
-    ``table`` is a view's time x type frame in bits/s; NaN (a day without data) stays NaN, so
-    the area has a gap there instead of a line drawn across it.
+
+def stack(
+    table: pd.DataFrame, types: Sequence[str], shown: Sequence[str], visible: Sequence[bool]
+) -> tuple[dict, dict]:
+    """The stacked area's columns: per time point, and each type's band as one polygon.
+
+    ``table`` is a view's time x type frame in bits/s. A time without data (NaN: a day with
+    no record in the cube) is a gap: each band is one polygon per run of days with data,
+    runs separated by NaN, so nothing is drawn across missing days. Types not ``shown`` are
+    zero-height; types not ``visible`` (hidden from the legend) do not raise the stack.
     """
     n = len(table)
     t = table.index
-    data: dict[str, object] = {"t": t.to_numpy() if n else np.array([], "datetime64[ns]")}
-    data["t_label"] = [
-        f"{x:%Y-%m-%d %H:%M}" if (x.hour or x.minute) else f"{x:%Y-%m-%d}" for x in t
-    ]
     missing = table.isna().all(axis=1).to_numpy() if n else np.zeros(0, bool)
-    acc = np.zeros(n)
-    total = np.where(missing, np.nan, 0.0)
+    times = t.to_numpy() if n else np.array([], "datetime64[ns]")
+    pts: dict[str, object] = {"t": times}
+    pts["t_label"] = [f"{x:%Y-%m-%d %H:%M}" if (x.hour or x.minute) else f"{x:%Y-%m-%d}" for x in t]
+    runs = _runs(missing)
+    ms = times.astype("datetime64[ms]").astype(np.int64).astype(np.float64)  # a datetime axis
+    xs: list[float] = []
+    for r, (a, z) in enumerate(runs):
+        if r:
+            xs.append(np.nan)  # NaT would not survive serialisation as a gap; NaN does
+        xs += list(ms[a : z + 1]) + list(ms[a : z + 1][::-1])
+    bands: dict[str, object] = {}
+    acc = np.where(missing, np.nan, 0.0)
+    total = acc.copy()
     for i, name in enumerate(types):
         v = table[name].to_numpy(dtype=np.float64) if name in shown and name in table else None
-        if v is None:
-            v = np.where(missing, np.nan, 0.0)
+        v = np.where(missing, np.nan, 0.0) if v is None else np.where(missing, np.nan, v)
         lo = acc.copy()
         if visible[i]:
             acc = acc + v
-        data[f"v{i}"] = v
-        data[f"lo{i}"] = lo
-        data[f"hi{i}"] = acc.copy()
-        data[f"l{i}"] = [units.fmt(x, "rate") for x in v]
+        ys: list[float] = []
+        for r, (a, z) in enumerate(runs):
+            if r:
+                ys.append(np.nan)
+            ys += list(acc[a : z + 1]) + list(lo[a : z + 1][::-1])
+        pts[f"v{i}"] = v
+        pts[f"lo{i}"] = lo
+        pts[f"hi{i}"] = acc.copy()
+        pts[f"l{i}"] = [units.fmt(x, "rate") for x in v]
+        bands[f"x{i}"] = np.array(xs, dtype=np.float64)
+        bands[f"y{i}"] = np.array(ys, dtype=np.float64)
         total = total + np.nan_to_num(v)
-    data["top"] = acc
-    data["total_label"] = [units.fmt(x, "rate") for x in total]
-    return data
+    pts["top"] = acc
+    pts["total_label"] = [units.fmt(x, "rate") for x in total]
+    return pts, bands
 
 
-def area_figure(source: ColumnDataSource, types: Sequence[str], title: str) -> figure:
-    """Stacked areas by network type: hover for the day's values, legend outside, click hides."""
-    p = figure(
-        title=title,
-        x_axis_type="datetime",
-        width=WIDTH,
-        height=400,
-        tools="pan,xwheel_zoom,box_zoom,reset,save",
-        name="area",
-    )
-    renderers = []
-    for i, t in enumerate(types):
-        r = p.varea(
-            x="t",
-            y1=f"lo{i}",
-            y2=f"hi{i}",
-            source=source,
-            fill_color=type_color(t),
-            fill_alpha=0.85,
-            name=f"area-{t}",
+class StackedArea:
+    """Traffic by network type over time, stacked: hover for a time's values, legend outside
+    the plot that hides a series on click (the stack closes up), gaps where data is missing.
+    """
+
+    def __init__(self, types: Sequence[str], title: str, name: str = "area") -> None:
+        self.types = list(types)
+        empty = pd.DataFrame(columns=self.types, index=pd.DatetimeIndex([]), dtype=float)
+        pts, bands = stack(empty, self.types, [], [True] * len(self.types))
+        self.points = ColumnDataSource(pts, name=f"{name}-points")
+        self.bands = ColumnDataSource(bands, name=f"{name}-bands")
+        p = figure(
+            title=title,
+            x_axis_type="datetime",
+            width=WIDTH,
+            height=400,
+            tools="pan,xwheel_zoom,box_zoom,reset,save",
+            name=name,
         )
-        renderers.append(r)
-    top = p.line(x="t", y="top", source=source, line_alpha=0, name="area-top")
-    hover = HoverTool(renderers=[top], mode="vline", tooltips=area_tooltips(types, types))
-    p.add_tools(hover)
-    legend = Legend(
-        items=[LegendItem(label=t, renderers=[r]) for t, r in zip(types, renderers, strict=True)],
-        click_policy="hide",
-        location="top_left",
-    )
-    p.add_layout(legend, "right")
-    restack = CustomJS(args={"source": source, "renderers": renderers}, code=_RESTACK)
-    for r in renderers:
-        r.js_on_change("visible", restack)
-    p.yaxis.formatter = units.tick_formatter("rate")
-    p.y_range.start = 0
-    p.yaxis.axis_label = "bits per second"
-    return p
+        self.renderers = [
+            p.patch(x=f"x{i}", y=f"y{i}", source=self.bands, fill_color=type_color(t),
+                    fill_alpha=0.85, line_color=None, name=f"area-{t}")
+            for i, t in enumerate(self.types)
+        ]  # fmt: skip
+        top = p.line(x="t", y="top", source=self.points, line_alpha=0, name=f"{name}-top")
+        self.hover = HoverTool(renderers=[top], mode="vline", tooltips=area_tooltips(types, types))
+        p.add_tools(self.hover)
+        self.legend = Legend(items=[], click_policy="hide", location="top_left")
+        p.add_layout(self.legend, "right")
+        restack = CustomJS(
+            args={"points": self.points, "bands": self.bands, "renderers": self.renderers},
+            code=_RESTACK,
+        )
+        for r in self.renderers:
+            r.js_on_change("visible", restack)
+        p.yaxis.formatter = units.tick_formatter("rate")
+        p.y_range.start = 0
+        p.yaxis.axis_label = "bits per second"
+        self.figure = p
+
+    def update(self, table: pd.DataFrame, shown: Sequence[str]) -> None:
+        """Show ``table`` (time x type, bits/s); only ``shown`` types get legend entries."""
+        visible = [bool(r.visible) for r in self.renderers]
+        pts, bands = stack(table, self.types, shown, visible)
+        self.hover.tooltips = area_tooltips(self.types, shown)
+        self.legend.items = [
+            LegendItem(label=t, renderers=[r])
+            for t, r in zip(self.types, self.renderers, strict=True)
+            if t in shown
+        ]
+        self.bands.data = bands
+        self.points.data = pts
 
 
 def area_tooltips(types: Sequence[str], shown: Sequence[str]) -> list[tuple[str, str]]:
     """The area's hover lines: the time, the total, then each shown type, top of stack first."""
     rows = [(t, f"@{{l{i}}}") for i, t in enumerate(types) if t in shown]
     return [("time", "@t_label"), ("total", "@total_label"), *reversed(rows)]
-
-
-def set_legend(p: figure, types: Sequence[str], shown: Sequence[str]) -> None:
-    """Show legend entries for the shown types only (the others are zero-height series)."""
-    legend = p.select_one(Legend)
-    by_label = {t: r for t, r in zip(types, _area_renderers(p, types), strict=True)}
-    legend.items = [LegendItem(label=t, renderers=[by_label[t]]) for t in types if t in shown]
-
-
-def _area_renderers(p: figure, types: Sequence[str]) -> list:
-    return [p.select_one({"name": f"area-{t}"}) for t in types]
 
 
 # --------------------------------------------------------------------------- heatmaps
@@ -504,6 +550,39 @@ def ipv_volume_data(table: pd.DataFrame) -> dict:
 def ipv_volume_figure(source: ColumnDataSource, name: str) -> figure:
     """Volume by IP version."""
     return bar_figure(source, "Volume by IP version", "volume", "volume", name)
+
+
+def metro_data(df: pd.DataFrame) -> dict:
+    """Horizontal bars: each top metro's share of the selection's volume."""
+    names = [f"{r.metro} ({r.country})" if getattr(r, "country", None) else str(r.metro)
+             for r in df.itertuples()]  # fmt: skip
+    shares = _clean(df["share"].to_numpy()) if len(df) else []
+    return {
+        "metro": names,
+        "value": shares,
+        "label": [f"{units.share(s)} ({units.fmt(float(b), 'volume')})"
+                  for s, b in zip(shares, df["bytes"] if len(df) else [], strict=True)],
+        "color": ["#8c564b"] * len(names),
+    }  # fmt: skip
+
+
+def metro_figure(source: ColumnDataSource, title: str, name: str) -> figure:
+    """Top metros of the remote endpoints, heaviest at the top."""
+    metros = list(source.data["metro"])
+    p = figure(
+        title=title,
+        y_range=FactorRange(*reversed(metros)) if metros else FactorRange(),
+        width=WIDTH // 2 + 100,
+        height=80 + 28 * max(3, len(metros)),
+        tools="save",
+        name=name,
+    )
+    r = p.hbar(y="metro", right="value", height=0.7, color="color", source=source)
+    p.add_tools(HoverTool(renderers=[r], tooltips=[("metro", "@metro"), ("share", "@label")]))
+    p.xaxis.formatter = units.tick_formatter("share")
+    p.x_range.start = 0
+    p.ygrid.grid_line_color = None
+    return p
 
 
 # --------------------------------------------------------------------------- drill-down

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from flowatlas.engine.cube import Cube, grouping_name
+from flowatlas.viz import units
 from flowatlas.vocab import CLOUD_TYPES, INTERNAL, NETWORK_TYPES, UNKNOWN, UNKNOWN_REGION
 
 #: network types the views show (in vocabulary order, Unknown last); others after them
@@ -684,7 +685,14 @@ class CubeQuery:
             )
         except FlowatlasError as exc:  # an older cube without geo.parquet: say so on the page
             return empty, str(exc)
-        return df.reset_index(drop=True), "metros of the remote addresses, by volume"
+        if not len(df):
+            return empty, "no metro known for these remote addresses (the prefix table has none)"
+        listed = float(df["share"].sum())
+        note = (
+            f"metros of the remote addresses by volume; the {len(df)} listed carry "
+            f"{units.share(listed)} of the selection's volume"
+        )
+        return df.reset_index(drop=True), note
 
 
 def _ratio(num: pd.Series, den: pd.Series) -> float:

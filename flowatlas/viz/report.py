@@ -23,8 +23,7 @@ from flowatlas.viz.charts import (
     TABLE_CSS,
     WIDTH,
     Heatmap,
-    area_data,
-    area_figure,
+    StackedArea,
     html_table,
     ipv_data,
     ipv_figure,
@@ -33,6 +32,8 @@ from flowatlas.viz.charts import (
     log_range,
     magnitude_data,
     magnitude_figure,
+    metro_data,
+    metro_figure,
     metro_rows,
     shares_data,
     shares_figure,
@@ -58,12 +59,9 @@ def figures(views: Views, *, toolbars: bool = True) -> dict[str, object]:
     """Every figure of the report by name (the PNG file names), in page order."""
     figs: dict[str, object] = {}
     types = views.types
-    area = area_figure(
-        ColumnDataSource(area_data(views.daily, types, types, [True] * len(types))),
-        types,
-        "Traffic by network type (daily mean, bits per second)",
-    )
-    figs["overview"] = area
+    area = StackedArea(types, "Traffic by network type (daily mean, bits per second)")
+    area.update(views.daily, types)
+    figs["overview"] = area.figure
     for name, title, kind, attr in HEATMAPS:
         h = Heatmap(title, kind, name, log=True)
         h.update(getattr(views, attr))
@@ -89,6 +87,12 @@ def figures(views: Views, *, toolbars: bool = True) -> dict[str, object]:
     p = ipv_figure(ColumnDataSource(uq), "ipv-uniques")
     p.x_range.factors = list(uq["x"])
     figs["ipv-uniques"] = p
+    key = next((k for k in ("Neocloud", "all") if len(views.metros.get(k, ()))), None)
+    if key is not None:
+        who = "all traffic" if key == "all" else f"{key} traffic"
+        source = ColumnDataSource(metro_data(views.metros[key]))
+        figs["metros"] = metro_figure(source, f"Top metros of {who}'s remote endpoints",
+                                      "metros")  # fmt: skip
     if not toolbars:
         for fig in figs.values():
             fig.toolbar_location = None
@@ -143,6 +147,8 @@ def report_layout(views: Views, title: str, figs: dict[str, object] | None = Non
     items.append(row(figs["magnitude-log"], figs["magnitude-linear"]))
     items.append(row(figs["ipv-volume"], figs["ipv-uniques"]))
     items.append(metro_section(views))
+    if "metros" in figs:
+        items.append(figs["metros"])
     return column(*items)
 
 

@@ -82,10 +82,14 @@ def uniqueness_sentence(views: Views) -> str | None:
     text = f"{r} has the most distinct remote IPs ({units.fmt(float(ru[r]), 'count')})"
     if t is not None:
         text += (
-            f"; {t} traffic involves the fewest ({units.fmt(float(ut[t]), 'count')} addresses "
+            f"; {t} traffic involves the fewest ({_addresses(float(ut[t]))} "
             f"for {units.share(float(views.share.loc[t, 'share']))} of the volume)"
         )
     return text + "."
+
+
+def _addresses(n: float) -> str:
+    return f"{units.fmt(n, 'count')} address" + ("" if n == 1 else "es")
 
 
 def ipv6_sentence(views: Views) -> str | None:
@@ -94,11 +98,13 @@ def ipv6_sentence(views: Views) -> str | None:
     if 6 not in ipv.index:
         return None
     r = ipv.loc[6]
-    return (
-        f"IPv6 carries {units.share(float(r['share']))} of the volume; its "
-        f"{units.fmt(float(r['uniques']), 'count')} distinct addresses fall in "
-        f"{units.fmt(float(r['uniques_prefix']), 'count')} /64 prefixes."
-    )
+    text = f"IPv6 carries {units.share(float(r['share']))} of the volume"
+    if math.isfinite(float(r["uniques"])) and math.isfinite(float(r["uniques_prefix"])):
+        text += (
+            f"; its {units.fmt(float(r['uniques']), 'count')} distinct addresses fall in "
+            f"{units.fmt(float(r['uniques_prefix']), 'count')} /64 prefixes"
+        )
+    return text + "."
 
 
 def metro_sentence(views: Views) -> str | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 from bokeh.events import Tap
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, Div, HoverTool
+from bokeh.models import Div
 
 from flowatlas.viz import units
-from flowatlas.viz.charts import area_data, area_figure, area_tooltips, set_legend
+from flowatlas.viz.charts import StackedArea
 
 NAME = "overview"
 TITLE = "Overview"
@@ -26,28 +26,18 @@ class View:
 
     def __init__(self, page) -> None:
         self.types = list(page.all_types)
-        q, _ = page.query()
-        empty = q.area(page.filters).iloc[:0]
-        self.source = ColumnDataSource(
-            area_data(empty, self.types, [], [True] * len(self.types)), name="area-source"
-        )
-        self.figure = area_figure(self.source, self.types, "Traffic by network type")
+        self.area = StackedArea(self.types, "Traffic by network type")
+        self.figure = self.area.figure
         self.figure.on_event(Tap, lambda event: self._on_tap(page, event))
         self.note = Div(text="", name="overview-note", width=1100)
         self.layout = column(self.figure, self.note)
-
-    def _renderers(self):
-        return [self.figure.select_one({"name": f"area-{t}"}) for t in self.types]
 
     def update(self, page) -> None:
         q, _ = page.query()
         f = q.normalize(page.filters)
         s = page.state
         table = q.area(f, s.stat, s.resolution)
-        visible = [bool(r.visible) for r in self._renderers()]
-        self.source.data = area_data(table, self.types, list(f.types), visible)
-        self.figure.select_one(HoverTool).tooltips = area_tooltips(self.types, list(f.types))
-        set_legend(self.figure, self.types, list(f.types))
+        self.area.update(table, list(f.types))
         what = "every bucket" if s.resolution == "bucket" else _STAT_TEXT[s.stat]
         self.figure.title.text = f"Traffic by network type ({what}, bits per second)"
         days = int(np.isfinite(table.to_numpy()).any(axis=1).sum()) if len(table) else 0
@@ -60,7 +50,7 @@ class View:
 
     def _on_tap(self, page, event) -> None:
         """Drill into the network type whose band holds the clicked point."""
-        d = self.source.data
+        d = self.area.points.data
         t = np.asarray(d["t"])
         if event.x is None or event.y is None or not len(t):
             return
