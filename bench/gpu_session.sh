@@ -14,8 +14,8 @@
 # Sizes are chosen to fit about 8 minutes on an H100, and each step has a wall-clock cap so
 # that even with every cap reached the script ends near 580 s, inside the call's 600: the
 # compile check (40 s), the GPU queries (70 s together), the GPU tests (115 s), bench_gpu at
-# its default 2^27 records,
-# about 40 GB of device memory, ~30 s of it generating records on the host (150 s),
+# its default 2^27 records, about 40 GB of device memory, ~30 s of it generating records on
+# the host (150 s),
 # bench_lpm at its default 2x10^7 addresses per case (110 s), bench_hll at its defaults,
 # 10^7 addresses (75 s; last, so the least needed step is the one a slow run loses).
 #
@@ -31,7 +31,8 @@
 #     device image has no dask or bokeh to rerun those tests): run the test suite here, which
 #     writes .cuda-launches.jsonl (git-ignored), and carry it. The check uses the image's
 #     numba-cuda, NVVM and nvJitLink (cuda-bindings); the nvidia-nvvm wheel is 75 MB, over
-#     what a call can carry, so if the image has no NVVM the step fails saying so.
+#     what a call can carry, so if the image has no NVVM the step fails saying so (it runs
+#     with FLOWATLAS_CUDA_CHECK_REQUIRED=1: nothing in it may skip for want of a library).
 # then call the device tool with carry [".gpu-data", ".whl", ".cuda-launches.jsonl"] and the command
 #   PYTHONUNBUFFERED=1 bash bench/gpu_session.sh
 # (results come back under the reply's files_at; at most 8 files, so this writes 8).
@@ -74,7 +75,7 @@ step() {
 }
 
 step "CUDA compile check" "$OUT/compile-check.log" 40 \
-    "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_compile.py
+    env FLOWATLAS_CUDA_CHECK_REQUIRED=1 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_compile.py
 ENV_LOG="$OUT/env.txt"
 step "nvidia-smi -L" "$ENV_LOG" 20 nvidia-smi -L
 step "nvidia-smi query" "$ENV_LOG" 20 \
