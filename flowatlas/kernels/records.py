@@ -142,6 +142,11 @@ def records_cpu(
             raise ValueError("addresses must be C-contiguous (n, 2) uint64 words")
     if any(o.size != n or not o.flags.c_contiguous for o in out):
         raise ValueError(f"output arrays must be contiguous and {n} long")
+    # read-only views, always: the words are a view of Arrow's (read-only) buffer when it is
+    # 8-byte aligned and a (writable) copy when not, and numba compiles a kernel once per
+    # argument type, read-only or not (each compile of this kernel costs seconds)
+    src, dst = src.view(), dst.view()
+    src.flags.writeable = dst.flags.writeable = False
     u64 = np.uint64
     _records(
         src, dst, sys.byteorder == "little", np.ascontiguousarray(exp_code, np.int64),
