@@ -316,6 +316,10 @@ def demo(records, out, workers, seed, quiet) -> None:
     archive, cube, html = out / "archive", out / "cube", out / "report.html"
 
     t0 = time.perf_counter()
+    from flowatlas import warmup
+
+    # the build's kernels compile (first run after an install) while the archive is made
+    warm = warmup.start(workers or 2)
     _echo(
         f"[1/3] synthesizing {records:,} flow records (half a year, seed {seed}) -> {archive}",
         quiet,
@@ -323,6 +327,7 @@ def demo(records, out, workers, seed, quiet) -> None:
     s = _run_synth(archive, records, "2025-07-01", 184, seed, workers or None, True, quiet)
     t1 = time.perf_counter()
     _echo(f"      {s.records:,} records in {t1 - t0:.1f} s", quiet)
+    warm.join()
     _echo(f"[2/3] building the cube -> {cube}", quiet)
     b = _run_build(
         archive,

@@ -505,13 +505,12 @@ def inspect_archive(
             part[values[i]].volume += b
         by[name] = {k: c for k, c in part.items() if c.records or name == "region"}
 
-    iso = _iso
     return Inspection(
         str(root),
         len(arch.files),
         arch.num_rows,
-        iso(total.t_min),
-        iso(total.t_max),
+        _iso(total.t_min),
+        _iso(total.t_max),
         families,
         exporters,
         prefixes,

@@ -669,9 +669,12 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
                     g_key = np.empty(cap, np.int64)
                     g_asn = np.empty(cap, np.uint32)
                     g_vol = np.empty(cap, np.uint64)
-                    g_key[:a_n] = a_key[:a_n]
-                    g_asn[:a_n] = a_asn[:a_n]
-                    g_vol[:a_n] = a_vol[:a_n]
+                    # a loop, not slices: a slice copy makes numba compile its shape-check
+                    # error message (seconds of a cold start)
+                    for q in range(a_n):
+                        g_key[q] = a_key[q]
+                        g_asn[q] = a_asn[q]
+                        g_vol[q] = a_vol[q]
                     a_key, a_asn, a_vol = g_key, g_asn, g_vol
                 for q in range(n_list):
                     cidx = a_list[q]

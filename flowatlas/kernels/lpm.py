@@ -318,7 +318,7 @@ def _fill(
         else:
             if nwork == work.shape[0]:
                 grown = np.empty((2 * nwork, 6), dtype=np.int64)
-                grown[:nwork] = work
+                _copy_rows(work, grown, nwork)
                 work = grown
             entries[first + b] = np.uint32(0x40000000) | np.uint32(nwork)
             work[nwork, 0] = j
@@ -336,22 +336,26 @@ def _fill(
 def _build(starts_hi, starts_lo, values, bits6, root6, root4):  # pragma: no cover - compiled
     """Fill the IPv6 root (2^bits6 entries) and the IPv4 root (2^24); return (heads, runs),
     the nodes, each compressed (see :func:`_compress_node`) as soon as it is filled."""
-    n6 = 1 << bits6
-    n4 = 1 << V4_BLOCK_BITS
+    # every int argument of _fill an int64 variable, never a literal: numba compiles a
+    # function once per distinct argument types, and Literal[int](0) is a type of its own
+    zero_i = np.int64(0)
+    n6 = np.int64(1 << bits6)
+    n4 = np.int64(1 << V4_BLOCK_BITS)
     work = np.empty((4096, 6), dtype=np.int64)
     nwork, work = _fill(
-        starts_hi, starts_lo, values, root6, 0, n6, np.uint64(0), np.uint64(0), 128 - bits6, 0,
-        work, 0,
+        starts_hi, starts_lo, values, root6, zero_i, n6, np.uint64(0), np.uint64(0),
+        np.int64(128 - bits6), zero_i, work, zero_i,
     )  # fmt: skip
     # IPv4: /24 blocks of ::ffff:0:0/96, from the interval holding ::ffff:0.0.0.0
     base_lo = np.uint64(0xFFFF00000000)
-    j = 0
+    j = zero_i
     zero = np.uint64(0)
     while j + 1 < starts_hi.size and not _after(starts_hi[j + 1], starts_lo[j + 1], zero, base_lo):
         j += 1
     nwork, work = _fill(
-        starts_hi, starts_lo, values, root4, 0, n4, np.uint64(0), base_lo, 8, j, work, nwork
-    )
+        starts_hi, starts_lo, values, root4, zero_i, n4, np.uint64(0), base_lo, np.int64(8), j,
+        work, nwork,
+    )  # fmt: skip
     # nodes in the order they were numbered; each one's children are numbered after it
     heads = np.zeros(8 * max(nwork, 1), np.uint64)
     runs = np.empty(256 * max(nwork, 1), np.uint32)
@@ -362,20 +366,31 @@ def _build(starts_hi, starts_lo, values, bits6, root6, root4):  # pragma: no cov
         b_hi = (np.uint64(work[q, 2]) << np.uint64(1)) | np.uint64(work[q, 3])
         b_lo = (np.uint64(work[q, 4]) << np.uint64(1)) | np.uint64(work[q, 5])
         nwork, work = _fill(
-            starts_hi, starts_lo, values, node, 0, 256, b_hi, b_lo, work[q, 1], work[q, 0],
-            work, nwork,
+            starts_hi, starts_lo, values, node, zero_i, np.int64(256), b_hi, b_lo, work[q, 1],
+            work[q, 0], work, nwork,
         )  # fmt: skip
         if 8 * (q + 1) > heads.size:
             grown_h = np.zeros(2 * heads.size, np.uint64)
-            grown_h[: heads.size] = heads
+            for i in range(heads.size):  # loops, not slices: see _copy_rows
+                grown_h[i] = heads[i]
             heads = grown_h
         if m + 256 > runs.size:
             grown_r = np.empty(2 * runs.size, np.uint32)
-            grown_r[:m] = runs[:m]
+            for i in range(m):
+                grown_r[i] = runs[i]
             runs = grown_r
         m = _compress_node(node, heads, 8 * q, runs, m)
         q += 1
     return heads[: 8 * nwork], runs[:m]
+
+
+@numba.njit(cache=True)
+def _copy_rows(src, dst, n):  # pragma: no cover - compiled
+    """``dst[:n] = src[:n]`` as a loop: a slice assignment makes numba compile its shape-check
+    error message (string formatting, seconds of compile time on a cold start)."""
+    for i in range(n):
+        for c in range(src.shape[1]):
+            dst[i, c] = src[i, c]
 
 
 @numba.njit(cache=True, inline="always")

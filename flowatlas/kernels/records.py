@@ -166,6 +166,11 @@ def records_cpu(
         raise ValueError("geo_out must be int32, with a non-empty geo_of")
     if rule_links is None:
         rule_links = np.arange(np.asarray(rule_keys).size, dtype=np.int16)
+    # read-only views, always: the words are a view of Arrow's (read-only) buffer when it is
+    # 8-byte aligned and a (writable) copy when not, and numba compiles a kernel once per
+    # argument type, read-only or not (each compile of this kernel costs seconds)
+    src, dst = src.view(), dst.view()
+    src.flags.writeable = dst.flags.writeable = False
     u64 = np.uint64
     _records(
         src, dst, sys.byteorder == "little", np.ascontiguousarray(exp_code, np.int64),

@@ -1,0 +1,73 @@
+"""The first ``flowatlas demo`` after an install (cold kernel cache) and the next ones (warm).
+
+numba compiles the CPU kernels on first use and caches them on disk; only the first run after
+an install pays for compiling. Each round here points ``NUMBA_CACHE_DIR`` at a new, empty
+folder (so no cached kernel is found: the state right after ``pip install``), runs the demo
+once (cold), then again with the same folder (warm). Wall time and CPU time (user + system
+of the demo and every process it started) are reported; on a shared machine CPU time moves
+less than wall time. Usage::
+
+    python bench/bench_first_demo.py [--records N] [--rounds R]
+
+Writes nothing but temporary folders (removed at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import load_average, machine, markdown_table, run_measured
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=3_000_000)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument(
+        "--no-warmup", action="store_true", help="FLOWATLAS_WARMUP=0: the build compiles alone"
+    )
+    args = ap.parse_args()
+    cmd = [sys.executable, "-m", "flowatlas", "demo", "--records", str(args.records)]
+    if args.workers is not None:
+        cmd += ["--workers", str(args.workers)]
+    runs: dict[str, list[tuple[float, float]]] = {"cold": [], "warm": []}
+    for _ in range(args.rounds):
+        tmp = Path(tempfile.mkdtemp(prefix="flowatlas-first-demo-"))
+        try:
+            env = {"NUMBA_CACHE_DIR": str(tmp / "numba-cache")}
+            if args.no_warmup:
+                env["FLOWATLAS_WARMUP"] = "0"
+            for kind in ("cold", "warm"):
+                out = tmp / f"demo-{kind}"
+                m = run_measured([*cmd, "--out", str(out), "-q"], env=env, cwd=tmp)
+                m.check(f"demo ({kind})")
+                runs[kind].append((m.seconds, m.cpu_seconds))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    rows = [
+        (
+            kind,
+            f"{statistics.median(w for w, _ in r):.1f}",
+            f"{statistics.median(c for _, c in r):.1f}",
+            len(r),
+        )
+        for kind, r in runs.items()
+    ]
+    warm = "off" if args.no_warmup else "on"
+    print(
+        f"flowatlas demo --records {args.records:,} (warm-up {warm}): {machine()}; "
+        f"load {load_average()}"
+    )
+    print(markdown_table(["kernel cache", "wall s", "CPU s", "runs"], rows))
+
+
+if __name__ == "__main__":
+    main()
