@@ -494,3 +494,24 @@ def test_full_disk_during_import_is_one_line_and_leaves_nothing(tmp_path, tiny_d
         rel = p.relative_to(ref)
         if not rel.as_posix().startswith("_"):
             assert (out / rel).read_bytes() == p.read_bytes(), rel
+
+
+def test_nfdump_that_never_finishes_is_stopped(tmp_path, monkeypatch, capsys):
+    """Some corrupt nfcapd files make nfdump loop forever; the import must not hang."""
+    import flowatlas.io.importers.nfdump as nfdump
+
+    base = need_data("flow_exports/generated_nfcapd/EAQ.pcap/nfcapd.202611250000")
+    src = base / "flow_exports/generated_nfcapd/EAQ.pcap/nfcapd.202611250000"
+    looping = tmp_path / "nfdump"
+    looping.write_text(
+        '#!/bin/sh\ncase "$1" in -V) echo "nfdump: Version: 1.7.1";; *) exec sleep 600;; esac\n'
+    )
+    looping.chmod(0o755)
+    monkeypatch.setattr(nfdump, "NFDUMP_MIN_SECONDS", 1.0)
+    out = tmp_path / "a"
+    argv = ["import", "-q", "-f", "nfcapd", "--nfdump", str(looping), str(src), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{src}: nfdump did not finish reading it in 1 s" in err
+    assert not list(out.glob("day=*/*"))
