@@ -494,3 +494,46 @@ def test_full_disk_during_import_is_one_line_and_leaves_nothing(tmp_path, tiny_d
         rel = p.relative_to(ref)
         if not rel.as_posix().startswith("_"):
             assert (out / rel).read_bytes() == p.read_bytes(), rel
+
+
+def test_nfdump_that_never_finishes_is_stopped(tmp_path, monkeypatch, capsys):
+    """Some corrupt nfcapd files make nfdump loop forever; the import must not hang."""
+    import flowatlas.io.importers.nfdump as nfdump
+
+    base = need_data("flow_exports/generated_nfcapd/EAQ.pcap/nfcapd.202611250000")
+    src = base / "flow_exports/generated_nfcapd/EAQ.pcap/nfcapd.202611250000"
+    looping = tmp_path / "nfdump"
+    looping.write_text(
+        '#!/bin/sh\ncase "$1" in -V) echo "nfdump: Version: 1.7.1";; *) exec sleep 600;; esac\n'
+    )
+    looping.chmod(0o755)
+    monkeypatch.setattr(nfdump, "NFDUMP_MIN_SECONDS", 1.0)
+    out = tmp_path / "a"
+    argv = ["import", "-q", "-f", "nfcapd", "--nfdump", str(looping), str(src), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{src}: nfdump did not finish reading it in 1 s" in err
+    assert not list(out.glob("day=*/*"))
+
+
+def test_epoch_times_beyond_64_bits_are_quarantined_not_a_traceback(tmp_path):
+    """Found by the fuzz test: a goflow2 time of 9,767,324,720,000,000,000 ns (a flipped digit)
+    failed the import with a pyarrow error; seconds beyond 2^63 / 10^6 wrapped around."""
+    from flowatlas.io.importers.csv import parse_time
+
+    us, state = parse_time(pa.array(["9767324720000000000", "-9999999999999999999"]))
+    assert state.tolist() == [0, 0] and us[0] > 2**52 and us[1] < -(2**52)  # far from now
+    us, _ = parse_time(pa.array([10**13, 1_700_000_000]), "s")  # 10^19 us: saturates
+    assert us.tolist() == [2**63 - 1, 1_700_000_000 * 10**6]
+    src = tmp_path / "f.csv"
+    src.write_text(
+        HEADER
+        + "1700000000,1700000001,10.0.0.1,10.0.0.2,1,2,6,100,1\n"
+        + "99999999999999,99999999999999,10.0.0.1,10.0.0.2,1,2,6,100,1\n"
+        + "97673247200000000000,1700000001,10.0.0.1,10.0.0.2,1,2,6,100,1\n"
+    )
+    out = tmp_path / "a"
+    assert main(["import", "-q", "--time-unit", "s", str(src), "--out", str(out)]) == 0
+    [entry] = manifest_of(out)["files"]
+    assert entry["records_written"] == 1 and entry["records_quarantined"] == 2

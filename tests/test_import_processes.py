@@ -8,6 +8,7 @@ next import resumes to the same archive as an undisturbed one.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -79,3 +80,33 @@ def test_killed_import_leaves_no_worker_and_no_late_file(sources, tmp_path, sig)
     for rel in finished(ref):
         assert (out / rel).read_bytes() == (ref / rel).read_bytes(), rel
     assert not list(out.rglob(".*.tmp"))
+
+
+def test_a_worker_killed_mid_import_is_one_line_and_resumes(sources, tmp_path):
+    """A worker dying (the OOM killer, a kill -9) stops the import with one line."""
+    out = tmp_path / "a"
+    cmd = [sys.executable, "-m", "flowatlas", "import", "-q", "-j", "2", "--batch-rows", "2000"]
+    proc = subprocess.Popen(
+        [*cmd, *map(str, sources), "--out", str(out)], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: any(out.glob("day=*/.*.tmp")) or proc.poll() is not None, "a worker")
+        assert proc.poll() is None, "the import finished before a worker could be killed"
+        workers = [
+            c
+            for c in psutil.Process(proc.pid).children()
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
+        workers[0].kill()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "an import worker process died" in err
+    s = import_sources(sources, out, jobs=2, batch_rows=2000, progress=False)
+    assert not s.failed
+    assert not list(out.rglob(".*.tmp"))
+    m = json.loads((out / "_import" / "manifest.json").read_text())
+    assert m["pending"] == [] and len(m["files"]) == len(sources)

@@ -65,6 +65,7 @@ class ArchiveWriter:
     ``write`` takes tables in flow schema v1 (any order of days); rows are split by the UTC day
     of ``time_start`` and appended to one Parquet file per day, a row group at a time, so memory
     stays bounded by what the caller passes in. ``close`` renames the finished files into place.
+    Every data page gets a CRC-32 unless ``page_checksums`` is False (for measuring their cost).
     """
 
     def __init__(
@@ -76,8 +77,10 @@ class ArchiveWriter:
         name: str = "part-00000",
         compression: str = "zstd",
         row_group_size: int = 1 << 20,
+        page_checksums: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.page_checksums = page_checksums
         _ensure_writable_dir(self.root)
         self.schema = schema_with_metadata(counts, source)
         self.name = name
@@ -104,7 +107,7 @@ class ArchiveWriter:
                     compression=self.compression,
                     write_statistics=True,
                     use_dictionary=["exporter", "proto", "sampling_rate", "in_if", "out_if"],
-                    write_page_checksum=True,
+                    write_page_checksum=self.page_checksums,
                 )
             except OSError as exc:
                 raise OutputError(f"{tmp}: cannot write: {exc}") from None

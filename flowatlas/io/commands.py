@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -631,17 +631,18 @@ def import_sources(
             manifest.save()
         digest = cfg.digest() if cfg is not None else None
         fatal: FileResult | None = None
-        for result in _run(tasks, jobs, progress):
-            if result.fatal:
-                fatal = result
-                break
-            if result.error is None:
-                manifest.finish(_entry(result, digest))
-                summary.imported.append(result)
-            else:
-                manifest.abandon(result.sha256)
-                summary.failed.append(result)
-            manifest.save()
+        with contextlib.closing(_run(tasks, jobs, progress)) as results:
+            for result in results:
+                if result.fatal:
+                    fatal = result
+                    break
+                if result.error is None:
+                    manifest.finish(_entry(result, digest))
+                    summary.imported.append(result)
+                else:
+                    manifest.abandon(result.sha256)
+                    summary.failed.append(result)
+                manifest.save()
         if fatal is not None:
             # every worker has stopped (the pool is shut down): drop what the files not
             # finished left behind, then say why the import stopped
@@ -715,7 +716,9 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _run(tasks: list[ImportTask], jobs: int | None, progress: bool | None) -> Iterable[FileResult]:
+def _run(
+    tasks: list[ImportTask], jobs: int | None, progress: bool | None
+) -> Generator[FileResult, None, None]:
     """Run the tasks (a process pool, or inline for one job); yield results as they finish."""
     from flowatlas.progress import Progress
 

@@ -314,8 +314,13 @@ def _scale_epoch_int(v: np.ndarray, unit: str) -> np.ndarray:
         )
         return us.astype(np.int64)
     mult = _UNIT_US[unit]
+    if mult == 0:
+        return v // 1000
+    # saturate, never wrap: a wrapped product could land on a plausible time
+    limit = np.iinfo(np.int64).max // mult
+    big = (v > limit) | (v < -limit)
     with np.errstate(over="ignore"):
-        return (v // 1000) if mult == 0 else v * mult
+        return np.where(big, np.sign(v) * np.iinfo(np.int64).max, v * mult).astype(np.int64)
 
 
 def _scale_epoch_float(v: np.ndarray, unit: str) -> np.ndarray:
@@ -412,7 +417,12 @@ def parse_time(values: pa.Array, unit: str = "auto") -> tuple[np.ndarray, np.nda
         state[valid & ~empty & ~(is_int | is_dec | is_zero | is_iso)] = _BAD
         if is_int.any():
             idx = np.flatnonzero(is_int)
-            v = pc.cast(s.take(pa.array(idx)), pa.int64()).to_numpy(zero_copy_only=False)
+            sub = s.take(pa.array(idx))
+            try:
+                v = pc.cast(sub, pa.int64()).to_numpy(zero_copy_only=False)
+            except pa.ArrowInvalid:  # beyond 64 bits: saturate, the range check rejects it
+                top = np.iinfo(np.int64).max
+                v = np.array([max(-top, min(top, int(x))) for x in sub.to_pylist()], np.int64)
             us[idx] = _scale_epoch_int(v, unit)
         if is_dec.any():
             idx = np.flatnonzero(is_dec)

@@ -136,6 +136,8 @@ def column(values: Sequence[Any]) -> pa.Array:
 def _as_text(v: Any) -> str:
     if isinstance(v, str):
         return v
+    if isinstance(v, bytes | bytearray):  # a protobuf field of the wrong wire type
+        return f"bytes 0x{bytes(v[:32]).hex()}"
     if isinstance(v, bool) or not isinstance(v, int | float):
         return json.dumps(v)
     return str(v)

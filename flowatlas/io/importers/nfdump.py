@@ -60,6 +60,10 @@ from flowatlas.io.importers.csv import (
 from flowatlas.schema import COUNTS_SCALED
 
 NFDUMP_MAGIC = b"\x0c\xa5"  # 0xA50C, little endian, at the start of every nfcapd file
+#: nfdump may loop forever on a corrupt file: it is stopped after this many seconds, plus
+#: one second per NFDUMP_BYTES_PER_SECOND of file (a tenth of its slowest speed here)
+NFDUMP_MIN_SECONDS = 60.0
+NFDUMP_BYTES_PER_SECOND = 2 << 20
 #: nfdump versions from which ``-o csv:<tokens>`` exists (and ``-o csv`` changed layout)
 CSV_TOKENS_SINCE = (1, 7, 5)
 
@@ -472,10 +476,20 @@ class NfcapdImporter(Importer):
         argv, layout = nfdump_command(binary, path, version, options.get("nfdump_layout", "auto"))
         names = [fname for fname, _ in FIELDS]
         converter = _nfdump_converter(path, options)
+        limit = NFDUMP_MIN_SECONDS + path.stat().st_size / NFDUMP_BYTES_PER_SECOND
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=err, env=nfdump_env(), stdin=subprocess.DEVNULL
             )
+            fired = threading.Event()
+
+            def stop(proc: subprocess.Popen = proc) -> None:
+                fired.set()
+                proc.kill()
+
+            watchdog = threading.Timer(limit, stop)
+            watchdog.daemon = True
+            watchdog.start()
             prefetch: _Prefetch | None = None
             try:
                 assert proc.stdout is not None
@@ -492,6 +506,7 @@ class NfcapdImporter(Importer):
                     yield from self._parse(stream, names, converter, options)
                 rc = proc.wait()
             finally:
+                watchdog.cancel()
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
@@ -501,6 +516,11 @@ class NfcapdImporter(Importer):
                     proc.stdout.close()
             err.seek(0)
             message = err.read().decode("utf-8", "replace").strip()
+        if fired.is_set():
+            raise InputError(
+                f"{path}: nfdump did not finish reading it in {limit:.0f} s (a corrupt file "
+                "can make it loop); the file is refused"
+            )
         if rc != 0 or message:
             why = message.splitlines()[0] if message else f"exit status {rc}"
             raise InputError(f"{path}: nfdump cannot read it ({layout} output): {why}")
