@@ -17,13 +17,20 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_whatif import LINKS, REGIONS, TYPES, random_traffic
+from test_whatif import (
+    FAILURES,
+    LINKS,
+    REGIONS,
+    SHIFTS_BY_LINK,
+    SHIFTS_BY_REGION,
+    TYPES,
+    random_traffic,
+)
 
 from flowatlas.whatif import Add, Fail, Grow, Scale, Scenario, Shift, whatif
 from flowatlas.whatif.model import SIDE, Horizon
 
 LINK = {lk.name: lk for lk in LINKS}
-NAMES = tuple(LINK)
 
 
 def materialise(traffic, steps, month: int, full: bool, horizon: Horizon):
@@ -153,19 +160,8 @@ _steps = st.one_of(
         st.sampled_from(REGIONS),
         _start,
     ),
-    st.builds(
-        lambda sh, a, b, nt: Shift(sh, network_types=[nt], from_region=a, to_region=b),
-        st.floats(0, 100),
-        st.sampled_from(REGIONS),
-        st.sampled_from(REGIONS),
-        st.sampled_from(TYPES),
-    ).filter(lambda s: s.from_region != s.to_region),
-    st.builds(
-        lambda sh, a, b: Shift(sh, from_link=a, to_link=b),
-        st.floats(0, 100),
-        st.sampled_from(NAMES),
-        st.sampled_from(NAMES),
-    ).filter(lambda s: s.from_link != s.to_link),
+    SHIFTS_BY_REGION,
+    SHIFTS_BY_LINK,
     st.builds(
         lambda rate, r, nt, d: Add(rate, region=r, network_type=nt, direction=d, hours="8-20"),
         st.floats(0.1, 50),
@@ -173,11 +169,7 @@ _steps = st.one_of(
         st.sampled_from(TYPES),
         st.sampled_from(["ingress", "egress"]),
     ),
-    st.builds(
-        lambda a, bs: Fail(a, backups=bs),
-        st.sampled_from(NAMES),
-        st.lists(st.sampled_from(NAMES), min_size=1, max_size=2, unique=True),
-    ).filter(lambda f: f.link not in f.backups),
+    FAILURES,
 )
 
 
