@@ -311,33 +311,28 @@ def test_an_empty_scenario_gives_the_baseline_exactly(t, pct) -> None:
         assert s[f"baseline_{col}"].equals(s[f"scenario_{col}"])
 
 
+SHIFTS_BY_REGION = st.builds(
+    lambda share, src, dst, nt: Shift(share, network_types=[nt], from_region=src, to_region=dst),
+    st.floats(0, 100),
+    st.sampled_from(REGIONS),
+    st.sampled_from(REGIONS),
+    st.sampled_from(TYPES),
+).filter(lambda s: s.from_region != s.to_region)
+SHIFTS_BY_LINK = st.builds(
+    lambda share, src, dst: Shift(share, from_link=src, to_link=dst),
+    st.floats(0, 100),
+    st.sampled_from(_LINK_NAMES),
+    st.sampled_from(_LINK_NAMES),
+).filter(lambda s: s.from_link != s.to_link)
+FAILURES = st.builds(
+    lambda link, backups: Fail(link, backups=backups),
+    st.sampled_from(_LINK_NAMES),
+    st.lists(st.sampled_from(_LINK_NAMES), min_size=1, max_size=3, unique=True),
+).filter(lambda f: f.link not in f.backups)
+
+
 @given(
-    random_traffic(),
-    st.lists(
-        st.one_of(
-            st.builds(
-                lambda share, src, dst, nt: Shift(
-                    share, network_types=[nt], from_region=src, to_region=dst
-                ),
-                st.floats(0, 100),
-                st.sampled_from(REGIONS),
-                st.sampled_from(REGIONS),
-                st.sampled_from(TYPES),
-            ).filter(lambda s: s.from_region != s.to_region),
-            st.builds(
-                lambda share, src, dst: Shift(share, from_link=src, to_link=dst),
-                st.floats(0, 100),
-                st.sampled_from(_LINK_NAMES),
-                st.sampled_from(_LINK_NAMES),
-            ).filter(lambda s: s.from_link != s.to_link),
-            st.builds(
-                lambda link, backups: Fail(link, backups=backups),
-                st.sampled_from(_LINK_NAMES),
-                st.lists(st.sampled_from(_LINK_NAMES), min_size=1, max_size=3, unique=True),
-            ).filter(lambda f: f.link not in f.backups),
-        ),
-        max_size=5,
-    ),
+    random_traffic(), st.lists(st.one_of(SHIFTS_BY_REGION, SHIFTS_BY_LINK, FAILURES), max_size=5)
 )
 @settings(max_examples=60, deadline=None)
 @pytest.mark.filterwarnings("ignore::flowatlas.whatif.WhatIfWarning")  # shifts of nothing
