@@ -116,19 +116,30 @@ def _interactions(doc, rng: random.Random):
     period = doc.select_one({"name": "filter-period"})
     heat = doc.select_one({"name": "heatmap-volume"})
 
-    def subset(n: int) -> list[int]:
-        k = rng.randint(1, n)
-        return sorted(rng.sample(range(n), k))
+    def subset(widget) -> list[int]:
+        """A different non-empty choice of boxes (the same one would change nothing)."""
+        n = len(widget.labels)
+        while True:
+            pick = sorted(rng.sample(range(n), rng.randint(1, n)))
+            if pick != sorted(widget.active) or n == 1:
+                return pick
+
+    def other_cell() -> list[int]:
+        n = len(heat.data["region"])
+        now = list(heat.selected.indices)
+        return [rng.choice([i for i in range(n) if [i] != now])]
 
     while True:
-        kind = rng.choice(["regions", "directions", "types", "ip", "stat", "period", "cell",
-                           "cell"])  # fmt: skip
+        kinds = ["regions", "directions", "types", "ip", "stat", "period"]
+        if heat is not None:  # a session on the heatmaps tab: selections are half its moves
+            kinds += ["cell"] * len(kinds)
+        kind = rng.choice(kinds)
         if kind == "regions":
-            yield kind, lambda: setattr(regions, "active", subset(len(regions.labels)))
+            yield kind, lambda: setattr(regions, "active", subset(regions))
         elif kind == "directions":
-            yield kind, lambda: setattr(dirs, "active", subset(len(dirs.labels)))
+            yield kind, lambda: setattr(dirs, "active", subset(dirs))
         elif kind == "types":
-            yield kind, lambda: setattr(types, "active", subset(len(types.labels)))
+            yield kind, lambda: setattr(types, "active", subset(types))
         elif kind == "ip":
             yield kind, lambda: setattr(ip, "active", (ip.active + 1 + rng.randint(0, 1)) % 3)
         elif kind == "stat":
@@ -136,10 +147,8 @@ def _interactions(doc, rng: random.Random):
         elif kind == "period":
             values = [v for v, _ in period.options if v not in (period.value, "custom")]
             yield kind, lambda values=values: setattr(period, "value", rng.choice(values))
-        else:
-            n = len(heat.data["region"])
-            if n:
-                yield kind, lambda n=n: setattr(heat.selected, "indices", [rng.randrange(n)])
+        elif len(heat.data["region"]) > 1:
+            yield kind, lambda: setattr(heat.selected, "indices", other_cell())
 
 
 def run_session(url: str, n: int, seed: int, tab: int, start: threading.Barrier,
