@@ -7,16 +7,15 @@ removed (a control) must not, which shows the test sees Bokeh's drawing, not the
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from serve_support import need_browser
 
 from flowatlas.engine.build import build_cube
 from flowatlas.engine.cube import open_cube
 from flowatlas.synth import synthesize
-from flowatlas.testing import need_tools
 from flowatlas.viz.report import write_html
 from flowatlas.viz.views import compute_views
 
@@ -24,11 +23,10 @@ Image = pytest.importorskip("PIL.Image")
 
 
 def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return name
-    need_tools("chromium")
-    raise AssertionError("unreachable")
+    need_browser()  # skips without Chromium, fails in CI (CI=true)
+    from flowatlas.viz.browser import find_chromium
+
+    return find_chromium()[0]
 
 
 def screenshot(page: Path, png: Path, profile: Path) -> None:

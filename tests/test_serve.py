@@ -134,15 +134,18 @@ def test_sessions_drive_callbacks_over_bokeh_client(tmp_path, cube) -> None:
                 conn._loop.call_later(0.5, lambda: None)
                 conn._loop_until(lambda: pred() or time.monotonic() > deadline)
 
-        doc.select_one({"name": "filter-ip"}).active = 2  # IPv6 only
+        assert doc.select_one({"name": "heatmap-volume"}) is None  # built when first shown
+        doc.select_one({"name": "tabs"}).active = 1
         wait(lambda: status.text.startswith("generation 2"))
+        doc.select_one({"name": "filter-ip"}).active = 2  # IPv6 only
+        wait(lambda: status.text.startswith("generation 3"))
         assert "error" not in status.text
         heat = doc.select_one({"name": "heatmap-volume"})
         d = heat.data
         i = next(k for k, (r, t) in enumerate(zip(d["region"], d["network_type"], strict=True))
                  if (r, t) == ("US-East", "Neocloud"))  # fmt: skip
         heat.selected.indices = [i]
-        wait(lambda: status.text.startswith("generation 3"))  # the status is written last
+        wait(lambda: status.text.startswith("generation 4"))  # the status is written last
         assert "US-East x Neocloud" in doc.select_one({"name": "drill-title"}).text
         # no list is stored per (region, type, IP version): the cell's list, saying so
         want = open_cube(cube).top_asns(

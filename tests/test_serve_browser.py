@@ -259,3 +259,11 @@ def test_browser_tick_formatter_matches_python(browser, server) -> None:
     )
     want = [units.tick_labels(t, k, lg) for t, k, lg in cases]
     assert got == want
+    values = [0, 1, 999, 999.7, 1000, 12_345, 2_039_250, 8.8e17, 1.234e12, 1.47e17, -3e9,
+              float("nan"), 0.4961]  # fmt: skip
+    kinds = ["volume", "magnitude", "rate", "count", "share", "index"]
+    got = browser.execute_script(
+        units.JS + "return arguments[0].map(([v, k]) => fmt(v, k));",
+        [[v if v == v else None, k] for v in values for k in kinds],
+    )
+    assert got == [units.fmt(v, k) for v in values for k in kinds]

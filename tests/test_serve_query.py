@@ -222,15 +222,22 @@ def test_drill_top_lists_are_the_cubes(cube, q) -> None:
 def test_drill_metros_are_the_cubes(cube, q) -> None:
     f = Filters(start=dt.date(2025, 8, 1), end=dt.date(2025, 9, 14), directions=("egress",))
     d = q.drill(f, "Neocloud", "US-East")
-    where = {"region": "US-East", "network_type": "Neocloud"}
+    where = {"region": "US-East", "network_type": "Neocloud", "direction": "egress"}
     want = cube.top_metros(by=tuple(where), where=where, start="2025-08-01",
                            end="2025-09-15", n=10)  # fmt: skip
     assert list(d.tops.metros["metro"]) == list(want["metro"]) and len(want) >= 3
     np.testing.assert_allclose(d.tops.metros["share"], want["share"])
     assert "carry" in d.tops.metro_note
-    metros, _ = q.metros(Filters(), "Neocloud")
-    assert metros["metro"].iloc[0] == cube.top_metros(
-        by=("network_type",), where={"network_type": "Neocloud"})["metro"].iloc[0]  # fmt: skip
+    # every filter applies: two regions of three, IPv4, types Neocloud and Hyperscaler
+    f = Filters(regions=("US-West", "US-East"), ip_versions=(4,),
+                types=("Neocloud", "Hyperscaler"))  # fmt: skip
+    metros, _ = q.metros(f)
+    where = {"region": ["US-West", "US-East"], "ip_version": [4],
+             "network_type": ["Neocloud", "Hyperscaler"]}  # fmt: skip
+    want = cube.top_metros(where=where)
+    assert list(metros["metro"]) == list(want["metro"])
+    np.testing.assert_allclose(metros["bytes"], want["bytes"].astype(float))
+    np.testing.assert_allclose(metros["share"], want["share"])
 
 
 CHOICES = Choices(

@@ -731,11 +731,13 @@ class Cube:
             labels = pd.DataFrame(index=[0])
         n_groups = int(groups.max()) + 1 if rows.size else 0
         p = int(sketch["precision"])
-        offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[
-            col.offset : col.offset + len(col) + 1
-        ]
-        data = np.frombuffer(col.buffers()[2], dtype=np.uint8)
-        keys, entries = hll.decode_cells(offsets, data, p)
+        if "sketch_entries" not in self._cache:  # decoded once: the server asks many times
+            offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[
+                col.offset : col.offset + len(col) + 1
+            ]
+            data = np.frombuffer(col.buffers()[2], dtype=np.uint8)
+            self._cache["sketch_entries"] = hll.decode_cells(offsets, data, p)
+        keys, entries = self._cache["sketch_entries"]
         # keep the chosen cells; each cell's entries go to its group
         group_of_cell = np.full(len(df), -1, dtype=np.int64)
         group_of_cell[rows] = groups

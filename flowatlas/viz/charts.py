@@ -162,7 +162,6 @@ def stack(
     missing = table.isna().all(axis=1).to_numpy() if n else np.zeros(0, bool)
     times = t.to_numpy() if n else np.array([], "datetime64[ns]")
     pts: dict[str, object] = {"t": times}
-    pts["t_label"] = [f"{x:%Y-%m-%d %H:%M}" if (x.hour or x.minute) else f"{x:%Y-%m-%d}" for x in t]
     runs = _runs(missing)
     ms = times.astype("datetime64[ms]").astype(np.int64).astype(np.float64)  # a datetime axis
     xs: list[float] = []
@@ -187,12 +186,11 @@ def stack(
         pts[f"v{i}"] = v
         pts[f"lo{i}"] = lo
         pts[f"hi{i}"] = acc.copy()
-        pts[f"l{i}"] = [units.fmt(x, "rate") for x in v]
         bands[f"x{i}"] = np.array(xs, dtype=np.float64)
         bands[f"y{i}"] = np.array(ys, dtype=np.float64)
         total = total + np.nan_to_num(v)
     pts["top"] = acc
-    pts["total_label"] = [units.fmt(x, "rate") for x in total]
+    pts["total"] = np.where(missing, np.nan, total)
     return pts, bands
 
 
@@ -221,9 +219,22 @@ class StackedArea:
             for i, t in enumerate(self.types)
         ]  # fmt: skip
         top = p.line(x="t", y="top", source=self.points, line_alpha=0, name=f"{name}-top")
-        self.hover = HoverTool(renderers=[top], mode="vline", tooltips=area_tooltips(types, types))
+        rate = units.hover_formatter("rate")  # values formatted in the page: no label columns
+        self.hover = HoverTool(
+            renderers=[top],
+            mode="vline",
+            tooltips=area_tooltips(types, types),
+            formatters={
+                "@t": "datetime",
+                **{f"@{c}": rate for c in ["total", *[f"v{i}" for i in range(len(types))]]},
+            },
+        )
         p.add_tools(self.hover)
-        self.legend = Legend(items=[], click_policy="hide", location="top_left")
+        # one item per type, made once: an update shows or hides items, never makes models
+        # (a new model makes Bokeh walk the whole document)
+        self.items = [LegendItem(label=t, renderers=[r])
+                      for t, r in zip(self.types, self.renderers, strict=True)]  # fmt: skip
+        self.legend = Legend(items=self.items, click_policy="hide", location="top_left")
         p.add_layout(self.legend, "right")
         restack = CustomJS(
             args={"points": self.points, "bands": self.bands, "renderers": self.renderers},
@@ -241,19 +252,16 @@ class StackedArea:
         visible = [bool(r.visible) for r in self.renderers]
         pts, bands = stack(table, self.types, shown, visible)
         self.hover.tooltips = area_tooltips(self.types, shown)
-        self.legend.items = [
-            LegendItem(label=t, renderers=[r])
-            for t, r in zip(self.types, self.renderers, strict=True)
-            if t in shown
-        ]
+        for t, item in zip(self.types, self.items, strict=True):
+            item.visible = t in shown
         self.bands.data = bands
         self.points.data = pts
 
 
 def area_tooltips(types: Sequence[str], shown: Sequence[str]) -> list[tuple[str, str]]:
     """The area's hover lines: the time, the total, then each shown type, top of stack first."""
-    rows = [(t, f"@{{l{i}}}") for i, t in enumerate(types) if t in shown]
-    return [("time", "@t_label"), ("total", "@total_label"), *reversed(rows)]
+    rows = [(t, f"@v{i}{{custom}}") for i, t in enumerate(types) if t in shown]
+    return [("time", "@t{%F %H:%M}"), ("total", "@total{custom}"), *reversed(rows)]
 
 
 # --------------------------------------------------------------------------- heatmaps
@@ -354,8 +362,10 @@ class Heatmap:
             )
         )  # fmt: skip
         p.select_one(TapTool).renderers = [self.rect]
-        self.bar = ColorBar(color_mapper=self.log_mapper, width=12, ticker=LogTicker())
-        self.bar.formatter = units.tick_formatter(kind, log=True)
+        self.tickers = {True: LogTicker(), False: BasicTicker()}
+        self.formatters = {log: units.tick_formatter(kind, log=log) for log in (True, False)}
+        self.bar = ColorBar(color_mapper=self.log_mapper, width=12, ticker=self.tickers[True],
+                            formatter=self.formatters[True])  # fmt: skip
         p.add_layout(self.bar, "right")
         p.grid.grid_line_color = None
         p.axis.axis_line_color = None
@@ -371,8 +381,8 @@ class Heatmap:
         mapper = self.log_mapper if log else self.lin_mapper
         self.rect.glyph.fill_color = {"field": "value_plot", "transform": mapper}
         self.bar.color_mapper = mapper
-        self.bar.ticker = LogTicker() if log else BasicTicker()
-        self.bar.formatter = units.tick_formatter(self.kind, log=log)
+        self.bar.ticker = self.tickers[log]
+        self.bar.formatter = self.formatters[log]
 
     def update(self, m: pd.DataFrame) -> None:
         """Show matrix ``m`` (regions x network types)."""

@@ -172,6 +172,7 @@ class CubeQuery:
         #: would count their addresses too, so those are not exact for the views
         self.hidden_types = sorted(present - set(self.types))
         self._memo = _Memo()
+        self._extra: dict[str, Any] = {}  # tables read on first use (geo)
         self._rollups: dict[tuple[str, str], pd.DataFrame] = {
             key: df for key, df in cube.rollups.groupby(["rollup", "grouping"], observed=True)
         }
@@ -631,10 +632,8 @@ class CubeQuery:
             empty_i = pd.DataFrame(columns=["rank", "remote_ip", "asn", "org", "bytes"])
             asns, ips, covered = empty_a, empty_i, "no top lists stored"
         else:
-            asns = self._top(cube.top_asns, where, period)[["rank", "asn", "org", "bytes"]]
-            ips = self._top(cube.top_ips, where, period)[
-                ["rank", "remote_ip", "asn", "org", "bytes"]
-            ]
+            asns = self._top("asns", where, period)[["rank", "asn", "org", "bytes"]]
+            ips = self._top("ips", where, period)[["rank", "remote_ip", "asn", "org", "bytes"]]
             covered = f"top lists for {period.label()}"
             if (period.first, period.last) != (
                 max(f.start, period.first),
@@ -644,55 +643,128 @@ class CubeQuery:
             elif period.level == "all" and (f.start, f.end) != (self.first_day, self.last_day):
                 covered += " (lists are stored per month, quarter and whole range)"
         note = covered + ("; " + ", ".join(notes) if notes else "")
-        metros, metro_note = self._metros(f, {k: where[k] for k in where if k in (
-            "region", "network_type")})  # fmt: skip
+        metros, metro_note = self.metros(f)
         return TopLists(asns, ips, metros, note, metro_note)
 
-    @staticmethod
-    def _top(fn, where: dict[str, Any], period: _Period) -> pd.DataFrame:
-        df = fn(by=tuple(where), period=period.level, where=where)
+    def _top(self, kind: str, where: dict[str, Any], period: _Period) -> pd.DataFrame:
+        """A stored top list (``asns`` or ``ips``) for one key, by rank.
+
+        The lists are split by grouping once per rollup, so a drill-down filters a few
+        hundred rows rather than the whole table.
+        """
+        key = (kind, period.level)
+        if key not in self._extra:
+            fn = self.cube.top_asns if kind == "asns" else self.cube.top_ips
+            self._extra[key] = dict(tuple(fn(period=period.level).groupby("grouping")))
+        df = self._extra[key].get(grouping_name(where))
+        if df is None:
+            df = (self.cube.top_asns if kind == "asns" else self.cube.top_ips)(
+                by=tuple(where), period=period.level, where=where
+            )
         if period.start is not None:
             df = df[df["period_start"] == period.start]
+        for d, v in where.items():
+            df = df[df[d].astype(object) == v]
         return df.sort_values("rank").reset_index(drop=True)
 
     def metros(
         self, f: Filters, network_type: str | None = None, region: str | None = None
     ) -> tuple[pd.DataFrame, str]:
-        """The metros of the remote addresses carrying the most volume (of a type, a cell)."""
+        """The 10 metros whose remote addresses carry the most of a selection's volume.
+
+        Every filter applies (days, regions, directions, IP versions, types), narrowed to
+        ``network_type`` and ``region`` when given. Columns metro, country, bytes, share (of
+        the selection's volume, unknown metros included), heaviest first; ties by country,
+        then metro, as :meth:`Cube.top_metros` ranks them.
+        """
         f = self.normalize(f)
-        where: dict[str, Any] = {}
         if network_type is not None:
-            where["network_type"] = network_type
+            f = replace(f, types=(network_type,) if network_type in self.types else ())
         if region is not None:
-            where["region"] = region
-        key = tuple(sorted(where.items()))
-        return self.cached("metros", f, key, compute=lambda: self._metros(f, where))
+            f = replace(f, regions=(region,) if region in self.regions else ())
+        return self.cached("metros", f, compute=lambda: self._metros(f))
 
-    def _metros(self, f: Filters, where: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+    def _geo(self) -> dict[str, np.ndarray] | None:
+        """geo.parquet as arrays: day, cell combination, place (country, metro), bytes."""
+        if "geo" in self._extra:
+            return self._extra["geo"]
+        import pyarrow.parquet as pq
+
+        path = self.cube.path / "geo.parquet"
+        geo = None
+        if path.exists() and self.first_day is not None:
+            try:
+                df = pq.read_table(path).to_pandas()
+            except Exception as exc:
+                self._extra["geo"] = None
+                self._extra["geo_error"] = f"{path}: unreadable: {exc}"
+                return None
+            df = df[df["network_type"].isin(self.types) & (df["flows"] > 0)]
+            codes = [
+                _codes(df["region"], self.regions),
+                _codes(df["network_type"], self.types),
+                _codes(df["direction"], self.directions),
+                _codes(df["ip_version"].astype(int), self.ip_versions),
+            ]
+            ok = np.all([c >= 0 for c in codes], axis=0) if len(df) else np.zeros(0, bool)
+            shape = (len(self.regions), len(self.types), len(self.directions),
+                     len(self.ip_versions))  # fmt: skip
+            inner = np.ravel_multi_index([np.where(ok, c, 0) for c in codes], shape)
+            known = df["metro"].notna().to_numpy()
+            places = (
+                df.loc[known, ["country", "metro"]].drop_duplicates()
+                .sort_values(["country", "metro"], na_position="last").reset_index(drop=True)
+            )  # fmt: skip
+            place_of = {(c, m): k for k, (c, m) in enumerate(places.itertuples(index=False))}
+            place = np.array(
+                [place_of[(c, m)] if k else -1 for c, m, k in
+                 zip(df["country"], df["metro"], known, strict=True)], dtype=np.int64,
+            )  # fmt: skip
+            t = df["day"].dt.tz_convert(None)
+            day = ((t - pd.Timestamp(self.first_day)) // DAY).to_numpy(dtype=np.int64)
+            geo = {
+                "day": day[ok],
+                "inner": inner[ok],
+                "place": place[ok],
+                "bytes": df["bytes"].to_numpy(dtype=np.float64)[ok],
+                "country": places["country"].to_numpy(dtype=object),
+                "metro": places["metro"].to_numpy(dtype=object),
+                "shape": np.array(shape),
+            }
+        self._extra["geo"] = geo
+        return geo
+
+    def _metros(self, f: Filters) -> tuple[pd.DataFrame, str]:
         empty = pd.DataFrame(columns=["metro", "country", "bytes", "share"])
-        top_metros = getattr(self.cube, "top_metros", None)
-        if top_metros is None or None in where.values() or f.start is None:
-            return empty, "this cube has no metro table"
-        from flowatlas.errors import FlowatlasError
-
-        try:
-            df = top_metros(
-                by=tuple(where),
-                where=where or None,
-                start=pd.Timestamp(f.start, tz="UTC"),
-                end=pd.Timestamp(f.end, tz="UTC") + DAY,
-                n=10,
-            )
-        except FlowatlasError as exc:  # an older cube without geo.parquet: say so on the page
-            return empty, str(exc)
-        if not len(df):
+        geo = self._geo()
+        if geo is None:
+            return empty, self._extra.get("geo_error", "this cube has no metro table")
+        days, ri, ti, di, vi = self._index(f)
+        chosen = np.zeros(tuple(geo["shape"]), dtype=bool)
+        chosen[np.ix_(ri, ti, di, vi)] = True
+        rows = (geo["day"] >= days.start) & (geo["day"] < days.stop)
+        rows &= chosen.ravel()[geo["inner"]]
+        total = float(geo["bytes"][rows].sum())
+        rows &= geo["place"] >= 0
+        n_places = len(geo["metro"])
+        vol = np.bincount(geo["place"][rows], weights=geo["bytes"][rows], minlength=n_places)
+        seen = np.bincount(geo["place"][rows], minlength=n_places) > 0
+        order = [k for k in np.argsort(-vol, kind="stable") if seen[k]][:10]
+        if not order:
             return empty, "no metro known for these remote addresses (the prefix table has none)"
-        listed = float(df["share"].sum())
-        note = (
-            f"metros of the remote addresses by volume; the {len(df)} listed carry "
-            f"{units.share(listed)} of the selection's volume"
+        out = pd.DataFrame(
+            {
+                "metro": geo["metro"][order],
+                "country": geo["country"][order],
+                "bytes": vol[order],
+                "share": vol[order] / total if total > 0 else np.nan,
+            }
         )
-        return df.reset_index(drop=True), note
+        note = (
+            f"metros of the remote addresses by volume; the {len(out)} listed carry "
+            f"{units.share(float(out['share'].sum()))} of the selection's volume"
+        )
+        return out, note
 
 
 def _ratio(num: pd.Series, den: pd.Series) -> float:

@@ -172,7 +172,7 @@ def tick_labels(ticks: Sequence[float], kind: str, log: bool = False) -> list[st
     return out
 
 
-#: the browser's copy of :func:`tick_labels` (and :func:`prefix_index`), for Bokeh formatters
+#: the browser's copy of :func:`tick_labels` and :func:`fmt`, for Bokeh formatters
 JS = """
 const UNITS = __UNITS__;
 const MAX_DECIMALS = __MAX_DECIMALS__;
@@ -203,6 +203,21 @@ function decimals(scaled) {
     if (exact && seen.size == distinct) return d;
   }
   return null;
+}
+function fmt(value, kind) {
+  if (value === null || value === undefined || !isFinite(value)) return "-";
+  if (kind == "share") return (100 * value).toFixed(1) + "%";
+  if (kind == "count" && Math.abs(value) < 1e6)
+    return Math.round(value).toLocaleString("en-US");
+  if (value == 0) return join("0", UNITS[kind][0]);
+  const units = UNITS[kind];
+  let p = prefix_index(value, kind);
+  let text = sig(value / Math.pow(1000, p), 3);
+  if (Math.abs(parseFloat(text)) >= 1000 && p + 1 < units.length) {
+    p += 1;
+    text = sig(value / Math.pow(1000, p), 3);
+  }
+  return join(text, units[p]);
 }
 function tick_labels(ticks, kind, log) {
   const vals = Array.from(ticks, Number);
@@ -241,3 +256,11 @@ def tick_formatter(kind: str, *, log: bool = False):
     _check(kind)
     code = JS + "return tick_labels(ticks, kind, log)[index];"
     return CustomJSTickFormatter(code=code, args={"kind": kind, "log": bool(log)})
+
+
+def hover_formatter(kind: str):
+    """A Bokeh hover formatter (``@column{custom}``) that writes values as :func:`fmt` does."""
+    from bokeh.models import CustomJSHover
+
+    _check(kind)
+    return CustomJSHover(code=JS + "return fmt(value, kind);", args={"kind": kind})

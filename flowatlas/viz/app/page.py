@@ -97,16 +97,18 @@ class Page:
         self.url = Div(text="", visible=False, name="url-state")
         self.url.js_on_change("text", CustomJS(code=_URL_JS))
         self._build_filters()
-        self.views = [m.View(self) for m in tabs]
+        # tabs are built when first shown: a new session pays for the one it shows
+        self.modules = list(tabs)
+        self.views: list = [None] * len(tabs)
+        self.slots = [column(name=f"tab-{m.NAME}") for m in tabs]
         # a button bar rather than Tabs: Tabs keeps the height of its tallest panel
         self.tabs = RadioButtonGroup(
-            labels=[v.TITLE for v in self.views],
+            labels=[m.TITLE for m in tabs],
             active=self.choices.tabs.index(self.state.tab),
             name="tabs",
         )
         self.tabs.on_change("active", self._on_tab)
-        for i, v in enumerate(self.views):
-            v.layout.visible = i == self.tabs.active
+        self._show_tab(self.tabs.active)
         self.drill = DrillDown(self)
         self._dirty = set(range(len(self.views)))
         self._last_query: CubeQuery | None = None
@@ -118,7 +120,7 @@ class Page:
             header,
             self.notice,
             self.tabs,
-            *[v.layout for v in self.views],
+            *self.slots,
             self.drill.layout,
             self.status,
             self.url,
@@ -127,7 +129,7 @@ class Page:
         doc.title = "flowatlas"
         doc.js_on_event("document_ready", CustomJS(args={"state": self.url}, code=_URL_JS))
         doc.add_periodic_callback(self._check_stale, 3000)
-        self.refresh(all_tabs=True)  # every figure gets its ranges before the browser draws it
+        self.refresh()
 
     # ------------------------------------------------------------------ cube and filters
     def query(self) -> tuple[CubeQuery, str | None]:
@@ -252,10 +254,17 @@ class Page:
     def _on_tab(self, attr, old, new) -> None:
         if new is None:
             return
-        self.state.tab = self.views[new].NAME
-        for i, v in enumerate(self.views):
-            v.layout.visible = i == new
+        self.state.tab = self.modules[new].NAME
+        self._show_tab(new)
         self.refresh()
+
+    def _show_tab(self, i: int) -> None:
+        """Make tab ``i`` the visible one, building its view the first time."""
+        if self.views[i] is None:
+            self.views[i] = self.modules[i].View(self)
+            self.slots[i].children = [self.views[i].layout]
+        for k, slot in enumerate(self.slots):
+            slot.visible = k == i
 
     def select(self, cell: tuple[str | None, str] | None) -> None:
         """Drill into a cell (region, network type) or a whole type (None, network type)."""
@@ -263,7 +272,7 @@ class Page:
             return
         self.state.cell = cell
         for v in self.views:
-            show = getattr(v, "show_selection", None)
+            show = getattr(v, "show_selection", None) if v is not None else None
             if show is not None:
                 show(self)
         self.refresh(tabs=False)
@@ -275,7 +284,7 @@ class Page:
             self.refresh()
 
     # ------------------------------------------------------------------ drawing
-    def refresh(self, tabs: bool = True, all_tabs: bool = False) -> None:
+    def refresh(self, tabs: bool = True) -> None:
         """Redraw what the state changed: the visible tab (if ``tabs``) and the drill-down."""
         t0 = time.perf_counter()
         self.generation += 1
@@ -289,8 +298,8 @@ class Page:
             f = q.normalize(self.state.filters)
             self.state.filters = q.sparse(f)
             self._set_widgets(q, f)
-            for i in sorted(self._dirty) if all_tabs else [self.tabs.active] if tabs else []:
-                if i in self._dirty:
+            for i in [self.tabs.active] if tabs else []:
+                if i in self._dirty and self.views[i] is not None:
                     self.views[i].update(self)
                     self._dirty.discard(i)
             self.drill.update(self)
