@@ -22,6 +22,11 @@ median is reported. Usage::
 
     python bench/bench_import.py [--records N] [--other-records M] [--repeat R]
                                  [--files K] [--skip-slow] [--results FILE | --no-results]
+    python bench/bench_import.py --pipeline 100000000 --files 16   # import, then build
+
+``--pipeline N`` measures the acceptance case of issue 16 instead: N records in ``--files``
+nfcapd files imported with the defaults (one worker per core), then the archive built, each
+timed as a child process: import + build next to the build alone.
 
 Needs nfdump (Debian package) and the shared data folder (FLOWATLAS_DATA).
 """
@@ -316,22 +321,79 @@ def write_ipfix_pcap(rows: pa.Table, path: Path) -> None:
     write_pcap(path, datagrams)
 
 
+def nfcapd_files(binary: str, records: int, files: int) -> Path:
+    """A folder of ``files`` nfcapd files of about ``records`` records in all.
+
+    Each file holds the same records (an nfcapd file of records/files records); their
+    headers' creation times differ, so each has its own content and none is skipped as a
+    duplicate.
+    """
+    folder = DATA / f"nfcapd.{records}.x{files}"
+    if folder.is_dir():
+        return folder
+    part, _ = build_nfcapd(binary, DATA, -(-records // files))
+    tmp = DATA / f".{folder.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    data = bytearray(part.read_bytes())
+    for i in range(files):
+        data[8:16] = struct.pack("<q", 1_700_000_000 + i)  # created: content differs
+        (tmp / f"nfcapd.20260101{i:04d}").write_bytes(bytes(data))
+    tmp.rename(folder)
+    return folder
+
+
+def pipeline(binary: str, records: int, files: int, results: Path | None) -> int:
+    """``flowatlas import`` of nfcapd files, then ``flowatlas build`` of the archive."""
+    DATA.mkdir(exist_ok=True)
+    folder = nfcapd_files(binary, records, files)
+    n = sum(nfdump_count(binary, f) for f in sorted(folder.iterdir()))
+    archive, cube = DATA / "_pipeline_archive", DATA / "_pipeline_cube"
+    shutil.rmtree(archive, ignore_errors=True)
+    fa = [sys.executable, "-m", "flowatlas"]
+    load_before = load_average()
+    imp = run_measured([*fa, "import", str(folder), "--out", str(archive), "-q"])
+    imp.check("flowatlas import")
+    build = run_measured([*fa, "build", str(archive), "--out", str(cube), "-q", "--overwrite"])
+    build.check("flowatlas build")
+    load_after = load_average()
+    shutil.rmtree(archive, ignore_errors=True)
+    shutil.rmtree(cube, ignore_errors=True)
+    rows = [
+        [name, f"{n:,}", rate(n, m.seconds), f"{m.seconds:.1f}", f"{m.cpu_seconds:.1f}",
+         mib(m.peak_rss)]
+        for name, m in (("flowatlas import DIR (nfcapd, default -j)", imp),
+                        ("flowatlas build ARCHIVE (the build alone)", build))
+    ]  # fmt: skip
+    total = imp.seconds + build.seconds
+    rows.append(["import + build", f"{n:,}", rate(n, total), f"{total:.1f}",
+                 f"{imp.cpu_seconds + build.cpu_seconds:.1f}", "-"])  # fmt: skip
+    m = machine()
+    body = "\n".join(
+        [
+            f"{n:,} records in {files} nfcapd files (copies of the softflowd output in "
+            f"`{SOURCES}`), imported with the defaults, then built with the defaults; "
+            "each a child process, one run.",
+            "",
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, {m['os']}; flowatlas "
+            f"{git_revision(REPO_ROOT)}. Load average {load_before} before, {load_after} after.",
+            "",
+            markdown_table(["step", "records", "records/s", "wall s", "CPU s", "peak RSS"], rows),
+        ]
+    )
+    heading = "Import then build from nfcapd (bench/bench_import.py --pipeline)"
+    print(f"## {heading}\n\n{body}")
+    if results is not None:
+        write_section(results, heading, body)
+    return 0
+
+
 def prepare(binary: str, records: int, other: int, files: int) -> dict[str, object]:
     """Every input file (made once into bench/_data, then reused)."""
     DATA.mkdir(exist_ok=True)
     big, n = build_nfcapd(binary, DATA, records)
     inputs: dict[str, object] = {"nfcapd": big, "n_nfcapd": n}
-    split = DATA / f"nfcapd.{records}.x{files}"
-    if not split.is_dir():
-        part, _ = build_nfcapd(binary, DATA, -(-records // files))
-        tmp = DATA / f".{split.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for i in range(files):  # the same records in each file, different names and content
-            data = bytearray(part.read_bytes())
-            data[8:16] = struct.pack("<q", 1_700_000_000 + i)  # created: content differs
-            (tmp / f"nfcapd.20260101{i:04d}").write_bytes(bytes(data))
-        tmp.rename(split)
+    split = nfcapd_files(binary, records, files)
     inputs["split"] = split
     inputs["n_split"] = sum(nfdump_count(binary, f) for f in sorted(split.iterdir()))
     rows = archive_rows(big, DATA, other)
@@ -360,11 +422,19 @@ def py_case(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+#: the native reader alone; it also times itself after start-up (a first read of a small
+#: file loads numba's compiled kernel) and prints that as ``inner WALL CPU``
 NATIVE_READER = (
+    "import time\n"
     "from flowatlas.io.nfcapd import NfcapdReader\n"
-    "r = NfcapdReader({path!r}, now_us={now})\n"
-    "n = sum(b.records_read for b in r.batches())\n"
+    "def read(path):\n"
+    "    return sum(b.records_read for b in NfcapdReader(path, now_us={now}).batches())\n"
+    "read({warm!r})\n"
+    "w, c = time.perf_counter(), time.process_time()\n"
+    "n = read({path!r})\n"
+    "print('inner', time.perf_counter() - w, time.process_time() - c)\n"
 )
+INNER = "nfcapd: native reader alone, start-up excluded (in-process)"
 PCAP_DECODER = (
     "from flowatlas.io.netflow import NetflowDecoder\n"
     "from flowatlas.io.pcap import CaptureStats, iter_datagrams\n"
@@ -399,7 +469,7 @@ def cases(inputs: dict[str, object], binary: str, out: Path, skip_slow: bool) ->
         ("nfcapd", "nfcapd: nfdump -r FILE -q -s srcip -n 5 (binary read, reference)",
          ["sh", "-c", f"{binary} -r {big} -q -s srcip -n 5 > /dev/null"], n),
         ("nfcapd", "nfcapd: native reader alone (python -c, to Arrow)",
-         py_case(NATIVE_READER.format(path=big, now=NOW_US)), n),
+         py_case(NATIVE_READER.format(path=big, now=NOW_US, warm=str(inputs["warm"]))), n),
         ("nfcapd", "nfcapd: flowatlas import FILE -j 1 (to Parquet)", imp(big, "-j", "1"), n),
     ]  # fmt: skip
     if not skip_slow:
@@ -439,11 +509,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-slow", action="store_true", help="leave out --reader nfdump")
     ap.add_argument("--results", type=Path, default=None, help=f"results file [{RESULTS}]")
     ap.add_argument("--no-results", action="store_true", help="print only")
+    ap.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--pipeline",
+        type=int,
+        metavar="N",
+        help="instead: import N records of nfcapd files (--files of them), then build",
+    )
     args = ap.parse_args(argv)
 
     binary = nfdump_binary()
     nf_version = ".".join(map(str, nfdump_version(binary)))
-    inputs = prepare(binary, args.records, args.other_records, args.files)
+    if args.pipeline:
+        target = None if args.no_results else (args.results or RESULTS)
+        return pipeline(binary, args.pipeline, args.files, target)
+    if args.prepare_only:  # in a child: the tables it loads stay out of the parent's memory
+        inputs = prepare(binary, args.records, args.other_records, args.files)
+        print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in inputs.items()}))
+        return 0
+    child = [sys.executable, __file__, "--prepare-only", "--records", str(args.records)]
+    child += ["--other-records", str(args.other_records), "--files", str(args.files)]
+    prepared = subprocess.run(child, capture_output=True, text=True, check=False)
+    if prepared.returncode != 0:
+        raise SystemExit(f"bench_import: preparing the inputs failed:\n{prepared.stderr}")
+    inputs = json.loads(prepared.stdout.strip().splitlines()[-1])
+    inputs["warm"] = shared_data_dir() / SOURCES / "EAQ.pcap/nfcapd.202611250000"
     out = DATA / "_out"
     todo = cases(inputs, binary, out, args.skip_slow)
     runs: dict[str, list[Measurement]] = {name: [] for _, name, _, _ in todo}
@@ -472,6 +562,14 @@ def main(argv: list[str] | None = None) -> int:
                 mib(peak),
             ]
         )
+        if name.startswith("nfcapd: native reader alone"):
+            inner = [line.split()[1:] for m in ms for line in m.stdout.splitlines()]
+            wall_in = statistics.median(float(w) for w, _ in inner)
+            cpu_in = statistics.median(float(c) for _, c in inner)
+            table_rows.append(
+                [INNER, f"{n:,}", rate(n, wall_in), rate(n, cpu_in), f"{wall_in:.2f}",
+                 f"{cpu_in:.2f}", "-"]
+            )  # fmt: skip
     m = machine()
     v = versions("pyarrow", "numpy", "numba")
     body = "\n".join(

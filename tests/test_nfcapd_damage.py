@@ -261,7 +261,11 @@ def _fuzz(sources: dict[str, Path], tmp_path: Path, rounds: int, seed: int) -> C
 
 
 def _headers_intact(original: bytes, mutated: bytes) -> bool:
+    """File header, block headers and appendix as they were (only block payloads differ)."""
     if original[: HEADER.size] != mutated[: HEADER.size]:
+        return False
+    appendix = HEADER.unpack_from(original, 0)[8]
+    if original[appendix:] != mutated[appendix:]:
         return False
     return all(original[o : o + 12] == mutated[o : o + 12] for o, *_ in blocks(original))
 
@@ -278,3 +282,22 @@ def test_fuzz_long(multi, tmp_path):
     sources = {name: multi[name] for name in ("none", "lz4", "lzo", "bz2", "zstd")}
     outcomes = _fuzz(sources, tmp_path, rounds=5000, seed=1616)
     assert sum(outcomes.values()) == 5000
+
+
+def test_wrong_block_count_or_appendix_offset_in_the_header(multi, tmp_path, capsys):
+    """The blocks are read from the header to the appendix, whatever the header counts."""
+    rows, _ = expected(multi["none"], NOW_US)
+    data = bytearray(multi["none"].read_bytes())
+    for field, value, note in (
+        (10, 2, "the header announces 2 data blocks; the file holds 4"),
+        (10, 9, "the header announces 9 data blocks; the file holds 4"),
+        (8, blocks(bytes(data))[1][0] + 100, "no appendix at byte"),
+    ):
+        h = list(HEADER.unpack_from(data, 0))
+        h[field] = value
+        bad = tmp_path / f"bad{field}-{value}"
+        bad.write_bytes(HEADER.pack(*h) + bytes(data[HEADER.size :]))
+        table, quarantine, reader = read_native(bad)
+        assert table_rows(table) == rows and quarantine.num_rows == 0
+        assert any(n.startswith(note) for n in reader.stats.notes), reader.stats.notes
+        assert not reader.stats.unknown

@@ -382,7 +382,12 @@ def _decode_block(
         rsize = _u16(b, pos + 2)
         if rsize < 4 or pos + rsize > end:
             return row, r, 2, nmeta
-        rtype_counts[min(rtype, n_rt)] += 1
+        if rtype < n_rt - 1:
+            rtype_counts[rtype] += 1
+        elif rtype == 0x8001 or rtype == 0x8002:  # ident/stat: appendix records
+            rtype_counts[n_rt - 1] += 1
+        else:
+            rtype_counts[n_rt] += 1
         if rtype == 11:
             st = 0
             sub = 0
@@ -527,8 +532,15 @@ def _decode_block(
         elif rtype == 7 or rtype == 8 or rtype == 9 or rtype == 15:
             meta[nmeta] = pos
             nmeta += 1
-        elif rtype == 2 or rtype == 3 or rtype == 4 or (rtype >= 12 and rtype <= 14):
-            pass  # extension maps, histograms, nbar/ifname/vrf names: no flows
+        elif (
+            rtype == 2
+            or rtype == 3
+            or rtype == 4
+            or (rtype >= 12 and rtype <= 14)
+            or rtype == 0x8001
+            or rtype == 0x8002
+        ):
+            pass  # extension maps, histograms, nbar/ifname/vrf names, ident/stat: no flows
         else:
             # a flow record of nfdump 1.6 (1, 5, 6, 10) or a type nobody defines: a
             # quarantined row (the other columns of a quarantined row are never read)
@@ -699,39 +711,42 @@ class NfcapdReader:
             self._fh.close()
             raise
         # counts by type (the last slot: any larger type)
-        self._rtype_counts = np.zeros(_COUNT_SLOTS + 1, np.uint64)
+        # record types: one slot each up to 255, then ident/stat, then any other
+        self._rtype_counts = np.zeros(_COUNT_SLOTS + 2, np.uint64)
         self._elem_counts = np.zeros(_COUNT_SLOTS + 1, np.uint64)
 
     # ---------------------------------------------------------------- appendix
 
-    def _read_appendix(self) -> None:
+    def _read_appendix(self) -> bool:
+        """Read the appendix (ident, stat record); True if it is one (it ends the data)."""
         h = self.header
         if not h.appendix_blocks:
-            return
+            return False
         if h.appendix_offset < _HEADER.size or h.appendix_offset + _BLOCK.size > self.size:
             self.stats.notes.append(
                 f"appendix at byte {h.appendix_offset} is past the end of the file "
                 f"({self.size} bytes): the file is truncated"
             )
-            return
+            return False
+        found = False
         fh = self._fh
         fh.seek(h.appendix_offset)
         for i in range(h.appendix_blocks):
             raw = fh.read(_BLOCK.size)
             if len(raw) < _BLOCK.size:
                 self.stats.notes.append(f"appendix block {i + 1} is cut off")
-                return
+                return found
             nrec, size, _btype, flags = _BLOCK.unpack(raw)
             payload = fh.read(size) if 0 < size <= MAX_BLOCK_BYTES else b""
             if len(payload) != size or not size:
                 self.stats.notes.append(f"appendix block {i + 1} is unreadable")
-                return
+                return found
             comp = 0 if flags & FLAG_BLOCK_UNCOMPRESSED else h.compression
             try:
                 data = _decompress(comp, payload)
             except _Corrupt as exc:
                 self.stats.notes.append(f"appendix block {i + 1} does not decompress: {exc}")
-                return
+                return found
             pos = 0
             for _ in range(min(nrec, MAX_BLOCK_RECORDS)):
                 if pos + 4 > len(data):
@@ -742,9 +757,18 @@ class NfcapdReader:
                 if rtype == TYPE_STAT and rsize - 4 >= _STAT.size:
                     v = _STAT.unpack_from(data, pos + 4)
                     self.stats.stat = (v[0], v[1], v[2])
-                elif rtype != TYPE_IDENT:
+                    found = True
+                elif rtype == TYPE_IDENT:
+                    found = True
+                else:
                     self.stats.unknown[f"appendix record type {rtype:#x}"] += 1
                 pos += rsize
+        if not found:
+            self.stats.notes.append(
+                f"no appendix at byte {h.appendix_offset} (the header's offset is wrong): "
+                "blocks are read to the end of the file"
+            )
+        return found
 
     # ---------------------------------------------------------------- metadata records
 
@@ -780,9 +804,9 @@ class NfcapdReader:
         fh = self._fh
         pos = _HEADER.size
         fh.seek(pos)
-        limit = self.size
-        if h.appendix_blocks and _HEADER.size <= h.appendix_offset <= self.size:
-            limit = h.appendix_offset
+        # the data blocks run from the header to the appendix (or the end of the file);
+        # the header's block count is checked against them, not trusted to stop early
+        limit = h.appendix_offset if self._appendix_ok else self.size
         expected = h.num_blocks
         if expected == 0 and limit > pos:
             self.stats.notes.append(
@@ -790,7 +814,7 @@ class NfcapdReader:
                 "(a file nfcapd did not finish): read to the end"
             )
         n = 0
-        while (n < expected or expected == 0) and pos < limit:
+        while pos < limit:
             n += 1
             raw = fh.read(_BLOCK.size)
             if len(raw) < _BLOCK.size:
@@ -834,9 +858,9 @@ class NfcapdReader:
                 yield n, nrec, None, _Lost(n, 1, nrec, "nfcapd_corrupt_block", str(exc))
                 continue
             yield n, nrec, np.frombuffer(data, np.uint8), None
-        if expected and n < expected:
+        if expected and n != expected:
             self.stats.notes.append(
-                f"the header announces {expected} data blocks; {n} precede the appendix"
+                f"the header announces {expected} data blocks; the file holds {n}"
             )
 
     def _rest(self, first_block: int, reason: str, why: str) -> _Lost:
@@ -867,7 +891,7 @@ class NfcapdReader:
             self._finish_counts()
 
     def _batches(self) -> Iterator[Any]:
-        self._read_appendix()
+        self._appendix_ok = self._read_appendix()
         self._accounted = 0
         min_us = MIN_TIME_US
         max_us = self.now_us + FUTURE_SLACK_US
@@ -995,11 +1019,13 @@ class NfcapdReader:
     def _finish_counts(self) -> None:
         stats = self.stats
         counts = self._rtype_counts
-        stats.non_flow_records = int(sum(int(counts[t]) for t in _NON_FLOW_RECORDS))
-        for rtype in np.flatnonzero(counts).tolist():
+        non_flow = (*_NON_FLOW_RECORDS, _COUNT_SLOTS)
+        stats.non_flow_records = int(sum(int(counts[t]) for t in non_flow))
+        for rtype in np.flatnonzero(counts[:_COUNT_SLOTS]).tolist():
             if rtype not in RECORD_TYPES:
-                name = f"record type {rtype}" if rtype < _COUNT_SLOTS else "record type > 255"
-                stats.unknown[name] += int(counts[rtype])
+                stats.unknown[f"record type {rtype}"] += int(counts[rtype])
+        if counts[_COUNT_SLOTS + 1]:
+            stats.unknown["record type > 255"] += int(counts[_COUNT_SLOTS + 1])
         for et in np.flatnonzero(self._elem_counts).tolist():
             if et not in ELEMENTS and et != 0:
                 name = f"extension {et}" if et < _COUNT_SLOTS else "extension > 255"
