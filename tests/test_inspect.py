@@ -236,3 +236,19 @@ def test_real_nfcapd_import_then_inspect_and_init(tmp_path, capsys):
     )
     assert again.regions["Unknown"].records == 0
     assert np.isclose(again.shares.share(again.shares.transit), (~local).mean())
+
+
+def test_keep_state_says_where_and_how_big_and_incremental_rates_new_records(world, tmp_path,
+                                                                             capsys):  # fmt: skip
+    cube = tmp_path / "cube"
+    args = ["build", str(world / "archive"), "-o", str(cube), "--workers=0"]
+    assert main([*args, "--keep-state"]) == 0
+    err = capsys.readouterr().err
+    state = tmp_path / ".cube.state"
+    size = sum(f.stat().st_size for f in state.rglob("*") if f.is_file())
+    assert f"build state for --incremental: {state} ({size / 1e6:.1f} MB" in err
+    assert not (cube / "_state").exists()
+    assert main([*args, "--incremental"]) == 0
+    err = capsys.readouterr().err
+    # nothing new: every record reused, none read this time, and the rate says so
+    assert "60,000 records, 0 of them read this time (0 records/s)" in err
