@@ -349,7 +349,24 @@ def demo(records, out, workers, seed, quiet) -> None:
     )
     _echo("[3/3] report", quiet)
     _show_report(cube, html, False, "flowatlas demo: synthetic Network Stats, Jul-Dec 2025")
+    _demo_whatif(cube)
     click.echo(f"explore it in a browser: flowatlas serve {shlex.quote(str(cube))}")
+
+
+def _demo_whatif(cube_path: Path) -> None:
+    """The demo's capacity question, answered on its cube: the example scenario (neocloud
+    egress from US-East x2, migration moves to CA-East) and which links run out, when."""
+    from flowatlas.engine.cube import open_cube
+    from flowatlas.whatif import example_scenario
+    from flowatlas.whatif.commands import print_whatif
+
+    scenario = example_scenario("neocloud-migration")
+    result = open_cube(cube_path).whatif(scenario)
+    print_whatif(result, sys.stdout, title="capacity what-if")
+    click.echo(
+        f"the same from the command line: flowatlas whatif {shlex.quote(str(cube_path))} "
+        "--scenario neocloud-migration"
+    )
 
 
 # --------------------------------------------------------------------------- config
