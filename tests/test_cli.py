@@ -52,8 +52,23 @@ def test_demo_end_to_end(tmp_path) -> None:
         "Volume by month",
         "Neocloud",
         "Migration",
+        "capacity what-if: neocloud-migration",
+        "links, soonest run-out first (scenario)",
     ):
         assert title in out
+    # the run-out table is the cube's: its first link is the API's soonest run-out
+    import re
+    import warnings
+
+    from flowatlas.engine.cube import open_cube
+    from flowatlas.whatif import WhatIfWarning, example_scenario
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WhatIfWarning)  # 1 h buckets understate peaks
+        summary = open_cube(tmp_path / "d" / "cube").whatif(example_scenario()).summary
+    first = summary.iloc[0]
+    assert re.search(rf"^\s*1\s+{re.escape(first['link'])}\s+{first['direction']}\s", out, re.M)
+    assert out.rstrip().endswith(f"flowatlas serve {tmp_path / 'd' / 'cube'}")
     html = (tmp_path / "d" / "report.html").read_text()
     assert "Bokeh" in html and "<script" in html and "cdn.bokeh.org" not in html  # inlined JS
     # running it again reuses its own directory

@@ -16,9 +16,10 @@ from flowatlas.errors import OutputError
 
 
 def _si(value: float, unit: str) -> str:
-    from flowatlas.viz.views import si
+    """A value in bytes ("B") or bits per second ("bps"), in flowatlas's one set of units."""
+    from flowatlas.viz.units import fmt
 
-    return si(value, unit)
+    return fmt(value, {"B": "volume", "bps": "rate"}[unit])
 
 
 def _pct(u: float) -> str:
