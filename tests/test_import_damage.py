@@ -474,6 +474,7 @@ def test_full_disk_during_import_is_one_line_and_leaves_nothing(tmp_path, tiny_d
     out = tiny_disk / "a"
     assert main(["import", "-q", str(small), "--out", str(out)]) == 0
     before = manifest_of(out)
+    capsys.readouterr()  # the first import's own output (its set-up warning)
     assert main(["import", "-q", str(big), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("flowatlas: error: import stopped: ") and err.count("\n") == 1
@@ -509,7 +510,8 @@ def test_nfdump_that_never_finishes_is_stopped(tmp_path, monkeypatch, capsys):
     looping.chmod(0o755)
     monkeypatch.setattr(nfdump, "NFDUMP_MIN_SECONDS", 1.0)
     out = tmp_path / "a"
-    argv = ["import", "-q", "-f", "nfcapd", "--nfdump", str(looping), str(src), "--out", str(out)]
+    argv = ["import", "-q", "-f", "nfcapd", "--reader", "nfdump", "--nfdump", str(looping)]
+    argv += [str(src), "--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1

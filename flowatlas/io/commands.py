@@ -26,6 +26,7 @@ import errno
 import multiprocessing
 import os
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Generator, Sequence
@@ -773,9 +774,15 @@ def _run(
 @click.command(
     "import",
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Formats: nfcapd (native; --reader nfdump keeps nfdump's text path), "
-    + ", ".join(f for f in FORMAT_CHOICES if f not in (AUTO, "nfcapd"))
-    + ". See docs/importing.md.",
+    # \b: click keeps these lines as written (it would break format names at their hyphens)
+    epilog="\b\n"
+    + textwrap.fill(
+        "Formats: nfcapd (native reader; --reader nfdump for nfdump's text output), "
+        + ", ".join(f for f in FORMAT_CHOICES if f not in (AUTO, "nfcapd"))
+        + ". See docs/importing.md.",
+        width=78,
+        break_on_hyphens=False,
+    ),
 )
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option(
@@ -884,7 +891,9 @@ def import_(
     )
     if not quiet:
         click.echo(summary.render())
-    for line in _setup_lines(summary, config):
+    # the set-up accounting is for an import that went through: after a failure, the one
+    # line that says what failed is the whole message
+    for line in [] if summary.failed else _setup_lines(summary, config):
         if not quiet or line.startswith("flowatlas: warning"):
             click.echo(line, err=line.startswith("flowatlas: warning"))
     if summary.failed:
