@@ -207,6 +207,16 @@ def test_full_disk_in_the_shuffle_is_one_line(archives, cubes, tmp_path, tiny_di
     assert cube_bytes(out) == cubes[0]
 
 
+def test_full_disk_for_the_cube_itself_is_one_line(archives, tmp_path, tiny_disk, capsys):
+    (tiny_disk / "fill").write_bytes(b"\0" * 60_000)  # nearly full
+    out = tiny_disk / "cube"
+    assert main(["build", str(archives[0]), "--out", str(out), "--shuffle", "memory", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"{out}: cannot write cube: " in err and "No space left on device" in err
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["fill"]  # nothing half-written
+
+
 # --------------------------------------------------------------------------- Dask
 
 

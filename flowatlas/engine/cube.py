@@ -370,35 +370,33 @@ def output_lock(out: Path) -> Iterator[None]:
     while True:
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(lock, "a+")
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)  # unbuffered: nothing to flush
         except OSError as exc:
             raise OutputError(f"{lock}: cannot create: {exc.strerror or exc}") from None
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise OutputError(
                 f"{out}: another flowatlas build is writing it ({holder}; lock {lock})"
             ) from None
         try:  # the holder before us may have removed the file we opened: lock the new one
-            same = os.stat(lock).st_ino == os.fstat(fh.fileno()).st_ino
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if same:
             break
-        fh.close()
+        os.close(fd)
     try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        fh.flush()
+        with contextlib.suppress(OSError):  # who holds it: for the message only (a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
             lock.unlink()
-        fh.close()  # releases the lock
+        os.close(fd)  # releases the lock
 
 
 STATE_DIR = "_state"
