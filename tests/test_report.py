@@ -105,7 +105,7 @@ def test_out_writes_page_pngs_and_summary(cube, tmp_path) -> None:
         "Magnitude by network type, log",
         "Magnitude by network type, linear",
         "Volume by IP version",
-        "Uniqueness by IP version",
+        "Distinct remote addresses by IP version",
         "Metros of the remote",
     ):
         assert title in page, title  # fmt: skip

@@ -165,3 +165,46 @@ def test_port_is_free_after_stop(tmp_path, cube) -> None:
     srv.stop()
     assert srv.proc.returncode is not None
     assert free_port()
+
+
+def _page(cubes, tab: str = "overview", args: dict | None = None):
+    """A page built in-process, as the server builds one per session."""
+    from bokeh.document import Document
+
+    from flowatlas.viz.app import TABS
+    from flowatlas.viz.app.page import Page
+
+    class Request:
+        def __init__(self) -> None:
+            self.arguments = {k: [v.encode()] for k, v in (args or {}).items()}
+
+    class Context:
+        request = Request()
+
+    doc = Document()
+    doc._session_context = lambda: Context()  # what a served session has: the request
+    page = Page(doc, cubes, TABS)
+    page.tabs.active = [m.NAME for m in TABS].index(tab)
+    return page
+
+
+def test_shares_against_a_previous_cube(tmp_path, cube) -> None:
+    prev = make_cube(tmp_path / "prev", records=3_000, seed=5)
+    page = _page(CubeSet([cube], previous=prev), "shares")
+    view = page.views[page.tabs.active]
+    text = view.table.text
+    assert "previous: previous" in text and "change from previous" in text
+    assert view.source.data["x"][0][1].startswith("previous")
+    assert "error" not in page.status.text
+
+
+def test_page_says_when_its_cube_is_stale(tmp_path, cube, monkeypatch) -> None:
+    monkeypatch.setattr(cubes_mod, "CHECK_EVERY", 0.0)
+    path = tmp_path / "c"
+    shutil.copytree(cube, path)
+    page = _page(CubeSet([path]), args={"start": "2025-13-01"})
+    assert "ignored URL argument start=&#x27;2025-13-01&#x27;" in page.notice.text
+    (path / "cells.parquet").write_bytes(b"half")
+    page._check_stale()
+    assert "stale" in page.notice.text and "cannot be read" in page.notice.text
+    assert page.status.text.startswith("generation") and "error" not in page.status.text

@@ -267,3 +267,33 @@ def test_browser_tick_formatter_matches_python(browser, server) -> None:
         [[v if v == v else None, k] for v in values for k in kinds],
     )
     assert got == [units.fmt(v, k) for v in values for k in kinds]
+
+
+def test_legend_click_hides_a_series_and_the_stack_closes_up(server, browser) -> None:
+    load(browser, server.url)
+    js_band = (
+        "const d = Bokeh.documents[0].get_model_by_name('area-bands').data;"
+        "return [Array.from(d.y0).slice(0, 2), Array.from(d.y1).slice(0, 2)];"
+    )
+    (cdn_top, hosting_top) = browser.execute_script(js_band)
+    # Bokeh 3 draws the legend in the DOM: click the first entry's element with the mouse
+    x, y, label = browser.execute_script(
+        """
+        const fig = Bokeh.documents[0].get_model_by_name('area');
+        const legend = fig.right.find((m) => m.click_policy !== undefined);
+        const entry = Bokeh.index.find_one(legend).entries[0];
+        const r = entry.el.getBoundingClientRect();
+        return [r.left + r.width / 2, r.top + r.height / 2, entry.el.textContent];
+        """
+    )
+    assert label == "CDN"
+    for kind in ("mousePressed", "mouseReleased"):
+        event = {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}
+        browser.execute_cdp_cmd("Input.dispatchMouseEvent", event)
+    until(browser, lambda: browser.execute_script(
+        "return !Bokeh.documents[0].get_model_by_name('area-CDN').visible"),
+        "CDN hidden by the legend click")  # fmt: skip
+    # the band above CDN now starts at zero: its top is its own value, not CDN's plus its own
+    (_, hosting_after) = browser.execute_script(js_band)
+    assert hosting_after[0] == pytest.approx(hosting_top[0] - cdn_top[0], rel=1e-9)
+    assert severe(browser) == []

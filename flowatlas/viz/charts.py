@@ -504,13 +504,14 @@ def shares_figure(source: ColumnDataSource, name: str) -> figure:
 
 
 def ipv_data(table: pd.DataFrame) -> dict:
-    """Distinct /128 addresses and /64 prefixes side by side, per IP version."""
+    """Distinct addresses per IP version; for IPv6, /128 addresses beside /64 prefixes."""
     xs, vals, labels, colors = [], [], [], []
     for v in table.index:
-        for col, what, color in (
-            ("uniques", "/128 addresses", "#3182bd"),
-            ("uniques_prefix", "/64 prefixes" if int(v) == 6 else "addresses (/32)", "#9ecae1"),
-        ):
+        bars = [("uniques", "addresses", "#3182bd")]
+        if int(v) == 6:
+            bars = [("uniques", "/128 addresses", "#3182bd"),
+                    ("uniques_prefix", "/64 prefixes", "#9ecae1")]  # fmt: skip
+        for col, what, color in bars:
             xs.append((f"IPv{int(v)}", what))
             x = float(table.loc[v, col])
             vals.append(x if np.isfinite(x) else float("nan"))
@@ -539,7 +540,7 @@ def bar_figure(source: ColumnDataSource, title: str, kind: str, what: str, name:
 
 def ipv_figure(source: ColumnDataSource, name: str) -> figure:
     """IPv4 vs IPv6 uniqueness: distinct addresses (/128) and prefixes (/64)."""
-    title = "Uniqueness by IP version: distinct addresses (/128) and IPv6 /64 prefixes"
+    title = "Distinct remote addresses by IP version (IPv6: /128 and /64)"
     return bar_figure(source, title, "count", "distinct", name)
 
 

@@ -168,8 +168,8 @@ class CubeQuery:
         self.bucket_seconds = int(cube.meta.get("bucket_seconds", 3600))
         self.sketch_error = float((cube.meta.get("sketch") or {}).get("standard_error", np.nan))
         present = set(cube.cells["network_type"].astype(str).unique())
-        #: types in the cube the views leave out (Internal): groupings without a network type
-        #: would count their addresses too, so those are not exact for the views
+        #: types in the cube the views leave out (Internal): a stored grouping without a network
+        #: type counts their addresses too (our own, never another type's: see _exact)
         self.hidden_types = sorted(present - set(self.types))
         self._memo = _Memo()
         self._extra: dict[str, Any] = {}  # tables read on first use (geo)
@@ -405,7 +405,7 @@ class CubeQuery:
         best = None
         for g in self.cube.meta.get("groupings", []):
             g = set(g)
-            if not need <= g or ("network_type" not in g and self.hidden_types):
+            if not need <= g:
                 continue
             extra = g - set(by)
             single = {d for d in extra if d in proper and len(proper[d]) == 1}
@@ -463,7 +463,26 @@ class CubeQuery:
         for d in ("region", "network_type", "direction"):
             if d in out.columns:
                 out[d] = out[d].astype(str)
-        return Uniques(out.reset_index(drop=True), True, f"exact ({period.label()})")
+        how = f"exact ({period.label()})"
+        if "network_type" not in grouping.split(",") and self.hidden_types:
+            how += self._hidden_note(period)
+        return Uniques(out.reset_index(drop=True), True, how)
+
+    def _hidden_note(self, period: _Period) -> str:
+        """What a count without a network type includes of the types the views leave out.
+
+        Internal traffic's remote addresses are our own (both ends in our prefixes), so no
+        other type ever counts them: the overcount is at most their own exact count.
+        """
+        df = self._rollups.get((period.level, "network_type"))
+        n = 0.0
+        if df is not None:
+            if period.start is not None:
+                df = df[df["period_start"] == period.start]
+            n = float(df[df["network_type"].astype(str).isin(self.hidden_types)]["uniques"].sum())
+        return f", including at most {units.fmt(n, 'count')} of our own addresses " + (
+            f"({', '.join(self.hidden_types)} traffic)"
+        )
 
     def _estimate(self, f: Filters, by: tuple[str, ...], proper: dict[str, tuple]) -> Uniques:
         cols = [*by, "uniques", "uniques_prefix", "top10_share", "hhi"]
