@@ -918,8 +918,10 @@ def _setup_lines(summary: ImportSummary, config: str | None) -> list[str]:
     paths = [root / p for r in summary.imported for p in r.outputs]
     if not summary.imported:
         return []
-    cfg = resolve_config(root, config)
-    got = shares_of_files(paths, cfg)
+    try:
+        got = shares_of_files(paths, resolve_config(root, config))
+    except FlowatlasError as exc:  # the import itself succeeded: say why, do not fail it
+        return [f"  set-up    not counted: {exc}"]
     imp_q = summary.records_quarantined
     shares = SetupShares(
         got.records + imp_q,
