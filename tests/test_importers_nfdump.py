@@ -11,6 +11,7 @@ import gzip
 import ipaddress
 import os
 import stat
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from flowatlas.io.importers.base import ImportOptions, detect_format, get_import
 from flowatlas.io.importers.nfdump import (
     NfdumpMissing,
     nfdump_binary,
+    nfdump_version,
     stats_by_ip,
     summary_totals,
 )
@@ -208,16 +210,27 @@ def test_nfdump_1_7_5_csv_output_with_header(tmp_path):
     assert format_addresses(table["exporter"]) == ["192.0.2.254"]
 
 
-def test_nfdump_1_7_1_fmt_output(tmp_path):
-    body = (
-        "2024-06-01 10:00:00.125,2024-06-01 10:00:02.000,      127.0.0.1,     0,     0,"
-        "  ::138.187.57.3,     10.0.0.1,   179, 60122,6    ,      72,       1,     0,     0\n"
-    )
-    nf = fake_nfdump(tmp_path, "NSEL-NEL1.7.1", body)
-    table, quarantine, read = read_all("nfcapd", nfcapd_stub(tmp_path), nfdump=nf)
-    assert "fmt:%ts,%te,%ra" in (tmp_path / "args").read_text()
-    assert read == 1 and quarantine.num_rows == 0
-    assert format_addresses(table["src_addr"]) == ["138.187.57.3"]
+@pytest.mark.tools
+@pytest.mark.shared_data
+def test_nfdump_1_7_1_fmt_output_of_the_real_nfdump() -> None:
+    """The installed nfdump (1.7.1 on Debian 12), not a stand-in: its fmt output prints some
+    Cisco NFv9 IPv4 addresses as ``::138.187.x.y``, which the importer stores as IPv4."""
+    need_tools("nfdump")
+    case = "flow_exports/pmacct/101-NFv9-CISCO-cust_primitives/nfcapd_replay/nfcapd.202611250000"
+    f = need_data(case) / case
+    assert nfdump_version(nfdump_binary())[:2] == (1, 7)  # the fmt-output path
+    text = subprocess.run(
+        [nfdump_binary(), "-q", "-N", "-r", str(f), "-o", "fmt:%sa"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "::138.187." in text  # the quirk is really there in this nfdump's output
+    table, quarantine, read = read_all("nfcapd", f)
+    assert read == 51 and quarantine.num_rows == 0
+    src = format_addresses(table["src_addr"])
+    assert "138.187.57.3" in src and not any(a.startswith("::138.") for a in src)
+    assert all(ipaddress.ip_address(a).version == 4 for a in src)
 
 
 @pytest.mark.tools
