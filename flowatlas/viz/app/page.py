@@ -285,7 +285,17 @@ class Page:
 
     # ------------------------------------------------------------------ drawing
     def refresh(self, tabs: bool = True) -> None:
-        """Redraw what the state changed: the visible tab (if ``tabs``) and the drill-down."""
+        """Redraw what the state changed: the visible tab (if ``tabs``) and the drill-down.
+
+        Changes are held until the refresh ends, so a property set twice is sent once.
+        """
+        self.doc.hold("combine")
+        try:
+            self._refresh(tabs)
+        finally:
+            self.doc.unhold()
+
+    def _refresh(self, tabs: bool) -> None:
         t0 = time.perf_counter()
         self.generation += 1
         try:
