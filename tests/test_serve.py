@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -208,3 +209,17 @@ def test_page_says_when_its_cube_is_stale(tmp_path, cube, monkeypatch) -> None:
     page._check_stale()
     assert "stale" in page.notice.text and "cannot be read" in page.notice.text
     assert page.status.text.startswith("generation") and "error" not in page.status.text
+
+
+def test_bench_serve_smoke(tmp_path) -> None:
+    """bench/bench_serve.py still runs end to end (2 sessions, a week): no speed asserted."""
+    from flowatlas.testing import REPO_ROOT
+
+    results = tmp_path / "RESULTS.md"
+    p = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_serve.py"), "--smoke",
+                        "--results", str(results)], capture_output=True, text=True,
+                       timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    text = results.read_text()
+    assert "## Serve load (bench_serve.py)" in text and "0 errors" in text
+    assert re.search(r"\| all +\| 8 +\|", text), text
