@@ -192,3 +192,12 @@ def test_terminal_tables_use_the_units_module(cube) -> None:
     assert re.search(r"\d+(\.\d+)? [PT]b", p.stdout)  # magnitude in bits per IP
     assert "Findings" in p.stdout and "pp" in p.stdout
     assert "Pbit" not in p.stdout and "e+" not in p.stdout
+
+
+def test_demo_ends_with_the_serve_command(tmp_path) -> None:
+    out = tmp_path / "demo dir"
+    p = run("demo", "--records", "20000", "--out", str(out), "-q")
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.strip().splitlines()[-1]
+    assert last == f"explore it in a browser: flowatlas serve '{out / 'cube'}'"
+    assert (out / "report.html").exists()
