@@ -223,3 +223,16 @@ def test_bench_serve_smoke(tmp_path) -> None:
     text = results.read_text()
     assert "## Serve load (bench_serve.py)" in text and "0 errors" in text
     assert re.search(r"\| all +\| 8 +\|", text), text
+
+
+def test_switching_cubes(tmp_path, cube) -> None:
+    other = make_cube(tmp_path / "second", records=3_000, seed=4)
+    page = _page(CubeSet([cube, other]), "heatmaps")
+    assert page.w_cube.visible and page.w_cube.options == [cube.parent.name, "second"]
+    page.w_cube.value = "second"
+    assert page.state.cube == "second" and "error" not in page.status.text
+    assert "cube=second" in page.url.text
+    q, _ = page.query()
+    total = q.volume(q.normalize(page.filters), ("region", "network_type"))
+    heat = page.views[1].maps[0][1].source.data
+    assert sum(v for v in heat["value"] if v == v) == pytest.approx(float(total.sum()))
