@@ -205,10 +205,21 @@ def test_page_says_when_its_cube_is_stale(tmp_path, cube, monkeypatch) -> None:
     shutil.copytree(cube, path)
     page = _page(CubeSet([path]), args={"start": "2025-13-01"})
     assert "ignored URL argument start=&#x27;2025-13-01&#x27;" in page.notice.text
+    page.w_regions.active = [0]  # a filter the reload keeps
     (path / "cells.parquet").write_bytes(b"half")
     page._check_stale()
     assert "stale" in page.notice.text and "cannot be read" in page.notice.text
     assert page.status.text.startswith("generation") and "error" not in page.status.text
+    # a whole new cube in place: reloaded, the page redrawn from it, filters kept
+    before = page.query()[0]
+    new = make_cube(tmp_path / "new", records=3_000, seed=8)
+    shutil.rmtree(path)
+    shutil.copytree(new, path)
+    page._check_stale()
+    q, stale = page.query()
+    assert q is not before and stale is None and "stale" not in page.notice.text
+    assert page.state.filters.regions == (q.regions[0],)
+    assert "error" not in page.status.text and " loaded " in page.status.text
 
 
 def test_bench_serve_smoke(tmp_path) -> None:
