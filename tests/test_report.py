@@ -14,7 +14,7 @@ from flowatlas.engine.cube import open_cube
 from flowatlas.viz import units
 from flowatlas.viz.charts import stack
 from flowatlas.viz.report import HEATMAPS, write_html
-from flowatlas.viz.summary import sentences
+from flowatlas.viz.summary import and_list, sentences
 from flowatlas.viz.views import compute_views
 from flowatlas.vocab import CLOUD_TYPES
 
@@ -49,8 +49,9 @@ def test_sentences_are_the_cubes_numbers(cube) -> None:
     share = vol.div(vol.sum(axis=1), axis=0)
     clouds = share[[t for t in CLOUD_TYPES if t in share.columns]].sum(axis=1)
     verb = "rose" if clouds.iloc[1] > clouds.iloc[0] else "fell"
+    clouds_named = and_list([t for t in CLOUD_TYPES if t in share.columns])
     assert text[0] == (
-        f"Traffic to other clouds (Hyperscaler and Neocloud) {verb} from "
+        f"Traffic to other clouds ({clouds_named}) {verb} from "
         f"{100 * clouds.iloc[0]:.1f}% to {100 * clouds.iloc[1]:.1f}% of all traffic "
         "(from 2025Q3 to 2025Q4)."
     )
