@@ -142,7 +142,7 @@ def test_sparse_cube_renders_with_sane_axes(sparse, tmp_path) -> None:
     gaps = views.daily.isna().all(axis=1)
     assert gaps.sum() == 16 and not views.daily[~gaps].isna().any().any()
     # each band is one polygon per run of days with data: three runs, two NaN breaks
-    _, bands = stack(views.daily, views.types, views.types, [True] * len(views.types))
+    _, bands, _ = stack(views.daily, views.types, views.types, [True] * len(views.types))
     for i in range(len(views.types)):
         assert np.isnan(bands[f"x{i}"]).sum() == 2 and np.isnan(bands[f"y{i}"]).sum() == 2
     page = write_html(views, tmp_path / "sparse.html")
