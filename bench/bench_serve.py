@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, markdown_table, versions, write_section
+from _common import load_average, markdown_table, provenance, write_section
 
 STATUS = re.compile(r"generation (\d+): updated in (\d+) ms")
 
@@ -237,6 +237,7 @@ def main() -> None:
     if args.smoke:
         args.records, args.days, args.sessions, args.interactions = 5_000, 7, 2, 4
 
+    load_before = load_average()
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     proc = None
     try:
@@ -304,16 +305,23 @@ def main() -> None:
          "server p95 ms"],
         rows,
     )  # fmt: skip
-    m = machine()
-    v = versions("bokeh", "tornado", "pandas", "numpy")
+    argv = " ".join(sys.argv[1:])
     text = (
         f"{args.sessions} concurrent sessions x {args.interactions} interactions on a cube of "
         f"{cells:,} cells ({bucket} buckets); server start (cube loaded) {load_s:.1f} s; "
         f"session open p50 {percentile(opens, 50):.0f} ms; {wall:.1f} s wall; "
         f"{len(errors)} errors.\n\n{table}\n\n"
-        f"Machine: {m['cpu']}, {m['cores']}, {m['memory']}. "
-        + ", ".join(f"{k} {val}" for k, val in v.items())
-        + ".\n"
+        "Round trip: from the client's change to the server's answer applied in the client "
+        "(bokeh.client, all sessions in this process). Server: the page's refresh, as its "
+        "status line reports it (Bokeh's serialisation not included).\n\n"
+        + "\n".join(
+            provenance(
+                ["flowatlas", "bokeh", "tornado", "pandas", "numpy"],
+                load_before,
+                f"python bench/bench_serve.py {argv}".strip(),
+            )
+        )
+        + "\n"
     )
     print(text)
     for e in errors[:10]:

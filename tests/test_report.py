@@ -14,7 +14,7 @@ from flowatlas.engine.cube import open_cube
 from flowatlas.viz import units
 from flowatlas.viz.charts import stack
 from flowatlas.viz.report import HEATMAPS, write_html
-from flowatlas.viz.summary import sentences
+from flowatlas.viz.summary import and_list, sentences
 from flowatlas.viz.views import compute_views
 from flowatlas.vocab import CLOUD_TYPES
 
@@ -49,9 +49,9 @@ def test_sentences_are_the_cubes_numbers(cube) -> None:
     share = vol.div(vol.sum(axis=1), axis=0)
     clouds = share[[t for t in CLOUD_TYPES if t in share.columns]].sum(axis=1)
     verb = "rose" if clouds.iloc[1] > clouds.iloc[0] else "fell"
+    clouds_named = and_list([t for t in CLOUD_TYPES if t in share.columns])
     assert text[0] == (
-        f"Traffic to other clouds ({', '.join(CLOUD_TYPES[:-1])} and {CLOUD_TYPES[-1]}) "
-        f"{verb} from "
+        f"Traffic to other clouds ({clouds_named}) {verb} from "
         f"{100 * clouds.iloc[0]:.1f}% to {100 * clouds.iloc[1]:.1f}% of all traffic "
         "(from 2025Q3 to 2025Q4)."
     )
@@ -142,7 +142,7 @@ def test_sparse_cube_renders_with_sane_axes(sparse, tmp_path) -> None:
     gaps = views.daily.isna().all(axis=1)
     assert gaps.sum() == 16 and not views.daily[~gaps].isna().any().any()
     # each band is one polygon per run of days with data: three runs, two NaN breaks
-    _, bands = stack(views.daily, views.types, views.types, [True] * len(views.types))
+    _, bands, _ = stack(views.daily, views.types, views.types, [True] * len(views.types))
     for i in range(len(views.types)):
         assert np.isnan(bands[f"x{i}"]).sum() == 2 and np.isnan(bands[f"y{i}"]).sum() == 2
     page = write_html(views, tmp_path / "sparse.html")
@@ -193,3 +193,12 @@ def test_terminal_tables_use_the_units_module(cube) -> None:
     assert re.search(r"\d+(\.\d+)? [PT]b", p.stdout)  # magnitude in bits per IP
     assert "Findings" in p.stdout and "pp" in p.stdout
     assert "Pbit" not in p.stdout and "e+" not in p.stdout
+
+
+def test_demo_ends_with_the_serve_command(tmp_path) -> None:
+    out = tmp_path / "demo dir"
+    p = run("demo", "--records", "20000", "--out", str(out), "-q")
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.strip().splitlines()[-1]
+    assert last == f"explore it in a browser: flowatlas serve '{out / 'cube'}'"
+    assert (out / "report.html").exists()

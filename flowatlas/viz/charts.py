@@ -123,8 +123,6 @@ for (let i = 0; i < renderers.length; i++) {
     for (let j = z; j >= a; j--) ys.push(lo[j]);
   });
   b["y" + i] = ys;
-  d["lo" + i] = lo;
-  d["hi" + i] = Float64Array.from(acc);
 }
 d.top = Float64Array.from(acc, (x, j) => isFinite(d.v0[j]) ? x : NaN);
 bands.data = b;
@@ -149,8 +147,10 @@ def _runs(missing: np.ndarray) -> list[tuple[int, int]]:
 
 def stack(
     table: pd.DataFrame, types: Sequence[str], shown: Sequence[str], visible: Sequence[bool]
-) -> tuple[dict, dict]:
-    """The stacked area's columns: per time point, and each type's band as one polygon.
+) -> tuple[dict, dict, dict]:
+    """The stacked area's columns: per time point, and each type's band as one polygon; and
+    each band's lower and upper edge per time point (``lo{i}``, ``hi{i}``: kept on the server
+    for clicks, never sent).
 
     ``table`` is a view's time x type frame in bits/s. A time without data (NaN: a day with
     no record in the cube) is a gap: each band is one polygon per run of days with data,
@@ -170,6 +170,7 @@ def stack(
             xs.append(np.nan)  # NaT would not survive serialisation as a gap; NaN does
         xs += list(ms[a : z + 1]) + list(ms[a : z + 1][::-1])
     bands: dict[str, object] = {}
+    edges: dict[str, np.ndarray] = {}
     acc = np.where(missing, np.nan, 0.0)
     total = acc.copy()
     for i, name in enumerate(types):
@@ -184,14 +185,14 @@ def stack(
                 ys.append(np.nan)
             ys += list(acc[a : z + 1]) + list(lo[a : z + 1][::-1])
         pts[f"v{i}"] = v
-        pts[f"lo{i}"] = lo
-        pts[f"hi{i}"] = acc.copy()
+        edges[f"lo{i}"] = lo
+        edges[f"hi{i}"] = acc.copy()
         bands[f"x{i}"] = np.array(xs, dtype=np.float64)
         bands[f"y{i}"] = np.array(ys, dtype=np.float64)
         total = total + np.nan_to_num(v)
     pts["top"] = acc
     pts["total"] = np.where(missing, np.nan, total)
-    return pts, bands
+    return pts, bands, edges
 
 
 class StackedArea:
@@ -202,7 +203,7 @@ class StackedArea:
     def __init__(self, types: Sequence[str], title: str, name: str = "area") -> None:
         self.types = list(types)
         empty = pd.DataFrame(columns=self.types, index=pd.DatetimeIndex([]), dtype=float)
-        pts, bands = stack(empty, self.types, [], [True] * len(self.types))
+        pts, bands, self.edges = stack(empty, self.types, [], [True] * len(self.types))
         self.points = ColumnDataSource(pts, name=f"{name}-points")
         self.bands = ColumnDataSource(bands, name=f"{name}-bands")
         p = figure(
@@ -247,10 +248,22 @@ class StackedArea:
         p.yaxis.axis_label = "bits per second"
         self.figure = p
 
+    def band_at(self, x_ms: float, y: float) -> str | None:
+        """The type whose band holds the point (x in ms since 1970, y in bits/s), if any."""
+        t = np.asarray(self.points.data["t"])
+        if not len(t):
+            return None
+        i = int(np.argmin(np.abs(t.astype("datetime64[ms]").astype(np.int64) - x_ms)))
+        for k, name in enumerate(self.types):
+            lo, hi = self.edges[f"lo{k}"][i], self.edges[f"hi{k}"][i]
+            if np.isfinite(lo) and np.isfinite(hi) and lo <= y < hi:
+                return name
+        return None
+
     def update(self, table: pd.DataFrame, shown: Sequence[str]) -> None:
         """Show ``table`` (time x type, bits/s); only ``shown`` types get legend entries."""
         visible = [bool(r.visible) for r in self.renderers]
-        pts, bands = stack(table, self.types, shown, visible)
+        pts, bands, self.edges = stack(table, self.types, shown, visible)
         self.hover.tooltips = area_tooltips(self.types, shown)
         for t, item in zip(self.types, self.items, strict=True):
             item.visible = t in shown

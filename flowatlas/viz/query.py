@@ -16,6 +16,7 @@ the estimator's standard error.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
@@ -155,6 +156,7 @@ class CubeQuery:
     def __init__(self, cube: Cube, name: str | None = None) -> None:
         self.cube = cube
         self.name = name or cube.path.name
+        self.loaded_at = time.time()
         self.types = _report_types(cube)
         cells = cube.cells[cube.cells["network_type"].isin(self.types)]
         regions = [r for r in cube.regions if r in set(cells["region"].astype(str))]

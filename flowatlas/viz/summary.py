@@ -25,13 +25,18 @@ def _moved(before: float, after: float) -> str:
     return f"{verb} from {units.share(before)} to {units.share(after)}"
 
 
+def and_list(names: list[str]) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def share_sentences(views: Views) -> list[str]:
     """How the share of other clouds, and of each cloud type, moved between two periods."""
     cmp = views.comparison
     if cmp is None:
         return []
     span = f"(from {cmp.before_label} to {cmp.after_label})"
-    clouds = _listed([t for t in CLOUD_TYPES if t in cmp.after.index])
+    clouds = and_list([t for t in CLOUD_TYPES if t in cmp.after.index])
     out = []
     if OTHER_CLOUDS in cmp.after.index and math.isfinite(cmp.after[OTHER_CLOUDS]):
         out.append(
@@ -66,7 +71,7 @@ def magnitude_sentence(views: Views) -> str | None:
     low_t, low_v = m.index[-1], float(m.iloc[-1])
     ratio = float(m.iloc[0]) / low_v
     return (
-        f"Magnitude is highest for {' and '.join(top2)}, {ratio:,.0f} times that of "
+        f"Magnitude is highest for {and_list(top2)}, {ratio:,.0f} times that of "
         f"{low_t} ({units.fmt(low_v, 'magnitude')} per IP)."
     )
 
@@ -147,8 +152,3 @@ def markdown(views: Views, *, title: str, pngs: list[str] = ()) -> str:
     if pngs:
         lines += ["## Figures", ""] + [f"![{p[:-4]}]({p})" for p in pngs] + [""]
     return "\n".join(lines)
-
-
-def _listed(names: list[str]) -> str:
-    """'A', 'A and B', 'A, B and C'."""
-    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"

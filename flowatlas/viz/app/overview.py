@@ -50,14 +50,8 @@ class View:
 
     def _on_tap(self, page, event) -> None:
         """Drill into the network type whose band holds the clicked point."""
-        d = self.area.points.data
-        t = np.asarray(d["t"])
-        if event.x is None or event.y is None or not len(t):
+        if event.x is None or event.y is None:
             return
-        x = np.datetime64(int(event.x), "ms")
-        i = int(np.argmin(np.abs(t.astype("datetime64[ms]") - x)))
-        for k, name in enumerate(self.types):
-            lo, hi = float(d[f"lo{k}"][i]), float(d[f"hi{k}"][i])
-            if np.isfinite(lo) and np.isfinite(hi) and lo <= event.y < hi:
-                page.select((None, name))
-                return
+        name = self.area.band_at(float(event.x), float(event.y))
+        if name is not None:
+            page.select((None, name))

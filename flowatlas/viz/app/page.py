@@ -285,15 +285,23 @@ class Page:
 
     # ------------------------------------------------------------------ drawing
     def refresh(self, tabs: bool = True) -> None:
-        """Redraw what the state changed: the visible tab (if ``tabs``) and the drill-down."""
+        """Redraw what the state changed: the visible tab (if ``tabs``) and the drill-down.
+
+        Changes are held until the refresh ends, so a property set twice is sent once.
+        """
+        self.doc.hold("combine")
+        try:
+            self._refresh(tabs)
+        finally:
+            self.doc.unhold()
+
+    def _refresh(self, tabs: bool) -> None:
         t0 = time.perf_counter()
         self.generation += 1
         try:
             q, stale = self.query()
-            if q is not self._last_query:
-                if self._last_query is not None:
-                    self.state.filters = Filters()  # reloaded: the new cube's whole range
-                    self._dirty = set(range(len(self.views)))
+            if q is not self._last_query:  # first refresh, another cube, or reloaded from disk
+                self._dirty = set(range(len(self.views)))
                 self._last_query = q
             f = q.normalize(self.state.filters)
             self.state.filters = q.sparse(f)
@@ -315,7 +323,10 @@ class Page:
                 else ""
             )
             ms = 1000 * (time.perf_counter() - t0)
-            self.status.text = f"generation {self.generation}: updated in {ms:.0f} ms"
+            self.status.text = (
+                f"generation {self.generation}: updated in {ms:.0f} ms; {q.name} loaded "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(q.loaded_at))}"
+            )
         except Exception as exc:  # a bug must not end the session: show it, log it
             log.exception("page refresh failed")
             self.status.text = (
