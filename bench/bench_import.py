@@ -3,8 +3,9 @@
 Each importer is measured as ``flowatlas import FILE -j 1`` (to Parquet, start-up included)
 next to the tool or decoder it should be compared with, on the same records:
 
-- nfcapd: an nfcapd file of N records (copies of the softflowd output in
-  ../shared/data/flow_exports/generated_nfcapd merged with ``nfdump -R DIR -w``) next to
+- nfcapd: an nfcapd file of N records (copies of one softflowd output in
+  ../shared/data/flow_exports/generated_nfcapd, pkt.TCP.DOMINATE, merged with ``nfdump -R DIR
+  -w``, as issue 16 measured it) next to
   nfdump's binary read (``nfdump -r FILE -q -s srcip -n 5``), the native reader alone
   (decoding into Arrow, no Parquet) and the old path through nfdump's text (``--reader
   nfdump``); then the same records split into files, imported with ``-j 1`` and ``-j 2``;
@@ -68,6 +69,8 @@ from flowatlas.io.importers.nfdump import nfdump_binary, nfdump_env, nfdump_vers
 from flowatlas.testing import REPO_ROOT, shared_data_dir, shared_data_missing
 
 SOURCES = "flow_exports/generated_nfcapd"
+#: the softflowd output copied into the big file, as issue 16 measured (400 copies: 3.88 M)
+SOURCE = f"{SOURCES}/pkt.TCP.DOMINATE.syn.ecn.cwr.pcapng/nfcapd.202611250000"
 DATA = Path(__file__).resolve().parent / "_data"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "Import throughput (bench/bench_import.py)"
@@ -93,14 +96,14 @@ def nfdump_count(binary: str, path: Path) -> int:
 
 
 def build_nfcapd(binary: str, workdir: Path, records: int) -> tuple[Path, int]:
-    """One nfcapd file of at least ``records`` flows: copies of every softflowd output."""
-    why = shared_data_missing(SOURCES)
+    """One nfcapd file of at least ``records`` flows: copies of a softflowd output merged."""
+    why = shared_data_missing(SOURCE)
     if why:
         raise SystemExit(f"bench_import: {why}")
-    target = workdir / f"nfcapd.{records}"
+    target = workdir / f"nfcapd-{records}"
     if target.exists():
         return target, nfdump_count(binary, target)
-    sources = sorted((shared_data_dir() / SOURCES).glob("*/nfcapd.2*"))
+    sources = [shared_data_dir() / SOURCE]
     per_round = sum(nfdump_count(binary, s) for s in sources)
     rounds = max(1, -(-records // per_round))
     indir = workdir / "copies"
@@ -328,7 +331,7 @@ def nfcapd_files(binary: str, records: int, files: int) -> Path:
     headers' creation times differ, so each has its own content and none is skipped as a
     duplicate.
     """
-    folder = DATA / f"nfcapd.{records}.x{files}"
+    folder = DATA / f"nfcapd-{records}.x{files}"
     if folder.is_dir():
         return folder
     part, _ = build_nfcapd(binary, DATA, -(-records // files))
@@ -371,8 +374,8 @@ def pipeline(binary: str, records: int, files: int, results: Path | None) -> int
     m = machine()
     body = "\n".join(
         [
-            f"{n:,} records in {files} nfcapd files (copies of the softflowd output in "
-            f"`{SOURCES}`), imported with the defaults, then built with the defaults; "
+            f"{n:,} records in {files} nfcapd files (copies of the softflowd output "
+            f"`{SOURCE}`), imported with the defaults, then built with the defaults; "
             "each a child process, one run.",
             "",
             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, {m['os']}; flowatlas "
@@ -574,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     v = versions("pyarrow", "numpy", "numba")
     body = "\n".join(
         [
-            f"nfcapd: {inputs['n_nfcapd']:,} records in one file (copies of every softflowd "
-            f"output in `{SOURCES}` merged with `nfdump -R`), and {inputs['n_split']:,} in "
+            f"nfcapd: {inputs['n_nfcapd']:,} records in one file (copies of the softflowd "
+            f"output `{SOURCE}` merged with `nfdump -R`), and {inputs['n_split']:,} in "
             f"{args.files} files; the other formats: the first {inputs['n_other']:,} of "
             f"those records written in each format. Median of {args.repeat} interleaved runs, "
             "each a child process.",

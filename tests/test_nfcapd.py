@@ -5,7 +5,8 @@ The oracle is nfdump itself: its ``fmt`` output, parsed strictly by tests/nfcapd
 magic number, wherever they are), and copies rewritten by nfdump's ``-w`` in each compression
 the installed nfdump writes (none, LZO ``-z``, LZ4 ``-y``, BZ2 ``-j``), plus ZSTD, which
 nfdump 1.7.1 cannot write: the uncompressed copy's blocks are recompressed with zstandard as
-nfdump 1.7.2+ does. Also: the archive of ``flowatlas import`` with the native reader equals the
+later nfdump releases do; and files nfdump aggregates, pairs into bidirectional flows or
+anonymises (nfanon). Also: the archive of ``flowatlas import`` with the native reader equals the
 one with ``--reader nfdump``, and a file the native reader refuses goes through nfdump.
 """
 
@@ -274,3 +275,34 @@ def test_not_an_nfcapd_file_and_a_short_header(tmp_path):
     f.write_bytes(bytes(data))
     with pytest.raises(NfcapdUnsupported, match="unknown nfcapd compression 9"):
         NfcapdReader(f, now_us=NOW_US)
+
+
+@pytest.mark.tools
+@pytest.mark.shared_data
+def test_files_nfdump_rewrites_equal_nfdump(tmp_path):
+    """Aggregated (-a, -A), bidirectional (-b, -B) and anonymised (nfanon) files: records
+    with counters in both directions and with elements left out."""
+    need_tools("nfdump", "nfanon")
+    root = need_data("flow_exports") / "flow_exports"
+    softflowd = root / "generated_nfcapd/alexa-app.pcapng/nfcapd.202611250000"
+    ipfix = root / "pmacct/401-IPFIXv10-BMP-IPv6-CISCO-MPLS-multiple-sources"
+    ipfix = ipfix / "nfcapd_replay/nfcapd.202611250000"
+    for name, src, args in (
+        ("a", softflowd, ["-a"]),
+        ("b", softflowd, ["-b"]),
+        ("B", softflowd, ["-B"]),
+        ("srcip", softflowd, ["-A", "srcip"]),
+        ("proto-dstport", ipfix, ["-A", "proto,dstport"]),
+        ("a-ipfix", ipfix, ["-a"]),
+    ):
+        out = tmp_path / name
+        subprocess.run(["nfdump", "-r", str(src), *args, "-w", str(out)], check=True)
+        assert_matches_nfdump(out)
+    anon = tmp_path / "anon"
+    key = "abcdefghijklmnopqrstuvwxyz012345"
+    subprocess.run(
+        ["nfanon", "-K", key, "-r", str(softflowd), "-w", str(anon)],
+        check=True,
+        capture_output=True,
+    )
+    assert_matches_nfdump(anon)

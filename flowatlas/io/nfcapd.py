@@ -367,7 +367,7 @@ def _decode_block(
     row from ``row0`` on, with its 1-based number in the block (``rec_no``) and a status (0:
     a good flow). Exporter and sampler records are listed in ``meta`` (their offsets) for the
     caller; other known metadata records are skipped. ``rtype_counts`` and ``elem_counts``
-    count record and element types (index = type; the last slot counts larger ones).
+    count record and element types (index = type; see NfcapdReader for the last slots).
     Returns (next row, records walked, block status, metadata records listed).
     """
     pos = 0
@@ -710,8 +710,8 @@ class NfcapdReader:
         except BaseException:
             self._fh.close()
             raise
-        # counts by type (the last slot: any larger type)
-        # record types: one slot each up to 255, then ident/stat, then any other
+        # record types: one slot each up to 255, then ident/stat, then any other;
+        # element types: one slot each up to 255, then any other
         self._rtype_counts = np.zeros(_COUNT_SLOTS + 2, np.uint64)
         self._elem_counts = np.zeros(_COUNT_SLOTS + 1, np.uint64)
 
