@@ -57,7 +57,7 @@ MUTATIONS = (
         "flowatlas/io/nfcapd.py",
         "            src_as[row] = sa\n            dst_as[row] = da\n",
         "            src_as[row] = da\n            dst_as[row] = sa\n",
-        ("tests/test_nfcapd.py",),
+        ("tests/test_nfcapd_as.py", "tests/test_nfcapd.py"),
     ),
     Mutation(
         "nfcapd via nfdump: %in <-> %out",
