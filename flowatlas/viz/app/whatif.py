@@ -25,6 +25,7 @@ from bokeh.models import (
     FactorRange,
     HoverTool,
     MultiChoice,
+    Range1d,
     Select,
     Slider,
     Span,
@@ -158,27 +159,26 @@ class View:
 
         self.lines = {
             case: ColumnDataSource(
-                {"xs": [], "ys": [], "label": [], "color": []}, name=f"whatif-{case}-lines"
+                {"xs": [], "ys": [], "label": [], "link": [], "color": []},
+                name=f"whatif-{case}-lines",
             )
             for case in ("scenario", "baseline")
         }
         self.figure = figure(
             title="Utilisation by month: scenario solid, baseline dashed",
             x_range=FactorRange(factors=["now"]),
+            y_range=Range1d(0, 1.1),
             width=WIDTH - CONTROLS_WIDTH,
             height=380,
             tools="pan,wheel_zoom,box_zoom,reset,save",
             name="whatif-figure",
         )
         for case, dash in (("scenario", "solid"), ("baseline", "dashed")):
-            self.figure.multi_line(
-                "xs",
-                "ys",
-                source=self.lines[case],
-                line_color="color",
-                line_dash=dash,
-                line_width=2,
-            )
+            extra = {"legend_field": "link"} if case == "scenario" else {}
+            self.figure.multi_line("xs", "ys", source=self.lines[case], line_color="color",
+                                   line_dash=dash, line_width=2, **extra)  # fmt: skip
+        self.figure.legend.location = "bottom_right"
+        self.figure.legend.label_text_font_size = "10px"
         self.figure.yaxis.formatter = units.tick_formatter("share")
         self.figure.yaxis.axis_label = "utilisation (of capacity)"
         self.figure.add_tools(HoverTool(tooltips=[("link", "@label")], line_policy="nearest"))
@@ -188,15 +188,19 @@ class View:
         )
         self.figure.renderers.extend([self.capacity, self.threshold])
         self.source = ColumnDataSource({f: [] for f, _ in TABLE_FIELDS}, name="whatif-source")
-        widths = {"rank": 30, "link": 130, "direction": 40, "capacity": 80}
+        widths = {"rank": 30, "link": 130, "direction": 40, "capacity": 75}
+        widths |= {
+            f"{c}_{k}": w
+            for c in ("baseline", "scenario")
+            for k, w in (("now", 125), ("end", 65), ("over", 70), ("runout", 95))
+        }
         self.table = DataTable(
             source=self.source,
-            columns=[
-                TableColumn(field=f, title=t, width=widths.get(f, 85)) for f, t in TABLE_FIELDS
-            ],
+            columns=[TableColumn(field=f, title=t, width=widths[f]) for f, t in TABLE_FIELDS],
             width=WIDTH,
             height=300,
             index_position=None,
+            autosize_mode="none",
             sortable=False,
             name="whatif-table",
         )
@@ -259,8 +263,9 @@ class View:
         months = list(proj["month"].drop_duplicates())
         self.figure.x_range.factors = months
         palette = list(Category10[10])
+        top = 1.0  # the capacity line is always in view
         for case, src in self.lines.items():
-            data: dict[str, list] = {"xs": [], "ys": [], "label": [], "color": []}
+            data: dict[str, list] = {"xs": [], "ys": [], "label": [], "link": [], "color": []}
             rows = proj[proj["case"] == case]
             for i, key in enumerate(chosen):
                 link, direction = key.rsplit(" ", 1)
@@ -268,8 +273,11 @@ class View:
                 data["xs"].append(one["month"].tolist())
                 data["ys"].append(one["utilisation"].tolist())
                 data["label"].append(f"{key} ({case})")
+                data["link"].append(key)
+                top = max([top, *one["utilisation"].dropna()])
                 data["color"].append(palette[i % len(palette)])
             src.data = data
+        self.figure.y_range.end = 1.08 * top
         s = result.settings
         self.threshold.location = s["threshold_percent"] / 100
         self.source.data = table_data(summary)
