@@ -30,12 +30,12 @@ return deepQueryAll(document, '.slick-row')
 
 @pytest.fixture(scope="module")
 def cube(tmp_path_factory):
-    need_browser()
     return make_cube(tmp_path_factory.mktemp("whatif"), records=6_000, metros=False)
 
 
 @pytest.fixture(scope="module")
 def server(cube, tmp_path_factory):
+    need_browser()
     srv = Served([cube], tmp_path_factory.mktemp("log") / "serve.log")
     yield srv
     srv.stop()
@@ -124,3 +124,32 @@ def test_slider_updates_chart_and_runout_table(cube, server, browser, tmp_path) 
     assert ys != lines_before[1]
     shot(browser, tmp_path, "whatif")
     assert severe(browser) == []
+
+
+def test_tab_in_process_follows_picker_and_sliders(cube) -> None:
+    """The tab's widgets drive the projection (no browser: runs wherever the suite runs)."""
+    from bokeh.document import Document
+
+    from flowatlas.viz.app import TABS, whatif
+    from flowatlas.viz.app.cubes import CubeSet
+    from flowatlas.viz.app.page import Page
+
+    page = Page(Document(), CubeSet([cube]), TABS)
+    page.tabs.active = TABS.index(whatif)
+    view = page.views[TABS.index(whatif)]
+    assert view.source.data == expected(cube, Scenario())
+    view.w_scenario.value = "neocloud-migration"
+    view.type_sliders["Hyperscaler"].value = 3.0
+    view.region_sliders["US-West"].value = -1.5
+    view._changed(page)  # what the sliders' value_throttled callback runs
+    example = load_scenario(example_scenario("neocloud-migration"))
+    steps = [*example.steps, Grow(monthly_percent=3.0, network_types=["Hyperscaler"]),
+             Grow(monthly_percent=-1.5, regions=["US-West"])]  # fmt: skip
+    assert view.source.data == expected(cube, Scenario(steps))
+    assert "error" not in page.status.text
+    # the chart draws the table's first link sides, the scenario's utilisation month by month
+    first = view.source.data["link"][0], view.source.data["direction"][0]
+    assert view.lines["scenario"].data["link"][0] == " ".join(first)
+    assert view.lines["scenario"].data["ys"][0][-1] == pytest.approx(
+        float(view.source.data["scenario_end"][0].rstrip("%")) / 100, abs=0.0006
+    )
