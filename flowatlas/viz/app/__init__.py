@@ -7,7 +7,7 @@ and ``update(page)`` (and optionally ``show_selection(page)``); add a module to
 
 from __future__ import annotations
 
-from flowatlas.viz.app import heatmaps, ipversions, magnitude, overview, shares
+from flowatlas.viz.app import heatmaps, ipversions, magnitude, overview, shares, whatif
 
 #: the page's tabs, in order
-TABS = [overview, heatmaps, shares, magnitude, ipversions]
+TABS = [overview, heatmaps, shares, magnitude, ipversions, whatif]

@@ -1,0 +1,155 @@
+"""The server's what-if tab in a real browser: a scenario and a growth slider change the
+utilisation chart and the run-out table, whose numbers equal ``cube.whatif`` in process.
+
+The server runs from the CLI as a subprocess (tests/serve_support.py); every wait is on a
+state (the status line's generation, the table's text), never a sleep.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from serve_support import Served, make_cube, need_browser
+from test_serve_browser import WAIT, after, click_button, load, severe, shot, until
+
+from flowatlas.engine.cube import open_cube
+from flowatlas.viz import units
+from flowatlas.viz.app.whatif import slider_name, table_data, with_growth
+from flowatlas.whatif import Grow, Scenario, WhatIfWarning, example_scenario, load_scenario
+
+pytestmark = pytest.mark.tools
+
+ROWS_JS = """
+return deepQueryAll(document, '.slick-row')
+    .map((r) => [parseFloat(r.style.top) || 0,
+                 [...r.querySelectorAll('.slick-cell')].map((c) => c.textContent.trim())])
+    .sort((a, b) => a[0] - b[0]).map((r) => r[1]);
+"""
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    return make_cube(tmp_path_factory.mktemp("whatif"), records=6_000, metros=False)
+
+
+@pytest.fixture(scope="module")
+def server(cube, tmp_path_factory):
+    need_browser()
+    srv = Served([cube], tmp_path_factory.mktemp("log") / "serve.log")
+    yield srv
+    srv.stop()
+    assert "Traceback" not in srv.output(), srv.output()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    need_browser()
+    from flowatlas.viz.browser import chrome
+
+    d = chrome(1500, 1300, console_log=True)
+    d.set_page_load_timeout(WAIT)
+    yield d
+    d.quit()
+
+
+def table_rows(d) -> list[list[str]]:
+    """The run-out table's rows as the page shows them, top to bottom."""
+    from flowatlas.viz.browser import DEEP_QUERY_JS
+
+    return d.execute_script(DEEP_QUERY_JS + ROWS_JS)
+
+
+def set_model(d, name: str, **values) -> None:
+    """Set properties of a named Bokeh model in the browser (synced to the server)."""
+    d.execute_script(
+        "Bokeh.documents[0].get_model_by_name(arguments[0]).setv(arguments[1]);", name, values
+    )
+
+
+def expected(cube, scenario: Scenario) -> dict[str, list]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WhatIfWarning)
+        summary = open_cube(cube).whatif(scenario).summary
+    return table_data(summary[summary["capacity_gbps"].notna()])
+
+
+def shown(want: dict[str, list], n: int) -> list[list[str]]:
+    """The first ``n`` rows of a table_data dict, as the page's cells read."""
+    return [[want[f][i] for f in want] for i in range(n)]
+
+
+def test_slider_updates_chart_and_runout_table(cube, server, browser, tmp_path) -> None:
+    load(browser, server.url)
+    after(browser, lambda: click_button(browser, "What-if"), "the what-if tab")
+    until(browser, lambda: len(table_rows(browser)) >= 3, "the run-out table")
+    n = 3
+    base = expected(cube, Scenario())
+    assert table_rows(browser)[:n] == shown(base, n)
+
+    # the shipped example scenario, then 5 % a month of growth in US-East on top of it
+    after(browser, lambda: set_model(browser, "whatif-scenario", value="neocloud-migration"),
+          "the scenario picker")  # fmt: skip
+    example = load_scenario(example_scenario("neocloud-migration"))
+    want = expected(cube, example)
+    until(browser, lambda: table_rows(browser)[:n] == shown(want, n), "the example's table")
+    before = table_rows(browser)[:n]
+    lines_js = (
+        "const d = Bokeh.documents[0].get_model_by_name('whatif-scenario-lines').data;"
+        "return [d.label, d.ys.map((y) => Array.from(y))];"
+    )
+    lines_before = browser.execute_script(lines_js)
+
+    name = slider_name("region", "US-East")
+    after(browser, lambda: set_model(browser, name, value=5, value_throttled=5), "the slider")
+    grown = Scenario([*example.steps, Grow(monthly_percent=5, regions=["US-East"])])
+    want = expected(cube, grown)
+    until(browser, lambda: table_rows(browser)[:n] != before, "the table to change")
+    rows = table_rows(browser)[:n]
+    assert rows == shown(want, n)
+    # the tab's own composition is the same scenario
+    assert expected(cube, with_growth(example, {}, {"US-East": 5})) == want
+    # the first row's scenario utilisation at the horizon's end, computed here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WhatIfWarning)
+        summary = open_cube(cube).whatif(grown).summary
+    first = summary[summary["capacity_gbps"].notna()].iloc[0]
+    assert rows[0][1] == first["link"]
+    assert rows[0][9] == units.fmt(first["scenario_util_end"], "share")
+
+    # the chart: the same link sides drawn, their scenario lines raised by the growth
+    labels, ys = browser.execute_script(lines_js)
+    assert labels[0] == f"{first['link']} {first['direction']} (scenario)"
+    assert ys[0][-1] == pytest.approx(first["scenario_util_end"], rel=1e-9)
+    assert ys != lines_before[1]
+    shot(browser, tmp_path, "whatif")
+    assert severe(browser) == []
+
+
+def test_tab_in_process_follows_picker_and_sliders(cube) -> None:
+    """The tab's widgets drive the projection (no browser: runs wherever the suite runs)."""
+    from bokeh.document import Document
+
+    from flowatlas.viz.app import TABS, whatif
+    from flowatlas.viz.app.cubes import CubeSet
+    from flowatlas.viz.app.page import Page
+
+    page = Page(Document(), CubeSet([cube]), TABS)
+    page.tabs.active = TABS.index(whatif)
+    view = page.views[TABS.index(whatif)]
+    assert view.source.data == expected(cube, Scenario())
+    view.w_scenario.value = "neocloud-migration"
+    view.type_sliders["Hyperscaler"].value = 3.0
+    view.region_sliders["US-West"].value = -1.5
+    view._changed(page)  # what the sliders' value_throttled callback runs
+    example = load_scenario(example_scenario("neocloud-migration"))
+    steps = [*example.steps, Grow(monthly_percent=3.0, network_types=["Hyperscaler"]),
+             Grow(monthly_percent=-1.5, regions=["US-West"])]  # fmt: skip
+    assert view.source.data == expected(cube, Scenario(steps))
+    assert "error" not in page.status.text
+    # the chart draws the table's first link sides, the scenario's utilisation month by month
+    first = view.source.data["link"][0], view.source.data["direction"][0]
+    assert view.lines["scenario"].data["link"][0] == " ".join(first)
+    assert view.lines["scenario"].data["ys"][0][-1] == pytest.approx(
+        float(view.source.data["scenario_end"][0].rstrip("%")) / 100, abs=0.0006
+    )
