@@ -884,10 +884,7 @@ def _read_frame(path: Path, meta: dict[str, Any]) -> pd.DataFrame:
     cells are; errors name the file."""
     import pandas as pd
 
-    try:
-        df = pq.read_table(path).to_pandas()
-    except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: unreadable: {exc}") from None
+    df = read_parquet(path).to_pandas()  # page checksums verified; errors name the file
     df["ip_version"] = df["ip_version"].astype("UInt8")
     for d, values in (
         ("region", meta["dimensions"]["region"]),
