@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 from bokeh.events import Tap
 from bokeh.layouts import column
-from bokeh.models import Div
 
 from flowatlas.viz import units
-from flowatlas.viz.charts import StackedArea
+from flowatlas.viz.charts import StackedArea, div
 
 NAME = "overview"
 TITLE = "Overview"
@@ -29,7 +28,7 @@ class View:
         self.area = StackedArea(self.types, "Traffic by network type")
         self.figure = self.area.figure
         self.figure.on_event(Tap, lambda event: self._on_tap(page, event))
-        self.note = Div(text="", name="overview-note", width=1100)
+        self.note = div(text="", name="overview-note", width=1100)
         self.layout = column(self.figure, self.note)
 
     def update(self, page) -> None:

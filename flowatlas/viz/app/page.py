@@ -18,7 +18,6 @@ from bokeh.models import (
     CheckboxGroup,
     CustomJS,
     DatePicker,
-    Div,
     RadioButtonGroup,
     Select,
 )
@@ -26,7 +25,7 @@ from bokeh.models import (
 from flowatlas.viz.app.cubes import CubeSet
 from flowatlas.viz.app.drilldown import DrillDown
 from flowatlas.viz.app.state import SCALES, Choices, encode, parse_args
-from flowatlas.viz.charts import TABLE_CSS
+from flowatlas.viz.charts import div
 from flowatlas.viz.query import RESOLUTIONS, STATS, CubeQuery, Filters
 
 log = logging.getLogger(__name__)
@@ -92,9 +91,9 @@ class Page:
         if ctx is not None and ctx.request is not None:
             args = ctx.request.arguments or {}
         self.state, self.url_messages = parse_args(args, self.choices)
-        self.notice = Div(text="", name="notice", width=1100)
-        self.status = Div(text="", name="status", styles={"color": "#666", "font-size": "11px"})
-        self.url = Div(text="", visible=False, name="url-state")
+        self.notice = div(text="", name="notice", width=1100)
+        self.status = div(text="", name="status", styles={"color": "#666", "font-size": "11px"})
+        self.url = div(text="", visible=False, name="url-state")
         self.url.js_on_change("text", CustomJS(code=_URL_JS))
         self._build_filters()
         # tabs are built when first shown: a new session pays for the one it shows
@@ -112,8 +111,8 @@ class Page:
         self.drill = DrillDown(self)
         self._dirty = set(range(len(self.views)))
         self._last_query: CubeQuery | None = None
-        header = Div(
-            text=TABLE_CSS + "<h2 style='margin:4px 0'>flowatlas: where the traffic goes</h2>",
+        header = div(
+            text="<h2 style='margin:4px 0'>flowatlas: where the traffic goes</h2>",
             width=1100,
         )
         main = column(
@@ -175,7 +174,7 @@ class Page:
             self.w_cube,
             self.w_period,
             row(self.w_start, self.w_end),
-            *[x for title, w in groups for x in (Div(text=label(title)), w)],
+            *[x for title, w in groups for x in (div(text=label(title)), w)],
             width=280,
             name="filters",
         )
@@ -358,7 +357,7 @@ def make_document(doc: Document, cubes: CubeSet, tabs: list | None = None) -> No
         log.exception("cannot build the page")
         doc.clear()
         doc.add_root(
-            Div(
+            div(
                 text=f"<p style='color:#a33'>flowatlas: cannot build this page: "
                 f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>",
                 name="page-error",
