@@ -120,9 +120,16 @@ def click_at(d, figure: str, x, y) -> None:
 
 
 def shot(d, tmp_path, name: str) -> None:
+    """A screenshot of the whole page (the window grown to the page's height, then back)."""
     d.execute_script("window.scrollTo(0, 0)")
     png = tmp_path / f"serve-{name}.png"
-    d.save_screenshot(str(png))
+    size = d.get_window_size()
+    height = d.execute_script("return document.documentElement.scrollHeight")
+    d.set_window_size(size["width"], max(size["height"], min(int(height) + 120, 4000)))
+    try:
+        d.save_screenshot(str(png))
+    finally:
+        d.set_window_size(size["width"], size["height"])
     keep_artefact(png)
     colours, busy = colourful(png)
     assert colours > 50 and busy > 0.05, (name, colours, busy)
