@@ -201,11 +201,13 @@ def write_out(
     views: Views, out: str | os.PathLike[str], *, title: str = "flowatlas network report"
 ) -> dict[str, object]:
     """Write OUT/report.html, OUT/<figure>.png and OUT/summary.md; returns what was written."""
+    from flowatlas.viz.browser import check_browser
     from flowatlas.viz.summary import markdown
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a directory")
+    check_browser()
     page = out / "report.html"
     write_html(views, page, title=title)
     pngs = write_pngs(figures(views, toolbars=False), out)
