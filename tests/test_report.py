@@ -81,8 +81,8 @@ def test_sentences_are_the_cubes_numbers(cube) -> None:
 def test_previous_cube_comparison(cube, tmp_path) -> None:
     prev = make_cube(tmp_path, records=5_000, seed=7)
     views = compute_views(open_cube(cube), open_cube(prev))
-    assert views.quarterly_share.index[0].startswith("previous")
-    assert "from previous" in sentences(views)[0]
+    assert views.quarterly_share.index[0] == f"{tmp_path.name} (previous)"
+    assert f"from {tmp_path.name} (previous) (2025-07-01 to 2025-12-31)" in sentences(views)[0]
     cmp = views.comparison
     want = views.quarterly_share.iloc[0]
     np.testing.assert_allclose(cmp.before.to_numpy(), want.to_numpy())

@@ -51,7 +51,7 @@ class View:
             from dataclasses import replace
 
             before = prev.total_shares(replace(page.filters, start=None, end=None),
-                                       f"previous: {prev.name}")  # fmt: skip
+                                       prev.name)  # fmt: skip
             table = pd.concat([before, table])
         cmp = compare(q, page.filters, prev)
         self.figure.x_range.factors = [
