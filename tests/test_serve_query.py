@@ -87,6 +87,12 @@ def test_sparse_days_are_gaps_not_zeros(tmp_path) -> None:
         else:
             assert row.isna().all(), day
     assert area.isna().all(axis=1).sum() == 16  # the two runs of days removed
+    assert q.days_with_data(Filters()) == (24, 16)
+    # every bucket of a day without data is a gap too; a day with data has no gap
+    buckets = q.area(Filters(), "mean", "bucket")
+    gap_days = set(buckets.index[buckets.isna().all(axis=1)].floor("D"))
+    assert gap_days == set(area.index[area.isna().all(axis=1)])
+    assert len(buckets.index[buckets.isna().all(axis=1)]) == 16 * 24
 
 
 @pytest.mark.parametrize("f", FILTERS)

@@ -365,6 +365,12 @@ class CubeQuery:
         )  # fmt: skip
         return pd.DataFrame(x.reshape(-1, len(f.types)), index=times, columns=list(f.types))
 
+    def days_with_data(self, f: Filters) -> tuple[int, int]:
+        """(days with any record, days without) in ``f``'s date range."""
+        days, *_ = self._index(self.normalize(f))
+        has = self.day_has_data[days]
+        return int(has.sum()), int((~has).sum())
+
     def volume(self, f: Filters, by: Sequence[str] = ("region", "network_type")) -> pd.Series:
         """Bytes over the date range, summed by ``by`` (exact, from the cells)."""
         f = self.normalize(f)

@@ -38,7 +38,7 @@ from flowatlas.viz.charts import (
     shares_data,
     shares_figure,
 )
-from flowatlas.viz.query import OTHER_CLOUDS
+from flowatlas.viz.query import OTHER_CLOUDS, Filters
 from flowatlas.viz.summary import sentences
 from flowatlas.viz.views import Views
 
@@ -135,8 +135,7 @@ def report_layout(views: Views, title: str, figs: dict[str, object] | None = Non
         f"<ul class='fa-summary'>{summary}</ul>",
         width=WIDTH,
     )
-    days = int(q.day_has_data.sum())
-    gaps = len(q.day_has_data) - days
+    days, gaps = q.days_with_data(Filters())
     overview_note = f"{days} days with data" + (
         f"; {gaps} days without any record are gaps, not zeros" if gaps else ""
     )

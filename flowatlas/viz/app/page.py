@@ -25,7 +25,7 @@ from bokeh.models import (
 from flowatlas.viz.app.cubes import CubeSet
 from flowatlas.viz.app.drilldown import DrillDown
 from flowatlas.viz.app.state import SCALES, Choices, encode, parse_args
-from flowatlas.viz.charts import div
+from flowatlas.viz.charts import WIDTH, div
 from flowatlas.viz.query import RESOLUTIONS, STATS, CubeQuery, Filters
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,8 @@ def _periods(q: CubeQuery) -> list[tuple[str, str]]:
     out = [("all", "whole range")]
     if q.first_day is None:
         return out
-    days = q.days
-    for freq, fmt in (("Q", "{p}"), ("M", "{p}")):
-        for p in days.to_period(freq).unique():
-            out.append((f"{freq}:{p}", fmt.format(p=p)))
+    for freq in ("Q", "M"):  # 2025Q3, then 2025-07
+        out += [(f"{freq}:{p}", str(p)) for p in q.days.to_period(freq).unique()]
     return out
 
 
@@ -91,7 +89,7 @@ class Page:
         if ctx is not None and ctx.request is not None:
             args = ctx.request.arguments or {}
         self.state, self.url_messages = parse_args(args, self.choices)
-        self.notice = div(text="", name="notice", width=1100)
+        self.notice = div(text="", name="notice", width=WIDTH)
         self.status = div(text="", name="status", styles={"color": "#666", "font-size": "11px"})
         self.url = div(text="", visible=False, name="url-state")
         self.url.js_on_change("text", CustomJS(code=_URL_JS))
@@ -113,7 +111,7 @@ class Page:
         self._last_query: CubeQuery | None = None
         header = div(
             text="<h2 style='margin:4px 0'>flowatlas: where the traffic goes</h2>",
-            width=1100,
+            width=WIDTH,
         )
         main = column(
             header,
