@@ -304,3 +304,30 @@ def test_legend_click_hides_a_series_and_the_stack_closes_up(server, browser) ->
     (_, hosting_after) = browser.execute_script(js_band)
     assert hosting_after[0] == pytest.approx(hosting_top[0] - cdn_top[0], rel=1e-9)
     assert severe(browser) == []
+
+
+def test_statistic_time_step_and_scale_choices(server, browser, tmp_path) -> None:
+    load(browser, server.url)
+
+    def title() -> str:
+        return browser.execute_script(
+            "return Bokeh.documents[0].get_model_by_name('area').title.text")  # fmt: skip
+
+    after(browser, lambda: click_button(browser, "p95"), "the p95 statistic")
+    assert title() == "Traffic by network type (daily 95th percentile, bits per second)"
+    after(browser, lambda: click_button(browser, "bucket"), "the bucket time step")
+    assert title() == "Traffic by network type (every bucket, bits per second)"
+    n = browser.execute_script(
+        "return Bokeh.documents[0].get_model_by_name('area-points').data.t.length"
+    )
+    assert n == 184 * 24  # half a year of hourly buckets, gaps included
+    assert "stat=p95" in browser.current_url and "res=bucket" in browser.current_url
+    after(browser, lambda: click_button(browser, "Heatmaps"), "the heatmaps tab")
+    after(browser, lambda: click_button(browser, "linear"), "the linear colour scale")
+    mapper = browser.execute_script(
+        "const r = Bokeh.documents[0].get_model_by_name('heatmap-volume-figure').renderers[0];"
+        "return r.glyph.fill_color.transform.type || r.glyph.fill_color.transform.constructor.name;"
+    )
+    assert "Linear" in mapper
+    shot(browser, tmp_path, "linear")
+    assert severe(browser) == []
