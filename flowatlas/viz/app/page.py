@@ -97,7 +97,7 @@ class Page:
         # tabs are built when first shown: a new session pays for the one it shows
         self.modules = list(tabs)
         self.views: list = [None] * len(tabs)
-        self.slots = [column(name=f"tab-{m.NAME}") for m in tabs]
+        self.slots = [column(div(""), name=f"tab-{m.NAME}") for m in tabs]  # filled when shown
         # a button bar rather than Tabs: Tabs keeps the height of its tallest panel
         self.tabs = RadioButtonGroup(
             labels=[m.TITLE for m in tabs],
