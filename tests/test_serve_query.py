@@ -288,3 +288,13 @@ def test_malformed_url_arguments_are_ignored_with_a_message(key, value, message)
     state, messages = parse_args({key: [value.encode()], "types": [b"CDN"]}, CHOICES)
     assert len(messages) == 1 and message in messages[0], messages
     assert state.cube == "a" and state.filters.types == ("CDN",)  # the rest still applies
+
+
+def test_the_cache_is_bounded_by_bytes() -> None:
+    from flowatlas.viz.query import _Memo
+
+    memo = _Memo(size=100, max_bytes=10_000)
+    for i in range(20):
+        memo.get(i, lambda: np.zeros(500))  # 4,000 bytes each
+    assert len(memo.data) == 2 and memo.bytes == 8_000 and list(memo.data) == [18, 19]
+    assert memo.get(19, lambda: 1 / 0).shape == (500,) and memo.hits == 1
