@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -80,8 +81,8 @@ def test_sentences_are_the_cubes_numbers(cube) -> None:
 def test_previous_cube_comparison(cube, tmp_path) -> None:
     prev = make_cube(tmp_path, records=5_000, seed=7)
     views = compute_views(open_cube(cube), open_cube(prev))
-    assert views.quarterly_share.index[0].startswith("previous")
-    assert "from previous" in sentences(views)[0]
+    assert views.quarterly_share.index[0] == f"{tmp_path.name} (previous)"
+    assert f"from {tmp_path.name} (previous) (2025-07-01 to 2025-12-31)" in sentences(views)[0]
     cmp = views.comparison
     want = views.quarterly_share.iloc[0]
     np.testing.assert_allclose(cmp.before.to_numpy(), want.to_numpy())
@@ -202,3 +203,17 @@ def test_demo_ends_with_the_serve_command(tmp_path) -> None:
     last = p.stdout.strip().splitlines()[-1]
     assert last == f"explore it in a browser: flowatlas serve '{out / 'cube'}'"
     assert (out / "report.html").exists()
+
+
+def test_out_without_a_browser_writes_nothing(tmp_path, cube) -> None:
+    out = tmp_path / "rep"
+    env = {**os.environ, "FLOWATLAS_CHROMIUM": str(tmp_path / "nope")}
+    p = subprocess.run([sys.executable, "-m", "flowatlas", "report", str(cube), "--out",
+                        str(out), "-q"], capture_output=True, text=True, timeout=120,
+                       env=env)  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == (
+        "flowatlas: error: PNG export needs Chromium (Debian: apt-get install chromium "
+        "chromium-driver)"
+    )
+    assert not out.exists()

@@ -194,8 +194,8 @@ def test_shares_against_a_previous_cube(tmp_path, cube) -> None:
     page = _page(CubeSet([cube], previous=prev), "shares")
     view = page.views[page.tabs.active]
     text = view.table.text
-    assert "previous: previous" in text and "change from previous" in text
-    assert view.source.data["x"][0][1].startswith("previous")
+    assert "<th>prev (previous)</th>" in text and "change from prev (previous)" in text
+    assert view.source.data["x"][0][1] == "prev (previous)"
     assert "error" not in page.status.text
 
 

@@ -30,7 +30,8 @@ def server(cube, tmp_path_factory):
     srv = Served([cube], tmp_path_factory.mktemp("log") / "serve.log")
     yield srv
     srv.stop()
-    assert "Traceback" not in srv.output(), srv.output()
+    out = srv.output()
+    assert "Traceback" not in out and "bokeh.core.validation" not in out, out
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +121,16 @@ def click_at(d, figure: str, x, y) -> None:
 
 
 def shot(d, tmp_path, name: str) -> None:
+    """A screenshot of the whole page (the window grown to the page's height, then back)."""
     d.execute_script("window.scrollTo(0, 0)")
     png = tmp_path / f"serve-{name}.png"
-    d.save_screenshot(str(png))
+    size = d.get_window_size()
+    height = d.execute_script("return document.documentElement.scrollHeight")
+    d.set_window_size(size["width"], max(size["height"], min(int(height) + 120, 4000)))
+    try:
+        d.save_screenshot(str(png))
+    finally:
+        d.set_window_size(size["width"], size["height"])
     keep_artefact(png)
     colours, busy = colourful(png)
     assert colours > 50 and busy > 0.05, (name, colours, busy)
@@ -296,4 +304,31 @@ def test_legend_click_hides_a_series_and_the_stack_closes_up(server, browser) ->
     # the band above CDN now starts at zero: its top is its own value, not CDN's plus its own
     (_, hosting_after) = browser.execute_script(js_band)
     assert hosting_after[0] == pytest.approx(hosting_top[0] - cdn_top[0], rel=1e-9)
+    assert severe(browser) == []
+
+
+def test_statistic_time_step_and_scale_choices(server, browser, tmp_path) -> None:
+    load(browser, server.url)
+
+    def title() -> str:
+        return browser.execute_script(
+            "return Bokeh.documents[0].get_model_by_name('area').title.text")  # fmt: skip
+
+    after(browser, lambda: click_button(browser, "p95"), "the p95 statistic")
+    assert title() == "Traffic by network type (daily 95th percentile, bits per second)"
+    after(browser, lambda: click_button(browser, "bucket"), "the bucket time step")
+    assert title() == "Traffic by network type (every bucket, bits per second)"
+    n = browser.execute_script(
+        "return Bokeh.documents[0].get_model_by_name('area-points').data.t.length"
+    )
+    assert n == 184 * 24  # half a year of hourly buckets, gaps included
+    assert "stat=p95" in browser.current_url and "res=bucket" in browser.current_url
+    after(browser, lambda: click_button(browser, "Heatmaps"), "the heatmaps tab")
+    after(browser, lambda: click_button(browser, "linear"), "the linear colour scale")
+    mapper = browser.execute_script(
+        "const r = Bokeh.documents[0].get_model_by_name('heatmap-volume-figure').renderers[0];"
+        "return r.glyph.fill_color.transform.type || r.glyph.fill_color.transform.constructor.name;"
+    )
+    assert "Linear" in mapper
+    shot(browser, tmp_path, "linear")
     assert severe(browser) == []

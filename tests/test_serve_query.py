@@ -87,6 +87,12 @@ def test_sparse_days_are_gaps_not_zeros(tmp_path) -> None:
         else:
             assert row.isna().all(), day
     assert area.isna().all(axis=1).sum() == 16  # the two runs of days removed
+    assert q.days_with_data(Filters()) == (24, 16)
+    # every bucket of a day without data is a gap too; a day with data has no gap
+    buckets = q.area(Filters(), "mean", "bucket")
+    gap_days = set(buckets.index[buckets.isna().all(axis=1)].floor("D"))
+    assert gap_days == set(area.index[area.isna().all(axis=1)])
+    assert len(buckets.index[buckets.isna().all(axis=1)]) == 16 * 24
 
 
 @pytest.mark.parametrize("f", FILTERS)
@@ -282,3 +288,13 @@ def test_malformed_url_arguments_are_ignored_with_a_message(key, value, message)
     state, messages = parse_args({key: [value.encode()], "types": [b"CDN"]}, CHOICES)
     assert len(messages) == 1 and message in messages[0], messages
     assert state.cube == "a" and state.filters.types == ("CDN",)  # the rest still applies
+
+
+def test_the_cache_is_bounded_by_bytes() -> None:
+    from flowatlas.viz.query import _Memo
+
+    memo = _Memo(size=100, max_bytes=10_000)
+    for i in range(20):
+        memo.get(i, lambda: np.zeros(500))  # 4,000 bytes each
+    assert len(memo.data) == 2 and memo.bytes == 8_000 and list(memo.data) == [18, 19]
+    assert memo.get(19, lambda: 1 / 0).shape == (500,) and memo.hits == 1

@@ -53,11 +53,6 @@ def test_unknown_kind_is_refused() -> None:
         units.fmt(1, "furlongs")
 
 
-def test_scale_picks_the_largest_values_unit() -> None:
-    assert units.scale([1e9, 3.2e12, float("nan")], "rate") == (1e12, "Tbps")
-    assert units.scale([], "volume") == (1.0, "B")
-
-
 @pytest.mark.parametrize(
     ("ticks", "kind", "log", "labels"),
     [

@@ -25,23 +25,37 @@ CHROMIUM_FLAGS = (
 
 
 def find_chromium() -> tuple[str, str]:
-    """(chromium, chromedriver) paths, or an InputError that says what to install."""
-    browser = os.environ.get("FLOWATLAS_CHROMIUM") or next(
-        (p for p in ("/usr/bin/chromium", shutil.which("chromium") or "",
-                     shutil.which("chromium-browser") or "") if p and Path(p).exists()),
-        None,
-    )  # fmt: skip
-    driver = os.environ.get("FLOWATLAS_CHROMEDRIVER") or next(
-        (p for p in ("/usr/bin/chromedriver", shutil.which("chromedriver") or "")
-         if p and Path(p).exists()),
-        None,
-    )  # fmt: skip
+    """(chromium, chromedriver) paths, or an InputError that says what to install.
+
+    ``FLOWATLAS_CHROMIUM`` and ``FLOWATLAS_CHROMEDRIVER`` name other binaries.
+    """
+
+    def first(env: str, candidates: tuple[str, ...]) -> str | None:
+        names = (os.environ[env],) if os.environ.get(env) else candidates
+        for name in names:
+            path = shutil.which(name) if "/" not in name else name
+            if path and Path(path).is_file() and os.access(path, os.X_OK):
+                return path
+        return None
+
+    browser = first("FLOWATLAS_CHROMIUM", ("/usr/bin/chromium", "chromium", "chromium-browser"))
+    driver = first("FLOWATLAS_CHROMEDRIVER", ("/usr/bin/chromedriver", "chromedriver"))
     if not browser or not driver:
+        missing = " and ".join(n for n, p in (("Chromium", browser), ("chromedriver", driver))
+                               if not p)  # fmt: skip
         raise InputError(
-            "PNG export needs Chromium and its driver (Debian: apt-get install chromium "
-            "chromium-driver)"
+            f"PNG export needs {missing} (Debian: apt-get install chromium chromium-driver)"
         )
     return browser, driver
+
+
+def check_browser() -> None:
+    """Fail now, with one line, if PNGs cannot be drawn (before anything is written)."""
+    find_chromium()
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        raise InputError("PNG export needs selenium (pip install selenium)") from None
 
 
 def chrome(width: int = 1400, height: int = 1000, *, console_log: bool = False):

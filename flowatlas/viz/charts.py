@@ -19,6 +19,7 @@ from bokeh.models import (
     ColorBar,
     ColumnDataSource,
     CustomJS,
+    Div,
     FactorRange,
     HoverTool,
     Legend,
@@ -84,15 +85,20 @@ def metro_rows(df: pd.DataFrame) -> list[list[str]]:
     ]  # fmt: skip
 
 
-TABLE_CSS = """
-<style>
+#: the tables' and notes' style; every Div carries it, since Bokeh 3 draws each Div in its
+#: own shadow root, where a page-level <style> does not reach
+CSS = """
 .fa-table { border-collapse: collapse; font: 12px sans-serif; margin: 4px 0 10px 0; }
 .fa-table th { text-align: left; border-bottom: 1px solid #999; padding: 2px 8px; }
 .fa-table td { padding: 2px 8px; border-bottom: 1px solid #eee; }
 .fa-table td:not(:first-child) { text-align: right; font-variant-numeric: tabular-nums; }
-.fa-note { font: 12px sans-serif; color: #555; }
-</style>
+.fa-note { font: 12px sans-serif; color: #555; margin: 2px 0 8px 0; }
 """
+
+
+def div(text: str = "", **kwargs) -> Div:
+    """A Div with flowatlas's table and note style."""
+    return Div(text=text, stylesheets=[CSS], **kwargs)
 
 
 # --------------------------------------------------------------------------- stacked area

@@ -86,24 +86,46 @@ class Drill:
     tops: TopLists
 
 
-class _Memo:
-    """A small least-recently-used cache of computed tables."""
+def _nbytes(value: Any) -> int:
+    """About how much memory a cached answer holds (frames, arrays, and what holds them)."""
+    if isinstance(value, pd.DataFrame):
+        return int(value.memory_usage(deep=False).sum())
+    if isinstance(value, pd.Series):
+        return int(value.memory_usage(deep=False))
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, tuple | list):
+        return sum(_nbytes(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(_nbytes(getattr(value, f)) for f in value.__dataclass_fields__)
+    return 64
 
-    def __init__(self, size: int = 512) -> None:
+
+class _Memo:
+    """A least-recently-used cache of computed tables, bounded by entries and by bytes."""
+
+    def __init__(self, size: int = 512, max_bytes: int = 256 << 20) -> None:
         self.size = size
-        self.data: OrderedDict[Hashable, Any] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self.bytes = 0
         self.hits = self.misses = 0
 
     def get(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         if key in self.data:
             self.data.move_to_end(key)
             self.hits += 1
-            return self.data[key]
+            return self.data[key][0]
         self.misses += 1
         value = compute()
-        self.data[key] = value
-        if len(self.data) > self.size:
-            self.data.popitem(last=False)
+        if key in self.data:  # computing it asked for it too (a nested view)
+            return value
+        n = _nbytes(value)
+        self.data[key] = (value, n)
+        self.bytes += n
+        while len(self.data) > 1 and (len(self.data) > self.size or self.bytes > self.max_bytes):
+            _, (_, dropped) = self.data.popitem(last=False)
+            self.bytes -= dropped
         return value
 
 
@@ -364,6 +386,12 @@ class CubeQuery:
                 self.bucket_seconds, "s")).ravel()
         )  # fmt: skip
         return pd.DataFrame(x.reshape(-1, len(f.types)), index=times, columns=list(f.types))
+
+    def days_with_data(self, f: Filters) -> tuple[int, int]:
+        """(days with any record, days without) in ``f``'s date range."""
+        days, *_ = self._index(self.normalize(f))
+        has = self.day_has_data[days]
+        return int(has.sum()), int((~has).sum())
 
     def volume(self, f: Filters, by: Sequence[str] = ("region", "network_type")) -> pd.Series:
         """Bytes over the date range, summed by ``by`` (exact, from the cells)."""

@@ -20,10 +20,10 @@ from bokeh.resources import INLINE
 from flowatlas.errors import OutputError
 from flowatlas.viz import units
 from flowatlas.viz.charts import (
-    TABLE_CSS,
     WIDTH,
     Heatmap,
     StackedArea,
+    div,
     html_table,
     ipv_data,
     ipv_figure,
@@ -38,7 +38,7 @@ from flowatlas.viz.charts import (
     shares_data,
     shares_figure,
 )
-from flowatlas.viz.query import OTHER_CLOUDS
+from flowatlas.viz.query import OTHER_CLOUDS, Filters
 from flowatlas.viz.summary import sentences
 from flowatlas.viz.views import Views
 
@@ -52,7 +52,7 @@ HEATMAPS = (
 
 
 def _note(text: str) -> Div:
-    return Div(text=f"<p class='fa-note'>{html.escape(text)}</p>", width=WIDTH)
+    return div(text=f"<p class='fa-note'>{html.escape(text)}</p>", width=WIDTH)
 
 
 def figures(views: Views, *, toolbars: bool = True) -> dict[str, object]:
@@ -107,7 +107,7 @@ def _share_table(views: Views) -> Div:
          units.points(float(cmp.deltas[c])) if cmp is not None else "-"]
         for c in [*views.types, OTHER_CLOUDS] if c in qs.columns
     ]  # fmt: skip
-    return Div(text=html_table(header, rows, "fa-shares"), width=WIDTH)
+    return div(text=html_table(header, rows, "fa-shares"), width=WIDTH)
 
 
 def metro_section(views: Views) -> Div:
@@ -119,7 +119,7 @@ def metro_section(views: Views) -> Div:
         parts.append(f"<h3>{html.escape(title)}</h3>")
         parts.append(html_table(["metro", "country", "volume", "share"], rows, "fa-metros"))
     parts.append(f"<p class='fa-note'>{html.escape(views.metro_note)}</p>")
-    return Div(text="".join(parts), width=WIDTH, name="metros")
+    return div(text="".join(parts), width=WIDTH, name="metros")
 
 
 def report_layout(views: Views, title: str, figs: dict[str, object] | None = None):
@@ -128,15 +128,14 @@ def report_layout(views: Views, title: str, figs: dict[str, object] | None = Non
     span = f"{views.first:%Y-%m-%d} to {views.last:%Y-%m-%d}" if views.first is not None else ""
     q = views.query
     summary = "".join(f"<li>{html.escape(s)}</li>" for s in sentences(views))
-    header = Div(
-        text=TABLE_CSS + f"<h1>{html.escape(title)}</h1><p>{html.escape(span)}. Volume is "
+    header = div(
+        text=f"<h1>{html.escape(title)}</h1><p>{html.escape(span)}. Volume is "
         "sampling-corrected; magnitude is bits per unique remote IP over the whole range; "
         "uniqueness counts distinct remote IPs exactly.</p>"
         f"<ul class='fa-summary'>{summary}</ul>",
         width=WIDTH,
     )
-    days = int(q.day_has_data.sum())
-    gaps = len(q.day_has_data) - days
+    days, gaps = q.days_with_data(Filters())
     overview_note = f"{days} days with data" + (
         f"; {gaps} days without any record are gaps, not zeros" if gaps else ""
     )
@@ -201,11 +200,13 @@ def write_out(
     views: Views, out: str | os.PathLike[str], *, title: str = "flowatlas network report"
 ) -> dict[str, object]:
     """Write OUT/report.html, OUT/<figure>.png and OUT/summary.md; returns what was written."""
+    from flowatlas.viz.browser import check_browser
     from flowatlas.viz.summary import markdown
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a directory")
+    check_browser()
     page = out / "report.html"
     write_html(views, page, title=title)
     pngs = write_pngs(figures(views, toolbars=False), out)

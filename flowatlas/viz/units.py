@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 #: kind -> units from the smallest prefix up
 UNITS: dict[str, tuple[str, ...]] = {
@@ -104,16 +104,6 @@ def points(delta: float | None) -> str:
     if not _finite(delta):
         return MISSING
     return f"{100 * float(delta):+.1f} pp"
-
-
-def scale(values: Iterable[float], kind: str) -> tuple[float, str]:
-    """(divisor, unit) that suits the largest finite value of ``values`` (for a whole column)."""
-    _check(kind)
-    finite = [abs(float(v)) for v in values if _finite(v)]
-    if kind == "share":
-        return 0.01, "%"
-    p = prefix_index(max(finite), kind) if finite else 0
-    return float(1000**p), UNITS[kind][p]
 
 
 def _decimals(scaled: Sequence[float]) -> int | None:

@@ -22,6 +22,15 @@ from flowatlas.viz.query import Comparison, CubeQuery, Filters, compare
 METRO_TYPES = ("Neocloud", "Hyperscaler")
 
 
+def cube_name(path: str | os.PathLike[str]) -> str:
+    """A cube's short name: its directory's, or its parent's for a directory named "cube"
+    (flowatlas-demo/cube -> flowatlas-demo)."""
+    path = Path(path).resolve()
+    if path.name == "cube" and path.parent.name:
+        return path.parent.name
+    return path.name or "cube"
+
+
 def open_cube_dir(path: str | os.PathLike[str], what: str = "CUBE") -> Cube:
     """Open a cube, saying plainly when ``path`` is a file (a cube is a directory)."""
     path = Path(path)
@@ -61,8 +70,8 @@ class Views:
 
 def compute_views(cube: Cube, previous: Cube | None = None) -> Views:
     """All report tables for ``cube`` (``previous``: an earlier cube to compare shares with)."""
-    q = CubeQuery(cube)
-    prev = CubeQuery(previous, f"previous ({previous.path.name})") if previous else None
+    q = CubeQuery(cube, cube_name(cube.path))
+    prev = CubeQuery(previous, f"{cube_name(previous.path)} (previous)") if previous else None
     f = q.normalize(Filters())
     by_type, _ = q.by_type(f)
 

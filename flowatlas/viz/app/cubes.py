@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flowatlas.errors import FlowatlasError, InputError
 from flowatlas.viz.query import CubeQuery
-from flowatlas.viz.views import open_cube_dir
+from flowatlas.viz.views import cube_name, open_cube_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ def load(path: Path, name: str) -> CubeQuery:
 @dataclass
 class _Entry:
     path: Path
+    label: str  # the name pages show
     query: CubeQuery
     signature: tuple
     loaded_at: float
@@ -72,23 +73,22 @@ class CubeSet:
         self.previous_name = None
         if previous is not None:
             self.previous_name = self.PREVIOUS
-            self._add(Path(previous), self.PREVIOUS)
+            self._add(Path(previous), self.PREVIOUS, f"{cube_name(previous)} (previous)")
 
     PREVIOUS = "previous"
 
     def _name(self, path: Path) -> str:
-        name = path.resolve().name or "cube"
-        if name == "cube" and path.resolve().parent.name:
-            name = path.resolve().parent.name  # flowatlas-demo/cube -> flowatlas-demo
+        name = cube_name(path)
         base, i = name, 2
         while name in self._entries or name == self.PREVIOUS:
             name, i = f"{base}-{i}", i + 1
         return name
 
-    def _add(self, path: Path, name: str) -> None:
+    def _add(self, path: Path, name: str, label: str | None = None) -> None:
         sig = _signature(path)
         now = time.monotonic()
-        self._entries[name] = _Entry(path, load(path, name), sig, time.time(), now)
+        label = label or name
+        self._entries[name] = _Entry(path, label, load(path, label), sig, time.time(), now)
 
     def get(self, name: str) -> tuple[CubeQuery, str | None]:
         """The cube named ``name`` (reloaded first if it changed on disk), and a staleness note."""
@@ -111,7 +111,7 @@ class CubeSet:
 
     def _reload(self, name: str, e: _Entry, sig: tuple) -> None:
         try:
-            q = load(e.path, name)
+            q = load(e.path, e.label)
         except (FlowatlasError, OSError, ValueError, KeyError) as exc:
             when = time.strftime("%H:%M:%S", time.localtime(e.loaded_at))
             e.stale = (

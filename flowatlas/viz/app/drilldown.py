@@ -11,10 +11,10 @@ import html
 import math
 
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, Div
+from bokeh.models import ColumnDataSource
 
 from flowatlas.viz import units
-from flowatlas.viz.charts import WIDTH, html_table, metro_rows, series_data, series_figure
+from flowatlas.viz.charts import WIDTH, div, html_table, metro_rows, series_data, series_figure
 from flowatlas.viz.query import Drill
 
 HINT = (
@@ -70,14 +70,14 @@ class DrillDown:
     """The drill-down panel under the tabs."""
 
     def __init__(self, page) -> None:
-        self.title = Div(text=HINT, name="drill-title", width=WIDTH)
+        self.title = div(text=HINT, name="drill-title", width=WIDTH)
         self.source = ColumnDataSource(series_data(_empty()), name="drill-series")
         self.figure = series_figure(self.source, "drill-figure")
         self.figure.visible = False
-        self.uniques = Div(text="", name="drill-uniques", width=WIDTH)
-        self.asns = Div(text="", name="drill-asns", width=WIDTH // 2 - 10)
-        self.ips = Div(text="", name="drill-ips", width=WIDTH // 2 - 10)
-        self.metros = Div(text="", name="drill-metros", width=WIDTH // 2 - 10)
+        self.uniques = div(text="", name="drill-uniques", width=WIDTH)
+        self.asns = div(text="", name="drill-asns", width=WIDTH // 2 - 10)
+        self.ips = div(text="", name="drill-ips", width=WIDTH // 2 - 10)
+        self.metros = div(text="", name="drill-metros", width=WIDTH // 2 - 10)
         self.layout = column(
             self.title,
             self.figure,

@@ -9,9 +9,8 @@ from __future__ import annotations
 import html
 
 from bokeh.layouts import column
-from bokeh.models import Div
 
-from flowatlas.viz.charts import WIDTH, Heatmap
+from flowatlas.viz.charts import WIDTH, Heatmap, div
 
 NAME = "heatmaps"
 TITLE = "Heatmaps"
@@ -41,7 +40,7 @@ class View:
             h.source.selected.on_change(
                 "indices", lambda attr, old, new, h=h: self._on_select(page, h, new)
             )
-            note = Div(text="", name=f"{name}-note", width=WIDTH)
+            note = div(text="", name=f"{name}-note", width=WIDTH)
             self.maps.append((measure, h))
             self.notes.append(note)
             items += [h.figure, note]

@@ -10,11 +10,12 @@ import html
 
 import pandas as pd
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, Div
+from bokeh.models import ColumnDataSource
 
 from flowatlas.viz import units
 from flowatlas.viz.charts import (
     WIDTH,
+    div,
     html_table,
     ipv_data,
     ipv_figure,
@@ -45,7 +46,7 @@ class View:
         self.uq_source = ColumnDataSource(ipv_data(empty), name="ipv-uniques")
         self.vol_fig = ipv_volume_figure(self.vol_source, "ipv-volume-figure")
         self.uq_fig = ipv_figure(self.uq_source, "ipv-uniques-figure")
-        self.table = Div(text="", name="ipv-table", width=WIDTH)
+        self.table = div(text="", name="ipv-table", width=WIDTH)
         self.layout = column(row(self.vol_fig, self.uq_fig), self.table)
 
     def update(self, page) -> None:

@@ -6,9 +6,9 @@ import html
 
 import pandas as pd
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, Div
+from bokeh.models import ColumnDataSource
 
-from flowatlas.viz.charts import WIDTH, log_range, magnitude_data, magnitude_figure
+from flowatlas.viz.charts import WIDTH, div, log_range, magnitude_data, magnitude_figure
 
 NAME = "magnitude"
 TITLE = "Magnitude"
@@ -24,7 +24,7 @@ class View:
         self.lin_source = ColumnDataSource(magnitude_data(empty, log=False), name="magnitude-lin")
         self.log_fig = magnitude_figure(self.log_source, log=True, name="magnitude-log-figure")
         self.lin_fig = magnitude_figure(self.lin_source, log=False, name="magnitude-lin-figure")
-        self.note = Div(text="", name="magnitude-note", width=WIDTH)
+        self.note = div(text="", name="magnitude-note", width=WIDTH)
         self.layout = column(row(self.log_fig, self.lin_fig), self.note)
 
     def update(self, page) -> None:

@@ -7,13 +7,11 @@ up; clicking a series drills into that network type.
 
 from __future__ import annotations
 
-import numpy as np
 from bokeh.events import Tap
 from bokeh.layouts import column
-from bokeh.models import Div
 
 from flowatlas.viz import units
-from flowatlas.viz.charts import StackedArea
+from flowatlas.viz.charts import WIDTH, StackedArea, div
 
 NAME = "overview"
 TITLE = "Overview"
@@ -29,7 +27,7 @@ class View:
         self.area = StackedArea(self.types, "Traffic by network type")
         self.figure = self.area.figure
         self.figure.on_event(Tap, lambda event: self._on_tap(page, event))
-        self.note = Div(text="", name="overview-note", width=1100)
+        self.note = div(text="", name="overview-note", width=WIDTH)
         self.layout = column(self.figure, self.note)
 
     def update(self, page) -> None:
@@ -40,8 +38,7 @@ class View:
         self.area.update(table, list(f.types))
         what = "every bucket" if s.resolution == "bucket" else _STAT_TEXT[s.stat]
         self.figure.title.text = f"Traffic by network type ({what}, bits per second)"
-        days = int(np.isfinite(table.to_numpy()).any(axis=1).sum()) if len(table) else 0
-        gaps = len(table) - days if s.resolution == "day" else None
+        days, gaps = q.days_with_data(f)
         total = q.volume(f, ()).iloc[0]
         note = f"{units.fmt(total, 'volume')} over {days} days with data"
         if gaps:

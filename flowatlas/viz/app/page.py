@@ -18,7 +18,6 @@ from bokeh.models import (
     CheckboxGroup,
     CustomJS,
     DatePicker,
-    Div,
     RadioButtonGroup,
     Select,
 )
@@ -26,7 +25,7 @@ from bokeh.models import (
 from flowatlas.viz.app.cubes import CubeSet
 from flowatlas.viz.app.drilldown import DrillDown
 from flowatlas.viz.app.state import SCALES, Choices, encode, parse_args
-from flowatlas.viz.charts import TABLE_CSS
+from flowatlas.viz.charts import WIDTH, div
 from flowatlas.viz.query import RESOLUTIONS, STATS, CubeQuery, Filters
 
 log = logging.getLogger(__name__)
@@ -43,10 +42,8 @@ def _periods(q: CubeQuery) -> list[tuple[str, str]]:
     out = [("all", "whole range")]
     if q.first_day is None:
         return out
-    days = q.days
-    for freq, fmt in (("Q", "{p}"), ("M", "{p}")):
-        for p in days.to_period(freq).unique():
-            out.append((f"{freq}:{p}", fmt.format(p=p)))
+    for freq in ("Q", "M"):  # 2025Q3, then 2025-07
+        out += [(f"{freq}:{p}", str(p)) for p in q.days.to_period(freq).unique()]
     return out
 
 
@@ -92,15 +89,15 @@ class Page:
         if ctx is not None and ctx.request is not None:
             args = ctx.request.arguments or {}
         self.state, self.url_messages = parse_args(args, self.choices)
-        self.notice = Div(text="", name="notice", width=1100)
-        self.status = Div(text="", name="status", styles={"color": "#666", "font-size": "11px"})
-        self.url = Div(text="", visible=False, name="url-state")
+        self.notice = div(text="", name="notice", width=WIDTH)
+        self.status = div(text="", name="status", styles={"color": "#666", "font-size": "11px"})
+        self.url = div(text="", visible=False, name="url-state")
         self.url.js_on_change("text", CustomJS(code=_URL_JS))
         self._build_filters()
         # tabs are built when first shown: a new session pays for the one it shows
         self.modules = list(tabs)
         self.views: list = [None] * len(tabs)
-        self.slots = [column(name=f"tab-{m.NAME}") for m in tabs]
+        self.slots = [column(div(""), name=f"tab-{m.NAME}") for m in tabs]  # filled when shown
         # a button bar rather than Tabs: Tabs keeps the height of its tallest panel
         self.tabs = RadioButtonGroup(
             labels=[m.TITLE for m in tabs],
@@ -112,9 +109,9 @@ class Page:
         self.drill = DrillDown(self)
         self._dirty = set(range(len(self.views)))
         self._last_query: CubeQuery | None = None
-        header = Div(
-            text=TABLE_CSS + "<h2 style='margin:4px 0'>flowatlas: where the traffic goes</h2>",
-            width=1100,
+        header = div(
+            text="<h2 style='margin:4px 0'>flowatlas: where the traffic goes</h2>",
+            width=WIDTH,
         )
         main = column(
             header,
@@ -175,7 +172,7 @@ class Page:
             self.w_cube,
             self.w_period,
             row(self.w_start, self.w_end),
-            *[x for title, w in groups for x in (Div(text=label(title)), w)],
+            *[x for title, w in groups for x in (div(text=label(title)), w)],
             width=280,
             name="filters",
         )
@@ -358,7 +355,7 @@ def make_document(doc: Document, cubes: CubeSet, tabs: list | None = None) -> No
         log.exception("cannot build the page")
         doc.clear()
         doc.add_root(
-            Div(
+            div(
                 text=f"<p style='color:#a33'>flowatlas: cannot build this page: "
                 f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</p>",
                 name="page-error",

@@ -10,10 +10,10 @@ import html
 
 import pandas as pd
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, Div
+from bokeh.models import ColumnDataSource
 
 from flowatlas.viz import units
-from flowatlas.viz.charts import WIDTH, html_table, shares_data, shares_figure
+from flowatlas.viz.charts import WIDTH, div, html_table, shares_data, shares_figure
 from flowatlas.viz.query import OTHER_CLOUDS, compare
 
 NAME = "shares"
@@ -40,7 +40,7 @@ class View:
         self.categories = [*page.all_types, OTHER_CLOUDS]
         self.source = ColumnDataSource(shares_data(pd.DataFrame(), []), name="shares-source")
         self.figure = shares_figure(self.source, "shares-figure")
-        self.table = Div(text="", name="shares-table", width=WIDTH)
+        self.table = div(text="", name="shares-table", width=WIDTH)
         self.layout = column(self.figure, self.table)
 
     def update(self, page) -> None:
@@ -51,7 +51,7 @@ class View:
             from dataclasses import replace
 
             before = prev.total_shares(replace(page.filters, start=None, end=None),
-                                       f"previous: {prev.name}")  # fmt: skip
+                                       prev.name)  # fmt: skip
             table = pd.concat([before, table])
         cmp = compare(q, page.filters, prev)
         self.figure.x_range.factors = [
