@@ -24,6 +24,7 @@ Records are generated a day at a time in chunks, so memory stays bounded for any
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import math
@@ -889,7 +890,7 @@ def _make_records(world: World, cell: np.ndarray, hour: np.ndarray, volume: np.n
         exporter_ix[sel] = np.array(border)[rng.choice(len(border), size=sel.size, p=w / w.sum())]
         sel_m = np.flatnonzero((region == ri) & is_mig)
         exporter_ix[sel_m] = mig
-    ext = _external_interfaces(region, types, is_mig, rng)
+    ext = _external_interfaces(region, ci, is_mig, rng)
     internal_if = rng.choice(BORDER_INTERNAL_IFS, size=n)
     ingress = (direction == 0) | transit
     in_if[:] = np.where(ingress, ext, internal_if)
@@ -987,18 +988,20 @@ def world_links(capacities: dict[str, float] | None = None) -> tuple[LinkRule, .
     )
 
 
-def _external_interfaces(region: np.ndarray, types: np.ndarray, is_mig: np.ndarray, rng):
-    """The external interface of each record: migration fibre, the US-West IX for part of
-    its peering traffic, the US-East private interconnects for most neocloud traffic, a few
-    unnamed peerings, transit for the rest; one port of the pair at random."""
+def _external_interfaces(region: np.ndarray, ci: np.ndarray, is_mig: np.ndarray, rng):
+    """The external interface of each record (``ci``: its stream in CELLS): migration fibre,
+    the US-West IX for part of its peering traffic, the US-East private interconnects for
+    most neocloud traffic, a few unnamed peerings, transit for the rest; one port of the
+    pair at random."""
     n = region.size
     pick = rng.integers(0, 2, size=n)
     u = rng.random(n)
     ext = np.asarray(TRANSIT_IFS, np.uint32)[pick]
     west, east = REGIONS.index("US-West"), REGIONS.index("US-East")
-    ix_share = np.array([IX_SHARE.get(str(t), 0.0) for t in types]) * (region == west)
-    ix = u < ix_share
-    pni = (region == east) & (types == "Neocloud") & (u < PNI_SHARE)
+    ix_share = np.array([IX_SHARE.get(c.network_type, 0.0) for c in CELLS])[ci]
+    pni_share = np.array([PNI_SHARE * (c.network_type == "Neocloud") for c in CELLS])[ci]
+    ix = (region == west) & (u < ix_share)
+    pni = (region == east) & (u < pni_share)
     unlinked = ~ix & ~pni & (u > 1 - UNLINKED_SHARE)
     ports = ((ix, IX_IFS), (pni, PNI_IFS), (unlinked, UNLINKED_IFS), (is_mig, MIGRATION_IFS))
     for mask, ifs in ports:
@@ -1010,25 +1013,40 @@ def _external_interfaces(region: np.ndarray, types: np.ndarray, is_mig: np.ndarr
 LINK_HOURS_SHAPE = (len(_link_layout()), 2, 24)
 
 
+@functools.cache
+def _link_of_port() -> tuple[np.ndarray, np.ndarray]:
+    """Exporters (IPv4-mapped low words, sorted) and the link index of each (exporter,
+    interface) pair (-1: none), for :func:`_link_hours`."""
+    layout = _link_layout()
+    exporters = np.unique([_v4_mapped(e.address) for e in EXPORTERS]).astype(np.uint64)
+    top = max(BORDER_EXTERNAL_IFS + MIGRATION_IFS + BORDER_INTERNAL_IFS) + 1
+    link_of = np.full((exporters.size, top), -1, np.int64)
+    for li, (_name, e, ifs, _t, _d) in enumerate(layout):
+        link_of[np.searchsorted(exporters, np.uint64(_v4_mapped(e.address))), list(ifs)] = li
+    return exporters, link_of
+
+
 def _link_hours(table: pa.Table) -> np.ndarray:
     """Sampling-corrected bytes per (link, direction, hour of day) of one day's records."""
-    layout = _link_layout()
-    out = np.zeros(LINK_HOURS_SHAPE, np.uint64)
-    exp = bytes16_to_hilo(table.column("exporter"))[1]
+    exporters, link_of = _link_of_port()
+    exp = np.searchsorted(exporters, bytes16_to_hilo(table.column("exporter"))[1])
     in_if = table.column("in_if").to_numpy()
     out_if = table.column("out_if").to_numpy()
     # inbound: the external interface is in_if (ingress and transit records)
-    ingress = np.isin(in_if, BORDER_EXTERNAL_IFS + MIGRATION_IFS)
-    ext = np.where(ingress, in_if, out_if)
+    inbound = link_of[exp, in_if] >= 0
+    link = np.where(inbound, link_of[exp, in_if], link_of[exp, out_if])
     vol = table.column("bytes").to_numpy() * table.column("sampling_rate").to_numpy().astype(
         np.uint64
     )
     hour = (table.column("time_start").cast(pa.int64()).to_numpy() // US_PER_HOUR) % 24
-    for li, (_name, e, ifs, _t, _d) in enumerate(layout):
-        on = (exp == np.uint64(_v4_mapped(e.address))) & np.isin(ext, ifs)
-        for d, sel in enumerate((on & ingress, on & ~ingress)):
-            out[li, d] += np.bincount(hour[sel], weights=vol[sel], minlength=24).astype(np.uint64)
-    return out
+    on = link >= 0
+    slot = (link[on] * 2 + (~inbound[on]).astype(np.int64)) * 24 + hour[on]
+    size = int(np.prod(LINK_HOURS_SHAPE))
+    # exact integer sums from float bincounts: 32-bit halves, each summed below 2^53
+    v = vol[on]
+    lo = np.bincount(slot, weights=v & np.uint64(0xFFFFFFFF), minlength=size).astype(np.uint64)
+    hi = np.bincount(slot, weights=v >> np.uint64(32), minlength=size).astype(np.uint64)
+    return ((hi << np.uint64(32)) + lo).reshape(LINK_HOURS_SHAPE)
 
 
 def link_capacities(hours: np.ndarray) -> dict[str, float]:

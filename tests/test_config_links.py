@@ -330,3 +330,15 @@ def test_cli_check(tmp_path) -> None:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "bad.toml" in lines[0] and "links[0].network_type" in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_link_from_dict(tmp_path) -> None:
+    """Cube.links reads links back from cube.json: every form round-trips, and the original
+    form's keys alone (cubes built before links had names) give the derived link."""
+    cfg = _load(tmp_path, REGIONS + LINKS)
+    assert tuple(LinkRule.from_dict(lk.to_dict()) for lk in cfg.links) == cfg.links
+    old = {"exporter": "10.0.0.9", "interfaces": [501, 502], "network_type": "Migration",
+           "description": "fibre"}  # fmt: skip
+    rule = LinkRule.from_dict(old)
+    assert rule == LinkRule("10.0.0.9", (501, 502), "Migration", "fibre")
+    assert rule.name == "10.0.0.9:501,502" and rule.capacity_gbps is None

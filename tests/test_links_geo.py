@@ -352,9 +352,9 @@ SIMULATED = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from test_links_geo import write_archive
     d = Path({tmp!r})
-    write_archive(d / "a", n=500, seed=11)
+    write_archive(d / "a", n={n}, seed=11)
     for b in ("cpu", "gpu"):
-        build_cube(d / "a", d / b, workers=0, backend=b, partitions=2, partition_rows=200)
+        build_cube(d / "a", d / b, workers=0, backend=b, partitions=2, partition_rows={rows})
     for name in ("links.parquet", "geo.parquet", "cells.parquet", "cube.json"):
         assert (d / "cpu" / name).read_bytes() == (d / "gpu" / name).read_bytes(), name
     print("SAME")
@@ -363,8 +363,23 @@ SIMULATED = textwrap.dedent(
 
 
 def test_cuda_simulator_gives_the_same_bytes(tmp_path) -> None:
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    script = SIMULATED.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
+    _same_on_gpu(tmp_path, simulate=True, n=500)
+
+
+@pytest.mark.gpu
+def test_a_gpu_gives_the_same_bytes(tmp_path) -> None:
+    _same_on_gpu(tmp_path, simulate=False, n=200_000)
+
+
+def _same_on_gpu(tmp_path: Path, simulate: bool, n: int) -> None:
+    env = dict(os.environ)
+    if simulate:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    else:
+        env.pop("NUMBA_ENABLE_CUDASIM", None)
+    script = SIMULATED.format(
+        tests=str(Path(__file__).parent), tmp=str(tmp_path), n=n, rows=max(200, n // 5)
+    )
     p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                        timeout=900)  # fmt: skip
     assert p.returncode == 0, p.stderr[-4000:]

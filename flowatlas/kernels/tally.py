@@ -36,96 +36,102 @@ US_PER_DAY = 86_400_000_000
 
 
 @numba.njit(inline="always", nogil=True, cache=True)
-def _find(keys, used, mask, k):  # pragma: no cover - compiled
-    """The slot of key ``k``: where it is, or the empty slot where it goes."""
+def _find(table, k):  # pragma: no cover - compiled
+    """The slot of key ``k``: where it is, or the empty slot where it goes.
+
+    A slot is one row (key, volume, packets, records): one cache line holds two, so a probe
+    reads one line; a used slot has at least one record.
+    """
+    mask = table.shape[0] - 1
     s = np.int64(mix64(np.uint64(k)) & np.uint64(mask))
-    while used[s] and keys[s] != k:
+    while table[s, 3] != 0 and table[s, 0] != np.uint64(k):
         s = (s + 1) & mask
     return s
 
 
 @numba.njit(nogil=True, cache=True)
-def _grow(keys, sums, used):  # pragma: no cover - compiled
+def _grow(table):  # pragma: no cover - compiled
     """The same entries in a table twice the size."""
-    cap = keys.size * 2
-    mask = cap - 1
-    n_keys = np.empty(cap, np.int64)
-    n_sums = np.zeros((cap, 3), np.uint64)
-    n_used = np.zeros(cap, np.bool_)
-    for z in range(keys.size):
-        if used[z]:
-            s = _find(n_keys, n_used, mask, keys[z])
-            n_used[s] = True
-            n_keys[s] = keys[z]
-            n_sums[s, 0] = sums[z, 0]
-            n_sums[s, 1] = sums[z, 1]
-            n_sums[s, 2] = sums[z, 2]
-    return n_keys, n_sums, n_used
+    out = np.zeros((table.shape[0] * 2, 4), np.uint64)
+    for z in range(table.shape[0]):
+        if table[z, 3] != 0:
+            s = _find(out, np.int64(table[z, 0]))
+            for c in range(4):
+                out[s, c] = table[z, c]
+    return out
 
 
 @numba.njit(nogil=True, cache=True)
-def _sorted_entries(keys, sums, used):  # pragma: no cover - compiled
-    idx = np.flatnonzero(used)
-    k = keys[idx]
+def _sorted_entries(table):  # pragma: no cover - compiled
+    idx = np.flatnonzero(table[:, 3] != 0)
+    k = table[idx, 0].view(np.int64)
     order = np.argsort(k)
-    return k[order], sums[idx[order]]
+    return k[order], table[idx[order], 1:]
 
 
 @numba.njit(inline="always", nogil=True, cache=True)
-def _add(keys, sums, used, k, v, p):  # pragma: no cover - compiled
+def _add(table, k, v, p):  # pragma: no cover - compiled
     """Add (v, p, one record) to key ``k``'s sums: (whether ``k`` is new, whether a sum
     wrapped)."""
-    s = _find(keys, used, keys.size - 1, k)
-    new = not used[s]
+    s = _find(table, k)
+    new = table[s, 3] == 0
     if new:
-        used[s] = True
-        keys[s] = k
-    a = sums[s, 0] + v
-    b = sums[s, 1] + p
-    sums[s, 0] = a
-    sums[s, 1] = b
-    sums[s, 2] += np.uint64(1)
+        table[s, 0] = np.uint64(k)
+    a = table[s, 1] + v
+    b = table[s, 2] + p
+    table[s, 1] = a
+    table[s, 2] = b
+    table[s, 3] += np.uint64(1)
     return new, a < v or b < p
 
 
 @numba.njit(nogil=True, cache=True)
-def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo):  # pragma: no cover
-    cap = 1024
-    l_keys = np.empty(cap, np.int64)
-    l_sums = np.zeros((cap, 3), np.uint64)
-    l_used = np.zeros(cap, np.bool_)
-    l_n = 0
-    g_keys = np.empty(cap, np.int64)
-    g_sums = np.zeros((cap, 3), np.uint64)
-    g_used = np.zeros(cap, np.bool_)
-    g_n = 0
+def _run(start, cell, link, geo, vol, pk, bucket_us, want_link, want_geo, l_table, l_n,
+         g_table, g_n):  # fmt: skip  # pragma: no cover
+    """Sum records from ``start`` on until a table is half full: (next record, keys in each
+    table, whether a sum wrapped). The tables are never reassigned here: arrays rebound in
+    a loop cost numba reference counting on every record."""
     overflow = False
     dim_mask = np.int64((1 << DIM_BITS) - 1)
     last_bucket = np.int64(-(2**62))
     day = np.int64(0)
-    for i in range(cell.size):
+    for i in range(start, cell.size):
         c = cell[i]
         if want_link and link[i] >= 0:
-            new, wrapped = _add(l_keys, l_sums, l_used, (c << LINK_BITS) | np.int64(link[i]),
-                                vol[i], pk[i])  # fmt: skip
+            new, wrapped = _add(l_table, (c << LINK_BITS) | np.int64(link[i]), vol[i], pk[i])
             overflow |= wrapped
             l_n += new
-            if 2 * l_n > l_keys.size:
-                l_keys, l_sums, l_used = _grow(l_keys, l_sums, l_used)
         if want_geo:
             bucket = c >> DIM_BITS
             if bucket != last_bucket:  # records come in runs of one bucket: one division each
                 last_bucket = bucket
                 day = (bucket * bucket_us) // US_PER_DAY  # floor, also before 1970
             k = (day << GEO_DAY_SHIFT) | ((c & dim_mask) << GEO_BITS) | np.int64(geo[i])
-            new, wrapped = _add(g_keys, g_sums, g_used, k, vol[i], pk[i])
+            new, wrapped = _add(g_table, k, vol[i], pk[i])
             overflow |= wrapped
             g_n += new
-            if 2 * g_n > g_keys.size:
-                g_keys, g_sums, g_used = _grow(g_keys, g_sums, g_used)
-    lk, ls = _sorted_entries(l_keys, l_sums, l_used)
-    gk, gs = _sorted_entries(g_keys, g_sums, g_used)
-    return lk, ls, gk, gs, overflow
+        if 2 * l_n > l_table.shape[0] or 2 * g_n > g_table.shape[0]:
+            return i + 1, l_n, g_n, overflow
+    return cell.size, l_n, g_n, overflow
+
+
+def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo):
+    """Both tables' sorted keys and sums, and whether a sum wrapped: runs of :func:`_run`,
+    each table doubled when it is half full."""
+    lt = np.zeros((1024, 4), np.uint64)
+    gt = np.zeros((1024, 4), np.uint64)
+    l_n = g_n = 0
+    i = 0
+    overflow = False
+    while i < cell.size:
+        i, l_n, g_n, wrapped = _run(i, cell, link, geo, vol, pk, bucket_us, want_link,
+                                    want_geo, lt, l_n, gt, g_n)  # fmt: skip
+        overflow |= wrapped
+        if 2 * l_n > lt.shape[0]:
+            lt = _grow(lt)
+        if 2 * g_n > gt.shape[0]:
+            gt = _grow(gt)
+    return (*_sorted_entries(lt), *_sorted_entries(gt), overflow)
 
 
 def tally(
