@@ -257,6 +257,7 @@ def test_browser_tick_formatter_matches_python(browser, server) -> None:
         ([0, 2e-10, 4e-10], "magnitude", False),
         ([-2e9, 0, 2e9], "volume", False),
         ([0.1, 0.2, 0.3], "index", False),
+        ([0, 2_000, 4_000], "count", False),
         ([999.7, 1000, 1001], "volume", False),
     ]
     for k in range(-2, 19):

@@ -7,6 +7,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from serve_support import make_cube, make_sparse_cube
 
 from flowatlas.engine.cube import open_cube
@@ -298,3 +300,24 @@ def test_the_cache_is_bounded_by_bytes() -> None:
         memo.get(i, lambda: np.zeros(500))  # 4,000 bytes each
     assert len(memo.data) == 2 and memo.bytes == 8_000 and list(memo.data) == [18, 19]
     assert memo.get(19, lambda: 1 / 0).shape == (500,) and memo.hits == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    args=st.dictionaries(
+        st.sampled_from(["cube", "start", "end", "regions", "directions", "types", "ip", "stat",
+                         "res", "scale", "tab", "cell", "zzz", "bokeh-session-id"]),
+        st.lists(st.binary(max_size=40), min_size=1, max_size=3),
+        max_size=8,
+    )
+)  # fmt: skip
+def test_any_url_arguments_parse_without_error(args) -> None:
+    """Whatever a URL holds, parsing gives a usable state and one message per bad argument."""
+    state, messages = parse_args(args, CHOICES)
+    assert state.cube in CHOICES.cubes
+    assert set(state.filters.regions) <= set(CHOICES.regions)
+    assert set(state.filters.types) <= set(CHOICES.types)
+    f = state.filters
+    assert f.start is None or f.end is None or f.start <= f.end
+    assert len(messages) <= len(args)
+    encode(state, "a")  # and it writes back as a URL

@@ -61,6 +61,7 @@ def test_unknown_kind_is_refused() -> None:
                                                       "4 Tbps"]),
         # the colour bar: 2.03925e+6 must read as a count with a unit prefix
         ([2_000_000, 2_020_000, 2_040_000], "count", False, ["2.00 M", "2.02 M", "2.04 M"]),
+        ([0, 2_000, 4_000, 6_000], "count", False, ["0", "2 k", "4 k", "6 k"]),
         ([1e3, 1e6, 1e9, 1e12, 1e15], "magnitude", True, ["1 kb", "1 Mb", "1 Gb", "1 Tb", "1 Pb"]),
         ([2e14, 5e14, 1e15], "magnitude", True, ["200 Tb", "500 Tb", "1 Pb"]),
         ([0, 0.1, 0.2, 0.3], "share", False, ["0%", "10%", "20%", "30%"]),

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ import pandas as pd
 from flowatlas.engine.cube import Cube, grouping_name
 from flowatlas.viz import units
 from flowatlas.vocab import CLOUD_TYPES, INTERNAL, NETWORK_TYPES, UNKNOWN, UNKNOWN_REGION
+
+if TYPE_CHECKING:
+    from flowatlas.viz.drill import Drill
 
 #: network types the views show (in vocabulary order, Unknown last); others after them
 REPORT_TYPES = (*(t for t in NETWORK_TYPES if t not in (UNKNOWN, INTERNAL)), UNKNOWN)
@@ -61,29 +64,6 @@ class Uniques:
     table: pd.DataFrame  # key columns, uniques, uniques_prefix, top10_share, hhi
     exact: bool
     how: str  # "exact (rollup quarter 2025-07-01)" / "estimate (HyperLogLog, 1.6% std. error)"
-
-
-@dataclass
-class TopLists:
-    """The drill-down's top remote networks, addresses and metros, and what they cover."""
-
-    asns: pd.DataFrame  # rank, asn, org, bytes
-    ips: pd.DataFrame  # rank, remote_ip, asn, org, bytes
-    metros: pd.DataFrame  # metro, country, bytes, share
-    note: str
-    metro_note: str
-
-
-@dataclass
-class Drill:
-    """One selection's detail: a region x network type cell, or a network type (region None)."""
-
-    region: str | None
-    network_type: str
-    series: pd.DataFrame  # day -> mean, peak (bits/s); NaN on days without data
-    volume: float
-    uniques: Uniques
-    tops: TopLists
 
 
 def _nbytes(value: Any) -> int:
@@ -136,13 +116,16 @@ def _report_types(cube: Cube) -> list[str]:
     return ordered + extra
 
 
-def _codes(values: pd.Series, vocab: Sequence[Any]) -> np.ndarray:
+def positions(values: pd.Series, vocab: Sequence[Any]) -> np.ndarray:
+    """Each value's position in ``vocab`` (-1 where absent)."""
     pos = {v: i for i, v in enumerate(vocab)}
-    return values.astype(object).map(pos).to_numpy(dtype=np.int64)
+    return values.astype(object).map(pos).fillna(-1).to_numpy(dtype=np.int64)
 
 
 @dataclass
-class _Period:
+class Period:
+    """A stored rollup period: its level, start in the rollups, and days (clipped to data)."""
+
     level: str  # day, month, quarter, all
     start: pd.Timestamp | None  # period_start in the rollups (None for "all")
     first: dt.date  # first and last day the period covers (clipped to the data)
@@ -159,7 +142,8 @@ class _Period:
         return f"day {ts:%Y-%m-%d}"
 
 
-def _period_bounds(day: dt.date, level: str) -> tuple[dt.date, dt.date]:
+def period_bounds(day: dt.date, level: str) -> tuple[dt.date, dt.date]:
+    """First and last day of the day, month or quarter holding ``day``."""
     if level == "day":
         return day, day
     if level == "month":
@@ -228,10 +212,10 @@ class CubeQuery:
         aligned = 86_400 % self.bucket_seconds == 0
         self.per_day = 86_400 // self.bucket_seconds if aligned else 0
         codes = [
-            _codes(cells["region"], self.regions),
-            _codes(cells["network_type"], self.types),
-            _codes(cells["direction"], self.directions),
-            _codes(cells["ip_version"], self.ip_versions),
+            positions(cells["region"], self.regions),
+            positions(cells["network_type"], self.types),
+            positions(cells["direction"], self.directions),
+            positions(cells["ip_version"], self.ip_versions),
         ]
         inner = np.ravel_multi_index(codes, shape) if len(cells) else np.zeros(0, np.int64)
         n_inner = int(np.prod(shape))
@@ -325,22 +309,22 @@ class CubeQuery:
                 out[dim] = tuple(chosen)
         return out
 
-    def period(self, f: Filters) -> _Period | None:
+    def period(self, f: Filters) -> Period | None:
         """The stored rollup period whose days (within the data) are exactly ``f``'s, if any."""
         f = self.normalize(f)
         if self.first_day is None or f.start is None or f.end is None or f.start > f.end:
             return None
         levels = self.cube.meta.get("rollups", [])
         if "all" in levels and (f.start, f.end) == (self.first_day, self.last_day):
-            return _Period("all", None, f.start, f.end)
+            return Period("all", None, f.start, f.end)
         for level in ("quarter", "month", "day"):
             if level not in levels:
                 continue
-            lo, hi = _period_bounds(f.start, level)
+            lo, hi = period_bounds(f.start, level)
             lo, hi = max(lo, self.first_day), min(hi, self.last_day)
             if (lo, hi) == (f.start, f.end):
-                first = _period_bounds(f.start, level)[0]
-                return _Period(level, pd.Timestamp(first, tz="UTC"), lo, hi)
+                first = period_bounds(f.start, level)[0]
+                return Period(level, pd.Timestamp(first, tz="UTC"), lo, hi)
         return None
 
     def cached(self, kind: str, f: Filters, *extra: Hashable, compute: Callable[[], Any]) -> Any:
@@ -455,7 +439,7 @@ class CubeQuery:
             return self._exact(f, by, proper, period, *found)
         return self._estimate(f, by, proper)
 
-    def _exact(self, f, by, proper, period: _Period, grouping: str, summed: bool) -> Uniques:
+    def _exact(self, f, by, proper, period: Period, grouping: str, summed: bool) -> Uniques:
         df = self._rollups.get((period.level, grouping))
         cols = [*by, "uniques", "uniques_prefix", "top10_share", "hhi"]
         if df is None:
@@ -498,7 +482,7 @@ class CubeQuery:
             how += self._hidden_note(period)
         return Uniques(out.reset_index(drop=True), True, how)
 
-    def _hidden_note(self, period: _Period) -> str:
+    def _hidden_note(self, period: Period) -> str:
         """What a count without a network type includes of the types the views leave out.
 
         Internal traffic's remote addresses are our own (both ends in our prefixes), so no
@@ -611,7 +595,7 @@ class CubeQuery:
             for period in q.unique():
                 sel = np.asarray(q == period)
                 lo, hi = idx[sel][0].date(), idx[sel][-1].date()
-                whole = (lo, hi) == _period_bounds(lo, "quarter")
+                whole = (lo, hi) == period_bounds(lo, "quarter")
                 labels.append(str(period) if whole else f"{period} ({lo:%b %d}-{hi:%b %d})")
                 rows.append(x[sel].sum(axis=0))
         return shares_frame(np.array(rows).reshape(len(rows), len(f.types)), labels, f.types)
@@ -625,96 +609,13 @@ class CubeQuery:
     # ------------------------------------------------------------------ drill-down
     def drill(self, f: Filters, network_type: str, region: str | None = None) -> Drill:
         """One cell's (or one type's) time series, distinct addresses and top lists."""
+        from flowatlas.viz import drill
+
         f = self.normalize(f)
         key = (network_type, region)
-        return self.cached("drill", f, key, compute=lambda: self._drill(f, network_type, region))
-
-    def _drill(self, f: Filters, network_type: str, region: str | None) -> Drill:
-        g = replace(f, types=(network_type,) if network_type in self.types else ())
-        if region is not None:
-            g = replace(g, regions=(region,) if region in self.regions else ())
-        mean = self.area(g, "mean", "day")
-        series = pd.DataFrame({"mean": mean.sum(axis=1, min_count=1)})
-        if self.buckets is not None:
-            series["peak"] = self.area(g, "peak", "day").sum(axis=1, min_count=1)
-        else:
-            series["peak"] = series["mean"]
-        by = ("region", "network_type") if region is not None else ("network_type",)
-        u = self.uniques(g, by)
-        volume = float(self.volume(g, ()).iloc[0])
-        return Drill(region, network_type, series, volume, u, self.top_lists(g, region))
-
-    def top_lists(self, f: Filters, region: str | None) -> TopLists:
-        """Top ASNs and addresses from the smallest stored list covering the range; metros."""
-        cube = self.cube
-        levels = cube.meta.get("top_list_rollups", [])
-        notes: list[str] = []
-        period = None
-        if f.start is not None and f.end is not None:
-            for level in ("month", "quarter"):
-                if level not in levels:
-                    continue
-                lo, hi = _period_bounds(f.start, level)
-                if f.end <= hi:
-                    period = _Period(level, pd.Timestamp(lo, tz="UTC"), lo, hi)
-                    break
-        if period is None and "all" in levels:
-            period = _Period("all", None, self.first_day, self.last_day)
-        where: dict[str, Any] = {"network_type": f.types[0] if f.types else None}
-        if region is not None:
-            where["region"] = f.regions[0] if f.regions else None
-        proper = self.proper(f)
-        for dim in ("direction", "ip_version"):
-            if dim in proper and len(proper[dim]) == 1:
-                where[dim] = proper[dim][0]
-        stored = {grouping_name(g) for g in cube.meta.get("groupings", [])}
-        if grouping_name(where) not in stored:
-            dropped = [d for d in ("direction", "ip_version") if d in where]
-            for d in dropped:
-                where.pop(d)
-            if dropped:
-                notes.append(f"all {' and '.join(d.replace('_', ' ') + 's' for d in dropped)}")
-        if region is None and "region" in proper:
-            notes.append("all regions")
-        if period is None or None in where.values():
-            empty_a = pd.DataFrame(columns=["rank", "asn", "org", "bytes"])
-            empty_i = pd.DataFrame(columns=["rank", "remote_ip", "asn", "org", "bytes"])
-            asns, ips, covered = empty_a, empty_i, "no top lists stored"
-        else:
-            asns = self._top("asns", where, period)[["rank", "asn", "org", "bytes"]]
-            ips = self._top("ips", where, period)[["rank", "remote_ip", "asn", "org", "bytes"]]
-            covered = f"top lists for {period.label()}"
-            if (period.first, period.last) != (
-                max(f.start, period.first),
-                min(f.end, period.last),
-            ) and period.level != "all":
-                covered += " (the smallest stored period holding the range)"
-            elif period.level == "all" and (f.start, f.end) != (self.first_day, self.last_day):
-                covered += " (lists are stored per month, quarter and whole range)"
-        note = covered + ("; " + ", ".join(notes) if notes else "")
-        metros, metro_note = self.metros(f)
-        return TopLists(asns, ips, metros, note, metro_note)
-
-    def _top(self, kind: str, where: dict[str, Any], period: _Period) -> pd.DataFrame:
-        """A stored top list (``asns`` or ``ips``) for one key, by rank.
-
-        The lists are split by grouping once per rollup, so a drill-down filters a few
-        hundred rows rather than the whole table.
-        """
-        key = (kind, period.level)
-        if key not in self._extra:
-            fn = self.cube.top_asns if kind == "asns" else self.cube.top_ips
-            self._extra[key] = dict(tuple(fn(period=period.level).groupby("grouping")))
-        df = self._extra[key].get(grouping_name(where))
-        if df is None:
-            df = (self.cube.top_asns if kind == "asns" else self.cube.top_ips)(
-                by=tuple(where), period=period.level, where=where
-            )
-        if period.start is not None:
-            df = df[df["period_start"] == period.start]
-        for d, v in where.items():
-            df = df[df[d].astype(object) == v]
-        return df.sort_values("rank").reset_index(drop=True)
+        return self.cached(
+            "drill", f, key, compute=lambda: drill.drill(self, f, network_type, region)
+        )
 
     def metros(
         self, f: Filters, network_type: str | None = None, region: str | None = None
@@ -726,94 +627,14 @@ class CubeQuery:
         the selection's volume, unknown metros included), heaviest first; ties by country,
         then metro, as :meth:`Cube.top_metros` ranks them.
         """
+        from flowatlas.viz import drill
+
         f = self.normalize(f)
         if network_type is not None:
             f = replace(f, types=(network_type,) if network_type in self.types else ())
         if region is not None:
             f = replace(f, regions=(region,) if region in self.regions else ())
-        return self.cached("metros", f, compute=lambda: self._metros(f))
-
-    def _geo(self) -> dict[str, np.ndarray] | None:
-        """geo.parquet as arrays: day, cell combination, place (country, metro), bytes."""
-        if "geo" in self._extra:
-            return self._extra["geo"]
-        import pyarrow.parquet as pq
-
-        path = self.cube.path / "geo.parquet"
-        geo = None
-        if path.exists() and self.first_day is not None:
-            try:
-                df = pq.read_table(path).to_pandas()
-            except Exception as exc:
-                self._extra["geo"] = None
-                self._extra["geo_error"] = f"{path}: unreadable: {exc}"
-                return None
-            df = df[df["network_type"].isin(self.types) & (df["flows"] > 0)]
-            codes = [
-                _codes(df["region"], self.regions),
-                _codes(df["network_type"], self.types),
-                _codes(df["direction"], self.directions),
-                _codes(df["ip_version"].astype(int), self.ip_versions),
-            ]
-            ok = np.all([c >= 0 for c in codes], axis=0) if len(df) else np.zeros(0, bool)
-            shape = (len(self.regions), len(self.types), len(self.directions),
-                     len(self.ip_versions))  # fmt: skip
-            inner = np.ravel_multi_index([np.where(ok, c, 0) for c in codes], shape)
-            known = df["metro"].notna().to_numpy()
-            places = (
-                df.loc[known, ["country", "metro"]].drop_duplicates()
-                .sort_values(["country", "metro"], na_position="last").reset_index(drop=True)
-            )  # fmt: skip
-            place_of = {(c, m): k for k, (c, m) in enumerate(places.itertuples(index=False))}
-            place = np.array(
-                [place_of[(c, m)] if k else -1 for c, m, k in
-                 zip(df["country"], df["metro"], known, strict=True)], dtype=np.int64,
-            )  # fmt: skip
-            t = df["day"].dt.tz_convert(None)
-            day = ((t - pd.Timestamp(self.first_day)) // DAY).to_numpy(dtype=np.int64)
-            geo = {
-                "day": day[ok],
-                "inner": inner[ok],
-                "place": place[ok],
-                "bytes": df["bytes"].to_numpy(dtype=np.float64)[ok],
-                "country": places["country"].to_numpy(dtype=object),
-                "metro": places["metro"].to_numpy(dtype=object),
-                "shape": np.array(shape),
-            }
-        self._extra["geo"] = geo
-        return geo
-
-    def _metros(self, f: Filters) -> tuple[pd.DataFrame, str]:
-        empty = pd.DataFrame(columns=["metro", "country", "bytes", "share"])
-        geo = self._geo()
-        if geo is None:
-            return empty, self._extra.get("geo_error", "this cube has no metro table")
-        days, ri, ti, di, vi = self._index(f)
-        chosen = np.zeros(tuple(geo["shape"]), dtype=bool)
-        chosen[np.ix_(ri, ti, di, vi)] = True
-        rows = (geo["day"] >= days.start) & (geo["day"] < days.stop)
-        rows &= chosen.ravel()[geo["inner"]]
-        total = float(geo["bytes"][rows].sum())
-        rows &= geo["place"] >= 0
-        n_places = len(geo["metro"])
-        vol = np.bincount(geo["place"][rows], weights=geo["bytes"][rows], minlength=n_places)
-        seen = np.bincount(geo["place"][rows], minlength=n_places) > 0
-        order = [k for k in np.argsort(-vol, kind="stable") if seen[k]][:10]
-        if not order:
-            return empty, "no metro known for these remote addresses (the prefix table has none)"
-        out = pd.DataFrame(
-            {
-                "metro": geo["metro"][order],
-                "country": geo["country"][order],
-                "bytes": vol[order],
-                "share": vol[order] / total if total > 0 else np.nan,
-            }
-        )
-        note = (
-            f"metros of the remote addresses by volume; the {len(out)} listed carry "
-            f"{units.share(float(out['share'].sum()))} of the selection's volume"
-        )
-        return out, note
+        return self.cached("metros", f, compute=lambda: drill.metros(self, f))
 
 
 def _ratio(num: pd.Series, den: pd.Series) -> float:

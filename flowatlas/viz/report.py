@@ -87,10 +87,10 @@ def figures(views: Views, *, toolbars: bool = True) -> dict[str, object]:
     p = ipv_figure(ColumnDataSource(uq), "ipv-uniques")
     p.x_range.factors = list(uq["x"])
     figs["ipv-uniques"] = p
-    key = next((k for k in ("Neocloud", "all") if len(views.metros.get(k, ()))), None)
+    key = next((k for k in ("Neocloud", "all") if len(views.metros.get(k, ((),))[0])), None)
     if key is not None:
         who = "all traffic" if key == "all" else f"{key} traffic"
-        source = ColumnDataSource(metro_data(views.metros[key]))
+        source = ColumnDataSource(metro_data(views.metros[key][0]))
         figs["metros"] = metro_figure(source, f"Top metros of {who}'s remote endpoints",
                                       "metros")  # fmt: skip
     if not toolbars:
@@ -111,14 +111,13 @@ def _share_table(views: Views) -> Div:
 
 
 def metro_section(views: Views) -> Div:
-    """Tables of the top metros: all traffic, and each type of METRO_TYPES."""
+    """Tables of the top metros: of each type of METRO_TYPES, then of all traffic."""
     parts = ["<h2>Metros of the remote endpoints</h2>"]
-    for key, df in views.metros.items():
-        title = "All traffic" if key == "all" else key
-        rows = metro_rows(df)
-        parts.append(f"<h3>{html.escape(title)}</h3>")
-        parts.append(html_table(["metro", "country", "volume", "share"], rows, "fa-metros"))
-    parts.append(f"<p class='fa-note'>{html.escape(views.metro_note)}</p>")
+    for key, (df, note) in views.metros.items():
+        parts.append(f"<h3>{html.escape('All traffic' if key == 'all' else key)}</h3>")
+        parts.append(html_table(["metro", "country", "volume", "share"], metro_rows(df),
+                                "fa-metros"))  # fmt: skip
+        parts.append(f"<p class='fa-note'>{html.escape(note)}</p>")
     return div(text="".join(parts), width=WIDTH, name="metros")
 
 

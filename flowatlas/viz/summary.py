@@ -114,7 +114,7 @@ def ipv6_sentence(views: Views) -> str | None:
 
 def metro_sentence(views: Views) -> str | None:
     """Where neocloud endpoints sit: the top metros by volume."""
-    df = views.metros.get("Neocloud")
+    df = views.metros.get("Neocloud", (None, ""))[0]
     if df is None or not len(df):
         return None
     top = [f"{r.metro} ({units.share(float(r.share))})" for r in df.head(6).itertuples()]

@@ -153,8 +153,8 @@ def tick_labels(ticks: Sequence[float], kind: str, log: bool = False) -> list[st
     for v in vals:
         if not math.isfinite(v):
             out.append("")
-        elif v == 0:
-            out.append(_join("0", units[p]))
+        elif v == 0:  # "0 k" reads oddly: a count's zero has no prefix
+            out.append("0" if kind == "count" else _join("0", units[p]))
         elif d is None:
             out.append(_join(_sig(v / 1000**p, 3), units[p]))
         else:
@@ -231,7 +231,7 @@ function tick_labels(ticks, kind, log) {
   const d = decimals(finite.map((v) => v / Math.pow(1000, p)));
   return vals.map((v) => {
     if (!isFinite(v)) return "";
-    if (v == 0) return join("0", units[p]);
+    if (v == 0) return kind == "count" ? "0" : join("0", units[p]);
     if (d === null) return join(sig(v / Math.pow(1000, p), 3), units[p]);
     return join((v / Math.pow(1000, p)).toFixed(d), units[p]);
   });

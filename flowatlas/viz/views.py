@@ -62,8 +62,7 @@ class Views:
     comparison: Comparison | None  # previous cube or first quarter -> last quarter
     ip_versions: pd.DataFrame  # ip_version -> bytes, share, uniques, uniques_prefix
     region_uniques: pd.DataFrame  # region -> distinct remote IPs
-    metros: dict[str, pd.DataFrame]  # "all" and METRO_TYPES -> metro, country, bytes, share
-    metro_note: str
+    metros: dict[str, tuple[pd.DataFrame, str]]  # METRO_TYPES, "all" -> (top metros, note)
     first: pd.Timestamp | None
     last: pd.Timestamp | None
 
@@ -84,7 +83,8 @@ def compute_views(cube: Cube, previous: Cube | None = None) -> Views:
     monthly.index.name = "month"
 
     ru = q.uniques(f, ("region",)).table.set_index("region").reindex(q.regions)[["uniques"]]
-    metros, note = _metros(q, f)
+    metros = {t: q.metros(f, t) for t in METRO_TYPES if t in q.types}
+    metros["all"] = q.metros(f)
     return Views(
         query=q,
         types=list(q.types),
@@ -103,18 +103,6 @@ def compute_views(cube: Cube, previous: Cube | None = None) -> Views:
         ip_versions=q.ip_versions_table(f)[0],
         region_uniques=ru,
         metros=metros,
-        metro_note=note,
         first=pd.Timestamp(q.first_day) if q.first_day else None,
         last=pd.Timestamp(q.last_day) if q.last_day else None,
     )
-
-
-def _metros(q: CubeQuery, f: Filters) -> tuple[dict[str, pd.DataFrame], str]:
-    """Top metros of all traffic and of each of METRO_TYPES (empty where the cube has none)."""
-    out: dict[str, pd.DataFrame] = {}
-    note = ""
-    for t in METRO_TYPES:
-        if t in q.types:
-            out[t], note = q.metros(f, t)
-    out["all"], note_all = q.metros(f, None)
-    return out, note or note_all

@@ -15,7 +15,7 @@ from bokeh.models import ColumnDataSource
 
 from flowatlas.viz import units
 from flowatlas.viz.charts import WIDTH, div, html_table, metro_rows, series_data, series_figure
-from flowatlas.viz.query import Drill
+from flowatlas.viz.drill import Drill
 
 HINT = (
     "<p class='fa-note fa-drill-title'>Select a heatmap cell (Heatmaps tab) or click a series "
