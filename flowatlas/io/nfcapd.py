@@ -871,6 +871,16 @@ class NfcapdReader:
         """
         h = self.header
         missing = max(h.num_blocks - first_block + 1, 1)
+        # a damaged header can announce billions of blocks: a file holds at most one block per
+        # block header and byte, so a count beyond what a file of this size holds is not
+        # believed, and the loss is one row saying so (never billions of rows)
+        room = max(1, self.size // (_BLOCK.size + 1))
+        if missing > room:
+            detail = (
+                f"{why}: the header announces {h.num_blocks} data blocks, more than "
+                f"{self.size} bytes can hold: record count unknown (one row)"
+            )
+            return _Lost(first_block, 0, 1, reason, detail, per_block=True)
         stat = self.stats.stat
         if stat is not None and self._accounted <= stat[0]:
             left = stat[0] - self._accounted
