@@ -10,8 +10,10 @@ ever copied into the package.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 ENV_VAR = "FLOWATLAS_DATA"
@@ -73,3 +75,25 @@ def need_tools(*names: str) -> None:
     why = tool_missing(*names)
     if why:
         skip_or_fail(why)
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """Inside a test: a tmpfs of ``size`` (e.g. "64k") mounted at the new folder ``where``,
+    for full-disk tests; skips where mounting is not allowed (it needs root)."""
+    import subprocess
+
+    import pytest
+
+    where.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

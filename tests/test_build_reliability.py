@@ -26,6 +26,7 @@ from flowatlas.engine.build import build_cube
 from flowatlas.engine.cube import RecoveryWarning, output_lock, recover_output
 from flowatlas.errors import ConfigError
 from flowatlas.synth import synthesize
+from flowatlas.testing import mounted_tmpfs
 
 CUBE_FILES = ("cells.parquet", "rollups.parquet", "cube.json")
 
@@ -177,19 +178,8 @@ def test_two_builds_at_once_with_a_disk_shuffle(archives, cubes, tmp_path):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "64k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_full_disk_in_the_shuffle_is_one_line(archives, cubes, tmp_path, tiny_disk, capsys):

@@ -31,7 +31,7 @@ from flowatlas.io.importers.base import (
 )
 from flowatlas.io.pcap import CaptureStats, iter_datagrams
 from flowatlas.schema import FLOW_SCHEMA_V1
-from flowatlas.testing import need_data
+from flowatlas.testing import mounted_tmpfs, need_data
 
 PCAP_101 = "flow_exports/pmacct/101-NFv9-CISCO-cust_primitives/traffic-00.pcap"
 HEADER = "time_start,time_end,src_addr,dst_addr,src_port,dst_port,proto,bytes,packets\n"
@@ -440,19 +440,8 @@ def test_import_refuses_an_unrelated_folder_or_a_cube(tmp_path, capsys):
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 600 KiB tmpfs (root only: skipped with the reason elsewhere)."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "600k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def big_csv(path: Path, n: int, days: int = 3) -> Path:

@@ -10,12 +10,14 @@ build`` on such an archive) can import it from here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import socket
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -50,13 +52,12 @@ def _udp_port_taken(port: int) -> bool:
     return False
 
 
-def capture_to_nfcapd(pcap: Path, workdir: Path, *, timeout: float = 60.0) -> Path:
-    """Turn a packet capture into an nfcapd file the way a real collector would.
+@contextlib.contextmanager
+def nfcapd_collector(workdir: Path) -> Iterator[tuple[Path, int]]:
+    """A real nfcapd listening on 127.0.0.1: yields (its folder, its UDP port).
 
-    softflowd reads ``pcap`` and exports IPFIX with absolute millisecond times (``-v 10 -A
-    milli``; ``-c none`` because Debian's softflowd 1.1.0 otherwise blocks on ``-r``) to an
-    nfcapd listening on 127.0.0.1; nfcapd is then stopped (SIGTERM flushes its file). Returns
-    the nfcapd file. Needs the softflowd and nfdump (nfcapd) Debian packages.
+    On leaving, nfcapd is stopped (SIGTERM flushes its file) and the one file it wrote is
+    left in the folder (:func:`collected_file` finds it).
     """
     flowdir = workdir / "flows"
     flowdir.mkdir(parents=True, exist_ok=True)
@@ -76,31 +77,7 @@ def capture_to_nfcapd(pcap: Path, workdir: Path, *, timeout: float = 60.0) -> Pa
                         f"nfcapd did not start: {(workdir / 'nfcapd.log').read_text()}"
                     )
                 time.sleep(0.05)
-            exporter = subprocess.run(
-                [
-                    "softflowd",
-                    "-r",
-                    str(pcap),
-                    "-n",
-                    f"127.0.0.1:{port}",
-                    "-v",
-                    "10",
-                    "-A",
-                    "milli",
-                    "-6",
-                    "-d",
-                    "-c",
-                    "none",
-                    "-p",
-                    str(workdir / "softflowd.pid"),
-                ],
-                capture_output=True,
-                timeout=timeout,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-            if exporter.returncode != 0:
-                raise RuntimeError(f"softflowd failed: {exporter.stderr.decode(errors='replace')}")
+            yield flowdir, port
             time.sleep(0.5)  # let nfcapd take the last datagrams off the socket
         finally:
             collector.terminate()
@@ -109,10 +86,36 @@ def capture_to_nfcapd(pcap: Path, workdir: Path, *, timeout: float = 60.0) -> Pa
             except subprocess.TimeoutExpired:
                 collector.kill()
                 collector.wait()
+
+
+def collected_file(flowdir: Path) -> Path:
+    """The one nfcapd file a stopped collector left in ``flowdir``."""
     files = sorted(p for p in flowdir.glob("nfcapd.*") if "current" not in p.name)
     if len(files) != 1:
         raise RuntimeError(f"expected one nfcapd file in {flowdir}, found {files}")
     return files[0]
+
+
+def capture_to_nfcapd(pcap: Path, workdir: Path, *, timeout: float = 60.0) -> Path:
+    """Turn a packet capture into an nfcapd file the way a real collector would.
+
+    softflowd reads ``pcap`` and exports IPFIX with absolute millisecond times (``-v 10 -A
+    milli``; ``-c none`` because Debian's softflowd 1.1.0 otherwise blocks on ``-r``) to an
+    nfcapd listening on 127.0.0.1; nfcapd is then stopped (SIGTERM flushes its file). Returns
+    the nfcapd file. Needs the softflowd and nfdump (nfcapd) Debian packages.
+    """
+    with nfcapd_collector(workdir) as (flowdir, port):
+        exporter = subprocess.run(
+            ["softflowd", "-r", str(pcap), "-n", f"127.0.0.1:{port}", "-v", "10", "-A", "milli",
+             "-6", "-d", "-c", "none", "-p", str(workdir / "softflowd.pid")],
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )  # fmt: skip
+        if exporter.returncode != 0:
+            raise RuntimeError(f"softflowd failed: {exporter.stderr.decode(errors='replace')}")
+    return collected_file(flowdir)
 
 
 def _canonical(ip: str) -> str:

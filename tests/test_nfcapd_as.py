@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from test_import_pipeline import _free_udp_port, _udp_port_taken
+from test_import_pipeline import collected_file, nfcapd_collector
 from test_nfcapd import assert_matches_nfdump, read_native
 
 from flowatlas.addresses import format_addresses
@@ -78,31 +76,11 @@ RECORDS = [
 
 def collect(workdir: Path) -> Path:
     """Send RECORDS to a real nfcapd on loopback; return the file it wrote."""
-    flowdir = workdir / "flows"
-    flowdir.mkdir(parents=True)
-    port = _free_udp_port()
-    log = open(workdir / "nfcapd.log", "wb")
-    collector = subprocess.Popen(
-        ["nfcapd", "-w", str(flowdir), "-p", str(port), "-b", "127.0.0.1", "-t", "86400"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not _udp_port_taken(port):
-            assert collector.poll() is None and time.monotonic() < deadline, "nfcapd did not start"
-            time.sleep(0.05)
+    with nfcapd_collector(workdir) as (flowdir, port):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for n, chunk in enumerate((RECORDS[:12], RECORDS[12:])):
                 s.sendto(v5_packet(chunk, sequence=12 * n), ("127.0.0.1", port))
-        time.sleep(0.5)  # let nfcapd take the datagrams off the socket
-    finally:
-        collector.terminate()
-        collector.wait(timeout=20)
-        log.close()
-    (path,) = sorted(flowdir.rglob("nfcapd.2*"))
-    return path
+    return collected_file(flowdir)
 
 
 @pytest.mark.tools
