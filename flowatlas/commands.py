@@ -7,11 +7,15 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from flowatlas.errors import ConfigError, OutputError
 from flowatlas.progress import Progress, build_progress
+
+if TYPE_CHECKING:
+    from flowatlas.engine.cube import Cube
 
 DEMO_RECORDS = 3_000_000
 DEMO_MARKER = ".flowatlas-demo"
@@ -242,7 +246,8 @@ def _size(n: int) -> str:
 
 
 def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str,
-                 out: Path | None = None, previous: Path | None = None) -> None:  # fmt: skip
+                 out: Path | None = None, previous: Path | None = None) -> Cube:  # fmt: skip
+    """Print the report's tables and write its files; returns the cube it opened."""
     from flowatlas.viz.terminal import print_views
     from flowatlas.viz.views import compute_views, open_cube_dir
 
@@ -269,6 +274,7 @@ def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str,
             f"{written['summary'].name}",
             err=quiet,
         )
+    return cube
 
 
 @click.command()
@@ -348,20 +354,18 @@ def demo(records, out, workers, seed, quiet) -> None:
         quiet,
     )
     _echo("[3/3] report", quiet)
-    _show_report(cube, html, False, "flowatlas demo: synthetic Network Stats, Jul-Dec 2025")
-    _demo_whatif(cube)
+    title = "flowatlas demo: synthetic Network Stats, Jul-Dec 2025"
+    _demo_whatif(_show_report(cube, html, False, title), cube)
     click.echo(f"explore it in a browser: flowatlas serve {shlex.quote(str(cube))}")
 
 
-def _demo_whatif(cube_path: Path) -> None:
+def _demo_whatif(cube: Cube, cube_path: Path) -> None:
     """The demo's capacity question, answered on its cube: the example scenario (neocloud
     egress from US-East x2, migration moves to CA-East) and which links run out, when."""
-    from flowatlas.engine.cube import open_cube
     from flowatlas.whatif import example_scenario
     from flowatlas.whatif.commands import print_whatif
 
-    scenario = example_scenario("neocloud-migration")
-    result = open_cube(cube_path).whatif(scenario)
+    result = cube.whatif(example_scenario("neocloud-migration"))
     print_whatif(result, sys.stdout, title="capacity what-if")
     click.echo(
         f"the same from the command line: flowatlas whatif {shlex.quote(str(cube_path))} "
