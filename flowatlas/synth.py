@@ -47,12 +47,15 @@ from flowatlas.config import ClassifySettings as _ClassifySettings
 from flowatlas.config import Config, LinkRule, Region, SourceSpec, dump_config
 from flowatlas.errors import ConfigError, OutputError
 from flowatlas.io.archive import ArchiveWriter, _ensure_writable_dir
+from flowatlas.io.swap import output_lock, partial_path, recover_output, swap_into_place
 from flowatlas.schema import COUNTS_RAW, TIMESTAMP
 
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 24 * US_PER_HOUR
 CHUNK_ROWS = 1 << 20
 OUR_ASN = 4_200_000_001
+#: the file that marks a folder as a synthetic archive (and holds its parameters)
+SYNTH_MARKER = "_synth.json"
 
 # --------------------------------------------------------------------------- the world's shape
 
@@ -1313,14 +1316,43 @@ def synthesize(
     except ValueError:
         raise ConfigError(f"--start: {start!r} is not a date like 2025-07-01") from None
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputError(f"{out}: output directory exists and is not empty (use --overwrite)")
-        if not (out / "_synth.json").exists():
-            raise OutputError(f"{out}: not a flowatlas synth archive; refusing to overwrite it")
-        shutil.rmtree(out)
-    _ensure_writable_dir(out)
+    with output_lock(out, what="synth"):
+        recover_output(out, marker=SYNTH_MARKER, what="archive")
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if not overwrite:
+                raise OutputError(
+                    f"{out}: output directory exists and is not empty (use --overwrite)"
+                )
+            if not (out / SYNTH_MARKER).exists():
+                raise OutputError(f"{out}: not a flowatlas synth archive; refusing to overwrite it")
+        # written beside --out and swapped into place: whenever the process dies, --out holds
+        # the old archive or the new one, complete (flowatlas/io/swap.py)
+        tmp = partial_path(out)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            _ensure_writable_dir(tmp)
+            written = _write_archive(tmp, start_day, records, days, seed, workers, progress)
+            swap_into_place(tmp, out)
+        except OutputError as exc:  # name the folder the user asked for, not the hidden one
+            raise OutputError(str(exc).replace(str(tmp), str(out))) from None
+        except OSError as exc:
+            raise OutputError(f"{out}: cannot write archive: {exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    files = sum(1 for _ in out.glob("day=*/*.parquet"))
+    return SynthSummary(out, written, days, files, out / "flowatlas.toml", out / "prefixes.csv")
 
+
+def _write_archive(
+    out: Path,
+    start_day: np.datetime64,
+    records: int,
+    days: int,
+    seed: int,
+    workers: int | None,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Write the days, flowatlas.toml, prefixes.csv and the marker into ``out``; return rows."""
     world = _world_cached(seed)
     per_day = records_per_day(records, days)
     jobs = [(str(out), seed, str(start_day + i), per_day[i], i) for i in range(days) if per_day[i]]
@@ -1349,8 +1381,8 @@ def synthesize(
         f"# seed={seed} records={records} start={start_day} days={days}\n"
     )
     config_path.write_text(header + dump_config(world.config(link_capacities(hours))))
-    prefixes_path = world.write_prefix_table(out / "prefixes.csv")
-    (out / "_synth.json").write_text(
+    world.write_prefix_table(out / "prefixes.csv")
+    (out / SYNTH_MARKER).write_text(
         json.dumps(
             {
                 "generator": f"flowatlas {__version__}",
@@ -1362,5 +1394,4 @@ def synthesize(
             indent=1,
         )
     )
-    files = sum(1 for _ in out.glob("day=*/*.parquet"))
-    return SynthSummary(out, written, days, files, config_path, prefixes_path)
+    return written

@@ -23,8 +23,8 @@ import pytest
 from flowatlas.cli import main
 from flowatlas.config import Config, Region, config_from_dict
 from flowatlas.engine.build import build_cube
-from flowatlas.engine.cube import RecoveryWarning, output_lock, recover_output
 from flowatlas.errors import ConfigError
+from flowatlas.io.swap import RecoveryWarning, output_lock, recover_output
 from flowatlas.synth import synthesize
 from flowatlas.testing import mounted_tmpfs
 
@@ -61,18 +61,18 @@ def hidden(parent: Path, name: str) -> list[str]:
 
 DRIVER = """
 import os, signal, sys
-import flowatlas.engine.cube as cube
+import flowatlas.io.swap as swap
 from flowatlas.engine.build import build_cube
 
 point, exchange, archive, out = sys.argv[1:5]
 if exchange == "no":
-    cube._exchange = lambda a, b: False  # a file system without RENAME_EXCHANGE
+    swap._exchange = lambda a, b: False  # a file system without RENAME_EXCHANGE
 
 def fault(at):
     if at == point:
         os.kill(os.getpid(), signal.SIGKILL)
 
-cube._fault = fault
+swap._fault = fault
 build_cube(archive, out, workers=0, overwrite=True)
 """
 
@@ -121,7 +121,7 @@ def test_leftovers_of_a_live_build_are_left_alone(tmp_path):
     assert mine.exists()
 
 
-@pytest.mark.filterwarnings("always::flowatlas.engine.cube.RecoveryWarning")
+@pytest.mark.filterwarnings("always::flowatlas.io.swap.RecoveryWarning")
 def test_next_build_recovers_and_says_so(archives, cubes, tmp_path, capsys):
     new = cubes[1]
     out = tmp_path / "cube"
@@ -134,7 +134,7 @@ def test_next_build_recovers_and_says_so(archives, cubes, tmp_path, capsys):
     assert said == [
         f"flowatlas: warning: {out}: restored the cube an interrupted --overwrite had moved to "
         f"{tmp_path / f'.cube.old-{dead}'}",
-        f"flowatlas: warning: {out}: removed .cube.partial-{dead}, left by a build that died",
+        f"flowatlas: warning: {out}: removed .cube.partial-{dead}, left by a run that died",
     ]
     assert cube_bytes(out) == new
     assert hidden(tmp_path, "cube") == []
@@ -310,3 +310,87 @@ def test_nested_prefixes_in_two_regions_are_fine():
         }
     )
     assert [r.name for r in cfg.regions] == ["A", "B"]
+
+
+# --------------------------------------------------------------------------- synth --overwrite
+
+SYNTH_DRIVER = """
+import os, signal, sys
+import flowatlas.io.swap as swap
+from flowatlas.synth import synthesize
+
+point, exchange, out = sys.argv[1:4]
+if exchange == "no":
+    swap._exchange = lambda a, b: False
+
+def fault(at):
+    if at == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+swap._fault = fault
+synthesize(out, records=7_000, days=3, seed=2, workers=1, overwrite=True)
+"""
+
+
+def archive_bytes(path: Path) -> dict[str, bytes]:
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path)): p.read_bytes() for p in files}
+
+
+@pytest.mark.parametrize(
+    ("point", "exchange"),
+    [("written", "yes"), ("swapped", "yes"), ("old-moved", "no"), ("swapped", "no")],
+)
+def test_killed_synth_overwrite_leaves_old_or_new_archive(archives, tmp_path, point, exchange):
+    """Before: ``synth --overwrite`` deleted the old archive first; a crash left half a new one."""
+    old, new = archive_bytes(archives[0]), archive_bytes(archives[1])
+    out = tmp_path / "archive"
+    synthesize(out, records=6_000, days=3, seed=1, workers=1)
+    r = subprocess.run(
+        [sys.executable, "-c", SYNTH_DRIVER, point, exchange, str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    if out.exists():
+        assert archive_bytes(out) in (old, new)
+    else:
+        assert point == "old-moved"
+    with pytest.warns(RecoveryWarning):
+        recover_output(out, marker="_synth.json", what="archive")
+    assert archive_bytes(out) == (new if point == "swapped" else old)
+    assert hidden(tmp_path, "archive") in ([], [".archive.lock"])
+
+
+@pytest.mark.filterwarnings("always::flowatlas.io.swap.RecoveryWarning")
+def test_next_synth_recovers_and_says_so(archives, tmp_path, capsys):
+    out = tmp_path / "archive"
+    synthesize(out, records=6_000, days=3, seed=1, workers=1)
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    os.rename(out, tmp_path / f".archive.old-{dead}")
+    (tmp_path / f".archive.partial-{dead}").mkdir()
+    args = ["--records", "7000", "--days", "3", "--seed", "2", "--workers", "1", "--overwrite"]
+    args.append("-q")
+    assert main(["synth", "--out", str(out), *args]) == 0
+    said = capsys.readouterr().err.splitlines()
+    assert said == [
+        f"flowatlas: warning: {out}: restored the archive an interrupted --overwrite had moved "
+        f"to {tmp_path / f'.archive.old-{dead}'}",
+        f"flowatlas: warning: {out}: removed .archive.partial-{dead}, left by a run that died",
+    ]
+    assert archive_bytes(out) == archive_bytes(archives[1])
+    assert hidden(tmp_path, "archive") == []
+
+
+def test_failed_synth_keeps_the_old_archive(tmp_path, capsys):
+    """A full disk half-way through a new archive: one line, and the old archive untouched."""
+    with mounted_tmpfs(tmp_path / "small", "1m") as disk:
+        out = disk / "archive"
+        synthesize(out, records=2_000, days=2, seed=1, workers=1)
+        before = archive_bytes(out)
+        args = ["--records", "300000", "--days", "3", "--workers", "1", "--overwrite", "-q"]
+        assert main(["synth", "--out", str(out), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(out) in err[0] and "No space left" in err[0], err
+        assert archive_bytes(out) == before
+        assert hidden(disk, "archive") == []

@@ -30,8 +30,6 @@ from flowatlas.engine.cube import (
     check_output,
     geo_table,
     links_table,
-    output_lock,
-    recover_output,
     rollups_table,
     sketches_table,
     top_tables,
@@ -45,6 +43,7 @@ from flowatlas.errors import ConfigError, FlowatlasError, InputError, OutputErro
 from flowatlas.inspect import SetupShares, shares_of_cells
 from flowatlas.io.archive import MEMORY_WHERE, Archive, MemoryRecords, memory_records, open_archive
 from flowatlas.io.manifest import archive_problems
+from flowatlas.io.swap import output_lock, recover_output
 from flowatlas.kernels.accumulate import CounterOverflow
 from flowatlas.vocab import DIRECTIONS
 

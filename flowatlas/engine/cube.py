@@ -14,17 +14,11 @@ per unique remote IP) and shares are derived on read, never stored. See docs/cub
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import os
-import re
 import shutil
-import socket
-import sys
-import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +37,7 @@ from flowatlas.engine.pipeline import (
 )
 from flowatlas.errors import InputError, OutputError
 from flowatlas.io.archive import fsync_file, read_parquet
+from flowatlas.io.swap import fsync_dir, partial_path, recover_output, swap_into_place
 from flowatlas.kernels.orient import DIM_BITS, unpack_cells
 from flowatlas.vocab import DIRECTIONS
 
@@ -288,51 +283,6 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     )
 
 
-class RecoveryWarning(UserWarning):
-    """What a build found and repaired of an earlier one that died (printed as one line)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
-
-
-def recover_output(out: Path) -> list[str]:
-    """Repair what a build of ``out`` that died left beside it; return what was done.
-
-    A build writes the new cube to ``.OUT.partial-PID`` and swaps it into place; where the
-    file system cannot swap two directories in one step, the old cube waits as
-    ``.OUT.old-PID`` between two renames. If that process died (PID not running): with no
-    cube at ``out``, the old one is put back; otherwise leftovers are removed. Leftovers of
-    a build still running are left alone.
-    """
-    done: list[str] = []
-    parent = out.parent
-    if not parent.is_dir():
-        return done
-    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(old|partial)-(\d+)$")
-    found = []
-    for entry in sorted(parent.iterdir()):
-        m = pattern.match(entry.name)
-        if m and not _pid_alive(int(m.group(2))):
-            found.append((m.group(1), entry))
-    for kind, entry in sorted(found, key=lambda kv: kv[0] != "old"):  # old ones first
-        if kind == "old" and not out.exists() and (entry / "cube.json").exists():
-            os.replace(entry, out)
-            done.append(f"{out}: restored the cube an interrupted --overwrite had moved to {entry}")
-        else:
-            shutil.rmtree(entry, ignore_errors=True)
-            done.append(f"{out}: removed {entry.name}, left by a build that died")
-    for line in done:
-        warnings.warn(line, RecoveryWarning, stacklevel=2)
-    return done
-
-
 def check_output(out: Path, *, overwrite: bool) -> None:
     """Fail early (before any work) if the cube cannot be written to ``out``.
 
@@ -354,91 +304,9 @@ def check_output(out: Path, *, overwrite: bool) -> None:
         raise OutputError(f"{out}: cannot write here ({parent} is not writable)")
 
 
-@contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Hold ``.OUT.lock`` beside the cube for a whole build: one build per output at a time.
-
-    A second build of the same ``out`` (which would share its work directory) fails at once,
-    saying which process holds the lock. The lock file is removed when the build ends.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no locking
-        yield
-        return
-    lock = out.parent / f".{out.name}.lock"
-    while True:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)  # unbuffered: nothing to flush
-        except OSError as exc:
-            raise OutputError(f"{lock}: cannot create: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise OutputError(
-                f"{out}: another flowatlas build is writing it ({holder}; lock {lock})"
-            ) from None
-        try:  # the holder before us may have removed the file we opened: lock the new one
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        with contextlib.suppress(OSError):  # who holds it: for the message only (a full disk)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            lock.unlink()
-        os.close(fd)  # releases the lock
-
-
 STATE_DIR = "_state"
 #: cube.json's record of each file's size and SHA-256 (what ``flowatlas verify`` checks)
 FILES_KEY = "files"
-
-
-def _fault(point: str) -> None:
-    """A named point of the cube swap; tests replace this to kill the process there."""
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``).
-
-    False where the system or file system cannot: the caller then renames twice.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    if rc == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
-        return False
-    raise OSError(err, os.strerror(err), str(a))
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_cube(
@@ -460,8 +328,7 @@ def write_cube(
     """
     out = Path(out)
     check_output(out, overwrite=overwrite)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    tmp = partial_path(out)
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
@@ -489,31 +356,17 @@ def write_cube(
             os.fsync(fh.fileno())
         for name in tables:
             fsync_file(tmp / name)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if state is not None:
             os.replace(state, tmp / STATE_DIR)
-        _fault("written")
-        if out.exists():
-            if _exchange(tmp, out):  # out: the new cube; tmp: the old one
-                _fault("swapped")
-            else:
-                os.replace(out, old)
-                _fault("old-moved")
-                os.replace(tmp, out)
-                _fault("swapped")
-        else:
-            os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        swap_into_place(tmp, out)
     except OSError as exc:
         if state is not None and (tmp / STATE_DIR).exists() and not state.exists():
             os.replace(tmp / STATE_DIR, state)  # keep the reusable work
         shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)
         raise OutputError(f"{out}: cannot write cube: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
     return out
 
 
