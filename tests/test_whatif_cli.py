@@ -253,3 +253,30 @@ def test_interface_links_are_measured_and_every_byte_falls_to_one_link(world) ->
                 vol * 8 / (hours + 3600) / 1e9, rel=1e-12
             )
     assert lc["link"].notna().any()
+
+
+def test_a_plan_reuses_the_builds_address_checks_only_where_it_has_the_same_addresses(
+    world, tmp_path, monkeypatch
+) -> None:
+    """--config with the cube's own regions is not parsed again (that loads the address
+    kernels: most of a CLI call); the same configuration results, and new addresses are
+    still checked."""
+    import flowatlas.config as config
+    from flowatlas.config import load_config
+    from flowatlas.errors import ConfigError
+    from flowatlas.whatif.cubes import cube_config
+
+    built = cube_config(open_cube(world["cube"]))
+    plain = load_config(world["plan"])
+    checks: list[str] = []
+    real = config._validate_addresses
+    monkeypatch.setattr(config, "_validate_addresses", lambda c: checks.append(c.origin) or real(c))
+    assert load_config(world["plan"], checked=built) == plain and checks == []
+
+    text = world["plan"].read_text()
+    prefix = plain.regions[0].prefixes[0]
+    moved = tmp_path / "moved.toml"
+    moved.write_text(text.replace(f'"{prefix}"', '"10.0.0.300/8"', 1))
+    with pytest.raises(ConfigError, match=r"regions\[0\]\.prefixes: row 1"):
+        load_config(moved, checked=built)
+    assert checks == [str(moved)]
