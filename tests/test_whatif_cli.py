@@ -280,3 +280,25 @@ def test_a_plan_reuses_the_builds_address_checks_only_where_it_has_the_same_addr
     with pytest.raises(ConfigError, match=r"regions\[0\]\.prefixes: row 1"):
         load_config(moved, checked=built)
     assert checks == [str(moved)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ('[[links]]\nname = "use-neo2"\nregion = "US-East"\ncapacity_gbps = 10\n'
+         'select = { network_types = ["Neocloud"] }\n',
+         ["plan.toml: links[0] ('use-neocloud') and links[6] ('use-neo2') both select"]),
+        ('[[links]]\nname = "x"\nregion = "US-East"\ncapacity_gbps = -10\n'
+         'select = { network_types = ["CDN"], directions = ["transit"] }\n',
+         ["plan.toml: links[6].capacity_gbps: -10 is not a positive capacity"]),
+        ('[[links]]\nname = "x"\nregion = "US-Central"\ncapacity_gbps = 10\n',
+         ["plan.toml: links[6].region: unknown region 'US-Central'"]),
+        ('[[links]]\nname = "x"\nregion = "US-East"\nspeed = 10\n',
+         ["plan.toml: links[6]: unknown key 'speed'"]),
+    ],
+)  # fmt: skip
+def test_a_bad_plan_is_one_line_naming_file_and_key(world, tmp_path, extra, needles) -> None:
+    """Overlapping link definitions, capacities and unknown names or keys in --config."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(world["plan"].read_text() + extra)
+    one_line_error(run("whatif", str(world["cube"]), "--config", str(plan)), *needles)
