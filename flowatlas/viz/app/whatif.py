@@ -1,9 +1,9 @@
 """What-if tab: a scenario, growth sliders, each link's projected utilisation and run-out.
 
 The scenario picked (the baseline, a shipped example or a file given to ``flowatlas serve
---scenario``) is followed by one compound
-monthly :class:`~flowatlas.whatif.Grow` step per slider not at zero: one slider per network
-type and one per region of the cube's traffic. The projection is
+--scenario``) is followed by one compound monthly :class:`~flowatlas.whatif.Grow` step per
+slider not at zero: one slider per network type and one per region of the cube's traffic;
+the statistic of bucket rates is the scenario's unless picked. The projection is
 :func:`flowatlas.whatif.whatif` on the session's cube (its traffic is cached per cube, so a
 slider costs only the projection); sliders act on release (``value_throttled``). The page's
 date and region filters do not apply here: capacity planning replays the cube's whole period
@@ -67,7 +67,7 @@ EXAMPLES = ("neocloud-migration",)
 #: link sides drawn when none is chosen: the soonest to run out
 DEFAULT_LINES = 5
 SLIDER = {"start": GROWTH_RANGE[0], "end": GROWTH_RANGE[1], "step": 0.5}
-#: the statistic of bucket rates: (value in the URL, label); "" = the scenario's own
+#: the statistic of bucket rates: value in the URL -> label; "" = the scenario's own
 PERCENTILE_LABELS = {"": "the scenario's (p95 unless it says)", "95": "p95", "99": "p99",
                      "max": "max", "mean": "mean"}  # fmt: skip
 CONTROLS_WIDTH = 270
