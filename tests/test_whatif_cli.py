@@ -302,3 +302,22 @@ def test_a_bad_plan_is_one_line_naming_file_and_key(world, tmp_path, extra, need
     plan = tmp_path / "plan.toml"
     plan.write_text(world["plan"].read_text() + extra)
     one_line_error(run("whatif", str(world["cube"]), "--config", str(plan)), *needles)
+
+
+def test_the_whatif_command_loads_no_kernels_server_or_cluster(world) -> None:
+    """`flowatlas whatif` reads a cube: numba (and scipy with it), Bokeh and Dask are for
+    builds and the server, and importing them was most of the command's time."""
+    import subprocess
+    import sys
+
+    argv = ["flowatlas", "whatif", str(world["cube"]), "--config", str(world["plan"]),
+            "--scenario", "neocloud-migration", "--json"]  # fmt: skip
+    code = (
+        f"import runpy, sys; sys.argv = {argv!r}\n"
+        "try:\n    runpy.run_module('flowatlas', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(sorted(m for m in ('numba', 'scipy', 'bokeh', 'dask') if m in sys.modules))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "[]"
