@@ -168,8 +168,9 @@ def test_port_is_free_after_stop(tmp_path, cube) -> None:
     assert free_port()
 
 
-def _page(cubes, tab: str = "overview", args: dict | None = None):
-    """A page built in-process, as the server builds one per session."""
+def _page(cubes, tab: str = "overview", args: dict | None = None, scenarios=None):
+    """A page built in-process, as the server builds one per session (``scenarios``: the
+    what-if tab's, as ``flowatlas serve --scenario`` gives them)."""
     from bokeh.document import Document
 
     from flowatlas.viz.app import TABS
@@ -184,7 +185,7 @@ def _page(cubes, tab: str = "overview", args: dict | None = None):
 
     doc = Document()
     doc._session_context = lambda: Context()  # what a served session has: the request
-    page = Page(doc, cubes, TABS)
+    page = Page(doc, cubes, TABS, scenarios)
     page.tabs.active = [m.NAME for m in TABS].index(tab)
     return page
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from serve_support import make_cube, make_sparse_cube
 
 from flowatlas.engine.cube import open_cube
 from flowatlas.viz import units
-from flowatlas.viz.app.state import Choices, State, encode, parse_args
+from flowatlas.viz.app.state import Choices, State, WhatIfState, encode, parse_args
 from flowatlas.viz.query import OTHER_CLOUDS, CubeQuery, Filters, compare
 from flowatlas.vocab import CLOUD_TYPES
 
@@ -274,6 +275,38 @@ def test_url_round_trip() -> None:
     assert encode(State(cube="a"), "a") == ""
 
 
+def test_url_round_trip_of_the_whatif_tab() -> None:
+    from urllib.parse import parse_qs
+
+    choices = replace(CHOICES, scenarios=("baseline", "neocloud-migration", "mine"))
+    whatif = WhatIfState(scenario="mine", grow_types={"CDN": 2.5, "Neocloud": -1.0},
+                         grow_regions={"US-East": 5.0}, percentile="99",
+                         links=("usw-transit in", "b out"))  # fmt: skip
+    state = State(cube="a", tab="heatmaps", whatif=whatif)
+    text = encode(state, "a")
+    assert "scenario=mine" in text and "grow_types=CDN:2.5,Neocloud:-1" in text
+    back, messages = parse_args(parse_qs(text), choices)
+    assert messages == [] and back == state
+    # what a page without the tab's choices writes: nothing
+    assert encode(State(cube="a", whatif=WhatIfState()), "a") == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("scenario", "../etc/passwd.toml", "not one of the scenarios"),
+        ("grow_types", "Mars:2", "NAME:PERCENT"),
+        ("grow_regions", "US-East:50", "percents from -5 to 20"),
+        ("grow_regions", "US-East:fast", "NAME:PERCENT"),
+        ("pct", "42", "expected one of 95, 99, max, mean"),
+    ],
+)
+def test_malformed_whatif_url_arguments_are_ignored_with_a_message(key, value, message) -> None:
+    state, messages = parse_args({"pct": [b"max"], key: [value.encode()]}, CHOICES)
+    assert len(messages) == 1 and message in messages[0], messages
+    assert state.whatif == WhatIfState(percentile="max" if key != "pct" else "")
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -306,7 +339,8 @@ def test_the_cache_is_bounded_by_bytes() -> None:
 @given(
     args=st.dictionaries(
         st.sampled_from(["cube", "start", "end", "regions", "directions", "types", "ip", "stat",
-                         "res", "scale", "tab", "cell", "zzz", "bokeh-session-id"]),
+                         "res", "scale", "tab", "cell", "zzz", "bokeh-session-id", "scenario",
+                         "grow_types", "grow_regions", "pct", "links"]),
         st.lists(st.binary(max_size=40), min_size=1, max_size=3),
         max_size=8,
     )
@@ -317,6 +351,9 @@ def test_any_url_arguments_parse_without_error(args) -> None:
     assert state.cube in CHOICES.cubes
     assert set(state.filters.regions) <= set(CHOICES.regions)
     assert set(state.filters.types) <= set(CHOICES.types)
+    assert state.whatif.scenario in CHOICES.scenarios
+    assert set(state.whatif.grow_types) <= set(CHOICES.types)
+    assert set(state.whatif.grow_regions) <= set(CHOICES.regions)
     f = state.filters
     assert f.start is None or f.end is None or f.start <= f.end
     assert len(messages) <= len(args)

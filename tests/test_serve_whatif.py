@@ -8,6 +8,7 @@ state (the status line's generation, the table's text), never a sleep.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 from serve_support import Served, make_cube, need_browser
@@ -33,10 +34,32 @@ def cube(tmp_path_factory):
     return make_cube(tmp_path_factory.mktemp("whatif"), records=6_000, metros=False)
 
 
+MINE = """
+name = "us-east-neocloud-x3"
+description = "US-East neocloud egress x3"
+percentile = 99
+
+[[steps]]
+op = "scale"
+factor = 3
+regions = ["US-East"]
+network_types = ["Neocloud"]
+directions = ["egress"]
+"""
+
+
 @pytest.fixture(scope="module")
-def server(cube, tmp_path_factory):
+def mine(tmp_path_factory) -> Path:
+    """A scenario file of our own, as ``flowatlas serve --scenario`` takes it."""
+    path = tmp_path_factory.mktemp("scenarios") / "mine.toml"
+    path.write_text(MINE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(cube, mine, tmp_path_factory):
     need_browser()
-    srv = Served([cube], tmp_path_factory.mktemp("log") / "serve.log")
+    srv = Served([cube], tmp_path_factory.mktemp("log") / "serve.log", "--scenario", str(mine))
     yield srv
     srv.stop()
     assert "Traceback" not in srv.output(), srv.output()
@@ -67,10 +90,10 @@ def set_model(d, name: str, **values) -> None:
     )
 
 
-def expected(cube, scenario: Scenario) -> dict[str, list]:
+def expected(cube, scenario: Scenario, **options) -> dict[str, list]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", WhatIfWarning)
-        summary = open_cube(cube).whatif(scenario).summary
+        summary = open_cube(cube).whatif(scenario, **options).summary
     return table_data(summary[summary["capacity_gbps"].notna()])
 
 
@@ -124,6 +147,91 @@ def test_slider_updates_chart_and_runout_table(cube, server, browser, tmp_path) 
     assert ys != lines_before[1]
     shot(browser, tmp_path, "whatif")
     assert severe(browser) == []
+
+    # the URL holds the tab's choices: opened again, it shows the same view
+    url = browser.current_url
+    assert "scenario=neocloud-migration" in url and "grow_regions=US-East:5" in url, url
+    load(browser, url)
+    until(browser, lambda: len(table_rows(browser)) >= n, "the reopened run-out table")
+    assert table_rows(browser)[:n] == rows
+    assert browser.execute_script(lines_js)[1] == ys
+
+
+def test_a_scenario_file_given_to_serve_is_offered_and_opens_from_its_url(
+    cube, mine, server, browser
+) -> None:
+    load(browser, server.url + "?tab=whatif&scenario=mine&pct=max")
+    options = browser.execute_script(
+        "return Bokeh.documents[0].get_model_by_name('whatif-scenario').options;"
+    )
+    assert options == ["baseline", "neocloud-migration", "mine"]
+    want = expected(cube, load_scenario(mine), percentile="max")
+    until(browser, lambda: table_rows(browser)[:3] == shown(want, 3), "the file's table")
+    assert severe(browser) == []
+
+
+def test_the_whatif_view_lives_in_the_url(cube, mine) -> None:
+    """The tab's choices go into the page URL; a page opened on it shows the same view."""
+    from urllib.parse import parse_qsl
+
+    from test_serve import _page
+
+    from flowatlas.viz.app import TABS, whatif
+    from flowatlas.viz.app.cubes import CubeSet
+    from flowatlas.viz.app.whatif import scenario_catalogue
+
+    catalogue = scenario_catalogue([mine])
+    assert list(catalogue) == ["neocloud-migration", "mine"]
+    page = _page(CubeSet([cube]), "whatif", {}, catalogue)
+    view = page.views[TABS.index(whatif)]
+    assert view.w_scenario.options == ["baseline", "neocloud-migration", "mine"]
+    view.w_scenario.value = "mine"
+    view.type_sliders["CDN"].value = 1.5
+    view.region_sliders["US-East"].value = 2.5
+    view.w_percentile.value = "mean"
+    view._changed(page)  # what the widgets' callbacks run
+    url = page.url.text
+    for part in ("tab=whatif", "scenario=mine", "grow_types=CDN:1.5", "grow_regions=US-East:2.5",
+                 "pct=mean"):  # fmt: skip
+        assert part in url, url
+    want = expected(cube, with_growth(load_scenario(mine), {"CDN": 1.5}, {"US-East": 2.5}),
+                    percentile="mean")  # fmt: skip
+    assert view.source.data == want
+
+    again = _page(CubeSet([cube]), "whatif", dict(parse_qsl(url)), catalogue)
+    assert again.url_messages == []
+    other = again.views[TABS.index(whatif)]
+    assert other.w_scenario.value == "mine" and other.w_percentile.value == "mean"
+    assert other.region_sliders["US-East"].value == 2.5 and other.type_sliders["CDN"].value == 1.5
+    assert other.source.data == want
+    assert again.url.text == url and "error" not in again.status.text
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('name = "x"\ncolour = 2\n', "bad.toml: unknown key 'colour'"),
+        ('[[steps]]\nop = "scale"\nfactor = 2\nregions = ["Mars"]\n',
+         "bad.toml: steps[0].regions[0]: unknown region 'Mars'"),
+        (None, "bad.toml: scenario file not found"),
+    ],
+)  # fmt: skip
+def test_serve_refuses_a_bad_scenario_file_before_it_starts(cube, tmp_path, text, needle) -> None:
+    import subprocess
+    import sys
+
+    from serve_support import free_port
+
+    bad = tmp_path / "bad.toml"
+    if text is not None:
+        bad.write_text(text)
+    cmd = [sys.executable, "-m", "flowatlas", "serve", str(cube), "--port", str(free_port()),
+           "--scenario", str(bad)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowatlas: error: ") and needle in lines[0]
+    assert "Ctrl-C" not in r.stderr  # it never started
 
 
 def test_tab_in_process_follows_picker_and_sliders(cube) -> None:

@@ -449,3 +449,42 @@ def test_a_step_that_selects_nothing_is_reported() -> None:
     with pytest.warns(WhatIfWarning, match=r"t: steps\[0\]: scale selects no traffic"):
         r = whatif(t, Scenario([Scale(3, network_types=["Neocloud"])], origin="t"), horizon=1)
     assert any("selects no traffic" in w for w in r.warnings)
+
+
+# --------------------------------------------------------------------------- dense series
+
+
+def _groupby_oracle(df: pd.DataFrame) -> pd.Series:
+    """Bytes per (link, region, network type, direction, bucket), by pandas' groupby."""
+    b = ((df["bucket_start"] - df["bucket_start"].min()) // pd.Timedelta(seconds=B)).astype(int)
+    keys = [df[c].astype(str) for c in ("link", "region", "network_type", "direction")]
+    return df["bytes"].astype(float).groupby([*keys, b.rename("b")]).sum()
+
+
+@pytest.mark.parametrize("labels", [3, 40, 50_000])
+def test_dense_series_equal_a_groupby_oracle(labels) -> None:
+    """Few labels (counted), many (sorted), and so many that the packed key must be renumbered
+    before it overflows 64 bits: the same series as pandas' groupby, group for group."""
+    rng = np.random.default_rng(labels)
+    n = max(2_000, labels)
+    names = np.array([f"x{i}" for i in range(labels)], dtype=object)
+    df = pd.DataFrame(
+        {
+            "bucket_start": pd.Timestamp("2025-12-01", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 50, n) * B, unit="s"),
+            "link": np.where(rng.random(n) < 0.2, None, names[rng.integers(0, labels, n)]),
+            "region": names[rng.integers(0, labels, n)],
+            "network_type": names[rng.integers(0, labels, n)],
+            "direction": names[rng.integers(0, labels, n)],
+            "bytes": rng.integers(1, 10**12, n).astype(np.uint64),
+        }
+    )
+    t = traffic_from_frame(df, [], B, place=lambda r, nt, d: f"{r}/other")
+    want = _groupby_oracle(df.assign(link=df["link"].fillna(df["region"] + "/other")))
+    keys = list(t.groups.itertuples(index=False, name=None))
+    assert keys == sorted(keys) and len(keys) == len(set(keys))
+    g, b = np.nonzero(t.series)
+    index = [*(t.groups[c].to_numpy()[g] for c in t.groups.columns), b]
+    got = pd.Series(t.series[g, b], index=pd.MultiIndex.from_arrays(index, names=want.index.names))
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_exact=True,
+                                   check_names=False, check_index_type=False)  # fmt: skip

@@ -253,3 +253,71 @@ def test_interface_links_are_measured_and_every_byte_falls_to_one_link(world) ->
                 vol * 8 / (hours + 3600) / 1e9, rel=1e-12
             )
     assert lc["link"].notna().any()
+
+
+def test_a_plan_reuses_the_builds_address_checks_only_where_it_has_the_same_addresses(
+    world, tmp_path, monkeypatch
+) -> None:
+    """--config with the cube's own regions is not parsed again (that loads the address
+    kernels: most of a CLI call); the same configuration results, and new addresses are
+    still checked."""
+    import flowatlas.config as config
+    from flowatlas.config import load_config
+    from flowatlas.errors import ConfigError
+    from flowatlas.whatif.cubes import cube_config
+
+    built = cube_config(open_cube(world["cube"]))
+    plain = load_config(world["plan"])
+    checks: list[str] = []
+    real = config._validate_addresses
+    monkeypatch.setattr(config, "_validate_addresses", lambda c: checks.append(c.origin) or real(c))
+    assert load_config(world["plan"], checked=built) == plain and checks == []
+
+    text = world["plan"].read_text()
+    prefix = plain.regions[0].prefixes[0]
+    moved = tmp_path / "moved.toml"
+    moved.write_text(text.replace(f'"{prefix}"', '"10.0.0.300/8"', 1))
+    with pytest.raises(ConfigError, match=r"regions\[0\]\.prefixes: row 1"):
+        load_config(moved, checked=built)
+    assert checks == [str(moved)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ('[[links]]\nname = "use-neo2"\nregion = "US-East"\ncapacity_gbps = 10\n'
+         'select = { network_types = ["Neocloud"] }\n',
+         ["plan.toml: links[0] ('use-neocloud') and links[6] ('use-neo2') both select"]),
+        ('[[links]]\nname = "x"\nregion = "US-East"\ncapacity_gbps = -10\n'
+         'select = { network_types = ["CDN"], directions = ["transit"] }\n',
+         ["plan.toml: links[6].capacity_gbps: -10 is not a positive capacity"]),
+        ('[[links]]\nname = "x"\nregion = "US-Central"\ncapacity_gbps = 10\n',
+         ["plan.toml: links[6].region: unknown region 'US-Central'"]),
+        ('[[links]]\nname = "x"\nregion = "US-East"\nspeed = 10\n',
+         ["plan.toml: links[6]: unknown key 'speed'"]),
+    ],
+)  # fmt: skip
+def test_a_bad_plan_is_one_line_naming_file_and_key(world, tmp_path, extra, needles) -> None:
+    """Overlapping link definitions, capacities and unknown names or keys in --config."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(world["plan"].read_text() + extra)
+    one_line_error(run("whatif", str(world["cube"]), "--config", str(plan)), *needles)
+
+
+def test_the_whatif_command_loads_no_kernels_server_or_cluster(world) -> None:
+    """`flowatlas whatif` reads a cube: numba (and scipy with it), Bokeh and Dask are for
+    builds and the server, and importing them was most of the command's time."""
+    import subprocess
+    import sys
+
+    argv = ["flowatlas", "whatif", str(world["cube"]), "--config", str(world["plan"]),
+            "--scenario", "neocloud-migration", "--json"]  # fmt: skip
+    code = (
+        f"import runpy, sys; sys.argv = {argv!r}\n"
+        "try:\n    runpy.run_module('flowatlas', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print(sorted(m for m in ('numba', 'scipy', 'bokeh', 'dask') if m in sys.modules))"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "[]"

@@ -538,15 +538,28 @@ def read_fragment(
 _CHECKSUM_FAILED = "CRC checksum verification failed"
 
 
-def open_parquet(path: str | os.PathLike[str]) -> pq.ParquetFile:
-    """A Parquet file opened for reading with its page checksums verified."""
-    return pq.ParquetFile(path, page_checksum_verification=True)
+def open_parquet(
+    path: str | os.PathLike[str], dictionary: list[str] | None = None
+) -> pq.ParquetFile:
+    """A Parquet file opened for reading with its page checksums verified; the columns
+    named in ``dictionary`` are read as Arrow dictionaries (few distinct values: labels)."""
+    return pq.ParquetFile(path, page_checksum_verification=True, read_dictionary=dictionary)
 
 
-def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
-    """Read a whole Parquet file, page checksums verified; errors name the damaged part."""
+def read_parquet(
+    path: str | os.PathLike[str],
+    columns: list[str] | None = None,
+    *,
+    dictionary: list[str] | None = None,
+) -> pa.Table:
+    """Read a whole Parquet file, page checksums verified; errors name the damaged part.
+    ``dictionary``: columns to read dictionary-encoded (see :func:`open_parquet`), where
+    the file has them."""
     try:
         pf = open_parquet(path)
+        if dictionary:
+            have = set(pf.schema_arrow.names)
+            pf = open_parquet(path, [c for c in dictionary if c in have])
         return pf.read(columns=columns)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None

@@ -18,11 +18,15 @@ from flowatlas.viz.server import DEFAULT_HOST, DEFAULT_PORT
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
 @click.option("--allow-websocket-origin", "origins", multiple=True, metavar="HOST[:PORT]",
               help="Origin browsers use to reach the server (repeatable).")  # fmt: skip
+@click.option("--scenario", "scenarios", multiple=True, type=click.Path(path_type=Path),
+              help="A scenario file (TOML or JSON) the what-if tab offers besides the "
+              "baseline and the shipped example (repeatable).")  # fmt: skip
 @click.option("--show", is_flag=True, help="Open the page in a browser.")
-def serve(cubes, previous, host, port, origins, show) -> None:
+def serve(cubes, previous, host, port, origins, scenarios, show) -> None:
     """Explore CUBE(s) in a Bokeh server: overview, heatmaps, shares, drill-down.
 
-    Loads each cube once; the set of cubes is fixed at start. Filters live in the page URL.
+    Loads each cube once; the set of cubes (and of scenarios) is fixed at start. Filters and
+    the what-if tab's choices live in the page URL.
     Stop with Ctrl-C.
     """
     from flowatlas.viz.server import serve as run
@@ -31,4 +35,4 @@ def serve(cubes, previous, host, port, origins, show) -> None:
         click.echo(f"serving {', '.join(map(str, cubes))} at {url} (Ctrl-C stops)", err=True)
 
     run(cubes, previous=previous, host=host, port=port, allow_websocket_origin=origins,
-        show=show, ready=ready)  # fmt: skip
+        scenarios=scenarios, show=show, ready=ready)  # fmt: skip

@@ -71,20 +71,27 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     allow_websocket_origin: Sequence[str] = (),
+    scenarios: Sequence[str | Path] = (),
     show: bool = False,
     ready: Callable[[str], None] | None = None,
 ) -> None:
     """Load ``cubes`` and serve them until interrupted (Ctrl-C).
 
-    ``ready(url)`` is called once the server listens (the CLI prints the address).
+    ``scenarios``: scenario files the what-if tab offers besides the baseline and the
+    shipped examples; each is read and projected on every cube before the server starts,
+    so a bad one fails here with one line. ``ready(url)`` is called once the server listens
+    (the CLI prints the address).
     """
     check_host(host, allow_websocket_origin)
     check_port(host, port)
     from flowatlas.viz.app.cubes import CubeSet
+    from flowatlas.viz.app.whatif import EXAMPLES, check_scenarios, scenario_catalogue
 
     if not cubes:
         raise InputError("no cube to serve")
+    catalogue = scenario_catalogue(scenarios)
     cube_set = CubeSet([Path(c) for c in cubes], Path(previous) if previous else None)
+    check_scenarios(cube_set, {k: v for k, v in catalogue.items() if k not in EXAMPLES})
 
     from bokeh.application import Application
     from bokeh.application.handlers.function import FunctionHandler
@@ -92,7 +99,7 @@ def serve(
 
     from flowatlas.viz.app.page import make_document
 
-    app = Application(FunctionHandler(partial(make_document, cubes=cube_set)))
+    app = Application(FunctionHandler(partial(make_document, cubes=cube_set, scenarios=catalogue)))
     try:
         server = Server(
             {"/": app},

@@ -151,7 +151,7 @@ def whatif(cube, scenario, horizon, percentile, threshold, window, config, as_js
     else:
         print_whatif(result, sys.stdout, title=f"flowatlas whatif {cube}")
     if html is not None:
-        from flowatlas.whatif.page import write_page
+        from flowatlas.viz.whatif_page import write_page
 
         try:
             write_page(result, html)

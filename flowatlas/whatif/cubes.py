@@ -10,6 +10,7 @@ links and the catch-alls are assigned here, by the rule of docs/configuration.md
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from flowatlas.config import (
     load_config,
 )
 from flowatlas.errors import InputError
+from flowatlas.vocab import DIRECTIONS
 from flowatlas.whatif.model import Link, ScenarioError, Traffic, traffic_from_frame
 
 if TYPE_CHECKING:
@@ -58,8 +60,11 @@ def cube_config(cube: Cube) -> Config:
     return cfg
 
 
-def planning_config(path: str | os.PathLike[str]) -> Config:
-    """A configuration file given for planning, loaded once per version of the file."""
+def planning_config(path: str | os.PathLike[str], built: Config | None = None) -> Config:
+    """A configuration file given for planning, loaded once per version of the file.
+
+    Its regions' addresses are not parsed again where they are those of ``built`` (the
+    configuration the cube was built with, checked by the build)."""
     p = Path(path)
     try:
         st = p.stat()
@@ -68,7 +73,7 @@ def planning_config(path: str | os.PathLike[str]) -> Config:
         return load_config(p)  # says what is wrong with the path
     cached = _CONFIGS.get(key)
     if cached is None:
-        cached = _CONFIGS[key] = load_config(p)
+        cached = _CONFIGS[key] = load_config(p, checked=built)
     return cached
 
 
@@ -125,7 +130,7 @@ def cube_traffic(cube: Cube, config: Config | str | os.PathLike[str] | None = No
     elif isinstance(config, Config):
         cfg = config
     else:
-        cfg = planning_config(config)
+        cfg = planning_config(config, built)
     key = ("whatif", cfg.digest())
     cached: Any = cube._cache.get(key)
     if cached is not None:
@@ -133,10 +138,8 @@ def cube_traffic(cube: Cube, config: Config | str | os.PathLike[str] | None = No
     _check_interface_links(cube, built, cfg)
     links = planning_links(cfg)
 
-    def place(region: str, network_type: str, direction: str) -> str:
-        return str(assign_links(cfg, [None], [region], [network_type], [direction])[0])
-
     regions = cube.regions
+    place = _placement(cfg, regions, cube.network_types)
     for i, lk in enumerate(cfg.links):
         if lk.region not in regions:
             raise ScenarioError(
@@ -156,6 +159,24 @@ def cube_traffic(cube: Cube, config: Config | str | os.PathLike[str] | None = No
     )
     cube._cache[key] = traffic
     return traffic
+
+
+def _placement(
+    config: Config, regions: list[str], network_types: list[str]
+) -> Callable[[str, str, str], str]:
+    """The link traffic without an interface link falls to, by the configuration's rule:
+    every (region, network type, direction) of the cube placed in one call, up front."""
+    combos = [(r, t, d) for r in regions for t in network_types for d in DIRECTIONS]
+    names = assign_links(config, [None] * len(combos), *zip(*combos, strict=True)) if combos else []
+    table = {c: str(n) for c, n in zip(combos, names, strict=True)}
+
+    def place(region: str, network_type: str, direction: str) -> str:
+        name = table.get((region, network_type, direction))
+        if name is None:  # not a combination of the cube's vocabulary
+            name = str(assign_links(config, [None], [region], [network_type], [direction])[0])
+        return name
+
+    return place
 
 
 def _bucket_seconds(cube: Cube) -> int:

@@ -140,12 +140,23 @@ def nearest_rank(n: int, p: float) -> int:
 
 def percentile_of(values: np.ndarray, p: float | str, axis: int = -1) -> np.ndarray:
     """The nearest-rank percentile (or the mean) of ``values`` along ``axis``."""
+    return percentiles_of(values, (p,), axis)[0]
+
+
+def percentiles_of(
+    values: np.ndarray, ps: Sequence[float | str], axis: int = -1
+) -> list[np.ndarray]:
+    """:func:`percentile_of` for each of ``ps``, with one partial sort for all of them."""
     values = np.asarray(values, dtype=np.float64)
-    if p == "mean":
-        return values.mean(axis=axis)
     n = values.shape[axis]
-    k = nearest_rank(n, float(p))
-    return np.take(np.partition(values, k, axis=axis), k, axis=axis)
+    ranks = sorted({nearest_rank(n, float(p)) for p in ps if p != "mean"})
+    part = np.partition(values, ranks, axis=axis) if ranks else values
+    return [
+        values.mean(axis=axis)
+        if p == "mean"
+        else np.take(part, nearest_rank(n, float(p)), axis=axis)
+        for p in ps
+    ]
 
 
 # --------------------------------------------------------------------------- traffic
@@ -256,10 +267,7 @@ def traffic_from_frame(
     inside = (bucket >= 0) & (bucket < n_buckets)
 
     # the distinct combinations first (few hundred), then each row's code: fast on big cubes
-    combos = frame[list(GROUP_COLUMNS)][inside]
-    grouped = combos.groupby(list(GROUP_COLUMNS), observed=True, dropna=False, sort=True)
-    combo_code = grouped.ngroup().to_numpy(dtype=np.int64)
-    uniq = grouped.size().index.to_frame(index=False).astype(object)
+    combo_code, uniq = _combinations(frame, inside)
     link = uniq["link"].to_numpy(dtype=object, copy=True)
     for j in np.flatnonzero(pd.isna(link)):
         link[j] = place(uniq["region"][j], uniq["network_type"][j], uniq["direction"][j])
@@ -274,9 +282,8 @@ def traffic_from_frame(
         code * n_buckets + bucket[inside], weights=vol, minlength=n_groups * n_buckets
     )
     series = flat.reshape(n_groups, n_buckets)
-    for name in groups["link"].unique():
-        if name not in links:
-            region = groups.loc[groups["link"] == name, "region"].iloc[0]
+    for name, region in groups.drop_duplicates("link")[["link", "region"]].itertuples(index=False):
+        if name not in links:  # its first group's region
             links[name] = Link(name, region)
     regions = tuple(regions) if regions is not None else tuple(sorted(set(groups["region"])))
     types = (
@@ -285,6 +292,45 @@ def traffic_from_frame(
         else tuple(sorted(set(groups["network_type"])))
     )
     return Traffic(groups, series, first, int(bucket_seconds), links, regions, types, place, origin)
+
+
+def _combinations(frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each selected row's code and the distinct (link, region, network type, direction)
+    combinations the codes index (object labels, NaN where null, as a groupby gives).
+
+    Every column is factorized (categoricals for free) and the codes packed into one
+    integer; its distinct values are found by counting when the packed space is small (it
+    is for a cube: tens of links, a few regions, types and directions), else by sorting.
+    """
+    import pandas as pd
+
+    codes, labels = [], []
+    packed, space = np.zeros(int(rows.sum()), np.int64), 1
+    for c in GROUP_COLUMNS:
+        code, values = pd.factorize(frame[c], use_na_sentinel=True)
+        code = np.asarray(code, dtype=np.int64)[rows] + 1  # 0: null
+        codes.append(code)
+        labels.append(np.asarray([np.nan, *np.asarray(values, dtype=object)], dtype=object))
+        if space * (len(values) + 1) >= 1 << 62:  # renumber before the product overflows
+            packed = np.unique(packed, return_inverse=True)[1].astype(np.int64).ravel()
+            space = int(packed.max()) + 1 if len(packed) else 1
+        packed = packed * (len(values) + 1) + code
+        space *= len(values) + 1
+    if space <= max(1 << 20, 4 * len(packed)):
+        distinct = np.flatnonzero(np.bincount(packed, minlength=space))
+        index = np.zeros(space, np.int64)
+        index[distinct] = np.arange(distinct.size)
+        inverse = index[packed]
+    else:
+        distinct, inverse = np.unique(packed, return_inverse=True)
+        inverse = inverse.astype(np.int64).ravel()
+    some_row = np.zeros(distinct.size, np.int64)
+    some_row[inverse] = np.arange(len(packed))  # any row of a combination has its labels
+    uniq = pd.DataFrame(
+        {c: lab[code[some_row]] for c, lab, code in zip(GROUP_COLUMNS, labels, codes, strict=True)},
+        dtype=object,
+    )
+    return inverse, uniq
 
 
 def _utc(when: Any) -> pd.Timestamp:

@@ -16,6 +16,7 @@ factors is summed and partitioned once, all months of the link in one NumPy call
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from flowatlas.whatif.model import (
     SIDE,
     Horizon,
     percentile_label,
-    percentile_of,
+    percentiles_of,
 )
 from flowatlas.whatif.scenarios import Plan, shape_values
 
@@ -54,6 +55,11 @@ class LinkRates:
 
 def link_rates(plan: Plan, percentile: float | str) -> LinkRates:
     """Sum the plan's groups per link side and shape, and take the percentile at each point."""
+    return link_rates_many(plan, (percentile,))[0]
+
+
+def link_rates_many(plan: Plan, percentiles: Sequence[float | str]) -> list[LinkRates]:
+    """:func:`link_rates` for each of ``percentiles``, summing the groups once for all."""
     traffic = plan.traffic
     links = traffic.links
     month, exponent = evaluation_points(plan.horizon.months)
@@ -70,7 +76,7 @@ def link_rates(plan: Plan, percentile: float | str) -> LinkRates:
         idx.append(g.src)
         w.append(g.weight)
     keys = list(per_key)
-    rates = np.zeros((len(keys), month.size), dtype=np.float64)
+    rates = np.zeros((len(percentiles), len(keys), month.size), dtype=np.float64)
     for r, key in enumerate(keys):
         classes = per_key[key]
         if not classes:
@@ -78,14 +84,18 @@ def link_rates(plan: Plan, percentile: float | str) -> LinkRates:
         shapes = list(classes)
         series = [_combine(plan, *classes[s]) for s in shapes]
         if len(shapes) == 1:
-            base = float(percentile_of(series[0], percentile))
-            rates[r] = shape_values(shapes[0], month, exponent) * base
+            factor = shape_values(shapes[0], month, exponent)
+            for i, base in enumerate(percentiles_of(series[0], percentiles)):
+                rates[i, r] = factor * float(base)
             continue
         factors = np.stack([shape_values(s, month, exponent) for s in shapes])  # K x P
         cols, inverse = np.unique(factors.T, axis=0, return_inverse=True)
         total = cols @ np.stack(series)  # distinct columns x buckets
-        rates[r] = percentile_of(total, percentile, axis=1)[inverse.ravel()]
-    return LinkRates(keys, rates * 8.0 / traffic.bucket_seconds)
+        for i, values in enumerate(percentiles_of(total, percentiles, axis=1)):
+            rates[i, r] = values[inverse.ravel()]
+    return [
+        LinkRates(keys, rates[i] * 8.0 / traffic.bucket_seconds) for i in range(len(percentiles))
+    ]
 
 
 def _combine(plan: Plan, srcs: list[int], weights: list[float]) -> np.ndarray:
@@ -271,10 +281,10 @@ def observed_rates(plan: Plan) -> pd.DataFrame:
     """Each link side's observed rate over the window: mean, p95, p99 and max (Gbps)."""
     import pandas as pd
 
-    cols = {}
-    for p in ("mean", 95.0, 99.0, 100.0):
-        lr = link_rates(plan, p)
-        cols[percentile_label(p)] = lr.rates[:, 0] / 1e9
+    stats = ("mean", 95.0, 99.0, 100.0)
+    by_stat = link_rates_many(plan, stats)
+    cols = {percentile_label(p): lr.rates[:, 0] / 1e9 for p, lr in zip(stats, by_stat, strict=True)}
+    lr = by_stat[-1]
     links = plan.traffic.links
     keys = lr.keys
     df = pd.DataFrame(

@@ -11,6 +11,8 @@ import datetime as dt
 import html
 import logging
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from bokeh.document import Document
 from bokeh.layouts import column, row
@@ -24,9 +26,12 @@ from bokeh.models import (
 
 from flowatlas.viz.app.cubes import CubeSet
 from flowatlas.viz.app.drilldown import DrillDown
-from flowatlas.viz.app.state import SCALES, Choices, encode, parse_args
+from flowatlas.viz.app.state import BASELINE, SCALES, Choices, encode, parse_args
 from flowatlas.viz.charts import WIDTH, div
 from flowatlas.viz.query import RESOLUTIONS, STATS, CubeQuery, Filters
+
+if TYPE_CHECKING:
+    from flowatlas.whatif import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +68,21 @@ def _period_days(q: CubeQuery, value: str) -> tuple[dt.date | None, dt.date | No
 class Page:
     """The page of one session."""
 
-    def __init__(self, doc: Document, cubes: CubeSet, tabs: list) -> None:
+    def __init__(
+        self,
+        doc: Document,
+        cubes: CubeSet,
+        tabs: list,
+        scenarios: Mapping[str, Scenario] | None = None,
+    ) -> None:
+        if scenarios is None:
+            from flowatlas.viz.app.whatif import scenario_catalogue
+
+            scenarios = scenario_catalogue()
         self.doc = doc
         self.cubes = cubes
+        #: the what-if tab's scenarios by the name its picker and the URL use
+        self.scenarios = dict(scenarios)
         self.generation = 0
         self._busy = False
         all_types: list[str] = []
@@ -83,6 +100,7 @@ class Page:
             directions=tuple(all_dirs),
             types=tuple(all_types),
             tabs=tuple(m.NAME for m in tabs),
+            scenarios=(BASELINE, *self.scenarios),
         )
         args = {}
         ctx = doc.session_context
@@ -345,12 +363,18 @@ def _as_date(value) -> dt.date | None:
         return None
 
 
-def make_document(doc: Document, cubes: CubeSet, tabs: list | None = None) -> None:
-    """Bokeh's entry point for a new session: build its page."""
+def make_document(
+    doc: Document,
+    cubes: CubeSet,
+    tabs: list | None = None,
+    scenarios: Mapping[str, Scenario] | None = None,
+) -> None:
+    """Bokeh's entry point for a new session: build its page (``scenarios``: the what-if
+    tab's, by name; default: the shipped examples)."""
     from flowatlas.viz.app import TABS
 
     try:
-        Page(doc, cubes, list(TABS if tabs is None else tabs))
+        Page(doc, cubes, list(TABS if tabs is None else tabs), scenarios)
     except Exception as exc:  # a bug: show it on the page instead of an HTTP 500
         log.exception("cannot build the page")
         doc.clear()

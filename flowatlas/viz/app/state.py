@@ -1,4 +1,5 @@
-"""What a page shows (cube, filters, statistic, scale, tab, selected cell) and its URL form.
+"""What a page shows (cube, filters, statistic, scale, tab, selected cell, the what-if tab's
+scenario and sliders) and its URL form.
 
 The page's query string carries the whole state, so a view can be shared as a link. Parsing
 never fails: a malformed or unknown argument is dropped with a message the page shows.
@@ -15,6 +16,24 @@ from flowatlas.viz.query import RESOLUTIONS, STATS, Filters
 SCALES = ("log", "linear")
 LIST_SEP = ","
 CELL_SEP = "|"
+PAIR_SEP = ":"
+#: the what-if tab's choices that a URL may name: the scenario picked when none is, the
+#: statistic of bucket rates ("" = the scenario's own) and the growth sliders' range
+BASELINE = "baseline"
+PERCENTILES = ("", "95", "99", "max", "mean")
+GROWTH_RANGE = (-5.0, 20.0)
+
+
+@dataclass
+class WhatIfState:
+    """The what-if tab's choices: the scenario, the growth sliders not at zero (percent a
+    month per network type and per region), the statistic and the link sides drawn."""
+
+    scenario: str = BASELINE
+    grow_types: dict[str, float] = field(default_factory=dict)
+    grow_regions: dict[str, float] = field(default_factory=dict)
+    percentile: str = ""
+    links: tuple[str, ...] = ()
 
 
 @dataclass
@@ -28,6 +47,7 @@ class State:
     scale: str = "log"
     tab: str = "overview"
     cell: tuple[str | None, str] | None = None
+    whatif: WhatIfState = field(default_factory=WhatIfState)
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,7 @@ class Choices:
     directions: tuple[str, ...]
     types: tuple[str, ...]
     tabs: tuple[str, ...]
+    scenarios: tuple[str, ...] = (BASELINE,)
 
 
 def _text(raw: list[bytes] | list[str]) -> str:
@@ -106,6 +127,26 @@ def parse_args(args: dict, choices: Choices) -> tuple[State, list[str]]:
                 setattr(state, attr, value)
             else:
                 bad(key, value, f"expected one of {', '.join(allowed)}")
+        elif key == "scenario":
+            if value in choices.scenarios:
+                state.whatif.scenario = value
+            else:
+                bad(key, value, f"not one of the scenarios ({', '.join(choices.scenarios)})")
+        elif key in ("grow_types", "grow_regions"):
+            allowed = choices.types if key == "grow_types" else choices.regions
+            if (v := _growth(value, allowed)) is not None:
+                setattr(state.whatif, key, v)
+            else:
+                bad(key, value, f"expected NAME{PAIR_SEP}PERCENT,... with names of "
+                    f"{', '.join(allowed)} and percents from {GROWTH_RANGE[0]:g} to "
+                    f"{GROWTH_RANGE[1]:g}")  # fmt: skip
+        elif key == "pct":
+            if value in PERCENTILES[1:]:
+                state.whatif.percentile = value
+            else:
+                bad(key, value, f"expected one of {', '.join(PERCENTILES[1:])}")
+        elif key == "links":
+            state.whatif.links = tuple(v for v in value.split(LIST_SEP) if v)
         elif key == "cell":
             region, _, t = value.rpartition(CELL_SEP)
             if t in choices.types and (not region or region in choices.regions):
@@ -119,6 +160,21 @@ def parse_args(args: dict, choices: Choices) -> tuple[State, list[str]]:
         del f["end"]
     state.filters = replace(state.filters, **f)
     return state, messages
+
+
+def _growth(value: str, allowed: tuple[str, ...]) -> dict[str, float] | None:
+    """'Neocloud:2,CDN:-1.5' -> {'Neocloud': 2.0, 'CDN': -1.5}; None if any item is bad."""
+    out: dict[str, float] = {}
+    for item in (v for v in value.split(LIST_SEP) if v):
+        name, _, number = item.rpartition(PAIR_SEP)
+        try:
+            pct = float(number)
+        except ValueError:
+            return None
+        if name not in allowed or not GROWTH_RANGE[0] <= pct <= GROWTH_RANGE[1]:
+            return None
+        out[name] = pct
+    return out or None
 
 
 def encode(state: State, default_cube: str) -> str:
@@ -147,4 +203,15 @@ def encode(state: State, default_cube: str) -> str:
     if state.cell is not None:
         region, t = state.cell
         q.append(("cell", f"{region}{CELL_SEP}{t}" if region else t))
-    return urlencode(q, safe=LIST_SEP + CELL_SEP + "-")
+    w = state.whatif
+    if w.scenario != BASELINE:
+        q.append(("scenario", w.scenario))
+    for key, growth in (("grow_types", w.grow_types), ("grow_regions", w.grow_regions)):
+        items = [f"{name}{PAIR_SEP}{pct:g}" for name, pct in growth.items() if pct]
+        if items:
+            q.append((key, LIST_SEP.join(items)))
+    if w.percentile:
+        q.append(("pct", w.percentile))
+    if w.links:
+        q.append(("links", LIST_SEP.join(w.links)))
+    return urlencode(q, safe=LIST_SEP + CELL_SEP + PAIR_SEP + "-")

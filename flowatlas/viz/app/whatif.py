@@ -1,19 +1,26 @@
 """What-if tab: a scenario, growth sliders, each link's projected utilisation and run-out.
 
-The scenario picked (the baseline, or a shipped example) is followed by one compound
-monthly :class:`~flowatlas.whatif.Grow` step per slider not at zero: one slider per network
-type and one per region of the cube's traffic. The projection is
+The scenario picked (the baseline, a shipped example or a file given to ``flowatlas serve
+--scenario``) is followed by one compound monthly :class:`~flowatlas.whatif.Grow` step per
+slider not at zero: one slider per network type and one per region of the cube's traffic;
+the statistic of bucket rates is the scenario's unless picked. The projection is
 :func:`flowatlas.whatif.whatif` on the session's cube (its traffic is cached per cube, so a
 slider costs only the projection); sliders act on release (``value_throttled``). The page's
 date and region filters do not apply here: capacity planning replays the cube's whole period
-over every link. docs/whatif.md describes the model, docs/serve.md the tab.
+over every link. The tab's choices live in the page URL with the filters (viz/app/state.py),
+so a copied link reopens the same what-if view. docs/whatif.md describes the model,
+docs/serve.md the tab.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import os
 import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from bokeh.layouts import column, row
@@ -35,10 +42,12 @@ from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
 from flowatlas.viz import units
+from flowatlas.viz.app.state import BASELINE, GROWTH_RANGE, PERCENTILES, WhatIfState
 from flowatlas.viz.charts import WIDTH
 from flowatlas.whatif import (
     Grow,
     Scenario,
+    ScenarioError,
     WhatIfWarning,
     example_scenario,
     load_scenario,
@@ -46,15 +55,21 @@ from flowatlas.whatif import (
 )
 from flowatlas.whatif.cubes import cube_traffic
 
+if TYPE_CHECKING:
+    from flowatlas.viz.app.cubes import CubeSet
+
 NAME = "whatif"
 TITLE = "What-if"
 
-BASELINE = "baseline"
-#: the scenarios offered besides the baseline: shipped examples, by name
+#: the scenarios offered besides the baseline and those given to ``flowatlas serve``:
+#: shipped examples, by name
 EXAMPLES = ("neocloud-migration",)
 #: link sides drawn when none is chosen: the soonest to run out
 DEFAULT_LINES = 5
-SLIDER = {"start": -5.0, "end": 20.0, "step": 0.5, "value": 0.0}
+SLIDER = {"start": GROWTH_RANGE[0], "end": GROWTH_RANGE[1], "step": 0.5}
+#: the statistic of bucket rates: value in the URL -> label; "" = the scenario's own
+PERCENTILE_LABELS = {"": "the scenario's (p95 unless it says)", "95": "p95", "99": "p99",
+                     "max": "max", "mean": "mean"}  # fmt: skip
 CONTROLS_WIDTH = 270
 
 #: the run-out table's columns: (field, title)
@@ -77,6 +92,35 @@ TABLE_FIELDS = (
 def slider_name(kind: str, value: str) -> str:
     """The Bokeh name of a growth slider ('type' or 'region'), for tests and scripts."""
     return f"whatif-grow-{kind}-" + "".join(c if c.isalnum() else "_" for c in value)
+
+
+def scenario_catalogue(paths: Sequence[str | os.PathLike[str]] = ()) -> dict[str, Scenario]:
+    """The scenarios the tab offers besides the baseline, by the name its picker and the URL
+    use: the shipped examples, then each file of ``paths`` by its name without the suffix
+    (made unique with -2, -3 ...). A file that cannot be read raises ScenarioError naming it.
+    """
+    out = {name: load_scenario(example_scenario(name)) for name in EXAMPLES}
+    for path in paths:
+        stem = Path(path).stem or "scenario"
+        name, i = stem, 2
+        while name in out or name == BASELINE:
+            name, i = f"{stem}-{i}", i + 1
+        out[name] = load_scenario(path)
+    return out
+
+
+def check_scenarios(cubes: CubeSet, scenarios: Mapping[str, Scenario]) -> None:
+    """Project each scenario on each served cube once, so that one the tab could not show
+    (a region, network type or link the cube lacks) fails before the server starts."""
+    for name in cubes.names:
+        q, _ = cubes.get(name)
+        for scenario in scenarios.values():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", WhatIfWarning)
+                try:
+                    whatif(q.cube, scenario)
+                except ScenarioError as exc:
+                    raise ScenarioError(f"{exc} (on cube {q.cube.path})") from None
 
 
 def with_growth(base: Scenario, types: dict[str, float], regions: dict[str, float]) -> Scenario:
@@ -136,23 +180,35 @@ class View:
         traffic = cube_traffic(q.cube)
         self.types = list(traffic.network_types)
         self.regions = list(traffic.regions)
+        state = page.state.whatif  # from the URL: the tab opens as the link showed it
         self.w_scenario = Select(
             title="Scenario",
-            options=[BASELINE, *EXAMPLES],
-            value=BASELINE,
+            options=list(page.choices.scenarios),
+            value=state.scenario,
             name="whatif-scenario",
+            width=CONTROLS_WIDTH - 20,
+        )
+        self.w_percentile = Select(
+            title="Statistic of bucket rates",
+            options=[(v, PERCENTILE_LABELS[v]) for v in PERCENTILES],
+            value=state.percentile,
+            name="whatif-percentile",
             width=CONTROLS_WIDTH - 20,
         )
         self.w_links = MultiChoice(
             title=f"Links drawn (none: the {DEFAULT_LINES} soonest to run out)",
-            options=[],
-            value=[],
+            options=list(state.links),
+            value=list(state.links),
             name="whatif-links",
             width=CONTROLS_WIDTH - 20,
         )
-        self.type_sliders = {t: self._slider("type", t) for t in self.types}
-        self.region_sliders = {r: self._slider("region", r) for r in self.regions}
-        for w in (self.w_scenario, self.w_links):
+        self.type_sliders = {
+            t: self._slider("type", t, state.grow_types.get(t, 0.0)) for t in self.types
+        }
+        self.region_sliders = {
+            r: self._slider("region", r, state.grow_regions.get(r, 0.0)) for r in self.regions
+        }
+        for w in (self.w_scenario, self.w_percentile, self.w_links):
             w.on_change("value", lambda attr, old, new: self._changed(page))
         for s in [*self.type_sliders.values(), *self.region_sliders.values()]:
             s.on_change("value_throttled", lambda attr, old, new: self._changed(page))
@@ -213,6 +269,7 @@ class View:
         label = "<b style='font:12px sans-serif'>{}</b>".format
         controls = column(
             self.w_scenario,
+            self.w_percentile,
             Div(text=label("Growth by network type, % a month")),
             *self.type_sliders.values(),
             Div(text=label("Growth by region, % a month")),
@@ -222,28 +279,33 @@ class View:
         )
         self.layout = column(row(controls, self.figure), self.note, self.table)
 
-    def _slider(self, kind: str, value: str) -> Slider:
+    def _slider(self, kind: str, value: str, percent: float) -> Slider:
         return Slider(
             title=value,
             name=slider_name(kind, value),
             width=CONTROLS_WIDTH - 20,
             format="0[.]0",
+            value=percent,
             **SLIDER,
         )
 
     def _changed(self, page) -> None:
-        """Recompute this tab (a widget of its own changed; the page's filters did not)."""
+        """Keep the tab's choices in the page's state (so in its URL) and recompute this
+        tab (a widget of its own changed; the page's filters did not)."""
+        page.state.whatif = WhatIfState(
+            scenario=self.w_scenario.value,
+            grow_types={t: float(s.value) for t, s in self.type_sliders.items() if s.value},
+            grow_regions={r: float(s.value) for r, s in self.region_sliders.items() if s.value},
+            percentile=self.w_percentile.value,
+            links=tuple(self.w_links.value),
+        )
         page._dirty.add(page.views.index(self))
         page.refresh()
 
-    def scenario(self) -> Scenario:
+    def scenario(self, page) -> Scenario:
         """The picked scenario plus the sliders' growth."""
         pick = self.w_scenario.value
-        base = (
-            Scenario(name=BASELINE)
-            if pick not in EXAMPLES
-            else load_scenario(example_scenario(pick))
-        )
+        base = page.scenarios.get(pick) or Scenario(name=BASELINE)
         return with_growth(
             base,
             {t: float(s.value) for t, s in self.type_sliders.items()},
@@ -254,7 +316,7 @@ class View:
         q, _ = page.query()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", WhatIfWarning)
-            result = whatif(q.cube, self.scenario())
+            result = whatif(q.cube, self.scenario(page), percentile=self.w_percentile.value or None)
         summary = result.summary[result.summary["capacity_gbps"].notna()]
         keys = [f"{r.link} {r.direction}" for r in summary.itertuples(index=False)]
         self.w_links.options = keys
