@@ -245,6 +245,11 @@ def parse_uint(values: pa.Array, max_value: int) -> tuple[np.ndarray, np.ndarray
     if pa.types.is_null(t):
         state[:] = _MISSING
         return out, state
+    if pa.types.is_unsigned_integer(t) and arr.null_count == 0:  # typed sources: no copies
+        out = arr.to_numpy().astype(np.uint64)
+        if max_value < MAX_U64:
+            state[out > np.uint64(max_value)] = _OVERFLOW
+        return out, state
     valid = _valid(arr)
     state[~valid] = _MISSING
     if pa.types.is_unsigned_integer(t):
@@ -550,6 +555,8 @@ class ColumnConverter:
         fields = [*FIELD_ORDER, DURATION]
 
         def flag(mask: np.ndarray, why: str, fname: str) -> None:
+            if not mask.any():
+                return
             new = mask & (reason < 0)
             if new.any():
                 if why not in reasons:
@@ -642,7 +649,7 @@ class ColumnConverter:
                 flag(st == _OVERFLOW, "counter_overflow", fname)
             else:
                 flag((st == _NEGATIVE) | (st == _BAD) | (st == _OVERFLOW), f"bad_{kind}", fname)
-            ints[fname] = np.where(st == _OK, v, 0).astype(np.uint64)
+            ints[fname] = v if not st.any() else np.where(st == _OK, v, 0).astype(np.uint64)
         if "proto" in cols:
             v, st = parse_proto(cols["proto"])
             flag((st == _NEGATIVE) | (st == _BAD) | (st == _OVERFLOW), "bad_proto", "proto")
