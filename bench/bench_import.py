@@ -470,6 +470,12 @@ PCAP_WORK = (
     "    d.finish()\n"
     "    d.take()",
 )
+#: an importer's read() alone: reading and checking every record, no Parquet, no manifest
+READ_WORK = (
+    "from pathlib import Path\nfrom flowatlas.io.importers.base import ImportOptions, get_importer",
+    "opts = ImportOptions(extra=(('now_us', {now}),))\n"
+    "    sum(b.records_read for b in get_importer({fmt!r})().read(Path(path), opts))",
+)
 #: formats whose import and reference also run in-process, start-up excluded: the targets
 #: of issue 16 are rates per core of the work itself
 IN_PROCESS_FORMATS = {"csv": CSV_WORK, "netflow-pcap": PCAP_WORK}
@@ -555,6 +561,10 @@ def cases(inputs: dict[str, object], binary: str, out: Path, skip_slow: bool) ->
             ref_name = ref_name.replace(", python -c", "").replace(" (python -c)", "")
             ref_name = ref_name.replace("python -c ", "")
             rows.append((fmt, f"{fmt}: {ref_name}{IN_PROCESS_SUFFIX}", ref, n_other))
+            if fmt == "csv":  # the importer's own reading, next to pyarrow's
+                read = in_process(READ_WORK, path, warm, str(out), fmt=fmt, now=NOW_US)
+                rows.append((fmt, f"{fmt}: importer read() alone, reading and checks"
+                             f"{IN_PROCESS_SUFFIX}", read, n_other))  # fmt: skip
             rows.append((fmt, f"{fmt}: import_sources(FILE), to Parquet{IN_PROCESS_SUFFIX}",
                          work, n_other))  # fmt: skip
     return rows
