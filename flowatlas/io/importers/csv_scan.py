@@ -48,7 +48,7 @@ def _digits(data, at, count):  # pragma: no cover - compiled
     """The number written by ``count`` ASCII digits at ``at``, or -1 if one is not a digit."""
     v = 0
     for i in range(at, at + count):
-        c = data[i]
+        c = int(data[i])
         if c < 48 or c > 57:
             return -1
         v = v * 10 + (c - 48)
