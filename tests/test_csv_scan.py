@@ -18,7 +18,7 @@ import pytest
 
 from flowatlas.addresses import parse_addresses
 from flowatlas.io.importers import csv as csvmod
-from flowatlas.io.importers.base import ImportOptions, get_importer
+from flowatlas.io.importers.base import ImportOptions, empty_quarantine, get_importer
 from flowatlas.io.importers.csv import (
     _OK,
     ColumnConverter,
@@ -35,6 +35,7 @@ from flowatlas.io.importers.csv_scan import (
     byte_classes,
     scan_block,
 )
+from flowatlas.schema import FLOW_SCHEMA_V1
 
 NOW_US = 1_790_000_000 * 1_000_000
 MUTATIONS = "0123456789-:.TZz +/ab\"',\t"
@@ -211,8 +212,9 @@ def import_text(path: Path) -> tuple[pa.Table, pa.Table, int]:
 
 
 def _joined(batches: list) -> tuple[pa.Table, pa.Table, int]:
-    table = pa.concat_tables([b.table for b in batches]).combine_chunks()
-    quarantine = pa.concat_tables([b.quarantine for b in batches]).combine_chunks()
+    table = pa.concat_tables([FLOW_SCHEMA_V1.empty_table(), *(b.table for b in batches)])
+    quarantine = pa.concat_tables([empty_quarantine(), *(b.quarantine for b in batches)])
+    table, quarantine = table.combine_chunks(), quarantine.combine_chunks()
     n = sum(b.records_read for b in batches)
     assert n == table.num_rows + quarantine.num_rows  # nothing dropped
     return table, quarantine, n
@@ -248,3 +250,49 @@ def test_plain_blocks_take_the_fast_path(tmp_path):
     assert batch is not None and batch.table.num_rows == 50
     odd = rows + ODD_ROWS[0] + "\n"
     assert csvmod._scan(memoryview(odd.encode()), ",", kinds, slots, fields, conv, 0) is None
+
+
+GOOD = "2024-03-01T10:00:00Z,2024-03-01T10:00:01Z,192.0.2.1,2001:db8::2,1,2,6,100,1,x"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # a header and nothing else
+        GOOD.encode(),  # no line end at the end of the file
+        (GOOD + "\r\n" + GOOD + "\r\n").encode(),
+        (GOOD + ",extra\n" + GOOD + "\n").encode(),  # a field too many
+        (GOOD + "\n\n" + GOOD + "\n").encode(),  # an empty line
+        (GOOD + "\r" + GOOD + "\n").encode(),  # a bare carriage return
+        (GOOD + "\n" + "9" * (2 << 20) + "\n" + GOOD + "\n").encode(),  # a line over 1 MiB
+        ("\n".join([GOOD] * 30) + '\n"' + GOOD + "\n").encode(),  # an unclosed quote
+        ("\n".join([GOOD] * 30) + "\n" + GOOD.replace(",1,2,", ",01,2,") + "\n").encode(),
+    ],
+)
+def test_edge_files_import_as_through_the_text_path(tmp_path, monkeypatch, body):
+    monkeypatch.setattr(csvmod, "SCAN_BLOCK_BYTES", 256)
+    path = tmp_path / "flows.csv"
+    path.write_bytes(HEADER.encode() + body)
+    fast, text = import_fast(path), import_text(path)
+    assert fast[2] == text[2]
+    assert fast[0].equals(text[0])
+    assert in_file_order(fast[1]).equals(in_file_order(text[1]))
+
+
+def test_gzip_and_tab_delimited_files(tmp_path, monkeypatch):
+    import gzip
+
+    monkeypatch.setattr(csvmod, "SCAN_BLOCK_BYTES", 512)
+    rng = random.Random(3)
+    rows = [plain_row(rng, plain=True) for _ in range(200)]
+    path = tmp_path / "flows.csv.gz"
+    path.write_bytes(gzip.compress((HEADER + "\n".join(rows) + "\n").encode()))
+    fast, text = import_fast(path), import_text(path)
+    assert fast[2] == text[2] == 200 and fast[0].equals(text[0])
+    tab = tmp_path / "flows.tsv"
+    tab.write_text((HEADER + "\n".join(rows) + "\n").replace(",", "\t"))
+    spec = tmp_path / "map.toml"
+    spec.write_text('[options]\ndelimiter = "\\t"\n')
+    opts = ImportOptions(batch_rows=500, extra=(("now_us", NOW_US), ("csv_map", str(spec))))
+    got = _joined(list(get_importer("csv")().read(tab, opts)))
+    assert got[2] == 200 and got[0].equals(fast[0])
