@@ -75,6 +75,8 @@ DATA = Path(__file__).resolve().parent / "_data"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "Import throughput (bench/bench_import.py)"
 NOW_US = 1_790_000_000 * 1_000_000
+#: records of the small file each in-process case reads first (loads modules and kernels)
+WARM_RECORDS = 2000
 
 
 # --------------------------------------------------------------------------- inputs
@@ -408,13 +410,15 @@ def prepare(binary: str, records: int, other: int, files: int) -> dict[str, obje
         "pmacct-json": ("pmacct.json", write_pmacct_json),
         "netflow-pcap": ("ipfix.pcap", write_ipfix_pcap),
     }
+    warm = rows.slice(0, min(WARM_RECORDS, rows.num_rows))
     for fmt, (name, writer) in writers.items():
-        path = DATA / f"{rows.num_rows}.{name}"
-        if not path.exists():
-            tmp = path.with_name("." + path.name + ".tmp")
-            writer(rows, tmp)
-            tmp.rename(path)
-        inputs[fmt] = path
+        for key, part in ((fmt, rows), (f"warm {fmt}", warm)):
+            path = DATA / f"{part.num_rows}.{name}"
+            if not path.exists():
+                tmp = path.with_name("." + path.name + ".tmp")
+                writer(part, tmp)
+                tmp.rename(path)
+            inputs[key] = path
     return inputs
 
 
@@ -437,6 +441,54 @@ NATIVE_READER = (
     "n = read({path!r})\n"
     "print('inner', time.perf_counter() - w, time.process_time() - c)\n"
 )
+#: the same work in-process after a first run on a small file of the same format (start-up,
+#: imports and numba's kernel loading excluded): prints ``inner WALL CPU``
+IN_PROCESS = (
+    "import shutil, time\n"
+    "{setup}\n"
+    "def run(path, out):\n"
+    "    {work}\n"
+    "run({warm!r}, {out!r} + '.warm')\n"
+    "w, c = time.perf_counter(), time.process_time()\n"
+    "run({path!r}, {out!r})\n"
+    "print('inner', time.perf_counter() - w, time.process_time() - c)\n"
+    "shutil.rmtree({out!r} + '.warm', ignore_errors=True)\n"
+)
+IMPORT_WORK = (
+    "from flowatlas.io.commands import import_sources",
+    "import_sources([path], out, fmt={fmt!r}, jobs=1, progress=False, now_us={now})",
+)
+CSV_WORK = ("import pyarrow.csv as pacsv", "pacsv.read_csv(path)")
+PCAP_WORK = (
+    "from flowatlas.io.netflow import NetflowDecoder\n"
+    "from flowatlas.io.pcap import CaptureStats, iter_datagrams",
+    "d = NetflowDecoder(path)\n"
+    "    for k, g in iter_datagrams(path, CaptureStats()):\n"
+    "        d.feed(g.payload, g.src_ip, k)\n"
+    "        if d.pending_rows >= 1 << 20:\n"
+    "            d.take()\n"
+    "    d.finish()\n"
+    "    d.take()",
+)
+#: an importer's read() alone: reading and checking every record, no Parquet, no manifest
+READ_WORK = (
+    "from pathlib import Path\nfrom flowatlas.io.importers.base import ImportOptions, get_importer",
+    "opts = ImportOptions(extra=(('now_us', {now}),))\n"
+    "    sum(b.records_read for b in get_importer({fmt!r})().read(Path(path), opts))",
+)
+#: formats whose import and reference also run in-process, start-up excluded: the targets
+#: of issue 16 are rates per core of the work itself
+IN_PROCESS_FORMATS = {"csv": CSV_WORK, "netflow-pcap": PCAP_WORK}
+
+
+def in_process(work: tuple[str, str], path: str, warm: str, out: str, **fmt: object) -> list[str]:
+    """A python -c case: ``work`` (set-up code, code run on ``path`` and ``out``) timed after
+    a first run on ``warm``."""
+    setup, body = (w.format(**fmt) for w in work)
+    return py_case(IN_PROCESS.format(setup=setup, work=body, path=path, warm=warm, out=out))
+
+
+#: the row of the native reader's own timing (its case prints ``inner`` too)
 INNER = "nfcapd: native reader alone, start-up excluded (in-process)"
 PCAP_DECODER = (
     "from flowatlas.io.netflow import NetflowDecoder\n"
@@ -458,7 +510,11 @@ PB_DECODER = (
 
 
 def cases(inputs: dict[str, object], binary: str, out: Path, skip_slow: bool) -> list[tuple]:
-    """(group, name, argv, records) for every case, reference first in each group."""
+    """(group, name, argv, records) for every case, reference first in each group.
+
+    A case whose name ends in ``(in-process, start-up excluded)`` reports what its child
+    printed as ``inner WALL CPU``, not the child's own time.
+    """
     fa = [sys.executable, "-m", "flowatlas", "import"]
     big, split = str(inputs["nfcapd"]), str(inputs["split"])
     n, n_split, n_other = inputs["n_nfcapd"], inputs["n_split"], inputs["n_other"]
@@ -498,7 +554,45 @@ def cases(inputs: dict[str, object], binary: str, out: Path, skip_slow: bool) ->
         how = "--format csv " if fmt == "csv" else ""
         name = f"{fmt}: flowatlas import FILE {how}-j 1 (to Parquet)"
         rows.append((fmt, name, imp(path, "--format", fmt, "-j", "1"), n_other))
+        if fmt in IN_PROCESS_FORMATS:
+            warm = str(inputs[f"warm {fmt}"])
+            ref = in_process(IN_PROCESS_FORMATS[fmt], path, warm, str(out))
+            work = in_process(IMPORT_WORK, path, warm, str(out), fmt=fmt, now=NOW_US)
+            ref_name = ref_name.replace(", python -c", "").replace(" (python -c)", "")
+            ref_name = ref_name.replace("python -c ", "")
+            rows.append((fmt, f"{fmt}: {ref_name}{IN_PROCESS_SUFFIX}", ref, n_other))
+            if fmt == "csv":  # the importer's own reading, next to pyarrow's
+                read = in_process(READ_WORK, path, warm, str(out), fmt=fmt, now=NOW_US)
+                rows.append((fmt, f"{fmt}: importer read() alone, reading and checks"
+                             f"{IN_PROCESS_SUFFIX}", read, n_other))  # fmt: skip
+            rows.append((fmt, f"{fmt}: import_sources(FILE), to Parquet{IN_PROCESS_SUFFIX}",
+                         work, n_other))  # fmt: skip
     return rows
+
+
+IN_PROCESS_SUFFIX = " (in-process, start-up excluded)"
+
+
+def scaling_line(runs: dict[str, list[Measurement]], inputs: dict, files: int) -> str:
+    """How ``-j 2`` compares with ``-j 1`` on the multi-file import."""
+    name = Path(str(inputs["split"])).name
+    one, two = (runs[f"nfcapd files: flowatlas import DIR -j {j} ({name})"] for j in (1, 2))
+    w1, w2 = (statistics.median(m.seconds for m in ms) for ms in (one, two))
+    c1, c2 = (statistics.median(m.cpu_seconds for m in ms) for ms in (one, two))
+    return (
+        f"-j scaling, {files} nfcapd files: -j 2 takes {w2:.2f} s against {w1:.2f} s with "
+        f"-j 1 (speed-up {w1 / w2:.2f}x; CPU {c2:.2f} s against {c1:.2f} s). With other work "
+        "on the machine, two workers do not get two cores to themselves."
+    )
+
+
+def inner_row(name: str, n: int, ms: list[Measurement]) -> list[str]:
+    """The table row of what the runs of an in-process case printed (``inner WALL CPU``)."""
+    inner = [line.split()[1:] for m in ms for line in m.stdout.splitlines()
+             if line.startswith("inner ")]  # fmt: skip
+    wall = statistics.median(float(w) for w, _ in inner)
+    cpu = statistics.median(float(c) for _, c in inner)
+    return [name, f"{n:,}", rate(n, wall), rate(n, cpu), f"{wall:.2f}", f"{cpu:.2f}", "-"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -551,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
     table_rows = []
     for _group, name, _cmd, n in todo:
         ms = runs[name]
+        if name.endswith(IN_PROCESS_SUFFIX):
+            table_rows.append(inner_row(name, n, ms))
+            continue
         wall = statistics.median(m.seconds for m in ms)
         cpu = statistics.median(m.cpu_seconds for m in ms)
         peak = statistics.median(m.peak_rss for m in ms)
@@ -566,13 +663,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
         if name.startswith("nfcapd: native reader alone"):
-            inner = [line.split()[1:] for m in ms for line in m.stdout.splitlines()]
-            wall_in = statistics.median(float(w) for w, _ in inner)
-            cpu_in = statistics.median(float(c) for _, c in inner)
-            table_rows.append(
-                [INNER, f"{n:,}", rate(n, wall_in), rate(n, cpu_in), f"{wall_in:.2f}",
-                 f"{cpu_in:.2f}", "-"]
-            )  # fmt: skip
+            table_rows.append(inner_row(INNER, n, ms))
     m = machine()
     v = versions("pyarrow", "numpy", "numba")
     body = "\n".join(
@@ -597,7 +688,11 @@ def main(argv: list[str] | None = None) -> int:
             "records/s = records / median wall time, start-up included; records/CPU-s = "
             "records / CPU time of the process tree (nfdump and workers included), the "
             "per-core rate, which moves less when other work shares the cores. Peak RSS: the "
-            "process tree's resident memory, polled every 10 ms.",
+            "process tree's resident memory, polled every 10 ms. Rows marked in-process time "
+            f"the work alone, in a process that first did the same on {WARM_RECORDS:,} "
+            "records (Python's start-up, imports and numba's kernel loading excluded).",
+            "",
+            scaling_line(runs, inputs, args.files),
         ]
     )
     print(f"## {HEADING}\n\n{body}")

@@ -43,6 +43,7 @@ from flowatlas.io.importers.base import (
     quarantine_rows,
     register,
 )
+from flowatlas.io.importers.csv_scan import ADDRESS, SKIP, TIME, UINT, byte_classes, scan_block
 from flowatlas.schema import COUNTS_RAW, COUNTS_SCALED, FLOW_SCHEMA_V1, TIMESTAMP
 
 if sys.version_info >= (3, 11):
@@ -243,6 +244,11 @@ def parse_uint(values: pa.Array, max_value: int) -> tuple[np.ndarray, np.ndarray
     t = arr.type
     if pa.types.is_null(t):
         state[:] = _MISSING
+        return out, state
+    if pa.types.is_unsigned_integer(t) and arr.null_count == 0:  # typed sources: no copies
+        out = arr.to_numpy().astype(np.uint64)
+        if max_value < MAX_U64:
+            state[out > np.uint64(max_value)] = _OVERFLOW
         return out, state
     valid = _valid(arr)
     state[~valid] = _MISSING
@@ -549,6 +555,8 @@ class ColumnConverter:
         fields = [*FIELD_ORDER, DURATION]
 
         def flag(mask: np.ndarray, why: str, fname: str) -> None:
+            if not mask.any():
+                return
             new = mask & (reason < 0)
             if new.any():
                 if why not in reasons:
@@ -641,7 +649,7 @@ class ColumnConverter:
                 flag(st == _OVERFLOW, "counter_overflow", fname)
             else:
                 flag((st == _NEGATIVE) | (st == _BAD) | (st == _OVERFLOW), f"bad_{kind}", fname)
-            ints[fname] = np.where(st == _OK, v, 0).astype(np.uint64)
+            ints[fname] = v if not st.any() else np.where(st == _OK, v, 0).astype(np.uint64)
         if "proto" in cols:
             v, st = parse_proto(cols["proto"])
             flag((st == _NEGATIVE) | (st == _BAD) | (st == _OVERFLOW), "bad_proto", "proto")
@@ -1056,6 +1064,7 @@ class CsvRowReader:
         block_size: int = 8 << 20,
         skip_rows: int = 0,
         ignore_line: Any = None,
+        row_offset: int = 0,
     ) -> None:
         self.where = where
         self.delimiter = delimiter
@@ -1085,7 +1094,9 @@ class CsvRowReader:
         except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
             raise InputError(f"{where}: not a readable CSV file: {_first_line(exc)}") from None
         self.schema = pa.schema([pa.field(n, pa.string()) for n in self._reader.schema.names])
-        self._rows = 0  # data rows consumed (valid + invalid)
+        self._rows = row_offset  # the number of the last valid data row so far
+        self._row_offset = row_offset
+        self._taken: set[int] = set()  # numbers of invalid rows after the last valid one
 
     def _on_invalid(self, row: Any) -> str:
         text = row.text or ""
@@ -1098,6 +1109,23 @@ class CsvRowReader:
         else:
             self._invalid.append((number, text))
         return "skip"
+
+    def _valid_numbers(self, n: int, invalid: list[int]) -> np.ndarray:
+        """The data row numbers of the next ``n`` valid rows: the next numbers that are not
+        those of invalid rows (``invalid``: the numbers reported since the last block)."""
+        self._taken.update(invalid)
+        taken = np.array(sorted(t for t in self._taken if t > self._rows), dtype=np.int64)
+        numbers = np.arange(self._rows + 1, self._rows + n + len(taken) + 1, dtype=np.int64)
+        if len(taken):
+            numbers = numbers[~np.isin(numbers, taken)][:n]
+        if n:
+            self._rows = int(numbers[-1])
+        self._taken = {t for t in self._taken if t > self._rows}
+        return numbers
+
+    def _number(self, invalid: tuple) -> tuple:
+        """An invalid row with its data row number (counted from the file's first data row)."""
+        return (max(invalid[0] - self.header_lines, 0) + self._row_offset, *invalid[1:])
 
     def _as_text(
         self, block: pa.RecordBatch, numbers: np.ndarray
@@ -1131,24 +1159,15 @@ class CsvRowReader:
                 raise InputError(f"{self.where}: unreadable CSV: {_first_line(exc)}") from None
             invalid, self._invalid = self._invalid, []
             # row numbers of the invalid rows are physical-ish (counting the header); data rows
-            # are numbered from 1 in file order, valid and invalid together
-            inv_rows: list[tuple] = [(max(r[0] - self.header_lines, 0), *r[1:]) for r in invalid]
-            total = block.num_rows + len(inv_rows)
-            numbers = np.arange(self._rows + 1, self._rows + total + 1, dtype=np.int64)
-            if inv_rows:
-                taken = np.array([r[0] for r in inv_rows], dtype=np.int64)
-                numbers = np.setdiff1d(numbers, taken, assume_unique=True)[: block.num_rows]
-                if len(numbers) < block.num_rows:  # numbering unknown: fall back to order
-                    numbers = np.arange(
-                        self._rows + 1, self._rows + block.num_rows + 1, dtype=np.int64
-                    )
-            self._rows += total
+            # are numbered from 1 in file order, valid and invalid together. pyarrow may meet
+            # an invalid row while reading ahead, before the block it belongs to is yielded
+            inv_rows: list[tuple] = [self._number(r) for r in invalid]
+            numbers = self._valid_numbers(block.num_rows, [r[0] for r in inv_rows])
             block, numbers, rejected = self._as_text(block, numbers)
             yield block, numbers, inv_rows + rejected
         if self._invalid:  # rows after the last block
             invalid, self._invalid = self._invalid, []
-            inv_rows = [(max(r[0] - self.header_lines, 0), *r[1:]) for r in invalid]
-            self._rows += len(inv_rows)
+            inv_rows = [self._number(r) for r in invalid]
             yield (
                 pa.RecordBatch.from_pydict(
                     {n: pa.array([], pa.string()) for n in self.schema.names}
@@ -1193,8 +1212,12 @@ def read_mapped_csv(
     source: Any = None,
     column_names: list[str] | None = None,
     ignore_line: Any = None,
+    row_offset: int = 0,
 ) -> Iterator[Batch]:
-    """Read a CSV whose columns ``mapping`` ties to v1 fields; yield converted batches."""
+    """Read a CSV whose columns ``mapping`` ties to v1 fields; yield converted batches.
+
+    ``row_offset`` data rows came before ``source`` (their numbers continue from it).
+    """
     where = str(path)
     wanted = list(dict.fromkeys(mapping.values()))
     reader = CsvRowReader(
@@ -1204,6 +1227,7 @@ def read_mapped_csv(
         column_names=column_names,
         delimiter=delimiter,
         ignore_line=ignore_line,
+        row_offset=row_offset,
     )
     acc = BatchAccumulator(batch_rows)
     for block, numbers, invalid in reader:
@@ -1212,6 +1236,192 @@ def read_mapped_csv(
         batch = converter.convert(cols, numbers, label="row", extra_quarantine=extra)
         yield from acc.add(batch)
     yield from acc.flush()
+
+
+#: bytes the plain-CSV fast path parses at a time (as many as pyarrow's blocks)
+SCAN_BLOCK_BYTES = 8 << 20
+_SCAN_KIND = {
+    **dict.fromkeys(("time_start", "time_end"), TIME),
+    **dict.fromkeys(("exporter", "src_addr", "dst_addr"), ADDRESS),
+    **dict.fromkeys((*_UINT_FIELDS, "proto"), UINT),
+}
+
+
+class _Prefixed:
+    """A byte stream: ``head`` first, then the rest of ``raw``."""
+
+    def __init__(self, head: bytes, raw: Any) -> None:
+        self._head = head
+        self._raw = raw
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size is None or size < 0:
+                out, self._head = self._head + bytes(self._raw.read()), b""
+                return out
+            out, self._head = self._head[:size], self._head[size:]
+            return out
+        return bytes(self._raw.read(size))
+
+    def close(self) -> None:
+        self.closed = True
+        self._raw.close()
+
+
+def _scan_plan(
+    header: list[str], mapping: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, int]]] | None:
+    """Per CSV column its kind and output slot, per field its (kind, slot); None: text path.
+
+    The fast path needs every mapped field to be one it parses (not ``duration``), distinct
+    column names, and each column read as one kind.
+    """
+    if len(header) < 2 or len(set(header)) != len(header):
+        return None
+    kinds = np.zeros(len(header), dtype=np.int8)
+    slots = np.zeros(len(header), dtype=np.int64)
+    used = {TIME: 0, ADDRESS: 0, UINT: 0}
+    fields: dict[str, tuple[int, int]] = {}
+    for fname, col in mapping.items():
+        kind = _SCAN_KIND.get(fname)
+        if kind is None:
+            return None
+        c = header.index(col)
+        if kinds[c] == SKIP:
+            kinds[c], slots[c] = kind, used[kind]
+            used[kind] += 1
+        elif kinds[c] != kind:
+            return None
+        fields[fname] = (kind, int(slots[c]))
+    return kinds, slots, fields
+
+
+def read_csv_file(
+    path: Path,
+    converter: ColumnConverter,
+    mapping: dict[str, str],
+    header: list[str],
+    *,
+    delimiter: str,
+    batch_rows: int,
+) -> Iterator[Batch]:
+    """Read a CSV file (``header``: its first line) through the fast path while it is plain.
+
+    Blocks of whole lines are parsed by :func:`~.csv_scan.scan_block` into typed columns and
+    checked by ``converter`` like any typed source. The first block that is not plain, and
+    everything after it, goes through :func:`read_mapped_csv` (the text path), with rows
+    numbered on from where the fast path stopped; so does a block whose typed rows would be
+    quarantined, so that quarantine details quote the text. The batches are the text path's.
+    """
+    plan = _scan_plan(header, mapping)
+    stream = open_text_stream(path)
+    text_path = {"delimiter": delimiter, "batch_rows": batch_rows}
+    if plan is None or len(delimiter.encode()) != 1:
+        yield from read_mapped_csv(path, converter, mapping, source=stream, **text_path)
+        return
+    kinds, slots, fields = plan
+    pending = _read_block(path, stream)
+    end_of_header = pending.find(b"\n") + 1
+    if end_of_header == 0 or pending[:end_of_header].count(b'"') % 2:
+        source = _Prefixed(pending, stream)
+        yield from read_mapped_csv(path, converter, mapping, source=source, **text_path)
+        return
+    pending = pending[end_of_header:]
+    acc = BatchAccumulator(batch_rows)
+    rows_done = 0
+    while True:
+        more = _read_block(path, stream)
+        data = pending + more if pending else more
+        if more:
+            cut = data.rfind(b"\n") + 1
+            if cut == 0 and len(data) <= MAX_LINE_BYTES:  # a line not finished yet
+                pending = data
+                continue
+            block, pending = memoryview(data)[:cut], data[cut:]
+        else:
+            block, pending = memoryview(data), b""
+            if not block:
+                break
+        batch = _scan(block, delimiter, kinds, slots, fields, converter, rows_done)
+        if batch is None:  # not plain: this block and the rest through the text path
+            yield from acc.flush()
+            yield from read_mapped_csv(
+                path, converter, mapping, source=_Prefixed(bytes(block) + pending, stream),
+                column_names=header, row_offset=rows_done, **text_path
+            )  # fmt: skip
+            return
+        if batch.quarantine.num_rows:  # quote the text in quarantine: the text path's batch
+            batch = _text_block(path, block, converter, mapping, header, delimiter, rows_done)
+        rows_done += int(batch.records_read or 0)
+        yield from acc.add(batch)
+        if not more:
+            break
+    yield from acc.flush()
+
+
+def _read_block(path: Path, stream: Any) -> bytes:
+    """The next bytes of ``stream`` (empty at its end), or an InputError naming ``path``."""
+    try:
+        return bytes(stream.read(SCAN_BLOCK_BYTES))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: unreadable CSV: {_first_line(exc)}") from None
+
+
+def _scan(
+    block: memoryview,
+    delimiter: str,
+    kinds: np.ndarray,
+    slots: np.ndarray,
+    fields: dict[str, tuple[int, int]],
+    converter: ColumnConverter,
+    rows_done: int,
+) -> Batch | None:
+    """One block through the fast path, or None if it is not plain."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    capacity = len(data) // len(kinds) + 1  # a line holds a byte per field at least
+    counts = [max(1, int(np.count_nonzero(kinds == k))) for k in (TIME, ADDRESS, UINT)]
+    times = np.empty((counts[0], capacity), dtype=np.int64)
+    hi = np.empty((counts[1], capacity), dtype=np.uint64)
+    lo = np.empty((counts[1], capacity), dtype=np.uint64)
+    uints = np.empty((counts[2], capacity), dtype=np.uint64)
+    rows, plain = scan_block(data, byte_classes(ord(delimiter)), kinds, slots, times, hi, lo, uints)
+    if not plain:
+        return None
+    columns: dict[str, pa.Array] = {}
+    for fname, (kind, slot) in fields.items():
+        if kind == TIME:
+            columns[fname] = pa.array(times[slot, :rows], pa.timestamp("us", tz="UTC"))
+        elif kind == ADDRESS:
+            columns[fname] = hilo_to_bytes16(hi[slot, :rows], lo[slot, :rows])
+        else:
+            columns[fname] = pa.array(uints[slot, :rows], pa.uint64())
+    positions = np.arange(rows_done + 1, rows_done + rows + 1, dtype=np.int64)
+    return converter.convert(columns, positions, label="row")
+
+
+def _text_block(
+    path: Path,
+    block: memoryview,
+    converter: ColumnConverter,
+    mapping: dict[str, str],
+    header: list[str],
+    delimiter: str,
+    rows_done: int,
+) -> Batch:
+    """One block of whole lines through the text path, as one batch."""
+    batches = list(
+        read_mapped_csv(
+            path, converter, mapping, delimiter=delimiter, batch_rows=1 << 62,
+            source=pa.BufferReader(pa.py_buffer(block)), column_names=header,
+            row_offset=rows_done,
+        )
+    )  # fmt: skip
+    (batch,) = batches  # whole lines, one accumulator: one batch
+    return batch
 
 
 def csv_header(path: Path, delimiter: str = ",") -> list[str]:
@@ -1289,6 +1499,11 @@ class CsvImporter(Importer):
                 f"{path}: no column mapped to {', '.join(missing)} "
                 f"(columns: {', '.join(header[:20])}); give --csv-map FIELD=COLUMN,..."
             )
-        yield from read_mapped_csv(
-            path, converter, mapping, delimiter=spec.delimiter, batch_rows=options.batch_rows
+        yield from read_csv_file(
+            path,
+            converter,
+            mapping,
+            header,
+            delimiter=spec.delimiter,
+            batch_rows=options.batch_rows,
         )
