@@ -531,13 +531,8 @@ def _fold(run_start, r_p, r_d, r_v, r_s, up, n_up, d_all):  # pragma: no cover -
 
 
 @numba.njit(nogil=True, cache=True)
-def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn):  # pragma: no cover - compiled
-    """Rows grouped by address (dense ``ids``), addresses in ASN order, then first-seen.
-
-    Returns, per address in that order, its ASN and one of its input rows; where its rows
-    start; and the rows' columns. A counting sort scatters the columns straight to their
-    places: random writes, where gathering them through a row order read them at random.
-    """
+def _first_rows(ids, n_ids, asn):  # pragma: no cover - compiled
+    """Each address's first row (dense ``ids``) and the ASN of that row."""
     n = ids.size
     first = np.full(n_ids, -1, np.int64)
     for i in range(n):
@@ -546,7 +541,29 @@ def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn):  # pragma: no cover - compi
     id_asn = np.empty(n_ids, np.int64)
     for k in range(n_ids):
         id_asn[k] = asn[first[k]]
-    by_asn = np.argsort(id_asn, kind="mergesort")  # position -> address id
+    return first, id_asn
+
+
+def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn):
+    """Rows grouped by address (dense ``ids``), addresses in ASN order, then first-seen.
+
+    Returns, per address in that order, its ASN and one of its input rows; where its rows
+    start; and the rows' columns. A counting sort scatters the columns straight to their
+    places: random writes, where gathering them through a row order read them at random.
+    The ASN order is NumPy's stable sort, outside the kernels: numba's own sort would add
+    about a second to the first compile after an install, for a sort of distinct
+    addresses only.
+    """
+    first, id_asn = _first_rows(ids, n_ids, asn)
+    by_asn = np.argsort(id_asn, kind="stable")  # position -> address id
+    return _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol)
+
+
+@numba.njit(nogil=True, cache=True)
+def _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol):  # pragma: no cover
+    """:func:`_by_asn` once the addresses' ASN order ``by_asn`` is known."""
+    n = ids.size
+    n_ids = by_asn.size
     rank = np.empty(n_ids, np.int64)
     kk_asn = np.empty(n_ids, np.int64)
     kk_rep = np.empty(n_ids, np.int64)
