@@ -343,7 +343,8 @@ def demo(records, out, workers, seed, quiet) -> None:
     t0 = time.perf_counter()
     from flowatlas import warmup
 
-    # the build's kernels compile (first run after an install) while the archive is made
+    # FLOWATLAS_WARMUP=1: the build's kernels compile (first run after an install) while the
+    # archive is made; off by default (flowatlas/warmup.py says why)
     warm = warmup.start(workers or 2)
     _echo(
         f"[1/3] synthesizing {records:,} flow records (half a year, seed {seed}) -> {archive}",
