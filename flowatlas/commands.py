@@ -17,7 +17,7 @@ from flowatlas.progress import Progress, build_progress
 if TYPE_CHECKING:
     from flowatlas.engine.cube import Cube
 
-DEMO_RECORDS = 3_000_000
+DEMO_RECORDS = 1_000_000
 DEMO_MARKER = ".flowatlas-demo"
 
 
