@@ -7,7 +7,7 @@ once (cold), then again with the same folder (warm). Wall time and CPU time (use
 of the demo and every process it started) are reported; on a shared machine CPU time moves
 less than wall time. Usage::
 
-    python bench/bench_first_demo.py [--records N] [--rounds R]
+    python bench/bench_first_demo.py [--records N] [--rounds R] [--warmup]
 
 Writes nothing but temporary folders (removed at the end).
 """
@@ -25,14 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import load_average, machine, markdown_table, run_measured
 
+from flowatlas.commands import DEMO_RECORDS
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--records", type=int, default=3_000_000)
+    ap.add_argument("--records", type=int, default=DEMO_RECORDS)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument(
-        "--no-warmup", action="store_true", help="FLOWATLAS_WARMUP=0: the build compiles alone"
+        "--warmup",
+        action="store_true",
+        help="FLOWATLAS_WARMUP=1: the build's kernels compile in a second process meanwhile",
     )
     args = ap.parse_args()
     cmd = [sys.executable, "-m", "flowatlas", "demo", "--records", str(args.records)]
@@ -43,8 +47,7 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="flowatlas-first-demo-"))
         try:
             env = {"NUMBA_CACHE_DIR": str(tmp / "numba-cache")}
-            if args.no_warmup:
-                env["FLOWATLAS_WARMUP"] = "0"
+            env["FLOWATLAS_WARMUP"] = "1" if args.warmup else "0"
             for kind in ("cold", "warm"):
                 out = tmp / f"demo-{kind}"
                 m = run_measured([*cmd, "--out", str(out), "-q"], env=env, cwd=tmp)
@@ -61,7 +64,7 @@ def main() -> None:
         )
         for kind, r in runs.items()
     ]
-    warm = "off" if args.no_warmup else "on"
+    warm = "on" if args.warmup else "off"
     print(
         f"flowatlas demo --records {args.records:,} (warm-up {warm}): {machine()}; "
         f"load {load_average()}"

@@ -447,7 +447,7 @@ def _write_dec(out, pos, v):  # pragma: no cover - compiled
 def _format_many(hi, lo, out, offsets):  # pragma: no cover - compiled
     hexd = np.array([48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 97, 98, 99, 100, 101, 102], np.uint8)
     groups = np.zeros(8, dtype=np.int64)
-    pos = 0
+    pos = np.int64(0)  # not a literal 0: _write_dec would compile a second time for it
     for r in range(hi.size):
         offsets[r] = pos
         h = hi[r]

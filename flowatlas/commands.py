@@ -17,7 +17,7 @@ from flowatlas.progress import Progress, build_progress
 if TYPE_CHECKING:
     from flowatlas.engine.cube import Cube
 
-DEMO_RECORDS = 3_000_000
+DEMO_RECORDS = 1_000_000
 DEMO_MARKER = ".flowatlas-demo"
 
 
@@ -246,8 +246,14 @@ def _size(n: int) -> str:
 
 
 def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str,
-                 out: Path | None = None, previous: Path | None = None) -> Cube:  # fmt: skip
-    """Print the report's tables and write its files; returns the cube it opened."""
+                 out: Path | None = None, previous: Path | None = None, *,
+                 bar: Progress | None = None) -> Cube:  # fmt: skip
+    """Print the report's tables and write its files; returns the cube it opened.
+
+    ``bar`` (default: a "report" bar, silent with ``quiet``) counts the steps: opening the
+    cube(s), computing the views, then each file written; the tables are printed once it
+    is done, then what was written.
+    """
     from flowatlas.viz.terminal import print_views
     from flowatlas.viz.views import compute_views, open_cube_dir
 
@@ -255,25 +261,38 @@ def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str,
         if str(html).endswith(("/", os.sep)) or Path(html).is_dir():
             raise OutputError(f"{html}: --html takes a file name; for a directory use --out DIR")
         html = Path(html)
-    cube = open_cube_dir(cube_path)
-    prev = open_cube_dir(previous, "--previous") if previous is not None else None
-    views = compute_views(cube, prev)
+    opens = 1 + (previous is not None)
+    steps = opens + 1 + (html is not None)
+    said: list[str] = []
+    with bar if bar is not None else Progress("report", "steps", quiet=quiet) as bar:
+        bar.set(0, steps, "report: open")
+        cube = open_cube_dir(cube_path)
+        prev = open_cube_dir(previous, "--previous") if previous is not None else None
+        bar.set(opens, desc="report: views")
+        views = compute_views(cube, prev)
+        bar.set(opens + 1)
+        if html is not None:
+            from flowatlas.viz.report import write_html
+
+            bar.set(opens + 1, desc="report: html")
+            write_html(views, html, title=title)
+            bar.set(steps)
+            said.append(f"report written to {html}")
+        if out is not None:
+            from flowatlas.viz.report import write_out
+
+            def files(done: int, total: int) -> None:
+                bar.set(steps + done, steps + total, "report: files")
+
+            written = write_out(views, out, title=title, progress=files)
+            said.append(
+                f"report written to {out}: {written['html'].name}, {len(written['pngs'])} "
+                f"PNGs, {written['summary'].name}"
+            )
     if not quiet:
         print_views(views, sys.stdout, title=title)
-    if html is not None:
-        from flowatlas.viz.report import write_html
-
-        write_html(views, html, title=title)
-        click.echo(f"report written to {html}", err=quiet)
-    if out is not None:
-        from flowatlas.viz.report import write_out
-
-        written = write_out(views, out, title=title)
-        click.echo(
-            f"report written to {out}: {written['html'].name}, {len(written['pngs'])} PNGs, "
-            f"{written['summary'].name}",
-            err=quiet,
-        )
+    for line in said:
+        click.echo(line, err=quiet)
     return cube
 
 
@@ -287,7 +306,7 @@ def _show_report(cube_path: Path, html: Path | None, quiet: bool, title: str,
 @click.option("--previous", type=click.Path(path_type=Path), default=None,
               help="An earlier cube: shares are compared with its whole range.")  # fmt: skip
 @click.option("--title", default="flowatlas network report", show_default=True)
-@click.option("-q", "--quiet", is_flag=True, help="Do not print the tables.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not print the tables or a progress bar.")
 def report(cube, out, html, previous, title, quiet) -> None:
     """Print a cube's report tables; write its HTML page (--html) or a report folder (--out)."""
     _show_report(cube, html, quiet, title, out=out, previous=previous)
@@ -324,7 +343,8 @@ def demo(records, out, workers, seed, quiet) -> None:
     t0 = time.perf_counter()
     from flowatlas import warmup
 
-    # the build's kernels compile (first run after an install) while the archive is made
+    # FLOWATLAS_WARMUP=1: the build's kernels compile (first run after an install) while the
+    # archive is made; off by default (flowatlas/warmup.py says why)
     warm = warmup.start(workers or 2)
     _echo(
         f"[1/3] synthesizing {records:,} flow records (half a year, seed {seed}) -> {archive}",
@@ -355,7 +375,8 @@ def demo(records, out, workers, seed, quiet) -> None:
     )
     _echo("[3/3] report", quiet)
     title = "flowatlas demo: synthetic Network Stats, Jul-Dec 2025"
-    _demo_whatif(_show_report(cube, html, False, title), cube)
+    report_bar = Progress("report", "steps", quiet=quiet)
+    _demo_whatif(_show_report(cube, html, False, title, bar=report_bar), cube)
     click.echo(f"explore it in a browser: flowatlas serve {shlex.quote(str(cube))}")
 
 

@@ -759,11 +759,30 @@ def _build_pools(world: World, rng: np.random.Generator) -> None:
             a_lo = np.concatenate([p[1] for p in parts])
             order = rng.permutation(a_hi.size)
             a_hi, a_lo = a_hi[order], a_lo[order]
-            ids = table.lookup(a_hi, a_lo)
+            ids = _lookup(table, a_hi, a_lo)
             rank = np.arange(1, a_hi.size + 1, dtype=np.float64)
             weight = rank ** (-ZIPF[t])
             weight /= weight.sum()
             world.pools[(region, t)] = Pool(a_hi, a_lo, net_asn[ids], np.cumsum(weight), weight)
+
+
+def _first_of_each(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """Positions of the first occurrence of each distinct (hi, lo) pair, ascending: what
+    ``np.unique(pairs, axis=0, return_index=True)`` gives, sorted, without its slow sort of
+    rows as bytes (a stable lexsort keeps equal pairs in their order)."""
+    order = np.lexsort((lo, hi))
+    h, low = hi[order], lo[order]
+    new = np.ones(order.size, bool)
+    new[1:] = (h[1:] != h[:-1]) | (low[1:] != low[:-1])
+    return np.sort(order[new])
+
+
+def _lookup(table, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """``table.lookup`` on one thread: the world's pools are small, and the multi-threaded
+    kernel costs the first run after an install a second compile (about a second)."""
+    from flowatlas.kernels.lpm import lookup_cpu
+
+    return lookup_cpu(table.index, hi, lo, parallel=False)
 
 
 def _draw_addresses(t, v6, want, blocks, table, net_type, want_type, rng):
@@ -820,14 +839,12 @@ def _draw_addresses(t, v6, want, blocks, table, net_type, want_type, rng):
                 )
                 lo = np.minimum(lo, e_lo[pick])
                 hi = np.zeros(m, np.uint64)
-        ok = net_type[table.lookup(hi, lo)] == want_type
+        ok = net_type[_lookup(table, hi, lo)] == want_type
         got_hi.append(hi[ok])
         got_lo.append(lo[ok])
         all_hi = np.concatenate(got_hi)
         all_lo = np.concatenate(got_lo)
-        pairs = np.stack([all_hi, all_lo], axis=1)
-        _, first_idx = np.unique(pairs, axis=0, return_index=True)
-        first_idx.sort()
+        first_idx = _first_of_each(all_hi, all_lo)
         seen = first_idx.size
         if seen >= want:
             keep = first_idx[:want]

@@ -1,13 +1,18 @@
-"""Compiling the build's kernels ahead of time, beside other work (the first demo's start).
+"""Compiling the build's kernels ahead of time, beside other work (opt-in, off by default).
 
 The CPU kernels are compiled by numba on first use and cached on disk (``cache=True``), so
-only the first run after an install pays for compiling them: about 10 s of one core for the
-build's kernels. ``flowatlas demo`` hides most of that: while the parent process synthesizes
-the archive (compiling the synthesizer's own kernels), :func:`start` compiles the build's in
-a second process, on a tiny in-memory archive built the way the demo's build runs (threads,
-shuffle in memory), and the cache it writes is what the real build then loads. When the
-cache is already there, nothing is started; ``FLOWATLAS_WARMUP=0`` turns the warm-up off
-(to measure what it saves: bench/bench_first_demo.py --no-warmup).
+only the first run after an install pays for compiling them. With ``FLOWATLAS_WARMUP=1``,
+``flowatlas demo`` compiles the build's kernels in a second process while the parent
+process synthesizes the archive: :func:`start` builds a tiny in-memory archive the way the
+demo's build runs (threads, shuffle in memory), and the cache it writes is what the real
+build then loads. When the cache is already there, nothing is started.
+
+Off by default, because it did not pay: the warm-up must first compile the kernels the
+synthesizer compiles too (address parsing, the classification compiler, the prefix index:
+about 7 s of one core), so its end, which the build waits for, comes little before the build
+would have compiled the rest itself; and it adds about 10 s of CPU to the first demo,
+which on a busy machine makes it slower (bench/RESULTS.md, "First demo after an install";
+``python bench/bench_first_demo.py --warmup`` measures it).
 """
 
 from __future__ import annotations
@@ -110,9 +115,9 @@ class _Done:
 
 
 def start(workers: int = 2) -> Any:
-    """Start :func:`warm_build_kernels` in another process if the kernel cache is cold;
-    ``join()`` the result before the build."""
-    if os.environ.get("FLOWATLAS_WARMUP") == "0" or not cache_is_cold():
+    """Start :func:`warm_build_kernels` in another process if ``FLOWATLAS_WARMUP=1`` and the
+    kernel cache is cold; ``join()`` the result before the build."""
+    if os.environ.get("FLOWATLAS_WARMUP") != "1" or not cache_is_cold():
         return _Done()
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(target=_child, args=(workers,), daemon=True, name="flowatlas-warmup")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from serve_support import colourful, keep_artefact, make_cube, make_sparse_cube, need_browser
 
 from flowatlas.engine.cube import open_cube
+from flowatlas.progress import Progress
 from flowatlas.viz import units
 from flowatlas.viz.charts import stack
 from flowatlas.viz.report import HEATMAPS, write_html
@@ -217,3 +219,41 @@ def test_out_without_a_browser_writes_nothing(tmp_path, cube) -> None:
         "chromium-driver)"
     )
     assert not out.exists()
+
+
+def _report_lines(cube, **files) -> tuple[list[str], Progress]:
+    """``report``'s progress as plain lines (no terminal), one per update."""
+    from flowatlas.commands import _show_report
+
+    stream = io.StringIO()
+    bar = Progress("report", "steps", stream=stream, tty=False, interval=0)
+    _show_report(cube, quiet=True, title="t", bar=bar, **files)
+    return stream.getvalue().splitlines(), bar
+
+
+def test_report_progress_counts_every_step(cube, tmp_path) -> None:
+    lines, bar = _report_lines(cube, html=tmp_path / "r.html", previous=cube)
+    steps = [line.split(",")[0] for line in lines]
+    assert steps == [
+        "report: open: 0/4 steps (0%)",
+        "report: views: 2/4 steps (50%)",
+        "report: views: 3/4 steps (75%)",
+        "report: html: 3/4 steps (75%)",
+        "report: html: 4/4 steps (100%)",
+    ]
+    assert bar.done == bar.total == 4 and (tmp_path / "r.html").exists()
+    out = io.StringIO()
+    from flowatlas.commands import _show_report
+
+    _show_report(cube, None, True, "t", bar=Progress("report", "steps", stream=out, tty=True))
+    assert "report" in out.getvalue() and "steps" in out.getvalue()  # a bar was drawn
+
+
+def test_report_progress_counts_each_file_of_out(cube, tmp_path) -> None:
+    need_browser()
+    lines, bar = _report_lines(cube, html=None, out=tmp_path / "rep")
+    files = [line.split(",")[0] for line in lines if line.startswith("report: files")]
+    n = len(FIGURES) + 2  # the page, a PNG per figure, the summary
+    assert files == [f"report: files: {2 + k}/{2 + n} steps ({100 * (2 + k) / (2 + n):.0f}%)"
+                     for k in range(n + 1)]  # fmt: skip
+    assert bar.done == bar.total == 2 + n

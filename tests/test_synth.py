@@ -236,3 +236,16 @@ def test_world_links_measured_and_sized(tmp_path) -> None:
     others = [u for n, u in util.items() if n not in tight]
     assert all(0.15 <= u <= 0.55 for u in others), sorted(util.items())
     assert sum(0.3 <= u <= 0.55 for u in others) >= len(others) * 0.7, util
+
+
+def test_first_of_each_pair_is_numpys_unique():
+    """The world's address draws keep the first of each distinct (hi, lo) pair: the same
+    positions as np.unique over rows (the oracle), on pairs with many repeats."""
+    from flowatlas.synth import _first_of_each
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 17, 5_000):
+        hi = rng.choice(np.array([0, 1, 2**63 + 5], np.uint64), n)
+        lo = rng.integers(0, 40, n).astype(np.uint64) << np.uint64(40)
+        _, want = np.unique(np.stack([hi, lo], axis=1), axis=0, return_index=True)
+        assert np.array_equal(_first_of_each(hi, lo), np.sort(want)), n

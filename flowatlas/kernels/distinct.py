@@ -531,13 +531,8 @@ def _fold(run_start, r_p, r_d, r_v, r_s, up, n_up, d_all):  # pragma: no cover -
 
 
 @numba.njit(nogil=True, cache=True)
-def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn):  # pragma: no cover - compiled
-    """Rows grouped by address (dense ``ids``), addresses in ASN order, then first-seen.
-
-    Returns, per address in that order, its ASN and one of its input rows; where its rows
-    start; and the rows' columns. A counting sort scatters the columns straight to their
-    places: random writes, where gathering them through a row order read them at random.
-    """
+def _first_rows(ids, n_ids, asn):  # pragma: no cover - compiled
+    """Each address's first row (dense ``ids``) and the ASN of that row."""
     n = ids.size
     first = np.full(n_ids, -1, np.int64)
     for i in range(n):
@@ -546,7 +541,29 @@ def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn):  # pragma: no cover - compi
     id_asn = np.empty(n_ids, np.int64)
     for k in range(n_ids):
         id_asn[k] = asn[first[k]]
-    by_asn = np.argsort(id_asn, kind="mergesort")  # position -> address id
+    return first, id_asn
+
+
+def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn):
+    """Rows grouped by address (dense ``ids``), addresses in ASN order, then first-seen.
+
+    Returns, per address in that order, its ASN and one of its input rows; where its rows
+    start; and the rows' columns. A counting sort scatters the columns straight to their
+    places: random writes, where gathering them through a row order read them at random.
+    The ASN order is NumPy's stable sort, outside the kernels: numba's own sort would add
+    about a second to the first compile after an install, for a sort of distinct
+    addresses only.
+    """
+    first, id_asn = _first_rows(ids, n_ids, asn)
+    by_asn = np.argsort(id_asn, kind="stable")  # position -> address id
+    return _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol)
+
+
+@numba.njit(nogil=True, cache=True)
+def _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol):  # pragma: no cover
+    """:func:`_by_asn` once the addresses' ASN order ``by_asn`` is known."""
+    n = ids.size
+    n_ids = by_asn.size
     rank = np.empty(n_ids, np.int64)
     kk_asn = np.empty(n_ids, np.int64)
     kk_rep = np.empty(n_ids, np.int64)
@@ -609,8 +626,8 @@ def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all):
 
 @numba.njit(nogil=True, cache=True)
 def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
-          seg_level, seg_group, seg_off, seg_width, seg_coff, n_total, n_conc, k_top,
-          asn_from):  # fmt: skip
+          seg_level, seg_group, seg_off, seg_width, seg_coff, seg_keys, n_total, n_conc,
+          k_top, asn_from):  # fmt: skip
     """Distinct counts for every key and, for keys of concentration segments, squared
     volumes, top addresses and (key, ASN) volumes.
 
@@ -638,9 +655,7 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
     a_vol = np.empty(cap, np.uint64)
     a_n = 0
     max_w = 0
-    seg_keys = np.zeros(seg_off.size, np.int64)  # keys of each segment
     for s in range(seg_off.size):
-        seg_keys[s] = (pidx[seg_level[s]].max() + 1) * seg_width[s] if pidx.shape[1] else 0
         max_w = max(max_w, seg_keys[s])
     stamp = np.full(max_w, -1, np.int64)
     touched = np.empty(max_w, np.int64)
@@ -777,6 +792,10 @@ def walk(
         np.ascontiguousarray(vol, np.uint64), np.ascontiguousarray(asn, np.uint32), pidx,
         gmap.shape[1],
     )  # fmt: skip
+    # keys of each segment: its level's periods times its grouping's width (NumPy's max
+    # here, not numba's in the kernel: one compile fewer on the first run after an install)
+    periods = pidx.max(axis=1) + 1 if pidx.shape[1] else np.zeros(pidx.shape[0], np.int64)
+    seg_keys = np.ascontiguousarray(periods[seg[:, 0]] * seg[:, 3], np.int64)
     return _walk(
         *levels,
         np.ascontiguousarray(hi, np.uint64),
@@ -784,6 +803,7 @@ def walk(
         pidx,
         gmap,
         *(seg[:, c].copy() for c in range(5)),
+        seg_keys,
         int(n_total),
         int(n_conc),
         int(k_top),

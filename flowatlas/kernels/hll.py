@@ -430,7 +430,12 @@ def _radix_sort(a):  # pragma: no cover - compiled
     src = a.copy()
     dst = np.empty_like(a)
     for d in range(8):
-        if n == 0 or counts[d, 1:].max() == n:  # one value of this byte: order unchanged
+        # one value of this byte: order unchanged (a loop, not .max(): numba's max costs
+        # the first run after an install a compile of its own)
+        same = n == 0
+        for b in range(1, 257):
+            same |= counts[d, b] == n
+        if same:
             continue
         pos = counts[d]
         for b in range(256):

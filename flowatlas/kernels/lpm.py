@@ -39,6 +39,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from flowatlas.kernels import parallel_allowed
+
 DIRECT = np.uint32(0x8000_0000)
 NODE = np.uint32(0x4000_0000)
 V4_BLOCK_BITS = 24
@@ -171,13 +173,17 @@ def _lookup_serial(
 def lookup_cpu(
     index: LpmArrays, hi: np.ndarray, lo: np.ndarray, *, parallel: bool = True
 ) -> np.ndarray:
-    """Values (int32, -1 = no match) for addresses (hi, lo) on the CPU."""
+    """Values (int32, -1 = no match) for addresses (hi, lo) on the CPU.
+
+    One thread inside :func:`~flowatlas.kernels.serial_kernels` (tasks running in threads
+    supply the parallelism), as the other kernels do.
+    """
     hi = np.ascontiguousarray(hi, dtype=np.uint64)
     lo = np.ascontiguousarray(lo, dtype=np.uint64)
     if hi.shape != lo.shape:
         raise ValueError(f"hi and lo differ in shape: {hi.shape} vs {lo.shape}")
     out = np.empty(hi.size, dtype=np.int32)
-    fn = _lookup_cpu if parallel and hi.size > 50_000 else _lookup_serial
+    fn = _lookup_cpu if parallel and parallel_allowed() and hi.size > 50_000 else _lookup_serial
     fn(hi.reshape(-1), lo.reshape(-1), out, *index.arrays())
     return out.reshape(hi.shape)
 

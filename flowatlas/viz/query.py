@@ -165,11 +165,12 @@ class CubeQuery:
         self.loaded_at = time.time()
         self.types = _report_types(cube)
         cells = cube.cells[cube.cells["network_type"].isin(self.types)]
-        regions = [r for r in cube.regions if r in set(cells["region"].astype(str))]
+        present_regions = {str(r) for r in cells["region"].unique()}
+        regions = [r for r in cube.regions if r in present_regions]
         if UNKNOWN_REGION in regions and len(regions) > 1:
             regions = [r for r in regions if r != UNKNOWN_REGION] + [UNKNOWN_REGION]
         self.regions = regions
-        present_dirs = set(cells["direction"].astype(str))
+        present_dirs = {str(d) for d in cells["direction"].unique()}
         self.directions = [d for d in cube._order("direction") if d in present_dirs]
         present_v = {int(v) for v in cells["ip_version"].dropna().unique()}
         self.ip_versions = [v for v in (4, 6) if v in present_v]

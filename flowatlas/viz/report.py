@@ -173,8 +173,11 @@ def write_html(
     return path
 
 
-def write_pngs(figs: dict[str, object], out: Path) -> list[Path]:
-    """One PNG per figure, drawn by headless Chromium (Bokeh's export_png)."""
+def write_pngs(
+    figs: dict[str, object], out: Path, *, done: Callable[[], None] | None = None
+) -> list[Path]:
+    """One PNG per figure, drawn by headless Chromium (Bokeh's export_png); ``done`` is
+    called after each (a second or more apiece: the long part of ``report --out``)."""
     from bokeh.io import export_png
 
     from flowatlas.viz.browser import chrome
@@ -186,6 +189,8 @@ def write_pngs(figs: dict[str, object], out: Path) -> list[Path]:
             path = out / f"{name}.png"
             _atomic_write(path, lambda p, fig=fig: _export(export_png, fig, p, driver))
             paths.append(path)
+            if done is not None:
+                done()
     finally:
         driver.quit()
     return paths
@@ -196,9 +201,16 @@ def _export(export_png, fig, path: Path, driver) -> None:
 
 
 def write_out(
-    views: Views, out: str | os.PathLike[str], *, title: str = "flowatlas network report"
+    views: Views,
+    out: str | os.PathLike[str],
+    *,
+    title: str = "flowatlas network report",
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, object]:
-    """Write OUT/report.html, OUT/<figure>.png and OUT/summary.md; returns what was written."""
+    """Write OUT/report.html, OUT/<figure>.png and OUT/summary.md; returns what was written.
+
+    ``progress(files written, files to write)`` is called after each file.
+    """
     from flowatlas.viz.browser import check_browser
     from flowatlas.viz.summary import markdown
 
@@ -206,10 +218,23 @@ def write_out(
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a directory")
     check_browser()
+    figs = figures(views, toolbars=False)
+    total, written = len(figs) + 2, 0
+    if progress is not None:
+        progress(0, total)
+
+    def done() -> None:
+        nonlocal written
+        written += 1
+        if progress is not None:
+            progress(written, total)
+
     page = out / "report.html"
     write_html(views, page, title=title)
-    pngs = write_pngs(figures(views, toolbars=False), out)
+    done()
+    pngs = write_pngs(figs, out, done=done)
     md = out / "summary.md"
     text = markdown(views, title=title, pngs=[p.name for p in pngs])
     _atomic_write(md, lambda p: p.write_text(text, encoding="utf-8"))
+    done()
     return {"html": page, "pngs": pngs, "summary": md}
