@@ -1191,9 +1191,12 @@ def _address(arr, lengths: dict[int, int], v4_ie: int, v6_ie: int, n: int) -> np
         out[:] = arr[f"f{v6_ie}"]
     if has_v4:
         v4 = arr[f"f{v4_ie}"]
-        use = np.ones(n, dtype=bool)
-        if v6_ie in lengths:  # both in one template: IPv4 unless it is empty and IPv6 is not
-            use = v4.any(axis=1) | ~out.any(axis=1)
+        if v6_ie not in lengths:  # IPv4 only: every record mapped, no mask to apply
+            out[:, 10:12] = 0xFF
+            out[:, 12:] = v4
+            return out
+        # both in one template: IPv4 unless it is empty and IPv6 is not
+        use = v4.any(axis=1) | ~out.any(axis=1)
         mapped = np.zeros((n, 16), dtype=np.uint8)
         mapped[:, 10:12] = 0xFF
         mapped[:, 12:] = v4
@@ -1247,7 +1250,7 @@ def _table(chunks: list[dict[str, np.ndarray]]) -> pa.Table:
         elif name in ("exporter", "src_addr", "dst_addr"):
             raw = np.ascontiguousarray(values, dtype=np.uint8)
             columns[name] = pa.FixedSizeBinaryArray.from_buffers(
-                ADDRESS_TYPE, raw.shape[0], [None, pa.py_buffer(raw.tobytes())]
+                ADDRESS_TYPE, raw.shape[0], [None, pa.py_buffer(raw)]
             )
         else:
             columns[name] = pa.array(values.astype(_NUMPY_TYPES[name], copy=False))

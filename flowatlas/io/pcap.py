@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from flowatlas.errors import InputError
@@ -242,24 +243,34 @@ def write_pcap(
 
 
 def _iter_buffer(
-    buf: memoryview, stats: CaptureStats, where: str
+    buf: memoryview, stats: CaptureStats, where: str, fast: bool = True
 ) -> Iterator[tuple[int, UdpDatagram]]:
     head = bytes(buf[:12])
     net = _Network(stats)
     if head[:4] in _PCAP_MAGICS:
-        packets = _classic_packets(buf, stats, where)
+        packets = _classic_packets(buf, stats, where, fast)
     elif is_capture(head):
         packets = _pcapng_packets(buf, stats)
     else:
         raise InputError(f"{where}: not a pcap or pcapng capture (magic {head[:4].hex()})")
-    for number, ts_us, linktype, data, wire_len in packets:
-        yield from net.packet(number, ts_us, linktype, data, wire_len)
+    for item in packets:
+        if len(item) == 2:  # a datagram the fast pass found (see _scan_classic)
+            yield item
+        else:
+            yield from net.packet(*item)
     net.finish()
 
 
 def _classic_packets(
-    buf: memoryview, stats: CaptureStats, where: str
-) -> Iterator[tuple[int, int, int, memoryview, int]]:
+    buf: memoryview, stats: CaptureStats, where: str, fast: bool = True
+) -> Iterator[tuple]:
+    """The packet records of a classic pcap, as ``(number, ts_us, linktype, data, wire)``.
+
+    With ``fast``, runs of plain records (whole, IPv4 UDP, not fragmented, lengths that
+    agree) are walked by :func:`_scan_classic` in one compiled pass and yielded as
+    ``(number, UdpDatagram)`` directly, exactly as :class:`_Network` would have made them;
+    every other record takes the path below.
+    """
     if len(buf) < 24:
         raise InputError(f"{where}: pcap header cut short ({len(buf)} bytes)")
     order, ns_per_tick = _PCAP_MAGICS[bytes(buf[:4])]
@@ -273,7 +284,30 @@ def _classic_packets(
     pos = 24
     end = len(buf)
     last_sec: int | None = None
+    scan = fast and linktype in _FAST_LINKS
+    if scan:
+        raw = np.frombuffer(buf, dtype=np.uint8)
+        found = np.empty((_SCAN_CHUNK, 6), dtype=np.int64)
     while pos < end:
+        if scan:
+            while True:
+                pos, count, sec = _scan_classic(
+                    raw, pos, order == ">", limit, linktype, ns_per_tick, found
+                )
+                if count == 0:
+                    break
+                last_sec = sec
+                for ts_us, src, sport, dport, at, size in found[:count].tolist():
+                    # counted one by one, as the consumer goes (a sniffer stops part-way)
+                    stats.packets += 1
+                    stats.udp += 1
+                    src_ip = _V4_MAPPED + buf[src : src + 4]
+                    payload = bytes(buf[at : at + size])
+                    yield stats.packets, UdpDatagram(ts_us, src_ip, sport, dport, payload)
+                if count < _SCAN_CHUNK:
+                    break
+            if pos >= end:
+                return
         if end - pos < 16:
             stats.packets += 1
             stats.cut_short(stats.packets, pos, end)
@@ -312,6 +346,106 @@ def _classic_packets(
             return
         yield stats.packets, ts_us, linktype, buf[pos : pos + incl], max(orig, incl)
         pos += incl
+
+
+#: link types whose plain records the compiled pass walks (Ethernet and raw IP)
+_FAST_LINKS = (LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_IPV4, *_DLT_RAW_ALIASES)
+#: datagrams found per call of the compiled pass
+_SCAN_CHUNK = 4096
+
+
+@numba.njit(nogil=True, cache=True)
+def _be16(raw: np.ndarray, at: int) -> int:
+    return (int(raw[at]) << 8) | int(raw[at + 1])
+
+
+@numba.njit(nogil=True, cache=True)
+def _u32(raw: np.ndarray, at: int, big: bool) -> int:
+    if big:
+        return (int(raw[at]) << 24) | (int(raw[at + 1]) << 16) | _be16(raw, at + 2)
+    return (
+        (int(raw[at + 3]) << 24) | (int(raw[at + 2]) << 16) | (int(raw[at + 1]) << 8) | int(raw[at])
+    )
+
+
+@numba.njit(nogil=True, cache=True)
+def _scan_classic(
+    raw: np.ndarray,
+    pos: int,
+    big: bool,
+    limit: int,
+    linktype: int,
+    ns_per_tick: int,
+    found: np.ndarray,
+) -> tuple[int, int, int]:
+    """Walk plain classic pcap records from ``pos``: ``(where it stopped, datagrams, last
+    record's seconds)``.
+
+    A plain record is whole and not cut by the snap length, and holds an unfragmented IPv4
+    UDP datagram whose IP and UDP lengths agree with each other and with what was captured
+    (over Ethernet with any VLAN tags, or raw IP). For each, ``found`` gets a row ``(ts_us,
+    offset of the IPv4 source, source port, destination port, offset of the payload, payload
+    length)``. The walk stops before the first other record (which the Python path then
+    reads) or when ``found`` is full.
+    """
+    end = raw.size
+    count = 0
+    sec = 0
+    while count < found.shape[0] and end - pos >= 16:
+        w0 = _u32(raw, pos, big)
+        w1 = _u32(raw, pos + 4, big)
+        incl = _u32(raw, pos + 8, big)
+        orig = _u32(raw, pos + 12, big)
+        if incl > limit or orig > incl or pos + 16 + incl > end:
+            break  # corrupt, cut by the snap length, or cut short: not plain
+        data = pos + 16
+        n = incl
+        off = 0
+        if linktype == 1:  # Ethernet
+            off = 12
+            etype = -1
+            while True:
+                if n < off + 2:
+                    etype = -1  # cut inside the link header
+                    break
+                etype = _be16(raw, data + off)
+                if etype == 0x8100 or etype == 0x88A8 or etype == 0x9100 or etype == 0x9200:
+                    off += 4
+                    continue
+                off += 2
+                break
+            if etype != 0x0800:
+                break
+        elif linktype != 228 and (n < 1 or raw[data] >> 4 != 4):
+            break
+        ip = data + off
+        avail = n - off
+        if avail < 20:
+            break
+        vihl = int(raw[ip])
+        ihl = (vihl & 0x0F) * 4
+        total = _be16(raw, ip + 2)
+        if vihl >> 4 != 4 or ihl < 20 or raw[ip + 9] != 17 or total < ihl or total > avail:
+            break
+        if _be16(raw, ip + 6) & 0x3FFF:
+            break  # a fragment
+        l4 = ip + ihl
+        if total - ihl < 8:
+            break
+        ulen = _be16(raw, l4 + 4)
+        if ulen < 8 or ulen > total - ihl:
+            break
+        sec = w0
+        row = found[count]
+        row[0] = w0 * 1_000_000 + (w1 * ns_per_tick) // 1_000
+        row[1] = ip + 12
+        row[2] = _be16(raw, l4)
+        row[3] = _be16(raw, l4 + 2)
+        row[4] = l4 + 8
+        row[5] = ulen - 8
+        count += 1
+        pos = data + incl
+    return pos, count, sec
 
 
 def _resync_classic(
