@@ -192,3 +192,57 @@ def test_root_runs_round_trip_against_numpy_repeat(bits):
     for starts in ([1], [0, 0], [0, size]):  # not from 0, not ascending, past the end
         with pytest.raises(ValueError, match="out of order"):
             expand_runs(np.array(starts), np.zeros(len(starts)), size)
+
+
+def test_vectorised_table_attributes_against_python_loops():
+    """Type codes, override mask and the top lists' ASN / organisation names, computed with
+    Arrow and NumPy over the whole table, equal the per-network loops they replace."""
+    from flowatlas.engine.build import _describers
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    types = ["Hosting", "CDN", "ISP Tier1", "Neocloud"]
+    networks = pa.table(
+        {
+            "network_type": pa.array([types[i] for i in rng.integers(0, 4, n)]),
+            "asn": pa.array(rng.choice([0, 7, 8, 9, 64500, 64501], n), pa.uint32()),
+            "org": pa.array([None if r < 0.3 else f"org{r:.1f}" for r in rng.random(n)]),
+            "tier": pa.array(rng.choice(["list", "override", "asn", "override-asn", None], n)),
+        }
+    )
+    starts = np.arange(n, dtype=np.uint64) << np.uint64(40)
+    table = PrefixTable(np.zeros(n, np.uint64), starts, np.arange(n, dtype=np.int32), networks)
+    vocab = ("Unknown", "CDN", "Hosting", "Hyperscaler", "ISP Tier1", "Neocloud")
+    names = networks.column("network_type").to_pylist()
+    want = [vocab.index(t) for t in names] + [0]
+    np.testing.assert_array_equal(table.type_codes(vocab), want)
+    assert table.network_types_used == list(dict.fromkeys(names))
+    with pytest.raises(InputError, match="not configured: Neocloud"):
+        table.type_codes(vocab[:-1])
+    tiers = networks.column("tier").to_pylist()
+    want_mask = [t in ("override", "override-asn") for t in tiers] + [False]
+    np.testing.assert_array_equal(table.user_override_mask(), want_mask)
+
+    describe_asn, describe_ip = _describers(table)
+    first_org: dict[int, str] = {}
+    for a, o in zip(networks.column("asn").to_pylist(), networks.column("org").to_pylist(),
+                    strict=True):  # fmt: skip
+        if a and o is not None:
+            first_org.setdefault(a, o)
+    asks = np.array([0, 7, 8, 9, 64500, 64501, 12345], np.uint32)
+    assert describe_asn(asks).tolist() == [first_org.get(int(a)) for a in asks]
+    ids = rng.integers(0, n, 500)
+    hi = np.zeros(ids.size, np.uint64)
+    lo = starts[ids] + np.uint64(5)
+    hi = np.append(hi, np.uint64(1) << np.uint64(63))  # past every start: the last network
+    lo = np.append(lo, np.uint64(0))
+    ids = np.append(ids, n - 1)
+    asns, orgs = describe_ip(hi, lo)
+    np.testing.assert_array_equal(asns, networks.column("asn").to_numpy()[ids])
+    assert orgs.tolist() == [networks.column("org")[int(i)].as_py() for i in ids]
+    empty = PrefixTable(np.zeros(1, np.uint64), np.zeros(1, np.uint64), np.array([-1], np.int32),
+                        networks.slice(0, 0))  # fmt: skip
+    e_asn, e_ip = _describers(empty)
+    assert e_asn(asks).tolist() == [None] * asks.size
+    assert e_ip(hi[:3], lo[:3])[1].tolist() == [None] * 3
+    np.testing.assert_array_equal(empty.type_codes(vocab), [0])

@@ -137,21 +137,36 @@ class PrefixTable:
     def network_type_names(self) -> list[str]:
         return self.networks.column("network_type").to_pylist()
 
+    @cached_property
+    def network_types_used(self) -> list[str]:
+        """The network types the networks carry, once each, in order of first appearance
+        (Arrow's hash kernels: no Python loop over a large table's ~1 M networks)."""
+        import pyarrow.compute as pc
+
+        return pc.unique(self.networks.column("network_type")).to_pylist()
+
     def type_codes(self, vocabulary: Sequence[str] = NETWORK_TYPES) -> np.ndarray:
         """Map network id -> index into ``vocabulary``; entry [-1] (no match) is Unknown.
 
         The returned array has one more entry than there are networks, so ``codes[ids]``
         works for ids of -1. Types missing from the vocabulary are an error.
         """
+        import pyarrow.compute as pc
+
         pos = {t: i for i, t in enumerate(vocabulary)}
-        missing = sorted({t for t in self.network_type_names if t not in pos})
+        used = self.network_types_used
+        missing = sorted({t for t in used if t not in pos})
         if missing:
             raise InputError(
                 f"prefix table uses network types not configured: {', '.join(missing)} "
                 "(add them under [classify] network_types)"
             )
-        codes = [pos[t] for t in self.network_type_names] + [pos[UNKNOWN]]
-        return np.asarray(codes, dtype=np.uint8)
+        # each network's index into ``used``, then that type's code
+        col = self.networks.column("network_type")
+        which = pc.index_in(col, value_set=pa.array(used, col.type))
+        code_of_used = np.array([pos[t] for t in used], dtype=np.uint8)
+        codes = code_of_used[np.asarray(which, dtype=np.int64)]
+        return np.append(codes, np.uint8(pos[UNKNOWN]))
 
     def user_override_mask(self) -> np.ndarray:
         """True per network id (plus a last entry, False, for -1) whose type a user rule set.
@@ -160,11 +175,13 @@ class PrefixTable:
         above everything else: the engine applies a link rule to a flow unless this is True
         for the flow's remote network.
         """
+        import pyarrow.compute as pc
+
         if "tier" not in self.networks.column_names:
             return np.zeros(self.networks.num_rows + 1, dtype=bool)
-        tiers = self.networks.column("tier").to_numpy(zero_copy_only=False)
-        user = np.isin(tiers, ["override", "override-asn"])
-        return np.append(user, False)
+        tier = self.networks.column("tier")
+        user = pc.is_in(tier, value_set=pa.array(["override", "override-asn"], tier.type))
+        return np.append(np.asarray(user.fill_null(False), dtype=bool), False)
 
     def describe(self, network_id: int) -> dict[str, Any]:
         """Attributes of one network id and why its type won (`flowatlas classify lookup`)."""

@@ -133,7 +133,7 @@ def make_plan(
     if len(regions) > MAX_REGIONS:
         raise ConfigError(f"{config.origin}: at most {MAX_REGIONS - 1} regions are supported")
     network_types = config.network_types
-    for t in table.network_type_names:
+    for t in table.network_types_used:
         if t not in network_types:
             network_types = (*network_types, t)
     if len(network_types) > MAX_TYPES:
