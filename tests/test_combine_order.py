@@ -1,25 +1,53 @@
-"""The combiner's sort orders of (key, ASN) pairs equal the np.lexsort calls they replace."""
+"""The combiner's orders of (key, ASN) pairs equal the np.lexsort calls they replace, and the
+top-k kernel keeps the rows a full sort would (oracle: sort everything, keep ranks below k)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from flowatlas.engine.combine import _by_key_asn, _by_key_volume
+from flowatlas.engine.combine import _by_key_asn
+from flowatlas.kernels.topk import top_k_per_key
 
 
-@pytest.mark.parametrize("seed", range(6))
+def _oracle(ak: np.ndarray, aa: np.ndarray, av: np.ndarray, k: int):
+    """What the combiner did before: sort all pairs by key, volume descending, ASN; rank."""
+    order = np.lexsort((aa, ~av, ak))
+    ak = ak[order]
+    start = np.flatnonzero(np.r_[True, ak[1:] != ak[:-1]]) if ak.size else ak
+    run = np.repeat(start, np.diff(np.r_[start, ak.size])) if ak.size else ak
+    rank = np.arange(ak.size) - run
+    keep = rank < k
+    return order[keep], rank[keep]
+
+
+@pytest.mark.parametrize("seed", range(8))
 def test_orders_equal_lexsort(seed):
     rng = np.random.default_rng(seed)
-    n = int(rng.integers(0, 5000))
+    n = int(rng.integers(0, 5000)) if seed else 0
     ak = rng.integers(0, 50, n).astype(np.int64)
     aa = rng.choice([0, 1, 7, 2**32 - 1, 64500], n).astype(np.int64)  # repeats and extremes
     np.testing.assert_array_equal(_by_key_asn(ak, aa), np.lexsort((aa, ak)))
-    # pairs made unique and sorted, as _asn_sums leaves them, volumes with ties
+    # pairs made unique and sorted, as _asn_sums leaves them; volumes with ties, extremes
     both = np.unique(np.stack([ak, aa], axis=1), axis=0)
     ak, aa = both[:, 0], both[:, 1]
     av = np.array([0, 5, 5, 9, 2**64 - 1], np.uint64)[rng.integers(0, 5, ak.size)]
-    np.testing.assert_array_equal(_by_key_volume(ak, av), np.lexsort((aa, ~av, ak)))
+    for k in (1, 3, 10):
+        want_rows, want_rank = _oracle(ak, aa, av, k)
+        rows, rank = top_k_per_key(ak, av, k)
+        np.testing.assert_array_equal(rows, want_rows)
+        np.testing.assert_array_equal(rank, want_rank)
+
+
+def test_long_runs_of_distinct_and_equal_volumes():
+    rng = np.random.default_rng(99)
+    ak = np.repeat(np.arange(40, dtype=np.int64), rng.integers(1, 400, 40))
+    aa = np.arange(ak.size, dtype=np.int64)
+    for av in (rng.permutation(ak.size).astype(np.uint64), np.full(ak.size, 3, np.uint64)):
+        rows, rank = top_k_per_key(ak, av, 10)
+        want_rows, want_rank = _oracle(ak, aa, av, 10)
+        np.testing.assert_array_equal(rows, want_rows)
+        np.testing.assert_array_equal(rank, want_rank)
 
 
 def test_keys_past_32_bits_fall_back_to_lexsort():

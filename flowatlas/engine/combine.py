@@ -32,6 +32,7 @@ from flowatlas.kernels import hll
 from flowatlas.kernels.accumulate import sum_by_key
 from flowatlas.kernels.distinct import add128_at, merge_top
 from flowatlas.kernels.orient import DIM_BITS
+from flowatlas.kernels.topk import top_k_per_key
 
 #: dense sketch registers are used while they fit in this many bytes; long form beyond
 DENSE_SKETCH_BYTES = 1 << 30
@@ -141,13 +142,8 @@ class _Rollup:
             )
             if self.asn:
                 ak, aa, av = self._asn_sums()
-                order = _by_key_volume(ak, av)
-                ak, aa, av = ak[order], aa[order], av[order]
-                start = np.flatnonzero(np.r_[True, ak[1:] != ak[:-1]]) if ak.size else ak
-                run = np.repeat(start, np.diff(np.r_[start, ak.size])) if ak.size else ak
-                rank = np.arange(ak.size) - run
-                keep = rank < TOP_K
-                result.top_asns[r] = (ak[keep], rank[keep], aa[keep].astype(np.uint32), av[keep])
+                keep, rank = top_k_per_key(ak, av, TOP_K)  # pairs come by key, then ASN
+                result.top_asns[r] = (ak[keep], rank, aa[keep].astype(np.uint32), av[keep])
 
 
 def _by_key_asn(ak: np.ndarray, aa: np.ndarray) -> np.ndarray:
@@ -159,13 +155,6 @@ def _by_key_asn(ak: np.ndarray, aa: np.ndarray) -> np.ndarray:
         return np.lexsort((aa, ak))
     both = (ak.astype(np.uint64) << np.uint64(32)) | aa.astype(np.uint64)
     return np.argsort(both, kind="stable")
-
-
-def _by_key_volume(ak: np.ndarray, av: np.ndarray) -> np.ndarray:
-    """For (key, ASN) pairs sorted by key then ASN: the order by key, then volume descending,
-    then ASN, as ``np.lexsort((aa, ~av, ak))`` gives it, in two stable passes, not three."""
-    order = np.argsort(~av, kind="stable")
-    return order[np.argsort(ak[order], kind="stable")]
 
 
 def _rollups(cell_keys: np.ndarray, cell_sums: np.ndarray, plan: BuildPlan) -> list[_Rollup]:
