@@ -103,15 +103,11 @@ class _Rollup:
                 self.asn_rows = self.asn[0][0].size
 
     def _asn_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ak = np.concatenate([a[0] for a in self.asn])
-        aa = np.concatenate([a[1] for a in self.asn]).astype(np.int64)
-        av = np.concatenate([a[2] for a in self.asn])
-        order = _by_key_asn(ak, aa)
-        ak, aa, av = ak[order], aa[order], av[order]
-        start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
-        if av.size:
-            av = np.add.reduceat(av, start)
-        return ak[start], aa[start], av
+        return _sum_by_key_asn(
+            np.concatenate([a[0] for a in self.asn]),
+            np.concatenate([a[1] for a in self.asn]).astype(np.int64),
+            np.concatenate([a[2] for a in self.asn]),
+        )
 
     def finish(self, result: PartitionResult) -> None:
         r = self.rollup
@@ -146,15 +142,26 @@ class _Rollup:
                 result.top_asns[r] = (ak[keep], rank, aa[keep].astype(np.uint32), av[keep])
 
 
-def _by_key_asn(ak: np.ndarray, aa: np.ndarray) -> np.ndarray:
-    """The order that sorts (key, ASN) pairs, as ``np.lexsort((aa, ak))`` gives it: keys and
-    ASNs both fit 32 bits, so one stable sort of both in one uint64 (2x faster measured on
-    3 M pairs, the top-ASN lists of a heavy-tailed 1 M-record build)."""
-    if ak.size and (int(ak.min()) < 0 or int(ak.max()) >= 1 << 32 or int(aa.min()) < 0
-                    or int(aa.max()) >= 1 << 32):  # fmt: skip
-        return np.lexsort((aa, ak))
-    both = (ak.astype(np.uint64) << np.uint64(32)) | aa.astype(np.uint64)
-    return np.argsort(both, kind="stable")
+def _sum_by_key_asn(
+    ak: np.ndarray, aa: np.ndarray, av: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Volume per (key, ASN) pair, sorted by key then ASN.
+
+    Keys and ASNs fit one int64 together, so the hash group-by of kernels/accumulate sums
+    them and only the distinct pairs are sorted: sorting every pair (np.lexsort) took 2 of
+    10 CPU s of a 5 M-record heavy-tailed build. The sums are exact: a per-ASN sum never
+    exceeds its cell's volume, whose overflow the build already reports.
+    """
+    if ak.size == 0 or (
+        int(ak.min()) >= 0 and int(ak.max()) < 1 << 31 and int(aa.min()) >= 0
+        and int(aa.max()) < 1 << 32
+    ):  # fmt: skip
+        pairs, sums = sum_by_key((ak.astype(np.int64) << 32) | aa.astype(np.int64), av)
+        return pairs >> 32, pairs & 0xFFFF_FFFF, sums[:, 0]
+    order = np.lexsort((aa, ak))  # keys past 2^31 (no build makes so many)
+    ak, aa, av = ak[order], aa[order], av[order]
+    start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
+    return ak[start], aa[start], np.add.reduceat(av, start)
 
 
 def _rollups(cell_keys: np.ndarray, cell_sums: np.ndarray, plan: BuildPlan) -> list[_Rollup]:
