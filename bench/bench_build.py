@@ -200,12 +200,11 @@ def flatten(prefixes: Sequence[tuple[int, int, int]]) -> list[tuple[int, int | N
     return out
 
 
-def load_world(archive: Path) -> World:
-    """Read ARCHIVE/flowatlas.toml and its prefix CSV into a :class:`World`."""
-    cfg = tomllib.loads((archive / "flowatlas.toml").read_text())
-    bucket = cfg.get("cube", {}).get("bucket", "1h")
-    if bucket != "1h":
-        raise SystemExit(f"bench_build: only 1h buckets are implemented here, not {bucket!r}")
+def read_regions(
+    cfg: dict[str, Any],
+) -> tuple[list[str], list[tuple[int, int, int]], dict[bytes, int]]:
+    """A parsed flowatlas.toml's region names (code 0: Unknown), their address ranges
+    (first, last, code) and the exporters' regions (address -> code)."""
     regions = ["Unknown"]
     region_ranges, exporters = [], {}
     for r in cfg.get("regions", []):
@@ -215,6 +214,16 @@ def load_world(archive: Path) -> World:
             region_ranges.append((first, last, len(regions) - 1))
         for e in r.get("exporters", []):
             exporters[_address(e)] = len(regions) - 1
+    return regions, region_ranges, exporters
+
+
+def load_world(archive: Path) -> World:
+    """Read ARCHIVE/flowatlas.toml and its prefix CSV into a :class:`World`."""
+    cfg = tomllib.loads((archive / "flowatlas.toml").read_text())
+    bucket = cfg.get("cube", {}).get("bucket", "1h")
+    if bucket != "1h":
+        raise SystemExit(f"bench_build: only 1h buckets are implemented here, not {bucket!r}")
+    regions, region_ranges, exporters = read_regions(cfg)
     types = ["Unknown", "Internal"]
 
     def code(name: str) -> int:
@@ -541,9 +550,9 @@ USED_COLUMNS = ["time_start", "exporter", "in_if", "out_if", "src_addr", "dst_ad
 USED_COLUMNS += ["bytes", "packets", "sampling_rate"]
 
 
-def polars_cube(archive: Path, out: Path, threads: int) -> None:
-    """The cube as Polars lazy queries over the archive's Parquet files (see the docstring)."""
-    del threads  # Polars sizes its pool from POLARS_MAX_THREADS, set before import
+def polars_records(archive: Path):
+    """The archive's used flow columns plus ``scaled`` (from each file's counts mode), as one
+    Polars LazyFrame over its Parquet files."""
     import polars as pl
 
     frames = []
@@ -552,11 +561,18 @@ def polars_cube(archive: Path, out: Path, threads: int) -> None:
         frames.append(
             pl.scan_parquet(path).select(USED_COLUMNS).with_columns(scaled=counts == "scaled")
         )
-    polars_compute(pl.concat(frames), load_world(archive), out)
+    return pl.concat(frames)
 
 
-def polars_compute(recs, world: World, out: Path) -> None:
-    """The cube's cells and rollups as one Polars lazy query per output, written to ``out``.
+def polars_cube(archive: Path, out: Path, threads: int) -> None:
+    """The cube as Polars lazy queries over the archive's Parquet files (see the docstring)."""
+    del threads  # Polars sizes its pool from POLARS_MAX_THREADS, set before import
+    polars_compute(polars_records(archive), load_world(archive), out)
+
+
+def polars_oriented(recs, world: World):
+    """Each record oriented and classified, as a Polars LazyFrame of bucket, region, ntype,
+    dir, ipv (codes), remote (UInt128), vol and pk (sampling-corrected counters).
 
     ``recs``: a LazyFrame of the used flow columns plus ``scaled`` (is this row's counter
     already sampling-corrected?).
@@ -607,7 +623,7 @@ def polars_compute(recs, world: World, out: Path) -> None:
         .otherwise(pl.lit(1, pl.UInt64))
     )
     dir_ = pl.col("dir")
-    oriented = (
+    return (
         recs.with_columns(
             src=pl.col("src_addr").bin.reinterpret(dtype=u128, endianness="big"),
             dst=pl.col("dst_addr").bin.reinterpret(dtype=u128, endianness="big"),
@@ -641,6 +657,21 @@ def polars_compute(recs, world: World, out: Path) -> None:
             .cast(pl.UInt8),
         )
     )
+
+
+def polars_compute(recs, world: World, out: Path) -> None:
+    """The cube's cells and rollups as one Polars lazy query per output, written to ``out``.
+
+    ``recs``: as for :func:`polars_oriented`.
+    """
+    import polars as pl
+
+    u128 = pl.UInt128
+
+    def lit(v: int) -> pl.Expr:
+        return pl.lit(v, dtype=u128)
+
+    oriented = polars_oriented(recs, world)
     keys = ["bucket", "region", "ntype", "dir", "ipv"]
     # uniques_prefix: IPv4 addresses as they are, IPv6 ones masked to their /N (an IPv4-mapped
     # address never equals a masked IPv6 prefix, whose low 64 bits are zero)

@@ -42,6 +42,15 @@ def warm_build_kernels(workers: int = 2) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="flowatlas-warmup-") as tmp:
         build_cube_from_table(warm_table(RECORDS), Path(tmp) / "cube", config=cfg, workers=workers)
+    # kernels this tiny build does not reach: the top-ASN ranking (tables that name ASNs) and
+    # the expansion of a table file's root index (builds given a compiled .fatable)
+    import numpy as np
+
+    from flowatlas.kernels.lpm import expand_runs
+    from flowatlas.kernels.topk import top_k_per_key
+
+    top_k_per_key(np.zeros(1, np.int64), np.zeros(1, np.uint64), 1)
+    expand_runs(np.zeros(1, np.uint32), np.zeros(1, np.uint32), 1)
 
 
 def warm_table(n: int) -> Any:

@@ -75,6 +75,24 @@ def test_bench_build_from_memory_smoke(tmp_path: Path) -> None:
     assert verdicts == ["reference", "equal", "equal", "equal"], table
 
 
+def test_bench_simple_matrix_smoke(tmp_path: Path) -> None:
+    """Both workloads, three engines: DuckDB's and Polars' simple matrix equal the cube."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_simple_matrix.py"), "--smoke",
+         "--data", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+    got = {(r[1].strip(), r[3].strip()): r[-2].strip() for r in rows}
+    want = {
+        (w, e): "the cube" if e == "flowatlas" else "equal to the cube"
+        for w in ("world", "heavy")
+        for e in ("flowatlas", "duckdb", "polars")
+    }
+    assert got == want, proc.stdout
+
+
 def test_bench_floor_smoke(tmp_path: Path) -> None:
     """bench_floor.py times every pass it lists and writes only its own section."""
     results = tmp_path / "RESULTS.md"

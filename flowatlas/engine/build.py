@@ -514,24 +514,38 @@ def _tree_bytes(root: Path) -> int:
 
 
 def _describers(table: PrefixTable):
-    """Functions naming ASNs and addresses from the prefix table (for the top lists)."""
+    """Functions naming ASNs and addresses from the prefix table (for the top lists).
+
+    Vectorised over the table, then Python only for the few names asked for: a 900 k-network
+    table took 0.4 s of loops here per build.
+    """
     import numpy as np
+    import pyarrow as pa
 
     nets = table.networks
-    asn_col = np.append(nets.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
-    org_col = np.array([*nets.column("org").to_pylist(), None], dtype=object)
+    asn_of = np.append(nets.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
+    org = nets.column("org")
     # an ASN's organisation: the first name the table gives it, in network-id order
-    org_of_asn: dict[int, str | None] = {}
-    for a, o in zip(asn_col[:-1].tolist(), org_col[:-1].tolist(), strict=True):
-        if a and o is not None and a not in org_of_asn:
-            org_of_asn[a] = o
+    named = np.flatnonzero((asn_of[:-1] != 0) & np.asarray(org.is_valid(), dtype=bool))
+    known, first = np.unique(asn_of[named], return_index=True)
+    net_of_known = named[first]
+
+    def orgs_of(ids: np.ndarray) -> np.ndarray:
+        out = np.full(ids.size, None, dtype=object)
+        has = ids >= 0
+        if has.any():
+            out[has] = org.take(pa.array(ids[has])).to_pylist()
+        return out
 
     def describe_asn(asns):
-        return np.array([org_of_asn.get(int(a)) for a in asns], dtype=object)
+        asns = np.asarray(asns, dtype=np.uint32)
+        pos = np.minimum(np.searchsorted(known, asns), max(known.size - 1, 0))
+        found = known[pos] == asns if known.size else np.zeros(asns.size, bool)
+        return orgs_of(np.where(found, net_of_known[pos] if known.size else -1, -1))
 
     def describe_ip(hi, lo):
         ids = table.lookup(hi, lo)
-        return asn_col[ids], org_col[ids]
+        return asn_of[ids], orgs_of(ids)
 
     return describe_asn, describe_ip
 

@@ -32,6 +32,7 @@ from flowatlas.kernels import hll
 from flowatlas.kernels.accumulate import sum_by_key
 from flowatlas.kernels.distinct import add128_at, merge_top
 from flowatlas.kernels.orient import DIM_BITS
+from flowatlas.kernels.topk import top_k_per_key
 
 #: dense sketch registers are used while they fit in this many bytes; long form beyond
 DENSE_SKETCH_BYTES = 1 << 30
@@ -102,15 +103,11 @@ class _Rollup:
                 self.asn_rows = self.asn[0][0].size
 
     def _asn_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ak = np.concatenate([a[0] for a in self.asn])
-        aa = np.concatenate([a[1] for a in self.asn]).astype(np.int64)
-        av = np.concatenate([a[2] for a in self.asn])
-        order = np.lexsort((aa, ak))
-        ak, aa, av = ak[order], aa[order], av[order]
-        start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
-        if av.size:
-            av = np.add.reduceat(av, start)
-        return ak[start], aa[start], av
+        return _sum_by_key_asn(
+            np.concatenate([a[0] for a in self.asn]),
+            np.concatenate([a[1] for a in self.asn]).astype(np.int64),
+            np.concatenate([a[2] for a in self.asn]),
+        )
 
     def finish(self, result: PartitionResult) -> None:
         r = self.rollup
@@ -141,13 +138,30 @@ class _Rollup:
             )
             if self.asn:
                 ak, aa, av = self._asn_sums()
-                order = np.lexsort((aa, ~av, ak))
-                ak, aa, av = ak[order], aa[order], av[order]
-                start = np.flatnonzero(np.r_[True, ak[1:] != ak[:-1]]) if ak.size else ak
-                run = np.repeat(start, np.diff(np.r_[start, ak.size])) if ak.size else ak
-                rank = np.arange(ak.size) - run
-                keep = rank < TOP_K
-                result.top_asns[r] = (ak[keep], rank[keep], aa[keep].astype(np.uint32), av[keep])
+                keep, rank = top_k_per_key(ak, av, TOP_K)  # pairs come by key, then ASN
+                result.top_asns[r] = (ak[keep], rank, aa[keep].astype(np.uint32), av[keep])
+
+
+def _sum_by_key_asn(
+    ak: np.ndarray, aa: np.ndarray, av: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Volume per (key, ASN) pair, sorted by key then ASN.
+
+    Keys and ASNs fit one int64 together, so the hash group-by of kernels/accumulate sums
+    them and only the distinct pairs are sorted: sorting every pair (np.lexsort) took 2 of
+    10 CPU s of a 5 M-record heavy-tailed build. The sums are exact: a per-ASN sum never
+    exceeds its cell's volume, whose overflow the build already reports.
+    """
+    if ak.size == 0 or (
+        int(ak.min()) >= 0 and int(ak.max()) < 1 << 31 and int(aa.min()) >= 0
+        and int(aa.max()) < 1 << 32
+    ):  # fmt: skip
+        pairs, sums = sum_by_key((ak.astype(np.int64) << 32) | aa.astype(np.int64), av)
+        return pairs >> 32, pairs & 0xFFFF_FFFF, sums[:, 0]
+    order = np.lexsort((aa, ak))  # keys past 2^31 (no build makes so many)
+    ak, aa, av = ak[order], aa[order], av[order]
+    start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
+    return ak[start], aa[start], np.add.reduceat(av, start)
 
 
 def _rollups(cell_keys: np.ndarray, cell_sums: np.ndarray, plan: BuildPlan) -> list[_Rollup]:

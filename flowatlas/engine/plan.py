@@ -37,14 +37,13 @@ GROUPINGS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def _bare(table: PrefixTable) -> PrefixTable:
-    """The same table without its cached lookup index (so it pickles small)."""
-    return PrefixTable(table.starts_hi, table.starts_lo, table.values, table.networks, table.meta)
-
-
 @dataclass
 class BuildPlan:
-    """What every partition of a build needs (picklable, shipped once per worker)."""
+    """What every partition of a build needs (picklable, shipped once per worker).
+
+    Its prefix tables pickle without their lookup index (see ``PrefixTable.__reduce_ex__``):
+    a worker maps the table's file again where it can, else builds the index once.
+    """
 
     regions: tuple[str, ...]
     network_types: tuple[str, ...]
@@ -72,12 +71,6 @@ class BuildPlan:
     #: where the table names no country or metro (the geography table is then skipped)
     geo_of: np.ndarray | None = None
     geo_names: tuple[tuple[str | None, str | None], ...] = ()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["local_table"] = _bare(self.local_table)
-        state["class_table"] = _bare(self.class_table)
-        return state
 
     @property
     def internal_type(self) -> int:
@@ -140,7 +133,7 @@ def make_plan(
     if len(regions) > MAX_REGIONS:
         raise ConfigError(f"{config.origin}: at most {MAX_REGIONS - 1} regions are supported")
     network_types = config.network_types
-    for t in table.network_type_names:
+    for t in table.network_types_used:
         if t not in network_types:
             network_types = (*network_types, t)
     if len(network_types) > MAX_TYPES:

@@ -1,0 +1,155 @@
+"""A build's timeline: when each map task, reducer and the cube write ran, and how many cores
+the process kept busy meanwhile (issue 15, goal 4: at least 1.8 of 2 cores from the first map
+task to the cube write).
+
+Runs ``flowatlas.build_cube`` in this process, as ``flowatlas build`` does, with the engine's
+map, reduce, combine and cube-write functions wrapped to record their start and end (thread
+and time), while a sampler reads the process's CPU time (every thread, user + system) every
+``--sample`` seconds. Times count from the process start, so imports show as the first gap.
+
+Prints one line per time slice: the cores busy in it (CPU seconds / wall seconds) and the
+tasks that ran in it, then the summary the issue asks for.
+
+    python bench/bench_timeline.py ARCHIVE --table ARCHIVE.fatable [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+T0 = psutil.Process().create_time()
+
+
+def now() -> float:
+    """Seconds since this process started."""
+    return time.time() - T0
+
+
+@dataclass
+class Span:
+    what: str
+    thread: int
+    start: float
+    end: float
+
+
+def traced(spans: list[Span], what: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` recording a span per call."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = now()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spans.append(Span(what, threading.get_ident(), start, now()))
+
+    return wrapper
+
+
+class CpuSampler(threading.Thread):
+    """(time, process CPU seconds) every ``every`` seconds, until stopped."""
+
+    def __init__(self, every: float) -> None:
+        super().__init__(daemon=True)
+        self.every = every
+        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.samples.append((now(), time.process_time()))
+            self.stop.wait(self.every)
+        self.samples.append((now(), time.process_time()))
+
+
+def busy_between(samples: list[tuple[float, float]], a: float, b: float) -> float:
+    """Mean cores busy over [a, b] from the samples (linear between them)."""
+    import numpy as np
+
+    t = np.array([s[0] for s in samples])
+    c = np.array([s[1] for s in samples])
+    if b <= a:
+        return 0.0
+    return float((np.interp(b, t, c) - np.interp(a, t, c)) / (b - a))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("archive", type=Path)
+    p.add_argument("--table", type=Path, help="compiled prefix table (.fatable)")
+    p.add_argument("--workers", type=int, default=None, help="as flowatlas build [cores]")
+    p.add_argument("--out", type=Path, default=Path("/tmp/flowatlas-timeline-cube"))
+    p.add_argument("--slice", type=float, default=0.25, help="seconds per timeline line")
+    p.add_argument("--sample", type=float, default=0.02, help="seconds between CPU samples")
+    args = p.parse_args(argv)
+
+    sampler = CpuSampler(args.sample)
+    sampler.start()
+    t_import = now()
+    from flowatlas.engine import build, execution
+
+    spans: list[Span] = []
+    execution.map_task = traced(spans, "map", execution.map_task)
+    execution.reduce_in_memory = traced(spans, "reduce", execution.reduce_in_memory)
+    execution._fold_in = traced(spans, "combine", execution._fold_in)
+    build.write_cube = traced(spans, "write", build.write_cube)
+    t_start = now()
+    build.build_cube(
+        args.archive, args.out, table=args.table, workers=args.workers, overwrite=True,
+        shuffle="memory",
+    )  # fmt: skip
+    t_end = now()
+    sampler.stop.set()
+    sampler.join()
+
+    samples = sampler.samples
+    threads: dict[int, int] = {}
+    for span in sorted(spans, key=lambda s: s.start):  # threads numbered as they first ran
+        threads.setdefault(span.thread, len(threads))
+    letters = {"map": "M", "reduce": "R", "combine": "c", "write": "W"}
+    lines = [f"{'t (s)':>7}  cores  {'':20}  running (thread: task)"]
+    t = 0.0
+    while t < t_end:
+        b = busy_between(samples, t, t + args.slice)
+        running = sorted({(threads[s.thread], letters[s.what]) for s in spans
+                          if s.start < t + args.slice and s.end > t})  # fmt: skip
+        bar = "#" * round(b * 10)
+        lines.append(f"{t:7.2f}  {b:5.2f}  {bar:20}  " + " ".join(f"{th}:{x}" for th, x in running))
+        t += args.slice
+    maps = [s for s in spans if s.what == "map"]
+    writes = [s for s in spans if s.what == "write"]
+    first_map = min(s.start for s in maps)
+    last_map = max(s.end for s in maps)
+    write_end = max(s.end for s in writes)
+    reduces = [s for s in spans if s.what == "reduce"]
+    summary = [
+        f"process start -> imports done (flowatlas.engine): {t_start:.2f} s "
+        f"(interpreter {t_import:.2f} s)",
+        f"build_cube called at {t_start:.2f} s, first map task starts at {first_map:.2f} s",
+        f"maps: {len(maps)} tasks, {first_map:.2f} - {last_map:.2f} s, "
+        f"{busy_between(samples, first_map, last_map):.2f} cores busy",
+        f"reducers: {len(reduces)}, {min(s.start for s in reduces):.2f} - "
+        f"{max(s.end for s in reduces):.2f} s",
+        f"cube write: {min(s.start for s in writes):.2f} - {write_end:.2f} s",
+        f"first map task to cube written: {write_end - first_map:.2f} s wall, "
+        f"{busy_between(samples, first_map, write_end):.2f} cores busy on average",
+        f"whole process until build_cube returned: {t_end:.2f} s, "
+        f"{samples[-1][1] / t_end:.2f} cores busy",
+    ]
+    print("\n".join(lines))
+    print()
+    print("\n".join(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
