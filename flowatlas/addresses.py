@@ -139,7 +139,7 @@ def _parse_v4(data, start, end):  # pragma: no cover - compiled
     dots = 0
     i = start
     while i < end:
-        c = data[i]
+        c = int(data[i])  # not uint8: uncompiled (NUMBA_DISABLE_JIT), octet * 10 would wrap
         if c == 46:  # '.'
             if digits == 0 or dots == 3:
                 return 0, False
@@ -196,7 +196,7 @@ def _parse_one(data, start, end):  # pragma: no cover - compiled
         val = 0
         nd = 0
         while j < end and data[j] != 58 and data[j] != 46:
-            h = _hexval(data[j])
+            h = _hexval(int(data[j]))
             if h < 0:
                 return np.uint64(0), np.uint64(0), False
             val = (val << 4) | h

@@ -202,3 +202,37 @@ def test_prefixes_against_ipaddress() -> None:
 def test_bad_prefixes_name_the_row(text: str, why: str) -> None:
     with pytest.raises(AddressError, match=rf"list\.txt: row 2: {why}"):
         parse_prefixes(["192.0.2.0/24", text], source="list.txt")
+
+
+UNCOMPILED = """
+import ipaddress, json, sys
+import numpy as np
+from flowatlas.addresses import parse_addresses
+good, bad = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+rng = np.random.default_rng(7)
+texts = good + [str(ipaddress.ip_address(int(v))) for v in rng.integers(0, 2**32, 300)]
+hi, lo, ok = parse_addresses(texts)
+assert ok.all(), [t for t, k in zip(texts, ok) if not k]
+for t, h, lw in zip(texts, hi, lo):
+    a = ipaddress.ip_address(t.strip())
+    want = int(a) if a.version == 6 else 0xFFFF00000000 | int(a)
+    assert (int(h) << 64) | int(lw) == want, t
+assert not parse_addresses(bad, strict=False)[2].any()
+"""
+
+
+def test_the_parser_is_right_uncompiled_too() -> None:
+    """With NUMBA_DISABLE_JIT the kernels run as plain Python on NumPy scalars. A character
+    read as uint8 once made the arithmetic wrap: an IPv6 group of three or four hex digits
+    lost its high bits, and the octet 256 read as 0 (accepted)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    args = [json.dumps(ADVERSARIAL_GOOD), json.dumps(ADVERSARIAL_BAD)]
+    r = subprocess.run(
+        [sys.executable, "-c", UNCOMPILED, *args], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
