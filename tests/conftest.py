@@ -74,3 +74,11 @@ def shared_data() -> Path:
     if why:
         skip_or_fail(why)
     return shared_data_dir()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, one per test module (tests/serve_support.py)."""
+    from serve_support import browser_session
+
+    yield from browser_session()

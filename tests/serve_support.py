@@ -74,6 +74,21 @@ def need_browser() -> None:
         pytest.skip(str(exc))
 
 
+#: seconds: the longest any state may take to appear in a browser on a loaded CI machine
+WAIT = 60
+
+
+def browser_session():
+    """Headless Chromium through selenium (the ``browser`` fixture of tests/conftest.py)."""
+    need_browser()
+    from flowatlas.viz.browser import chrome
+
+    d = chrome(1500, 1300, console_log=True)
+    d.set_page_load_timeout(WAIT)
+    yield d
+    d.quit()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,15 +8,20 @@ Screenshots go to the test's tmp dir and, with FLOWATLAS_ARTEFACTS set, to that 
 from __future__ import annotations
 
 import pytest
-from serve_support import Served, colourful, keep_artefact, make_cube, need_browser
+from serve_support import (
+    WAIT,
+    Served,
+    colourful,
+    keep_artefact,
+    make_cube,
+    need_browser,
+)
 
 from flowatlas.engine.cube import open_cube
 from flowatlas.viz import units
 from flowatlas.viz.query import CubeQuery, Filters
 
 pytestmark = pytest.mark.tools
-
-WAIT = 60  # seconds: the longest any state may take to appear on a loaded CI machine
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +37,6 @@ def server(cube, tmp_path_factory):
     srv.stop()
     out = srv.output()
     assert "Traceback" not in out and "bokeh.core.validation" not in out, out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    need_browser()
-    from flowatlas.viz.browser import chrome
-
-    d = chrome(1500, 1300, console_log=True)
-    d.set_page_load_timeout(WAIT)
-    yield d
-    d.quit()
 
 
 def status(d) -> str:

@@ -11,8 +11,12 @@ import warnings
 from pathlib import Path
 
 import pytest
-from serve_support import Served, make_cube, need_browser
-from test_serve_browser import WAIT, after, click_button, load, severe, shot, until
+from serve_support import (
+    Served,
+    make_cube,
+    need_browser,
+)
+from test_serve_browser import after, click_button, load, severe, shot, until
 
 from flowatlas.engine.cube import open_cube
 from flowatlas.viz import units
@@ -63,17 +67,6 @@ def server(cube, mine, tmp_path_factory):
     yield srv
     srv.stop()
     assert "Traceback" not in srv.output(), srv.output()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    need_browser()
-    from flowatlas.viz.browser import chrome
-
-    d = chrome(1500, 1300, console_log=True)
-    d.set_page_load_timeout(WAIT)
-    yield d
-    d.quit()
 
 
 def table_rows(d) -> list[list[str]]:
