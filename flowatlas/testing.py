@@ -97,3 +97,24 @@ def mounted_tmpfs(where: Path, size: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def run_script(script: str, *, cuda_simulator: bool, timeout: float = 900) -> str:
+    """Run a Python script in a fresh interpreter, on numba's CUDA simulator or on the real
+    GPU (the simulator must be chosen before numba is imported); return its stdout.
+
+    A failing script fails the calling test with the end of its stderr.
+    """
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if cuda_simulator:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    else:
+        env.pop("NUMBA_ENABLE_CUDASIM", None)
+    p = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert p.returncode == 0, p.stderr[-4000:]
+    return p.stdout

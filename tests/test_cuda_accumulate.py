@@ -9,13 +9,12 @@ the CPU grouped by address): a CPU test checks that directly.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from flowatlas.testing import run_script
 
 DRIVERS = textwrap.dedent(
     """
@@ -258,40 +257,29 @@ MAP_STEP = textwrap.dedent(
 )
 
 
-def _run(script: str, simulate: bool) -> str:
-    env = dict(os.environ)
-    if simulate:
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    else:
-        env.pop("NUMBA_ENABLE_CUDASIM", None)
-    p = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900
-    )
-    assert p.returncode == 0, p.stderr[-4000:]
-    return p.stdout
-
-
 def test_cuda_accumulation_equals_cpu_under_simulator() -> None:
     """Per-cell sums, distinct (cell, IP) rows, overflow, the prefix sum and the quarantine
     filter: the device drivers give the CPU kernels' answers (simulator)."""
-    assert _run(DRIVERS.format(n=900, deep=False), simulate=True).strip().endswith("OK")
+    out = run_script(DRIVERS.format(n=900, deep=False), cuda_simulator=True)
+    assert out.strip().endswith("OK")
 
 
 def test_map_step_on_gpu_equals_cpu_under_simulator() -> None:
     """map_task's per-cell sums are the CPU's array for array, its pieces the same rows, and
     the cubes (from an archive and from memory, with quarantined records) byte for byte."""
-    out = _run(MAP_STEP.format(records=600, slice_rows=150), simulate=True)
+    out = run_script(MAP_STEP.format(records=600, slice_rows=150), cuda_simulator=True)
     assert out.strip().endswith("SAME")
 
 
 @pytest.mark.gpu
 def test_cuda_accumulation_equals_cpu_on_a_gpu() -> None:
-    assert _run(DRIVERS.format(n=200_000, deep=True), simulate=False).strip().endswith("OK")
+    out = run_script(DRIVERS.format(n=200_000, deep=True), cuda_simulator=False)
+    assert out.strip().endswith("OK")
 
 
 @pytest.mark.gpu
 def test_map_step_on_gpu_equals_cpu_on_a_gpu() -> None:
-    out = _run(MAP_STEP.format(records=300_000, slice_rows=40_000), simulate=False)
+    out = run_script(MAP_STEP.format(records=300_000, slice_rows=40_000), cuda_simulator=False)
     assert out.strip().endswith("SAME")
 
 

@@ -12,9 +12,6 @@ prefix table's lookups) exactly, and be byte for byte the same on every backend.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -38,6 +35,7 @@ from flowatlas.classify import load_table
 from flowatlas.config import load_config
 from flowatlas.engine.build import build_cube
 from flowatlas.engine.cube import open_cube
+from flowatlas.testing import run_script
 
 UTC = dt.timezone.utc
 DIMS = ["region", "network_type", "direction", "ip_version"]
@@ -372,18 +370,10 @@ def test_a_gpu_gives_the_same_bytes(tmp_path) -> None:
 
 
 def _same_on_gpu(tmp_path: Path, simulate: bool, n: int) -> None:
-    env = dict(os.environ)
-    if simulate:
-        env["NUMBA_ENABLE_CUDASIM"] = "1"
-    else:
-        env.pop("NUMBA_ENABLE_CUDASIM", None)
     script = SIMULATED.format(
         tests=str(Path(__file__).parent), tmp=str(tmp_path), n=n, rows=max(200, n // 5)
     )
-    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                       timeout=900)  # fmt: skip
-    assert p.returncode == 0, p.stderr[-4000:]
-    assert p.stdout.strip().endswith("SAME")
+    assert run_script(script, cuda_simulator=simulate).strip().endswith("SAME")
 
 
 def test_measure_only_links_leave_the_cells_alone(built, tmp_path) -> None:
