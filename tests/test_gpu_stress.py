@@ -15,7 +15,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from test_cuda_accumulate import _run
+
+from flowatlas.testing import run_script
 
 STRESS = textwrap.dedent(
     """
@@ -89,11 +90,11 @@ STRESS = textwrap.dedent(
 
 def test_stress_script_under_the_simulator() -> None:
     """The stress script at a size the simulator runs in seconds (it tests the script)."""
-    out = _run(STRESS.format(n=1500, keys=24, window=8), simulate=True)
+    out = run_script(STRESS.format(n=1500, keys=24, window=8), cuda_simulator=True)
     assert out.strip().endswith("OK"), out
 
 
 @pytest.mark.gpu
 def test_device_hash_tables_under_contention_and_collisions_on_a_gpu() -> None:
-    out = _run(STRESS.format(n=8_000_000, keys=512, window=64), simulate=False)
+    out = run_script(STRESS.format(n=8_000_000, keys=512, window=64), cuda_simulator=False)
     assert out.strip().endswith("OK"), out
