@@ -46,8 +46,12 @@ def wait_for(condition, what: str, timeout: float = 60.0) -> None:
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> list[Path]:
+    """Four CSVs of about 33 MB: each spans several of the fast CSV path's 8 MiB blocks, so a
+    worker is still writing for a good while after its first hidden file appears (at 30,000
+    rows one block held a whole file, which a worker could finish between the test's look at
+    the archive and its signal)."""
     d = tmp_path_factory.mktemp("sources")
-    return [big_csv(d / f"s{i}.csv", 30_000 + i, days=2) for i in range(4)]
+    return [big_csv(d / f"s{i}.csv", 300_000 + i, days=2) for i in range(4)]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
