@@ -343,9 +343,9 @@ def demo(records, out, workers, seed, quiet) -> None:
     t0 = time.perf_counter()
     from flowatlas import warmup
 
-    # FLOWATLAS_WARMUP=1: the build's kernels compile (first run after an install) while the
-    # archive is made; off by default (flowatlas/warmup.py says why)
-    warm = warmup.start(workers or 2)
+    # first run after an install: the build's kernels compile in a second process while this
+    # one synthesizes the archive (flowatlas/warmup.py; FLOWATLAS_WARMUP=0 turns it off)
+    warm = warmup.start()
     _echo(
         f"[1/3] synthesizing {records:,} flow records (half a year, seed {seed}) -> {archive}",
         quiet,
@@ -353,7 +353,7 @@ def demo(records, out, workers, seed, quiet) -> None:
     s = _run_synth(archive, records, "2025-07-01", 184, seed, workers or None, True, quiet)
     t1 = time.perf_counter()
     _echo(f"      {s.records:,} records in {t1 - t0:.1f} s", quiet)
-    warm.join()
+    warmup.finish(warm)
     _echo(f"[2/3] building the cube -> {cube}", quiet)
     b = _run_build(
         archive,

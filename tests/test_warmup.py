@@ -22,12 +22,13 @@ def test_cache_dir_falls_back_to_the_temporary_folder(tmp_path):
     got = numba_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}, str(tmp_path), lambda p: False)
     assert got is not None and os.path.basename(got).startswith("flowatlas-numba-cache-")
     # and numba then caches there: a kernel compiled in a fresh process lands in that folder
-    # (through the demo's opt-in warm-up, FLOWATLAS_WARMUP=1: a second process compiles)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), FLOWATLAS_WARMUP="1")
+    # (through the demo's warm-up: a second process compiles)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("FLOWATLAS_WARMUP", None)
     code = (
         "from flowatlas import warmup\n"
         "assert warmup.cache_is_cold()\n"
-        "proc = warmup.start(workers=2)\n"
+        "proc = warmup.start()\n"
         "assert proc.name == 'flowatlas-warmup'\n"
         "proc.join()\n"
         "assert proc.exitcode == 0 and not warmup.cache_is_cold()\n"
@@ -48,9 +49,8 @@ def test_one_compile_of_the_records_kernel_whatever_the_buffer_alignment():
     from flowatlas.engine.pipeline import orient_and_cell
     from flowatlas.inspect import _plan
     from flowatlas.kernels.records import _records
-    from flowatlas.warmup import warm_table
 
-    table = warm_table(64)
+    table = _warm_table(64)
     words = np.frombuffer(b"\0" * 4 + table.column("src_addr").combine_chunks().buffers()[1]
                           .to_pybytes(), np.uint8)[4:]  # fmt: skip
     shifted = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), 64, [None, pa.py_buffer(words)])
@@ -87,15 +87,124 @@ def test_lookup_takes_one_thread_inside_serial_kernels():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
 
 
-def test_the_demo_starts_no_warmup_unless_asked(monkeypatch):
-    """Off by default (it cost CPU and saved no wall time: flowatlas/warmup.py), on with
-    FLOWATLAS_WARMUP=1 where the cache is cold."""
+def test_the_warmup_starts_only_on_a_cold_cache_unless_turned_off(monkeypatch, tmp_path):
+    """FLOWATLAS_WARMUP=0 or a disabled JIT: no process (and a joinable stand-in)."""
     import multiprocessing
 
     from flowatlas import warmup
 
-    monkeypatch.delenv("FLOWATLAS_WARMUP", raising=False)
-    assert isinstance(warmup.start(), warmup._Done)
-    monkeypatch.setenv("FLOWATLAS_WARMUP", "0")
-    assert isinstance(warmup.start(), warmup._Done)
+    for name, value in (("FLOWATLAS_WARMUP", "0"), ("NUMBA_DISABLE_JIT", "1")):
+        with monkeypatch.context() as m:
+            m.setenv(name, value)
+            started = warmup.start()
+            assert isinstance(started, warmup._Done)
+            started.join()
     assert not [p for p in multiprocessing.active_children() if p.name == "flowatlas-warmup"]
+
+
+def test_recorded_signatures_parse_back_to_numba_types():
+    from flowatlas._kernel_list import BUILD
+    from flowatlas.warmup import numba_types, parse_signature
+
+    names = numba_types()
+    for module, attr, sig in BUILD:
+        assert module.startswith("flowatlas.") and attr.isidentifier()
+        assert repr(parse_signature(sig, names)) == sig
+
+
+def _compiled_names(kernels) -> set[tuple[str, str]]:
+    """``(module.function, signature)`` as numba's compile events name each listed kernel."""
+    import importlib
+
+    out = set()
+    for module, attr, sig in kernels:
+        func = getattr(importlib.import_module(module), attr).py_func
+        out.add((f"{func.__module__}.{func.__qualname__}", sig))
+    return out
+
+
+def test_a_cold_demo_compiles_only_listed_kernels_each_in_one_process(tmp_path):
+    """The first demo after an install: the warm-up process compiles the build's kernels
+    while the demo synthesizes, and never a synthesizer's kernel; every kernel any process
+    compiles is one of the recorded (kernel, signature) pairs, so the build itself compiles
+    nothing the warm-up did not cover. Fails when flowatlas/_kernel_list.py is stale: rerun
+    ``python -m flowatlas.warmup --record``."""
+    from pathlib import Path
+
+    from flowatlas._kernel_list import BUILD, SYNTH
+
+    log = tmp_path / "compile.log"
+    here = Path(__file__).resolve().parent
+    env = dict(
+        os.environ,
+        NUMBA_CACHE_DIR=str(tmp_path / "cache"),
+        FLOWATLAS_COMPILE_LOG=str(log),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(here / "compile_log"),
+                                                 os.environ.get("PYTHONPATH")])),
+    )  # fmt: skip
+    env.pop("FLOWATLAS_WARMUP", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "flowatlas", "demo", "--out", str(tmp_path / "demo"), "-q"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "warm-up stopped" not in r.stderr, r.stderr
+    events = [line.split("\t") for line in log.read_text().splitlines()]
+    ours = [(proc, (name, sig)) for proc, name, sig in events if name.startswith("flowatlas.")]
+    build, synth = _compiled_names(BUILD), _compiled_names(SYNTH)
+    warm = {k for proc, k in ours if proc == "flowatlas-warmup"}
+    records = next(s for m, a, s in BUILD if (m, a) == ("flowatlas.kernels.records", "_records"))
+    assert ("flowatlas.kernels.records._records_loop", records) in warm, sorted(warm)
+    assert not warm & synth, sorted(warm & synth)
+    unlisted = {k for _, k in ours} - build - synth
+    assert not unlisted, sorted(unlisted)
+    twice = [k for k in build if sum(1 for _, e in ours if e == k) > 1]
+    assert len(twice) <= 3, twice  # where the two walks meet; nested kernels included
+
+
+def _warm_table(n: int):
+    """``n`` random flow records in flow schema v1: IPv4 and IPv6, both directions, ours
+    198.18.0.0/24 behind exporter 10.10.0.1 (interface 501 a private link)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from flowatlas.addresses import hilo_to_bytes16
+
+    rng = np.random.default_rng(0)
+    v4 = np.uint64(0xFFFF_0000_0000)
+    ours = v4 | np.uint64(0xC612_0000)  # 198.18.0.0/24
+    theirs = v4 | np.uint64(0x0A00_0000)  # 10.x: remote
+    local = ours | rng.integers(1, 255, n).astype(np.uint64)
+    remote = theirs | rng.integers(1, 1 << 24, n).astype(np.uint64)
+    six = rng.random(n) < 0.3
+    hi = np.where(six, np.uint64(0x2001_0DB8 << 32), np.uint64(0))
+    remote_lo = np.where(six, rng.integers(1, 1 << 40, n).astype(np.uint64), remote)
+    egress = rng.random(n) < 0.5
+    src_hi, dst_hi = np.where(egress, 0, hi), np.where(egress, hi, 0)
+    src_lo = np.where(egress, local, remote_lo)
+    dst_lo = np.where(egress, remote_lo, local)
+    day_us = 1_750_000_000_000_000
+    ts = pa.timestamp("us", tz="UTC")
+    exporter = np.full(n, v4 | np.uint64(0x0A0A_0001))
+    return pa.table(
+        {
+            "time_start": pa.array(day_us + rng.integers(0, 86_400_000_000, n)).cast(ts),
+            "time_end": pa.array(np.full(n, day_us)).cast(ts),
+            "exporter": hilo_to_bytes16(np.zeros(n, np.uint64), exporter),
+            "in_if": pa.array(rng.choice([1, 501], n).astype(np.uint32)),
+            "out_if": pa.array(rng.choice([2, 101], n).astype(np.uint32)),
+            "src_addr": hilo_to_bytes16(src_hi.astype(np.uint64), src_lo),
+            "dst_addr": hilo_to_bytes16(dst_hi.astype(np.uint64), dst_lo),
+            "src_port": pa.array(rng.integers(0, 65536, n).astype(np.uint16)),
+            "dst_port": pa.array(rng.integers(0, 65536, n).astype(np.uint16)),
+            "proto": pa.array(np.full(n, 6, np.uint8)),
+            "bytes": pa.array(rng.integers(40, 10**7, n).astype(np.uint64)),
+            "packets": pa.array(rng.integers(1, 10**4, n).astype(np.uint64)),
+            "sampling_rate": pa.array(rng.choice([1, 1000], n).astype(np.uint32)),
+            "src_as": pa.array(np.zeros(n, np.uint32)),
+            "dst_as": pa.array(np.zeros(n, np.uint32)),
+        }
+    )
