@@ -32,10 +32,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-#: archive sizes the recording run synthesizes and builds, to reach every code path of the
-#: demo's build: some kernels are chosen by size (distinct's dense or hashed cell ids)
-RECORD_SIZES = (20_000, 1_000_000)
-
 _LIST_PATH = Path(__file__).with_name("_kernel_list.py")
 
 
@@ -194,18 +190,20 @@ def ends_first(kernels: Kernels, seconds: dict[tuple[str, str, str], float]) -> 
 
 
 def record(
-    sizes: Iterable[int] = RECORD_SIZES,
+    sizes: Iterable[int] | None = None,
 ) -> tuple[Kernels, Kernels, dict[tuple[str, str, str], float]]:
-    """Run the demo's synthesizer and build on archives of each size, in this (fresh)
+    """Run the demo's synthesizer and build on archives of each size (default: the demo's;
+    some kernels are chosen by size, such as distinct's dense or hashed cell ids, and a
+    kernel the demo does not call would only cost the warm-up time), in this (fresh)
     process; return ``(module, attribute, signature)`` of the build's kernels (those it
     loaded or compiled that the synthesizer had not, ordered by :func:`ends_first`), of the
     synthesizer's, and the seconds each took to compile here (0 where it was cached)."""
-    from flowatlas.commands import _run_build, _run_synth
+    from flowatlas.commands import DEMO_RECORDS, _run_build, _run_synth
 
     times = _CompileTimes()
     synth: set[tuple[str, str, str]] = set()
     build: set[tuple[str, str, str]] = set()
-    for records in sizes:
+    for records in sizes or (DEMO_RECORDS,):
         with tempfile.TemporaryDirectory(prefix="flowatlas-record-") as tmp:
             archive, cube = Path(tmp) / "archive", Path(tmp) / "cube"
             _run_synth(archive, records, "2025-07-01", 184, 1, None, True, True)
