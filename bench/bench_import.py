@@ -8,7 +8,9 @@ next to the tool or decoder it should be compared with, on the same records:
   -w``, as issue 16 measured it) next to
   nfdump's binary read (``nfdump -r FILE -q -s srcip -n 5``), the native reader alone
   (decoding into Arrow, no Parquet) and the old path through nfdump's text (``--reader
-  nfdump``); then the same records split into files, imported with ``-j 1`` and ``-j 2``;
+  nfdump``); then ``--split-records`` (default twice ``--records``) in ``--files`` files of a
+  few million records each, imported with ``-j 1`` and ``-j 2`` in the same run (the -j
+  scaling case: each file must be big enough that a worker's start-up does not dominate);
 - CSV: ``pyarrow.csv.read_csv`` alone;
 - NetFlow/IPFIX in a pcap (IPFIX messages, IPv4 and IPv6 templates, as a router sends them):
   the native decoder alone (capture reading and decoding, no Parquet);
@@ -22,7 +24,8 @@ process tree, peak RSS of the tree, polled); cases are interleaved and repeated,
 median is reported. Usage::
 
     python bench/bench_import.py [--records N] [--other-records M] [--repeat R]
-                                 [--files K] [--skip-slow] [--results FILE | --no-results]
+                                 [--files K] [--split-records S] [--skip-slow]
+                                 [--results FILE | --no-results]
     python bench/bench_import.py --pipeline 100000000 --files 16   # import, then build
 
 ``--pipeline N`` measures the acceptance case of issue 16 instead: N records in ``--files``
@@ -393,12 +396,14 @@ def pipeline(binary: str, records: int, files: int, results: Path | None) -> int
     return 0
 
 
-def prepare(binary: str, records: int, other: int, files: int) -> dict[str, object]:
+def prepare(
+    binary: str, records: int, other: int, files: int, split_records: int
+) -> dict[str, object]:
     """Every input file (made once into bench/_data, then reused)."""
     DATA.mkdir(exist_ok=True)
     big, n = build_nfcapd(binary, DATA, records)
     inputs: dict[str, object] = {"nfcapd": big, "n_nfcapd": n}
-    split = nfcapd_files(binary, records, files)
+    split = nfcapd_files(binary, split_records, files)
     inputs["split"] = split
     inputs["n_split"] = sum(nfdump_count(binary, f) for f in sorted(split.iterdir()))
     rows = archive_rows(big, DATA, other)
@@ -579,10 +584,14 @@ def scaling_line(runs: dict[str, list[Measurement]], inputs: dict, files: int) -
     one, two = (runs[f"nfcapd files: flowatlas import DIR -j {j} ({name})"] for j in (1, 2))
     w1, w2 = (statistics.median(m.seconds for m in ms) for ms in (one, two))
     c1, c2 = (statistics.median(m.cpu_seconds for m in ms) for ms in (one, two))
+    n = int(inputs["n_split"])
     return (
-        f"-j scaling, {files} nfcapd files: -j 2 takes {w2:.2f} s against {w1:.2f} s with "
-        f"-j 1 (speed-up {w1 / w2:.2f}x; CPU {c2:.2f} s against {c1:.2f} s). With other work "
-        "on the machine, two workers do not get two cores to themselves."
+        f"-j scaling, {n:,} records in {files} nfcapd files: -j 2 takes {w2:.2f} s against "
+        f"{w1:.2f} s with -j 1 (speed-up {w1 / w2:.2f}x; CPU {c2:.2f} s against {c1:.2f} s: "
+        f"the second process's start-up and the shared cores cost {c2 - c1:+.2f} CPU-s). "
+        "With -j 2 this process imports files next to one worker process. With other work "
+        "on the machine (see the load average), two processes do not get two cores to "
+        "themselves."
     )
 
 
@@ -601,7 +610,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--other-records", type=int, default=1_000_000, help="records of the other formats"
     )
-    ap.add_argument("--files", type=int, default=8, help="files for the -j scaling case [8]")
+    ap.add_argument("--files", type=int, default=4, help="files for the -j scaling case [4]")
+    ap.add_argument(
+        "--split-records",
+        type=int,
+        help="records of the -j scaling case, in --files files [twice --records]",
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-slow", action="store_true", help="leave out --reader nfdump")
     ap.add_argument("--results", type=Path, default=None, help=f"results file [{RESULTS}]")
@@ -615,17 +629,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
+    split_records = args.split_records or 2 * args.records
     binary = nfdump_binary()
     nf_version = ".".join(map(str, nfdump_version(binary)))
     if args.pipeline:
         target = None if args.no_results else (args.results or RESULTS)
         return pipeline(binary, args.pipeline, args.files, target)
     if args.prepare_only:  # in a child: the tables it loads stay out of the parent's memory
-        inputs = prepare(binary, args.records, args.other_records, args.files)
+        inputs = prepare(binary, args.records, args.other_records, args.files, split_records)
         print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in inputs.items()}))
         return 0
     child = [sys.executable, __file__, "--prepare-only", "--records", str(args.records)]
     child += ["--other-records", str(args.other_records), "--files", str(args.files)]
+    child += ["--split-records", str(split_records)]
     prepared = subprocess.run(child, capture_output=True, text=True, check=False)
     if prepared.returncode != 0:
         raise SystemExit(f"bench_import: preparing the inputs failed:\n{prepared.stderr}")
@@ -670,9 +686,9 @@ def main(argv: list[str] | None = None) -> int:
         [
             f"nfcapd: {inputs['n_nfcapd']:,} records in one file (copies of the softflowd "
             f"output `{SOURCE}` merged with `nfdump -R`), and {inputs['n_split']:,} in "
-            f"{args.files} files; the other formats: the first {inputs['n_other']:,} of "
-            f"those records written in each format. Median of {args.repeat} interleaved runs, "
-            "each a child process.",
+            f"{args.files} files (the -j scaling case); the other formats: the first "
+            f"{inputs['n_other']:,} of those records written in each format. Median of "
+            f"{args.repeat} interleaved runs, each a child process.",
             "",
             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, {m['os']}, "
             f"Python {m['python']}; nfdump {nf_version}, pyarrow {v['pyarrow']}, "
