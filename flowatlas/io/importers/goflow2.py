@@ -14,8 +14,11 @@ volume = bytes x sampling_rate (0 = unknown, read as unsampled).
 The binary form is the ``FlowMessage`` protobuf of goflow2's ``pb/flow.proto``, each message
 prefixed by its length as a varint (``-format=bin`` in v2, ``-format=pb
 -format.protobuf.fixedlen=true`` in v1), optionally followed by the file transport's newline.
-It is decoded here with a small wire-format reader (no protobuf dependency); it is slower than
-the JSON path.
+It is read by a compiled walk over whole buffers into typed columns (``goflow2_scan.py``, about
+2 M messages per CPU-second), which hands any message it is not sure of to the small Python
+wire-format reader here (no protobuf dependency), the walk's oracle in the tests. A message
+the reader cannot decode (a field running past its end, a time that is not a number, ...) is
+quarantined as ``bad_protobuf`` with its number and first bytes.
 
 The JSON-lines reader is shared with pmacct's JSON output (see ``pmacct.py``).
 """
@@ -32,6 +35,7 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from flowatlas.errors import InputError
 from flowatlas.io.importers.base import Batch, Importer, ImportOptions, register
@@ -258,6 +262,7 @@ _PB_V2 = {
 #: goflow2 v1 kept times in seconds under other numbers (38 is ip_flags in v2)
 _PB_V1_TIMES = {2: "time_received", 38: "time_start", 5: "time_end"}
 _ADDR_FIELDS = {"exporter", "src_addr", "dst_addr"}
+_TIME_FIELDS = ("time_received", "time_start", "time_end")
 _V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
 
 
@@ -318,7 +323,12 @@ def decode_flow_message(msg: bytes | memoryview) -> dict[str, Any]:
     if not v2:
         for number, name in _PB_V1_TIMES.items():
             if number in raw:
+                if not isinstance(raw[number], int):
+                    raise ValueError(f"{name} (field {number}) is not a varint")
                 out[name] = raw[number] * 1_000_000_000  # seconds -> ns
+    for name in _TIME_FIELDS:
+        if name in out and not isinstance(out[name], int):
+            raise ValueError(f"{name} is not a varint")
     for name in _ADDR_FIELDS:
         if name in out:
             value = out[name]
@@ -442,7 +452,7 @@ class Goflow2PbImporter(Importer):
         fh = open_binary(path)
         try:
             yield from convert_chunks(
-                self._chunks(fh, path),
+                pb_chunks_compiled(fh, path),
                 _pb_columns,
                 converter,
                 options.batch_rows,
@@ -456,6 +466,7 @@ class Goflow2PbImporter(Importer):
     def _chunks(
         fh: IO[bytes], path: Path
     ) -> Iterator[tuple[list[int], list[dict[str, Any]], list]]:
+        """The Python reader's chunks (the oracle of :func:`pb_chunks_compiled`)."""
         numbers: list[int] = []
         records: list[dict[str, Any]] = []
         bad: list[tuple[int, str]] = []
@@ -482,7 +493,9 @@ class Goflow2PbImporter(Importer):
             yield numbers, records, bad
 
 
-def _pb_columns(records: list[dict[str, Any]]) -> Mapping[str, pa.Array]:
+def _pb_columns(records: list[dict[str, Any]] | dict[str, pa.Array]) -> Mapping[str, pa.Array]:
+    if isinstance(records, dict):  # columns the compiled walk made
+        return records
     cols: dict[str, pa.Array] = {}
     received = [r.get("time_received") for r in records]
     for name in set(_PB_V2.values()) - {"time_received"}:
@@ -514,3 +527,239 @@ def _fmt16(v: bytes) -> str:
 
     addr = ipaddress.IPv6Address(v)
     return str(addr.ipv4_mapped) if addr.ipv4_mapped else str(addr)
+
+
+# --------------------------------------------------------------------------- compiled walk
+
+#: bytes read at a time by the compiled walk (a multiple of ``iter_delimited``'s chunk, so the
+#: newline-separator decision sees the same bytes)
+PB_BLOCK = 8 << 20
+
+
+def _newline_separated(head: bytes | bytearray, eof: bool) -> bool | None:
+    """``iter_delimited``'s decision, from the first bytes of a stream: is every message
+    followed by a newline? False when the first message's framing is broken (the stream ends
+    there, the decision never matters); None when more of the stream is needed to decide."""
+    view = memoryview(head)
+    try:
+        length, start = _varint(view, 0)
+    except _Truncated:
+        return False if eof else None
+    except ValueError:
+        return False
+    end = start + length
+    if length > MAX_MESSAGE:
+        return False
+    # iter_delimited reads 1 MiB at a time until 64 KiB past the first message are buffered
+    chunk = 1 << 20
+    buffered = -(-(end + 1 + _LOOKAHEAD) // chunk) * chunk
+    if buffered > len(head) and not eof:
+        return None
+    buffered = min(buffered, len(head))
+    return buffered > end and head[end] == 0x0A and _next_ok(view, end + 1, buffered)
+
+
+def _framing_problem(data: bytes | bytearray, pos: int, end: int) -> str:
+    """What ``iter_delimited`` says of the message at ``pos`` whose framing is broken."""
+    view = memoryview(data)[:end]
+    try:
+        length, start = _varint(view, pos)
+    except (_Truncated, ValueError):
+        return "truncated message length"
+    if length > MAX_MESSAGE:
+        return f"implausible message length ({length} bytes)"
+    return f"truncated message ({end - start} of {length} bytes)"
+
+
+class _PbChunk:
+    """Output arrays of the compiled walk for one chunk of messages."""
+
+    def __init__(self, rows: int) -> None:
+        from flowatlas.io.importers.goflow2_scan import ADDRESS_FIELDS, NUMERIC_FIELDS
+
+        self.values = np.zeros((rows, len(NUMERIC_FIELDS)), np.uint64)
+        self.present = np.zeros((rows, len(NUMERIC_FIELDS)), np.bool_)
+        self.addr = np.zeros((rows, len(ADDRESS_FIELDS), 16), np.uint8)
+        self.addr_present = np.zeros((rows, len(ADDRESS_FIELDS)), np.bool_)
+        self.status = np.zeros(rows, np.int8)
+        self.msg_start = np.zeros(rows, np.int64)
+        self.msg_len = np.zeros(rows, np.int64)
+        #: decode_flow_message's result (or error) for each slow message, by row
+        self.slow: dict[int, dict[str, Any] | str] = {}
+
+
+def pb_chunks_compiled(
+    fh: IO[bytes], path: Path, chunk_messages: int | None = None, block: int = PB_BLOCK
+) -> Iterator[tuple[list[int], Any, list[tuple[int, str]]]]:
+    """(message numbers, records, bad messages) per ``chunk_messages`` messages, as
+    ``Goflow2PbImporter._chunks`` yields them, read by the compiled walk.
+
+    ``records`` is a dict of columns when every good message was walked, else a list of
+    decoded messages (as the Python reader gives them) for :func:`_pb_columns`.
+    """
+    from flowatlas.io.importers.goflow2_scan import (
+        BROKEN,
+        END,
+        FULL,
+        SLOW,
+        field_slots,
+        walk_messages,
+    )
+
+    slots = field_slots()
+    chunk_messages = chunk_messages or JSON_CHUNK_LINES
+
+    def read() -> bytes:
+        try:
+            return fh.read(block)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{path}: read failed: {exc}") from None
+
+    data = bytearray(read())
+    eof = not data
+    while (newline_sep := _newline_separated(data, eof)) is None:
+        more = read()
+        eof = not more
+        data += more
+    pos, pending, number = 0, False, 0
+    chunk = _PbChunk(chunk_messages)
+    row = 0
+    problem: str | None = None
+    while True:
+        buf = np.frombuffer(data, np.uint8)
+        pos, row2, pending, state = walk_messages(
+            buf, pos, len(data), eof, newline_sep, pending, slots, row, chunk.values,
+            chunk.present, chunk.addr, chunk.addr_present, chunk.status, chunk.msg_start,
+            chunk.msg_len,
+        )  # fmt: skip
+        for r in np.flatnonzero(chunk.status[row:row2] == SLOW) + row:
+            msg = bytes(data[chunk.msg_start[r] : chunk.msg_start[r] + chunk.msg_len[r]])
+            try:
+                chunk.slow[int(r)] = decode_flow_message(msg)
+            except (ValueError, _Truncated) as exc:
+                chunk.slow[int(r)] = f"{exc or 'truncated field'}: {msg[:32].hex()}"
+        row = row2
+        del buf
+        if state == BROKEN:
+            problem = _framing_problem(data, pos, len(data))
+        if state == FULL or state == END or state == BROKEN:
+            if row or problem is not None:
+                yield _pb_chunk_out(chunk, row, number, problem)
+                number += row + (problem is not None)
+            if state != FULL:
+                return
+            chunk, row = _PbChunk(chunk_messages), 0
+            continue
+        # NEED_MORE: drop what was walked, read on
+        del data[:pos]
+        pos = 0
+        more = read()
+        eof = not more
+        data += more
+
+
+def _pb_chunk_out(
+    chunk: _PbChunk, rows: int, first: int, problem: str | None
+) -> tuple[list[int], Any, list[tuple[int, str]]]:
+    """One chunk's (numbers, records, bad), numbering messages from ``first + 1``."""
+    numbers: list[int] = []
+    bad: list[tuple[int, str]] = []
+    good = np.ones(rows, np.bool_)
+    mixed = False
+    for r, got in sorted(chunk.slow.items()):
+        if isinstance(got, str):
+            good[r] = False
+            bad.append((first + r + 1, got))
+        else:
+            mixed = True
+    if problem is not None:
+        bad.append((first + rows + 1, problem))
+    idx = np.flatnonzero(good)
+    numbers = (idx + first + 1).tolist()
+    if not len(idx):
+        return numbers, [], bad
+    if mixed:
+        records = [
+            chunk.slow[int(r)] if int(r) in chunk.slow else _pb_row_dict(chunk, int(r)) for r in idx
+        ]
+        return numbers, records, bad
+    return numbers, _pb_arrays(chunk, idx), bad
+
+
+def _pb_row_dict(chunk: _PbChunk, r: int) -> dict[str, Any]:
+    """A walked message as ``decode_flow_message`` gives it."""
+    from flowatlas.io.importers.goflow2_scan import ADDRESS_FIELDS, NUMERIC_FIELDS
+
+    raw: dict[int, Any] = {}
+    for s, number in enumerate(NUMERIC_FIELDS):
+        if chunk.present[r, s]:
+            raw[number] = int(chunk.values[r, s])
+    for a, number in enumerate(ADDRESS_FIELDS):
+        if chunk.addr_present[r, a]:
+            raw[number] = chunk.addr[r, a].tobytes()
+    out = {name: raw[number] for number, name in _PB_V2.items() if number in raw}
+    if not (110 in raw or 111 in raw):
+        for number, name in _PB_V1_TIMES.items():
+            if number in raw:
+                out[name] = raw[number] * 1_000_000_000
+    return out
+
+
+_INT64_MAX = (1 << 63) - 1
+
+
+def _pb_arrays(chunk: _PbChunk, idx: np.ndarray) -> dict[str, pa.Array]:
+    """The columns :func:`_pb_columns` makes of these walked messages (none of them slow)."""
+    from flowatlas.io.importers.goflow2_scan import ADDRESS_FIELDS, NUMERIC_FIELDS
+
+    slot = {number: s for s, number in enumerate(NUMERIC_FIELDS)}
+    values = chunk.values[idx]
+    present = chunk.present[idx]
+
+    def field(number: int) -> tuple[np.ndarray, np.ndarray]:
+        return values[:, slot[number]], present[:, slot[number]]
+
+    v2 = present[:, slot[110]] | present[:, slot[111]]
+    times: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in ("time_received", "time_start", "time_end"):
+        v2_number = next(k for k, v in _PB_V2.items() if v == name)
+        v1_number = next(k for k, v in _PB_V1_TIMES.items() if v == name)
+        val, has = field(v2_number)
+        val1, has1 = field(v1_number)
+        use1 = ~v2 & has1
+        # seconds -> ns, capped as _pb_columns caps every time (min(v, 2^63 - 1))
+        ns1 = np.where(
+            val1 > np.uint64(_INT64_MAX // 1_000_000_000),
+            np.uint64(_INT64_MAX),
+            val1 * np.uint64(1_000_000_000),
+        )
+        times[name] = (np.where(use1, ns1, val), np.where(use1, True, has))
+    cols: dict[str, pa.Array] = {}
+    rv, rh = times["time_received"]
+    for name in ("time_start", "time_end"):
+        v, h = times[name]
+        take = ~h | (v == 0)  # absent or 0: the time goflow2 received it
+        v, h = np.where(take, rv, v), np.where(take, rh, h)
+        v = np.minimum(v, np.uint64(_INT64_MAX)).astype(np.int64)
+        cols[name] = pa.array(v, pa.int64(), mask=~h)
+    for a, number in enumerate(ADDRESS_FIELDS):
+        name = _PB_V2[number]
+        data = np.ascontiguousarray(chunk.addr[idx, a])
+        has = chunk.addr_present[idx, a]
+        arr = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(16), len(idx), [None, pa.py_buffer(data)]
+        )
+        if not has.all():
+            arr = pc.if_else(pa.array(has), arr, pa.scalar(None, pa.binary(16)))
+        cols[name] = arr
+    for number, name in _PB_V2.items():
+        if name in cols or name == "time_received":
+            continue
+        v, h = field(number)
+        if not h.any():
+            cols[name] = pa.nulls(len(idx))
+        elif (v[h] > np.uint64(_INT64_MAX)).any():  # as column() does with such ints
+            cols[name] = column([int(x) if p else None for x, p in zip(v, h, strict=True)])
+        else:
+            cols[name] = pa.array(v.astype(np.int64), pa.int64(), mask=~h)
+    return cols
