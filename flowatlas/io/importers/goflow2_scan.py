@@ -180,3 +180,63 @@ def walk_messages(
         row += 1
         pos = body + ln
         pending_nl = newline_sep
+
+
+# --------------------------------------------------------------------------- JSON lines
+
+#: what a line of a JSON-lines file is, to the fast path
+BLANK, OBJECT, OTHER = 0, 1, 2
+#: chunks nesting arrays or objects deeper than this go to the Python reader (whose json
+#: module stops at the recursion limit, about 1000 levels, where pyarrow.json reads on)
+MAX_DEPTH = 100
+
+
+def line_table(
+    buf: np.ndarray, at_eof: bool, starts: np.ndarray, ends: np.ndarray, kinds: np.ndarray
+) -> int:
+    """Split ``buf`` at newlines into lines (``ends`` exclude the newline); returns how many.
+
+    Only whole lines are listed, and at the end of the data (``at_eof``) the last one without
+    its newline. Each line's kind: ``BLANK`` (only the bytes ``bytes.strip()`` removes, which
+    the Python reader skips), ``OBJECT`` (after JSON whitespace it opens with ``{``) or
+    ``OTHER``. Stops when ``starts`` is full.
+    """
+    newlines = np.flatnonzero(buf == 10)  # vectorised: the lines' ends in one pass
+    return _line_kinds(buf, newlines, at_eof, starts, ends, kinds)
+
+
+@numba.njit(cache=True, nogil=True)
+def _line_kinds(buf, newlines, at_eof, starts, ends, kinds):  # pragma: no cover - compiled
+    n = 0
+    cap = starts.shape[0]
+    size = buf.shape[0]
+    start = 0
+    k = 0
+    while n < cap:
+        if k < newlines.shape[0]:
+            end = newlines[k]
+            k += 1
+        elif at_eof and start < size:
+            end = size
+        else:
+            return n
+        kind = BLANK
+        if end > start and buf[start] == 123:
+            kind = OBJECT  # the common case: a line opening with {
+        else:
+            for pos in range(start, end):
+                c = buf[pos]
+                if not (c == 32 or c == 9 or c == 13 or c == 11 or c == 12):
+                    kind = OBJECT if c == 123 else OTHER
+                    if kind == OBJECT:
+                        # a leading \v or \f is not JSON whitespace: json.loads refuses it
+                        for q in range(start, pos):
+                            if buf[q] == 11 or buf[q] == 12:
+                                kind = OTHER
+                    break
+        starts[n] = start
+        ends[n] = end
+        kinds[n] = kind
+        n += 1
+        start = end + 1
+    return n
