@@ -15,7 +15,12 @@ next to the tool or decoder it should be compared with, on the same records:
 - NetFlow/IPFIX in a pcap (IPFIX messages, IPv4 and IPv6 templates, as a router sends them):
   the native decoder alone (capture reading and decoding, no Parquet);
 - goflow2 JSON lines and pmacct JSON lines: ``pyarrow.json.read_json`` alone;
-- goflow2 protobuf: its wire-format decoder alone (the importer's own, pure Python).
+- goflow2 protobuf: the pure-Python wire-format decoder alone (the importer's old path, still
+  its oracle and its fallback for odd messages).
+
+Every format is also measured in-process, start-up excluded (the work alone, after a first
+run on a small file), next to its in-process reference: pyarrow's CSV or JSON reader, the
+capture decoding alone, the compiled protobuf walk alone.
 
 The CSV, JSON, protobuf and pcap files hold the first ``--other-records`` records of the
 nfcapd file's archive, written here. Inputs are generated into bench/_data (git-ignored) and
@@ -483,7 +488,23 @@ READ_WORK = (
 )
 #: formats whose import and reference also run in-process, start-up excluded: the targets
 #: of issue 16 are rates per core of the work itself
-IN_PROCESS_FORMATS = {"csv": CSV_WORK, "netflow-pcap": PCAP_WORK}
+JSON_WORK = ("import pyarrow.json as pajson", "pajson.read_json(path)")
+#: the compiled protobuf walk alone: every message into typed columns, no checks, no Parquet
+PB_WALK_WORK = (
+    "from pathlib import Path\nfrom flowatlas.io.importers.goflow2 import open_binary, "
+    "pb_chunks_compiled, _pb_columns",
+    "with open_binary(Path(path)) as fh:\n"
+    "        for n, r, _ in pb_chunks_compiled(fh, Path(path)):\n"
+    "            _pb_columns(r) if n else None",
+)
+#: format: (its in-process reference, that reference's work)
+IN_PROCESS_FORMATS = {
+    "csv": ("pyarrow.csv.read_csv(FILE)", CSV_WORK),
+    "netflow-pcap": ("decoding alone (IPFIX capture)", PCAP_WORK),
+    "goflow2-json": ("pyarrow.json.read_json(FILE)", JSON_WORK),
+    "goflow2-pb": ("compiled wire-format walk alone, to columns", PB_WALK_WORK),
+    "pmacct-json": ("pyarrow.json.read_json(FILE)", JSON_WORK),
+}
 
 
 def in_process(work: tuple[str, str], path: str, warm: str, out: str, **fmt: object) -> list[str]:
@@ -550,7 +571,8 @@ def cases(inputs: dict[str, object], binary: str, out: Path, skip_slow: bool) ->
                 "import pyarrow.csv as c; c.read_csv({path!r})"),
         "netflow-pcap": ("decoding alone (IPFIX capture, python -c)", PCAP_DECODER),
         "goflow2-json": ("python -c pyarrow.json.read_json(FILE)", read_json),
-        "goflow2-pb": ("wire-format decoder alone (python -c)", PB_DECODER),
+        "goflow2-pb": ("Python wire-format decoder alone (the old path, python -c)",
+                       PB_DECODER),
         "pmacct-json": ("python -c pyarrow.json.read_json(FILE)", read_json),
     }  # fmt: skip
     for fmt, (ref_name, code) in references.items():
@@ -561,10 +583,9 @@ def cases(inputs: dict[str, object], binary: str, out: Path, skip_slow: bool) ->
         rows.append((fmt, name, imp(path, "--format", fmt, "-j", "1"), n_other))
         if fmt in IN_PROCESS_FORMATS:
             warm = str(inputs[f"warm {fmt}"])
-            ref = in_process(IN_PROCESS_FORMATS[fmt], path, warm, str(out))
+            ref_name, ref_work = IN_PROCESS_FORMATS[fmt]
+            ref = in_process(ref_work, path, warm, str(out))
             work = in_process(IMPORT_WORK, path, warm, str(out), fmt=fmt, now=NOW_US)
-            ref_name = ref_name.replace(", python -c", "").replace(" (python -c)", "")
-            ref_name = ref_name.replace("python -c ", "")
             rows.append((fmt, f"{fmt}: {ref_name}{IN_PROCESS_SUFFIX}", ref, n_other))
             if fmt == "csv":  # the importer's own reading, next to pyarrow's
                 read = in_process(READ_WORK, path, warm, str(out), fmt=fmt, now=NOW_US)
