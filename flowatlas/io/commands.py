@@ -808,12 +808,20 @@ def _run_shared(tasks: list[ImportTask], workers: int) -> Generator[FileResult, 
         initargs=(os.getpid(), threads),
     )
 
+    idle: list[int] = []  # feeders with nothing left to hand out
+    release = threading.Event()
+
     def feed() -> None:  # one thread per worker process: hand it files until none are left
         try:
             while (task := take()) is not None:
                 finished.put(pool.submit(import_one, task).result())
         except BaseException as exc:  # e.g. BrokenProcessPool: the parent says so
             finished.put(exc)
+        idle.append(1)
+        # a worker gets its parent-death signal when the *thread* that started it ends (Linux
+        # ties PR_SET_PDEATHSIG to threads), and the pool starts workers from the thread that
+        # submits: so no feeder ends before the pool has shut down
+        release.wait()
 
     feeders = [threading.Thread(target=feed, daemon=True) for _ in range(workers - 1)]
     for t in feeders:
@@ -838,7 +846,7 @@ def _run_shared(tasks: list[ImportTask], workers: int) -> Generator[FileResult, 
             if task is not None:
                 yield import_one(task)
                 continue
-            if not any(t.is_alive() for t in feeders) and finished.empty():
+            if len(idle) == len(feeders) and finished.empty():
                 break
             with contextlib.suppress(queue.Empty):
                 yield ready(finished.get(timeout=0.1))
@@ -847,6 +855,7 @@ def _run_shared(tasks: list[ImportTask], workers: int) -> Generator[FileResult, 
         pa.set_cpu_count(before[0])
         pa.set_io_thread_count(before[1])
         pool.shutdown(wait=True, cancel_futures=True)
+        release.set()
         for t in feeders:
             t.join()
 
