@@ -854,10 +854,12 @@ def _run_shared(tasks: list[ImportTask], workers: int) -> Generator[FileResult, 
         stop.set()
         pa.set_cpu_count(before[0])
         pa.set_io_thread_count(before[1])
-        pool.shutdown(wait=True, cancel_futures=True)
-        release.set()
-        for t in feeders:
-            t.join()
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            release.set()
+            for t in feeders:
+                t.join()
 
 
 # --------------------------------------------------------------------------- the command

@@ -833,8 +833,20 @@ def json_chunks_fast(
     cap = 1 << 16
     per_line = 0.0  # bytes per line in the last chunk
     text_keys: set[str] = set()
+
+    def read(size: int) -> bytes:
+        try:
+            return fh.read(size)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(f"{path}: read failed: {exc}") from None
+
     try:
         while True:
+            short = int(per_line * chunk_lines * 1.05) - len(data)
+            if not eof and per_line and short > 0:  # less than a chunk at the last chunk's rate
+                more = read(max(block, short))
+                eof = not more
+                data += more
             buf = np.frombuffer(data, np.uint8)
             starts = np.empty(max(cap, 1), np.int64)
             ends = np.empty_like(starts)
@@ -847,11 +859,7 @@ def json_chunks_fast(
                 continue
             if len(nonblank) < chunk_lines and not eof:
                 # enough for the rest of the chunk at once, so its lines are listed once
-                want = max(block, int(per_line * (chunk_lines - len(nonblank)) * 1.05))
-                try:
-                    more = fh.read(want)
-                except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                    raise InputError(f"{path}: read failed: {exc}") from None
+                more = read(max(block, int(per_line * (chunk_lines - len(nonblank)) * 1.05)))
                 eof = not more
                 data += more
                 continue
