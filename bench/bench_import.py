@@ -8,12 +8,19 @@ next to the tool or decoder it should be compared with, on the same records:
   -w``, as issue 16 measured it) next to
   nfdump's binary read (``nfdump -r FILE -q -s srcip -n 5``), the native reader alone
   (decoding into Arrow, no Parquet) and the old path through nfdump's text (``--reader
-  nfdump``); then the same records split into files, imported with ``-j 1`` and ``-j 2``;
+  nfdump``); then ``--split-records`` (default twice ``--records``) in ``--files`` files of a
+  few million records each, imported with ``-j 1`` and ``-j 2`` in the same run (the -j
+  scaling case: each file must be big enough that a worker's start-up does not dominate);
 - CSV: ``pyarrow.csv.read_csv`` alone;
 - NetFlow/IPFIX in a pcap (IPFIX messages, IPv4 and IPv6 templates, as a router sends them):
   the native decoder alone (capture reading and decoding, no Parquet);
 - goflow2 JSON lines and pmacct JSON lines: ``pyarrow.json.read_json`` alone;
-- goflow2 protobuf: its wire-format decoder alone (the importer's own, pure Python).
+- goflow2 protobuf: the pure-Python wire-format decoder alone (the importer's old path, still
+  its oracle and its fallback for odd messages).
+
+Every format is also measured in-process, start-up excluded (the work alone, after a first
+run on a small file), next to its in-process reference: pyarrow's CSV or JSON reader, the
+capture decoding alone, the compiled protobuf walk alone.
 
 The CSV, JSON, protobuf and pcap files hold the first ``--other-records`` records of the
 nfcapd file's archive, written here. Inputs are generated into bench/_data (git-ignored) and
@@ -22,7 +29,8 @@ process tree, peak RSS of the tree, polled); cases are interleaved and repeated,
 median is reported. Usage::
 
     python bench/bench_import.py [--records N] [--other-records M] [--repeat R]
-                                 [--files K] [--skip-slow] [--results FILE | --no-results]
+                                 [--files K] [--split-records S] [--skip-slow]
+                                 [--results FILE | --no-results]
     python bench/bench_import.py --pipeline 100000000 --files 16   # import, then build
 
 ``--pipeline N`` measures the acceptance case of issue 16 instead: N records in ``--files``
@@ -393,12 +401,14 @@ def pipeline(binary: str, records: int, files: int, results: Path | None) -> int
     return 0
 
 
-def prepare(binary: str, records: int, other: int, files: int) -> dict[str, object]:
+def prepare(
+    binary: str, records: int, other: int, files: int, split_records: int
+) -> dict[str, object]:
     """Every input file (made once into bench/_data, then reused)."""
     DATA.mkdir(exist_ok=True)
     big, n = build_nfcapd(binary, DATA, records)
     inputs: dict[str, object] = {"nfcapd": big, "n_nfcapd": n}
-    split = nfcapd_files(binary, records, files)
+    split = nfcapd_files(binary, split_records, files)
     inputs["split"] = split
     inputs["n_split"] = sum(nfdump_count(binary, f) for f in sorted(split.iterdir()))
     rows = archive_rows(big, DATA, other)
@@ -478,7 +488,23 @@ READ_WORK = (
 )
 #: formats whose import and reference also run in-process, start-up excluded: the targets
 #: of issue 16 are rates per core of the work itself
-IN_PROCESS_FORMATS = {"csv": CSV_WORK, "netflow-pcap": PCAP_WORK}
+JSON_WORK = ("import pyarrow.json as pajson", "pajson.read_json(path)")
+#: the compiled protobuf walk alone: every message into typed columns, no checks, no Parquet
+PB_WALK_WORK = (
+    "from pathlib import Path\nfrom flowatlas.io.importers.goflow2 import open_binary, "
+    "pb_chunks_compiled, _pb_columns",
+    "with open_binary(Path(path)) as fh:\n"
+    "        for n, r, _ in pb_chunks_compiled(fh, Path(path)):\n"
+    "            _pb_columns(r) if n else None",
+)
+#: format: (its in-process reference, that reference's work)
+IN_PROCESS_FORMATS = {
+    "csv": ("pyarrow.csv.read_csv(FILE)", CSV_WORK),
+    "netflow-pcap": ("decoding alone (IPFIX capture)", PCAP_WORK),
+    "goflow2-json": ("pyarrow.json.read_json(FILE)", JSON_WORK),
+    "goflow2-pb": ("compiled wire-format walk alone, to columns", PB_WALK_WORK),
+    "pmacct-json": ("pyarrow.json.read_json(FILE)", JSON_WORK),
+}
 
 
 def in_process(work: tuple[str, str], path: str, warm: str, out: str, **fmt: object) -> list[str]:
@@ -545,7 +571,8 @@ def cases(inputs: dict[str, object], binary: str, out: Path, skip_slow: bool) ->
                 "import pyarrow.csv as c; c.read_csv({path!r})"),
         "netflow-pcap": ("decoding alone (IPFIX capture, python -c)", PCAP_DECODER),
         "goflow2-json": ("python -c pyarrow.json.read_json(FILE)", read_json),
-        "goflow2-pb": ("wire-format decoder alone (python -c)", PB_DECODER),
+        "goflow2-pb": ("Python wire-format decoder alone (the old path, python -c)",
+                       PB_DECODER),
         "pmacct-json": ("python -c pyarrow.json.read_json(FILE)", read_json),
     }  # fmt: skip
     for fmt, (ref_name, code) in references.items():
@@ -556,10 +583,9 @@ def cases(inputs: dict[str, object], binary: str, out: Path, skip_slow: bool) ->
         rows.append((fmt, name, imp(path, "--format", fmt, "-j", "1"), n_other))
         if fmt in IN_PROCESS_FORMATS:
             warm = str(inputs[f"warm {fmt}"])
-            ref = in_process(IN_PROCESS_FORMATS[fmt], path, warm, str(out))
+            ref_name, ref_work = IN_PROCESS_FORMATS[fmt]
+            ref = in_process(ref_work, path, warm, str(out))
             work = in_process(IMPORT_WORK, path, warm, str(out), fmt=fmt, now=NOW_US)
-            ref_name = ref_name.replace(", python -c", "").replace(" (python -c)", "")
-            ref_name = ref_name.replace("python -c ", "")
             rows.append((fmt, f"{fmt}: {ref_name}{IN_PROCESS_SUFFIX}", ref, n_other))
             if fmt == "csv":  # the importer's own reading, next to pyarrow's
                 read = in_process(READ_WORK, path, warm, str(out), fmt=fmt, now=NOW_US)
@@ -579,10 +605,14 @@ def scaling_line(runs: dict[str, list[Measurement]], inputs: dict, files: int) -
     one, two = (runs[f"nfcapd files: flowatlas import DIR -j {j} ({name})"] for j in (1, 2))
     w1, w2 = (statistics.median(m.seconds for m in ms) for ms in (one, two))
     c1, c2 = (statistics.median(m.cpu_seconds for m in ms) for ms in (one, two))
+    n = int(inputs["n_split"])
     return (
-        f"-j scaling, {files} nfcapd files: -j 2 takes {w2:.2f} s against {w1:.2f} s with "
-        f"-j 1 (speed-up {w1 / w2:.2f}x; CPU {c2:.2f} s against {c1:.2f} s). With other work "
-        "on the machine, two workers do not get two cores to themselves."
+        f"-j scaling, {n:,} records in {files} nfcapd files: -j 2 takes {w2:.2f} s against "
+        f"{w1:.2f} s with -j 1 (speed-up {w1 / w2:.2f}x; CPU {c2:.2f} s against {c1:.2f} s: "
+        f"the second process's start-up and the shared cores cost {c2 - c1:+.2f} CPU-s). "
+        "With -j 2 this process imports files next to one worker process. With other work "
+        "on the machine (see the load average), two processes do not get two cores to "
+        "themselves."
     )
 
 
@@ -601,7 +631,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--other-records", type=int, default=1_000_000, help="records of the other formats"
     )
-    ap.add_argument("--files", type=int, default=8, help="files for the -j scaling case [8]")
+    ap.add_argument("--files", type=int, default=4, help="files for the -j scaling case [4]")
+    ap.add_argument(
+        "--split-records",
+        type=int,
+        help="records of the -j scaling case, in --files files [twice --records]",
+    )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-slow", action="store_true", help="leave out --reader nfdump")
     ap.add_argument("--results", type=Path, default=None, help=f"results file [{RESULTS}]")
@@ -615,17 +650,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
+    split_records = args.split_records or 2 * args.records
     binary = nfdump_binary()
     nf_version = ".".join(map(str, nfdump_version(binary)))
     if args.pipeline:
         target = None if args.no_results else (args.results or RESULTS)
         return pipeline(binary, args.pipeline, args.files, target)
     if args.prepare_only:  # in a child: the tables it loads stay out of the parent's memory
-        inputs = prepare(binary, args.records, args.other_records, args.files)
+        inputs = prepare(binary, args.records, args.other_records, args.files, split_records)
         print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in inputs.items()}))
         return 0
     child = [sys.executable, __file__, "--prepare-only", "--records", str(args.records)]
     child += ["--other-records", str(args.other_records), "--files", str(args.files)]
+    child += ["--split-records", str(split_records)]
     prepared = subprocess.run(child, capture_output=True, text=True, check=False)
     if prepared.returncode != 0:
         raise SystemExit(f"bench_import: preparing the inputs failed:\n{prepared.stderr}")
@@ -670,9 +707,9 @@ def main(argv: list[str] | None = None) -> int:
         [
             f"nfcapd: {inputs['n_nfcapd']:,} records in one file (copies of the softflowd "
             f"output `{SOURCE}` merged with `nfdump -R`), and {inputs['n_split']:,} in "
-            f"{args.files} files; the other formats: the first {inputs['n_other']:,} of "
-            f"those records written in each format. Median of {args.repeat} interleaved runs, "
-            "each a child process.",
+            f"{args.files} files (the -j scaling case); the other formats: the first "
+            f"{inputs['n_other']:,} of those records written in each format. Median of "
+            f"{args.repeat} interleaved runs, each a child process.",
             "",
             f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}, {m['os']}, "
             f"Python {m['python']}; nfdump {nf_version}, pyarrow {v['pyarrow']}, "

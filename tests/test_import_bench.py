@@ -31,5 +31,5 @@ def test_bench_import_smoke(tmp_path, capsys):
     assert "| nfcapd: native reader alone (python -c, to Arrow)" in text
     assert "| goflow2-pb: flowatlas import FILE -j 1 (to Parquet)" in text
     assert "| csv: import_sources(FILE), to Parquet (in-process, start-up excluded)" in text
-    assert "-j scaling, 2 nfcapd files: -j 2 takes" in text
+    assert "nfcapd files: -j 2 takes" in text
     assert "## Import throughput" in text

@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from flowatlas.cli import main
 from flowatlas.errors import OutputError
 from flowatlas.io.archive import open_archive
-from flowatlas.io.commands import import_sources
+from flowatlas.io.commands import ImportTask, default_jobs, import_sources
 from flowatlas.io.importers.base import QUARANTINE_SCHEMA
 from flowatlas.io.manifest import Manifest, archive_lock, output_name, sha256_file
 from flowatlas.testing import need_data, need_tools
@@ -122,13 +123,33 @@ def test_interrupted_import_resumes(tmp_path):
 
 
 def test_output_does_not_depend_on_worker_count(tmp_path):
-    srcs = [write_csv(tmp_path / f"s{i}.csv", 25 + i, day=1 + i, seed=i, bad=2) for i in range(3)]
-    one, two = tmp_path / "one", tmp_path / "two"
+    """The archive is byte-identical whatever -j: files are shared out between this process
+    and the workers largest first, and each file's output depends on the file alone. More
+    files than workers: a worker must live on after the thread that started it ran out of
+    files to hand out (Linux sends the parent-death signal when that thread ends)."""
+    srcs = [write_csv(tmp_path / f"s{i}.csv", 25 + i, day=1 + i, seed=i, bad=2) for i in range(9)]
+    one = tmp_path / "one"
     s1 = import_sources(srcs, one, jobs=1, progress=False)
-    s2 = import_sources(srcs, two, jobs=2, progress=False)
-    assert files_digest(one) == files_digest(two) != {}
-    assert (s1.records_read, s1.records_written) == (s2.records_read, s2.records_written)
-    assert s1.records_read == s1.records_written + s1.records_quarantined == 84
+    assert s1.records_read == s1.records_written + s1.records_quarantined == 9 * 25 + 36 + 18
+    threads = (pa.cpu_count(), pa.io_thread_count())
+    for jobs in (2, 3):
+        out = tmp_path / f"j{jobs}"
+        s = import_sources(srcs, out, jobs=jobs, progress=False)
+        assert files_digest(one) == files_digest(out) != {}
+        assert (s1.records_read, s1.records_written) == (s.records_read, s.records_written)
+        assert [r.path for r in s.imported] == [r.path for r in s1.imported]
+    assert (pa.cpu_count(), pa.io_thread_count()) == threads  # this process's, restored
+
+
+def test_default_jobs_pays_a_worker_only_for_enough_input():
+    def tasks(*sizes: int) -> list[ImportTask]:
+        return [ImportTask(f"f{i}", n, "", "csv", "", (), 1) for i, n in enumerate(sizes)]
+
+    mib = 1 << 20
+    assert default_jobs(tasks(10 * mib, 10 * mib), cpus=8) == 1  # 20 MiB: no worker
+    assert default_jobs(tasks(*[40 * mib] * 4), cpus=8) == 4  # one per file
+    assert default_jobs(tasks(*[40 * mib] * 4), cpus=2) == 2  # one per core
+    assert default_jobs(tasks(*[10 * mib] * 10), cpus=8) == 3  # one per 32 MiB
 
 
 def test_config_counts_records_touching_no_local_prefix(tmp_path, capsys):

@@ -5,10 +5,11 @@ over it. One source file is one unit of work:
 
 1. sources are expanded (directories recursively), hashed (SHA-256, threads) and compared with
    the archive's manifest: content already imported is skipped;
-2. each remaining file is read by its importer in a worker process (a process pool, one file
-   per task) and written to the archive under its own names (``<format>-<hash16>``), day by
-   day, in batches of about a million rows, so memory stays bounded and the output does not
-   depend on how many workers ran or in which order they finished;
+2. each remaining file is read by its importer, in this process or a worker (with ``jobs``
+   N: this process and a pool of N - 1, one file per task, largest first), and written to the
+   archive under its own names (``<format>-<hash16>``), day by day, in batches of about a
+   million rows, so memory stays bounded and the output does not depend on how many processes
+   ran or in which order they finished;
 3. rows an importer rejects go to ``ARCHIVE/_import/quarantine/<name>.parquet`` with a reason;
    records read = records written + records quarantined, checked for every batch;
 4. the manifest records each finished file; an interrupted import resumes where it stopped.
@@ -20,13 +21,16 @@ or unknown at build time).
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import errno
 import multiprocessing
 import os
+import queue
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from collections.abc import Generator, Sequence
@@ -520,9 +524,10 @@ def import_sources(
 ) -> ImportSummary:
     """Import flow files into the archive at ``out``; see the module docstring.
 
-    ``fmt`` is a format name or ``auto`` (by content). ``jobs`` is the number of worker
-    processes (default: one per CPU, at most one per file, none for less than 32 MiB of
-    input; 1 runs in this process).
+    ``fmt`` is a format name or ``auto`` (by content). ``jobs`` is the number of processes
+    importing files at once: this one and ``jobs - 1`` workers (default
+    :func:`default_jobs`: one per CPU, at most one per file and one per 32 MiB of input;
+    1 imports in this process alone).
     ``exporter`` and ``templates`` are for raw NetFlow/IPFIX payload files (netflow-payload):
     the address that sent them, and payload files to read first for their templates only.
     ``progress`` shows a progress bar on stderr (None: on a terminal, else a plain line every
@@ -717,55 +722,144 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def _worker_start(parent_pid: int, arrow_threads: int) -> None:
+    """Worker initialiser: die with the import, and use no more threads than its share."""
+    die_with_parent(parent_pid)
+    _limit_arrow_threads(arrow_threads)
+
+
+def _limit_arrow_threads(n: int) -> tuple[int, int]:
+    """Set Arrow's CPU and I/O thread pools to ``n`` threads; return the previous sizes.
+
+    With several import processes on the machine, each one's Parquet encoding and
+    decompression threads would otherwise compete with the other processes for the cores.
+    """
+    before = (pa.cpu_count(), pa.io_thread_count())
+    pa.set_cpu_count(n)
+    pa.set_io_thread_count(n)
+    return before
+
+
+def default_jobs(tasks: Sequence[ImportTask], cpus: int | None = None) -> int:
+    """How many processes import ``tasks`` when ``-j`` is not given.
+
+    One per core, at most one per file, and one more process only for each
+    ``SMALL_IMPORT_BYTES`` of input: a worker's start-up (Python, imports, numba's kernel
+    loading: about 1 CPU-s) costs more than it saves on less.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    total = sum(t.size for t in tasks)
+    return max(1, min(cpus, len(tasks), total // SMALL_IMPORT_BYTES))
+
+
 def _run(
     tasks: list[ImportTask], jobs: int | None, progress: bool | None
 ) -> Generator[FileResult, None, None]:
-    """Run the tasks (a process pool, or inline for one job); yield results as they finish."""
+    """Run the tasks; yield results as they finish.
+
+    With one job, in this process. With ``jobs`` N > 1, this process imports files too, next
+    to a pool of N - 1 spawned worker processes: it would otherwise only wait for them, and
+    its start-up is already paid. Files are handed out largest first (to whichever process is
+    free), so the processes finish close together; each file's output depends only on the
+    file, never on who imported it.
+    """
     from flowatlas.progress import Progress
 
     if not tasks:
         return
-    if jobs is None and sum(t.size for t in tasks) < SMALL_IMPORT_BYTES:
-        jobs = 1  # starting worker processes would cost more than it saves
-    workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
+    workers = max(1, min(jobs or default_jobs(tasks), len(tasks)))
     bar = Progress(
         "import", "files", len(tasks), quiet=progress is False, tty=True if progress else None
     )
     records = 0
+
+    def done(result: FileResult) -> FileResult:
+        nonlocal records
+        records += result.records_read
+        bar.set(bar.done + 1, postfix=f"{records:,} records")
+        return result
+
     try:
         if workers == 1:
             for task in tasks:
-                result = import_one(task)
-                records += result.records_read
-                bar.set(bar.done + 1, postfix=f"{records:,} records")
-                yield result
+                yield done(import_one(task))
             return
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=ctx,
-            initializer=die_with_parent,
-            initargs=(os.getpid(),),
-        ) as pool:
-            futures = [pool.submit(import_one, t) for t in tasks]
-            try:
-                for fut in cf.as_completed(futures):
-                    try:
-                        result = fut.result()
-                    except cf.process.BrokenProcessPool:
-                        raise OutputError(
-                            "an import worker process died (killed, or out of memory); "
-                            "run the import again: it resumes"
-                        ) from None
-                    records += result.records_read
-                    bar.set(bar.done + 1, postfix=f"{records:,} records")
-                    yield result
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        yield from (done(r) for r in _run_shared(tasks, workers))
     finally:
         bar.close()
+
+
+def _run_shared(tasks: list[ImportTask], workers: int) -> Generator[FileResult, None, None]:
+    """Import ``tasks`` in this process and ``workers - 1`` worker processes."""
+    todo = collections.deque(sorted(tasks, key=lambda t: (-t.size, t.path)))
+    lock = threading.Lock()
+    stop = threading.Event()
+    finished: queue.Queue[FileResult | BaseException] = queue.Queue()
+
+    def take() -> ImportTask | None:
+        with lock:
+            return todo.popleft() if todo and not stop.is_set() else None
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = cf.ProcessPoolExecutor(
+        max_workers=workers - 1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_start,
+        initargs=(os.getpid(), threads),
+    )
+
+    idle: list[int] = []  # feeders with nothing left to hand out
+    release = threading.Event()
+
+    def feed() -> None:  # one thread per worker process: hand it files until none are left
+        try:
+            while (task := take()) is not None:
+                finished.put(pool.submit(import_one, task).result())
+        except BaseException as exc:  # e.g. BrokenProcessPool: the parent says so
+            finished.put(exc)
+        idle.append(1)
+        # a worker gets its parent-death signal when the *thread* that started it ends (Linux
+        # ties PR_SET_PDEATHSIG to threads), and the pool starts workers from the thread that
+        # submits: so no feeder ends before the pool has shut down
+        release.wait()
+
+    feeders = [threading.Thread(target=feed, daemon=True) for _ in range(workers - 1)]
+    for t in feeders:
+        t.start()
+    before = _limit_arrow_threads(threads)
+
+    def ready(item: FileResult | BaseException) -> FileResult:
+        if isinstance(item, cf.process.BrokenProcessPool):
+            raise OutputError(
+                "an import worker process died (killed, or out of memory); "
+                "run the import again: it resumes"
+            )
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    try:
+        while True:
+            while not finished.empty():
+                yield ready(finished.get())
+            task = take()
+            if task is not None:
+                yield import_one(task)
+                continue
+            if len(idle) == len(feeders) and finished.empty():
+                break
+            with contextlib.suppress(queue.Empty):
+                yield ready(finished.get(timeout=0.1))
+    finally:
+        stop.set()
+        pa.set_cpu_count(before[0])
+        pa.set_io_thread_count(before[1])
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            release.set()
+            for t in feeders:
+                t.join()
 
 
 # --------------------------------------------------------------------------- the command
@@ -822,7 +916,12 @@ def _run(
     help="Unit of numeric epoch times in CSV (default: guessed from their size).",
 )
 @click.option("--glob", help="In folders, import only files whose name matches (e.g. 'nfcapd.2*').")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: CPUs).")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Processes importing files at once (default: one per CPU, per file and per 32 MiB).",
+)
 @click.option("--reimport", is_flag=True, help="Import files again even if already imported.")
 @click.option(
     "--batch-rows",

@@ -40,7 +40,14 @@ from flowatlas.io.importers.csv import (
     invalid_lines_quarantine,
     open_text_stream,
 )
-from flowatlas.io.importers.goflow2 import column, convert_chunks, pick, read_json_lines
+from flowatlas.io.importers.goflow2 import (
+    column,
+    columns_of,
+    convert_chunks,
+    json_chunks_fast,
+    pick,
+    plain_column,
+)
 from flowatlas.schema import COUNTS_RAW, COUNTS_SCALED
 
 #: v1 field -> pmacct primitive (JSON key)
@@ -133,6 +140,20 @@ def _json_columns(objects: list[dict[str, Any]]) -> dict[str, pa.Array]:
     return cols
 
 
+def _table_columns(table: pa.Table) -> dict[str, pa.Array]:
+    """:func:`_json_columns` of a ``pyarrow.json`` table (or ``NotPlain``)."""
+    raw = {}
+    for key in _JSON_KEYS:
+        if key in table.column_names:
+            col = plain_column(table, key)
+            if col.null_count < len(col):
+                raw[key] = col
+    cols = pmacct_columns(raw)
+    if "time_start" not in cols:
+        cols["time_start"] = pa.nulls(table.num_rows, pa.string())
+    return cols
+
+
 @register
 class PmacctJsonImporter(Importer):
     """pmacct JSON: print plugin ``print_output: json`` and nfacctd/sfacctd Kafka JSON lines."""
@@ -155,7 +176,10 @@ class PmacctJsonImporter(Importer):
     def read(self, path: Path, options: ImportOptions) -> Iterator[Batch]:
         converter = _converter(path, options)
         yield from convert_chunks(
-            read_json_lines(path), _json_columns, converter, options.batch_rows
+            json_chunks_fast(path, _table_columns),
+            columns_of(_json_columns),
+            converter,
+            options.batch_rows,
         )
 
 
