@@ -28,10 +28,15 @@ from flowatlas.vocab import DIRECTIONS
 DIMS = ["region", "network_type", "direction", "ip_version"]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
+@pytest.fixture(scope="module", params=["months", "one-month"])
+def built(request, tmp_path_factory):
+    """A cube over 70 days (three months, two quarters), and one within a single month,
+    whose month, quarter and whole-range levels the reducers walk once and copy."""
     root = tmp_path_factory.mktemp("measures")
-    synthesize(root / "a", records=25_000, days=70, start="2025-08-20", seed=21)
+    if request.param == "months":
+        synthesize(root / "a", records=25_000, days=70, start="2025-08-20", seed=21)
+    else:
+        synthesize(root / "a", records=12_000, days=9, start="2025-10-05", seed=22)
     build_cube(root / "a", root / "c", workers=0, partitions=3)
     return root
 
