@@ -143,14 +143,21 @@ def test_cell_uniques_match_pandas(built, records) -> None:
     np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
 
 
+def _top_rows(built, name: str, rollup: str, grouping: str) -> pd.DataFrame:
+    df = pq.read_table(built / "c" / name).to_pandas()
+    df = df[(df["rollup"] == rollup) & (df["grouping"] == grouping)]
+    return df.assign(month=df["period_start"].dt.tz_convert(None))
+
+
 @pytest.mark.parametrize("grouping", [("region", "network_type"), ("network_type",), ()])
-def test_top_lists_match_pandas(built, records, grouping) -> None:
+@pytest.mark.parametrize("rollup", ["all", "month"])
+def test_top_lists_match_pandas(built, records, rollup, grouping) -> None:
+    """Top addresses and top ASNs; the combiner sums every rollup's and grouping set's
+    (key, ASN) volumes from the month's full-dimension ones."""
     name = ",".join(grouping) or "total"
-    by = list(grouping)
-    top = pq.read_table(built / "c" / "top_ips.parquet").to_pandas()
-    top = top[(top["rollup"] == "all") & (top["grouping"] == name)]
-    asns = pq.read_table(built / "c" / "top_asns.parquet").to_pandas()
-    asns = asns[(asns["rollup"] == "all") & (asns["grouping"] == name)]
+    by = (["month"] if rollup == "month" else []) + list(grouping)
+    top = _top_rows(built, "top_ips.parquet", rollup, name)
+    asns = _top_rows(built, "top_asns.parquet", rollup, name)
     want = expected(records, by)
     for key, w in want.items():
         mine = top

@@ -109,7 +109,13 @@ class _Rollup:
             np.concatenate([a[2] for a in self.asn]),
         )
 
-    def finish(self, result: PartitionResult) -> None:
+    def finish(
+        self,
+        result: PartitionResult,
+        asn: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """This rollup's cube arrays into ``result``; ``asn``: its (key, ASN) volumes, sorted
+        by key then ASN (from :meth:`Combiner.asn_sums`)."""
         r = self.rollup
         vol = self.sums[:, 0]
         v = vol.astype(np.float64)
@@ -136,8 +142,8 @@ class _Rollup:
                 self.top_hi[rows, ranks],
                 self.top_lo[rows, ranks],
             )
-            if self.asn:
-                ak, aa, av = self._asn_sums()
+            if asn is not None and asn[0].size:
+                ak, aa, av = asn
                 keep, rank = top_k_per_key(ak, av, TOP_K)  # pairs come by key, then ASN
                 result.top_asns[r] = (ak[keep], rank, aa[keep].astype(np.uint32), av[keep])
 
@@ -147,18 +153,19 @@ def _sum_by_key_asn(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Volume per (key, ASN) pair, sorted by key then ASN.
 
-    Keys and ASNs fit one int64 together, so the hash group-by of kernels/accumulate sums
-    them and only the distinct pairs are sorted: sorting every pair (np.lexsort) took 2 of
-    10 CPU s of a 5 M-record heavy-tailed build. The sums are exact: a per-ASN sum never
-    exceeds its cell's volume, whose overflow the build already reports.
+    Keys (less the smallest: a rollup's keys span little, but month and quarter codes put
+    them past 2^31) and ASNs fit one int64 together, so the hash group-by of
+    kernels/accumulate sums them and only the distinct pairs are sorted: sorting every pair
+    (np.lexsort) took 2 of 10 CPU s of a 5 M-record heavy-tailed build. The sums are exact: a
+    per-ASN sum never exceeds its cell's volume, whose overflow the build already reports.
     """
+    base = int(ak.min()) if ak.size else 0
     if ak.size == 0 or (
-        int(ak.min()) >= 0 and int(ak.max()) < 1 << 31 and int(aa.min()) >= 0
-        and int(aa.max()) < 1 << 32
-    ):  # fmt: skip
-        pairs, sums = sum_by_key((ak.astype(np.int64) << 32) | aa.astype(np.int64), av)
-        return pairs >> 32, pairs & 0xFFFF_FFFF, sums[:, 0]
-    order = np.lexsort((aa, ak))  # keys past 2^31 (no build makes so many)
+        int(ak.max()) - base < 1 << 31 and int(aa.min()) >= 0 and int(aa.max()) < 1 << 32
+    ):
+        pairs, sums = sum_by_key(((ak.astype(np.int64) - base) << 32) | aa.astype(np.int64), av)
+        return (pairs >> 32) + base, pairs & 0xFFFF_FFFF, sums[:, 0]
+    order = np.lexsort((aa, ak))  # keys spanning 2^31 or more (no build makes so many)
     ak, aa, av = ak[order], aa[order], av[order]
     start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
     return ak[start], aa[start], np.add.reduceat(av, start)
@@ -233,6 +240,47 @@ class Combiner:
             else:
                 self.sketch_long.append((k, c.sketch[1]))
 
+    def asn_sums(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(key, ASN) volumes of every top-list rollup, sorted by key then ASN.
+
+        The reducers send them for the finest top-list rollup's full-dimension keys only:
+        volumes add up, so every grouping set and every coarser rollup sums those (an
+        eighth of the rows, and a third of the rollups, that the reducers would otherwise
+        send and the combiner sum).
+        """
+        by_name = {r.rollup: r for r in self.rollups}
+        chain = [r for r in ROLLUP_CHAIN if r in by_name and r in TOP_LIST_ROLLUPS]
+        if not chain or not by_name[chain[0]].asn:
+            return {}
+        base = chain[0]
+        ak, aa, av = by_name[base]._asn_sums()
+        code, dims15 = ak >> ROLLUP_CODE_SHIFT, ak & DIM_MASK15
+        out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        prev = base
+        for r in chain:
+            if r != base:
+                uc, inv = np.unique(code, return_inverse=True)
+                up = period_codes_us(period_start(uc, prev).astype(np.int64), r)
+                if np.unique(up).size == uc.size:
+                    # one period of ``r`` per period of ``prev`` (an archive within one
+                    # month): the same sums under the new period codes, in the same order
+                    pk, pa_, pv = out[prev]
+                    at = np.searchsorted(uc, pk >> ROLLUP_CODE_SHIFT)
+                    low = pk & ((1 << ROLLUP_CODE_SHIFT) - 1)
+                    out[r] = ((up[at] << ROLLUP_CODE_SHIFT) | low, pa_, pv)
+                    code, prev = up[inv.reshape(-1)], r
+                    continue
+                code, prev = up[inv.reshape(-1)], r
+                # the coarser rollup's full-dimension sums first, then its grouping sets
+                code, aa, av = _sum_by_key_asn(rollup_key(code, 0, dims15), aa, av)
+                code, dims15 = code >> ROLLUP_CODE_SHIFT, code & DIM_MASK15
+            keys = np.concatenate(
+                [rollup_key(code, g, dims15 & np.int64(m)) for g, m in enumerate(GROUP_MASKS)]
+            )
+            n = len(GROUP_MASKS)
+            out[r] = _sum_by_key_asn(keys, np.tile(aa, n), np.tile(av, n))
+        return out
+
     def result(self) -> PartitionResult:
         """The combined cells, rollups, concentration, top lists and sketches."""
         result = PartitionResult(
@@ -243,8 +291,9 @@ class Combiner:
             link_sums=self.link_sums,
             geo_sums=self.geo_sums,
         )
+        asn = self.asn_sums()
         for r in self.rollups:
-            r.finish(result)
+            r.finish(result, asn.get(r.rollup))
         if self.sketch_keys is not None:
             p = self.plan.sketch_p
             if self.registers is not None:

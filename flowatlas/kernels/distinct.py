@@ -627,9 +627,10 @@ def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all):
 @numba.njit(nogil=True, cache=True)
 def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
           seg_level, seg_group, seg_off, seg_width, seg_coff, seg_keys, n_total, n_conc,
-          k_top, asn_from):  # fmt: skip
+          k_top, asn_from, asn_to):  # fmt: skip
     """Distinct counts for every key and, for keys of concentration segments, squared
-    volumes, top addresses and (key, ASN) volumes.
+    volumes, top addresses and (for concentration keys in [asn_from, asn_to)) (key, ASN)
+    volumes.
 
     Level by level over the rows of that level (see :func:`_levels`), all its segments in
     one pass: a row is read once for the level's grouping sets, whose keys sit side by side
@@ -779,7 +780,7 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
                         top_r[cidx, pos] = rep
                         if top_r[cidx, k_top - 1] >= 0:
                             slot[cidx, 3] = top_v[cidx, k_top - 1]
-                if cidx >= asn_from:
+                if asn_from <= cidx < asn_to:
                     if a_mark[cidx] < 0:
                         a_mark[cidx] = 1
                         a_list[n_list] = cidx
@@ -805,6 +806,7 @@ def walk(
     n_conc: int,
     k_top: int,
     asn_from: int,
+    asn_to: int | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Distinct counts and concentration for one IP partition, in one walk.
 
@@ -813,9 +815,10 @@ def walk(
     Returns counts and their IPv6 share (``n_total`` long); per concentration key the sum of
     squared per-address volumes as (hi, lo) words and the ``k_top`` heaviest addresses (volume
     descending, address ascending, as input row numbers; -1 where fewer); and, for
-    concentration keys at or above ``asn_from``, volume per (key, ASN). All of it adds up or
-    merges exactly across IP partitions.
+    concentration keys in [``asn_from``, ``asn_to``) (``asn_to`` None: to the last), volume
+    per (key, ASN). All of it adds up or merges exactly across IP partitions.
     """
+    asn_to = int(n_conc) if asn_to is None else asn_to
     ids, n_ids = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
     seg = np.asarray(segments, dtype=np.int64).reshape(-1, 5)
     pidx = np.ascontiguousarray(pidx, np.int64)
@@ -830,7 +833,7 @@ def walk(
     # here, not numba's in the kernel: one compile fewer on the first run after an install)
     periods = pidx.max(axis=1) + 1 if pidx.shape[1] else np.zeros(pidx.shape[0], np.int64)
     seg_keys = np.ascontiguousarray(periods[seg[:, 0]] * seg[:, 3], np.int64)
-    copies = _copied_segments(seg, pidx, asn_from)
+    copies = _copied_segments(seg, pidx, asn_from, asn_to)
     walked = np.ones(len(seg), bool)
     walked[[c for c, _ in copies]] = False
     out = _walk(
@@ -845,6 +848,7 @@ def walk(
         int(n_conc),
         int(k_top),
         int(asn_from),
+        int(asn_to),
     )
     if not copies:
         return out
@@ -859,7 +863,7 @@ def walk(
         if seg[c, 4] >= 0:
             to, fr = slice(seg[c, 4], seg[c, 4] + n), slice(seg[r, 4], seg[r, 4] + n)
             sq_hi[to], sq_lo[to], top_v[to], top_r[to] = sq_hi[fr], sq_lo[fr], top_v[fr], top_r[fr]
-            if seg[c, 4] >= asn_from:
+            if asn_from <= seg[c, 4] < asn_to:
                 asn_ranges.setdefault((int(seg[c, 0]), int(seg[c, 4] - seg[r, 4])), []).append(r)
     extra = [(a_key, a_asn, a_vol)]
     for (_lev, shift), roots in asn_ranges.items():
@@ -879,7 +883,9 @@ def walk(
     return counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol
 
 
-def _copied_segments(seg: np.ndarray, pidx: np.ndarray, asn_from: int) -> list[tuple[int, int]]:
+def _copied_segments(
+    seg: np.ndarray, pidx: np.ndarray, asn_from: int, asn_to: int
+) -> list[tuple[int, int]]:
     """(segment, source segment) pairs whose results are a copy of the source's.
 
     Where a level has exactly the periods of the level below it (an archive within one month
@@ -897,7 +903,7 @@ def _copied_segments(seg: np.ndarray, pidx: np.ndarray, asn_from: int) -> list[t
             s_lev, s_grp, _s_off, s_width, s_co = seg[src]
             if (s_lev, s_grp, s_width) != (lev - 1, grp, width) or (s_co < 0) != (co < 0):
                 continue
-            if co >= asn_from and s_co < asn_from:
+            if asn_from <= co < asn_to and not asn_from <= s_co < asn_to:
                 continue
             pairs.append((c, src))
             break
