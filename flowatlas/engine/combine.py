@@ -10,6 +10,9 @@ many partitions but still a small cube.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from flowatlas.engine.pipeline import (
@@ -112,10 +115,10 @@ class _Rollup:
     def finish(
         self,
         result: PartitionResult,
-        asn: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        top_asns: tuple[np.ndarray, ...] | None = None,
     ) -> None:
-        """This rollup's cube arrays into ``result``; ``asn``: its (key, ASN) volumes, sorted
-        by key then ASN (from :meth:`Combiner.asn_sums`)."""
+        """This rollup's cube arrays into ``result``; ``top_asns``: its top ASNs per key
+        (from :meth:`Combiner.top_asns`)."""
         r = self.rollup
         vol = self.sums[:, 0]
         v = vol.astype(np.float64)
@@ -142,10 +145,21 @@ class _Rollup:
                 self.top_hi[rows, ranks],
                 self.top_lo[rows, ranks],
             )
-            if asn is not None and asn[0].size:
-                ak, aa, av = asn
-                keep, rank = top_k_per_key(ak, av, TOP_K)  # pairs come by key, then ASN
-                result.top_asns[r] = (ak[keep], rank, aa[keep].astype(np.uint32), av[keep])
+            if top_asns is not None and top_asns[0].size:
+                result.top_asns[r] = top_asns
+
+
+def _top_asns_of(
+    code: np.ndarray, dims15: np.ndarray, aa: np.ndarray, av: np.ndarray, g: int
+) -> tuple[np.ndarray, ...]:
+    """Top ASNs per key of grouping set ``g`` from full-dimension (key, ASN) volumes sorted
+    by key then ASN: (key, rank, ASN, volume), key by key, rank by rank."""
+    if g == 0:  # already one row per (key, ASN), in order
+        ak = rollup_key(code, 0, dims15)
+    else:
+        ak, aa, av = _sum_by_key_asn(rollup_key(code, g, dims15 & np.int64(GROUP_MASKS[g])), aa, av)
+    keep, rank = top_k_per_key(ak, av, TOP_K)  # pairs come by key, then ASN
+    return ak[keep], rank, aa[keep].astype(np.uint32), av[keep]
 
 
 def _sum_by_key_asn(
@@ -240,45 +254,55 @@ class Combiner:
             else:
                 self.sketch_long.append((k, c.sketch[1]))
 
-    def asn_sums(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(key, ASN) volumes of every top-list rollup, sorted by key then ASN.
+    def top_asns(self) -> dict[str, tuple[np.ndarray, ...]]:
+        """Every top-list rollup's top ASNs: (key, rank, ASN, volume), key by key, rank by
+        rank.
 
-        The reducers send them for the finest top-list rollup's full-dimension keys only:
-        volumes add up, so every grouping set and every coarser rollup sums those (an
-        eighth of the rows, and a third of the rollups, that the reducers would otherwise
-        send and the combiner sum).
+        The reducers send (key, ASN) volumes for the finest top-list rollup's
+        full-dimension keys only: volumes add up, so every grouping set and every coarser
+        rollup sums those (an eighth of the rows, and a third of the rollups, that the
+        reducers would otherwise send). Each (rollup, grouping set) is summed and ranked on
+        its own, in threads (the sums release the GIL): this is the build's tail, with
+        every other core idle.
         """
         by_name = {r.rollup: r for r in self.rollups}
         chain = [r for r in ROLLUP_CHAIN if r in by_name and r in TOP_LIST_ROLLUPS]
         if not chain or not by_name[chain[0]].asn:
             return {}
         base = chain[0]
+        # each rollup's full-dimension (key, ASN) volumes, sorted by key then ASN
         ak, aa, av = by_name[base]._asn_sums()
         code, dims15 = ak >> ROLLUP_CODE_SHIFT, ak & DIM_MASK15
-        out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        rows: dict[str, tuple[np.ndarray, ...]] = {base: (code, dims15, aa, av)}
+        same: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # rollup -> (finer, codes)
         prev = base
-        for r in chain:
-            if r != base:
-                uc, inv = np.unique(code, return_inverse=True)
-                up = period_codes_us(period_start(uc, prev).astype(np.int64), r)
-                if np.unique(up).size == uc.size:
-                    # one period of ``r`` per period of ``prev`` (an archive within one
-                    # month): the same sums under the new period codes, in the same order
-                    pk, pa_, pv = out[prev]
-                    at = np.searchsorted(uc, pk >> ROLLUP_CODE_SHIFT)
-                    low = pk & ((1 << ROLLUP_CODE_SHIFT) - 1)
-                    out[r] = ((up[at] << ROLLUP_CODE_SHIFT) | low, pa_, pv)
-                    code, prev = up[inv.reshape(-1)], r
-                    continue
-                code, prev = up[inv.reshape(-1)], r
-                # the coarser rollup's full-dimension sums first, then its grouping sets
-                code, aa, av = _sum_by_key_asn(rollup_key(code, 0, dims15), aa, av)
-                code, dims15 = code >> ROLLUP_CODE_SHIFT, code & DIM_MASK15
-            keys = np.concatenate(
-                [rollup_key(code, g, dims15 & np.int64(m)) for g, m in enumerate(GROUP_MASKS)]
-            )
-            n = len(GROUP_MASKS)
-            out[r] = _sum_by_key_asn(keys, np.tile(aa, n), np.tile(av, n))
+        for r in chain[1:]:
+            uc, inv = np.unique(code, return_inverse=True)
+            up = period_codes_us(period_start(uc, prev).astype(np.int64), r)
+            code = up[inv.reshape(-1)]
+            if np.unique(up).size == uc.size:
+                # one period of ``r`` per period of ``prev`` (an archive within one month):
+                # the same lists under the new period codes
+                same[r] = (prev, uc, up)
+            else:
+                k, aa, av = _sum_by_key_asn(rollup_key(code, 0, dims15), aa, av)
+                code, dims15 = k >> ROLLUP_CODE_SHIFT, k & DIM_MASK15
+                rows[r] = (code, dims15, aa, av)
+            prev = r
+        jobs = [(r, g) for r in rows for g in range(len(GROUP_MASKS))]
+        with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
+            ranked = list(pool.map(lambda job: _top_asns_of(*rows[job[0]], job[1]), jobs))
+        out: dict[str, tuple[np.ndarray, ...]] = {}
+        for r in rows:
+            parts = [p for (rr, _g), p in zip(jobs, ranked, strict=True) if rr == r]
+            key, rank, asn, vol = (np.concatenate([p[i] for p in parts]) for i in range(4))
+            order = np.argsort(key, kind="stable")  # key by key; ranks stay in order
+            out[r] = (key[order], rank[order], asn[order], vol[order])
+        for r, (finer, uc, up) in same.items():
+            key, rank, asn, vol = out[finer]
+            at = np.searchsorted(uc, key >> ROLLUP_CODE_SHIFT)
+            low = key & ((1 << ROLLUP_CODE_SHIFT) - 1)
+            out[r] = ((up[at] << ROLLUP_CODE_SHIFT) | low, rank, asn, vol)
         return out
 
     def result(self) -> PartitionResult:
@@ -291,9 +315,9 @@ class Combiner:
             link_sums=self.link_sums,
             geo_sums=self.geo_sums,
         )
-        asn = self.asn_sums()
+        top_asns = self.top_asns()
         for r in self.rollups:
-            r.finish(result, asn.get(r.rollup))
+            r.finish(result, top_asns.get(r.rollup))
         if self.sketch_keys is not None:
             p = self.plan.sketch_p
             if self.registers is not None:
