@@ -349,20 +349,19 @@ def write_cube(
             "geo.parquet": files.geo,
         }
         tables = {name: t for name, t in tables.items() if t is not None}
-        # side by side: pyarrow encodes and compresses without the GIL; each file's bytes
-        # are what writing it alone gives
+        # side by side: pyarrow encodes and compresses, and hashlib hashes, without the GIL;
+        # each file's bytes are what writing it alone gives
         with ThreadPoolExecutor(max_workers=min(len(tables), os.cpu_count() or 1)) as pool:
-            writes = [pool.submit(_write_parquet, t, tmp / name) for name, t in tables.items()]
-            for w in writes:
-                w.result()
+            writes = {
+                name: pool.submit(_write_and_hash, t, tmp / name) for name, t in tables.items()
+            }
+            hashes = {name: w.result() for name, w in writes.items()}
         meta = dict(files.meta)
-        meta[FILES_KEY] = {name: _file_hash(tmp / name) for name in sorted(tables)}
+        meta[FILES_KEY] = {name: hashes[name] for name in sorted(tables)}
         with open(tmp / "cube.json", "w") as fh:
             fh.write(json.dumps(meta, indent=1, sort_keys=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        for name in tables:
-            fsync_file(tmp / name)
         fsync_dir(tmp)
         if state is not None:
             os.replace(state, tmp / STATE_DIR)
@@ -375,6 +374,14 @@ def write_cube(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _write_and_hash(table: pa.Table, path: Path) -> dict[str, Any]:
+    """Write one of the cube's files, on disk before the cube is swapped in, and return its
+    size and SHA-256 (for cube.json)."""
+    _write_parquet(table, path)
+    fsync_file(path)
+    return _file_hash(path)
 
 
 def _file_hash(path: Path) -> dict[str, Any]:
