@@ -61,13 +61,20 @@ def grouping_name(grouping: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- assembling
 
 
+def _strings(names: Sequence[str], codes: np.ndarray) -> pa.Array:
+    """``names[codes]`` as an Arrow string array, decoded by Arrow (not one Python string
+    per row: a tenth of a second for a 5 M-record build's tables)."""
+    dictionary = pa.array(list(names), pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), dictionary).cast(pa.string())
+
+
 def _dims_columns(codes: dict[str, np.ndarray], regions, types, keep: Sequence[str]) -> dict:
     n = codes["region"].size
     cols: dict[str, pa.Array] = {}
     names = {"region": regions, "network_type": types, "direction": DIRECTIONS}
     for d in ("region", "network_type", "direction"):
         if d in keep:
-            cols[d] = pa.array(np.asarray(names[d], dtype=object)[codes[d]], pa.string())
+            cols[d] = _strings(names[d], codes[d])
         else:
             cols[d] = pa.nulls(n, pa.string())
     if "ip_version" in keep:
@@ -111,9 +118,9 @@ def _key_columns(keys: np.ndarray, rollup: str, regions, types) -> list[tuple[np
         starts = period_start(code[sel], rollup).astype(np.int64)
         start_arr = pa.array(starts, pa.int64(), mask=np.isnat(starts.view("datetime64[us]")))
         cols = {
-            "rollup": pa.array([rollup] * sel.size, pa.string()),
+            "rollup": _strings([rollup], np.zeros(sel.size, np.int32)),
             "period_start": start_arr.cast(TIMESTAMP),
-            "grouping": pa.array([grouping_name(dims)] * sel.size, pa.string()),
+            "grouping": _strings([grouping_name(dims)], np.zeros(sel.size, np.int32)),
             **_dims_columns(sub, regions, types, dims),
         }
         out.append((sel, cols))
