@@ -232,3 +232,41 @@ def test_sketches_per_bucket_answer_hourly_ranges(built, tmp_path) -> None:
     u = int(busiest["uniques"])
     se = cube.meta["sketch"]["standard_error"]
     assert abs(float(est["uniques_estimate"].iloc[0]) - u) <= max(4 * se * u, 2)
+
+
+def test_top_asns_split_over_cores_change_nothing(built, tmp_path, monkeypatch) -> None:
+    """The combiner splits the top-ASN work by ASN over the cores once it is large: three
+    shares of a small build give the same files as one."""
+    from flowatlas.engine import combine
+
+    monkeypatch.setattr(combine, "ASN_SHARE_ROWS", 1)
+    monkeypatch.setattr(combine.os, "cpu_count", lambda: 3)
+    build_cube(built / "a", tmp_path / "c3", workers=0, partitions=3)
+    for name in ("top_asns.parquet", "rollups.parquet"):
+        assert (built / "c" / name).read_bytes() == (tmp_path / "c3" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_merged_top_lists_of_asn_shares_equal_one_ranking(seed) -> None:
+    """Top lists ranked per share of the ASNs and merged equal one ranking of all pairs,
+    ties (equal volumes) included: volume descending, then ASN ascending."""
+    from flowatlas.engine.combine import _merge_top_lists
+    from flowatlas.kernels.topk import top_k_per_key
+
+    rng = np.random.default_rng(seed)
+    pairs = {
+        (int(k), int(a))
+        for k, a in zip(rng.integers(0, 30, 3000), rng.integers(0, 400, 3000), strict=True)
+    }
+    key, asn = np.array(sorted(pairs), np.int64).T if pairs else (np.empty(0, np.int64),) * 2
+    vol = rng.integers(1, 6, key.size).astype(np.uint64)  # many ties
+    keep, rank = top_k_per_key(key, vol, TOP_K)
+    want = (key[keep], rank, asn[keep], vol[keep])
+    lists = []
+    for share in range(3):
+        sel = asn % 3 == share
+        k_keep, k_rank = top_k_per_key(key[sel], vol[sel], TOP_K)
+        lists.append((key[sel][k_keep], k_rank, asn[sel][k_keep], vol[sel][k_keep]))
+    got = _merge_top_lists(lists)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)

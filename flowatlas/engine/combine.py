@@ -41,6 +41,8 @@ from flowatlas.kernels.topk import top_k_per_key
 DENSE_SKETCH_BYTES = 1 << 30
 #: (key, ASN) rows gathered before they are summed again (bounds the combiner's memory)
 ASN_COMPACT_ROWS = 4_000_000
+#: (key, ASN) rows per share of the top-ASN work, at least, before it is split over cores
+ASN_SHARE_ROWS = 100_000
 
 
 def _index(universe: np.ndarray, keys: np.ndarray, what: str) -> np.ndarray:
@@ -147,6 +149,57 @@ class _Rollup:
             )
             if top_asns is not None and top_asns[0].size:
                 result.top_asns[r] = top_asns
+
+
+def _top_asns_of_share(
+    chain: list[str], ak: np.ndarray, aa: np.ndarray, av: np.ndarray
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """Top ASNs per key of every rollup in ``chain`` (finest first) from (key, ASN, volume)
+    rows of the first one's full-dimension keys: :meth:`Combiner.top_asns` for one share of
+    the ASNs."""
+    base = chain[0]
+    ak, aa, av = _sum_by_key_asn(ak, aa.astype(np.int64), av)
+    code, dims15 = ak >> ROLLUP_CODE_SHIFT, ak & DIM_MASK15
+    rows: dict[str, tuple[np.ndarray, ...]] = {base: (code, dims15, aa, av)}
+    same: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # rollup -> (finer, codes)
+    prev = base
+    for r in chain[1:]:
+        uc, inv = np.unique(code, return_inverse=True)
+        up = period_codes_us(period_start(uc, prev).astype(np.int64), r)
+        code = up[inv.reshape(-1)]
+        if np.unique(up).size == uc.size:
+            # one period of ``r`` per period of ``prev`` here (an archive within one
+            # month): the same lists under the new period codes
+            same[r] = (prev, uc, up)
+        else:
+            k, aa, av = _sum_by_key_asn(rollup_key(code, 0, dims15), aa, av)
+            code, dims15 = k >> ROLLUP_CODE_SHIFT, k & DIM_MASK15
+            rows[r] = (code, dims15, aa, av)
+        prev = r
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    for r, r_rows in rows.items():
+        parts = [_top_asns_of(*r_rows, g) for g in range(len(GROUP_MASKS))]
+        key, rank, asn, vol = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        order = np.argsort(key, kind="stable")  # key by key; ranks stay in order
+        out[r] = (key[order], rank[order], asn[order], vol[order])
+    for r, (finer, uc, up) in same.items():
+        key, rank, asn, vol = out[finer]
+        at = np.searchsorted(uc, key >> ROLLUP_CODE_SHIFT)
+        low = key & ((1 << ROLLUP_CODE_SHIFT) - 1)
+        out[r] = ((up[at] << ROLLUP_CODE_SHIFT) | low, rank, asn, vol)
+    return out
+
+
+def _merge_top_lists(lists: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """One top list per key from lists over disjoint ASN shares: what ranking all their
+    pairs at once gives (volume descending, then ASN ascending), key by key."""
+    key, _rank, asn, vol = (np.concatenate([one[i] for one in lists]) for i in range(4))
+    order = np.lexsort((asn, ~vol, key))
+    key, asn, vol = key[order], asn[order], vol[order]
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else key[:0]
+    rank = np.arange(key.size) - np.repeat(start, np.diff(np.r_[start, key.size]))
+    keep = rank < TOP_K
+    return key[keep], rank[keep], asn[keep], vol[keep]
 
 
 def _top_asns_of(
@@ -261,49 +314,28 @@ class Combiner:
         The reducers send (key, ASN) volumes for the finest top-list rollup's
         full-dimension keys only: volumes add up, so every grouping set and every coarser
         rollup sums those (an eighth of the rows, and a third of the rollups, that the
-        reducers would otherwise send). Each (rollup, grouping set) is summed and ranked on
-        its own, in threads (the sums release the GIL): this is the build's tail, with
-        every other core idle.
+        reducers would otherwise send). This is the build's tail, after the last reducer,
+        so the work is split by ASN over the cores (a pair's sum needs only its own ASN's
+        rows; the sums and sorts release the GIL) and each share's top lists merge into the
+        whole's.
         """
         by_name = {r.rollup: r for r in self.rollups}
         chain = [r for r in ROLLUP_CHAIN if r in by_name and r in TOP_LIST_ROLLUPS]
-        if not chain or not by_name[chain[0]].asn:
+        parts = by_name[chain[0]].asn if chain else []
+        if not parts:
             return {}
-        base = chain[0]
-        # each rollup's full-dimension (key, ASN) volumes, sorted by key then ASN
-        ak, aa, av = by_name[base]._asn_sums()
-        code, dims15 = ak >> ROLLUP_CODE_SHIFT, ak & DIM_MASK15
-        rows: dict[str, tuple[np.ndarray, ...]] = {base: (code, dims15, aa, av)}
-        same: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # rollup -> (finer, codes)
-        prev = base
-        for r in chain[1:]:
-            uc, inv = np.unique(code, return_inverse=True)
-            up = period_codes_us(period_start(uc, prev).astype(np.int64), r)
-            code = up[inv.reshape(-1)]
-            if np.unique(up).size == uc.size:
-                # one period of ``r`` per period of ``prev`` (an archive within one month):
-                # the same lists under the new period codes
-                same[r] = (prev, uc, up)
-            else:
-                k, aa, av = _sum_by_key_asn(rollup_key(code, 0, dims15), aa, av)
-                code, dims15 = k >> ROLLUP_CODE_SHIFT, k & DIM_MASK15
-                rows[r] = (code, dims15, aa, av)
-            prev = r
-        jobs = [(r, g) for r in rows for g in range(len(GROUP_MASKS))]
-        with ThreadPoolExecutor(min(len(jobs), os.cpu_count() or 1)) as pool:
-            ranked = list(pool.map(lambda job: _top_asns_of(*rows[job[0]], job[1]), jobs))
-        out: dict[str, tuple[np.ndarray, ...]] = {}
-        for r in rows:
-            parts = [p for (rr, _g), p in zip(jobs, ranked, strict=True) if rr == r]
-            key, rank, asn, vol = (np.concatenate([p[i] for p in parts]) for i in range(4))
-            order = np.argsort(key, kind="stable")  # key by key; ranks stay in order
-            out[r] = (key[order], rank[order], asn[order], vol[order])
-        for r, (finer, uc, up) in same.items():
-            key, rank, asn, vol = out[finer]
-            at = np.searchsorted(uc, key >> ROLLUP_CODE_SHIFT)
-            low = key & ((1 << ROLLUP_CODE_SHIFT) - 1)
-            out[r] = ((up[at] << ROLLUP_CODE_SHIFT) | low, rank, asn, vol)
-        return out
+        ak, aa, av = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        n_shards = max(1, min(os.cpu_count() or 1, ak.size // ASN_SHARE_ROWS))
+        shard = aa % np.uint32(n_shards) if n_shards > 1 else None
+        shards = [
+            (ak, aa, av) if shard is None else (ak[shard == i], aa[shard == i], av[shard == i])
+            for i in range(n_shards)
+        ]
+        with ThreadPoolExecutor(n_shards) as pool:
+            lists = list(pool.map(lambda sh: _top_asns_of_share(chain, *sh), shards))
+        if n_shards == 1:
+            return lists[0]
+        return {r: _merge_top_lists([one[r] for one in lists]) for r in chain}
 
     def result(self) -> PartitionResult:
         """The combined cells, rollups, concentration, top lists and sketches."""
