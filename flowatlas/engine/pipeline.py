@@ -30,6 +30,7 @@ from flowatlas.io.archive import Fragment, read_fragment
 from flowatlas.kernels import hll
 from flowatlas.kernels.distinct import (
     counting_order,
+    ip_ids,
     map_rows,
     partition_of,
     range_ids,
@@ -553,9 +554,10 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     asn_of = np.append(table.networks.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
     asn = asn_of[table.lookup(rows.hi, rows.lo)]
     v6 = ~is_v4(rows.hi, rows.lo)
+    ids = ip_ids(rows.hi, rows.lo)
     full, full6, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
         rows.hi, rows.lo, bid, dims, v6, rows.vol, asn, pidx, tables.gmap, segments, off,
-        coff, TOP_K, asn_from, asn_to,
+        coff, TOP_K, asn_from, asn_to, ids,
     )  # fmt: skip
     # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s)
     prefix = full - full6
@@ -600,9 +602,14 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     if plan.sketch_p:
         # the sketch key of each distinct bucket, then gathered per row (no per-row division)
         base = sketch_keys(bkeys << DIM_BITS, plan)[bid]
+        # registers and ranks hashed once per distinct address, not once per row
+        first = np.empty(ids[1], np.int64)
+        first[ids[0]] = np.arange(ids[0].size)
+        idx, rank = hll.slots(rows.hi[first], rows.lo[first], plan.sketch_p)
         result.sketch = hll.sparse_update(
-            base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p
-        )
+            base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p,
+            row_slots=(idx[ids[0]], rank[ids[0]]),
+        )  # fmt: skip
     return result
 
 

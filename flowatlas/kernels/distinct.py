@@ -125,6 +125,12 @@ def counting_order(ids: np.ndarray, n_ids: int) -> tuple[np.ndarray, np.ndarray]
     return _counting_order(ids, int(n_ids))
 
 
+def ip_ids(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense id (int64) per row's address, in first-seen order, and how many addresses."""
+    ids, m = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
+    return ids, int(m)
+
+
 def group_by_ip(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, start): rows of address k are order[start[k]:start[k + 1]], ids first-seen."""
     ids, m = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
@@ -807,6 +813,7 @@ def walk(
     k_top: int,
     asn_from: int,
     asn_to: int | None = None,
+    ids: tuple[np.ndarray, int] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Distinct counts and concentration for one IP partition, in one walk.
 
@@ -816,10 +823,11 @@ def walk(
     squared per-address volumes as (hi, lo) words and the ``k_top`` heaviest addresses (volume
     descending, address ascending, as input row numbers; -1 where fewer); and, for
     concentration keys in [``asn_from``, ``asn_to``) (``asn_to`` None: to the last), volume
-    per (key, ASN). All of it adds up or merges exactly across IP partitions.
+    per (key, ASN). All of it adds up or merges exactly across IP partitions. ``ids``: the
+    rows' :func:`ip_ids`, where the caller has them already.
     """
     asn_to = int(n_conc) if asn_to is None else asn_to
-    ids, n_ids = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
+    ids, n_ids = ip_ids(hi, lo) if ids is None else ids
     seg = np.asarray(segments, dtype=np.int64).reshape(-1, 5)
     pidx = np.ascontiguousarray(pidx, np.int64)
     gmap = np.ascontiguousarray(gmap, np.int64)
