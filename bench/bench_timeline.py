@@ -16,6 +16,7 @@ tasks that ran in it, then the summary the issue asks for.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -26,7 +27,26 @@ from typing import Any
 
 import psutil
 
-T0 = psutil.Process().create_time()
+
+def _process_start() -> float:
+    """When this process started, as a ``time.time()`` value, to the clock tick.
+
+    psutil's ``create_time()`` adds the start tick to the boot time, which Linux gives in
+    whole seconds, so it can be up to a second early; /proc/self/stat's start tick and
+    /proc/uptime count from the same boot, so their difference is exact.
+    """
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        now_wall = time.time()
+        return now_wall - (uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):  # not Linux
+        return psutil.Process().create_time()
+
+
+T0 = _process_start()
 
 
 def now() -> float:

@@ -394,3 +394,22 @@ def test_failed_synth_keeps_the_old_archive(tmp_path, capsys):
         assert len(err) == 1 and str(out) in err[0] and "No space left" in err[0], err
         assert archive_bytes(out) == before
         assert hidden(disk, "archive") == []
+
+
+def test_counts_of_another_reduce_format_are_recounted(tmp_path, monkeypatch) -> None:
+    """A work directory's reducer counts from a build whose counts meant something else
+    (another REDUCE_FORMAT) are dropped when it is reopened; its map results stay."""
+    from flowatlas.engine import workdir
+
+    work = workdir.WorkDir(tmp_path / "w", {"plan": "p"})
+    work.open(["task-a"])
+    work._reduce_path(0).write_bytes(b"old counts")
+    assert workdir.WorkDir(tmp_path / "w", {"plan": "p"}).open(["task-a"]) == 0
+    again = workdir.WorkDir(tmp_path / "w", {"plan": "p"})
+    again.open(["task-a"])
+    assert again.reduce_done(0)
+    monkeypatch.setattr(workdir, "REDUCE_FORMAT", workdir.REDUCE_FORMAT + 1)
+    newer = workdir.WorkDir(tmp_path / "w", {"plan": "p"})
+    newer.open(["task-a"])
+    assert not newer.reduce_done(0)
+    assert not any((tmp_path / "w" / "reduce").iterdir())

@@ -581,3 +581,22 @@ def test_radix_sort_equals_numpy_sort() -> None:
     ]
     for a in cases:
         np.testing.assert_array_equal(_radix_sort(a), np.sort(a))
+
+
+def test_sparse_update_with_the_rows_slots_given_is_the_same() -> None:
+    """Registers and ranks hashed once per distinct address and gathered per row (what the
+    reducers pass) give the sketches that hashing every row gives."""
+    rng = np.random.default_rng(5)
+    pool_hi = rng.integers(0, 2**63, 500, dtype=np.uint64)
+    pool_lo = rng.integers(0, 2**63, 500, dtype=np.uint64)
+    pick = rng.integers(0, 500, 20_000)
+    keys = rng.integers(0, 40, pick.size)
+    idx, rank = hll.slots(pool_hi, pool_lo, 12)
+    got = hll.sparse_update(
+        keys, pool_hi[pick], pool_lo[pick], 12, row_slots=(idx[pick], rank[pick])
+    )
+    want = hll.sparse_update(keys, pool_hi[pick], pool_lo[pick], 12)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    with pytest.raises(ValueError, match="one register and rank per row"):
+        hll.sparse_update(keys, pool_hi[pick], pool_lo[pick], 12, row_slots=(idx, rank))

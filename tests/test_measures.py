@@ -28,10 +28,15 @@ from flowatlas.vocab import DIRECTIONS
 DIMS = ["region", "network_type", "direction", "ip_version"]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
+@pytest.fixture(scope="module", params=["months", "one-month"])
+def built(request, tmp_path_factory):
+    """A cube over 70 days (three months, two quarters), and one within a single month,
+    whose month, quarter and whole-range levels the reducers walk once and copy."""
     root = tmp_path_factory.mktemp("measures")
-    synthesize(root / "a", records=25_000, days=70, start="2025-08-20", seed=21)
+    if request.param == "months":
+        synthesize(root / "a", records=25_000, days=70, start="2025-08-20", seed=21)
+    else:
+        synthesize(root / "a", records=12_000, days=9, start="2025-10-05", seed=22)
     build_cube(root / "a", root / "c", workers=0, partitions=3)
     return root
 
@@ -138,14 +143,21 @@ def test_cell_uniques_match_pandas(built, records) -> None:
     np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
 
 
+def _top_rows(built, name: str, rollup: str, grouping: str) -> pd.DataFrame:
+    df = pq.read_table(built / "c" / name).to_pandas()
+    df = df[(df["rollup"] == rollup) & (df["grouping"] == grouping)]
+    return df.assign(month=df["period_start"].dt.tz_convert(None))
+
+
 @pytest.mark.parametrize("grouping", [("region", "network_type"), ("network_type",), ()])
-def test_top_lists_match_pandas(built, records, grouping) -> None:
+@pytest.mark.parametrize("rollup", ["all", "month"])
+def test_top_lists_match_pandas(built, records, rollup, grouping) -> None:
+    """Top addresses and top ASNs; the combiner sums every rollup's and grouping set's
+    (key, ASN) volumes from the month's full-dimension ones."""
     name = ",".join(grouping) or "total"
-    by = list(grouping)
-    top = pq.read_table(built / "c" / "top_ips.parquet").to_pandas()
-    top = top[(top["rollup"] == "all") & (top["grouping"] == name)]
-    asns = pq.read_table(built / "c" / "top_asns.parquet").to_pandas()
-    asns = asns[(asns["rollup"] == "all") & (asns["grouping"] == name)]
+    by = (["month"] if rollup == "month" else []) + list(grouping)
+    top = _top_rows(built, "top_ips.parquet", rollup, name)
+    asns = _top_rows(built, "top_asns.parquet", rollup, name)
     want = expected(records, by)
     for key, w in want.items():
         mine = top
@@ -220,3 +232,41 @@ def test_sketches_per_bucket_answer_hourly_ranges(built, tmp_path) -> None:
     u = int(busiest["uniques"])
     se = cube.meta["sketch"]["standard_error"]
     assert abs(float(est["uniques_estimate"].iloc[0]) - u) <= max(4 * se * u, 2)
+
+
+def test_top_asns_split_over_cores_change_nothing(built, tmp_path, monkeypatch) -> None:
+    """The combiner splits the top-ASN work by ASN over the cores once it is large: three
+    shares of a small build give the same files as one."""
+    from flowatlas.engine import combine
+
+    monkeypatch.setattr(combine, "ASN_SHARE_ROWS", 1)
+    monkeypatch.setattr(combine.os, "cpu_count", lambda: 3)
+    build_cube(built / "a", tmp_path / "c3", workers=0, partitions=3)
+    for name in ("top_asns.parquet", "rollups.parquet"):
+        assert (built / "c" / name).read_bytes() == (tmp_path / "c3" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_merged_top_lists_of_asn_shares_equal_one_ranking(seed) -> None:
+    """Top lists ranked per share of the ASNs and merged equal one ranking of all pairs,
+    ties (equal volumes) included: volume descending, then ASN ascending."""
+    from flowatlas.engine.combine import _merge_top_lists
+    from flowatlas.kernels.topk import top_k_per_key
+
+    rng = np.random.default_rng(seed)
+    pairs = {
+        (int(k), int(a))
+        for k, a in zip(rng.integers(0, 30, 3000), rng.integers(0, 400, 3000), strict=True)
+    }
+    key, asn = np.array(sorted(pairs), np.int64).T if pairs else (np.empty(0, np.int64),) * 2
+    vol = rng.integers(1, 6, key.size).astype(np.uint64)  # many ties
+    keep, rank = top_k_per_key(key, vol, TOP_K)
+    want = (key[keep], rank, asn[keep], vol[keep])
+    lists = []
+    for share in range(3):
+        sel = asn % 3 == share
+        k_keep, k_rank = top_k_per_key(key[sel], vol[sel], TOP_K)
+        lists.append((key[sel][k_keep], k_rank, asn[sel][k_keep], vol[sel][k_keep]))
+    got = _merge_top_lists(lists)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)

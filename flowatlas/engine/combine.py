@@ -10,6 +10,9 @@ many partitions but still a small cube.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from flowatlas.engine.pipeline import (
@@ -38,6 +41,8 @@ from flowatlas.kernels.topk import top_k_per_key
 DENSE_SKETCH_BYTES = 1 << 30
 #: (key, ASN) rows gathered before they are summed again (bounds the combiner's memory)
 ASN_COMPACT_ROWS = 4_000_000
+#: (key, ASN) rows per share of the top-ASN work, at least, before it is split over cores
+ASN_SHARE_ROWS = 100_000
 
 
 def _index(universe: np.ndarray, keys: np.ndarray, what: str) -> np.ndarray:
@@ -109,7 +114,13 @@ class _Rollup:
             np.concatenate([a[2] for a in self.asn]),
         )
 
-    def finish(self, result: PartitionResult) -> None:
+    def finish(
+        self,
+        result: PartitionResult,
+        top_asns: tuple[np.ndarray, ...] | None = None,
+    ) -> None:
+        """This rollup's cube arrays into ``result``; ``top_asns``: its top ASNs per key
+        (from :meth:`Combiner.top_asns`)."""
         r = self.rollup
         vol = self.sums[:, 0]
         v = vol.astype(np.float64)
@@ -136,10 +147,72 @@ class _Rollup:
                 self.top_hi[rows, ranks],
                 self.top_lo[rows, ranks],
             )
-            if self.asn:
-                ak, aa, av = self._asn_sums()
-                keep, rank = top_k_per_key(ak, av, TOP_K)  # pairs come by key, then ASN
-                result.top_asns[r] = (ak[keep], rank, aa[keep].astype(np.uint32), av[keep])
+            if top_asns is not None and top_asns[0].size:
+                result.top_asns[r] = top_asns
+
+
+def _top_asns_of_share(
+    chain: list[str], ak: np.ndarray, aa: np.ndarray, av: np.ndarray
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """Top ASNs per key of every rollup in ``chain`` (finest first) from (key, ASN, volume)
+    rows of the first one's full-dimension keys: :meth:`Combiner.top_asns` for one share of
+    the ASNs."""
+    base = chain[0]
+    ak, aa, av = _sum_by_key_asn(ak, aa.astype(np.int64), av)
+    code, dims15 = ak >> ROLLUP_CODE_SHIFT, ak & DIM_MASK15
+    rows: dict[str, tuple[np.ndarray, ...]] = {base: (code, dims15, aa, av)}
+    same: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}  # rollup -> (finer, codes)
+    prev = base
+    for r in chain[1:]:
+        uc, inv = np.unique(code, return_inverse=True)
+        up = period_codes_us(period_start(uc, prev).astype(np.int64), r)
+        code = up[inv.reshape(-1)]
+        if np.unique(up).size == uc.size:
+            # one period of ``r`` per period of ``prev`` here (an archive within one
+            # month): the same lists under the new period codes
+            same[r] = (prev, uc, up)
+        else:
+            k, aa, av = _sum_by_key_asn(rollup_key(code, 0, dims15), aa, av)
+            code, dims15 = k >> ROLLUP_CODE_SHIFT, k & DIM_MASK15
+            rows[r] = (code, dims15, aa, av)
+        prev = r
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    for r, r_rows in rows.items():
+        parts = [_top_asns_of(*r_rows, g) for g in range(len(GROUP_MASKS))]
+        key, rank, asn, vol = (np.concatenate([p[i] for p in parts]) for i in range(4))
+        order = np.argsort(key, kind="stable")  # key by key; ranks stay in order
+        out[r] = (key[order], rank[order], asn[order], vol[order])
+    for r, (finer, uc, up) in same.items():
+        key, rank, asn, vol = out[finer]
+        at = np.searchsorted(uc, key >> ROLLUP_CODE_SHIFT)
+        low = key & ((1 << ROLLUP_CODE_SHIFT) - 1)
+        out[r] = ((up[at] << ROLLUP_CODE_SHIFT) | low, rank, asn, vol)
+    return out
+
+
+def _merge_top_lists(lists: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """One top list per key from lists over disjoint ASN shares: what ranking all their
+    pairs at once gives (volume descending, then ASN ascending), key by key."""
+    key, _rank, asn, vol = (np.concatenate([one[i] for one in lists]) for i in range(4))
+    order = np.lexsort((asn, ~vol, key))
+    key, asn, vol = key[order], asn[order], vol[order]
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else key[:0]
+    rank = np.arange(key.size) - np.repeat(start, np.diff(np.r_[start, key.size]))
+    keep = rank < TOP_K
+    return key[keep], rank[keep], asn[keep], vol[keep]
+
+
+def _top_asns_of(
+    code: np.ndarray, dims15: np.ndarray, aa: np.ndarray, av: np.ndarray, g: int
+) -> tuple[np.ndarray, ...]:
+    """Top ASNs per key of grouping set ``g`` from full-dimension (key, ASN) volumes sorted
+    by key then ASN: (key, rank, ASN, volume), key by key, rank by rank."""
+    if g == 0:  # already one row per (key, ASN), in order
+        ak = rollup_key(code, 0, dims15)
+    else:
+        ak, aa, av = _sum_by_key_asn(rollup_key(code, g, dims15 & np.int64(GROUP_MASKS[g])), aa, av)
+    keep, rank = top_k_per_key(ak, av, TOP_K)  # pairs come by key, then ASN
+    return ak[keep], rank, aa[keep].astype(np.uint32), av[keep]
 
 
 def _sum_by_key_asn(
@@ -147,18 +220,19 @@ def _sum_by_key_asn(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Volume per (key, ASN) pair, sorted by key then ASN.
 
-    Keys and ASNs fit one int64 together, so the hash group-by of kernels/accumulate sums
-    them and only the distinct pairs are sorted: sorting every pair (np.lexsort) took 2 of
-    10 CPU s of a 5 M-record heavy-tailed build. The sums are exact: a per-ASN sum never
-    exceeds its cell's volume, whose overflow the build already reports.
+    Keys (less the smallest: a rollup's keys span little, but month and quarter codes put
+    them past 2^31) and ASNs fit one int64 together, so the hash group-by of
+    kernels/accumulate sums them and only the distinct pairs are sorted: sorting every pair
+    (np.lexsort) took 2 of 10 CPU s of a 5 M-record heavy-tailed build. The sums are exact: a
+    per-ASN sum never exceeds its cell's volume, whose overflow the build already reports.
     """
+    base = int(ak.min()) if ak.size else 0
     if ak.size == 0 or (
-        int(ak.min()) >= 0 and int(ak.max()) < 1 << 31 and int(aa.min()) >= 0
-        and int(aa.max()) < 1 << 32
-    ):  # fmt: skip
-        pairs, sums = sum_by_key((ak.astype(np.int64) << 32) | aa.astype(np.int64), av)
-        return pairs >> 32, pairs & 0xFFFF_FFFF, sums[:, 0]
-    order = np.lexsort((aa, ak))  # keys past 2^31 (no build makes so many)
+        int(ak.max()) - base < 1 << 31 and int(aa.min()) >= 0 and int(aa.max()) < 1 << 32
+    ):
+        pairs, sums = sum_by_key(((ak.astype(np.int64) - base) << 32) | aa.astype(np.int64), av)
+        return (pairs >> 32) + base, pairs & 0xFFFF_FFFF, sums[:, 0]
+    order = np.lexsort((aa, ak))  # keys spanning 2^31 or more (no build makes so many)
     ak, aa, av = ak[order], aa[order], av[order]
     start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
     return ak[start], aa[start], np.add.reduceat(av, start)
@@ -233,6 +307,36 @@ class Combiner:
             else:
                 self.sketch_long.append((k, c.sketch[1]))
 
+    def top_asns(self) -> dict[str, tuple[np.ndarray, ...]]:
+        """Every top-list rollup's top ASNs: (key, rank, ASN, volume), key by key, rank by
+        rank.
+
+        The reducers send (key, ASN) volumes for the finest top-list rollup's
+        full-dimension keys only: volumes add up, so every grouping set and every coarser
+        rollup sums those (an eighth of the rows, and a third of the rollups, that the
+        reducers would otherwise send). This is the build's tail, after the last reducer,
+        so the work is split by ASN over the cores (a pair's sum needs only its own ASN's
+        rows; the sums and sorts release the GIL) and each share's top lists merge into the
+        whole's.
+        """
+        by_name = {r.rollup: r for r in self.rollups}
+        chain = [r for r in ROLLUP_CHAIN if r in by_name and r in TOP_LIST_ROLLUPS]
+        parts = by_name[chain[0]].asn if chain else []
+        if not parts:
+            return {}
+        ak, aa, av = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        n_shards = max(1, min(os.cpu_count() or 1, ak.size // ASN_SHARE_ROWS))
+        shard = aa % np.uint32(n_shards) if n_shards > 1 else None
+        shards = [
+            (ak, aa, av) if shard is None else (ak[shard == i], aa[shard == i], av[shard == i])
+            for i in range(n_shards)
+        ]
+        with ThreadPoolExecutor(n_shards) as pool:
+            lists = list(pool.map(lambda sh: _top_asns_of_share(chain, *sh), shards))
+        if n_shards == 1:
+            return lists[0]
+        return {r: _merge_top_lists([one[r] for one in lists]) for r in chain}
+
     def result(self) -> PartitionResult:
         """The combined cells, rollups, concentration, top lists and sketches."""
         result = PartitionResult(
@@ -243,8 +347,9 @@ class Combiner:
             link_sums=self.link_sums,
             geo_sums=self.geo_sums,
         )
+        top_asns = self.top_asns()
         for r in self.rollups:
-            r.finish(result)
+            r.finish(result, top_asns.get(r.rollup))
         if self.sketch_keys is not None:
             p = self.plan.sketch_p
             if self.registers is not None:

@@ -30,6 +30,7 @@ from flowatlas.io.archive import Fragment, read_fragment
 from flowatlas.kernels import hll
 from flowatlas.kernels.distinct import (
     counting_order,
+    ip_ids,
     map_rows,
     partition_of,
     range_ids,
@@ -536,24 +537,27 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     segments = [(0, 0, 0, d, -1)]
     off = n0 = bkeys.size * d
     coff = 0
-    asn_from = -1
+    # (key, ASN) volumes: of the finest top-list rollup's full-dimension keys only (grouping
+    # 0); the combiner sums them into the other groupings and coarser rollups
+    asn_from = asn_to = -1
+    asn_rollup = None
     for li in range(1, len(levels) + 1):
-        if asn_from < 0 and levels[li - 1] in TOP_LIST_ROLLUPS:
-            asn_from = coff
+        if asn_rollup is None and levels[li - 1] in TOP_LIST_ROLLUPS:
+            asn_rollup = levels[li - 1]
+            asn_from, asn_to = coff, coff + codes[li].size * int(tables.width[0])
         for g in range(len(GROUPINGS)):
             w = int(tables.width[g])
             segments.append((li, g, off, w, coff))
             off += codes[li].size * w
             coff += codes[li].size * w
-    if asn_from < 0:
-        asn_from = coff
     table = plan.class_table
     asn_of = np.append(table.networks.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
     asn = asn_of[table.lookup(rows.hi, rows.lo)]
     v6 = ~is_v4(rows.hi, rows.lo)
+    ids = ip_ids(rows.hi, rows.lo)
     full, full6, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
         rows.hi, rows.lo, bid, dims, v6, rows.vol, asn, pidx, tables.gmap, segments, off,
-        coff, TOP_K, asn_from,
+        coff, TOP_K, asn_from, asn_to, ids,
     )  # fmt: skip
     # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s)
     prefix = full - full6
@@ -593,15 +597,19 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         kk = np.repeat(keys, TOP_K).reshape(-1, TOP_K)[valid]
         rr = r[valid]
         result.top_ips[rollup] = (kk, top_v[cidx][valid], rows.hi[rr], rows.lo[rr])
-        if rollup in TOP_LIST_ROLLUPS:
-            in_level = (a_idx >= lo_c) & (a_idx < hi_c)
-            result.asn_volume[rollup] = (ckey[a_idx[in_level]], a_asn[in_level], a_vol[in_level])
+        if rollup == asn_rollup:
+            result.asn_volume[rollup] = (ckey[a_idx], a_asn, a_vol)
     if plan.sketch_p:
         # the sketch key of each distinct bucket, then gathered per row (no per-row division)
         base = sketch_keys(bkeys << DIM_BITS, plan)[bid]
+        # registers and ranks hashed once per distinct address, not once per row
+        first = np.empty(ids[1], np.int64)
+        first[ids[0]] = np.arange(ids[0].size)
+        idx, rank = hll.slots(rows.hi[first], rows.lo[first], plan.sketch_p)
         result.sketch = hll.sparse_update(
-            base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p
-        )
+            base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p,
+            row_slots=(idx[ids[0]], rank[ids[0]]),
+        )  # fmt: skip
     return result
 
 

@@ -41,6 +41,8 @@ from flowatlas.engine.pipeline import Counts, FragmentStats, MapResult, Piece
 from flowatlas.errors import OutputError
 
 FORMAT = 4  # 4: map sums per interface link and geography (sums.npz)
+#: reducers' counts files: 2: (key, ASN) volumes of the month's full-dimension keys only
+REDUCE_FORMAT = 2
 #: the columns of rows.u64, in order (cell keys stored as their uint64 bit patterns)
 ROW_FIELDS = ("cell", "hi", "lo", "vol")
 
@@ -103,7 +105,10 @@ class WorkDir:
         for d in (self.root / "map").iterdir():
             if d.name not in wanted:  # another archive's tasks, or an unfinished temp
                 shutil.rmtree(d, ignore_errors=True)
-        self.task_set = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+        # the reducers' output format is part of the set: counts an older build left behind
+        # are recounted from the (reused) map results, not read with another meaning
+        tagged = "\n".join([*keys, f"reduce format {REDUCE_FORMAT}"])
+        self.task_set = hashlib.sha256(tagged.encode()).hexdigest()[:16]
         for f in (self.root / "reduce").iterdir():
             if not f.name.endswith(f"-{self.task_set}.npz"):
                 f.unlink(missing_ok=True)

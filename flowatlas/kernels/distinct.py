@@ -125,6 +125,12 @@ def counting_order(ids: np.ndarray, n_ids: int) -> tuple[np.ndarray, np.ndarray]
     return _counting_order(ids, int(n_ids))
 
 
+def ip_ids(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense id (int64) per row's address, in first-seen order, and how many addresses."""
+    ids, m = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
+    return ids, int(m)
+
+
 def group_by_ip(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, start): rows of address k are order[start[k]:start[k + 1]], ids first-seen."""
     ids, m = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
@@ -627,16 +633,20 @@ def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all):
 @numba.njit(nogil=True, cache=True)
 def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
           seg_level, seg_group, seg_off, seg_width, seg_coff, seg_keys, n_total, n_conc,
-          k_top, asn_from):  # fmt: skip
+          k_top, asn_from, asn_to):  # fmt: skip
     """Distinct counts for every key and, for keys of concentration segments, squared
-    volumes, top addresses and (key, ASN) volumes.
+    volumes, top addresses and (for concentration keys in [asn_from, asn_to)) (key, ASN)
+    volumes.
 
-    Segment by segment over the rows of the segment's level (see :func:`_levels`): each pass
-    touches only one segment's small key arrays, so they stay in cache. Addresses come in ASN
-    order, so an ASN's volume per key gathers in a dense array and leaves once per (ASN, key);
-    nothing else depends on the order of addresses.
+    Level by level over the rows of that level (see :func:`_levels`), all its segments in
+    one pass: a row is read once for the level's grouping sets, whose keys sit side by side
+    (consecutive segments of one level whose keys follow each other form one run; the
+    pipeline lays them out so). A level's key arrays are small, so they stay in cache.
+    Addresses come in ASN order, so an ASN's volume per key gathers in a dense array and
+    leaves once per (ASN, key); nothing else depends on the order of addresses.
     """
     n_runs = kk_asn.size
+    n_seg = seg_off.size
     counts = np.zeros(n_total, np.int64)
     counts6 = np.zeros(n_total, np.int64)
     # per concentration key, one 32-byte slot: the current address's volume, the sum of
@@ -654,25 +664,50 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
     a_asn = np.empty(cap, np.uint32)
     a_vol = np.empty(cap, np.uint64)
     a_n = 0
+    # runs of segments walked together: same level, keys (and concentration keys) adjacent
+    run_end = np.empty(n_seg, np.int64)
     max_w = 0
-    for s in range(seg_off.size):
-        max_w = max(max_w, seg_keys[s])
+    s = 0
+    while s < n_seg:
+        e = s + 1
+        width = seg_keys[s]
+        while (
+            e < n_seg
+            and seg_level[e] == seg_level[s]
+            and seg_off[e] == seg_off[s] + width
+            and (seg_coff[e] < 0) == (seg_coff[s] < 0)
+            and (seg_coff[s] < 0 or seg_coff[e] == seg_coff[s] + width)
+        ):
+            width += seg_keys[e]
+            e += 1
+        run_end[s] = e
+        max_w = max(max_w, width)
+        s = e
     stamp = np.full(max_w, -1, np.int64)
     touched = np.empty(max_w, np.int64)
+    r_base = np.empty(n_seg, np.int64)  # a segment's first key within its run
+    r_width = np.empty(n_seg, np.int64)
+    r_grow = np.empty(n_seg, np.int64)
 
-    for s in range(seg_off.size):
+    s = 0
+    while s < n_seg:
+        e = run_end[s]
+        n_in = e - s
+        width = 0
+        for j in range(n_in):
+            r_base[j] = width
+            r_width[j] = seg_width[s + j]
+            r_grow[j] = seg_group[s + j]
+            width += seg_keys[s + j]
         lev = seg_level[s]
-        grp = seg_group[s]
-        w = seg_width[s]
         off = seg_off[s]
         co = seg_coff[s]
-        grow = gmap[grp]
         rstart = f_start[lev]
         l_p = f_p[lev]
         l_d = f_d[lev]
         l_v = f_v[lev]
         l_s = f_s[lev]
-        stamp[: seg_keys[s]] = -1  # only the segment's keys: coarse levels have few
+        stamp[:width] = -1  # only the run's keys: coarse levels have few
         a_cur = np.int64(-1)
         n_list = 0
         for kk in range(n_runs + 1):
@@ -705,17 +740,22 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
             a_cur = kk_asn[kk]
             nt = 0
             for t in range(rstart[kk], rstart[kk + 1]):
-                key = l_p[t] * w + grow[l_d[t]]
-                if stamp[key] != kk:
-                    stamp[key] = kk
-                    counts[off + key] += 1
-                    if l_s[t]:
-                        counts6[off + key] += 1
+                p = l_p[t]
+                dd = l_d[t]
+                six = l_s[t]
+                vt = l_v[t]
+                for j in range(n_in):
+                    key = r_base[j] + p * r_width[j] + gmap[r_grow[j], dd]
+                    if stamp[key] != kk:
+                        stamp[key] = kk
+                        counts[off + key] += 1
+                        if six:
+                            counts6[off + key] += 1
+                        if co >= 0:
+                            touched[nt] = key
+                            nt += 1
                     if co >= 0:
-                        touched[nt] = key
-                        nt += 1
-                if co >= 0:
-                    slot[co + key, 0] += l_v[t]
+                        slot[co + key, 0] += vt
             if co < 0:
                 continue
             rep = kk_rep[kk]
@@ -746,12 +786,13 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
                         top_r[cidx, pos] = rep
                         if top_r[cidx, k_top - 1] >= 0:
                             slot[cidx, 3] = top_v[cidx, k_top - 1]
-                if cidx >= asn_from:
+                if asn_from <= cidx < asn_to:
                     if a_mark[cidx] < 0:
                         a_mark[cidx] = 1
                         a_list[n_list] = cidx
                         n_list += 1
                     a_acc[cidx] += v
+        s = e
     return (counts, counts6, slot[:, 1].copy(), slot[:, 2].copy(), top_v, top_r, a_key[:a_n],
             a_asn[:a_n], a_vol[:a_n])  # fmt: skip
 
@@ -771,6 +812,8 @@ def walk(
     n_conc: int,
     k_top: int,
     asn_from: int,
+    asn_to: int | None = None,
+    ids: tuple[np.ndarray, int] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Distinct counts and concentration for one IP partition, in one walk.
 
@@ -779,10 +822,12 @@ def walk(
     Returns counts and their IPv6 share (``n_total`` long); per concentration key the sum of
     squared per-address volumes as (hi, lo) words and the ``k_top`` heaviest addresses (volume
     descending, address ascending, as input row numbers; -1 where fewer); and, for
-    concentration keys at or above ``asn_from``, volume per (key, ASN). All of it adds up or
-    merges exactly across IP partitions.
+    concentration keys in [``asn_from``, ``asn_to``) (``asn_to`` None: to the last), volume
+    per (key, ASN). All of it adds up or merges exactly across IP partitions. ``ids``: the
+    rows' :func:`ip_ids`, where the caller has them already.
     """
-    ids, n_ids = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
+    asn_to = int(n_conc) if asn_to is None else asn_to
+    ids, n_ids = ip_ids(hi, lo) if ids is None else ids
     seg = np.asarray(segments, dtype=np.int64).reshape(-1, 5)
     pidx = np.ascontiguousarray(pidx, np.int64)
     gmap = np.ascontiguousarray(gmap, np.int64)
@@ -796,19 +841,81 @@ def walk(
     # here, not numba's in the kernel: one compile fewer on the first run after an install)
     periods = pidx.max(axis=1) + 1 if pidx.shape[1] else np.zeros(pidx.shape[0], np.int64)
     seg_keys = np.ascontiguousarray(periods[seg[:, 0]] * seg[:, 3], np.int64)
-    return _walk(
+    copies = _copied_segments(seg, pidx, asn_from, asn_to)
+    walked = np.ones(len(seg), bool)
+    walked[[c for c, _ in copies]] = False
+    out = _walk(
         *levels,
         np.ascontiguousarray(hi, np.uint64),
         np.ascontiguousarray(lo, np.uint64),
         pidx,
         gmap,
-        *(seg[:, c].copy() for c in range(5)),
-        seg_keys,
+        *(seg[walked, c].copy() for c in range(5)),
+        seg_keys[walked],
         int(n_total),
         int(n_conc),
         int(k_top),
         int(asn_from),
+        int(asn_to),
     )
+    if not copies:
+        return out
+    counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol = out
+    root = {}  # a copy's walked segment
+    asn_ranges: dict[tuple[int, int], list[int]] = {}  # (level, shift) -> copies with ASNs
+    for c, src in copies:  # in segment order: a copy's source is filled before it is read
+        root[c] = r = root.get(src, src)
+        n = int(seg_keys[c])
+        to, fr = slice(seg[c, 2], seg[c, 2] + n), slice(seg[r, 2], seg[r, 2] + n)
+        counts[to], counts6[to] = counts[fr], counts6[fr]
+        if seg[c, 4] >= 0:
+            to, fr = slice(seg[c, 4], seg[c, 4] + n), slice(seg[r, 4], seg[r, 4] + n)
+            sq_hi[to], sq_lo[to], top_v[to], top_r[to] = sq_hi[fr], sq_lo[fr], top_v[fr], top_r[fr]
+            if asn_from <= seg[c, 4] < asn_to:
+                asn_ranges.setdefault((int(seg[c, 0]), int(seg[c, 4] - seg[r, 4])), []).append(r)
+    extra = [(a_key, a_asn, a_vol)]
+    for (_lev, shift), roots in asn_ranges.items():
+        # one pass over the (key, ASN) volumes per copied level: its sources' keys are
+        # adjacent, so one range finds them, unless it would take in other segments' keys
+        spans = sorted((int(seg[r, 4]), int(seg[r, 4] + seg_keys[r])) for r in roots)
+        merged = [list(spans[0])]
+        for lo_k, hi_k in spans[1:]:
+            if lo_k == merged[-1][1]:
+                merged[-1][1] = hi_k
+            else:
+                merged.append([lo_k, hi_k])
+        for lo_k, hi_k in merged:
+            sel = np.flatnonzero((a_key >= lo_k) & (a_key < hi_k))
+            extra.append((a_key[sel] + shift, a_asn[sel], a_vol[sel]))
+    a_key, a_asn, a_vol = (np.concatenate([e[i] for e in extra]) for i in range(3))
+    return counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol
+
+
+def _copied_segments(
+    seg: np.ndarray, pidx: np.ndarray, asn_from: int, asn_to: int
+) -> list[tuple[int, int]]:
+    """(segment, source segment) pairs whose results are a copy of the source's.
+
+    Where a level has exactly the periods of the level below it (an archive within one month
+    has one month, one quarter and one whole range), each of its rows is a row of the level
+    below, so its keys count, sum and rank exactly as that level's keys of the same grouping
+    set: walked once, copied to the others. A source qualifies if its keys lie in the same
+    order and, where the copy gathers (key, ASN) volumes, it gathers them too.
+    """
+    pairs = []
+    for c in range(len(seg)):
+        lev, grp, _off, width, co = seg[c]
+        if lev == 0 or not np.array_equal(pidx[lev], pidx[lev - 1]):
+            continue
+        for src in range(c):
+            s_lev, s_grp, _s_off, s_width, s_co = seg[src]
+            if (s_lev, s_grp, s_width) != (lev - 1, grp, width) or (s_co < 0) != (co < 0):
+                continue
+            if asn_from <= co < asn_to and not asn_from <= s_co < asn_to:
+                continue
+            pairs.append((c, src))
+            break
+    return pairs
 
 
 @numba.njit(nogil=True, cache=True)

@@ -395,20 +395,33 @@ def _check_key_width(keys: np.ndarray, p: int) -> None:
 
 
 def sparse_update(
-    keys: np.ndarray, hi: np.ndarray, lo: np.ndarray, p: int = DEFAULT_P
+    keys: np.ndarray,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    p: int = DEFAULT_P,
+    *,
+    row_slots: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sparse sketches in long form: ``(keys, entries)``, one row per non-zero register.
 
     The same registers as :func:`update` without an ``(n_keys, m)`` matrix: for cubes with
     many cells, most of which see a few addresses. A radix sort of the (key, register, rank)
-    composites brings each register's ranks together.
+    composites brings each register's ranks together. ``row_slots``: the rows' :func:`slots`
+    where the caller has them (hashed once per distinct address, say); ``hi``/``lo`` are
+    then not read.
     """
     p = check_p(p)
     keys, hi, lo = _rows(keys, hi, lo)
     if keys.size and int(keys.min()) < 0:
         raise ValueError("keys must be non-negative")
     _check_key_width(keys, p)
-    idx, rank = slots(hi, lo, p)
+    if row_slots is None:
+        idx, rank = slots(hi, lo, p)
+    else:
+        idx, rank = (np.asarray(a).ravel() for a in row_slots)
+        if not idx.size == rank.size == keys.size:
+            raise ValueError("row_slots must have one register and rank per row")
+        idx, rank = idx.astype(np.int64, copy=False), rank.astype(np.int64, copy=False)
     comp = (keys << np.int64(p + RANK_BITS)) | (idx << np.int64(RANK_BITS)) | rank
     return _reduce_sorted(_radix_sort(comp), p)
 
