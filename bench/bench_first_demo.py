@@ -4,7 +4,8 @@ numba compiles the CPU kernels on first use and caches them on disk; only the fi
 an install pays for compiling. Each round copies the package's sources (``flowatlas/``, no
 ``__pycache__``) into a new folder and runs the demo from there (``PYTHONPATH``): no
 bytecode and no compiled kernel is cached yet, as in a fresh clone right after
-``pip install -e .``, and numba caches beside those sources, as it would there. The demo runs
+``pip install -e .``, and numba caches beside those sources, as it would there (Python's
+bytecode too: ``PYTHONDONTWRITEBYTECODE`` is dropped for the demo). The demo runs
 once (cold), then again from the same copy (warm). Wall time and CPU time (user + system
 of the demo and every process it started) are reported; on a shared machine CPU time moves
 less than wall time. Each round runs the demo as it ships (on a cold cache a second process
@@ -46,6 +47,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     os.environ.pop("NUMBA_CACHE_DIR", None)  # numba's own choice: beside the copied sources
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # Python's default: bytecode cached too
     package = Path(__file__).resolve().parent.parent / "flowatlas"
     modes = ["on", "off"] if args.warmup == "both" else [args.warmup]
     cmd = [sys.executable, "-m", "flowatlas", "demo", "--records", str(args.records)]
