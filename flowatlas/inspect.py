@@ -577,42 +577,55 @@ def _exporters(total: _Partial, plan: Any, top: int) -> list[ExporterInfo]:
 # --------------------------------------------------------------------------- accounting
 
 
+class SetupCounter:
+    """Counts what :class:`SetupShares` reports for tables of flow records under one
+    configuration: its plan is made once, then each table is oriented and classified as the
+    build will (``import`` counts each batch as it writes it, ``shares_of_files`` each chunk
+    of files already written; the counts add up)."""
+
+    def __init__(self, config: Config) -> None:
+        self.plan = _plan(config, None)
+        self.unknown_type = self.plan.network_types.index(UNKNOWN)
+        self.origin = config.origin
+
+    def __call__(self, table: pa.Table, counts: str) -> list[int]:
+        """[records, quarantined, unknown region, unknown type, transit] of ``table``."""
+        from flowatlas.engine.pipeline import DIM_MASK15, orient_and_cell
+        from flowatlas.kernels.orient import DIR_SHIFT, REGION_SHIFT, TYPE_SHIFT
+
+        rows, stats = orient_and_cell(table, self.plan, counts)
+        dims = rows.key & DIM_MASK15
+        return [
+            stats.records,
+            sum(stats.quarantined.values()),
+            int((((dims >> REGION_SHIFT) & 63) == 0).sum()),
+            int((((dims >> TYPE_SHIFT) & 63) == self.unknown_type).sum()),
+            int((((dims >> DIR_SHIFT) & 3) == TRANSIT).sum()),
+        ]
+
+
 def shares_of_files(
     paths: Sequence[str | os.PathLike[str]],
     config: Config,
     *,
     workers: int | None = None,
 ) -> SetupShares:
-    """The set-up accounting of some archive files under ``config`` (import's last line)."""
-    from flowatlas.engine.pipeline import DIM_MASK15, orient_and_cell
+    """The set-up accounting of some archive files under ``config`` (read back and counted;
+    ``import`` counts its batches as it writes them instead, see :class:`SetupCounter`)."""
+    from flowatlas.engine.pipeline import COLUMNS
     from flowatlas.io.archive import Archive, describe_file
-    from flowatlas.kernels.orient import DIR_SHIFT, REGION_SHIFT, TYPE_SHIFT
 
     files = [describe_file(Path(p), Path(p).parent) for p in paths]
     arch = Archive(Path("."), files)
-    plan = _plan(config, None)
-    unknown_type = plan.network_types.index(UNKNOWN)
+    count = SetupCounter(config)
     acc = [0, 0, 0, 0, 0]  # records, quarantined, unknown region, unknown type, transit
-
-    def work(table: pa.Table, counts: str) -> list[int]:
-        rows, stats = orient_and_cell(table, plan, counts)
-        dims = rows.key & DIM_MASK15
-        return [
-            stats.records,
-            sum(stats.quarantined.values()),
-            int((((dims >> REGION_SHIFT) & 63) == 0).sum()),
-            int((((dims >> TYPE_SHIFT) & 63) == unknown_type).sum()),
-            int((((dims >> DIR_SHIFT) & 3) == TRANSIT).sum()),
-        ]
 
     def fold(r: list[int]) -> None:
         for i, x in enumerate(r):
             acc[i] += x
 
-    from flowatlas.engine.pipeline import COLUMNS
-
     if files:
-        _run_chunks(arch, COLUMNS, work, fold, workers, None)
+        _run_chunks(arch, COLUMNS, count, fold, workers, None)
     return SetupShares(*acc, config_origin=config.origin)
 
 
@@ -640,6 +653,7 @@ __all__ = [
     "Inspection",
     "Interface",
     "PrefixInfo",
+    "SetupCounter",
     "SetupShares",
     "inspect_archive",
     "key_prefix",

@@ -264,3 +264,55 @@ def test_a_file_that_changes_during_import_is_not_recorded(tmp_path):
     result = import_one(task)
     assert result.error is not None and "changed while it was being imported" in result.error
     assert not list((tmp_path / "out").rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_setup_counted_per_batch_equals_the_files_read_back(tmp_path, jobs):
+    """``import`` counts its set-up accounting batch by batch as it writes (in each worker);
+    the oracle reads the written files back and counts them under the same configuration.
+    Small batches, several files, a configuration that puts some records in a region, some
+    out (Unknown region), some in transit, and hostile rows quarantined by the import."""
+    from flowatlas.config import load_config
+    from flowatlas.inspect import shares_of_files
+    from flowatlas.io.commands import _setup_lines
+
+    srcs = [write_csv(tmp_path / f"s{i}.csv", 40 + 7 * i, day=1 + i, seed=i, bad=3)
+            for i in range(5)]  # fmt: skip
+    cfg = tmp_path / "flowatlas.toml"
+    cfg.write_text(
+        '[[regions]]\nname = "A"\nprefixes = ["10.1.0.0/16", "198.51.100.0/26"]\n'
+        '[[regions]]\nname = "B"\nprefixes = ["10.3.0.0/16"]\n'
+    )
+    out = tmp_path / "archive"
+    s = import_sources(srcs, out, config=cfg, jobs=jobs, batch_rows=16, progress=False,
+                       setup=True)  # fmt: skip
+    assert all(r.setup is not None and r.setup_error is None for r in s.imported)
+    files = [out / p for r in s.imported for p in r.outputs]
+    want = shares_of_files(files, load_config(cfg))
+    got = [sum(r.setup[i] for r in s.imported) for i in range(5)]
+    assert got == [want.records, want.quarantined, want.unknown_region, want.unknown_type,
+                   want.transit]  # fmt: skip
+    assert 0 < want.unknown_region < want.records and 0 < want.transit
+    # the line import prints, from the counts and from the files read back, is the same
+    line = _setup_lines(s, str(cfg))
+    for r in s.imported:
+        r.setup = None
+    assert _setup_lines(s, str(cfg)) == line and "region Unknown" in line[0]
+
+
+def test_setup_with_a_bad_configuration_is_said_and_the_import_stands(tmp_path):
+    """The archive's own flowatlas.toml is broken: the set-up cannot be counted, which the
+    import's last line says, and the records are imported all the same."""
+    from flowatlas.io.commands import _setup_lines
+
+    out = tmp_path / "archive"
+    out.mkdir()
+    (out / "flowatlas.toml").write_text("[[regions]\nname = \n")
+    for jobs in (1, 2):
+        srcs = [write_csv(tmp_path / f"{jobs}-{i}.csv", 20 + i, seed=jobs * 10 + i)
+                for i in range(2)]  # fmt: skip
+        s = import_sources(srcs, out, jobs=jobs, progress=False, setup=True)
+        assert len(s.imported) == 2 and s.records_written == 41 and not s.failed
+        assert all(r.setup is None and "flowatlas.toml" in r.setup_error for r in s.imported)
+        [line] = _setup_lines(s, None)
+        assert line.startswith("  set-up    not counted: ") and "flowatlas.toml" in line

@@ -104,6 +104,11 @@ class FileResult:
     output_files: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the SHA-256 of the file's bytes where ``sha256`` is that of its decompressed content
     file_sha256: str | None = None
+    #: the set-up accounting of the records written, counted batch by batch (with
+    #: ``setup``): records, quarantined by the build, Unknown region, Unknown type, transit
+    setup: tuple[int, int, int, int, int] | None = None
+    #: why the set-up could not be counted (a bad configuration; the import still stands)
+    setup_error: str | None = None
 
 
 @dataclass
@@ -204,6 +209,27 @@ class ImportTask:
     mtime_ns: int = 0  # with size: the file must not change while it is imported
     max_line_rate_gbps: float = DEFAULT_MAX_LINE_RATE_GBPS
     file_sha256: str | None = None
+    #: count the set-up accounting of each batch written (``import``'s last line)
+    setup: bool = False
+    #: the configuration it is counted under (None: the archive's flowatlas.toml, else the
+    #: defaults), as the build will resolve it
+    setup_config: str | None = None
+
+
+#: each process's set-up counter, made once per (archive, configuration)
+_SETUP_COUNTERS: dict[tuple[str, str | None], Any] = {}
+
+
+def _setup_counter(task: ImportTask) -> Any:
+    """The :class:`~flowatlas.inspect.SetupCounter` for ``task`` (this process's, cached);
+    raises :class:`~flowatlas.errors.FlowatlasError` where the configuration is bad."""
+    key = (task.archive, task.setup_config)
+    if key not in _SETUP_COUNTERS:
+        from flowatlas.engine.build import resolve_config
+        from flowatlas.inspect import SetupCounter
+
+        _SETUP_COUNTERS[key] = SetupCounter(resolve_config(Path(task.archive), task.setup_config))
+    return _SETUP_COUNTERS[key]
 
 
 def _in_ranges(hi: np.ndarray, lo: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -264,6 +290,12 @@ def import_one(task: ImportTask) -> FileResult:
         reasons: Counter[str] = Counter()
         first_problem: tuple[str, str] | None = None
         no_local = 0
+        setup, setup_acc = None, [0, 0, 0, 0, 0]
+        if task.setup:
+            try:
+                setup = _setup_counter(task)
+            except FlowatlasError as exc:  # said after the import, which stands
+                result.setup_error = str(exc)
         for batch in importer.read(Path(task.path), options):
             read = int(batch.records_read or 0)
             if read != batch.table.num_rows + batch.quarantine.num_rows:  # pragma: no cover
@@ -295,6 +327,9 @@ def import_one(task: ImportTask) -> FileResult:
                     first_problem = (q["position"][0].as_py(), q["reason"][0].as_py())
             if len(ranges):
                 no_local += _count_no_local(batch.table, ranges)
+            if setup is not None and batch.table.num_rows:
+                for i, x in enumerate(setup(batch.table, counts)):
+                    setup_acc[i] += x
         if (
             result.records_read
             and not result.records_written
@@ -326,6 +361,8 @@ def import_one(task: ImportTask) -> FileResult:
         }
         result.reasons = dict(sorted(reasons.items()))
         result.no_local_prefix = no_local if len(ranges) else None
+        if setup is not None:
+            result.setup = tuple(setup_acc)  # type: ignore[assignment]
     except OutputError as exc:  # the archive cannot be written: no file will fare better
         result.error, result.fatal = str(exc), True
     except (FlowatlasError, OSError) as exc:
@@ -521,6 +558,7 @@ def import_sources(
     progress: bool | None = None,
     now_us: int | None = None,
     reader: str | None = None,
+    setup: bool = False,
 ) -> ImportSummary:
     """Import flow files into the archive at ``out``; see the module docstring.
 
@@ -532,8 +570,10 @@ def import_sources(
     the address that sent them, and payload files to read first for their templates only.
     ``progress`` shows a progress bar on stderr (None: on a terminal, else a plain line every
     10 s; False: nothing). ``reader`` picks how nfcapd files are read: ``native`` (default)
-    or ``nfdump`` (its text output). Returns the summary; files that failed are listed in it
-    (and raise nothing here).
+    or ``nfdump`` (its text output). ``setup``: count each file's set-up accounting as its
+    batches are written (:attr:`FileResult.setup`, under ``config`` as the build resolves
+    it), for ``import``'s last line, instead of reading the files back afterwards. Returns
+    the summary; files that failed are listed in it (and raise nothing here).
     """
     from flowatlas.config import load_config
     from flowatlas.io.importers.base import get_importer
@@ -629,6 +669,8 @@ def import_sources(
                     mtime_ns,
                     max_rate,
                     file_sha,
+                    setup,
+                    str(config) if config is not None else None,
                 )
             )
         for task in tasks:
@@ -987,6 +1029,7 @@ def import_(
         templates=templates,
         progress=False if quiet else None,
         reader=reader,
+        setup=True,
     )
     if not quiet:
         click.echo(summary.render())
@@ -1008,26 +1051,34 @@ def _setup_lines(summary: ImportSummary, config: str | None) -> list[str]:
     """The set-up accounting of the records this import wrote, and warnings if it looks wrong.
 
     Under ``config`` (else the archive's flowatlas.toml, else the defaults), as the build
-    will see them: the share of Unknown region, Unknown type, transit and quarantined.
+    will see them: the share of Unknown region, Unknown type, transit and quarantined. Each
+    file's counts come from its batches as they were written (``setup``); files without
+    them are read back.
     """
     from flowatlas.engine.build import resolve_config
     from flowatlas.inspect import SetupShares, shares_of_files
 
     root = Path(summary.archive)
-    paths = [root / p for r in summary.imported for p in r.outputs]
     if not summary.imported:
         return []
+    errors = [r.setup_error for r in summary.imported if r.setup_error]
+    if errors:
+        return [f"  set-up    not counted: {errors[0]}"]
     try:
-        got = shares_of_files(paths, resolve_config(root, config))
+        cfg = resolve_config(root, config)
+        counted = [r.setup for r in summary.imported if r.setup is not None]
+        rest = [root / p for r in summary.imported if r.setup is None for p in r.outputs]
+        got = shares_of_files(rest, cfg) if rest else SetupShares(0, 0, 0, 0, 0, cfg.origin)
     except FlowatlasError as exc:  # the import itself succeeded: say why, do not fail it
         return [f"  set-up    not counted: {exc}"]
+    total = [sum(c[i] for c in counted) for i in range(5)]
     imp_q = summary.records_quarantined
     shares = SetupShares(
-        got.records + imp_q,
-        got.quarantined + imp_q,
-        got.unknown_region,
-        got.unknown_type,
-        got.transit,
+        got.records + total[0] + imp_q,
+        got.quarantined + total[1] + imp_q,
+        got.unknown_region + total[2],
+        got.unknown_type + total[3],
+        got.transit + total[4],
         got.config_origin,
     )
     lines = [f"  set-up    {shares.line()}"]
