@@ -8,8 +8,8 @@ next to the tool or decoder it should be compared with, on the same records:
   -w``, as issue 16 measured it) next to
   nfdump's binary read (``nfdump -r FILE -q -s srcip -n 5``), the native reader alone
   (decoding into Arrow, no Parquet) and the old path through nfdump's text (``--reader
-  nfdump``); then ``--split-records`` (default twice ``--records``) in ``--files`` files of a
-  few million records each, imported with ``-j 1`` and ``-j 2`` in the same run (the -j
+  nfdump``); then ``--split-records`` (default six times ``--records``) in ``--files`` files
+  of a few million records each, imported with ``-j 1`` and ``-j 2`` in the same run (the -j
   scaling case: each file must be big enough that a worker's start-up does not dominate);
 - CSV: ``pyarrow.csv.read_csv`` alone;
 - NetFlow/IPFIX in a pcap (IPFIX messages, IPv4 and IPv6 templates, as a router sends them):
@@ -635,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--split-records",
         type=int,
-        help="records of the -j scaling case, in --files files [twice --records]",
+        help="records of the -j scaling case, in --files files [six times --records]",
     )
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-slow", action="store_true", help="leave out --reader nfdump")
@@ -650,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    split_records = args.split_records or 2 * args.records
+    split_records = args.split_records or 6 * args.records
     binary = nfdump_binary()
     nf_version = ".".join(map(str, nfdump_version(binary)))
     if args.pipeline:
