@@ -316,3 +316,15 @@ def test_setup_with_a_bad_configuration_is_said_and_the_import_stands(tmp_path):
         assert all(r.setup is None and "flowatlas.toml" in r.setup_error for r in s.imported)
         [line] = _setup_lines(s, None)
         assert line.startswith("  set-up    not counted: ") and "flowatlas.toml" in line
+
+
+def test_setup_counter_is_not_kept_after_an_import(tmp_path):
+    """A process importing into many archives (a service, a test) keeps no configuration's
+    lookup tables (64 MiB and more each) once an import has ended."""
+    from flowatlas.io import commands
+
+    for i in range(3):
+        s = import_sources([write_csv(tmp_path / f"{i}.csv", 10, seed=i)], tmp_path / f"a{i}",
+                           progress=False, setup=True)  # fmt: skip
+        assert s.imported[0].setup is not None
+        assert commands._SETUP_COUNTER == []

@@ -216,20 +216,34 @@ class ImportTask:
     setup_config: str | None = None
 
 
-#: each process's set-up counter, made once per (archive, configuration)
-_SETUP_COUNTERS: dict[tuple[str, str | None], Any] = {}
+#: this process's set-up counter, made once per (archive, configuration): one at a time (a
+#: counter holds the configuration's lookup tables, 64 MiB and more; a process that imports
+#: into many archives must not keep one per archive)
+_SETUP_COUNTER: list[Any] = []
 
 
 def _setup_counter(task: ImportTask) -> Any:
-    """The :class:`~flowatlas.inspect.SetupCounter` for ``task`` (this process's, cached);
-    raises :class:`~flowatlas.errors.FlowatlasError` where the configuration is bad."""
+    """The :class:`~flowatlas.inspect.SetupCounter` for ``task`` (this process's, kept for
+    the next file of the same import); raises :class:`~flowatlas.errors.FlowatlasError`
+    where the configuration is bad."""
     key = (task.archive, task.setup_config)
-    if key not in _SETUP_COUNTERS:
+    if not _SETUP_COUNTER or _SETUP_COUNTER[0] != key:
         from flowatlas.engine.build import resolve_config
         from flowatlas.inspect import SetupCounter
 
-        _SETUP_COUNTERS[key] = SetupCounter(resolve_config(Path(task.archive), task.setup_config))
-    return _SETUP_COUNTERS[key]
+        _SETUP_COUNTER.clear()
+        counter = SetupCounter(resolve_config(Path(task.archive), task.setup_config))
+        _SETUP_COUNTER.extend((key, counter))
+    return _SETUP_COUNTER[1]
+
+
+@contextlib.contextmanager
+def _forget_setup() -> Generator[None, None, None]:
+    """Drop this process's set-up counter when the import ends (it imported files too)."""
+    try:
+        yield
+    finally:
+        _SETUP_COUNTER.clear()
 
 
 def _in_ranges(hi: np.ndarray, lo: np.ndarray, ranges: np.ndarray) -> np.ndarray:
@@ -679,7 +693,7 @@ def import_sources(
             manifest.save()
         digest = cfg.digest() if cfg is not None else None
         fatal: FileResult | None = None
-        with contextlib.closing(_run(tasks, jobs, progress)) as results:
+        with contextlib.closing(_run(tasks, jobs, progress)) as results, _forget_setup():
             for result in results:
                 if result.fatal:
                     fatal = result
