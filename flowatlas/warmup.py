@@ -85,8 +85,7 @@ def _child() -> None:
 class _Done:
     """What :func:`start` returns when there is nothing to warm up."""
 
-    name = "flowatlas-warmup"
-    exitcode = 0
+    exitcode = 0  # what finish() asks: nothing is running
 
     def join(self, timeout: float | None = None) -> None:
         return None
