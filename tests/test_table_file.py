@@ -246,3 +246,28 @@ def test_vectorised_table_attributes_against_python_loops():
     assert e_asn(asks).tolist() == [None] * asks.size
     assert e_ip(hi[:3], lo[:3])[1].tolist() == [None] * 3
     np.testing.assert_array_equal(empty.type_codes(vocab), [0])
+
+
+@pytest.mark.parametrize("case", ["random", "few", "all-equal", "one", "empty", "sorted", "reversed"])
+def test_first_of_each_against_a_loop(case):
+    """``first_of_each`` (unstable argsort, least position per run) equals the obvious loop:
+    each distinct value, ascending, with the index of its first occurrence."""
+    from flowatlas.engine.build import first_of_each
+
+    rng = np.random.default_rng(len(case))
+    values = {
+        "random": rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32),
+        "few": rng.integers(0, 7, 20_000).astype(np.uint32),  # long runs: unstable order shows
+        "all-equal": np.full(3000, 64500, np.uint32),
+        "one": np.array([9], np.uint32),
+        "empty": np.zeros(0, np.uint32),
+        "sorted": np.repeat(np.arange(50, dtype=np.uint32), 40),
+        "reversed": np.repeat(np.arange(50, dtype=np.uint32), 40)[::-1].copy(),
+    }[case]
+    first: dict[int, int] = {}
+    for i, v in enumerate(values.tolist()):
+        first.setdefault(v, i)
+    uniq, where = first_of_each(values)
+    assert uniq.dtype == values.dtype
+    assert uniq.tolist() == sorted(first)
+    assert where.tolist() == [first[v] for v in sorted(first)]
