@@ -64,6 +64,19 @@ def test_same_cube_byte_for_byte(
     assert not (tmp_path / ".cube.work").exists()
 
 
+def test_available_memory_is_psutils_without_importing_it(monkeypatch):
+    """MemAvailable from /proc/meminfo is psutil's number (within what changed between the
+    two reads); without /proc/meminfo, psutil gives it."""
+    import psutil
+
+    from flowatlas.engine import build as build_module
+
+    ours, theirs = build_module.available_memory(), psutil.virtual_memory().available
+    assert abs(ours - theirs) < 256 << 20
+    monkeypatch.setattr(build_module, "MEMINFO", "/nonexistent/meminfo")
+    assert abs(build_module.available_memory() - psutil.virtual_memory().available) < 256 << 20
+
+
 def test_where_the_shuffle_goes():
     from flowatlas.engine.build import shuffle_on_disk
     from flowatlas.errors import ConfigError
