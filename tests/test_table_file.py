@@ -248,7 +248,9 @@ def test_vectorised_table_attributes_against_python_loops():
     np.testing.assert_array_equal(empty.type_codes(vocab), [0])
 
 
-@pytest.mark.parametrize("case", ["random", "few", "all-equal", "one", "empty", "sorted", "reversed"])
+@pytest.mark.parametrize(
+    "case", ["random", "few", "all-equal", "one", "empty", "sorted", "reversed"]
+)
 def test_first_of_each_against_a_loop(case):
     """``first_of_each`` (unstable argsort, least position per run) equals the obvious loop:
     each distinct value, ascending, with the index of its first occurrence."""
