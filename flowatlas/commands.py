@@ -138,7 +138,8 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
 @click.option("--table", type=click.Path(path_type=Path), default=None,
               help="Compiled prefix table (.fatable) instead of the config's sources.")  # fmt: skip
 @click.option("--workers", type=int, default=None,
-              help="Tasks at once on the local Dask cluster [cores]; 0: no Dask.")  # fmt: skip
+              help="Tasks at once: threads of this process, or Dask workers with "
+              "--processes [cores]; 0: one at a time.")  # fmt: skip
 @click.option(
     "--scheduler", default=None, help="Address of an existing Dask scheduler (tcp://host:8786)."
 )
@@ -179,8 +180,9 @@ def build(
 ) -> None:  # fmt: skip
     """Build the cube of a flow archive: orient, classify, bucket, accumulate, count.
 
-    Runs on a local Dask cluster by default (or --scheduler); the cube is the same byte for
-    byte however it runs. Nothing is written unless the build succeeds.
+    Runs on threads of this process by default (a Dask cluster with --processes or
+    --scheduler); the cube is the same byte for byte however it runs. Nothing is written
+    unless the build succeeds.
     """
     if partition_rows is not None and partition_rows < 1:
         raise ConfigError(f"--partition-rows must be >= 1, not {partition_rows}")

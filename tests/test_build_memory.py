@@ -1,7 +1,7 @@
 """build_cube_from_table: records in memory give the cube their archive on disk gives.
 
 Every Parquet file of the cube must be byte for byte the one ``build_cube`` writes for the
-same records on disk, eagerly and on the threaded scheduler; cube.json may differ only in its
+same records on disk, eagerly and on threads; cube.json may differ only in its
 ``archive`` entry (no files: the records were never in any). Bad input gets one clear error
 naming the column, and bad rows are quarantined and counted as they are on disk.
 """

@@ -22,7 +22,7 @@ def archive(tmp_path_factory):
     "how",
     [
         {"workers": 0},  # eager
-        {"workers": 2},  # Dask's threaded scheduler
+        {"workers": 2},  # the threads of this process
         {"workers": 2, "shuffle": "disk"},  # threads, shuffle through the work directory
         {"workers": 0, "shuffle": "disk"},
         {"workers": 2, "processes": True},  # a local cluster of worker processes

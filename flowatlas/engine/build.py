@@ -133,10 +133,10 @@ def build_cube(
 ) -> BuildSummary:
     """Build the cube of ``archive`` into ``out``.
 
-    ``workers=0`` runs in this process, one task at a time. By default Dask's threaded
-    scheduler runs ``workers`` tasks at once (one per core) in this process; ``processes``
-    starts a local Dask cluster of worker processes instead, and ``scheduler`` uses an
-    existing Dask cluster.
+    ``workers=0`` runs in this process, one task at a time. By default a pool of threads
+    runs ``workers`` tasks at once (one per core) in this process; ``processes`` starts a
+    local Dask cluster of worker processes instead, and ``scheduler`` uses an existing Dask
+    cluster.
     The result does not depend on workers, partitions or scheduler. Nothing is written unless
     the whole build succeeds.
 
@@ -229,7 +229,7 @@ def build_cube_from_table(
     ``archive`` entry, which says ``name`` (default ``"<memory>"``), the rows, no ``files``
     and ``"in_memory": true``. ``config`` defaults to the built-in configuration (there is no
     archive to hold a flowatlas.toml). Options are :func:`build_cube`'s; the records stay in
-    this process, so they run eagerly (``workers=0``) or on Dask's threaded scheduler (the
+    this process, so they run eagerly (``workers=0``) or on a pool of threads (the
     default): ``processes`` and ``scheduler`` raise :class:`~flowatlas.errors.ConfigError`
     (write the records to an archive with :class:`~flowatlas.io.archive.ArchiveWriter` and
     build that instead). ``shuffle`` chooses where map results wait as for an archive
