@@ -46,3 +46,23 @@ def test_import_is_cheap_and_lazy() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_a_threads_build_imports_no_dask(tmp_path) -> None:
+    """The default local build runs on a thread pool: neither Dask nor psutil (nor Bokeh)
+    is imported for it, so no build pays for them at start-up."""
+    from flowatlas.synth import synthesize
+
+    synthesize(tmp_path / "a", records=3000, days=2, workers=1)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from flowatlas.engine.build import build_cube
+        build_cube({str(tmp_path / "a")!r}, {str(tmp_path / "c")!r}, workers=2)
+        print(sorted(m.split(".")[0] for m in sys.modules
+                     if m.split(".")[0] in ("dask", "distributed", "psutil", "bokeh")))
+        """
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip().splitlines()[-1] == "[]"
