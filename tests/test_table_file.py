@@ -273,3 +273,26 @@ def test_first_of_each_against_a_loop(case):
     assert uniq.dtype == values.dtype
     assert uniq.tolist() == sorted(first)
     assert where.tolist() == [first[v] for v in sorted(first)]
+
+
+def test_a_table_opened_while_the_build_starts_reports_like_one_opened_after(tmp_path):
+    """build_cube starts opening a table file before it reads the configuration: a damaged
+    or missing table is still the same clear error, and a broken configuration is still
+    reported first (as when the table was opened after it)."""
+    from flowatlas.engine.build import build_cube
+    from flowatlas.errors import ConfigError
+    from flowatlas.synth import synthesize
+
+    archive = tmp_path / "archive"
+    synthesize(archive, records=2_000, days=2, seed=3)
+    bad = tmp_path / "bad.fatable"
+    bad.write_bytes(b"not a table")
+    with pytest.raises(InputError, match=r"bad\.fatable: not a flowatlas prefix table"):
+        build_cube(archive, tmp_path / "c1", table=bad, workers=0)
+    with pytest.raises(InputError, match=r"gone\.fatable: prefix table not found"):
+        build_cube(archive, tmp_path / "c2", table=tmp_path / "gone.fatable", workers=0)
+    config = tmp_path / "broken.toml"
+    config.write_text('[cube]\nbucket = "7 minutes"\n')
+    with pytest.raises(ConfigError):
+        build_cube(archive, tmp_path / "c3", table=bad, config=config, workers=0)
+    assert not any((tmp_path / c).exists() for c in ("c1", "c2", "c3"))
