@@ -55,6 +55,13 @@ def test_loaded_table_is_mapped_and_uses_its_stored_index(compiled, tmp_path, mo
     assert loaded.index.heads.ctypes.data % 64 == 0
     assert loaded.networks.equals(table.networks)
     assert loaded.meta["path"] == str(path)
+    # computed while the roots expand: the same as computed on first use
+    early = PrefixTable.load(path, precompute=True)
+    assert {"_network_type_index", "asn_names"} <= set(early.__dict__)
+    assert early.network_types_used == table.network_types_used
+    np.testing.assert_array_equal(early.type_codes(), table.type_codes())
+    for got_a, want_a in zip(early.asn_names, table.asn_names, strict=True):
+        np.testing.assert_array_equal(got_a, want_a)
 
 
 def test_saved_bytes_do_not_depend_on_how_the_table_was_opened(compiled, tmp_path):
@@ -254,7 +261,7 @@ def test_vectorised_table_attributes_against_python_loops():
 def test_first_of_each_against_a_loop(case):
     """``first_of_each`` (unstable argsort, least position per run) equals the obvious loop:
     each distinct value, ascending, with the index of its first occurrence."""
-    from flowatlas.engine.build import first_of_each
+    from flowatlas.classify.table import first_of_each
 
     rng = np.random.default_rng(len(case))
     values = {

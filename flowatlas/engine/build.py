@@ -347,17 +347,19 @@ def _opening(
     """Start opening a prefix table file now, on a thread of its own; the function returned
     gives the table (or raises what opening it raised) given the configuration.
 
-    Opening a large table is ~80 ms of CRC checks and index expansion that release the GIL,
-    while the archive's footers and the configuration (whose checks start numba, ~0.25 s of
-    Python) take the build's own thread: the two overlap. Without a file there is nothing
-    to start (the configuration names the table, or it is given open).
+    Opening a large table is ~80 ms of CRC checks and index expansion, and what every build
+    then asks of it (:meth:`PrefixTable.precompute`) ~50 ms more of Arrow and NumPy kernels:
+    all of it releases the GIL, while the archive's footers and the configuration (whose
+    checks start numba, ~0.25 s of Python) take the build's own thread: the two overlap.
+    Without a file there is nothing to start (the configuration names the table, or it is
+    given open).
     """
     if table is None or isinstance(table, PrefixTable):
         return functools.partial(_prefix_table, table)
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(1, "flowatlas-table")
-    opened = pool.submit(PrefixTable.load, table)
+    opened = pool.submit(PrefixTable.load, table, precompute=True)
     pool.shutdown(wait=False)
     return lambda _cfg: opened.result()
 
@@ -563,13 +565,8 @@ def _describers(table: PrefixTable):
     import numpy as np
     import pyarrow as pa
 
-    nets = table.networks
-    asn_of = np.append(nets.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
-    org = nets.column("org")
-    # an ASN's organisation: the first name the table gives it, in network-id order
-    named = np.flatnonzero((asn_of[:-1] != 0) & np.asarray(org.is_valid(), dtype=bool))
-    known, first = first_of_each(asn_of[named])
-    net_of_known = named[first]
+    asn_of, known, net_of_known = table.asn_names
+    org = table.networks.column("org")
 
     def orgs_of(ids: np.ndarray) -> np.ndarray:
         out = np.full(ids.size, None, dtype=object)
@@ -589,25 +586,6 @@ def _describers(table: PrefixTable):
         return asn_of[ids], orgs_of(ids)
 
     return describe_asn, describe_ip
-
-
-def first_of_each(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values, sorted, and where each first occurs: ``np.unique(values,
-    return_index=True)``, in a fifth of its time on large arrays.
-
-    ``np.unique`` finds first occurrences with a stable argsort (0.09-0.17 s for a
-    900 k-network table's ASNs); NumPy's default argsort is several times faster but not
-    stable, so the first occurrence of each value is taken as the least position in its run.
-    """
-    import numpy as np
-
-    values = np.asarray(values)
-    if values.size == 0:
-        return values[:0].copy(), np.zeros(0, np.intp)
-    order = np.argsort(values)
-    ordered = values[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    return ordered[starts], np.minimum.reduceat(order, starts).astype(np.intp)
 
 
 def _metadata(source, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict[str, Any]:
