@@ -57,11 +57,17 @@ def test_loaded_table_is_mapped_and_uses_its_stored_index(compiled, tmp_path, mo
     assert loaded.meta["path"] == str(path)
     # computed while the roots expand: the same as computed on first use
     early = PrefixTable.load(path, precompute=True)
-    assert {"_network_type_index", "asn_names"} <= set(early.__dict__)
+    derived = {"_network_type_index", "asn_names", "_user_override", "geography"}
+    assert derived <= set(early.__dict__)
     assert early.network_types_used == table.network_types_used
     np.testing.assert_array_equal(early.type_codes(), table.type_codes())
     for got_a, want_a in zip(early.asn_names, table.asn_names, strict=True):
         np.testing.assert_array_equal(got_a, want_a)
+    np.testing.assert_array_equal(early.user_override_mask(), table.user_override_mask())
+    assert (early.geography is None) == (table.geography is None)
+    if table.geography is not None:
+        np.testing.assert_array_equal(early.geography[0], table.geography[0])
+        assert early.geography[1] == table.geography[1]
 
 
 def test_saved_bytes_do_not_depend_on_how_the_table_was_opened(compiled, tmp_path):

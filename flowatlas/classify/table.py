@@ -182,11 +182,23 @@ class PrefixTable:
         """How the top lists name ASNs and addresses: see :func:`_asn_names`."""
         return _asn_names(self.networks)
 
+    @cached_property
+    def geography(self) -> tuple[np.ndarray, tuple[tuple[str | None, str | None], ...]] | None:
+        """Each network's (country, metro) code (plus one for id -1: neither) and the pairs
+        the codes stand for, in (country, metro) order with unknowns last; None where the
+        table names no country or metro at all. See :func:`_geography`."""
+        return _geography(self.networks)
+
+    @cached_property
+    def _user_override(self) -> np.ndarray:
+        return _user_override(self.networks)
+
     def precompute(self) -> PrefixTable:
-        """Compute now what every build asks of the table (the type index, the ASN names),
-        e.g. on a thread of its own while a build's thread is busy; returns the table."""
-        self._network_type_index  # noqa: B018 - cached
-        self.asn_names  # noqa: B018 - cached
+        """Compute now what every build asks of the table (the type index, the ASN names,
+        the override mask, the geography), e.g. on a thread of its own while a build's thread
+        is busy; returns the table."""
+        for name, value in _derived(self.networks, self.meta.get("path", "prefix table")):
+            self.__dict__.setdefault(name, value)
         return self
 
     def user_override_mask(self) -> np.ndarray:
@@ -196,13 +208,7 @@ class PrefixTable:
         above everything else: the engine applies a link rule to a flow unless this is True
         for the flow's remote network.
         """
-        import pyarrow.compute as pc
-
-        if "tier" not in self.networks.column_names:
-            return np.zeros(self.networks.num_rows + 1, dtype=bool)
-        tier = self.networks.column("tier")
-        user = pc.is_in(tier, value_set=pa.array(["override", "override-asn"], tier.type))
-        return np.append(np.asarray(user.fill_null(False), dtype=bool), False)
+        return self._user_override.copy()
 
     def describe(self, network_id: int) -> dict[str, Any]:
         """Attributes of one network id and why its type won (`flowatlas classify lookup`)."""
@@ -337,17 +343,15 @@ class PrefixTable:
         # checking every section's CRC-32 (zlib releases the GIL) and expanding the two roots
         # (a nogil kernel, 64 MiB each at most) are independent: two threads share them, the
         # checks first (the expansion's kernel may wait for numba to start), then the
-        # networks' derived arrays, then the roots; nothing is returned before every check
-        # has passed, and nothing reads the networks before theirs has
+        # networks' derived arrays (:meth:`precompute`), then the roots; nothing is returned
+        # before every check has passed, and nothing reads the networks before theirs has
         by_size = sorted(parts, key=lambda n: -parts[n].nbytes)
 
-        def networks() -> tuple[pa.Table, Any, Any] | None:
+        def networks() -> tuple[pa.Table, list[tuple[str, Any]]] | None:
             if checks["networks"].result() != crcs["networks"]:
                 return None  # reported below, with the other sections
             nets = pa.ipc.open_file(pa.py_buffer(parts["networks"])).read_all()
-            if not precompute:
-                return nets, None, None
-            return nets, _type_index(nets, str(path)), _asn_names(nets)
+            return nets, _derived(nets, str(path)) if precompute else []
 
         with ThreadPoolExecutor(2) as pool:
             checks = {n: pool.submit(zlib.crc32, parts[n]) for n in by_size}
@@ -360,7 +364,7 @@ class PrefixTable:
             for name, check in checks.items():
                 if check.result() != crcs[name]:
                     raise InputError(f"{path}: prefix table is corrupt (section {name} damaged)")
-            nets, type_index, asn_names = derived.result()
+            nets, cached = derived.result()
             root4, root6 = (r.result() for r in roots)
 
         meta["path"] = str(path)
@@ -371,9 +375,7 @@ class PrefixTable:
             nets,
             meta,
         )
-        if precompute:
-            table.__dict__["_network_type_index"] = type_index
-            table.__dict__["asn_names"] = asn_names
+        table.__dict__.update(cached)
         if not table.starts_hi.size == table.starts_lo.size == table.values.size:
             raise ValueError("index sizes do not match the table")
         index = LpmArrays(
@@ -456,6 +458,57 @@ def _asn_names(networks: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     named = np.flatnonzero((asn_of[:-1] != 0) & valid)
     known, first = first_of_each(asn_of[named])
     return asn_of, known, named[first]
+
+
+def _user_override(networks: pa.Table) -> np.ndarray:
+    """See :meth:`PrefixTable.user_override_mask`."""
+    import pyarrow.compute as pc
+
+    if "tier" not in networks.column_names:
+        return np.zeros(networks.num_rows + 1, dtype=bool)
+    tier = networks.column("tier")
+    user = pc.is_in(tier, value_set=pa.array(["override", "override-asn"], tier.type))
+    return np.append(np.asarray(user.fill_null(False), dtype=bool), False)
+
+
+def _geography(
+    networks: pa.Table,
+) -> tuple[np.ndarray, tuple[tuple[str | None, str | None], ...]] | None:
+    """Each network's (country, metro) code, codes in (country, metro) order, unknowns last;
+    None where the networks name no country or metro at all."""
+    cols = networks.column_names
+    if "country" not in cols or "metro" not in cols:
+        return None
+    country = networks.column("country").combine_chunks().dictionary_encode()
+    metro = networks.column("metro").combine_chunks().dictionary_encode()
+    if country.null_count == len(country) and metro.null_count == len(metro):
+        return None
+    c_names = [*country.dictionary.to_pylist(), None]
+    m_names = [*metro.dictionary.to_pylist(), None]
+    ci = country.indices.fill_null(len(c_names) - 1).to_numpy().astype(np.int64)
+    mi = metro.indices.fill_null(len(m_names) - 1).to_numpy().astype(np.int64)
+    # one code per distinct pair; the last network id (no match) has neither
+    pair = np.append(ci * len(m_names) + mi, (len(c_names) - 1) * len(m_names) + len(m_names) - 1)
+    uniq, inv = np.unique(pair, return_inverse=True)
+    names = [(c_names[u // len(m_names)], m_names[u % len(m_names)]) for u in uniq.tolist()]
+
+    def order(p: tuple[str | None, str | None]) -> tuple[bool, str, bool, str]:
+        return (p[0] is None, p[0] or "", p[1] is None, p[1] or "")
+
+    rank = sorted(range(len(names)), key=lambda i: order(names[i]))
+    code = np.empty(len(names), np.int32)
+    code[rank] = np.arange(len(names), dtype=np.int32)
+    return code[inv.reshape(-1)], tuple(names[i] for i in rank)
+
+
+def _derived(networks: pa.Table, where: str) -> list[tuple[str, Any]]:
+    """What :meth:`PrefixTable.precompute` computes, as (cached attribute, value) pairs."""
+    return [
+        ("_network_type_index", _type_index(networks, where)),
+        ("asn_names", _asn_names(networks)),
+        ("_user_override", _user_override(networks)),
+        ("geography", _geography(networks)),
+    ]
 
 
 def first_of_each(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -206,39 +206,18 @@ def make_plan(
 
 
 def _geography(table: PrefixTable, config: Config) -> dict[str, Any]:
-    """Each network's (country, metro) code, codes in (country, metro) order, unknowns last;
-    nothing where the table has no country or metro at all."""
-    cols = table.networks.column_names
-    if "country" not in cols or "metro" not in cols:
+    """Each network's (country, metro) code and the codes' pairs (see
+    :attr:`PrefixTable.geography`); nothing where the table has no country or metro at all."""
+    geo = table.geography
+    if geo is None:
         return {}
-    country = table.networks.column("country").combine_chunks().dictionary_encode()
-    metro = table.networks.column("metro").combine_chunks().dictionary_encode()
-    if country.null_count == len(country) and metro.null_count == len(metro):
-        return {}
-    c_names = [*country.dictionary.to_pylist(), None]
-    m_names = [*metro.dictionary.to_pylist(), None]
-    ci = country.indices.fill_null(len(c_names) - 1).to_numpy().astype(np.int64)
-    mi = metro.indices.fill_null(len(m_names) - 1).to_numpy().astype(np.int64)
-    # one code per distinct pair; the last network id (no match) has neither
-    pair = np.append(ci * len(m_names) + mi, (len(c_names) - 1) * len(m_names) + len(m_names) - 1)
-    uniq, inv = np.unique(pair, return_inverse=True)
-    names = [(c_names[u // len(m_names)], m_names[u % len(m_names)]) for u in uniq.tolist()]
-
-    def order(p: tuple[str | None, str | None]) -> tuple[bool, str, bool, str]:
-        return (p[0] is None, p[0] or "", p[1] is None, p[1] or "")
-
-    rank = sorted(range(len(names)), key=lambda i: order(names[i]))
+    code, names = geo
     if len(names) > MAX_GEO:
         raise ConfigError(
             f"{config.origin}: the prefix table has {len(names)} (country, metro) pairs; "
             f"at most {MAX_GEO} are supported"
         )
-    code = np.empty(len(names), np.int32)
-    code[rank] = np.arange(len(names), dtype=np.int32)
-    return {
-        "geo_of": code[inv.reshape(-1)],
-        "geo_names": tuple(names[i] for i in rank),
-    }
+    return {"geo_of": code.copy(), "geo_names": names}
 
 
 __all__ = ["GROUPINGS", "BuildPlan", "make_plan"]
