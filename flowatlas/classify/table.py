@@ -14,7 +14,7 @@ IPC, read zero-copy). The same table gives the same bytes. Opening costs a CRC-3
 the mapped pages (~4 GB/s) and the expansion of the two root indexes from their runs, instead
 of zlib decompression plus an index build (0.4-0.8 s for a 900 k-prefix table); the two are
 independent and release the GIL, so two threads share them (a 900 k-network table: ~35 ms of
-CRC and ~50 ms of expansion, ~45 ms of wall time on two cores).
+CRC and ~50 ms of expansion, measured one after the other on an idle core).
 
 Integrity: every section is checked in full before :meth:`PrefixTable.load` returns, so a
 damaged file is an :class:`~flowatlas.errors.InputError` naming it and the section, never
