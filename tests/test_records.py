@@ -10,7 +10,6 @@ and internal traffic, and ``cells_cpu``.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import numpy as np
 import pytest
@@ -188,50 +187,3 @@ def test_records_kernel_rejects_bad_arrays(plan) -> None:
         records_cpu(words, words, *args, small)
     with pytest.raises(ValueError, match="addresses"):
         records_cpu(words[:, :1].copy(), words, *args, small)
-
-
-def test_exporters_read_as_dictionaries_give_the_same_rows(plan, tmp_path) -> None:
-    """orient_and_cell takes the exporter column plain (records from memory) or as Arrow
-    dictionaries, one per chunk and each with its own values in its own order (a fragment
-    read from several row groups), null and unknown exporters included: the same rows and
-    quarantine counts either way (tests/test_build_oracle.py checks the plain column's)."""
-    import pyarrow as pa
-
-    from flowatlas.engine.pipeline import COLUMNS, orient_and_cell
-    from flowatlas.io.archive import open_archive, read_fragment
-
-    root = tmp_path / "a"
-    synthesize(root, records=3_000, days=1, start="2025-09-01", seed=8)
-    table = pa.concat_tables(read_fragment(f, COLUMNS) for f in open_archive(root).fragments())
-    rng = np.random.default_rng(4)
-    known = sorted(plan.exporters)
-    pool = [*known, bytes(16), b"\x20\x01" + bytes(14)]  # two exporters the plan lacks
-    exporter = [pool[k] for k in rng.integers(0, len(pool), table.num_rows)]
-    for i in rng.choice(table.num_rows, 20, replace=False):
-        exporter[i] = None
-    col = table.schema.get_field_index("exporter")
-    field = table.schema.field(col).with_nullable(True)
-    plain = table.set_column(col, field, pa.array(exporter, pa.binary(16)))
-    cuts = [0, 1, 700, 700, 2_100, table.num_rows]  # one chunk empty, one of one record
-    chunks = [
-        pa.array(exporter[a:b], pa.binary(16)).dictionary_encode()
-        if k % 2
-        else pa.DictionaryArray.from_arrays(  # values in reverse order, some unused
-            pa.array(
-                [len(pool) - 1 - pool.index(e) if e is not None else None for e in exporter[a:b]],
-                pa.int32(),
-            ),
-            pa.array(pool[::-1], pa.binary(16)),
-        )
-        for k, (a, b) in enumerate(itertools.pairwise(cuts))
-    ]
-    assert len({c.type for c in chunks}) == 1
-    as_dict = plain.set_column(
-        col, field.with_type(chunks[0].type), pa.chunked_array(chunks, chunks[0].type)
-    )
-    want, want_stats = orient_and_cell(plain, plan, "raw")
-    got, got_stats = orient_and_cell(as_dict, plan, "raw")
-    assert got_stats == want_stats and want_stats.quarantined.get("null_exporter") == 20
-    for a, b in zip(want.columns(), got.columns(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert want.key.size == table.num_rows - sum(want_stats.quarantined.values())

@@ -59,8 +59,6 @@ COLUMNS = [
     "packets",
     "sampling_rate",
 ]
-#: columns a map task reads as Arrow dictionaries: few distinct values, each looked up once
-DICTIONARY_COLUMNS = ["exporter"]
 US_PER_DAY = 86_400_000_000
 DAY_OFFSET = 1 << 20  # keeps day codes positive for pre-1970 times
 
@@ -176,7 +174,14 @@ def orient_and_cell(
     if n == 0:
         return Partial.empty(plan), stats
 
-    codes, exp_regs, exp_ids = _exporters(table.column("exporter"), plan)
+    # exporters: dictionary-encode once, map the few distinct values in Python
+    exp = table.column("exporter").combine_chunks().dictionary_encode()
+    exp_ids = np.full(len(exp.dictionary) + 1, -1, dtype=np.int32)
+    exp_regs = np.zeros(len(exp.dictionary) + 1, dtype=np.int16)
+    for k, value in enumerate(exp.dictionary.to_pylist()):
+        ex_id, reg = plan.exporters.get(value, (-1, 0))
+        exp_ids[k], exp_regs[k] = ex_id, reg
+    codes = exp.indices.to_numpy()
     t_us = table.column("time_start").combine_chunks().cast(pa.int64()).to_numpy()
     scaled = counts == COUNTS_SCALED
 
@@ -225,31 +230,6 @@ def orient_and_cell(
             c[: kept.size] = kept
         rows = part.with_columns([c[: rows.key.size] for c in cols])
     return rows, stats
-
-
-def _exporters(
-    column: pa.ChunkedArray, plan: BuildPlan
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(code per record, region per code, exporter id per code) of an exporter column.
-
-    The few distinct exporters are looked up in Python, once each: from the dictionaries of
-    a column read dictionary-encoded (one per chunk; codes offset to index their
-    concatenation), else from one dictionary encoding made here.
-    """
-    if pa.types.is_dictionary(column.type):
-        chunks = column.chunks
-    else:
-        chunks = [column.combine_chunks().dictionary_encode()]
-    values: list[bytes] = []
-    codes = []
-    for chunk in chunks:
-        codes.append(chunk.indices.to_numpy(zero_copy_only=False).astype(np.int64) + len(values))
-        values.extend(chunk.dictionary.to_pylist())
-    exp_ids = np.full(len(values) + 1, -1, dtype=np.int32)
-    exp_regs = np.zeros(len(values) + 1, dtype=np.int16)
-    for k, value in enumerate(values):
-        exp_ids[k], exp_regs[k] = plan.exporters.get(value, (-1, 0))
-    return (codes[0] if len(codes) == 1 else np.concatenate(codes)), exp_regs, exp_ids
 
 
 def _accept(
@@ -382,7 +362,7 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
     into = None if gpu else Partial.allocate(sum(f.num_rows for f in fragments), plan)
     at = 0
     for fragment in fragments:
-        table = read_fragment(fragment, COLUMNS, dictionary=DICTIONARY_COLUMNS)
+        table = read_fragment(fragment, COLUMNS)
         rows, st = orient_and_cell(table, plan, fragment.counts, on_device=gpu, into=into, at=at)
         at += rows.key.shape[0]
         stats.add(st)

@@ -526,19 +526,13 @@ def memory_records(
 
 
 def read_fragment(
-    fragment: Fragment | MemoryFragment,
-    columns: list[str] | None = None,
-    *,
-    dictionary: list[str] | None = None,
+    fragment: Fragment | MemoryFragment, columns: list[str] | None = None
 ) -> pa.Table:
     """Read one fragment; a corrupt row group raises an :class:`InputError` naming the file.
 
     A file that changed since the archive was opened (another size or Parquet footer) is an
     error too: a build must not mix two versions of an archive. A :class:`MemoryFragment`
-    is its slice of the records in memory (no copy). The columns named in ``dictionary`` come
-    as Arrow dictionaries from a file (as :func:`open_parquet` reads them; the archive
-    writer dictionary-encodes its label columns, so they need no decoding), as they are
-    from memory.
+    is its slice of the records in memory (no copy).
     """
     if isinstance(fragment, MemoryFragment):
         return fragment.table if columns is None else fragment.table.select(columns)
@@ -554,7 +548,7 @@ def read_fragment(
         if not same:
             raise InputError(f"{fragment.path}: file changed during the build; run it again")
     try:
-        pf = open_parquet(fragment.path, dictionary)
+        pf = open_parquet(fragment.path)
         return pf.read_row_groups(list(fragment.row_groups), columns=columns)
     except FileNotFoundError:
         raise InputError(f"{fragment.path}: file vanished during the build") from None
