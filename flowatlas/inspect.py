@@ -28,6 +28,7 @@ import concurrent.futures as cf
 import datetime as dt
 import ipaddress
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -189,6 +190,8 @@ class Inspection:
     quarantined: dict[str, int]
     # every source and destination prefix key seen, with its records (for config --init)
     _seen: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    #: files per Parquet codec ("zstd", "lz4", "uncompressed")
+    compression: dict[str, int] = field(default_factory=dict)
 
     @property
     def shares(self) -> SetupShares:
@@ -215,6 +218,7 @@ class Inspection:
         lines = [
             f"archive {self.archive}: {self.records:,} records in {self.files:,} files",
             f"  time      {self.first} .. {self.last}",
+            "  codec     " + ", ".join(f"{k} ({v:,} files)" for k, v in self.compression.items()),
             "  families  "
             + ", ".join(f"{k} {_pct(v / max(self.records, 1))}" for k, v in self.families.items()),
             "",
@@ -520,6 +524,7 @@ def inspect_archive(
         by["direction"],
         dict(sorted(total.quarantined.items())),
         seen,
+        dict(sorted(Counter(f.compression for f in arch.files).items())),
     )
 
 

@@ -46,7 +46,12 @@ from flowatlas.addresses import bytes16_to_hilo, hilo_to_bytes16, parse_prefixes
 from flowatlas.config import ClassifySettings as _ClassifySettings
 from flowatlas.config import Config, LinkRule, Region, SourceSpec, dump_config
 from flowatlas.errors import ConfigError, OutputError
-from flowatlas.io.archive import ArchiveWriter, _ensure_writable_dir
+from flowatlas.io.archive import (
+    DEFAULT_COMPRESSION,
+    ArchiveWriter,
+    _ensure_writable_dir,
+    check_compression,
+)
 from flowatlas.io.swap import output_lock, partial_path, recover_output, swap_into_place
 from flowatlas.schema import COUNTS_RAW, TIMESTAMP
 
@@ -1281,11 +1286,14 @@ class SynthSummary:
     prefixes_path: Path
 
 
-def _write_day(args: tuple[str, int, str, int, int]) -> tuple[str, int, np.ndarray]:
-    out, seed, day, n, _i = args
+def _write_day(args: tuple[str, int, str, int, int, str]) -> tuple[str, int, np.ndarray]:
+    out, seed, day, n, _i, compression = args
     world = _world_cached(seed)
     writer = ArchiveWriter(
-        out, counts=COUNTS_RAW, source=f"flowatlas synth {__version__} seed={seed}"
+        out,
+        counts=COUNTS_RAW,
+        source=f"flowatlas synth {__version__} seed={seed}",
+        compression=compression,
     )
     hours = np.zeros(LINK_HOURS_SHAPE, np.uint64)
     try:
@@ -1318,12 +1326,16 @@ def synthesize(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
+    compression: str = DEFAULT_COMPRESSION,
 ) -> SynthSummary:
     """Write a synthetic archive of ``records`` flow records over ``days`` days from ``start``.
 
     Deterministic from (records, start, days, seed); ``workers`` processes generate days in
     parallel without changing a byte. ``progress`` is called with records written so far.
+    ``compression``: the Parquet codec (:data:`~flowatlas.io.archive.COMPRESSIONS`); the
+    records are the same whichever it is.
     """
+    check_compression(compression)
     if records < 0:
         raise ConfigError(f"--records must be >= 0, not {records}")
     if days < 1:
@@ -1348,7 +1360,9 @@ def synthesize(
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             _ensure_writable_dir(tmp)
-            written = _write_archive(tmp, start_day, records, days, seed, workers, progress)
+            written = _write_archive(
+                tmp, start_day, records, days, seed, workers, progress, compression
+            )
             swap_into_place(tmp, out)
         except OutputError as exc:  # name the folder the user asked for, not the hidden one
             raise OutputError(str(exc).replace(str(tmp), str(out))) from None
@@ -1368,11 +1382,13 @@ def _write_archive(
     seed: int,
     workers: int | None,
     progress: Callable[[int], None] | None,
+    compression: str = DEFAULT_COMPRESSION,
 ) -> int:
     """Write the days, flowatlas.toml, prefixes.csv and the marker into ``out``; return rows."""
     world = _world_cached(seed)
     per_day = records_per_day(records, days)
-    jobs = [(str(out), seed, str(start_day + i), per_day[i], i) for i in range(days) if per_day[i]]
+    jobs = [(str(out), seed, str(start_day + i), per_day[i], i, compression)
+            for i in range(days) if per_day[i]]  # fmt: skip
     workers = workers or min(os.cpu_count() or 1, 8)
     written = 0
     # each day's link volumes per hour, in day order: they size the links' capacities
@@ -1407,6 +1423,8 @@ def _write_archive(
                 "records": records,
                 "start": str(start_day),
                 "days": days,
+                # only where not the default: archives written before keep their bytes
+                **({} if compression == DEFAULT_COMPRESSION else {"compression": compression}),
             },
             indent=1,
         )

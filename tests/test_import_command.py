@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flowatlas.cli import main
-from flowatlas.errors import OutputError
+from flowatlas.errors import ConfigError, OutputError
 from flowatlas.io.archive import open_archive
 from flowatlas.io.commands import ImportTask, default_jobs, import_sources
 from flowatlas.io.importers.base import QUARANTINE_SCHEMA
@@ -328,3 +328,28 @@ def test_setup_counter_is_not_kept_after_an_import(tmp_path):
                            progress=False, setup=True)  # fmt: skip
         assert s.imported[0].setup is not None
         assert commands._SETUP_COUNTER == []
+
+
+def test_compression_option_changes_the_codec_not_the_records(tmp_path, capsys):
+    """--compression lz4 / none: every file written in that codec (as the footer and
+    `inspect` say), the same rows as the default zstd; an unknown codec is refused."""
+    src = write_csv(tmp_path / "a.csv", 30)
+    tables = {}
+    for codec, footer in (("zstd", "zstd"), ("lz4", "lz4"), ("none", "uncompressed")):
+        out = tmp_path / codec
+        argv = ["import", str(src), "--out", str(out), "-q"]
+        assert main(argv + ([] if codec == "zstd" else ["--compression", codec])) == 0
+        arch = open_archive(out)
+        assert {f.compression for f in arch.files} == {footer} and len(arch.files) == 2
+        for f in arch.files:
+            meta = pq.read_metadata(f.path)
+            assert {meta.row_group(0).column(c).compression.lower()
+                    for c in range(meta.num_columns)} == {footer}  # fmt: skip
+        tables[codec] = pa.concat_tables(pq.read_table(f.path) for f in arch.files)
+        capsys.readouterr()
+        assert main(["inspect", str(out)]) == 0
+        assert f"codec     {footer} (2 files)" in capsys.readouterr().out
+    assert tables["lz4"].equals(tables["zstd"]) and tables["none"].equals(tables["zstd"])
+    assert main(["import", str(src), "--out", str(tmp_path / "x"), "--compression", "gzip"]) == 2
+    with pytest.raises(ConfigError, match="compression must be one of zstd, lz4, none"):
+        import_sources([src], tmp_path / "y", compression="snappy", progress=False)

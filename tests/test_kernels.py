@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from flowatlas.addresses import is_v4
+from flowatlas.kernels import distinct
 from flowatlas.kernels.accumulate import CounterOverflow, group_by_key, sum_by_key
 from flowatlas.kernels.distinct import dedup_per_ip, dense_sums, map_rows, partition_of
 from flowatlas.kernels.orient import cells_cpu, orient_cpu, unpack_cells
@@ -240,6 +241,82 @@ def test_map_rows_adversarial_inputs() -> None:
         vol, vol, index, code, 15, 3,
     )  # fmt: skip
     assert cell.size == 1 and int(ovol[0]) == 1000 * (2**53 + 1) == int(sums[0, 0])
+
+
+def _time_ordered_rows(rng, pairs_per_bucket):
+    """Rows in bucket order (as an archive holds them): bucket b has ``pairs_per_bucket[b]``
+    distinct (cell, address) pairs, each repeated 1-6 times, repeats shuffled in the bucket."""
+    index, code = _dims()
+    keys, his, los = [], [], []
+    for b, m in enumerate(pairs_per_bucket):
+        dims = code[rng.integers(0, code.size, m)]
+        ip = rng.choice(10 * m + 10, m, replace=False).astype(np.uint64)
+        k = (np.int64(b + 3) << 15) | dims
+        rep = rng.integers(1, 7, m)
+        order = rng.permutation(int(rep.sum()))
+        keys.append(np.repeat(k, rep)[order])
+        his.append(np.repeat(ip % np.uint64(2), rep)[order])
+        los.append(np.repeat(ip * np.uint64(0x9E3779B1), rep)[order])
+    key, hi, lo = (np.concatenate(a) for a in (keys, his, los))
+    vol = rng.integers(0, 2**40, key.size, dtype=np.uint64)
+    pk = rng.integers(0, 2**20, key.size, dtype=np.uint64)
+    return index, code, key, hi, lo, vol, pk
+
+
+def _assert_pairs(key, hi, lo, vol, pk, cells, sums, cell, ohi, olo, ovol) -> int:
+    """Cell sums and summed pairs as pandas gives them; returns the distinct pairs."""
+    want_cells, want_pairs = _map_rows_oracle(key, hi, lo, vol, pk)
+    o = np.argsort(cells)
+    np.testing.assert_array_equal(cells[o], want_cells.index.to_numpy())
+    np.testing.assert_array_equal(sums[o], want_cells.to_numpy().astype(np.uint64))
+    got = pd.DataFrame({"key": cell, "hi": ohi, "lo": olo, "vol": ovol})
+    summed = got.groupby(["key", "hi", "lo"], as_index=False)["vol"].sum()
+    np.testing.assert_array_equal(summed.to_numpy(), want_pairs.to_numpy())
+    return len(want_pairs)
+
+
+def test_map_rows_folds_every_repeat_of_time_ordered_records() -> None:
+    """Records in bucket order: every repeat of a pair folds while a bucket's pairs fit the
+    table (half its largest size; it doubles, keeping its pairs, as one bucket overfills
+    it), fewer where they cannot; the sums stay exact either way."""
+    rng = np.random.default_rng(21)
+    small = rng.integers(50, distinct.CACHE_START_BITS**3 // 2, 40)  # < 1,024 pairs each
+    index, code, key, hi, lo, vol, pk = _time_ordered_rows(rng, small)
+    out = map_rows(key, hi, lo, vol, pk, index, code, 15, 5)
+    assert out[2].size == _assert_pairs(key, hi, lo, vol, pk, *out[:6]) == int(small.sum())
+    big = [30_000, 200, 25_000, 9_000]  # more pairs than 2^12 slots hold: it doubles
+    index, code, key, hi, lo, vol, pk = _time_ordered_rows(rng, big)
+    out = map_rows(key, hi, lo, vol, pk, index, code, 15, 5)
+    assert out[2].size == _assert_pairs(key, hi, lo, vol, pk, *out[:6]) == sum(big)
+    # capped at 2^12 slots: no growth, so the big buckets fold less (sums still exact)
+    capped = map_rows(key, hi, lo, vol, pk, index, code, 15, 5, cache_bits=12)
+    assert _assert_pairs(key, hi, lo, vol, pk, *capped[:6]) == sum(big)
+    assert capped[2].size > 1.5 * sum(big)
+
+
+@pytest.mark.parametrize("bits", [1, 3, 12, 14])
+@pytest.mark.parametrize("gen_max", [1, 2])
+def test_map_rows_table_wiped_when_generations_wrap(bits, gen_max) -> None:
+    """A table whose generation numbers run out is wiped: the rows are exactly those of a
+    table whose generations never run out (stale slots never fold, nor block a probe, and a
+    table that doubles as they run out keeps its pairs)."""
+    rng = np.random.default_rng(bits)
+    sizes = [3000, 5000, 100, 7000, 2500, *rng.integers(1, 3000, 30)]
+    index, code, key, hi, lo, vol, pk = _time_ordered_rows(rng, sizes)
+    tail = np.arange(key.size // 2, key.size)
+    key[tail] = key[rng.permutation(tail)]  # the second half out of bucket order
+    b0 = int(key.min()) >> 15
+    nb = (int(key.max()) >> 15) - b0 + 1
+    cid, _ = distinct._dense_cell_ids(key, index, 15, b0, code.size)
+
+    def run(gen_max):
+        return distinct._split_sum(cid, nb * code.size, key, hi, lo, vol, pk, 5, np.uint64(0),
+                                   bits, np.int64(15), np.uint64(gen_max))  # fmt: skip
+
+    want, got = run(distinct._GEN_MAX), run(gen_max)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert want[3].size < key.size or bits == 1
 
 
 def test_partition_depends_on_the_address_or_its_ipv6_prefix_only() -> None:

@@ -249,3 +249,33 @@ def test_first_of_each_pair_is_numpys_unique():
         lo = rng.integers(0, 40, n).astype(np.uint64) << np.uint64(40)
         _, want = np.unique(np.stack([hi, lo], axis=1), axis=0, return_index=True)
         assert np.array_equal(_first_of_each(hi, lo), np.sort(want)), n
+
+
+def test_compression_changes_the_codec_not_the_records_nor_the_cube(tmp_path) -> None:
+    """synth --compression lz4 writes lz4 files holding the default (zstd) archive's records
+    and giving a byte-identical cube; the CLI offers exactly the archive's codecs."""
+    from click.testing import CliRunner
+
+    from flowatlas.commands import synth as synth_cli
+    from flowatlas.engine.build import build_cube
+    from flowatlas.io.archive import COMPRESSIONS
+
+    runner = CliRunner()
+    for codec in ("zstd", "lz4"):
+        argv = ["--records", "4000", "--days", "2", "-q", "--workers", "1"]
+        res = runner.invoke(synth_cli, [*argv, "--compression", codec, "-o", str(tmp_path / codec)])
+        assert res.exit_code == 0, res.output
+        build_cube(tmp_path / codec, tmp_path / f"cube-{codec}", workers=0)
+    assert {f.compression for f in open_archive(tmp_path / "lz4").files} == {"lz4"}
+    assert {f.compression for f in open_archive(tmp_path / "zstd").files} == {"zstd"}
+    assert '"compression": "lz4"' in (tmp_path / "lz4" / synth.SYNTH_MARKER).read_text()
+    assert "compression" not in (tmp_path / "zstd" / synth.SYNTH_MARKER).read_text()
+    for z in sorted((tmp_path / "zstd").glob("day=*/*.parquet")):
+        lz = tmp_path / "lz4" / z.relative_to(tmp_path / "zstd")
+        assert pq.read_table(lz).equals(pq.read_table(z))
+    for f in sorted((tmp_path / "cube-zstd").glob("*.parquet")):
+        assert f.read_bytes() == (tmp_path / "cube-lz4" / f.name).read_bytes()
+    choices = next(p for p in synth_cli.params if p.name == "compression").type.choices
+    assert tuple(choices) == COMPRESSIONS
+    with pytest.raises(ConfigError, match="compression"):
+        synth.synthesize(tmp_path / "x", records=10, days=1, compression="brotli")

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from flowatlas.commands import compression_option
 from flowatlas.config import DEFAULT_MAX_LINE_RATE_GBPS
 from flowatlas.errors import ConfigError, FlowatlasError, InputError, OutputError
 from flowatlas.io.manifest import (
@@ -214,6 +215,8 @@ class ImportTask:
     #: the configuration it is counted under (None: the archive's flowatlas.toml, else the
     #: defaults), as the build will resolve it
     setup_config: str | None = None
+    #: the archive files' Parquet codec (:data:`flowatlas.io.archive.COMPRESSIONS`)
+    compression: str = "zstd"
 
 
 #: this process's set-up counter, made once per (archive, configuration): one at a time (a
@@ -299,7 +302,11 @@ def import_one(task: ImportTask) -> FileResult:
         counts = _counts_of(importer, options)
         result.counts = counts
         writer = ArchiveWriter(
-            root, counts=counts, source=f"{task.format} sha256:{task.sha256}", name=name
+            root,
+            counts=counts,
+            source=f"{task.format} sha256:{task.sha256}",
+            name=name,
+            compression=task.compression,
         )
         reasons: Counter[str] = Counter()
         first_problem: tuple[str, str] | None = None
@@ -573,6 +580,7 @@ def import_sources(
     now_us: int | None = None,
     reader: str | None = None,
     setup: bool = False,
+    compression: str = "zstd",
 ) -> ImportSummary:
     """Import flow files into the archive at ``out``; see the module docstring.
 
@@ -586,7 +594,9 @@ def import_sources(
     10 s; False: nothing). ``reader`` picks how nfcapd files are read: ``native`` (default)
     or ``nfdump`` (its text output). ``setup``: count each file's set-up accounting as its
     batches are written (:attr:`FileResult.setup`, under ``config`` as the build resolves
-    it), for ``import``'s last line, instead of reading the files back afterwards. Returns
+    it), for ``import``'s last line, instead of reading the files back afterwards.
+    ``compression``: the Parquet codec of the files written
+    (:data:`~flowatlas.io.archive.COMPRESSIONS`; files already there keep theirs). Returns
     the summary; files that failed are listed in it (and raise nothing here).
     """
     from flowatlas.config import load_config
@@ -603,6 +613,9 @@ def import_sources(
         raise ConfigError(f"--reader {reader!r}: use native or nfdump")
     if batch_rows < 1:
         raise ConfigError("--batch-rows must be at least 1")
+    from flowatlas.io.archive import check_compression
+
+    check_compression(compression)
     cfg = load_config(config) if config is not None else None
     ranges = _local_ranges(cfg) if cfg is not None else ()
     if csv_map is not None:
@@ -685,6 +698,7 @@ def import_sources(
                     file_sha,
                     setup,
                     str(config) if config is not None else None,
+                    compression,
                 )
             )
         for task in tasks:
@@ -1002,6 +1016,7 @@ def _run_shared(tasks: list[ImportTask], workers: int) -> Generator[FileResult, 
     type=click.Path(dir_okay=False, path_type=str),
     help="netflow-payload: payload file(s) to read first for their templates (repeatable).",
 )
+@compression_option("the files written")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
 def import_(
     sources: tuple[str, ...],
@@ -1019,6 +1034,7 @@ def import_(
     reader: str | None,
     exporter: str | None,
     templates: tuple[str, ...],
+    compression: str,
     quiet: bool,
 ) -> None:
     """Import flow files (or folders of them) into a day-partitioned flow archive.
@@ -1044,6 +1060,7 @@ def import_(
         progress=False if quiet else None,
         reader=reader,
         setup=True,
+        compression=compression,
     )
     if not quiet:
         click.echo(summary.render())

@@ -215,10 +215,56 @@ def partition_of(hi: np.ndarray, lo: np.ndarray, parts: int, v6_prefix: int = 64
     )  # fmt: skip
 
 
-#: entries of the map step's dedup cache (2^16 x 32 bytes = 2 MiB, about an L2 cache)
+#: most slots of the map step's dedup table (2^16 x 32 bytes = 2 MiB, about an L2 cache) ...
 CACHE_BITS = 16
+#: ... and how many it starts with (128 KiB), doubled while one bucket's pairs overfill it
+CACHE_START_BITS = 12
 #: most (bucket, dimensions) slots a map step sums into densely; wider spans hash their keys
 DENSE_CELLS_MAX = 1 << 20
+#: a slot's last word: generation << _GEN_SHIFT | output row + 1 (rows below 2^36)
+_GEN_SHIFT = 36
+_GEN_MAX = (1 << (64 - _GEN_SHIFT)) - 1
+_ROW_MASK = np.uint64((1 << _GEN_SHIFT) - 1)
+
+
+@numba.njit(inline="always", nogil=True, cache=True)
+def _probe(table, k, h, lw, mask, gen, a_hash):  # pragma: no cover - compiled
+    """(slot, found): where pair (cell key ``k``, address ``h``, ``lw``; ``a_hash`` its
+    address hash) is in the dedup table's current generation ``gen``, or the free slot where
+    it goes (linear probing: the table is never more than half full)."""
+    s = mix64(a_hash ^ (k * np.uint64(0x9E3779B97F4A7C15))) & mask
+    while True:
+        t = table[s, 3]
+        if (t >> np.uint64(_GEN_SHIFT)) != gen:
+            return s, False
+        if table[s, 0] == k and table[s, 1] == h and table[s, 2] == lw:
+            return s, True
+        s = (s + np.uint64(1)) & mask
+
+
+@numba.njit(nogil=True, cache=True)
+def _next_generation(table, cur, gen, gen_max, grow):  # pragma: no cover - compiled
+    """(generation, live pairs) after generation ``gen`` of the dedup table's first 2^``cur``
+    slots: a new one, empty; with ``grow``, in 2^(``cur`` + 1) slots holding the same pairs.
+    Past ``gen_max`` the table is wiped and generations start again from 1."""
+    old = table[: (1 << cur) if grow else 0].copy()
+    nxt = gen + np.uint64(1)
+    if nxt > gen_max:
+        table[:, 3] = 0
+        nxt = np.uint64(1)
+    mask = np.uint64((2 << cur) - 1)
+    live = 0
+    for z in range(old.shape[0]):
+        t = old[z, 3]
+        if (t >> np.uint64(_GEN_SHIFT)) == gen:
+            k, h, lw = old[z, 0], old[z, 1], old[z, 2]
+            s, _ = _probe(table, k, h, lw, mask, nxt, ip_hash(h, lw))
+            table[s, 0] = k
+            table[s, 1] = h
+            table[s, 2] = lw
+            table[s, 3] = (nxt << np.uint64(_GEN_SHIFT)) | (t & _ROW_MASK)
+            live += 1
+    return nxt, live
 
 
 @numba.njit(nogil=True, cache=True)
@@ -235,15 +281,34 @@ def _dense_cell_ids(key, dim_index, dim_bits, b0, n_dims):  # pragma: no cover -
 
 
 @numba.njit(nogil=True, cache=True)
-def _split_sum(cid, n_ids, key, hi, lo, vol, pk, parts, v6_shift, bits):  # pragma: no cover
-    """Per-id sums and partition-ordered rows, repeats folded (see :func:`map_rows`)."""
+def _split_sum(
+    cid, n_ids, key, hi, lo, vol, pk, parts, v6_shift, bits, dim_bits, gen_max
+):  # pragma: no cover
+    """Per-id sums and partition-ordered rows, repeats folded (see :func:`map_rows`).
+
+    The dedup table is open-addressed (linear probing) and emptied in O(1) by starting a
+    new generation: a slot whose generation is not the current one is free. A generation
+    ends when the table is half full (so a probe always finds a free slot), or when the
+    bucket changes with the table over a quarter full: archives hold records in time order,
+    and a (cell, address) pair repeats only within its cell's bucket, so a table that holds
+    a whole bucket folds every repeat of it. A table that fills up within one bucket doubles,
+    up to 2^``bits`` slots, keeping the pairs it holds; it starts small, so that a bucket's
+    pairs stay in L1/L2 where they can. After generation ``gen_max`` (:data:`_GEN_MAX`;
+    tests pass less) the table is wiped once.
+    """
     n = cid.size
     s_vol = np.zeros(n_ids, np.uint64)
     s_pk = np.zeros(n_ids, np.uint64)
     s_fl = np.zeros(n_ids, np.uint64)
-    size = 1 << bits
-    down = np.uint64(64 - bits)
-    cache = np.zeros((size, 4), np.uint64)  # key, hi, lo, output row + 1 (0: empty)
+    # every slot it may grow to, allocated once (pages never used are never touched)
+    table = np.zeros((1 << bits, 4), np.uint64)  # key, hi, lo, generation << 36 | row + 1
+    cur = min(bits, CACHE_START_BITS)
+    mask = np.uint64((1 << cur) - 1)
+    half = 1 << (cur - 1)
+    quarter = half >> 1
+    gen = np.uint64(1)
+    live = 0
+    last_bucket = np.int64(0)
     rep = np.empty(n, np.int64)  # the input row each output row came from first
     acc = np.empty(n, np.uint64)  # its summed volume
     pid = np.empty(n, np.int32)
@@ -261,22 +326,37 @@ def _split_sum(cid, n_ids, key, hi, lo, vol, pk, parts, v6_shift, bits):  # prag
         s_vol[c] = a
         s_pk[c] = b
         s_fl[c] += np.uint64(1)
-        k = np.uint64(key[i])
+        kk = key[i]
+        bucket = kk >> dim_bits
+        new_bucket = bucket != last_bucket
+        if new_bucket:
+            last_bucket = bucket
+        if live >= half or (new_bucket and live > quarter):
+            # a new generation; where one bucket's pairs overfill the table, double it too
+            grow = not new_bucket and cur < bits
+            gen, live = _next_generation(table, cur, gen, gen_max, grow)
+            if grow:
+                cur += 1
+                mask = np.uint64((1 << cur) - 1)
+                half = 1 << (cur - 1)
+                quarter = half >> 1
+        k = np.uint64(kk)
         h = hi[i]
         lw = lo[i]
         a_hash = ip_hash(h, lw)
-        s = np.int64(mix64(a_hash ^ (k * np.uint64(0x9E3779B97F4A7C15))) >> down)
-        j = cache[s, 3]
-        if j != 0 and cache[s, 0] == k and cache[s, 1] == h and cache[s, 2] == lw:
-            t = acc[j - 1] + v
-            if t < v:
+        s, found = _probe(table, k, h, lw, mask, gen, a_hash)
+        if found:
+            j = np.int64(table[s, 3] & _ROW_MASK) - 1
+            u = acc[j] + v
+            if u < v:
                 overflow = True
-            acc[j - 1] = t
+            acc[j] = u
             continue
-        cache[s, 0] = k
-        cache[s, 1] = h
-        cache[s, 2] = lw
-        cache[s, 3] = np.uint64(m + 1)
+        table[s, 0] = k
+        table[s, 1] = h
+        table[s, 2] = lw
+        table[s, 3] = (gen << np.uint64(_GEN_SHIFT)) | np.uint64(m + 1)
+        live += 1
         rep[m] = i
         acc[m] = v
         if h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF):
@@ -329,11 +409,12 @@ def map_rows(
     - ``(cell, hi, lo, vol)``: (cell, remote address) rows with summed volume, split by IP
       partition (``partition_of``): partition j is ``bounds[j]:bounds[j + 1]``, its rows in
       first-seen order (deterministic). Repeats of a pair fold into one row while the pair
-      stays in a small direct-mapped cache (2^``cache_bits`` entries, default
-      :data:`CACHE_BITS`): nearby repeats, the
-      common case in flow data, cost one probe instead of an exact grouping. A pair evicted
-      and seen again gives a second row; the reducer groups every row by address anyway, so
-      such duplicates change nothing but the row count.
+      stays in a small hash table (at most 2^``cache_bits`` slots, default
+      :data:`CACHE_BITS`), emptied when the bucket changes: archives hold records in time
+      order, so it folds every repeat of a pair (which lies in one bucket) unless a bucket
+      has more pairs than the table holds, and then most. A pair seen again after its table
+      was emptied gives a second row; the reducer groups every row by address anyway, so such
+      duplicates change nothing but the row count.
 
     Raises :class:`CounterOverflow` where a uint64 sum of bytes or packets overflows.
     """
@@ -343,6 +424,8 @@ def map_rows(
     if not 1 <= cache_bits <= 30:
         raise ValueError("cache_bits must be between 1 and 30")
     key = np.ascontiguousarray(key, np.int64)
+    if key.size >= 1 << _GEN_SHIFT:
+        raise ValueError(f"at most 2^{_GEN_SHIFT} - 1 rows at once")
     n_dims = int(dim_code.size)
     dense = False
     if key.size:
@@ -362,6 +445,7 @@ def map_rows(
         cid, int(n_ids), key, np.ascontiguousarray(hi, np.uint64),
         np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(vol, np.uint64),
         np.ascontiguousarray(pk, np.uint64), int(parts), np.uint64(64 - v6_prefix), cache_bits,
+        np.int64(dim_bits), np.uint64(_GEN_MAX),
     )  # fmt: skip
     if overflow:
         raise CounterOverflow("a uint64 sum of bytes or packets overflowed")
