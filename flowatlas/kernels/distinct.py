@@ -631,8 +631,10 @@ def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all):
 
 
 #: most (period, dimensions) pairs of a level that the walk sums its lone rows into before it
-#: spreads them over the level's grouping sets (:func:`_walk`); larger levels walk every key
-FINE_KEYS_MAX = 1 << 20
+#: spreads them over the level's grouping sets (:func:`_walk`); larger levels walk every key.
+#: Their top lists take 160 bytes each: 2^18 of them (two years of days at the seed's 288
+#: dimension combinations) are 40 MiB per reducer
+FINE_KEYS_MAX = 1 << 18
 
 
 @numba.njit(nogil=True, cache=True)
