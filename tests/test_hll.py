@@ -600,3 +600,33 @@ def test_sparse_update_with_the_rows_slots_given_is_the_same() -> None:
         np.testing.assert_array_equal(g, w)
     with pytest.raises(ValueError, match="one register and rank per row"):
         hll.sparse_update(keys, pool_hi[pick], pool_lo[pick], 12, row_slots=(idx, rank))
+
+
+@pytest.mark.parametrize("p", [4, 5, 12, 16])
+def test_long_form_equals_nonzero_registers(p: int) -> None:
+    """long_form (the combiner's last step) against np.nonzero: sparse and full rows,
+    all-zero rows and words, nonzero bytes at every position of a word, the largest rank;
+    a register above the largest rank raises, 1-D registers are one key."""
+    rng = np.random.default_rng(p)
+    m = 1 << p
+    regs = np.zeros((9, m), np.uint8)
+    regs[1] = rng.integers(1, 66 - p, m)  # every register set
+    regs[2, rng.integers(0, m, 3)] = 65 - p  # the largest rank
+    for pos in range(8):  # one register in each byte position of a word
+        regs[3 + pos % 5, 8 * (pos % (m // 8)) + pos] = pos + 1
+    sparse = rng.random((9, m)) < 0.02
+    regs[sparse] = rng.integers(1, 66 - p, int(sparse.sum()))
+    regs[0] = 0
+    for r in (regs, regs[:0], regs[0:1], np.zeros((3, m), np.uint8)):
+        keys, entries = hll.long_form(r)
+        k_want, j_want = np.nonzero(r)
+        np.testing.assert_array_equal(keys, k_want)
+        np.testing.assert_array_equal(entries >> hll.RANK_BITS, j_want)
+        np.testing.assert_array_equal(entries & ((1 << hll.RANK_BITS) - 1), r[k_want, j_want])
+    one_k, one_e = hll.long_form(regs[1])
+    np.testing.assert_array_equal(one_k, np.zeros(m, np.int64))
+    np.testing.assert_array_equal(one_e & ((1 << hll.RANK_BITS) - 1), regs[1])
+    bad = regs.copy()
+    bad[5, m - 1] = 66 - p
+    with pytest.raises(ValueError, match="above the largest rank"):
+        hll.long_form(bad)

@@ -495,3 +495,112 @@ def test_walk_fused_and_copied_levels_equal_one_segment_at_a_time(seed: int) -> 
                 sel = (period == p) & (gmap[g][dims] == k)
                 assert got[0][o + p * w + k] == len(set(addr[sel]))
                 assert got[1][o + p * w + k] == len(set(addr[sel & v6]))
+
+
+def _walk_oracle(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, k_top, asn_range):
+    """The walk's answers, key by key, the obvious way: per key, each address's total volume."""
+    addr = [(int(h) << 64) | int(lw) for h, lw in zip(hi, lo, strict=True)]
+    want = {}
+    for lev, g, off, w, co in segments:
+        per_key: dict[int, dict[int, int]] = {}
+        six: dict[int, set[int]] = {}
+        first: dict[int, int] = {}
+        for i in range(len(addr)):
+            key = int(pidx[lev][bucket[i]]) * w + int(gmap[g][dims[i]])
+            per_key.setdefault(key, {})
+            per_key[key][addr[i]] = per_key[key].get(addr[i], 0) + int(vol[i])
+            first.setdefault(addr[i], i)
+            if v6[i]:
+                six.setdefault(key, set()).add(addr[i])
+        for key, by_addr in per_key.items():
+            top = sorted(by_addr.items(), key=lambda av: (-av[1], av[0]))[:k_top]
+            asns: dict[int, int] = {}
+            for a, v in by_addr.items():
+                asns[int(asn[first[a]])] = asns.get(int(asn[first[a]]), 0) + v
+            want[(off + key, co + key if co >= 0 else -1)] = (
+                len(by_addr),
+                len(six.get(key, ())),
+                sum(v * v for v in by_addr.values()),
+                top,
+                asns if co >= 0 and asn_range[0] <= co + key < asn_range[1] else None,
+            )
+    return want
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_walk_matches_a_python_oracle(seed: int) -> None:
+    """Counts, IPv6 counts, sums of squared per-address volumes, top lists and (key, ASN)
+    volumes of the walk equal a per-key Python computation: on rows mostly alone in their
+    (address, period) (the walk sums those per (period, dimensions) before spreading them
+    over the grouping sets) mixed with addresses seen in several cells of a period, exact
+    repeats, equal volumes (ties broken by address), volumes near 2^64 (squares past 2^64),
+    and an ASN range that cuts a segment in two."""
+    from flowatlas.kernels.distinct import walk
+
+    rng = np.random.default_rng(100 + seed)
+    n = 3000
+    n_addr = 400
+    pool_hi = np.where(rng.random(n_addr) < 0.3, rng.integers(1, 2**63, n_addr), 0).astype(
+        np.uint64
+    )
+    pool_lo = rng.integers(0, 2**63, n_addr).astype(np.uint64)
+    pick = rng.integers(0, n_addr, n)
+    hi, lo = pool_hi[pick], pool_lo[pick]
+    n_b, n_d = 72, 6  # three days of hours
+    bucket = rng.integers(0, n_b, n)
+    dims = rng.integers(0, n_d, n)
+    lone = rng.random(n_addr) < 0.7  # most addresses: one cell per day
+    day_cell = rng.integers(0, n_d, (n_addr, 3))
+    keep = lone[pick]
+    dims[keep] = day_cell[pick[keep], bucket[keep] // 24]
+    vol = rng.integers(1, 1 << 20, n).astype(np.uint64)
+    vol[rng.random(n) < 0.3] = 777  # ties
+    big = rng.random(n) < 0.02
+    vol[big] = np.uint64(2**44) + rng.integers(0, 2**20, int(big.sum())).astype(np.uint64)
+    rep = rng.random(n) < 0.05  # exact repeats of earlier rows
+    src = rng.integers(0, n, n)
+    for col in (hi, lo, bucket, dims):
+        col[rep] = col[src[rep]]
+    v6 = hi != 0
+    asn = (pick % 11).astype(np.uint32)
+    asn[rep] = asn[src[rep]]
+    hour, dim = np.arange(n_b), np.arange(n_d)
+    pidx = np.stack([hour, hour // 24, hour // 48, np.zeros(n_b, np.int64)])  # hour, day...
+    gmap = np.stack([dim, dim % 3, dim // 3, np.zeros(n_d, np.int64)])
+    widths = (n_d, 3, 2, 1)
+    periods = pidx.max(axis=1) + 1
+    segments = [(0, 0, 0, n_d, -1)]
+    off = n_b * n_d
+    coff = 0
+    for lev in range(1, 4):
+        for g, w in enumerate(widths):
+            segments.append((lev, g, off, w, coff if lev != 3 or g != 2 else -1))
+            off += int(periods[lev]) * w
+            if lev != 3 or g != 2:
+                coff += int(periods[lev]) * w
+    # an ASN range from the middle of the day level's grouping 1 into its grouping 2
+    asn_from = int(periods[1]) * n_d + 2
+    asn_to = int(periods[1]) * (n_d + 3) + 3
+    k_top = 4
+    got = walk(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, off, coff, k_top,
+               asn_from, asn_to)  # fmt: skip
+    counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol = got
+    want = _walk_oracle(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, k_top,
+                        (asn_from, asn_to))  # fmt: skip
+    addr = (hi.astype(object) << 64) | lo.astype(object)
+    got_asn: dict[tuple[int, int], int] = {}
+    for k, a, v in zip(a_key, a_asn, a_vol, strict=True):
+        got_asn[(int(k), int(a))] = got_asn.get((int(k), int(a)), 0) + int(v)
+    seen = np.zeros(off, bool)
+    for (k, ck), (n_addr_k, n6, sq, top, asns) in want.items():
+        seen[k] = True
+        assert counts[k] == n_addr_k and counts6[k] == n6
+        if ck < 0:
+            continue
+        assert (int(sq_hi[ck]) << 64) | int(sq_lo[ck]) == sq
+        rows = [r for r in top_r[ck] if r >= 0]
+        assert [(addr[r], int(v)) for r, v in zip(rows, top_v[ck], strict=False)] == top
+        if asns is not None:
+            assert {a: v for (kk, a), v in got_asn.items() if kk == ck} == asns
+    assert not counts[~seen].any()
+    assert all(asn_from <= k < asn_to for k, _ in got_asn)

@@ -215,30 +215,35 @@ def links_table(
     cell's sums less its links'), so the rows of a bucket sum to its cells exactly. Sorted by
     cell, then link index (null last).
     """
-    from flowatlas.kernels.accumulate import sum_by_key
     from flowatlas.kernels.orient import unpack_cells
-    from flowatlas.kernels.tally import MAX_LINKS, link_key_parts
+    from flowatlas.kernels.tally import LINK_BITS, MAX_LINKS, link_key_parts
 
     cells, csums = result.cell_keys, result.cell_sums[:, :3]
     if result.link_sums is not None and result.link_sums[0].size:
         lkeys, lsums = result.link_sums
     else:
         lkeys, lsums = np.empty(0, np.int64), np.empty((0, 3), np.uint64)
-    l_cell, l_link = link_key_parts(lkeys)
-    on_links_keys, on_links = sum_by_key(l_cell, lsums)
+    # link keys are sorted (cell << LINK_BITS | link): each cell's links are one run, so
+    # their sums are one reduceat (they never exceed the cell's, whose sums did not wrap)
+    l_cell = link_key_parts(lkeys)[0]
+    first = np.flatnonzero(np.r_[True, l_cell[1:] != l_cell[:-1]]) if l_cell.size else l_cell
     rest = csums.copy()
-    at = np.searchsorted(cells, on_links_keys)
-    rest[at] -= on_links  # every linked cell is a cell; the links never exceed it
+    if l_cell.size:
+        rest[np.searchsorted(cells, l_cell[first])] -= np.add.reduceat(lsums, first, axis=0)
     keep = rest[:, 2] > 0
-    cell = np.concatenate([l_cell, cells[keep]])
-    link = np.concatenate([l_link, np.full(int(keep.sum()), MAX_LINKS, np.int64)])
-    sums = np.concatenate([lsums, rest[keep]])
-    order = np.lexsort((link, cell))
-    cell, link, sums = cell[order], link[order], sums[order]
+    # a cell's rest as link MAX_LINKS (after its links): both runs sorted, so a stable sort
+    # of the joined keys is a merge
+    key = np.concatenate([lkeys, (cells[keep] << LINK_BITS) | MAX_LINKS])
+    order = np.argsort(key, kind="stable")
+    cell, link = link_key_parts(key[order])
+    sums = np.concatenate([lsums, rest[keep]])[order]
     codes = unpack_cells(cell)
     start = pa.array(codes["bucket"] * np.int64(bucket_us), pa.int64()).cast(TIMESTAMP)
-    names = np.asarray([*link_names, None], dtype=object)
-    link_col = pa.array(names[np.minimum(link, len(link_names))], pa.string())
+    unlinked = link >= len(link_names)
+    link_col = pa.DictionaryArray.from_arrays(
+        pa.array(np.where(unlinked, 0, link).astype(np.int32), mask=unlinked),
+        pa.array(list(link_names) or [""], pa.string()),
+    ).cast(pa.string())
     cols = {"bucket_start": start, "link": link_col}
     cols.update(_dims_columns(codes, regions, types, DIMENSIONS))
     cols.update({m: pa.array(np.ascontiguousarray(sums[:, i]), pa.uint64())

@@ -552,9 +552,13 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             coff += codes[li].size * w
     table = plan.class_table
     asn_of = np.append(table.networks.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
-    asn = asn_of[table.lookup(rows.hi, rows.lo)]
-    v6 = ~is_v4(rows.hi, rows.lo)
     ids = ip_ids(rows.hi, rows.lo)
+    # a row of each distinct address (any: they hold the same address): the prefix table and
+    # the sketches' hash look at each address once, not once per row
+    first = np.empty(ids[1], np.int64)
+    first[ids[0]] = np.arange(ids[0].size)
+    asn = asn_of[table.lookup(rows.hi[first], rows.lo[first])][ids[0]]
+    v6 = ~is_v4(rows.hi, rows.lo)
     full, full6, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
         rows.hi, rows.lo, bid, dims, v6, rows.vol, asn, pidx, tables.gmap, segments, off,
         coff, TOP_K, asn_from, asn_to, ids,
@@ -603,8 +607,6 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         # the sketch key of each distinct bucket, then gathered per row (no per-row division)
         base = sketch_keys(bkeys << DIM_BITS, plan)[bid]
         # registers and ranks hashed once per distinct address, not once per row
-        first = np.empty(ids[1], np.int64)
-        first[ids[0]] = np.arange(ids[0].size)
         idx, rank = hll.slots(rows.hi[first], rows.lo[first], plan.sketch_p)
         result.sketch = hll.sparse_update(
             base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p,

@@ -714,6 +714,31 @@ def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all):
     return kk_asn, kk_rep, f_start, *f_cols
 
 
+#: most (period, dimensions) pairs of a level that the walk sums its lone rows into before it
+#: spreads them over the level's grouping sets (:func:`_walk`); larger levels walk every key.
+#: Their top lists take 160 bytes each: 2^18 of them (two years of days at the seed's 288
+#: dimension combinations) are 40 MiB per reducer
+FINE_KEYS_MAX = 1 << 18
+
+
+@numba.njit(nogil=True, cache=True)
+def _fine_keys(seg_level, seg_width, seg_keys, seg_coff, run_end, d_all):  # pragma: no cover
+    """How many (period, dimensions) keys the largest run with lone-row sums needs (see
+    :func:`_walk`), and how many of them with concentration."""
+    most = 0
+    most_c = 0
+    s = 0
+    while s < seg_level.size:
+        e = run_end[s]
+        n_fine = (seg_keys[s] // seg_width[s]) * d_all
+        if e - s > 1 and n_fine <= FINE_KEYS_MAX:
+            most = max(most, n_fine)
+            if seg_coff[s] >= 0:
+                most_c = max(most_c, n_fine)
+        s = e
+    return most, most_c
+
+
 @numba.njit(nogil=True, cache=True)
 def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
           seg_level, seg_group, seg_off, seg_width, seg_coff, seg_keys, n_total, n_conc,
@@ -725,29 +750,21 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
     Level by level over the rows of that level (see :func:`_levels`), all its segments in
     one pass: a row is read once for the level's grouping sets, whose keys sit side by side
     (consecutive segments of one level whose keys follow each other form one run; the
-    pipeline lays them out so). A level's key arrays are small, so they stay in cache.
-    Addresses come in ASN order, so an ASN's volume per key gathers in a dense array and
-    leaves once per (ASN, key); nothing else depends on the order of addresses.
+    pipeline lays them out so). Addresses come in ASN order, so an ASN's volume per key
+    gathers in a dense array and leaves once per (ASN, key); nothing else depends on the
+    order of addresses.
+
+    A row alone in its (address, period) (most rows of the day level: an address seen in
+    one cell of the day) reaches each of its keys once, with its own volume, in every
+    grouping set: such rows add up per (period, dimensions) first (count, squares, top list:
+    a "fine" key), and the fine keys are spread over the run's grouping sets once, at its
+    end, so a lone row costs one key instead of one per grouping set. The other rows gather
+    their volume per key (a stamp per key remembers the last address counted) and conclude
+    it once their address is done.
     """
     n_runs = kk_asn.size
     n_seg = seg_off.size
-    counts = np.zeros(n_total, np.int64)
-    counts6 = np.zeros(n_total, np.int64)
-    # per concentration key, one 32-byte slot: the current address's volume, the sum of
-    # squares (hi, lo words) and the volume a newcomer must beat to enter the top list (the
-    # k-th best so far; 0 while the list has room): one cache line per key and address
-    slot = np.zeros((n_conc, 4), np.uint64)
-    top_v = np.zeros((n_conc, k_top), np.uint64)
-    top_r = np.full((n_conc, k_top), -1, np.int64)
-    # the current ASN's volume per key, and which keys it has touched
-    a_acc = np.zeros(n_conc, np.uint64)
-    a_mark = np.full(n_conc, -1, np.int64)
-    a_list = np.empty(n_conc, np.int64)
-    cap = 1 << 12
-    a_key = np.empty(cap, np.int64)
-    a_asn = np.empty(cap, np.uint32)
-    a_vol = np.empty(cap, np.uint64)
-    a_n = 0
+    d_all = gmap.shape[1]
     # runs of segments walked together: same level, keys (and concentration keys) adjacent
     run_end = np.empty(n_seg, np.int64)
     max_w = 0
@@ -767,31 +784,65 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
         run_end[s] = e
         max_w = max(max_w, width)
         s = e
+    n_fine, n_fine_c = _fine_keys(seg_level, seg_width, seg_keys, seg_coff, run_end, d_all)
+    counts = np.zeros(n_total, np.int64)
+    counts6 = np.zeros(n_total, np.int64)
+    # per fine key: lone addresses, and those of them IPv6
+    f_cnt = np.zeros(n_fine, np.int64)
+    f_cnt6 = np.zeros(n_fine, np.int64)
+    f_list = np.empty(n_fine, np.int64)
+    # per concentration key, then per fine key (from n_conc on): the current address's
+    # volume, the sum of squares (hi, lo), the volume a newcomer must reach to enter the top
+    # list (its k-th best while it is full, else 0), and the top list
+    n_c = n_conc + n_fine_c
+    acc = np.zeros(n_c, np.uint64)
+    sq_hi = np.zeros(n_c, np.uint64)
+    sq_lo = np.zeros(n_c, np.uint64)
+    thresh = np.zeros(n_c, np.uint64)
+    top_v = np.zeros((n_c, k_top), np.uint64)
+    top_r = np.full((n_c, k_top), -1, np.int64)
+    # the current ASN's volume per key, and which keys it has touched
+    a_acc = np.zeros(n_conc, np.uint64)
+    a_mark = np.full(n_conc, -1, np.int64)
+    a_list = np.empty(n_conc, np.int64)
+    cap = 1 << 12
+    a_key = np.empty(cap, np.int64)
+    a_asn = np.empty(cap, np.uint32)
+    a_vol = np.empty(cap, np.uint64)
+    a_n = 0
     stamp = np.full(max_w, -1, np.int64)
-    touched = np.empty(max_w, np.int64)
+    touched = np.empty(max_w + n_fine_c, np.int64)  # concentration keys of this address
+    # per period (level 0 has the most): which address last had a row in it, and how many
+    p_stamp = np.full(pidx.shape[1], -1, np.int64)
+    p_rows = np.zeros(pidx.shape[1], np.int64)
     r_base = np.empty(n_seg, np.int64)  # a segment's first key within its run
     r_width = np.empty(n_seg, np.int64)
     r_grow = np.empty(n_seg, np.int64)
+    r_asn = np.empty(n_seg, np.bool_)  # whether a segment has keys in [asn_from, asn_to)
 
     s = 0
     while s < n_seg:
         e = run_end[s]
         n_in = e - s
         width = 0
+        co = seg_coff[s]
         for j in range(n_in):
             r_base[j] = width
             r_width[j] = seg_width[s + j]
             r_grow[j] = seg_group[s + j]
+            r_asn[j] = co >= 0 and co + width < asn_to and co + width + seg_keys[s + j] > asn_from
             width += seg_keys[s + j]
         lev = seg_level[s]
         off = seg_off[s]
-        co = seg_coff[s]
         rstart = f_start[lev]
         l_p = f_p[lev]
         l_d = f_d[lev]
         l_v = f_v[lev]
         l_s = f_s[lev]
         stamp[:width] = -1  # only the run's keys: coarse levels have few
+        p_stamp[:] = -1
+        fine = n_in > 1 and (seg_keys[s] // seg_width[s]) * d_all <= FINE_KEYS_MAX
+        n_fl = 0
         a_cur = np.int64(-1)
         n_list = 0
         for kk in range(n_runs + 1):
@@ -822,12 +873,48 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
             if kk == n_runs:
                 break
             a_cur = kk_asn[kk]
+            r0 = rstart[kk]
+            r1 = rstart[kk + 1]
+            if fine and r1 - r0 > 1:  # how many of the address's rows each period has
+                for t in range(r0, r1):
+                    p = l_p[t]
+                    if p_stamp[p] != kk:
+                        p_stamp[p] = kk
+                        p_rows[p] = 1
+                    else:
+                        p_rows[p] += 1
             nt = 0
-            for t in range(rstart[kk], rstart[kk + 1]):
+            for t in range(r0, r1):
                 p = l_p[t]
                 dd = l_d[t]
                 six = l_s[t]
                 vt = l_v[t]
+                if fine and (r1 - r0 == 1 or p_rows[p] == 1):
+                    # the address's only row in this period: no other row of it reaches
+                    # these keys (they hold the period), so they count it once, with this
+                    # row's volume: gathered on the fine key (period, dimensions)
+                    f = p * d_all + dd
+                    if f_cnt[f] == 0:
+                        f_list[n_fl] = f
+                        n_fl += 1
+                    f_cnt[f] += 1
+                    if six:
+                        f_cnt6[f] += 1
+                    if co < 0:
+                        continue
+                    touched[nt] = n_conc + f
+                    nt += 1
+                    acc[n_conc + f] = vt
+                    for j in range(n_in):  # its ASN's volume, on the keys that gather it
+                        if r_asn[j]:
+                            cidx = co + r_base[j] + p * r_width[j] + gmap[r_grow[j], dd]
+                            if asn_from <= cidx < asn_to:
+                                if a_mark[cidx] < 0:
+                                    a_mark[cidx] = 1
+                                    a_list[n_list] = cidx
+                                    n_list += 1
+                                a_acc[cidx] += vt
+                    continue
                 for j in range(n_in):
                     key = r_base[j] + p * r_width[j] + gmap[r_grow[j], dd]
                     if stamp[key] != kk:
@@ -836,23 +923,22 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
                         if six:
                             counts6[off + key] += 1
                         if co >= 0:
-                            touched[nt] = key
+                            touched[nt] = co + key
                             nt += 1
                     if co >= 0:
-                        slot[co + key, 0] += vt
-            if co < 0:
-                continue
+                        acc[co + key] += vt
+            # the address's volume on each key it reached (a fine key: its lone row's)
             rep = kk_rep[kk]
             for q in range(nt):
-                cidx = co + touched[q]
-                v = slot[cidx, 0]
-                slot[cidx, 0] = 0
+                cidx = touched[q]
+                v = acc[cidx]
+                acc[cidx] = 0
                 ph, pl = _mul128(v, v)
-                new_lo = slot[cidx, 2] + pl
-                slot[cidx, 1] += ph + (np.uint64(1) if new_lo < pl else np.uint64(0))
-                slot[cidx, 2] = new_lo
+                new_lo = sq_lo[cidx] + pl
+                sq_hi[cidx] += ph + (np.uint64(1) if new_lo < pl else np.uint64(0))
+                sq_lo[cidx] = new_lo
                 # the key's top list: volume descending, then address ascending
-                if v >= slot[cidx, 3]:
+                if v >= thresh[cidx]:
                     pos = k_top
                     while pos > 0:
                         r = top_r[cidx, pos - 1]
@@ -869,16 +955,72 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
                         top_v[cidx, pos] = v
                         top_r[cidx, pos] = rep
                         if top_r[cidx, k_top - 1] >= 0:
-                            slot[cidx, 3] = top_v[cidx, k_top - 1]
+                            thresh[cidx] = top_v[cidx, k_top - 1]
                 if asn_from <= cidx < asn_to:
                     if a_mark[cidx] < 0:
                         a_mark[cidx] = 1
                         a_list[n_list] = cidx
                         n_list += 1
                     a_acc[cidx] += v
+        # the fine keys, spread over the run's grouping sets (and cleared for the next run):
+        # counts and squares add up, and a lone address sits in one fine key of a key, so
+        # the key's best lone addresses are among the best of its fine keys
+        for q in range(n_fl):
+            f = f_list[q]
+            p = f // d_all
+            dd = f - p * d_all
+            fc = n_conc + f
+            for j in range(n_in):
+                key = r_base[j] + p * r_width[j] + gmap[r_grow[j], dd]
+                counts[off + key] += f_cnt[f]
+                counts6[off + key] += f_cnt6[f]
+                if co >= 0:
+                    _spread_top(sq_hi, sq_lo, thresh, top_v, top_r, co + key, fc, hi, lo)
+            f_cnt[f] = 0
+            f_cnt6[f] = 0
+            if co >= 0:
+                sq_hi[fc] = 0
+                sq_lo[fc] = 0
+                thresh[fc] = 0
+                for z in range(k_top):
+                    top_v[fc, z] = 0
+                    top_r[fc, z] = -1
         s = e
-    return (counts, counts6, slot[:, 1].copy(), slot[:, 2].copy(), top_v, top_r, a_key[:a_n],
-            a_asn[:a_n], a_vol[:a_n])  # fmt: skip
+    return (counts, counts6, sq_hi[:n_conc].copy(), sq_lo[:n_conc].copy(),
+            top_v[:n_conc].copy(), top_r[:n_conc].copy(), a_key[:a_n], a_asn[:a_n],
+            a_vol[:a_n])  # fmt: skip
+
+
+@numba.njit(nogil=True, cache=True)
+def _spread_top(sq_hi, sq_lo, thresh, top_v, top_r, cidx, fc, hi, lo):  # pragma: no cover
+    """Fold fine key ``fc``'s sum of squares and top list into key ``cidx``'s (a call per
+    (fine key, grouping set): few, unlike the walk's per-address offers, which stay inline
+    in :func:`_walk`, since a call that passes arrays costs more than the work here)."""
+    new_lo = sq_lo[cidx] + sq_lo[fc]
+    sq_hi[cidx] += sq_hi[fc] + (np.uint64(1) if new_lo < sq_lo[fc] else np.uint64(0))
+    sq_lo[cidx] = new_lo
+    k_top = top_v.shape[1]
+    for y in range(k_top):
+        rep = top_r[fc, y]
+        v = top_v[fc, y]
+        if rep < 0 or v < thresh[cidx]:
+            break  # the list is volume descending: nothing after it enters either
+        pos = k_top
+        while pos > 0:
+            r = top_r[cidx, pos - 1]
+            if r >= 0 and (
+                top_v[cidx, pos - 1] > v or (top_v[cidx, pos - 1] == v and _ip_less(hi, lo, r, rep))
+            ):
+                break
+            pos -= 1
+        if pos < k_top:
+            for z in range(k_top - 1, pos, -1):
+                top_v[cidx, z] = top_v[cidx, z - 1]
+                top_r[cidx, z] = top_r[cidx, z - 1]
+            top_v[cidx, pos] = v
+            top_r[cidx, pos] = rep
+            if top_r[cidx, k_top - 1] >= 0:
+                thresh[cidx] = top_v[cidx, k_top - 1]
 
 
 def walk(
