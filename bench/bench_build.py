@@ -4,7 +4,7 @@ One run synthesizes (or reuses) an archive, then times five ways of turning it i
 each in its own process, and checks that all five produced the same numbers:
 
 - ``flowatlas build --workers 0`` (eager, one process; numba kernels use every core),
-  ``flowatlas build --workers N`` (a local Dask cluster of N threads, the default) and
+  ``flowatlas build --workers N`` (N threads of one process, the default) and
   ``flowatlas build --workers N --processes`` (N single-threaded worker processes);
 - DuckDB SQL and a Polars lazy query over the same Parquet files, prefix CSV and
   configuration, producing the cube's cells and every rollup the configuration asks for (day,
@@ -36,7 +36,7 @@ included: that is what a user waits for); peak memory is the summed RSS of the p
 benchmark from memory" of the results file). Each engine runs in its own child process
 (``--child ENGINE --from-memory``) that first loads the whole archive, every column, untimed:
 flowatlas as one ``pyarrow.Table`` passed to ``flowatlas.build_cube_from_table`` (eagerly,
-and on Dask's threaded scheduler unless ``--no-dask``; process clusters cannot take
+and on threads unless ``--no-dask``; process clusters cannot take
 in-memory records), DuckDB as a table of its in-memory database created from that Arrow
 table, Polars as a DataFrame made from it. Then only the computation is timed, from those
 records to the cube's cells and rollups written: the same DuckDB SQL (``duckdb_compute``) and
@@ -1033,7 +1033,7 @@ def run_memory(args: argparse.Namespace) -> list[Result]:
         print(f"timing {records:,} records from memory, best of {args.repeat} ...", flush=True)
         runs = [("flowatlas", "eager (workers=0)", 0, ref)]
         if not args.no_dask:
-            runs.append(("flowatlas", f"Dask, {threads} threads", threads, work / "flowatlas-dask"))
+            runs.append(("flowatlas", f"{threads} threads", threads, work / "flowatlas-dask"))
         labels = {"duckdb": f"{threads} threads, DuckDB table", "polars": f"{threads} threads"}
         runs += [(e, labels[e], threads, work / e) for e in args.engines]
         results = []
@@ -1068,7 +1068,7 @@ def run(args: argparse.Namespace) -> list[Result]:
         results.append(Result("flowatlas", "eager (--workers 0)", m, "reference"))
         print(f"  flowatlas eager: {m.seconds:.2f} s", flush=True)
         dask_modes = [] if args.no_dask else [
-            (f"Dask, {threads} threads", ()),
+            (f"{threads} threads", ()),
             (f"Dask, {threads} processes", ("--processes",)),
         ]  # fmt: skip
         for mode, extra in dask_modes:
@@ -1198,7 +1198,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="runs per engine; the best is kept")
     p.add_argument("--workers", type=int, default=usable_cores(), help="Dask workers/threads")
     p.add_argument("--engines", nargs="*", default=list(ENGINES), choices=list(ENGINES))
-    p.add_argument("--no-dask", action="store_true", help="skip the flowatlas Dask run")
+    p.add_argument("--no-dask", action="store_true", help="skip the threaded flowatlas run")
     p.add_argument("--data", default=str(DATA), help="where archives are cached")
     p.add_argument("--results", default=None, help=f"results file [{RESULTS}; none for --smoke]")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for CI: seconds, no file")

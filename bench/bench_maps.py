@@ -4,7 +4,7 @@ process, with the CPU time of each of its steps per record.
 A map task reads its row groups (``read_fragment``), classifies, orients and buckets each
 record (``orient_and_cell``, of which the fused kernel ``records_cpu``), sums cells and
 folds (cell, remote address) repeats into the partitions' rows (``map_rows``), and sums the
-link and geography tables (``tally``). The build runs the same tasks on Dask threads, its
+link and geography tables (``tally``). The build runs the same tasks on its threads, its
 reducers after them: this isolates the part of its cost that grows with the records read.
 Tasks are cut as ``flowatlas build`` cuts them (its ``partition_rows`` rule). One warm-up
 task first (kernel loads), then the best of ``--repeat`` passes by CPU time.

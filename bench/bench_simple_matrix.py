@@ -398,7 +398,7 @@ def report(rows: list[Row], args: argparse.Namespace, load_before: str) -> str:
         ])  # fmt: skip
     body = [
         "flowatlas: `flowatlas build ARCHIVE --table T.fatable` (the full cube, default local "
-        "Dask threads); DuckDB and Polars: only the simple matrix (see "
+        "threads); DuckDB and Polars: only the simple matrix (see "
         "bench/bench_simple_matrix.py's docstring). Whole processes from Parquet on disk, "
         f"start-up included, {args.threads} threads each, warm caches, best of {args.repeat}. "
         '"their wall / ours" above 1 means flowatlas is faster.',
