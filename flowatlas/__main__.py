@@ -1,7 +1,5 @@
 """``python -m flowatlas`` runs the CLI."""
 
-import sys
+from flowatlas.cli import run
 
-from flowatlas.cli import main
-
-sys.exit(main())
+run()
