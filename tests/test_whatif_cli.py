@@ -312,10 +312,10 @@ def test_the_whatif_command_loads_no_kernels_server_or_cluster(world) -> None:
 
     argv = ["flowatlas", "whatif", str(world["cube"]), "--config", str(world["plan"]),
             "--scenario", "neocloud-migration", "--json"]  # fmt: skip
+    # main(), not `python -m flowatlas`: that ends the process as soon as the command returns
     code = (
-        f"import runpy, sys; sys.argv = {argv!r}\n"
-        "try:\n    runpy.run_module('flowatlas', run_name='__main__')\n"
-        "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "import sys\nfrom flowatlas.cli import main\n"
+        f"status = main({argv[1:]!r})\nassert not status, status\n"
         "print(sorted(m for m in ('numba', 'scipy', 'bokeh', 'dask') if m in sys.modules))"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
