@@ -591,7 +591,6 @@ class SetupCounter:
     def __init__(self, config: Config) -> None:
         self.plan = _plan(config, None)
         self.unknown_type = self.plan.network_types.index(UNKNOWN)
-        self.origin = config.origin
 
     def __call__(self, table: pa.Table, counts: str) -> list[int]:
         """[records, quarantined, unknown region, unknown type, transit] of ``table``."""

@@ -281,6 +281,9 @@ _PB_V2 = {
 _PB_V1_TIMES = {2: "time_received", 38: "time_start", 5: "time_end"}
 _ADDR_FIELDS = {"exporter", "src_addr", "dst_addr"}
 _TIME_FIELDS = ("time_received", "time_start", "time_end")
+#: field numbers by name, for the column-wise decoder
+_PB_V2_NUMBER = {name: number for number, name in _PB_V2.items()}
+_PB_V1_NUMBER = {name: number for number, name in _PB_V1_TIMES.items()}
 _V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
 
 
@@ -333,6 +336,12 @@ def decode_flow_message(msg: bytes | memoryview) -> dict[str, Any]:
         if number in raw and number not in _PB_V2:
             continue
         raw.setdefault(number, value)  # repeated fields: keep the first
+    return _named_fields(raw)
+
+
+def _named_fields(raw: dict[int, Any]) -> dict[str, Any]:
+    """A FlowMessage's fields by name from its (first) value per field number: v1 times
+    (seconds) as ns where no v2 time is set, addresses as 16 bytes (``b"?"``: malformed)."""
     out: dict[str, Any] = {}
     v2 = 110 in raw or 111 in raw
     for number, name in _PB_V2.items():
@@ -577,9 +586,10 @@ def _newline_separated(head: bytes | bytearray, eof: bool) -> bool | None:
     return buffered > end and head[end] == 0x0A and _next_ok(view, end + 1, buffered)
 
 
-def _framing_problem(data: bytes | bytearray, pos: int, end: int) -> str:
+def _framing_problem(data: bytes | bytearray, pos: int) -> str:
     """What ``iter_delimited`` says of the message at ``pos`` whose framing is broken."""
-    view = memoryview(data)[:end]
+    view = memoryview(data)
+    end = len(data)
     try:
         length, start = _varint(view, pos)
     except (_Truncated, ValueError):
@@ -659,7 +669,7 @@ def pb_chunks_compiled(
         row = row2
         del buf
         if state == BROKEN:
-            problem = _framing_problem(data, pos, len(data))
+            problem = _framing_problem(data, pos)
         if state == FULL or state == END or state == BROKEN:
             if row or problem is not None:
                 yield _pb_chunk_out(chunk, row, number, problem)
@@ -680,7 +690,6 @@ def _pb_chunk_out(
     chunk: _PbChunk, rows: int, first: int, problem: str | None
 ) -> tuple[list[int], Any, list[tuple[int, str]]]:
     """One chunk's (numbers, records, bad), numbering messages from ``first + 1``."""
-    numbers: list[int] = []
     bad: list[tuple[int, str]] = []
     good = np.ones(rows, np.bool_)
     mixed = False
@@ -715,12 +724,7 @@ def _pb_row_dict(chunk: _PbChunk, r: int) -> dict[str, Any]:
     for a, number in enumerate(ADDRESS_FIELDS):
         if chunk.addr_present[r, a]:
             raw[number] = chunk.addr[r, a].tobytes()
-    out = {name: raw[number] for number, name in _PB_V2.items() if number in raw}
-    if not (110 in raw or 111 in raw):
-        for number, name in _PB_V1_TIMES.items():
-            if number in raw:
-                out[name] = raw[number] * 1_000_000_000
-    return out
+    return _named_fields(raw)
 
 
 _INT64_MAX = (1 << 63) - 1
@@ -739,11 +743,9 @@ def _pb_arrays(chunk: _PbChunk, idx: np.ndarray) -> dict[str, pa.Array]:
 
     v2 = present[:, slot[110]] | present[:, slot[111]]
     times: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in ("time_received", "time_start", "time_end"):
-        v2_number = next(k for k, v in _PB_V2.items() if v == name)
-        v1_number = next(k for k, v in _PB_V1_TIMES.items() if v == name)
-        val, has = field(v2_number)
-        val1, has1 = field(v1_number)
+    for name in _TIME_FIELDS:
+        val, has = field(_PB_V2_NUMBER[name])
+        val1, has1 = field(_PB_V1_NUMBER[name])
         use1 = ~v2 & has1
         # seconds -> ns, capped as _pb_columns caps every time (min(v, 2^63 - 1))
         ns1 = np.where(
@@ -848,7 +850,7 @@ def json_chunks_fast(
                 eof = not more
                 data += more
             buf = np.frombuffer(data, np.uint8)
-            starts = np.empty(max(cap, 1), np.int64)
+            starts = np.empty(cap, np.int64)
             ends = np.empty_like(starts)
             kinds = np.empty(len(starts), np.int8)
             n = line_table(buf, eof, starts, ends, kinds)
