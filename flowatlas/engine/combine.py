@@ -326,15 +326,12 @@ class Combiner:
             return {}
         ak, aa, av = (np.concatenate([p[i] for p in parts]) for i in range(3))
         n_shards = max(1, min(os.cpu_count() or 1, ak.size // ASN_SHARE_ROWS))
-        shard = aa % np.uint32(n_shards) if n_shards > 1 else None
-        shards = [
-            (ak, aa, av) if shard is None else (ak[shard == i], aa[shard == i], av[shard == i])
-            for i in range(n_shards)
-        ]
+        if n_shards == 1:
+            return _top_asns_of_share(chain, ak, aa, av)
+        shard = aa % np.uint32(n_shards)
+        shards = [(ak[m], aa[m], av[m]) for m in (shard == i for i in range(n_shards))]
         with ThreadPoolExecutor(n_shards) as pool:
             lists = list(pool.map(lambda sh: _top_asns_of_share(chain, *sh), shards))
-        if n_shards == 1:
-            return lists[0]
         return {r: _merge_top_lists([one[r] for one in lists]) for r in chain}
 
     def result(self) -> PartitionResult:

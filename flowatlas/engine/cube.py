@@ -226,9 +226,9 @@ def links_table(
     # link keys are sorted (cell << LINK_BITS | link): each cell's links are one run, so
     # their sums are one reduceat (they never exceed the cell's, whose sums did not wrap)
     l_cell = link_key_parts(lkeys)[0]
-    first = np.flatnonzero(np.r_[True, l_cell[1:] != l_cell[:-1]]) if l_cell.size else l_cell
     rest = csums.copy()
     if l_cell.size:
+        first = np.flatnonzero(np.r_[True, l_cell[1:] != l_cell[:-1]])
         rest[np.searchsorted(cells, l_cell[first])] -= np.add.reduceat(lsums, first, axis=0)
     keep = rest[:, 2] > 0
     # a cell's rest as link MAX_LINKS (after its links): both runs sorted, so a stable sort

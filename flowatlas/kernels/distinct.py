@@ -133,7 +133,7 @@ def ip_ids(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, int]:
 
 def group_by_ip(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, start): rows of address k are order[start[k]:start[k + 1]], ids first-seen."""
-    ids, m = _ip_ids(np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64))
+    ids, m = ip_ids(hi, lo)
     return _counting_order(ids, m)
 
 
@@ -723,8 +723,10 @@ FINE_KEYS_MAX = 1 << 18
 
 @numba.njit(nogil=True, cache=True)
 def _fine_keys(seg_level, seg_width, seg_keys, seg_coff, run_end, d_all):  # pragma: no cover
-    """How many (period, dimensions) keys the largest run with lone-row sums needs (see
-    :func:`_walk`), and how many of them with concentration."""
+    """Which runs (by their first segment) sum their lone rows per (period, dimensions) key
+    (see :func:`_walk`), how many such keys the largest of them needs, and how many of them
+    with concentration: the one place that decides, so the walk's arrays fit its runs."""
+    fine = np.zeros(seg_level.size, np.bool_)
     most = 0
     most_c = 0
     s = 0
@@ -732,11 +734,12 @@ def _fine_keys(seg_level, seg_width, seg_keys, seg_coff, run_end, d_all):  # pra
         e = run_end[s]
         n_fine = (seg_keys[s] // seg_width[s]) * d_all
         if e - s > 1 and n_fine <= FINE_KEYS_MAX:
+            fine[s] = True
             most = max(most, n_fine)
             if seg_coff[s] >= 0:
                 most_c = max(most_c, n_fine)
         s = e
-    return most, most_c
+    return fine, most, most_c
 
 
 @numba.njit(nogil=True, cache=True)
@@ -784,7 +787,9 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
         run_end[s] = e
         max_w = max(max_w, width)
         s = e
-    n_fine, n_fine_c = _fine_keys(seg_level, seg_width, seg_keys, seg_coff, run_end, d_all)
+    run_fine, n_fine, n_fine_c = _fine_keys(
+        seg_level, seg_width, seg_keys, seg_coff, run_end, d_all
+    )
     counts = np.zeros(n_total, np.int64)
     counts6 = np.zeros(n_total, np.int64)
     # per fine key: lone addresses, and those of them IPv6
@@ -841,7 +846,7 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
         l_s = f_s[lev]
         stamp[:width] = -1  # only the run's keys: coarse levels have few
         p_stamp[:] = -1
-        fine = n_in > 1 and (seg_keys[s] // seg_width[s]) * d_all <= FINE_KEYS_MAX
+        fine = run_fine[s]
         n_fl = 0
         a_cur = np.int64(-1)
         n_list = 0
