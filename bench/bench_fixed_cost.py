@@ -18,34 +18,22 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import git_revision, load_average
+from _common import git_revision, load_average, run_measured, usable_cores
 
 
 def run_once(archive: Path, out: Path, checkout: Path, cwd: str) -> tuple[float, float]:
     """One build in a fresh process with ``checkout`` first on the path: (wall, CPU) s."""
     table = archive.with_name(archive.name + ".fatable")
     args = ["build", str(archive), "--table", str(table), "-o", str(out), "-q", "--overwrite"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPATH"] = str(checkout)
-    before = os.times()
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "flowatlas", *args], check=True, capture_output=True, env=env,
-        cwd=cwd,
-    )  # fmt: skip
-    wall = time.perf_counter() - t0
-    after = os.times()
-    cpu = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system
-    )
-    return wall, cpu
+    m = run_measured(
+        [sys.executable, "-m", "flowatlas", *args], env={"PYTHONPATH": str(checkout)}, cwd=cwd
+    ).check("flowatlas build")
+    return m.seconds, m.cpu_seconds
 
 
 def summary(label: str, runs: list[tuple[float, float]]) -> str:
@@ -70,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     here = Path(__file__).resolve().parent.parent
     checkouts = [c.resolve() for c in (args.checkout or [here])]
-    print(f"{os.cpu_count()} cores, load before {load_average()}")
+    print(f"{usable_cores()} cores, load before {load_average()}")
     for c in checkouts:
         print(f"  {c}: {git_revision(c)}")
     with tempfile.TemporaryDirectory() as tmp:

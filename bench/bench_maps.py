@@ -20,16 +20,10 @@ wall seconds and CPU nanoseconds per record. Steps nest (``records_cpu`` is insi
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _timed(mod: Any, name: str, label: str, acc: dict[str, list[float]]) -> None:
@@ -37,12 +31,12 @@ def _timed(mod: Any, name: str, label: str, acc: dict[str, list[float]]) -> None
     fn: Callable[..., Any] = getattr(mod, name)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        c, w = _cpu(), time.perf_counter()
+        c, w = time.process_time(), time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             x = acc.setdefault(label, [0.0, 0.0])
-            x[0] += _cpu() - c
+            x[0] += time.process_time() - c
             x[1] += time.perf_counter() - w
 
     setattr(mod, name, wrapper)
@@ -65,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     table = PrefixTable.load(args.table or args.archive.with_name(args.archive.name + ".fatable"))
     n = archive.num_rows
     # as build._build sizes them (eager: no rounding of partitions to the workers)
-    partitions = max(4, -(-n // build.ROWS_PER_PARTITION))
-    rows = min(2_000_000, max(250_000, n // 16))
+    partitions, rows = build.default_sizes(n)
     plan = make_plan(build.resolve_config(args.archive, None), table, partitions=partitions)
     tasks = pipeline.pack(archive.fragments(rows), rows)
     acc: dict[str, list[float]] = {}
@@ -83,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     best: tuple[float, float, dict[str, list[float]]] | None = None
     for _ in range(max(1, args.repeat)):
         acc.clear()
-        c, w = _cpu(), time.perf_counter()
+        c, w = time.process_time(), time.perf_counter()
         for task in tasks:
             pipeline.map_task(task, plan)
-        c, w = _cpu() - c, time.perf_counter() - w
+        c, w = time.process_time() - c, time.perf_counter() - w
         if best is None or c < best[0]:
             best = (c, w, {k: list(v) for k, v in acc.items()})
     assert best is not None

@@ -167,18 +167,20 @@ def _threads_alive() -> bool:
 def _fast_exit(code: int) -> None:  # pragma: no cover - ends the process (tests run it)
     import atexit
 
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        code = code or 1  # a closed or broken pipe: what Python's own exit would report
+    code = _flushed(code)
     atexit._run_exitfuncs()
+    os._exit(_flushed(code))
+
+
+def _flushed(code: int) -> int:
+    """``code`` once stdout and stderr are flushed; 1 for a success whose output could not
+    be (a closed or broken pipe: what Python's own exit would report)."""
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except (OSError, ValueError):
-        code = code or 1
-    os._exit(code)
+        return code or 1
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -193,14 +193,6 @@ class PrefixTable:
     def _user_override(self) -> np.ndarray:
         return _user_override(self.networks)
 
-    def precompute(self) -> PrefixTable:
-        """Compute now what every build asks of the table (the type index, the ASN names,
-        the override mask, the geography), e.g. on a thread of its own while a build's thread
-        is busy; returns the table."""
-        for name, value in _derived(self.networks, self.meta.get("path", "prefix table")):
-            self.__dict__.setdefault(name, value)
-        return self
-
     def user_override_mask(self) -> np.ndarray:
         """True per network id (plus a last entry, False, for -1) whose type a user rule set.
 
@@ -280,7 +272,7 @@ class PrefixTable:
         """Open a table written by :meth:`save`, memory-mapped; errors name the file.
 
         Every section's CRC-32 is checked, so a damaged file is an error, never wrong answers.
-        ``precompute`` also computes what every build asks of a table (:meth:`precompute`)
+        ``precompute`` also computes what every build asks of a table (:func:`_derived`)
         while the roots expand (the expansion waits for numba, which a build's own thread may
         be starting).
         """
@@ -343,7 +335,7 @@ class PrefixTable:
         # checking every section's CRC-32 (zlib releases the GIL) and expanding the two roots
         # (a nogil kernel, 64 MiB each at most) are independent: two threads share them, the
         # checks first (the expansion's kernel may wait for numba to start), then the
-        # networks' derived arrays (:meth:`precompute`), then the roots; nothing is returned
+        # networks' derived arrays (:func:`_derived`), then the roots; nothing is returned
         # before every check has passed, and nothing reads the networks before theirs has
         by_size = sorted(parts, key=lambda n: -parts[n].nbytes)
 
@@ -442,10 +434,7 @@ def _type_index(networks: pa.Table, where: str) -> tuple[list[str], np.ndarray]:
     encoded = pc.dictionary_encode(networks.column("network_type").combine_chunks())
     if encoded.null_count:  # compiled tables say Unknown, never null
         raise InputError(f"{where}: a network has no type")
-    which = np.zeros(0, np.int32)
-    if len(encoded):  # the indices as they are (to_numpy would import pandas)
-        indices = encoded.indices
-        which = np.frombuffer(indices.buffers()[1], np.int32, len(indices), 4 * indices.offset)
+    which = encoded.indices.to_numpy()  # no nulls: a view, no copy
     return encoded.dictionary.to_pylist(), which
 
 
@@ -502,7 +491,8 @@ def _geography(
 
 
 def _derived(networks: pa.Table, where: str) -> list[tuple[str, Any]]:
-    """What :meth:`PrefixTable.precompute` computes, as (cached attribute, value) pairs."""
+    """What every build asks of a table (the type index, the ASN names, the override mask, the
+    geography), as (cached attribute, value) pairs: ``PrefixTable.load(precompute=True)``."""
     return [
         ("_network_type_index", _type_index(networks, where)),
         ("asn_names", _asn_names(networks)),

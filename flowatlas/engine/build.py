@@ -348,7 +348,7 @@ def _opening(
     gives the table (or raises what opening it raised) given the configuration.
 
     Opening a large table is ~80 ms of CRC checks and index expansion, and what every build
-    then asks of it (:meth:`PrefixTable.precompute`) ~50 ms more of Arrow and NumPy kernels:
+    then asks of it (``PrefixTable.load(precompute=True)``) ~50 ms more of Arrow and NumPy kernels:
     all of it releases the GIL, while the archive's footers and the configuration (whose
     checks start numba, ~0.25 s of Python) take the build's own thread: the two overlap.
     Without a file there is nothing to start (the configuration names the table, or it is
@@ -362,6 +362,13 @@ def _opening(
     opened = pool.submit(PrefixTable.load, table, precompute=True)
     pool.shutdown(wait=False)
     return lambda _cfg: opened.result()
+
+
+def default_sizes(num_rows: int) -> tuple[int, int]:
+    """(IP partitions, archive rows per map task) of a build of ``num_rows`` records that
+    names neither: about :data:`ROWS_PER_PARTITION` rows per partition (at least 4, before
+    rounding up to whole rounds of the workers), and a few map tasks per worker."""
+    return max(4, -(-num_rows // ROWS_PER_PARTITION)), min(2_000_000, max(250_000, num_rows // 16))
 
 
 def _build(
@@ -391,12 +398,13 @@ def _build(
     """
     check_regions(cfg)  # as `config --check` does, for configurations made in Python too
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
+    auto_partitions, auto_rows = default_sizes(source.num_rows)
     if partitions is None:
-        partitions = max(4, -(-source.num_rows // ROWS_PER_PARTITION))
+        partitions = auto_partitions
         if n_workers > 1:  # whole rounds of reducers: none left running alone at the end
             partitions = -(-partitions // n_workers) * n_workers
     if partition_rows is None:
-        partition_rows = min(2_000_000, max(250_000, source.num_rows // 16))
+        partition_rows = auto_rows
     plan = make_plan(cfg, prefix_table, partitions=partitions, backend=resolve_backend(backend))
     if state_sig is not None and state_sig.get("plan") != plan.digest():
         raise InputError(

@@ -103,15 +103,13 @@ def run_threads(
 
     def finish(futures: list[Any], stage: str) -> list[Any]:
         """Each future's result, in order; progress counts them as they complete. The first
-        failure cancels what has not started and is raised here."""
+        failure is raised here."""
         nonlocal done
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
             for f in finished:
                 if f.exception() is not None:
-                    for other in pending:
-                        other.cancel()
                     raise f.exception()
                 done += 1
                 if progress:
@@ -119,30 +117,31 @@ def run_threads(
         return [f.result() for f in futures]
 
     with serial_kernels(), ThreadPoolExecutor(max(1, workers), "flowatlas-build") as pool:
-        if work is None:
-            maps = [pool.submit(map_task, t, plan) for t in tasks]
-        else:
-            maps = [
-                pool.submit(map_step, k, t, plan, work)
-                for k, t in zip(work.keys, tasks, strict=True)
-            ]
-        heads = finish(maps, "map")
-        if work is None:
-            reduces = [
-                pool.submit(reduce_in_memory, j, plan, heads) for j in range(plan.partitions)
-            ]
-        else:
-            reduces = [
-                pool.submit(reduce_step, j, work.keys, plan, work) for j in range(plan.partitions)
-            ]
-        combiner = Combiner(heads, plan)
         try:
+            if work is None:
+                maps = [pool.submit(map_task, t, plan) for t in tasks]
+            else:
+                maps = [
+                    pool.submit(map_step, k, t, plan, work)
+                    for k, t in zip(work.keys, tasks, strict=True)
+                ]
+            heads = finish(maps, "map")
+            if work is None:
+                reduces = [
+                    pool.submit(reduce_in_memory, j, plan, heads) for j in range(plan.partitions)
+                ]
+            else:
+                reduces = [
+                    pool.submit(reduce_step, j, work.keys, plan, work)
+                    for j in range(plan.partitions)
+                ]
+            combiner = Combiner(heads, plan)
             for r in reduces:
-                finish([r], "reduce")
-                _fold_in(combiner, r.result(), work)
+                _fold_in(combiner, finish([r], "reduce")[0], work)
         except BaseException:
-            for r in reduces:  # none left to start; the running ones finish on the way out
-                r.cancel()
+            # none left to start; the running ones finish on the way out (cleaning up their
+            # temporary files) before the error goes on
+            pool.shutdown(cancel_futures=True)
             raise
     return combiner.result(), _stats(m.stats for m in heads)
 
@@ -152,10 +151,9 @@ def reduce_in_memory(j: int, plan: BuildPlan, maps: list[MapResult]) -> Counts:
     return reduce_partition([m.pieces[j] for m in maps], plan)
 
 
-def _fold_in(combiner: Combiner, j: int | Counts, work: WorkDir | None) -> Combiner:
+def _fold_in(combiner: Combiner, j: int | Counts, work: WorkDir | None) -> None:
     """Fold reducer ``j``'s counts (from the work directory, or as given) into the combiner."""
     combiner.add(work.load_counts(j) if work is not None else j)
-    return combiner
 
 
 def _combine(heads: list[MapResult], counts: Any, plan: BuildPlan, work: WorkDir | None):
