@@ -62,11 +62,14 @@ def recover_output(out: Path, *, marker: str = "cube.json", what: str = "cube") 
     if not parent.is_dir():
         return done
     pattern = re.compile(rf"^\.{re.escape(out.name)}\.(old|partial)-(\d+)$")
+    prefix = f".{out.name}."
     found = []
-    for entry in sorted(parent.iterdir()):
-        m = pattern.match(entry.name)
+    # names first, Paths only for the few that match: the parent may be a large folder
+    # (/tmp: a thousand entries took 25 ms as sorted Paths, every build, three times)
+    for name in sorted(n for n in os.listdir(parent) if n.startswith(prefix)):
+        m = pattern.match(name)
         if m and not _pid_alive(int(m.group(2))):
-            found.append((m.group(1), entry))
+            found.append((m.group(1), parent / name))
     for kind, entry in sorted(found, key=lambda kv: kv[0] != "old"):  # old ones first
         if kind == "old" and not out.exists() and (entry / marker).exists():
             os.replace(entry, out)
