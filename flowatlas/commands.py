@@ -110,7 +110,7 @@ def synth(records, start, days, seed, out, workers, overwrite, compression, quie
 def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, partitions,
                partition_rows, overwrite, quiet, processes=False, backend="auto",
                keep_state=False, incremental=False, shuffle="auto",
-               work_dir=None):  # fmt: skip
+               work_dir=None, trim_memory=True):  # fmt: skip
     from flowatlas.engine.build import build_cube
 
     bar = Progress("build", "tasks", quiet=quiet)
@@ -133,6 +133,7 @@ def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, p
             work_dir=work_dir,
             overwrite=overwrite,
             progress=progress,
+            trim_memory=trim_memory,
         )
     finally:
         bar.close()
@@ -221,6 +222,7 @@ def build(
         incremental=incremental,
         shuffle=shuffle,
         work_dir=work_dir,
+        trim_memory=False,  # this process ends once the summary is printed
     )
     dt = time.perf_counter() - t0
     for line in _build_summary(s, dt, archive):

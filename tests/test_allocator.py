@@ -59,3 +59,35 @@ def test_build_allocator_is_a_no_op_without_glibc(monkeypatch) -> None:
     monkeypatch.setattr(allocator, "_glibc", lambda: None)
     with allocator.build_allocator() as applied:
         assert applied is False
+
+
+class _FakeLibc:
+    """glibc's two calls, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", param))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_build_allocator_trims_unless_told_not_to(monkeypatch, trim: bool) -> None:
+    """``trim=False`` (a process about to end: the build command) restores the settings but
+    skips ``malloc_trim``; the default trims."""
+    libc = _FakeLibc()
+    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+    kwargs = {} if trim else {"trim": False}
+    with allocator.build_allocator(**kwargs) as applied:
+        assert applied
+    assert [c for c in libc.calls if c[0] == "mallopt"][-3:] == [
+        ("mallopt", allocator.M_MMAP_THRESHOLD),
+        ("mallopt", allocator.M_TRIM_THRESHOLD),
+        ("mallopt", allocator.M_TOP_PAD),
+    ]
+    assert (("malloc_trim", 0) in libc.calls) is trim

@@ -131,6 +131,7 @@ def build_cube(
     incremental: bool = False,
     overwrite: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    trim_memory: bool = True,
 ) -> BuildSummary:
     """Build the cube of ``archive`` into ``out``.
 
@@ -152,6 +153,10 @@ def build_cube(
     ``.CUBE.state`` (:func:`state_path`; the cube folder itself stays small), and
     ``incremental`` rebuilds such a cube reading only the archive files that are new or
     changed since (same configuration and prefix table required), with exact results.
+
+    ``trim_memory`` returns the memory the build freed to the system at its end
+    (:func:`~flowatlas.engine.allocator.build_allocator`); a process that ends right after
+    (the ``flowatlas build`` command) has no need to.
     """
     archive = Path(archive)
     out = Path(out)
@@ -196,6 +201,7 @@ def build_cube(
             state_sig=state_sig,
             overwrite=overwrite,
             progress=progress,
+            trim_memory=trim_memory,
         )
 
 
@@ -391,6 +397,7 @@ def _build(
     keep_state: bool = False,
     incremental: bool = False,
     state_sig: dict[str, Any] | None = None,
+    trim_memory: bool = True,
 ) -> BuildSummary:
     """Plan, map, reduce, combine and write: the build of an archive or of in-memory records.
 
@@ -446,7 +453,7 @@ def _build(
     # freed arrays reused, not fresh pages (engine/allocator.py), until the cube is written
     # (trimming the heap between the reducers and the cube's tables cost 50 ms); no cycle
     # collections while the scheduler's many small objects come and go
-    with build_allocator():
+    with build_allocator(trim=trim_memory):
         try:
             with _gc_paused():
                 if n_workers == 0 and not scheduler:
