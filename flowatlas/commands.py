@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from flowatlas.errors import ConfigError, OutputError
+from flowatlas.numba_start import start_numba
 from flowatlas.progress import Progress, build_progress
 
 if TYPE_CHECKING:
@@ -205,6 +206,7 @@ def build(
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be >= 0, not {workers}")
     t0 = time.perf_counter()
+    start_numba()  # this process runs flowatlas only: numba starts without SciPy's BLAS
     s = _run_build(
         archive,
         out,

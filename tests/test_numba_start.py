@@ -1,0 +1,111 @@
+"""numba's start without its BLAS probe (flowatlas/numba_start.py), as `flowatlas build` does.
+
+Each check runs in a fresh interpreter: what it is about happens once per process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+HAVE_SCIPY = importlib.util.find_spec("scipy") is not None
+
+
+def _run(script: str) -> str:
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout.strip()
+
+
+def test_start_numba_skips_scipy_and_leaves_it_importable() -> None:
+    """numba starts without importing scipy.linalg; afterwards SciPy imports as usual, and
+    numba code that needs BLAS (np.dot) still compiles and finds it."""
+    out = _run(
+        """
+import sys
+from flowatlas.numba_start import start_numba, BLAS_MODULE
+assert start_numba()
+assert not start_numba()  # once per process
+assert "scipy.linalg" not in sys.modules and BLAS_MODULE not in sys.modules
+import numba, numpy as np
+from numba.np import arraymath
+@numba.njit(cache=False)
+def total(a):
+    return a.sum()
+assert total(np.arange(10.0)) == 45.0
+assert "scipy.linalg" not in sys.modules
+print(arraymath._HAVE_BLAS)
+try:
+    import scipy.linalg.cython_blas  # noqa: F401
+except ImportError:
+    print("no scipy")
+    raise SystemExit(0)
+@numba.njit(cache=False)
+def dot(a, b):
+    return np.dot(a, b)
+assert dot(np.arange(3.0), np.arange(3.0)) == 5.0
+print("dot ok")
+"""
+    )
+    if HAVE_SCIPY:
+        assert out.splitlines() == ["False", "dot ok"]
+    else:
+        assert out.splitlines()[-1] == "no scipy"
+
+
+@pytest.mark.skipif(not HAVE_SCIPY, reason="without SciPy there is no probe to skip")
+def test_start_numba_does_nothing_once_scipy_blas_is_loaded() -> None:
+    out = _run(
+        """
+import scipy.linalg.cython_blas  # noqa: F401
+from flowatlas.numba_start import start_numba
+print(start_numba())
+from numba.np import arraymath
+print(arraymath._HAVE_BLAS)
+"""
+    )
+    assert out.splitlines() == ["False", "True"]
+
+
+def test_flowatlas_kernels_use_no_inner_product_the_probe_decides() -> None:
+    """The probe's answer only picks np.correlate / np.convolve's inner product in numba
+    code; the build command may skip it while no flowatlas module calls them."""
+    from pathlib import Path
+
+    import flowatlas
+
+    root = Path(flowatlas.__file__).parent
+    users = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "numba_start.py"
+        and ("np.correlate" in p.read_text() or "np.convolve" in p.read_text())
+    ]
+    assert users == []
+
+
+def test_build_command_starts_numba_and_skips_the_last_trim(tmp_path, monkeypatch) -> None:
+    """`flowatlas build` (its process ends after the build) starts numba without the probe
+    and asks the build not to trim the heap; the library's build_cube trims by default."""
+    import inspect
+
+    from click.testing import CliRunner
+
+    from flowatlas import commands
+    from flowatlas.engine.build import build_cube
+
+    assert inspect.signature(build_cube).parameters["trim_memory"].default is True
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(commands, "start_numba", lambda: seen.setdefault("started", True))
+
+    def fake_run_build(archive, out, **kwargs):
+        seen["trim_memory"] = kwargs.get("trim_memory", True)
+        raise commands.ConfigError("stop here")
+
+    monkeypatch.setattr(commands, "_run_build", fake_run_build)
+    result = CliRunner().invoke(commands.build, [str(tmp_path), "-o", str(tmp_path / "c")])
+    assert isinstance(result.exception, commands.ConfigError)
+    assert seen == {"started": True, "trim_memory": False}
