@@ -362,10 +362,14 @@ def write_cube(
         }
         tables = {name: t for name, t in tables.items() if t is not None}
         # side by side: pyarrow encodes and compresses, and hashlib hashes, without the GIL;
-        # each file's bytes are what writing it alone gives
+        # each file's bytes are what writing it alone gives. The largest first, so that no
+        # large one starts last while the other threads idle (world 1 M: links 80 ms, cells
+        # 45, sketches 25, geo 23, the rest 25 together: 99 ms on two threads, not 126)
+        largest_first = sorted(tables, key=lambda name: -tables[name].nbytes)
         with ThreadPoolExecutor(max_workers=min(len(tables), os.cpu_count() or 1)) as pool:
             writes = {
-                name: pool.submit(_write_and_hash, t, tmp / name) for name, t in tables.items()
+                name: pool.submit(_write_and_hash, tables[name], tmp / name)
+                for name in largest_first
             }
             hashes = {name: w.result() for name, w in writes.items()}
         meta = dict(files.meta)
