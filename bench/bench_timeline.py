@@ -115,17 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     sampler = CpuSampler(args.sample)
     sampler.start()
     t_import = now()
-    from flowatlas.engine import build, execution
+    from flowatlas.numba_start import start_numba
+
+    start_numba()  # as the build command does
+    from flowatlas.engine import build, cube, execution
 
     spans: list[Span] = []
     execution.map_task = traced(spans, "map", execution.map_task)
     execution.reduce_in_memory = traced(spans, "reduce", execution.reduce_in_memory)
     execution._fold_in = traced(spans, "combine", execution._fold_in)
-    build.write_cube = traced(spans, "write", build.write_cube)
+    # the cube's files are written as their tables are made: each file, then cube.json and
+    # the swap (the commit) are the write
+    cube._write_and_hash = traced(spans, "write", cube._write_and_hash)
+    cube.CubeWriter.commit = traced(spans, "write", cube.CubeWriter.commit)
     t_start = now()
     build.build_cube(
         args.archive, args.out, table=args.table, workers=args.workers, overwrite=True,
-        shuffle="memory",
+        shuffle="memory", trim_memory=False,
     )  # fmt: skip
     t_end = now()
     sampler.stop.set()

@@ -26,7 +26,7 @@ from flowatlas.engine.cube import (
     FORMAT,
     FORMAT_VERSION,
     STATE_DIR,
-    CubeFiles,
+    CubeWriter,
     cells_table,
     check_output,
     geo_table,
@@ -34,7 +34,6 @@ from flowatlas.engine.cube import (
     rollups_table,
     sketches_table,
     top_tables,
-    write_cube,
 )
 from flowatlas.engine.execution import dask_client, run_dask, run_eager, run_threads
 from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, pack
@@ -473,22 +472,35 @@ def _build(
             raise FlowatlasError(  # pragma: no cover - an accounting bug, never bad input
                 f"internal error: records {stats.records} != cubed {stats.cubed} + quarantined"
             )
-        cells = cells_table(result, plan.regions, plan.network_types, plan.bucket_us)
-        rollups = rollups_table(result, plan.regions, plan.network_types, plan.rollups)
-        describe_asn, describe_ip = _describers(prefix_table)
-        top_ips, top_asns = top_tables(
-            result, plan.regions, plan.network_types, describe_asn, describe_ip
-        )
-        meta = _metadata(source, cfg, plan, prefix_table, stats, cells)
-        sketches = sketches_table(result, plan.regions, plan.network_types, plan.bucket_us)
-        links, geo = _link_geo_tables(result, plan)
-        setup = shares_of_cells(cells, stats.records, sum(stats.quarantined.values()), cfg.origin)
-        del result
-        write_cube(
-            CubeFiles(meta, cells, rollups, top_ips, top_asns, sketches, links, geo),
-            out,
-            overwrite=overwrite,
-        )
+        # each file is written (on the writer's threads, without the GIL) while the next
+        # tables are made; the largest ones first, so that none starts last alone
+        with CubeWriter(out, overwrite=overwrite) as writer:
+            links, geo = _link_geo_tables(result, plan)
+            writer.add("links.parquet", links)
+            cells = cells_table(result, plan.regions, plan.network_types, plan.bucket_us)
+            writer.add("cells.parquet", cells)
+            writer.add("geo.parquet", geo)
+            del links, geo
+            writer.add(
+                "sketches.parquet",
+                sketches_table(result, plan.regions, plan.network_types, plan.bucket_us),
+            )
+            writer.add(
+                "rollups.parquet",
+                rollups_table(result, plan.regions, plan.network_types, plan.rollups),
+            )
+            describe_asn, describe_ip = _describers(prefix_table)
+            top_ips, top_asns = top_tables(
+                result, plan.regions, plan.network_types, describe_asn, describe_ip
+            )
+            writer.add("top_ips.parquet", top_ips)
+            writer.add("top_asns.parquet", top_asns)
+            del top_ips, top_asns
+            meta = _metadata(source, cfg, plan, prefix_table, stats, cells)
+            quarantined = sum(stats.quarantined.values())
+            setup = shares_of_cells(cells, stats.records, quarantined, cfg.origin)
+            del result
+            writer.commit(meta)
     state = _settle_state(work, out, keep_state)
     return BuildSummary(
         out,

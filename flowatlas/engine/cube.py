@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -343,53 +343,97 @@ def write_cube(
     ``renameat2(RENAME_EXCHANGE)`` where the file system has it; elsewhere, the old cube
     waits in ``.OUT.old-PID`` between two renames and the next build puts it back if the
     process died in between (:func:`recover_output`). cube.json records every file's size
-    and SHA-256, and every Parquet page carries a checksum.
+    and SHA-256, and every Parquet page carries a checksum. (:class:`CubeWriter` does the
+    same for tables that are still being made.)
     """
-    out = Path(out)
-    check_output(out, overwrite=overwrite)
-    tmp = partial_path(out)
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        tables = {
-            "cells.parquet": files.cells,
-            "rollups.parquet": files.rollups,
-            "top_ips.parquet": files.top_ips,
-            "top_asns.parquet": files.top_asns,
-            "sketches.parquet": files.sketches,
-            "links.parquet": files.links,
-            "geo.parquet": files.geo,
-        }
-        tables = {name: t for name, t in tables.items() if t is not None}
-        # side by side: pyarrow encodes and compresses, and hashlib hashes, without the GIL;
-        # each file's bytes are what writing it alone gives. The largest first, so that no
-        # large one starts last while the other threads idle (world 1 M: links 80 ms, cells
-        # 45, sketches 25, geo 23, the rest 25 together: 99 ms on two threads, not 126)
-        largest_first = sorted(tables, key=lambda name: -tables[name].nbytes)
-        with ThreadPoolExecutor(max_workers=min(len(tables), os.cpu_count() or 1)) as pool:
-            writes = {
-                name: pool.submit(_write_and_hash, tables[name], tmp / name)
-                for name in largest_first
-            }
-            hashes = {name: w.result() for name, w in writes.items()}
-        meta = dict(files.meta)
-        meta[FILES_KEY] = {name: hashes[name] for name in sorted(tables)}
-        with open(tmp / "cube.json", "w") as fh:
-            fh.write(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        fsync_dir(tmp)
-        if state is not None:
-            os.replace(state, tmp / STATE_DIR)
-        swap_into_place(tmp, out)
-    except OSError as exc:
+    tables = {
+        "cells.parquet": files.cells,
+        "rollups.parquet": files.rollups,
+        "top_ips.parquet": files.top_ips,
+        "top_asns.parquet": files.top_asns,
+        "sketches.parquet": files.sketches,
+        "links.parquet": files.links,
+        "geo.parquet": files.geo,
+    }
+    with CubeWriter(out, overwrite=overwrite, state=state) as writer:
+        # the largest first, so that no large one starts last while the other threads
+        # idle (world 1 M: links 80 ms, cells 45, sketches 25, geo 23, the rest 25
+        # together: 99 ms on two threads, not 126)
+        for name in sorted(tables, key=lambda n: -(tables[n].nbytes if tables[n] else 0)):
+            writer.add(name, tables[name])
+        return writer.commit(files.meta)
+
+
+class CubeWriter:
+    """A cube written file by file as its tables are made, then swapped into place whole.
+
+    :meth:`add` starts writing a table at once on a pool of threads (one per core: pyarrow
+    encodes and compresses, and hashlib hashes, without the GIL), so a build makes its next
+    tables while the ones before are written; each file's bytes are what writing it alone
+    gives. :meth:`commit` waits for them, writes cube.json (``meta`` with every file's size
+    and SHA-256) and swaps the cube into place as :func:`write_cube` says. Leaving the
+    ``with`` block without a commit (an error) removes everything written; nothing
+    half-written is ever at ``out``. Errors writing are an :class:`OutputError`.
+    """
+
+    def __init__(
+        self, out: str | os.PathLike[str], *, overwrite: bool = False, state: Path | None = None
+    ) -> None:
+        self.out = Path(out)
+        self.state = state
+        check_output(self.out, overwrite=overwrite)
+        self.tmp = partial_path(self.out)
+        self._writes: dict[str, Future[dict[str, Any]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        try:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp.mkdir()
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def add(self, name: str, table: pa.Table | None) -> None:
+        """Start writing ``table`` as the cube's file ``name`` (None: no such file)."""
+        if table is None:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(os.cpu_count() or 1, "flowatlas-cube")
+        self._writes[name] = self._pool.submit(_write_and_hash, table, self.tmp / name)
+
+    def commit(self, meta: Mapping[str, Any]) -> Path:
+        """Wait for the files, write cube.json and swap the cube into place; returns ``out``."""
+        tmp = self.tmp
+        try:
+            hashes = {name: w.result() for name, w in self._writes.items()}
+            meta = dict(meta)
+            meta[FILES_KEY] = {name: hashes[name] for name in sorted(hashes)}
+            with open(tmp / "cube.json", "w") as fh:
+                fh.write(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            fsync_dir(tmp)
+            if self.state is not None:
+                os.replace(self.state, tmp / STATE_DIR)
+            swap_into_place(tmp, self.out)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        return self.out
+
+    def _failed(self, exc: OSError) -> OutputError:
+        """What to raise for ``exc``, after putting the build's state back (it stays
+        reusable) and removing what was written."""
+        state, tmp = self.state, self.tmp
         if state is not None and (tmp / STATE_DIR).exists() and not state.exists():
             os.replace(tmp / STATE_DIR, state)  # keep the reusable work
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"{out}: cannot write cube: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return OutputError(f"{self.out}: cannot write cube: {exc.strerror or exc}")
+
+    def __enter__(self) -> CubeWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._pool is not None:  # the writes under way finish (or fail) first
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _write_and_hash(table: pa.Table, path: Path) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""CubeWriter: a cube's files written as their tables are made, swapped in whole or not at all."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from flowatlas.engine.cube import CubeFiles, CubeWriter, write_cube
+
+
+def _table(n: int) -> pa.Table:
+    return pa.table({"x": pa.array(range(n), pa.uint64())})
+
+
+def test_files_written_as_added_equal_write_cube_s(tmp_path) -> None:
+    """The same tables give the same files, whatever order they were added in."""
+    meta = {"format": "test"}
+    tables = {"cells.parquet": _table(1000), "rollups.parquet": _table(10)}
+    write_cube(CubeFiles(meta, tables["cells.parquet"], tables["rollups.parquet"]), tmp_path / "a")
+    with CubeWriter(tmp_path / "b") as writer:
+        writer.add("rollups.parquet", tables["rollups.parquet"])
+        writer.add("top_ips.parquet", None)  # no such file
+        writer.add("cells.parquet", tables["cells.parquet"])
+        assert writer.commit(meta) == tmp_path / "b"
+    for name in ("cells.parquet", "rollups.parquet", "cube.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert sorted(json.loads((tmp_path / "b" / "cube.json").read_text())["files"]) == [
+        "cells.parquet",
+        "rollups.parquet",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no leftovers
+
+
+def test_an_error_before_the_commit_leaves_the_old_cube_and_nothing_else(tmp_path) -> None:
+    out = tmp_path / "cube"
+    write_cube(CubeFiles({"v": 1}, _table(5), _table(5)), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(RuntimeError, match="a bug while making a table"):
+        with CubeWriter(out, overwrite=True) as writer:
+            writer.add("cells.parquet", _table(100_000))
+            raise RuntimeError("a bug while making a table")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cube"]
