@@ -36,6 +36,8 @@ def start_numba() -> bool:
     sys.modules[BLAS_MODULE] = None  # type: ignore[assignment]  # importing it raises
     try:
         __import__(PROBING_MODULE)
+    except ImportError:  # another numba: its own start imports what it needs, as usual
+        return False
     finally:
         if BLAS_MODULE in sys.modules and sys.modules[BLAS_MODULE] is None:
             del sys.modules[BLAS_MODULE]

@@ -109,3 +109,13 @@ def test_build_command_starts_numba_and_skips_the_last_trim(tmp_path, monkeypatc
     result = CliRunner().invoke(commands.build, [str(tmp_path), "-o", str(tmp_path / "c")])
     assert isinstance(result.exception, commands.ConfigError)
     assert seen == {"started": True, "trim_memory": False}
+
+
+def test_start_numba_gives_up_quietly_where_numba_differs(monkeypatch) -> None:
+    """A numba whose probing module is elsewhere (or fails without SciPy's BLAS) is left to
+    start as it always does: nothing raised, nothing left blocked."""
+    import flowatlas.numba_start as ns
+
+    monkeypatch.setattr(ns, "PROBING_MODULE", "flowatlas._no_such_module_")
+    assert ns.start_numba() is False
+    assert ns.BLAS_MODULE not in sys.modules or sys.modules[ns.BLAS_MODULE] is not None
