@@ -602,6 +602,43 @@ def test_sparse_update_with_the_rows_slots_given_is_the_same() -> None:
         hll.sparse_update(keys, pool_hi[pick], pool_lo[pick], 12, row_slots=(idx, rank))
 
 
+@pytest.mark.parametrize("p", [4, 6, 7, 12, 16])
+def test_sparse_update_dense_equals_sparse_update(p: int) -> None:
+    """The reducers' counting-sort long form against the radix-sort one (the oracle) on the
+    same rows: random rows, keys with one register hit many times, keys with every register
+    (the bitmap's words all full), repeated rows, periods mapped out of order onto dense
+    numbers with gaps, no rows; bad input raises instead of reading out of bounds."""
+    rng = np.random.default_rng(p)
+    n_addr = 3000
+    hi, lo = v6_random(rng, n_addr)
+    idx, rank = hll.slots(hi, lo, p)
+    key_of_group = np.array([5, 0, 2, 9, 3], np.int64)  # dense period numbers, with gaps
+    n_members = 7
+    cases = []
+    n = 40_000
+    cases.append((rng.integers(0, 5, n), rng.integers(0, n_members, n), rng.integers(0, n_addr, n)))
+    one = np.flatnonzero(idx == idx[0])  # addresses sharing one register: one key, one register
+    cases.append((np.zeros(500, np.int64), np.zeros(500, np.int64), rng.choice(one, 500)))
+    full = np.arange(n_addr).repeat(3)  # every address thrice into one key: all registers
+    cases.append((np.full(full.size, 3), np.full(full.size, 6), full))
+    cases.append((np.empty(0, np.int64),) * 3)
+    for group, member, addr in cases:
+        got = hll.sparse_update_dense(group, member, key_of_group, n_members, addr, (idx, rank), p)
+        keys = key_of_group[group] * n_members + member
+        want = hll.sparse_update(keys, hi[addr], lo[addr], p)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+        assert got[0].dtype == np.int64 and got[1].dtype == np.uint32
+    g0, m0, a0 = cases[0]
+    for bad in ((g0 + 5, m0, a0), (g0, m0 + n_members, a0), (g0, m0, a0 - n_addr)):
+        with pytest.raises(ValueError, match="out of range"):
+            hll.sparse_update_dense(*bad[:2], key_of_group, n_members, bad[2], (idx, rank), p)
+    with pytest.raises(ValueError, match="register is outside"):
+        hll.sparse_update_dense(g0, m0, key_of_group, n_members, a0, (idx + (1 << p), rank), p)
+    with pytest.raises(ValueError, match="rank outside"):
+        hll.sparse_update_dense(g0, m0, key_of_group, n_members, a0, (idx, rank * 0 + 64), p)
+
+
 @pytest.mark.parametrize("p", [4, 5, 12, 16])
 def test_long_form_equals_nonzero_registers(p: int) -> None:
     """long_form (the combiner's last step) against np.nonzero: sparse and full rows,

@@ -497,6 +497,57 @@ def test_walk_fused_and_copied_levels_equal_one_segment_at_a_time(seed: int) -> 
                 assert got[1][o + p * w + k] == len(set(addr[sel & v6]))
 
 
+def test_ip_ids_first_rows_and_stamp_counts_by_ids() -> None:
+    """Address ids in first-seen order with each address's first row (against np.unique),
+    across the table's growth and for addresses differing in one word only; and the IPv6
+    prefix pass as the reducers run it (prefixes numbered per distinct address, ids given,
+    no addresses) counting what a Python count of distinct prefixes per key gives."""
+    from flowatlas.kernels.distinct import ip_ids, ip_ids_first, stamp_counts, v6_prefix_of
+
+    rng = np.random.default_rng(21)
+    n = 30_000
+    pool_hi = rng.integers(0, 4, 5000).astype(np.uint64)  # hi shared by many addresses
+    pool_lo = rng.integers(0, 3, 5000).astype(np.uint64) << np.uint64(63)
+    pool_lo |= np.arange(5000, dtype=np.uint64) % np.uint64(1300)  # lo shared too
+    pick = rng.integers(0, pool_hi.size, n)
+    hi, lo = pool_hi[pick], pool_lo[pick]
+    ids, m, first = ip_ids_first(hi, lo)
+    addr = (hi.astype(object) << 64) | lo.astype(object)
+    uniq, at, inv = np.unique(addr, return_index=True, return_inverse=True)
+    assert m == uniq.size == first.size
+    np.testing.assert_array_equal(np.sort(first), np.sort(at))  # the first rows...
+    np.testing.assert_array_equal(ids[first], np.arange(m))  # ...numbered as seen
+    np.testing.assert_array_equal(ids, ids[at][inv.reshape(-1)])  # one id per address
+    np.testing.assert_array_equal(first, np.sort(first))  # ids in first-seen order
+    assert ip_ids(hi, lo)[1] == m
+    e = np.empty(0, np.uint64)
+    assert ip_ids_first(e, e)[1] == 0
+
+    # prefix pass: /8 prefixes of these addresses, numbered per address, counted per key
+    bucket = rng.integers(0, 48, n)
+    dims = rng.integers(0, 6, n)
+    pidx = np.stack([np.arange(48), np.arange(48) // 24])
+    gmap = np.stack([np.arange(6), np.arange(6) % 2])
+    segments = [(0, 0, 0, 6), (1, 0, 288, 6), (1, 1, 300, 2)]
+    p_hi, p_lo = v6_prefix_of(hi[first] | np.uint64(1 << 62), lo[first], 8)
+    p_of, n_p = ip_ids(p_hi, p_lo)
+    got = stamp_counts(None, None, bucket, dims, pidx, gmap, segments, 304, ids=(p_of[ids], n_p))
+    want = stamp_counts(
+        *v6_prefix_of(hi | np.uint64(1 << 62), lo, 8), bucket, dims, pidx, gmap, segments, 304
+    )
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    pref = p_hi[p_of[ids]]
+    for lev, g, o, w in segments:
+        period = pidx[lev][bucket]
+        for p in range(int(pidx[lev].max()) + 1):
+            for k in range(w):
+                sel = (period == p) & (gmap[g][dims] == k)
+                assert got[0][o + p * w + k] == len(set(pref[sel]))
+    with pytest.raises(ValueError, match="addresses or their ids"):
+        stamp_counts(None, None, bucket, dims, pidx, gmap, segments, 304)
+
+
 def _walk_oracle(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, k_top, asn_range):
     """The walk's answers, key by key, the obvious way: per key, each address's total volume."""
     addr = [(int(h) << 64) | int(lw) for h, lw in zip(hi, lo, strict=True)]

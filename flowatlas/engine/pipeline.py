@@ -31,6 +31,7 @@ from flowatlas.kernels import hll
 from flowatlas.kernels.distinct import (
     counting_order,
     ip_ids,
+    ip_ids_first,
     map_rows,
     partition_of,
     range_ids,
@@ -470,6 +471,11 @@ class Counts:
     sketch: tuple[np.ndarray, np.ndarray] | None = None
 
 
+#: most dense sketch keys (sketch periods x dimension combinations) a reducer numbers for
+#: :func:`hll.sparse_update_dense` whatever its rows, and per row beyond that; with more (a
+#: counter each) it radix-sorts the packed keys (:func:`hll.sparse_update`)
+SKETCH_DENSE_KEYS_MAX = 1 << 20
+SKETCH_DENSE_KEYS_PER_ROW = 2
 #: rollup periods from finest to coarsest
 ROLLUP_CHAIN = ("day", "month", "quarter", "all")
 #: how many top remote addresses (and ASNs) each rollup key remembers
@@ -552,25 +558,31 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             coff += codes[li].size * w
     table = plan.class_table
     asn_of = np.append(table.networks.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
-    ids = ip_ids(rows.hi, rows.lo)
-    # a row of each distinct address (any: they hold the same address): the prefix table and
-    # the sketches' hash look at each address once, not once per row
-    first = np.empty(ids[1], np.int64)
-    first[ids[0]] = np.arange(ids[0].size)
-    asn = asn_of[table.lookup(rows.hi[first], rows.lo[first])][ids[0]]
-    v6 = ~is_v4(rows.hi, rows.lo)
+    row_id, n_addr, first = ip_ids_first(rows.hi, rows.lo)
+    ids = (row_id, n_addr)
+    # the distinct addresses (one row of each): the prefix table, the IPv6 test and prefix,
+    # and the sketches' hash look at each address once, not once per row
+    a_hi, a_lo = rows.hi[first], rows.lo[first]
+    asn = asn_of[table.lookup(a_hi, a_lo)][row_id]
+    addr_v6 = ~is_v4(a_hi, a_lo)
+    v6 = addr_v6[row_id]
     full, full6, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
         rows.hi, rows.lo, bid, dims, v6, rows.vol, asn, pidx, tables.gmap, segments, off,
         coff, TOP_K, asn_from, asn_to, ids,
     )  # fmt: skip
     # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s)
     prefix = full - full6
-    if v6.any():
-        p_hi, p_lo = v6_prefix_of(rows.hi[v6], rows.lo[v6], plan.v6_prefix)
+    if addr_v6.any():
+        # each IPv6 address's prefix numbered once (not once per row), then per row
+        p_hi, p_lo = v6_prefix_of(a_hi[addr_v6], a_lo[addr_v6], plan.v6_prefix)
+        prefix_of = np.full(n_addr, -1, np.int64)
+        prefix_of[addr_v6], n_prefixes = ip_ids(p_hi, p_lo)
+        sel = np.flatnonzero(v6)
         stamp_segments = [s[:4] for s in segments]
         prefix += stamp_counts(
-            p_hi, p_lo, bid[v6], dims[v6], pidx, tables.gmap, stamp_segments, off
-        )[0]
+            None, None, bid[sel], dims[sel], pidx, tables.gmap, stamp_segments, off,
+            ids=(prefix_of[row_id[sel]], n_prefixes),
+        )[0]  # fmt: skip
     counts = np.stack([full, prefix], axis=1)
 
     # back to packed keys, nonzero entries only
@@ -604,14 +616,25 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         if rollup == asn_rollup:
             result.asn_volume[rollup] = (ckey[a_idx], a_asn, a_vol)
     if plan.sketch_p:
-        # the sketch key of each distinct bucket, then gathered per row (no per-row division)
-        base = sketch_keys(bkeys << DIM_BITS, plan)[bid]
         # registers and ranks hashed once per distinct address, not once per row
-        idx, rank = hll.slots(rows.hi[first], rows.lo[first], plan.sketch_p)
-        result.sketch = hll.sparse_update(
-            base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p,
-            row_slots=(idx[ids[0]], rank[ids[0]]),
-        )  # fmt: skip
+        idx, rank = hll.slots(a_hi, a_lo, plan.sketch_p)
+        # the sketch period (day) of each distinct bucket, numbered densely: a row's sketch
+        # key is (its period's number, its dense dimensions), few enough for counting sorts
+        s_bucket, s_of_b = np.unique(
+            sketch_keys(bkeys << DIM_BITS, plan) >> DIM_BITS, return_inverse=True
+        )
+        n_keys = s_bucket.size * d
+        if n_keys <= max(SKETCH_DENSE_KEYS_MAX, SKETCH_DENSE_KEYS_PER_ROW * bid.size):
+            k, e = hll.sparse_update_dense(
+                bid, dims, s_of_b.reshape(-1), d, row_id, (idx, rank), plan.sketch_p
+            )
+            result.sketch = ((s_bucket[k // d] << DIM_BITS) | tables.code[k % d], e)
+        else:  # sketch keys of fine buckets over a long range: the packed keys, radix-sorted
+            base = (s_bucket << DIM_BITS)[s_of_b.reshape(-1)][bid]
+            result.sketch = hll.sparse_update(
+                base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p,
+                row_slots=(idx[row_id], rank[row_id]),
+            )  # fmt: skip
     return result
 
 
