@@ -667,3 +667,37 @@ def test_long_form_equals_nonzero_registers(p: int) -> None:
     bad[5, m - 1] = 66 - p
     with pytest.raises(ValueError, match="above the largest rank"):
         hll.long_form(bad)
+
+
+@pytest.mark.parametrize("p", [4, 12, 16])
+def test_max_into_equals_to_dense_and_checks_before_writing(p: int) -> None:
+    """max_into (the combiner's fold) against to_dense and np.maximum: repeated registers,
+    any order, uint32 and int64 entries; a key, register or rank out of range raises and
+    leaves the registers as they were."""
+    rng = np.random.default_rng(p)
+    n_keys = 9
+    regs = np.zeros((n_keys, 1 << p), np.uint8)
+    want = regs.copy()
+    for part in range(3):
+        n = 5000
+        keys = rng.integers(0, n_keys, n)
+        idx = rng.integers(0, 1 << p, n)
+        rank = rng.integers(1, 66 - p, n)
+        entries = (idx << hll.RANK_BITS) | rank
+        entries = entries.astype(np.uint32 if part != 1 else np.int64)
+        hll.max_into(regs, keys, entries)
+        want = np.maximum(want, hll.to_dense(keys, entries, n_keys, p))
+        np.testing.assert_array_equal(regs, want)
+    before = regs.copy()
+    good_k, good_e = np.array([0, 1], np.int64), np.array([1 << hll.RANK_BITS | 1] * 2, np.uint32)
+    bad = [
+        (np.array([0, n_keys]), good_e, "keys must lie in"),
+        (np.array([0, -1]), good_e, "keys must lie in"),
+        (good_k, np.array([1, (65 - p) + 1], np.uint32), "rank is outside"),
+        (good_k, np.array([1, 0], np.uint32), "rank is outside"),
+        (good_k, np.array([1, ((1 << p) << hll.RANK_BITS) | 1], np.uint32), "register index"),
+    ]
+    for k, e, match in bad:
+        with pytest.raises(ValueError, match=match):
+            hll.max_into(regs, k, e)
+        np.testing.assert_array_equal(regs, before)

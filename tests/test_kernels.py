@@ -655,3 +655,43 @@ def test_walk_matches_a_python_oracle(seed: int) -> None:
             assert {a: v for (kk, a), v in got_asn.items() if kk == ck} == asns
     assert not counts[~seen].any()
     assert all(asn_from <= k < asn_to for k, _ in got_asn)
+
+
+def test_sorted_positions_equal_searchsorted() -> None:
+    """The combiner's key lookup (a galloping merge) against np.searchsorted: dense and
+    sparse subsets, repeats, the first and last keys, no keys, keys out of order (the
+    binary-search path); a missing key raises KeyError. And its fold, add_rows_at, against
+    np.add.at with repeated rows."""
+    from flowatlas.kernels.accumulate import add_rows_at, sorted_positions
+
+    rng = np.random.default_rng(31)
+    universe = np.unique(rng.integers(-(2**40), 2**40, 200_000))
+    cases = [
+        universe[np.sort(rng.choice(universe.size, 150_000, replace=False))],
+        universe[np.sort(rng.choice(universe.size, 30, replace=False))],
+        np.sort(rng.choice(universe, 50_000)),
+        universe[[0, universe.size - 1]],
+        universe[:0],
+        rng.choice(universe, 1000, replace=False),
+    ]
+    for keys in cases:
+        np.testing.assert_array_equal(
+            sorted_positions(universe, keys), np.searchsorted(universe, keys)
+        )
+    for missing in ([universe[0] - 1], [universe[-1] + 1], [universe[3], universe[3] + 1]):
+        if missing[-1] in universe:
+            continue
+        with pytest.raises(KeyError):
+            sorted_positions(universe, np.array(missing, np.int64))
+    with pytest.raises(KeyError):
+        sorted_positions(universe, np.array([universe[5] + 1, universe[2]], np.int64))
+
+    acc = rng.integers(0, 2**62, (100, 2)).astype(np.uint64)
+    want = acc.copy()
+    idx = rng.integers(0, 100, 5000)
+    vals = rng.integers(0, 2**62, (5000, 2)).astype(np.uint64)
+    np.add.at(want, idx, vals)
+    add_rows_at(acc, idx, vals)
+    np.testing.assert_array_equal(acc, want)  # wraps alike
+    with pytest.raises(IndexError):
+        add_rows_at(acc, np.array([100]), vals[:1])
