@@ -564,20 +564,24 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     # and the sketches' hash look at each address once, not once per row
     a_hi, a_lo = rows.hi[first], rows.lo[first]
     asn = asn_of[table.lookup(a_hi, a_lo)][row_id]
-    addr_v6 = ~is_v4(a_hi, a_lo)
-    v6 = addr_v6[row_id]
-    full, full6, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
-        rows.hi, rows.lo, bid, dims, v6, rows.vol, asn, pidx, tables.gmap, segments, off,
+    # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s).
+    # An IPv6 address alone in its prefix (in this partition: a prefix lives in one) counts
+    # as its prefix does, so only addresses that share their prefix ("shared") are counted
+    # apart by the walk and again by prefix: each prefix numbered once, not once per row
+    v6_at = np.flatnonzero(~is_v4(a_hi, a_lo))
+    p_hi, p_lo = v6_prefix_of(a_hi[v6_at], a_lo[v6_at], plan.v6_prefix)
+    prefix_id, n_prefixes = ip_ids(p_hi, p_lo)
+    shared_at = np.bincount(prefix_id, minlength=n_prefixes)[prefix_id] > 1
+    prefix_of = np.full(n_addr, -1, np.int64)
+    prefix_of[v6_at[shared_at]] = prefix_id[shared_at]
+    shared = prefix_of[row_id] >= 0
+    full, full_shared, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
+        rows.hi, rows.lo, bid, dims, shared, rows.vol, asn, pidx, tables.gmap, segments, off,
         coff, TOP_K, asn_from, asn_to, ids,
     )  # fmt: skip
-    # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s)
-    prefix = full - full6
-    if addr_v6.any():
-        # each IPv6 address's prefix numbered once (not once per row), then per row
-        p_hi, p_lo = v6_prefix_of(a_hi[addr_v6], a_lo[addr_v6], plan.v6_prefix)
-        prefix_of = np.full(n_addr, -1, np.int64)
-        prefix_of[addr_v6], n_prefixes = ip_ids(p_hi, p_lo)
-        sel = np.flatnonzero(v6)
+    prefix = full - full_shared
+    if shared_at.any():
+        sel = np.flatnonzero(shared)
         stamp_segments = [s[:4] for s in segments]
         prefix += stamp_counts(
             None, None, bid[sel], dims[sel], pidx, tables.gmap, stamp_segments, off,
@@ -628,7 +632,8 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             k, e = hll.sparse_update_dense(
                 bid, dims, s_of_b.reshape(-1), d, row_id, (idx, rank), plan.sketch_p
             )
-            result.sketch = ((s_bucket[k // d] << DIM_BITS) | tables.code[k % d], e)
+            key_of = ((s_bucket[:, None] << DIM_BITS) | tables.code[None, :]).reshape(-1)
+            result.sketch = (key_of[k], e)
         else:  # sketch keys of fine buckets over a long range: the packed keys, radix-sorted
             base = (s_bucket << DIM_BITS)[s_of_b.reshape(-1)][bid]
             result.sketch = hll.sparse_update(
