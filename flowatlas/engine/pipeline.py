@@ -601,16 +601,18 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     ckey = np.concatenate(seg_keys) if seg_keys else np.empty(0, np.int64)
     for li, rollup in enumerate(levels, start=1):
         lev_segs = [s for s in segments[1:] if s[0] == li]
-        lo_c = lev_segs[0][4]
-        hi_c = lev_segs[-1][4] + codes[li].size * lev_segs[-1][3]
-        lo_o = lev_segs[0][2]
-        sel = np.flatnonzero(counts[lo_o : lo_o + (hi_c - lo_c), 0])  # keys with addresses
-        cidx = lo_c + sel
+        # the level's concentration indices in key order (period, then grouping, then
+        # dimensions: a transpose of the (grouping, period, dimensions) layout), so its keys
+        # come sorted without a sort
+        per = np.arange(codes[li].size)[:, None]
+        in_order = np.concatenate(
+            [co + per * w + np.arange(w)[None, :] for _l, _g, _o, w, co in lev_segs], axis=1
+        ).reshape(-1)
+        to_count = lev_segs[0][2] - lev_segs[0][4]  # counts index - concentration index
+        cidx = in_order[counts[in_order + to_count, 0] != 0]  # keys with addresses
         keys = ckey[cidx]
-        order = np.argsort(keys, kind="stable")
-        cidx, keys = cidx[order], keys[order]
         result.rollup_keys[rollup] = keys
-        result.rollup_counts[rollup] = counts[lo_o + sel[order]]
+        result.rollup_counts[rollup] = counts[cidx + to_count]
         result.rollup_sq[rollup] = (sq_hi[cidx], sq_lo[cidx])
         r = top_r[cidx]
         valid = r >= 0
