@@ -117,6 +117,22 @@ def test_group_by_key_matches_pandas() -> None:
     np.testing.assert_array_equal(sums[:, 0], ref["vol"].to_numpy())
     np.testing.assert_array_equal(sums[:, 1], ref["pk"].to_numpy())
     np.testing.assert_array_equal(counts, ref["n"].to_numpy())
+    # keys already strictly ascending (the combiner's concatenated map keys) are their own
+    # groups, returned as copies; one repeat or step back anywhere takes the hash path
+    cols = np.stack([vol, pk], axis=1).astype(np.uint64)
+    for k in (np.unique(key), np.unique(key)[:1], np.unique(key)[:0]):
+        c = cols[: k.size]
+        got = group_by_key(k, c)
+        np.testing.assert_array_equal(got[0], k)
+        np.testing.assert_array_equal(got[1], c)
+        np.testing.assert_array_equal(got[2], np.ones(k.size, np.uint64))
+        assert got[2].dtype == np.uint64 and not np.shares_memory(got[1], c)
+    for k in (np.r_[np.unique(key), key.max()], np.r_[np.unique(key)[1:], key.min()]):
+        got = group_by_key(k, cols[: k.size])
+        ref = pd.DataFrame({"k": k, "v": cols[: k.size, 0]}).groupby("k")["v"].agg(["sum", "size"])
+        np.testing.assert_array_equal(got[0], ref.index.to_numpy())
+        np.testing.assert_array_equal(got[1][:, 0], ref["sum"].to_numpy())
+        np.testing.assert_array_equal(got[2], ref["size"].to_numpy())
 
 
 def test_dedup_per_ip_matches_pandas_and_ignores_order() -> None:

@@ -71,16 +71,30 @@ def _group_by_key(key, cols):  # pragma: no cover - compiled
     return o_key[:m], sums[:m], counts[:m], overflow
 
 
+@numba.njit(nogil=True, cache=True)
+def _strictly_ascending(key):  # pragma: no cover - compiled
+    """Whether ``key`` is strictly ascending (stops at the first step that is not)."""
+    for i in range(1, key.size):
+        if key[i] <= key[i - 1]:
+            return False
+    return True
+
+
 def group_by_key(key: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted distinct keys, exact uint64 column sums per key, and rows per key.
 
     Hashing does the grouping; only the distinct keys are sorted (they are few). A sum that
-    would wrap raises :class:`CounterOverflow`.
+    would wrap raises :class:`CounterOverflow`. Keys already strictly ascending are their
+    own groups (a build's map tasks cover disjoint times, so the combiner's concatenated
+    cell, link and geography keys usually are): returned as they are, copied.
     """
     cols = np.ascontiguousarray(cols, np.uint64)
     if cols.ndim == 1:
         cols = cols[:, None]
-    uniq, sums, counts, overflow = _group_by_key(np.ascontiguousarray(key, np.int64), cols)
+    key = np.ascontiguousarray(key, np.int64)
+    if key.size == cols.shape[0] and _strictly_ascending(key):
+        return key.copy(), cols.copy(), np.ones(key.size, np.uint64)
+    uniq, sums, counts, overflow = _group_by_key(key, cols)
     if overflow:
         raise CounterOverflow("a uint64 sum of bytes, packets or flows overflowed")
     # the keys are distinct, so any sort orders them alike: introsort, not the stable sort
