@@ -587,12 +587,15 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             None, None, bid[sel], dims[sel], pidx, tables.gmap, stamp_segments, off,
             ids=(prefix_of[row_id[sel]], n_prefixes),
         )[0]  # fmt: skip
-    counts = np.stack([full, prefix], axis=1)
+
+    def counts(at: np.ndarray) -> np.ndarray:
+        """(distinct addresses, distinct IPv4 addresses + IPv6 prefixes) of keys ``at``."""
+        return np.stack([full[at], prefix[at]], axis=1)
 
     # back to packed keys, nonzero entries only
-    nz = np.flatnonzero(counts[:n0, 0])
+    nz = np.flatnonzero(full[:n0])
     cell_keys = (bkeys[nz // d] << DIM_BITS) | tables.code[nz % d]
-    result = Counts(cell_keys, counts[nz], {}, {})
+    result = Counts(cell_keys, counts(nz), {}, {})
     seg_keys: list[np.ndarray] = []  # packed rollup key of every concentration index
     for lev, g, _o, w, _co in segments[1:]:
         n = codes[lev].size * w
@@ -609,10 +612,10 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             [co + per * w + np.arange(w)[None, :] for _l, _g, _o, w, co in lev_segs], axis=1
         ).reshape(-1)
         to_count = lev_segs[0][2] - lev_segs[0][4]  # counts index - concentration index
-        cidx = in_order[counts[in_order + to_count, 0] != 0]  # keys with addresses
+        cidx = in_order[full[in_order + to_count] != 0]  # keys with addresses
         keys = ckey[cidx]
         result.rollup_keys[rollup] = keys
-        result.rollup_counts[rollup] = counts[cidx + to_count]
+        result.rollup_counts[rollup] = counts(cidx + to_count)
         result.rollup_sq[rollup] = (sq_hi[cidx], sq_lo[cidx])
         r = top_r[cidx]
         valid = r >= 0
