@@ -701,3 +701,27 @@ def test_max_into_equals_to_dense_and_checks_before_writing(p: int) -> None:
         with pytest.raises(ValueError, match=match):
             hll.max_into(regs, k, e)
         np.testing.assert_array_equal(regs, before)
+
+
+@pytest.mark.parametrize("p", [4, 10, 12])
+def test_encode_registers_equals_encode_cells_of_the_long_form(p: int) -> None:
+    """The combiner's last step: dense registers encoded without re-checking their long form
+    give the blobs encode_cells gives (sparse and dense cells, empty rows, no rows)."""
+    rng = np.random.default_rng(p)
+    regs = np.zeros((40, 1 << p), np.uint8)
+    for i in range(40):
+        hit = rng.random(1 << p) < rng.choice([0.0, 0.01, 0.3, 1.0])
+        regs[i, hit] = rng.integers(1, 66 - p, int(hit.sum()))
+    for r in (regs, regs[:0]):
+        want = hll.encode_cells(*hll.long_form(r), r.shape[0], p)
+        for sparse_max in (None, 0, 7):
+            got = hll.encode_registers(r, sparse_max)
+            w = (
+                want
+                if sparse_max is None
+                else hll.encode_cells(*hll.long_form(r), r.shape[0], p, sparse_max)
+            )
+            for g, x in zip(got, w, strict=True):
+                np.testing.assert_array_equal(g, x)
+    with pytest.raises(ValueError, match="sparse_max"):
+        hll.encode_registers(regs, -1)

@@ -346,9 +346,11 @@ class Combiner:
             r.finish(result, top_asns.get(r.rollup))
         if self.sketch_keys is not None:
             p = self.plan.sketch_p
+            result.sketch_keys = self.sketch_keys
             if self.registers is not None:
-                k, e = hll.long_form(self.registers)
-            elif self.sketch_long:
+                result.sketches = hll.encode_registers(self.registers)
+                return result
+            if self.sketch_long:
                 k, e = hll.reduce_sparse(
                     np.concatenate([a for a, _ in self.sketch_long]),
                     np.concatenate([b for _, b in self.sketch_long]),
@@ -356,6 +358,5 @@ class Combiner:
                 )
             else:
                 k, e = np.empty(0, np.int64), np.empty(0, np.uint32)
-            result.sketch_keys = self.sketch_keys
             result.sketches = hll.encode_cells(k, e, self.sketch_keys.size, p)
         return result

@@ -784,6 +784,20 @@ def encode_cells(
     return _encode_cells(keys, entries, n_keys, p, sparse_max)
 
 
+def encode_registers(
+    registers: np.ndarray, sparse_max: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`encode_cells` of dense registers ``(n_keys, 2**p)``: their :func:`long_form`,
+    ordered and in range by construction, so its entries are not checked again (four passes
+    over them at the end of every build)."""
+    regs, p = _check_registers(registers)
+    sparse_max = default_sparse_max(p) if sparse_max is None else int(sparse_max)
+    if sparse_max < 0:
+        raise ValueError("sparse_max must be >= 0")
+    keys, entries = long_form(regs)
+    return _encode_cells(keys, entries, regs.shape[0], p, sparse_max)
+
+
 #: error codes of _decode_cells (0 = fine)
 _ERRORS = {
     1: "shorter than its 4-byte header",
