@@ -602,6 +602,43 @@ def test_sparse_update_with_the_rows_slots_given_is_the_same() -> None:
         hll.sparse_update(keys, pool_hi[pick], pool_lo[pick], 12, row_slots=(idx, rank))
 
 
+@pytest.mark.parametrize("p", [4, 6, 7, 12, 16])
+def test_sparse_update_dense_equals_sparse_update(p: int) -> None:
+    """The reducers' counting-sort long form against the radix-sort one (the oracle) on the
+    same rows: random rows, keys with one register hit many times, keys with every register
+    (the bitmap's words all full), repeated rows, periods mapped out of order onto dense
+    numbers with gaps, no rows; bad input raises instead of reading out of bounds."""
+    rng = np.random.default_rng(p)
+    n_addr = 3000
+    hi, lo = v6_random(rng, n_addr)
+    idx, rank = hll.slots(hi, lo, p)
+    key_of_group = np.array([5, 0, 2, 9, 3], np.int64)  # dense period numbers, with gaps
+    n_members = 7
+    cases = []
+    n = 40_000
+    cases.append((rng.integers(0, 5, n), rng.integers(0, n_members, n), rng.integers(0, n_addr, n)))
+    one = np.flatnonzero(idx == idx[0])  # addresses sharing one register: one key, one register
+    cases.append((np.zeros(500, np.int64), np.zeros(500, np.int64), rng.choice(one, 500)))
+    full = np.arange(n_addr).repeat(3)  # every address thrice into one key: all registers
+    cases.append((np.full(full.size, 3), np.full(full.size, 6), full))
+    cases.append((np.empty(0, np.int64),) * 3)
+    for group, member, addr in cases:
+        got = hll.sparse_update_dense(group, member, key_of_group, n_members, addr, (idx, rank), p)
+        keys = key_of_group[group] * n_members + member
+        want = hll.sparse_update(keys, hi[addr], lo[addr], p)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+        assert got[0].dtype == np.int64 and got[1].dtype == np.uint32
+    g0, m0, a0 = cases[0]
+    for bad in ((g0 + 5, m0, a0), (g0, m0 + n_members, a0), (g0, m0, a0 - n_addr)):
+        with pytest.raises(ValueError, match="out of range"):
+            hll.sparse_update_dense(*bad[:2], key_of_group, n_members, bad[2], (idx, rank), p)
+    with pytest.raises(ValueError, match="register is outside"):
+        hll.sparse_update_dense(g0, m0, key_of_group, n_members, a0, (idx + (1 << p), rank), p)
+    with pytest.raises(ValueError, match="rank outside"):
+        hll.sparse_update_dense(g0, m0, key_of_group, n_members, a0, (idx, rank * 0 + 64), p)
+
+
 @pytest.mark.parametrize("p", [4, 5, 12, 16])
 def test_long_form_equals_nonzero_registers(p: int) -> None:
     """long_form (the combiner's last step) against np.nonzero: sparse and full rows,
@@ -630,3 +667,61 @@ def test_long_form_equals_nonzero_registers(p: int) -> None:
     bad[5, m - 1] = 66 - p
     with pytest.raises(ValueError, match="above the largest rank"):
         hll.long_form(bad)
+
+
+@pytest.mark.parametrize("p", [4, 12, 16])
+def test_max_into_equals_to_dense_and_checks_before_writing(p: int) -> None:
+    """max_into (the combiner's fold) against to_dense and np.maximum: repeated registers,
+    any order, uint32 and int64 entries; a key, register or rank out of range raises and
+    leaves the registers as they were."""
+    rng = np.random.default_rng(p)
+    n_keys = 9
+    regs = np.zeros((n_keys, 1 << p), np.uint8)
+    want = regs.copy()
+    for part in range(3):
+        n = 5000
+        keys = rng.integers(0, n_keys, n)
+        idx = rng.integers(0, 1 << p, n)
+        rank = rng.integers(1, 66 - p, n)
+        entries = (idx << hll.RANK_BITS) | rank
+        entries = entries.astype(np.uint32 if part != 1 else np.int64)
+        hll.max_into(regs, keys, entries)
+        want = np.maximum(want, hll.to_dense(keys, entries, n_keys, p))
+        np.testing.assert_array_equal(regs, want)
+    before = regs.copy()
+    good_k, good_e = np.array([0, 1], np.int64), np.array([1 << hll.RANK_BITS | 1] * 2, np.uint32)
+    bad = [
+        (np.array([0, n_keys]), good_e, "keys must lie in"),
+        (np.array([0, -1]), good_e, "keys must lie in"),
+        (good_k, np.array([1, (65 - p) + 1], np.uint32), "rank is outside"),
+        (good_k, np.array([1, 0], np.uint32), "rank is outside"),
+        (good_k, np.array([1, ((1 << p) << hll.RANK_BITS) | 1], np.uint32), "register index"),
+    ]
+    for k, e, match in bad:
+        with pytest.raises(ValueError, match=match):
+            hll.max_into(regs, k, e)
+        np.testing.assert_array_equal(regs, before)
+
+
+@pytest.mark.parametrize("p", [4, 10, 12])
+def test_encode_registers_equals_encode_cells_of_the_long_form(p: int) -> None:
+    """The combiner's last step: dense registers encoded without re-checking their long form
+    give the blobs encode_cells gives (sparse and dense cells, empty rows, no rows)."""
+    rng = np.random.default_rng(p)
+    regs = np.zeros((40, 1 << p), np.uint8)
+    for i in range(40):
+        hit = rng.random(1 << p) < rng.choice([0.0, 0.01, 0.3, 1.0])
+        regs[i, hit] = rng.integers(1, 66 - p, int(hit.sum()))
+    for r in (regs, regs[:0]):
+        want = hll.encode_cells(*hll.long_form(r), r.shape[0], p)
+        for sparse_max in (None, 0, 7):
+            got = hll.encode_registers(r, sparse_max)
+            w = (
+                want
+                if sparse_max is None
+                else hll.encode_cells(*hll.long_form(r), r.shape[0], p, sparse_max)
+            )
+            for g, x in zip(got, w, strict=True):
+                np.testing.assert_array_equal(g, x)
+    with pytest.raises(ValueError, match="sparse_max"):
+        hll.encode_registers(regs, -1)

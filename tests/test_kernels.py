@@ -117,6 +117,22 @@ def test_group_by_key_matches_pandas() -> None:
     np.testing.assert_array_equal(sums[:, 0], ref["vol"].to_numpy())
     np.testing.assert_array_equal(sums[:, 1], ref["pk"].to_numpy())
     np.testing.assert_array_equal(counts, ref["n"].to_numpy())
+    # keys already strictly ascending (the combiner's concatenated map keys) are their own
+    # groups, returned as copies; one repeat or step back anywhere takes the hash path
+    cols = np.stack([vol, pk], axis=1).astype(np.uint64)
+    for k in (np.unique(key), np.unique(key)[:1], np.unique(key)[:0]):
+        c = cols[: k.size]
+        got = group_by_key(k, c)
+        np.testing.assert_array_equal(got[0], k)
+        np.testing.assert_array_equal(got[1], c)
+        np.testing.assert_array_equal(got[2], np.ones(k.size, np.uint64))
+        assert got[2].dtype == np.uint64 and not np.shares_memory(got[1], c)
+    for k in (np.r_[np.unique(key), key.max()], np.r_[np.unique(key)[1:], key.min()]):
+        got = group_by_key(k, cols[: k.size])
+        ref = pd.DataFrame({"k": k, "v": cols[: k.size, 0]}).groupby("k")["v"].agg(["sum", "size"])
+        np.testing.assert_array_equal(got[0], ref.index.to_numpy())
+        np.testing.assert_array_equal(got[1][:, 0], ref["sum"].to_numpy())
+        np.testing.assert_array_equal(got[2], ref["size"].to_numpy())
 
 
 def test_dedup_per_ip_matches_pandas_and_ignores_order() -> None:
@@ -497,6 +513,57 @@ def test_walk_fused_and_copied_levels_equal_one_segment_at_a_time(seed: int) -> 
                 assert got[1][o + p * w + k] == len(set(addr[sel & v6]))
 
 
+def test_ip_ids_first_rows_and_stamp_counts_by_ids() -> None:
+    """Address ids in first-seen order with each address's first row (against np.unique),
+    across the table's growth and for addresses differing in one word only; and the IPv6
+    prefix pass as the reducers run it (prefixes numbered per distinct address, ids given,
+    no addresses) counting what a Python count of distinct prefixes per key gives."""
+    from flowatlas.kernels.distinct import ip_ids, ip_ids_first, stamp_counts, v6_prefix_of
+
+    rng = np.random.default_rng(21)
+    n = 30_000
+    pool_hi = rng.integers(0, 4, 5000).astype(np.uint64)  # hi shared by many addresses
+    pool_lo = rng.integers(0, 3, 5000).astype(np.uint64) << np.uint64(63)
+    pool_lo |= np.arange(5000, dtype=np.uint64) % np.uint64(1300)  # lo shared too
+    pick = rng.integers(0, pool_hi.size, n)
+    hi, lo = pool_hi[pick], pool_lo[pick]
+    ids, m, first = ip_ids_first(hi, lo)
+    addr = (hi.astype(object) << 64) | lo.astype(object)
+    uniq, at, inv = np.unique(addr, return_index=True, return_inverse=True)
+    assert m == uniq.size == first.size
+    np.testing.assert_array_equal(np.sort(first), np.sort(at))  # the first rows...
+    np.testing.assert_array_equal(ids[first], np.arange(m))  # ...numbered as seen
+    np.testing.assert_array_equal(ids, ids[at][inv.reshape(-1)])  # one id per address
+    np.testing.assert_array_equal(first, np.sort(first))  # ids in first-seen order
+    assert ip_ids(hi, lo)[1] == m
+    e = np.empty(0, np.uint64)
+    assert ip_ids_first(e, e)[1] == 0
+
+    # prefix pass: /8 prefixes of these addresses, numbered per address, counted per key
+    bucket = rng.integers(0, 48, n)
+    dims = rng.integers(0, 6, n)
+    pidx = np.stack([np.arange(48), np.arange(48) // 24])
+    gmap = np.stack([np.arange(6), np.arange(6) % 2])
+    segments = [(0, 0, 0, 6), (1, 0, 288, 6), (1, 1, 300, 2)]
+    p_hi, p_lo = v6_prefix_of(hi[first] | np.uint64(1 << 62), lo[first], 8)
+    p_of, n_p = ip_ids(p_hi, p_lo)
+    got = stamp_counts(None, None, bucket, dims, pidx, gmap, segments, 304, ids=(p_of[ids], n_p))
+    want = stamp_counts(
+        *v6_prefix_of(hi | np.uint64(1 << 62), lo, 8), bucket, dims, pidx, gmap, segments, 304
+    )
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    pref = p_hi[p_of[ids]]
+    for lev, g, o, w in segments:
+        period = pidx[lev][bucket]
+        for p in range(int(pidx[lev].max()) + 1):
+            for k in range(w):
+                sel = (period == p) & (gmap[g][dims] == k)
+                assert got[0][o + p * w + k] == len(set(pref[sel]))
+    with pytest.raises(ValueError, match="addresses or their ids"):
+        stamp_counts(None, None, bucket, dims, pidx, gmap, segments, 304)
+
+
 def _walk_oracle(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, k_top, asn_range):
     """The walk's answers, key by key, the obvious way: per key, each address's total volume."""
     addr = [(int(h) << 64) | int(lw) for h, lw in zip(hi, lo, strict=True)]
@@ -604,3 +671,43 @@ def test_walk_matches_a_python_oracle(seed: int) -> None:
             assert {a: v for (kk, a), v in got_asn.items() if kk == ck} == asns
     assert not counts[~seen].any()
     assert all(asn_from <= k < asn_to for k, _ in got_asn)
+
+
+def test_sorted_positions_equal_searchsorted() -> None:
+    """The combiner's key lookup (a galloping merge) against np.searchsorted: dense and
+    sparse subsets, repeats, the first and last keys, no keys, keys out of order (the
+    binary-search path); a missing key raises KeyError. And its fold, add_rows_at, against
+    np.add.at with repeated rows."""
+    from flowatlas.kernels.accumulate import add_rows_at, sorted_positions
+
+    rng = np.random.default_rng(31)
+    universe = np.unique(rng.integers(-(2**40), 2**40, 200_000))
+    cases = [
+        universe[np.sort(rng.choice(universe.size, 150_000, replace=False))],
+        universe[np.sort(rng.choice(universe.size, 30, replace=False))],
+        np.sort(rng.choice(universe, 50_000)),
+        universe[[0, universe.size - 1]],
+        universe[:0],
+        rng.choice(universe, 1000, replace=False),
+    ]
+    for keys in cases:
+        np.testing.assert_array_equal(
+            sorted_positions(universe, keys), np.searchsorted(universe, keys)
+        )
+    for missing in ([universe[0] - 1], [universe[-1] + 1], [universe[3], universe[3] + 1]):
+        if missing[-1] in universe:
+            continue
+        with pytest.raises(KeyError):
+            sorted_positions(universe, np.array(missing, np.int64))
+    with pytest.raises(KeyError):
+        sorted_positions(universe, np.array([universe[5] + 1, universe[2]], np.int64))
+
+    acc = rng.integers(0, 2**62, (100, 2)).astype(np.uint64)
+    want = acc.copy()
+    idx = rng.integers(0, 100, 5000)
+    vals = rng.integers(0, 2**62, (5000, 2)).astype(np.uint64)
+    np.add.at(want, idx, vals)
+    add_rows_at(acc, idx, vals)
+    np.testing.assert_array_equal(acc, want)  # wraps alike
+    with pytest.raises(IndexError):
+        add_rows_at(acc, np.array([100]), vals[:1])

@@ -213,6 +213,25 @@ def test_sketches_do_not_depend_on_partitions(built, tmp_path) -> None:
     assert a == (tmp_path / "c5" / "sketches.parquet").read_bytes()
 
 
+def test_sketches_radix_sorted_when_keys_are_many(built, tmp_path, monkeypatch) -> None:
+    """Reducers with more sketch keys than SKETCH_DENSE_KEYS_MAX and twice their rows
+    radix-sort the packed keys instead of numbering them: the same sketches either way."""
+    from flowatlas.engine import pipeline
+
+    monkeypatch.setattr(pipeline, "SKETCH_DENSE_KEYS_MAX", 0)
+    monkeypatch.setattr(pipeline, "SKETCH_DENSE_KEYS_PER_ROW", 0)
+    calls = []
+    radix = pipeline.hll.sparse_update
+    monkeypatch.setattr(
+        pipeline.hll, "sparse_update", lambda *a, **k: calls.append(1) or radix(*a, **k)
+    )
+    monkeypatch.setattr(pipeline.hll, "sparse_update_dense", None)  # must not be called
+    build_cube(built / "a", tmp_path / "c", workers=0, partitions=3)
+    assert calls
+    a = (built / "c" / "sketches.parquet").read_bytes()
+    assert a == (tmp_path / "c" / "sketches.parquet").read_bytes()
+
+
 def test_sketches_per_bucket_answer_hourly_ranges(built, tmp_path) -> None:
     from dataclasses import replace
 

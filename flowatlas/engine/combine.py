@@ -32,7 +32,7 @@ from flowatlas.engine.pipeline import (
 )
 from flowatlas.engine.plan import BuildPlan
 from flowatlas.kernels import hll
-from flowatlas.kernels.accumulate import sum_by_key
+from flowatlas.kernels.accumulate import add_rows_at, sorted_positions, sum_by_key
 from flowatlas.kernels.distinct import add128_at, merge_top
 from flowatlas.kernels.orient import DIM_BITS
 from flowatlas.kernels.topk import top_k_per_key
@@ -48,17 +48,14 @@ ASN_SHARE_ROWS = 100_000
 def _index(universe: np.ndarray, keys: np.ndarray, what: str) -> np.ndarray:
     """Where each of ``keys`` sits in the sorted ``universe`` (every key must be there).
 
-    Sorted keys with repeats (a partition's sketch entries: thousands per key) are looked up
-    once per run of equal keys, not once per entry.
+    A partition's keys come sorted (its sketch entries with thousands per key), so one
+    merge through the universe finds them all (accumulate.sorted_positions): a binary
+    search per key took 0.05 CPU s of a world 20 M build's combine.
     """
-    if keys.size > 4 * universe.size and bool(np.all(keys[1:] >= keys[:-1])):
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        at = _index(universe, keys[starts], what)
-        return np.repeat(at, np.diff(np.r_[starts, keys.size]))
-    idx = np.searchsorted(universe, keys)
-    if keys.size and (idx.max() >= universe.size or not np.array_equal(universe[idx], keys)):
-        raise AssertionError(f"{what}: a partition has keys without volume")  # pragma: no cover
-    return idx
+    try:
+        return sorted_positions(universe, keys)
+    except KeyError:  # pragma: no cover
+        raise AssertionError(f"{what}: a partition has keys without volume") from None
 
 
 class _Rollup:
@@ -91,7 +88,7 @@ class _Rollup:
     def add(self, c: Counts) -> None:
         r = self.rollup
         idx = _index(self.keys, c.rollup_keys[r], f"rollup {r}")
-        np.add.at(self.counts, idx, c.rollup_counts[r].astype(np.uint64))
+        add_rows_at(self.counts, idx, c.rollup_counts[r])
         if r in c.rollup_sq:
             add128_at(self.sq_hi, self.sq_lo, idx, *c.rollup_sq[r])
         if r in c.top_ips:
@@ -297,7 +294,7 @@ class Combiner:
     def add(self, c: Counts) -> None:
         """Fold one IP partition's counts in."""
         idx = _index(self.cell_keys, c.cell_keys, "cells")
-        np.add.at(self.cell_counts, idx, c.cell_counts.astype(np.uint64))
+        add_rows_at(self.cell_counts, idx, c.cell_counts)
         for r in self.rollups:
             r.add(c)
         if c.sketch is not None and self.sketch_keys is not None:
@@ -349,9 +346,11 @@ class Combiner:
             r.finish(result, top_asns.get(r.rollup))
         if self.sketch_keys is not None:
             p = self.plan.sketch_p
+            result.sketch_keys = self.sketch_keys
             if self.registers is not None:
-                k, e = hll.long_form(self.registers)
-            elif self.sketch_long:
+                result.sketches = hll.encode_registers(self.registers)
+                return result
+            if self.sketch_long:
                 k, e = hll.reduce_sparse(
                     np.concatenate([a for a, _ in self.sketch_long]),
                     np.concatenate([b for _, b in self.sketch_long]),
@@ -359,6 +358,5 @@ class Combiner:
                 )
             else:
                 k, e = np.empty(0, np.int64), np.empty(0, np.uint32)
-            result.sketch_keys = self.sketch_keys
             result.sketches = hll.encode_cells(k, e, self.sketch_keys.size, p)
         return result

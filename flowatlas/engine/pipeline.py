@@ -31,6 +31,7 @@ from flowatlas.kernels import hll
 from flowatlas.kernels.distinct import (
     counting_order,
     ip_ids,
+    ip_ids_first,
     map_rows,
     partition_of,
     range_ids,
@@ -470,6 +471,11 @@ class Counts:
     sketch: tuple[np.ndarray, np.ndarray] | None = None
 
 
+#: most dense sketch keys (sketch periods x dimension combinations) a reducer numbers for
+#: :func:`hll.sparse_update_dense` whatever its rows, and per row beyond that; with more (a
+#: counter each) it radix-sorts the packed keys (:func:`hll.sparse_update`)
+SKETCH_DENSE_KEYS_MAX = 1 << 20
+SKETCH_DENSE_KEYS_PER_ROW = 2
 #: rollup periods from finest to coarsest
 ROLLUP_CHAIN = ("day", "month", "quarter", "all")
 #: how many top remote addresses (and ASNs) each rollup key remembers
@@ -552,31 +558,44 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             coff += codes[li].size * w
     table = plan.class_table
     asn_of = np.append(table.networks.column("asn").to_numpy().astype(np.uint32), np.uint32(0))
-    ids = ip_ids(rows.hi, rows.lo)
-    # a row of each distinct address (any: they hold the same address): the prefix table and
-    # the sketches' hash look at each address once, not once per row
-    first = np.empty(ids[1], np.int64)
-    first[ids[0]] = np.arange(ids[0].size)
-    asn = asn_of[table.lookup(rows.hi[first], rows.lo[first])][ids[0]]
-    v6 = ~is_v4(rows.hi, rows.lo)
-    full, full6, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
-        rows.hi, rows.lo, bid, dims, v6, rows.vol, asn, pidx, tables.gmap, segments, off,
+    row_id, n_addr, first = ip_ids_first(rows.hi, rows.lo)
+    ids = (row_id, n_addr)
+    # the distinct addresses (one row of each): the prefix table, the IPv6 test and prefix,
+    # and the sketches' hash look at each address once, not once per row
+    a_hi, a_lo = rows.hi[first], rows.lo[first]
+    asn = asn_of[table.lookup(a_hi, a_lo)][row_id]
+    # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s).
+    # An IPv6 address alone in its prefix (in this partition: a prefix lives in one) counts
+    # as its prefix does, so only addresses that share their prefix ("shared") are counted
+    # apart by the walk and again by prefix: each prefix numbered once, not once per row
+    v6_at = np.flatnonzero(~is_v4(a_hi, a_lo))
+    p_hi, p_lo = v6_prefix_of(a_hi[v6_at], a_lo[v6_at], plan.v6_prefix)
+    prefix_id, n_prefixes = ip_ids(p_hi, p_lo)
+    shared_at = np.bincount(prefix_id, minlength=n_prefixes)[prefix_id] > 1
+    prefix_of = np.full(n_addr, -1, np.int64)
+    prefix_of[v6_at[shared_at]] = prefix_id[shared_at]
+    shared = prefix_of[row_id] >= 0
+    full, full_shared, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
+        rows.hi, rows.lo, bid, dims, shared, rows.vol, asn, pidx, tables.gmap, segments, off,
         coff, TOP_K, asn_from, asn_to, ids,
     )  # fmt: skip
-    # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s)
-    prefix = full - full6
-    if v6.any():
-        p_hi, p_lo = v6_prefix_of(rows.hi[v6], rows.lo[v6], plan.v6_prefix)
+    prefix = full - full_shared
+    if shared_at.any():
+        sel = np.flatnonzero(shared)
         stamp_segments = [s[:4] for s in segments]
         prefix += stamp_counts(
-            p_hi, p_lo, bid[v6], dims[v6], pidx, tables.gmap, stamp_segments, off
-        )[0]
-    counts = np.stack([full, prefix], axis=1)
+            None, None, bid[sel], dims[sel], pidx, tables.gmap, stamp_segments, off,
+            ids=(prefix_of[row_id[sel]], n_prefixes),
+        )[0]  # fmt: skip
+
+    def counts(at: np.ndarray) -> np.ndarray:
+        """(distinct addresses, distinct IPv4 addresses + IPv6 prefixes) of keys ``at``."""
+        return np.stack([full[at], prefix[at]], axis=1)
 
     # back to packed keys, nonzero entries only
-    nz = np.flatnonzero(counts[:n0, 0])
+    nz = np.flatnonzero(full[:n0])
     cell_keys = (bkeys[nz // d] << DIM_BITS) | tables.code[nz % d]
-    result = Counts(cell_keys, counts[nz], {}, {})
+    result = Counts(cell_keys, counts(nz), {}, {})
     seg_keys: list[np.ndarray] = []  # packed rollup key of every concentration index
     for lev, g, _o, w, _co in segments[1:]:
         n = codes[lev].size * w
@@ -585,16 +604,18 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     ckey = np.concatenate(seg_keys) if seg_keys else np.empty(0, np.int64)
     for li, rollup in enumerate(levels, start=1):
         lev_segs = [s for s in segments[1:] if s[0] == li]
-        lo_c = lev_segs[0][4]
-        hi_c = lev_segs[-1][4] + codes[li].size * lev_segs[-1][3]
-        lo_o = lev_segs[0][2]
-        sel = np.flatnonzero(counts[lo_o : lo_o + (hi_c - lo_c), 0])  # keys with addresses
-        cidx = lo_c + sel
+        # the level's concentration indices in key order (period, then grouping, then
+        # dimensions: a transpose of the (grouping, period, dimensions) layout), so its keys
+        # come sorted without a sort
+        per = np.arange(codes[li].size)[:, None]
+        in_order = np.concatenate(
+            [co + per * w + np.arange(w)[None, :] for _l, _g, _o, w, co in lev_segs], axis=1
+        ).reshape(-1)
+        to_count = lev_segs[0][2] - lev_segs[0][4]  # counts index - concentration index
+        cidx = in_order[full[in_order + to_count] != 0]  # keys with addresses
         keys = ckey[cidx]
-        order = np.argsort(keys, kind="stable")
-        cidx, keys = cidx[order], keys[order]
         result.rollup_keys[rollup] = keys
-        result.rollup_counts[rollup] = counts[lo_o + sel[order]]
+        result.rollup_counts[rollup] = counts(cidx + to_count)
         result.rollup_sq[rollup] = (sq_hi[cidx], sq_lo[cidx])
         r = top_r[cidx]
         valid = r >= 0
@@ -604,14 +625,26 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         if rollup == asn_rollup:
             result.asn_volume[rollup] = (ckey[a_idx], a_asn, a_vol)
     if plan.sketch_p:
-        # the sketch key of each distinct bucket, then gathered per row (no per-row division)
-        base = sketch_keys(bkeys << DIM_BITS, plan)[bid]
         # registers and ranks hashed once per distinct address, not once per row
-        idx, rank = hll.slots(rows.hi[first], rows.lo[first], plan.sketch_p)
-        result.sketch = hll.sparse_update(
-            base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p,
-            row_slots=(idx[ids[0]], rank[ids[0]]),
-        )  # fmt: skip
+        idx, rank = hll.slots(a_hi, a_lo, plan.sketch_p)
+        # the sketch period (day) of each distinct bucket, numbered densely: a row's sketch
+        # key is (its period's number, its dense dimensions), few enough for counting sorts
+        s_bucket, s_of_b = np.unique(
+            sketch_keys(bkeys << DIM_BITS, plan) >> DIM_BITS, return_inverse=True
+        )
+        n_keys = s_bucket.size * d
+        if n_keys <= max(SKETCH_DENSE_KEYS_MAX, SKETCH_DENSE_KEYS_PER_ROW * bid.size):
+            k, e = hll.sparse_update_dense(
+                bid, dims, s_of_b.reshape(-1), d, row_id, (idx, rank), plan.sketch_p
+            )
+            key_of = ((s_bucket[:, None] << DIM_BITS) | tables.code[None, :]).reshape(-1)
+            result.sketch = (key_of[k], e)
+        else:  # sketch keys of fine buckets over a long range: the packed keys, radix-sorted
+            base = (s_bucket << DIM_BITS)[s_of_b.reshape(-1)][bid]
+            result.sketch = hll.sparse_update(
+                base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p,
+                row_slots=(idx[row_id], rank[row_id]),
+            )  # fmt: skip
     return result
 
 

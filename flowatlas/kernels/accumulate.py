@@ -71,16 +71,30 @@ def _group_by_key(key, cols):  # pragma: no cover - compiled
     return o_key[:m], sums[:m], counts[:m], overflow
 
 
+@numba.njit(nogil=True, cache=True)
+def _strictly_ascending(key):  # pragma: no cover - compiled
+    """Whether ``key`` is strictly ascending (stops at the first step that is not)."""
+    for i in range(1, key.size):
+        if key[i] <= key[i - 1]:
+            return False
+    return True
+
+
 def group_by_key(key: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted distinct keys, exact uint64 column sums per key, and rows per key.
 
     Hashing does the grouping; only the distinct keys are sorted (they are few). A sum that
-    would wrap raises :class:`CounterOverflow`.
+    would wrap raises :class:`CounterOverflow`. Keys already strictly ascending are their
+    own groups (a build's map tasks cover disjoint times, so the combiner's concatenated
+    cell, link and geography keys usually are): returned as they are, copied.
     """
     cols = np.ascontiguousarray(cols, np.uint64)
     if cols.ndim == 1:
         cols = cols[:, None]
-    uniq, sums, counts, overflow = _group_by_key(np.ascontiguousarray(key, np.int64), cols)
+    key = np.ascontiguousarray(key, np.int64)
+    if key.size == cols.shape[0] and _strictly_ascending(key):
+        return key.copy(), cols.copy(), np.ones(key.size, np.uint64)
+    uniq, sums, counts, overflow = _group_by_key(key, cols)
     if overflow:
         raise CounterOverflow("a uint64 sum of bytes, packets or flows overflowed")
     # the keys are distinct, so any sort orders them alike: introsort, not the stable sort
@@ -93,3 +107,85 @@ def sum_by_key(key: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """Sorted distinct keys and exact uint64 column sums per key (overflow raises)."""
     uniq, sums, _ = group_by_key(key, cols)
     return uniq, sums
+
+
+@numba.njit(nogil=True, cache=True)
+def _sorted_positions(universe, keys):  # pragma: no cover - compiled
+    """Positions of ascending ``keys`` in the ascending ``universe`` by one merge (a
+    galloping search from the previous key's position) and a status: 0 found, 1 keys not
+    ascending, 2 a key missing."""
+    n = keys.size
+    u = universe.size
+    out = np.empty(n, np.int64)
+    j = 0
+    for i in range(n):
+        k = keys[i]
+        if i and k <= keys[i - 1]:
+            if k < keys[i - 1]:
+                return out, 1
+            out[i] = j  # a repeat: the same place
+            continue
+        if j < u and universe[j] < k:
+            lo = j  # universe[lo] < k: gallop, then bisect (lo, hi]
+            step = 1
+            hi = lo + 1
+            while hi < u and universe[hi] < k:
+                lo = hi
+                step <<= 1
+                hi = lo + step
+            if hi > u:
+                hi = u
+            a = lo + 1
+            while a < hi:
+                mid = (a + hi) >> 1
+                if universe[mid] < k:
+                    a = mid + 1
+                else:
+                    hi = mid
+            j = a
+        if j >= u or universe[j] != k:
+            return out, 2
+        out[i] = j
+    return out, 0
+
+
+def sorted_positions(universe: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Where each of ``keys`` sits in the ascending, distinct int64 ``universe`` (every key
+    must be there: KeyError if one is not).
+
+    Ascending keys, the usual case (a partition's sorted keys, or sketch entries with
+    thousands per key), take one merge through the universe; others a binary search each.
+    """
+    universe = np.ascontiguousarray(universe, np.int64)
+    keys = np.ascontiguousarray(keys, np.int64)
+    idx, status = _sorted_positions(universe, keys)
+    if status == 1:
+        idx = np.searchsorted(universe, keys)
+        ok = not keys.size or (
+            int(idx.max()) < universe.size and np.array_equal(universe[idx], keys)
+        )
+        status = 0 if ok else 2
+    if status == 2:
+        raise KeyError("a key is not in the universe")
+    return idx
+
+
+@numba.njit(nogil=True, cache=True)
+def _add_rows_at(acc, idx, values):  # pragma: no cover - compiled
+    for i in range(idx.size):
+        j = idx[i]
+        for c in range(acc.shape[1]):
+            acc[j, c] += values[i, c]
+
+
+def add_rows_at(acc: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
+    """``acc[idx[i]] += values[i]`` for every row ``i``, repeats included, in place (uint64
+    rows, wrapping as NumPy's ``np.add.at`` does): one compiled loop, where ``np.add.at``
+    and a fancy-index add took 0.04-0.06 s of a world 20 M build's combine."""
+    if acc.dtype != np.uint64 or acc.ndim != 2 or not acc.flags.c_contiguous:
+        raise ValueError("acc must be a C-contiguous 2-D uint64 array")
+    idx = np.ascontiguousarray(idx, np.int64).ravel()
+    values = np.ascontiguousarray(values, np.uint64).reshape(idx.size, acc.shape[1])
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= acc.shape[0]):
+        raise IndexError("a row index is outside acc")
+    _add_rows_at(acc, idx, values)
