@@ -19,6 +19,8 @@ so they stay in cache. Keys come out sorted: the result does not depend on recor
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 
@@ -62,8 +64,9 @@ def _grow(table):  # pragma: no cover - compiled
     return out
 
 
-def _sorted_entries(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The used slots' keys, ascending, and their sums (volume, packets, records).
+def _taken_entries(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The used slots' keys, ascending, and their sums (volume, packets, records); the
+    slots are emptied.
 
     NumPy, not numba: a sort of distinct keys is as fast here, and numba's sort and 2-D
     gather cost the first run after an install about two seconds of compiling.
@@ -71,7 +74,9 @@ def _sorted_entries(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.flatnonzero(table[:, 3] != 0)
     k = table[idx, 0].view(np.int64)
     order = np.argsort(k)
-    return k[order], table[idx[order], 1:]
+    out = k[order], table[idx[order], 1:]
+    table[idx] = 0
+    return out
 
 
 @numba.njit(inline="always", nogil=True, cache=True)
@@ -181,13 +186,23 @@ def _drain(near, table, n):  # pragma: no cover - compiled
 NEAR_BITS = 12
 
 
+#: per thread: the tables of the last call, emptied, kept for the next
+_SCRATCH = threading.local()
+
+
 def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo, near_bits=NEAR_BITS):
     """Both tables' sorted keys and sums, and whether a sum wrapped: runs of :func:`_run`,
-    each whole table doubled when it is half full, then the near tables drained."""
-    lt = np.zeros((1024, 4), np.uint64)
-    gt = np.zeros((1024, 4), np.uint64)
-    l_near = np.zeros((1 << near_bits, 4), np.uint64)
-    g_near = np.zeros_like(l_near)
+    each whole table doubled when it is half full, then the near tables drained.
+
+    The tables (empty again once read) stay with the thread for its next call: fresh ones
+    cost a zeroed page for every 4 KiB, and a task's whole link table doubles to megabytes.
+    """
+    tables = getattr(_SCRATCH, "tables", None)
+    if tables is None or tables[2].shape[0] != 1 << near_bits:
+        near = np.zeros((1 << near_bits, 4), np.uint64)
+        tables = [np.zeros((1024, 4), np.uint64) for _ in range(2)] + [near, near.copy()]
+    _SCRATCH.tables = None  # until they are empty again
+    lt, gt, l_near, g_near = tables
     l_n = g_n = 0
     i = 0
     overflow = False
@@ -202,7 +217,9 @@ def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo, near_bits=N
             gt = _grow(gt)
     lt, l_n, l_wrapped = _drained(l_near, lt, l_n)
     gt, g_n, g_wrapped = _drained(g_near, gt, g_n)
-    return (*_sorted_entries(lt), *_sorted_entries(gt), overflow or l_wrapped or g_wrapped)
+    out = (*_taken_entries(lt), *_taken_entries(gt), overflow or l_wrapped or g_wrapped)
+    _SCRATCH.tables = [lt, gt, l_near, g_near]
+    return out
 
 
 def _drained(near, table, n):
