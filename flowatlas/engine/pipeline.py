@@ -209,11 +209,10 @@ def orient_and_cell(
     # exporters: number the distinct values once, map the few of them in Python
     exp_words = bytes16_words(table.column("exporter"))
     codes, first = value_codes(exp_words)
-    exp_ids = np.full(first.size + 1, -1, dtype=np.int32)
-    exp_regs = np.zeros(first.size + 1, dtype=np.int16)
-    for k, value in enumerate(exp_words[first]):
-        ex_id, reg = plan.exporters.get(value.tobytes(), (-1, 0))
-        exp_ids[k], exp_regs[k] = ex_id, reg
+    raw = exp_words[first].tobytes()  # one slice of bytes per value: no NumPy scalars
+    known = [plan.exporters.get(raw[k : k + 16], (-1, 0)) for k in range(0, len(raw), 16)]
+    exp_ids = np.array([e[0] for e in known] + [-1], dtype=np.int32)
+    exp_regs = np.array([e[1] for e in known] + [0], dtype=np.int16)
     t_us = table.column("time_start").combine_chunks().cast(pa.int64()).to_numpy()
     scaled = counts == COUNTS_SCALED
 
