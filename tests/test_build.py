@@ -347,34 +347,3 @@ def test_combiner_index_of_sorted_runs_equals_searchsorted(seed):
         )
     with pytest.raises(AssertionError, match="keys without volume"):
         _index(universe, np.sort(np.r_[np.repeat(universe, 5), universe[-1] + 1]), "t")
-
-
-def test_map_tasks_share_scratch_arrays_without_sharing_results(archive) -> None:
-    """Map tasks on one thread reuse its scratch arrays (the oriented rows, map_rows' dedup
-    table, tally's tables): a task's result is the same whatever ran before it on the thread,
-    bigger tasks, smaller ones or none, and the results of earlier tasks stay as they were."""
-    from flowatlas.classify import load_table
-    from flowatlas.engine import pipeline
-    from flowatlas.engine.build import resolve_config
-    from flowatlas.engine.plan import make_plan
-    from flowatlas.io.archive import open_archive
-
-    cfg = resolve_config(archive, None)
-    plan = make_plan(cfg, load_table(cfg), partitions=3)
-    fragments = open_archive(archive).fragments(3_000)
-    tasks = [*pipeline.pack(fragments, 9_000), fragments]  # the last one: every record
-
-    def arrays(r):
-        return [a.copy() for a in (r.cell_keys, r.cell_sums, r.rows.cell, r.rows.hi, r.rows.lo,
-                                   r.rows.vol, r.bounds, *r.link_sums, *r.geo_sums)]  # fmt: skip
-
-    fresh = []
-    for task in tasks:
-        pipeline.release_map_scratch()
-        fresh.append(arrays(pipeline.map_task(task, plan)))
-    for order in (range(len(tasks)), reversed(range(len(tasks)))):
-        results = [(k, pipeline.map_task(tasks[k], plan)) for k in order]
-        for k, r in results:  # each checked after all have run
-            for a, b in zip(fresh[k], arrays(r), strict=True):
-                assert a.dtype == b.dtype and (a == b).all()
-    pipeline.release_map_scratch()

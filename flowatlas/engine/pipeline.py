@@ -137,17 +137,6 @@ class Partial:
 _SCRATCH = threading.local()
 
 
-def release_map_scratch() -> None:
-    """Drop this thread's map-side scratch arrays (:meth:`Partial.scratch`, ``map_rows``'
-    and ``tally``'s tables): a thread that has gone on to reduce needs them no more, and
-    they would add to the reducers' peak memory (world 20 M: 160 MB)."""
-    from flowatlas.kernels import distinct, tally
-
-    _SCRATCH.__dict__.clear()
-    distinct.release_scratch()
-    tally.release_scratch()
-
-
 @dataclass
 class FragmentStats:
     """Accounting for one fragment: records in = records cubed + records quarantined."""
@@ -546,7 +535,6 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     also gather their HHI numerators, top-address candidates and (key, ASN) volumes. A
     second, smaller walk over IPv6 rows counts distinct IPv6 prefixes.
     """
-    release_map_scratch()  # this thread's maps are done
     rows = Piece.concat(pieces)
     tables = _tables(plan)
     bucket = rows.cell >> DIM_BITS

@@ -414,11 +414,6 @@ def _split_sum(
 _SCRATCH = threading.local()
 
 
-def release_scratch() -> None:
-    """Drop this thread's dedup table and scratch rows (the next call makes new ones)."""
-    _SCRATCH.__dict__.clear()
-
-
 def _scratch(n: int, bits: int) -> tuple[np.ndarray, ...]:
     """This thread's dedup table (at least 2^``bits`` slots) and scratch arrays for ``n``
     rows (cell ids, first rows, volumes, partitions), made or grown as needed."""

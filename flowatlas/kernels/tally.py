@@ -190,11 +190,6 @@ NEAR_BITS = 12
 _SCRATCH = threading.local()
 
 
-def release_scratch() -> None:
-    """Drop this thread's tables (the next call makes new ones)."""
-    _SCRATCH.__dict__.clear()
-
-
 def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo, near_bits=NEAR_BITS):
     """Both tables' sorted keys and sums, and whether a sum wrapped: runs of :func:`_run`,
     each whole table doubled when it is half full, then the near tables drained.
