@@ -307,27 +307,15 @@ def test_map_rows_table_wiped_when_generations_wrap(bits, gen_max) -> None:
     key[tail] = key[rng.permutation(tail)]  # the second half out of bucket order
     b0 = int(key.min()) >> 15
     nb = (int(key.max()) >> 15) - b0 + 1
-    cid, _ = distinct._dense_cell_ids(key, index, 15, b0, code.size, np.empty_like(key))
-    n = key.size
+    cid, _ = distinct._dense_cell_ids(key, index, 15, b0, code.size)
 
-    def run(gen_max, table, gen0=0):
-        scratch = (np.empty(n, np.int64), np.empty(n, np.uint64), np.empty(n, np.int32))
+    def run(gen_max):
         return distinct._split_sum(cid, nb * code.size, key, hi, lo, vol, pk, 5, np.uint64(0),
-                                   bits, np.int64(15), np.uint64(gen_max), table,
-                                   np.uint64(gen0), *scratch)  # fmt: skip
+                                   bits, np.int64(15), np.uint64(gen_max))  # fmt: skip
 
-    want = run(distinct._GEN_MAX, np.zeros((1 << bits, 4), np.uint64))
-    # a table used before (stale slots of lower generations, or of any, once wiped), bigger
-    # than needed, passed on from call to call: the same rows
-    for limit in (gen_max, distinct._GEN_MAX):
-        table = np.zeros((2 << bits, 4), np.uint64)
-        gen = 0
-        for _ in range(3):
-            got = run(limit, table, gen)
-            assert gen < got[-1] <= limit or got[-1] <= gen_max
-            for a, b in zip(want[:-1], got[:-1], strict=True):
-                np.testing.assert_array_equal(a, b)
-            gen = got[-1]
+    want, got = run(distinct._GEN_MAX), run(gen_max)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
     assert want[3].size < key.size or bits == 1
 
 

@@ -13,8 +13,6 @@ Sums (volume, packets, flows) add up, so they go straight into dense arrays per 
 
 from __future__ import annotations
 
-import threading
-
 import numba
 import numpy as np
 
@@ -270,10 +268,9 @@ def _next_generation(table, cur, gen, gen_max, grow):  # pragma: no cover - comp
 
 
 @numba.njit(nogil=True, cache=True)
-def _dense_cell_ids(key, dim_index, dim_bits, b0, n_dims, ids):  # pragma: no cover - compiled
-    """Each key's dense (bucket - b0, dimensions) id, written to ``ids``: (ids, whether a
-    dimension code is outside ``dim_index``)."""
+def _dense_cell_ids(key, dim_index, dim_bits, b0, n_dims):  # pragma: no cover - compiled
     mask = (np.int64(1) << dim_bits) - 1
+    ids = np.empty(key.size, np.int64)
     bad = False
     for i in range(key.size):
         d = dim_index[key[i] & mask]
@@ -285,23 +282,7 @@ def _dense_cell_ids(key, dim_index, dim_bits, b0, n_dims, ids):  # pragma: no co
 
 @numba.njit(nogil=True, cache=True)
 def _split_sum(
-    cid,
-    n_ids,
-    key,
-    hi,
-    lo,
-    vol,
-    pk,
-    parts,
-    v6_shift,
-    bits,
-    dim_bits,
-    gen_max,
-    table,
-    gen0,
-    rep,
-    acc,
-    pid,
+    cid, n_ids, key, hi, lo, vol, pk, parts, v6_shift, bits, dim_bits, gen_max
 ):  # pragma: no cover
     """Per-id sums and partition-ordered rows, repeats folded (see :func:`map_rows`).
 
@@ -314,30 +295,23 @@ def _split_sum(
     up to 2^``bits`` slots, keeping the pairs it holds; it starts small, so that a bucket's
     pairs stay in L1/L2 where they can. After generation ``gen_max`` (:data:`_GEN_MAX`;
     tests pass less) the table is wiped once.
-
-    ``table`` (at least 2^``bits`` rows of key, hi, lo, generation << 36 | row + 1) and the
-    last generation its slots may hold, ``gen0``, come from the caller, who passes them to
-    the next call: a fresh table would be zeroed (2 MiB, every page touched) for each task.
-    ``rep``, ``acc`` and ``pid`` are scratch arrays of at least ``cid.size`` rows. Returns
-    the sums, the rows, the bounds, whether a sum wrapped and the last generation used.
     """
     n = cid.size
     s_vol = np.zeros(n_ids, np.uint64)
     s_pk = np.zeros(n_ids, np.uint64)
     s_fl = np.zeros(n_ids, np.uint64)
+    # every slot it may grow to, allocated once (pages never used are never touched)
+    table = np.zeros((1 << bits, 4), np.uint64)  # key, hi, lo, generation << 36 | row + 1
     cur = min(bits, CACHE_START_BITS)
     mask = np.uint64((1 << cur) - 1)
     half = 1 << (cur - 1)
     quarter = half >> 1
-    # a generation of its own: the slots of earlier calls are free
-    gen = gen0 + np.uint64(1)
-    if gen > gen_max:
-        table[:, 3] = 0
-        gen = np.uint64(1)
+    gen = np.uint64(1)
     live = 0
     last_bucket = np.int64(0)
-    # rep: the input row each output row came from first; acc: its summed volume; pid: its
-    # partition
+    rep = np.empty(n, np.int64)  # the input row each output row came from first
+    acc = np.empty(n, np.uint64)  # its summed volume
+    pid = np.empty(n, np.int32)
     bounds = np.zeros(parts + 1, np.int64)
     p = np.uint64(parts)
     m = 0
@@ -407,26 +381,7 @@ def _split_sum(
         o_hi[t] = hi[i]
         o_lo[t] = lo[i]
         o_vol[t] = acc[j]
-    return s_vol, s_pk, s_fl, o_cell, o_hi, o_lo, o_vol, bounds, overflow, gen
-
-
-#: per thread: map_rows' dedup table, its last generation and scratch rows, kept between calls
-_SCRATCH = threading.local()
-
-
-def _scratch(n: int, bits: int) -> tuple[np.ndarray, ...]:
-    """This thread's dedup table (at least 2^``bits`` slots) and scratch arrays for ``n``
-    rows (cell ids, first rows, volumes, partitions), made or grown as needed."""
-    table = getattr(_SCRATCH, "table", None)
-    if table is None or table.shape[0] < (1 << bits):
-        _SCRATCH.table = np.zeros((1 << bits, 4), np.uint64)
-        _SCRATCH.gen = 0  # no slot holds a generation yet
-    rows = getattr(_SCRATCH, "rows", None)
-    if rows is None or rows[0].size < n:
-        m = max(n, 1)
-        _SCRATCH.rows = rows = (np.empty(m, np.int64), np.empty(m, np.int64),
-                                np.empty(m, np.uint64), np.empty(m, np.int32))  # fmt: skip
-    return (_SCRATCH.table, *rows)
+    return s_vol, s_pk, s_fl, o_cell, o_hi, o_lo, o_vol, bounds, overflow
 
 
 def map_rows(
@@ -477,21 +432,20 @@ def map_rows(
         b0 = int(key.min()) >> dim_bits
         n_buckets = (int(key.max()) >> dim_bits) - b0 + 1
         dense = n_buckets * n_dims <= DENSE_CELLS_MAX
-    table, ids, rep, acc, pid = _scratch(key.size, cache_bits)
     if dense:
         cid, bad = _dense_cell_ids(key, np.ascontiguousarray(dim_index, np.int64), dim_bits, b0,
-                                   n_dims, ids[: key.size])  # fmt: skip
+                                   n_dims)  # fmt: skip
         if bad:
             raise ValueError("a cell key has a dimension code outside dim_index")
         n_ids = n_buckets * n_dims
     else:
         cid, uniq = key_ids(key)
         n_ids = uniq.size
-    s_vol, s_pk, s_fl, *rows, bounds, overflow, _SCRATCH.gen = _split_sum(
+    s_vol, s_pk, s_fl, *rows, bounds, overflow = _split_sum(
         cid, int(n_ids), key, np.ascontiguousarray(hi, np.uint64),
         np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(vol, np.uint64),
         np.ascontiguousarray(pk, np.uint64), int(parts), np.uint64(64 - v6_prefix), cache_bits,
-        np.int64(dim_bits), np.uint64(_GEN_MAX), table, np.uint64(_SCRATCH.gen), rep, acc, pid,
+        np.int64(dim_bits), np.uint64(_GEN_MAX),
     )  # fmt: skip
     if overflow:
         raise CounterOverflow("a uint64 sum of bytes or packets overflowed")
