@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,20 +103,6 @@ class Partial:
             np.empty(n, np.int32) if plan is not None and plan.track_geo else None,
         )  # fmt: skip
 
-    @classmethod
-    def scratch(cls, n: int, plan: BuildPlan) -> Partial:
-        """Uninitialised host arrays for ``n`` rows, as :meth:`allocate`, reused by the next
-        call on this thread: a map task's rows live only until its ``map_rows`` and ``tally``
-        have read them, and fresh arrays cost a page fault (and the kernel zeroing the page)
-        per 4 KiB written, about 5% of a world map task's CPU."""
-        want = (plan.track_links, plan.track_geo)
-        have = getattr(_SCRATCH, "rows", None)
-        if have is None or have[0] != want or have[1].key.size < n:
-            have = (want, cls.allocate(max(n, 1), plan))
-            _SCRATCH.rows = None  # the old arrays go before the new ones are touched
-            _SCRATCH.rows = have
-        return have[1].with_columns([c[:n] for c in have[1].columns()])
-
     def columns(self) -> list[np.ndarray]:
         """The columns present, in field order."""
         return [c for c in (self.key, self.hi, self.lo, self.vol, self.pk, self.link, self.geo)
@@ -131,10 +116,6 @@ class Partial:
             next(it) if self.link is not None else None,
             next(it) if self.geo is not None else None,
         )
-
-
-#: per thread: the map task rows :meth:`Partial.scratch` hands out again
-_SCRATCH = threading.local()
 
 
 @dataclass
@@ -377,7 +358,7 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
     parts = []
     gpu = plan.backend == "gpu"
     # on the CPU every fragment's rows go into one set of arrays (no join afterwards)
-    into = None if gpu else Partial.scratch(sum(f.num_rows for f in fragments), plan)
+    into = None if gpu else Partial.allocate(sum(f.num_rows for f in fragments), plan)
     at = 0
     for fragment in fragments:
         table = read_fragment(fragment, COLUMNS)
