@@ -140,3 +140,20 @@ def test_tally_overflow_across_near_and_whole_tables() -> None:
                                   np.ones(n, np.uint64), np.int64(HOUR_US), True, False,
                                   near_bits)  # fmt: skip
             assert overflow == wraps
+
+
+def test_tally_tables_kept_for_the_next_call_only_while_small(monkeypatch) -> None:
+    """The emptied tables stay with the thread for its next call unless one grew past
+    KEEP_SLOTS; either way each call's sums are its own records' alone."""
+    from flowatlas.kernels import tally as tally_module
+
+    rng = np.random.default_rng(7)
+    big = _records(rng, 30_000, HOUR_US)
+    small = _records(rng, 500, HOUR_US)
+    want = [tally(*(r[i] for i in (0, 3, 4)), HOUR_US, r[1], r[2]) for r in (big, small)]
+    monkeypatch.setattr(tally_module, "KEEP_SLOTS", 4096)
+    for r, w, kept in ((big, want[0], False), (small, want[1], True), (big, want[0], False)):
+        got = tally(r[0], r[3], r[4], HOUR_US, r[1], r[2])
+        assert (getattr(tally_module._SCRATCH, "tables", None) is not None) == kept
+        for (wk, ws), (gk, gs) in zip(w, got, strict=True):
+            assert (wk == gk).all() and (ws == gs).all()

@@ -186,8 +186,10 @@ def _drain(near, table, n):  # pragma: no cover - compiled
 NEAR_BITS = 12
 
 
-#: per thread: the tables of the last call, emptied, kept for the next
+#: per thread: the tables of the last call, emptied, kept for the next ...
 _SCRATCH = threading.local()
+#: ... where no whole table has grown past this many slots (4 MiB)
+KEEP_SLOTS = 1 << 17
 
 
 def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo, near_bits=NEAR_BITS):
@@ -218,7 +220,8 @@ def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo, near_bits=N
     lt, l_n, l_wrapped = _drained(l_near, lt, l_n)
     gt, g_n, g_wrapped = _drained(g_near, gt, g_n)
     out = (*_taken_entries(lt), *_taken_entries(gt), overflow or l_wrapped or g_wrapped)
-    _SCRATCH.tables = [lt, gt, l_near, g_near]
+    if max(lt.shape[0], gt.shape[0]) <= KEEP_SLOTS:  # bigger ones are not held between tasks
+        _SCRATCH.tables = [lt, gt, l_near, g_near]
     return out
 
 
