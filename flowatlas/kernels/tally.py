@@ -12,9 +12,11 @@ cells do):
 
       geo key = day << GEO_DAY_SHIFT | dimension code << GEO_BITS | geo code
 
-One pass over a task's records fills both with exact uint64 sums (volume, packets, records),
-in hash tables that grow with the distinct keys (a few thousand per task), not the records,
-so they stay in cache. Keys come out sorted: the result does not depend on record order.
+One pass over a task's records fills both with exact uint64 sums (volume, packets, records):
+each record adds to its key's slot in a small direct-mapped near table (records come in time
+order, so a stretch of time's few keys stay there), which hands evicted keys on to hash
+tables that grow with the distinct keys, not the records. Keys come out sorted: the result
+does not depend on record order.
 """
 
 from __future__ import annotations
