@@ -187,3 +187,26 @@ def test_records_kernel_rejects_bad_arrays(plan) -> None:
         records_cpu(words, words, *args, small)
     with pytest.raises(ValueError, match="addresses"):
         records_cpu(words[:, :1].copy(), words, *args, small)
+
+
+@pytest.mark.parametrize("n_values", [1, 5, 40, 3_000])
+def test_value_codes_number_values_in_first_seen_order(n_values) -> None:
+    """``value_codes`` against NumPy: every row's code names its value, codes count up in
+    first-seen order; values that share a word, many values (the table grows), no rows."""
+    from flowatlas.kernels.records import value_codes
+
+    rng = np.random.default_rng(n_values)
+    pool = rng.integers(0, 2**64, (n_values, 2), dtype=np.uint64)
+    pool[: n_values // 2, 0] = 7  # the same first word, different second ones
+    pool[n_values // 2 :, 1] = pool[0, 1]  # and the other way round
+    words = pool[rng.integers(0, n_values, 20_000)]
+    codes, first = value_codes(words)
+    _, idx, inv = np.unique(words, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(idx)  # distinct values by first row
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    assert first.tolist() == np.sort(idx).tolist()
+    assert codes.tolist() == rank[inv.reshape(-1)].tolist()
+    assert (words[first[codes]] == words).all()
+    codes, first = value_codes(words[:0])
+    assert codes.size == 0 and first.size == 0

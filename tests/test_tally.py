@@ -98,3 +98,62 @@ def test_tally_overflow_raises() -> None:
     # records without a link are not summed per link: no overflow there
     links, _ = tally(cell, vol, pk, HOUR_US, link=np.array([0, -1, 0], np.int16))
     assert links[1].tolist() == [[2**63 + 1, 2, 2]]
+
+
+@pytest.mark.parametrize("near_bits", [1, 3, 12])
+def test_tally_near_tables_change_nothing(near_bits) -> None:
+    """Records summed through near tables of any size (2 slots: nearly every record moves a
+    key to the whole table) give the sums of one whole table, in time order or not."""
+    from flowatlas.kernels.tally import _tally
+
+    rng = np.random.default_rng(near_bits)
+    cell, link, geo, vol, pk = _records(rng, 20_000, HOUR_US)
+    want = tally(cell, vol, pk, HOUR_US, link, geo)
+    for order in (
+        np.arange(cell.size),
+        np.argsort(cell, kind="stable"),
+        rng.permutation(cell.size),
+    ):
+        got = _tally(cell[order], link[order], geo[order], vol[order], pk[order],
+                     np.int64(HOUR_US), True, True, near_bits)  # fmt: skip
+        assert not got[4]
+        for (wk, ws), gk, gs in ((want[0], got[0], got[1]), (want[1], got[2], got[3])):
+            assert (wk == gk).all() and (ws == gs).all()
+
+
+def test_tally_overflow_across_near_and_whole_tables() -> None:
+    """A sum that wraps only once a near slot's part reaches the whole table still raises."""
+    from flowatlas.kernels.tally import _near_slot, _tally
+
+    for near_bits in (1, 2, 12):
+        # two cells whose link keys take the same near slot: they evict each other
+        first = _near_slot(0, near_bits)
+        other = next(b << DIM_BITS for b in range(1, 10_000)
+                     if _near_slot((b << DIM_BITS) << LINK_BITS, near_bits) == first)  # fmt: skip
+        for turns, wraps in ((3, False), (4, True)):
+            # 2^62 a record for the first key, in turns with the other: its fourth record
+            # wraps its sum where the other key evicts it
+            cell = np.array([0, other] * turns, np.int64)
+            n = cell.size
+            vol = np.where(cell == 0, 2**62, 1).astype(np.uint64)
+            *_, overflow = _tally(cell, np.zeros(n, np.int16), np.zeros(n, np.int32), vol,
+                                  np.ones(n, np.uint64), np.int64(HOUR_US), True, False,
+                                  near_bits)  # fmt: skip
+            assert overflow == wraps
+
+
+def test_tally_tables_kept_for_the_next_call_only_while_small(monkeypatch) -> None:
+    """The emptied tables stay with the thread for its next call unless one grew past
+    KEEP_SLOTS; either way each call's sums are its own records' alone."""
+    from flowatlas.kernels import tally as tally_module
+
+    rng = np.random.default_rng(7)
+    big = _records(rng, 30_000, HOUR_US)
+    small = _records(rng, 500, HOUR_US)
+    want = [tally(*(r[i] for i in (0, 3, 4)), HOUR_US, r[1], r[2]) for r in (big, small)]
+    monkeypatch.setattr(tally_module, "KEEP_SLOTS", 4096)
+    for r, w, kept in ((big, want[0], False), (small, want[1], True), (big, want[0], False)):
+        got = tally(r[0], r[3], r[4], HOUR_US, r[1], r[2])
+        assert (getattr(tally_module._SCRATCH, "tables", None) is not None) == kept
+        for (wk, ws), (gk, gs) in zip(w, got, strict=True):
+            assert (wk == gk).all() and (ws == gs).all()

@@ -175,14 +175,15 @@ def orient_and_cell(
     if n == 0:
         return Partial.empty(plan), stats
 
-    # exporters: dictionary-encode once, map the few distinct values in Python
-    exp = table.column("exporter").combine_chunks().dictionary_encode()
-    exp_ids = np.full(len(exp.dictionary) + 1, -1, dtype=np.int32)
-    exp_regs = np.zeros(len(exp.dictionary) + 1, dtype=np.int16)
-    for k, value in enumerate(exp.dictionary.to_pylist()):
-        ex_id, reg = plan.exporters.get(value, (-1, 0))
-        exp_ids[k], exp_regs[k] = ex_id, reg
-    codes = exp.indices.to_numpy()
+    from flowatlas.kernels.records import records_cpu, value_codes
+
+    # exporters: number the distinct values once, map the few of them in Python
+    exp_words = bytes16_words(table.column("exporter"))
+    codes, first = value_codes(exp_words)
+    raw = exp_words[first].tobytes()  # one slice of bytes per value: no NumPy scalars
+    known = [plan.exporters.get(raw[k : k + 16], (-1, 0)) for k in range(0, len(raw), 16)]
+    exp_ids = np.array([e[0] for e in known] + [-1], dtype=np.int32)
+    exp_regs = np.array([e[1] for e in known] + [0], dtype=np.int16)
     t_us = table.column("time_start").combine_chunks().cast(pa.int64()).to_numpy()
     scaled = counts == COUNTS_SCALED
 
@@ -206,8 +207,6 @@ def orient_and_cell(
         stats.quarantined.update({REASONS[c]: k for c, k in dropped.items()})
         stats.cubed = int(rows.key.shape[0])
         return rows, stats
-
-    from flowatlas.kernels.records import records_cpu
 
     if into is None:
         into, at = Partial.allocate(n, plan), 0

@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 
+from flowatlas.kernels.accumulate import mix64
 from flowatlas.kernels.lpm import PREFETCH_DISTANCE, LpmArrays, _jit_no_nrt, _prefetch, lpm_one
 from flowatlas.kernels.orient import INTERNAL, cell_one, orient_one
 
@@ -189,6 +190,55 @@ def records_cpu(
         link_out if link_out is not None else _NO_LINK_OUT,
         geo_out if geo_out is not None else _NO_GEO,
     )  # fmt: skip
+
+
+@_jit_no_nrt(nogil=True, cache=True)
+def _value_codes(words, codes, first, table):  # pragma: no cover - compiled
+    """Number the distinct 16-byte values in first-seen order: ``codes[i]`` is row i's, and
+    ``first[c]`` the first row holding value c. ``table`` (a power of two, -1 filled) maps
+    a slot to a code, probed linearly. Returns the number of values, or -1 once they fill
+    half the table (the caller retries with a bigger one)."""
+    mask = np.uint64(table.size - 1)
+    m = 0
+    for i in range(words.shape[0]):
+        h = words[i, 0]
+        lw = words[i, 1]
+        s = mix64(h ^ mix64(lw)) & mask
+        while True:
+            c = table[s]
+            if c < 0:
+                if 2 * (m + 1) > table.size:
+                    return -1
+                table[s] = m
+                first[m] = i
+                codes[i] = m
+                m += 1
+                break
+            if words[first[c], 0] == h and words[first[c], 1] == lw:
+                codes[i] = c
+                break
+            s = (s + np.uint64(1)) & mask
+    return m
+
+
+def value_codes(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, first rows) of 16-byte values, given as (n, 2) uint64 words (as
+    :func:`flowatlas.addresses.bytes16_words` gives them): row i holds the value of row
+    ``first[codes[i]]``; codes count from 0 in first-seen order.
+
+    What ``dictionary_encode`` gives for the exporter column, in a third of its time: the
+    map step reads a few exporters over and over (6 ns a record on the world workload).
+    """
+    words = np.ascontiguousarray(words, np.uint64)
+    n = words.shape[0]
+    codes = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    bits = 6
+    while True:
+        m = _value_codes(words, codes, first, np.full(1 << bits, -1, np.int64))
+        if m >= 0:
+            return codes, first[:m]
+        bits += 2
 
 
 #: stand-ins for the outputs a call does not ask for (the kernel never writes them)

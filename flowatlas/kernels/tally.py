@@ -12,17 +12,22 @@ cells do):
 
       geo key = day << GEO_DAY_SHIFT | dimension code << GEO_BITS | geo code
 
-One pass over a task's records fills both with exact uint64 sums (volume, packets, records),
-in hash tables that grow with the distinct keys (a few thousand per task), not the records,
-so they stay in cache. Keys come out sorted: the result does not depend on record order.
+One pass over a task's records fills both with exact uint64 sums (volume, packets, records):
+each record adds to its key's slot in a small direct-mapped near table (records come in time
+order, so a stretch of time's few keys stay there), which hands evicted keys on to hash
+tables that grow with the distinct keys, not the records. Keys come out sorted: the result
+does not depend on record order.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numba
 import numpy as np
 
 from flowatlas.kernels.accumulate import CounterOverflow, mix64
+from flowatlas.kernels.lpm import _jit_no_nrt
 from flowatlas.kernels.orient import DIM_BITS
 
 #: bits of the interface link index in a link key (at most 4,095 interface links)
@@ -61,8 +66,9 @@ def _grow(table):  # pragma: no cover - compiled
     return out
 
 
-def _sorted_entries(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The used slots' keys, ascending, and their sums (volume, packets, records).
+def _taken_entries(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The used slots' keys, ascending, and their sums (volume, packets, records); the
+    slots are emptied.
 
     NumPy, not numba: a sort of distinct keys is as fast here, and numba's sort and 2-D
     gather cost the first run after an install about two seconds of compiling.
@@ -70,13 +76,15 @@ def _sorted_entries(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.flatnonzero(table[:, 3] != 0)
     k = table[idx, 0].view(np.int64)
     order = np.argsort(k)
-    return k[order], table[idx[order], 1:]
+    out = k[order], table[idx[order], 1:]
+    table[idx] = 0
+    return out
 
 
 @numba.njit(inline="always", nogil=True, cache=True)
-def _add(table, k, v, p):  # pragma: no cover - compiled
-    """Add (v, p, one record) to key ``k``'s sums: (whether ``k`` is new, whether a sum
-    wrapped)."""
+def _add(table, k, v, p, f):  # pragma: no cover - compiled
+    """Add (v, p, ``f`` > 0 records) to key ``k``'s sums: (whether ``k`` is new, whether a
+    sum wrapped)."""
     s = _find(table, k)
     new = table[s, 3] == 0
     if new:
@@ -85,16 +93,56 @@ def _add(table, k, v, p):  # pragma: no cover - compiled
     b = table[s, 2] + p
     table[s, 1] = a
     table[s, 2] = b
-    table[s, 3] += np.uint64(1)
+    table[s, 3] += f
     return new, a < v or b < p
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(inline="always", nogil=True, cache=True)
+def _near_slot(k, bits):  # pragma: no cover - compiled
+    """A key's slot in a near table of 2^bits slots (multiply-shift: keys of a stretch of
+    time differ in their low bits, which the multiply spreads to the top)."""
+    return np.int64((np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
+
+
+@numba.njit(inline="always", nogil=True, cache=True)
+def _add_near(near, bits, table, n, k, v, p):  # pragma: no cover - compiled
+    """Add one record (v, p) to key ``k``'s slot in a near table, first moving the key that
+    holds it, if another, to the whole table: (keys in the whole table, whether a sum
+    wrapped)."""
+    s = _near_slot(k, bits)
+    wrapped = False
+    if near[s, 3] != 0 and near[s, 0] != np.uint64(k):
+        new, wrapped = _add(table, np.int64(near[s, 0]), near[s, 1], near[s, 2], near[s, 3])
+        n += new
+        near[s, 3] = 0
+    if near[s, 3] == 0:
+        near[s, 0] = np.uint64(k)
+        near[s, 1] = 0
+        near[s, 2] = 0
+    a = near[s, 1] + v
+    b = near[s, 2] + p
+    near[s, 1] = a
+    near[s, 2] = b
+    near[s, 3] += np.uint64(1)
+    return n, wrapped or a < v or b < p
+
+
+@_jit_no_nrt(nogil=True, cache=True)
 def _run(start, cell, link, geo, vol, pk, bucket_us, want_link, want_geo, l_table, l_n,
-         g_table, g_n):  # fmt: skip  # pragma: no cover
-    """Sum records from ``start`` on until a table is half full: (next record, keys in each
-    table, whether a sum wrapped). The tables are never reassigned here: arrays rebound in
-    a loop cost numba reference counting on every record."""
+         g_table, g_n, l_near, g_near, bits):  # fmt: skip  # pragma: no cover
+    """Sum records from ``start`` on until a whole table is half full: (next record, keys in
+    each whole table, whether a sum wrapped). The tables are never reassigned here: arrays
+    rebound in a loop cost numba reference counting on every record (and numba's reference
+    counting is off here: passing arrays to the inlined helpers cost 3 ns a record).
+
+    Each record's sums go to its key's slot in a near table first (:func:`_add_near`:
+    direct-mapped, 2^bits slots of key, volume, packets, records; 0 records: empty); a key
+    that finds its slot held by another moves that one's sums to the whole table. Records
+    come in time order and one stretch of time has few keys (about a hundred links per hour
+    bucket on the world workload), so most records add to a slot already theirs, in cache,
+    with one multiply and no probing; the whole tables (tens of thousands of keys, megabytes)
+    are touched about once per key and stretch of time.
+    """
     overflow = False
     dim_mask = np.int64((1 << DIM_BITS) - 1)
     last_bucket = np.int64(-(2**62))
@@ -102,40 +150,93 @@ def _run(start, cell, link, geo, vol, pk, bucket_us, want_link, want_geo, l_tabl
     for i in range(start, cell.size):
         c = cell[i]
         if want_link and link[i] >= 0:
-            new, wrapped = _add(l_table, (c << LINK_BITS) | np.int64(link[i]), vol[i], pk[i])
+            k = (c << LINK_BITS) | np.int64(link[i])
+            l_n, wrapped = _add_near(l_near, bits, l_table, l_n, k, vol[i], pk[i])
             overflow |= wrapped
-            l_n += new
         if want_geo:
             bucket = c >> DIM_BITS
             if bucket != last_bucket:  # records come in runs of one bucket: one division each
                 last_bucket = bucket
                 day = (bucket * bucket_us) // US_PER_DAY  # floor, also before 1970
             k = (day << GEO_DAY_SHIFT) | ((c & dim_mask) << GEO_BITS) | np.int64(geo[i])
-            new, wrapped = _add(g_table, k, vol[i], pk[i])
+            g_n, wrapped = _add_near(g_near, bits, g_table, g_n, k, vol[i], pk[i])
             overflow |= wrapped
-            g_n += new
+        # each record adds at most one key to each whole table
         if 2 * l_n > l_table.shape[0] or 2 * g_n > g_table.shape[0]:
             return i + 1, l_n, g_n, overflow
     return cell.size, l_n, g_n, overflow
 
 
-def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo):
+@numba.njit(nogil=True, cache=True)
+def _drain(near, table, n):  # pragma: no cover - compiled
+    """Move every slot of a near table into the whole table, until it is half full:
+    (keys in the table, whether a sum wrapped, whether the near table is empty)."""
+    overflow = False
+    for s in range(near.shape[0]):
+        if near[s, 3] != 0:
+            if 2 * (n + 1) > table.shape[0]:
+                return n, overflow, False
+            new, wrapped = _add(table, np.int64(near[s, 0]), near[s, 1], near[s, 2], near[s, 3])
+            overflow |= wrapped
+            n += new
+            near[s, 3] = 0
+    return n, overflow, True
+
+
+#: slots of each near table (2^12 x 32 bytes = 128 KiB: the world's keys of a day of
+#: geography, of a few hours of links)
+NEAR_BITS = 12
+
+
+#: per thread: the tables of the last call, emptied, kept for the next ...
+_SCRATCH = threading.local()
+#: ... where no whole table has grown past this many slots (4 MiB)
+KEEP_SLOTS = 1 << 17
+
+
+def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo, near_bits=NEAR_BITS):
     """Both tables' sorted keys and sums, and whether a sum wrapped: runs of :func:`_run`,
-    each table doubled when it is half full."""
-    lt = np.zeros((1024, 4), np.uint64)
-    gt = np.zeros((1024, 4), np.uint64)
+    each whole table doubled when it is half full, then the near tables drained.
+
+    The tables (empty again once read) stay with the thread for its next call: fresh ones
+    cost a zeroed page for every 4 KiB, and a task's whole link table doubles to megabytes.
+    """
+    tables = getattr(_SCRATCH, "tables", None)
+    if tables is None or tables[2].shape[0] != 1 << near_bits:
+        near = np.zeros((1 << near_bits, 4), np.uint64)
+        tables = [np.zeros((1024, 4), np.uint64) for _ in range(2)] + [near, near.copy()]
+    _SCRATCH.tables = None  # until they are empty again
+    lt, gt, l_near, g_near = tables
     l_n = g_n = 0
     i = 0
     overflow = False
     while i < cell.size:
         i, l_n, g_n, wrapped = _run(i, cell, link, geo, vol, pk, bucket_us, want_link,
-                                    want_geo, lt, l_n, gt, g_n)  # fmt: skip
+                                    want_geo, lt, l_n, gt, g_n, l_near, g_near,
+                                    np.int64(near_bits))  # fmt: skip
         overflow |= wrapped
         if 2 * l_n > lt.shape[0]:
             lt = _grow(lt)
         if 2 * g_n > gt.shape[0]:
             gt = _grow(gt)
-    return (*_sorted_entries(lt), *_sorted_entries(gt), overflow)
+    lt, l_n, l_wrapped = _drained(l_near, lt, l_n)
+    gt, g_n, g_wrapped = _drained(g_near, gt, g_n)
+    out = (*_taken_entries(lt), *_taken_entries(gt), overflow or l_wrapped or g_wrapped)
+    if max(lt.shape[0], gt.shape[0]) <= KEEP_SLOTS:  # bigger ones are not held between tasks
+        _SCRATCH.tables = [lt, gt, l_near, g_near]
+    return out
+
+
+def _drained(near, table, n):
+    """The whole table (grown as needed) with a near table's slots moved into it: (table,
+    keys in it, whether a sum wrapped)."""
+    overflow = False
+    while True:
+        n, wrapped, done = _drain(near, table, n)
+        overflow |= wrapped
+        if done:
+            return table, n, overflow
+        table = _grow(table)
 
 
 def tally(
