@@ -601,7 +601,8 @@ def test_walk_matches_a_python_oracle(seed: int) -> None:
     (address, period) (the walk sums those per (period, dimensions) before spreading them
     over the grouping sets) mixed with addresses seen in several cells of a period, exact
     repeats, equal volumes (ties broken by address), volumes near 2^64 (squares past 2^64),
-    and an ASN range that cuts a segment in two."""
+    and an ASN range that cuts a segment in two. The same with each address's first row and
+    ASN handed over (``addr``, as the pipeline calls it) instead of an ASN per row."""
     from flowatlas.kernels.distinct import walk
 
     rng = np.random.default_rng(100 + seed)
@@ -652,6 +653,14 @@ def test_walk_matches_a_python_oracle(seed: int) -> None:
     got = walk(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, off, coff, k_top,
                asn_from, asn_to)  # fmt: skip
     counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol = got
+    # the pipeline's call: each address's first row and ASN handed over, no ASN per row
+    row_id, n_ids, first = distinct.ip_ids_first(hi, lo)
+    by_addr = walk(hi, lo, bucket, dims, v6, vol, None, pidx, gmap, segments, off, coff, k_top,
+                   asn_from, asn_to, (row_id, n_ids), addr=(first, asn[first]))  # fmt: skip
+    for a, b in zip(got, by_addr, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        walk(hi, lo, bucket, dims, v6, vol, None, pidx, gmap, segments, off, coff, k_top, 0)
     want = _walk_oracle(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, k_top,
                         (asn_from, asn_to))  # fmt: skip
     addr = (hi.astype(object) << 64) | lo.astype(object)

@@ -562,7 +562,8 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     # the distinct addresses (one row of each): the prefix table, the IPv6 test and prefix,
     # and the sketches' hash look at each address once, not once per row
     a_hi, a_lo = rows.hi[first], rows.lo[first]
-    asn = asn_of[table.lookup(a_hi, a_lo)][row_id]
+    # each address's ASN, for the walk as is (not spread over the rows for it to read back)
+    addr_asn = asn_of[table.lookup(a_hi, a_lo)].astype(np.int64)
     # distinct IPv4 addresses plus distinct IPv6 prefixes (privacy addresses inflate /128s).
     # An IPv6 address alone in its prefix (in this partition: a prefix lives in one) counts
     # as its prefix does, so only addresses that share their prefix ("shared") are counted
@@ -575,8 +576,8 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     prefix_of[v6_at[shared_at]] = prefix_id[shared_at]
     shared = prefix_of[row_id] >= 0
     full, full_shared, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
-        rows.hi, rows.lo, bid, dims, shared, rows.vol, asn, pidx, tables.gmap, segments, off,
-        coff, TOP_K, asn_from, asn_to, ids,
+        rows.hi, rows.lo, bid, dims, shared, rows.vol, None, pidx, tables.gmap, segments, off,
+        coff, TOP_K, asn_from, asn_to, ids, addr=(first, addr_asn),
     )  # fmt: skip
     prefix = full - full_shared
     if shared_at.any():

@@ -660,7 +660,7 @@ def _first_rows(ids, n_ids, asn):  # pragma: no cover - compiled
     return first, id_asn
 
 
-def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn):
+def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr=None):
     """Rows grouped by address (dense ``ids``), addresses in ASN order, then first-seen.
 
     Returns, per address in that order, its ASN and one of its input rows; where its rows
@@ -668,9 +668,10 @@ def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn):
     places: random writes, where gathering them through a row order read them at random.
     The ASN order is NumPy's stable sort, outside the kernels: numba's own sort would add
     about a second to the first compile after an install, for a sort of distinct
-    addresses only.
+    addresses only. ``addr``: each address's first row and ASN (int64), where the caller
+    has them (``asn`` is then not read).
     """
-    first, id_asn = _first_rows(ids, n_ids, asn)
+    first, id_asn = _first_rows(ids, n_ids, asn) if addr is None else addr
     by_asn = np.argsort(id_asn, kind="stable")  # position -> address id
     return _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol)
 
@@ -709,7 +710,7 @@ def _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol):  # pragm
     return kk_asn, kk_rep, rstart, b_g, d_g, v_g, s_g
 
 
-def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all):
+def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all, addr=None):
     """The rows of every level, one array each, addresses in ASN order.
 
     Rollup levels nest (day in month in quarter in the whole range), so each level's rows fold
@@ -717,9 +718,9 @@ def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all):
     seen in many hours of a day walks the day level once, the month level once a month...).
     Level 0 is the rows themselves (period: the bucket). Rows of address ``kk`` (in ASN
     order) at level ``lv`` are ``f_start[lv, kk]:f_start[lv, kk + 1]`` of that level's
-    arrays.
+    arrays. ``addr``: as in :func:`_by_asn`.
     """
-    kk_asn, kk_rep, rstart, *cols = _by_asn(ids, n_ids, bucket, dims, v6, vol, asn)
+    kk_asn, kk_rep, rstart, *cols = _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr)
     n_lev = pidx.shape[0]
     starts = [rstart]
     levels = [cols]
@@ -1065,7 +1066,7 @@ def walk(
     dims: np.ndarray,
     v6: np.ndarray,
     vol: np.ndarray,
-    asn: np.ndarray,
+    asn: np.ndarray | None,
     pidx: np.ndarray,
     gmap: np.ndarray,
     segments: list[tuple[int, int, int, int, int]],
@@ -1075,6 +1076,7 @@ def walk(
     asn_from: int,
     asn_to: int | None = None,
     ids: tuple[np.ndarray, int] | None = None,
+    addr: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Distinct counts and concentration for one IP partition, in one walk.
 
@@ -1085,9 +1087,19 @@ def walk(
     descending, address ascending, as input row numbers; -1 where fewer); and, for
     concentration keys in [``asn_from``, ``asn_to``) (``asn_to`` None: to the last), volume
     per (key, ASN). All of it adds up or merges exactly across IP partitions. ``ids``: the
-    rows' :func:`ip_ids`, where the caller has them already.
+    rows' :func:`ip_ids`, where the caller has them already; ``addr``: with them, each
+    address's first row (:func:`ip_ids_first`) and its ASN, so that ``asn`` (per row) may
+    be None: the walk needs one ASN per address, and a caller that looks ASNs up per
+    address need not spread them over the rows for the walk to read them back.
     """
     asn_to = int(n_conc) if asn_to is None else asn_to
+    if addr is not None:
+        if ids is None:
+            raise ValueError("walk's addr needs the ids it numbers")
+        addr = (np.ascontiguousarray(addr[0], np.int64), np.ascontiguousarray(addr[1], np.int64))
+        asn = np.empty(0, np.uint32)  # not read
+    elif asn is None:
+        raise ValueError("walk needs the rows' ASNs or addr")
     ids, n_ids = ip_ids(hi, lo) if ids is None else ids
     seg = np.asarray(segments, dtype=np.int64).reshape(-1, 5)
     pidx = np.ascontiguousarray(pidx, np.int64)
@@ -1096,7 +1108,7 @@ def walk(
         ids, n_ids, np.ascontiguousarray(bucket, np.int64),
         np.ascontiguousarray(dims, np.int64), np.ascontiguousarray(v6, np.bool_),
         np.ascontiguousarray(vol, np.uint64), np.ascontiguousarray(asn, np.uint32), pidx,
-        gmap.shape[1],
+        gmap.shape[1], addr,
     )  # fmt: skip
     # keys of each segment: its level's periods times its grouping's width (NumPy's max
     # here, not numba's in the kernel: one compile fewer on the first run after an install)
