@@ -621,8 +621,8 @@ def _fold(run_start, r_p, r_d, r_v, r_s, up, n_up, d_all):  # pragma: no cover -
     n = r_p.size
     stamp = np.full(n_up * d_all, -1, np.int64)
     slot = np.empty(n_up * d_all, np.int64)
-    o_p = np.empty(n, np.int64)
-    o_d = np.empty(n, np.int64)
+    o_p = np.empty(n, np.int32)
+    o_d = np.empty(n, np.int32)
     o_v = np.empty(n, np.uint64)
     o_s = np.empty(n, np.bool_)
     o_start = np.zeros(n_runs + 1, np.int64)
@@ -678,7 +678,9 @@ def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr=None):
 
 @numba.njit(nogil=True, cache=True)
 def _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol):  # pragma: no cover
-    """:func:`_by_asn` once the addresses' ASN order ``by_asn`` is known."""
+    """:func:`_by_asn` once the addresses' ASN order ``by_asn`` is known. Buckets and
+    dimensions leave as int32 (dense indices, far below 2^31), as :func:`_fold` keeps them:
+    half the bytes to scatter, fold and walk (a world 5 M reducer's levels 50 -> 42 ms)."""
     n = ids.size
     n_ids = by_asn.size
     rank = np.empty(n_ids, np.int64)
@@ -695,8 +697,8 @@ def _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol):  # pragm
     for kk in range(n_ids):
         rstart[kk + 1] += rstart[kk]
     pos = rstart[:-1].copy()
-    b_g = np.empty(n, np.int64)
-    d_g = np.empty(n, np.int64)
+    b_g = np.empty(n, np.int32)
+    d_g = np.empty(n, np.int32)
     v_g = np.empty(n, np.uint64)
     s_g = np.empty(n, np.bool_)
     for i in range(n):
