@@ -860,11 +860,13 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
         n_in = e - s
         width = 0
         co = seg_coff[s]
+        any_asn = False  # whether the run gathers (key, ASN) volumes (one level of four does)
         for j in range(n_in):
             r_base[j] = width
             r_width[j] = seg_width[s + j]
             r_grow[j] = seg_group[s + j]
             r_asn[j] = co >= 0 and co + width < asn_to and co + width + seg_keys[s + j] > asn_from
+            any_asn = any_asn or r_asn[j]
             width += seg_keys[s + j]
         lev = seg_level[s]
         off = seg_off[s]
@@ -939,6 +941,8 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
                     touched[nt] = n_conc + f
                     nt += 1
                     acc[n_conc + f] = vt
+                    if not any_asn:
+                        continue
                     for j in range(n_in):  # its ASN's volume, on the keys that gather it
                         if r_asn[j]:
                             cidx = co + r_base[j] + p * r_width[j] + gmap[r_grow[j], dd]
