@@ -183,12 +183,19 @@ def _map_rows_oracle(key, hi, lo, vol, pk):
     return cells, pairs
 
 
+#: map_rows' fold sampling: never skip the probe, the default, skip in short runs after
+#: short samples, and skip (nearly) every row
+FOLDS = [(1, 0, 0), None, (3, 2, 5), (1, 2, 10**9)]
+
+
+@pytest.mark.parametrize("fold", FOLDS)
 @pytest.mark.parametrize("cache_bits", [1, 4, 16, 22])
 @pytest.mark.parametrize("span", ["narrow", "wide"])
-def test_map_rows_matches_pandas_whatever_the_cache(cache_bits, span) -> None:
+def test_map_rows_matches_pandas_whatever_the_cache(cache_bits, span, fold) -> None:
     """Per-cell sums exactly as pandas; rows that, once repeats are summed, are pandas'
     distinct (cell, address) pairs, each in its address's partition, first-seen order; the
-    same whether the buckets are summed densely (narrow span) or hashed (wide span)."""
+    same whether the buckets are summed densely (narrow span) or hashed (wide span), and
+    whether or not the probe is skipped where little folds."""
     rng = np.random.default_rng(11)
     index, code = _dims()
     n = 60_000
@@ -198,7 +205,7 @@ def test_map_rows_matches_pandas_whatever_the_cache(cache_bits, span) -> None:
     lo[::3] = (lo[::3] & np.uint64(0xFFFFFFFF)) | np.uint64(0xFFFF << 32)  # IPv4-mapped
     hi[::3] = 0
     cells, sums, cell, ohi, olo, ovol, bounds = map_rows(
-        key, hi, lo, vol, pk, index, code, 15, 7, cache_bits=cache_bits
+        key, hi, lo, vol, pk, index, code, 15, 7, cache_bits=cache_bits, fold=fold
     )
     want_cells, want_pairs = _map_rows_oracle(key, hi, lo, vol, pk)
     o = np.argsort(cells)
@@ -209,8 +216,10 @@ def test_map_rows_matches_pandas_whatever_the_cache(cache_bits, span) -> None:
     got = pd.DataFrame({"key": cell, "hi": ohi, "lo": olo, "vol": ovol})
     summed = got.groupby(["key", "hi", "lo"], as_index=False)["vol"].sum()
     np.testing.assert_array_equal(summed.to_numpy(), want_pairs.to_numpy())
-    if cache_bits >= 22:  # a cache far larger than the input folds nearly every repeat
-        assert cell.size <= 1.01 * len(want_pairs)
+    if cache_bits >= 22 and fold == FOLDS[0]:  # a table far larger than the input, always
+        assert cell.size <= 1.01 * len(want_pairs)  # probed, folds nearly every repeat
+    if fold == FOLDS[-1]:  # the probe skipped after the first row: every row goes out
+        assert cell.size == n
     if cache_bits == 1:  # two entries: few repeats fold
         assert cell.size > 0.9 * n
     assert bounds[0] == 0 and bounds[-1] == cell.size and (np.diff(bounds) >= 0).all()
@@ -250,6 +259,9 @@ def test_map_rows_adversarial_inputs() -> None:
     for bits in (0, 40):
         with pytest.raises(ValueError, match="cache_bits"):
             map_rows(key, zero, zero, zero, zero, index, code, 15, 3, cache_bits=bits)
+    for fold in ((0, 1, 1), (1, 1, -1)):
+        with pytest.raises(ValueError, match="fold"):
+            map_rows(key, zero, zero, zero, zero, index, code, 15, 3, fold=fold)
     # all rows one pair: one row, volume summed exactly up to the last bit
     vol = np.full(1000, 2**53 + 1, np.uint64)
     _, sums, cell, _, _, ovol, _ = map_rows(
@@ -310,12 +322,44 @@ def test_map_rows_folds_every_repeat_of_time_ordered_records() -> None:
     assert capped[2].size > 1.5 * sum(big)
 
 
+def test_map_rows_probes_only_where_pairs_repeat() -> None:
+    """The default sampling: records whose pairs repeat (each 1-6 times) fold all their
+    repeats, exactly as an always-probed table does; records that never repeat a pair go
+    out one row each, the probe skipped but for the samples; where the two alternate, both
+    happen; the sums and summed pairs stay exact throughout."""
+    rng = np.random.default_rng(31)
+    index, code, key, hi, lo, vol, pk = _time_ordered_rows(rng, [1000] * 40)
+    out = map_rows(key, hi, lo, vol, pk, index, code, 15, 5)
+    assert out[2].size == _assert_pairs(key, hi, lo, vol, pk, *out[:6]) == 40_000
+    never = map_rows(key, hi, lo, vol, pk, index, code, 15, 5, fold=FOLDS[0])
+    for a, b in zip(out, never, strict=True):
+        np.testing.assert_array_equal(a, b)
+    n = 400_000  # distinct pairs only: nothing to fold
+    key = (np.arange(n, dtype=np.int64) // 4000 + 3 << 15) | code[rng.integers(0, 40, n)]
+    hi = np.zeros(n, np.uint64)
+    lo = rng.permutation(n).astype(np.uint64)
+    vol, pk = rng.integers(0, 2**40, (2, n), dtype=np.uint64)
+    out = map_rows(key, hi, lo, vol, pk, index, code, 15, 5)
+    assert out[2].size == _assert_pairs(key, hi, lo, vol, pk, *out[:6]) == n
+    # a run of repeats after one without: the sample after the skip folds them again
+    *_, r_key, r_hi, r_lo, r_vol, r_pk = _time_ordered_rows(rng, [4000] * 40)
+    r_key = r_key + (np.int64(200) << 15)  # later buckets
+    both = [np.concatenate(a) for a in ((key, r_key), (hi, r_hi), (lo, r_lo), (vol, r_vol),
+                                        (pk, r_pk))]  # fmt: skip
+    out = map_rows(*both, index, code, 15, 5)
+    distinct_pairs = _assert_pairs(*both, *out[:6])
+    assert distinct_pairs == n + 160_000
+    assert n + 160_000 < out[2].size < n + 0.5 * r_key.size
+
+
+@pytest.mark.parametrize("fold", [(1, 0, 0), (3, 2, 5)])
 @pytest.mark.parametrize("bits", [1, 3, 12, 14])
 @pytest.mark.parametrize("gen_max", [1, 2])
-def test_map_rows_table_wiped_when_generations_wrap(bits, gen_max) -> None:
+def test_map_rows_table_wiped_when_generations_wrap(bits, gen_max, fold) -> None:
     """A table whose generation numbers run out is wiped: the rows are exactly those of a
     table whose generations never run out (stale slots never fold, nor block a probe, and a
-    table that doubles as they run out keeps its pairs)."""
+    table that doubles as they run out keeps its pairs), the probe always made or skipped
+    in short runs (a new generation after each)."""
     rng = np.random.default_rng(bits)
     sizes = [3000, 5000, 100, 7000, 2500, *rng.integers(1, 3000, 30)]
     index, code, key, hi, lo, vol, pk = _time_ordered_rows(rng, sizes)
@@ -327,7 +371,8 @@ def test_map_rows_table_wiped_when_generations_wrap(bits, gen_max) -> None:
 
     def run(gen_max):
         return distinct._split_sum(cid, nb * code.size, key, hi, lo, vol, pk, 5, np.uint64(0),
-                                   bits, np.int64(15), np.uint64(gen_max))  # fmt: skip
+                                   bits, np.int64(15), np.uint64(gen_max),
+                                   *(np.int64(x) for x in fold))  # fmt: skip
 
     want, got = run(distinct._GEN_MAX), run(gen_max)
     for a, b in zip(want, got, strict=True):

@@ -184,7 +184,9 @@ def orient_and_cell(
     known = [plan.exporters.get(raw[k : k + 16], (-1, 0)) for k in range(0, len(raw), 16)]
     exp_ids = np.array([e[0] for e in known] + [-1], dtype=np.int32)
     exp_regs = np.array([e[1] for e in known] + [0], dtype=np.int16)
-    t_us = table.column("time_start").combine_chunks().cast(pa.int64()).to_numpy()
+    t_col = table.column("time_start")  # timestamp[us]: read its int64s in place (no cast)
+    t_us = (t_col.chunk(0) if t_col.num_chunks == 1 else t_col.combine_chunks()).view(pa.int64())
+    t_us = t_us.to_numpy()
     scaled = counts == COUNTS_SCALED
 
     if plan.backend == "gpu":

@@ -240,6 +240,15 @@ CACHE_BITS = 16
 CACHE_START_BITS = 12
 #: most (bucket, dimensions) slots a map step sums into densely; wider spans hash their keys
 DENSE_CELLS_MAX = 1 << 20
+#: folding is sampled: a probe of every row of a sample this long (2^14 rows) ...
+FOLD_SAMPLE = 1 << 14
+#: ... that folded fewer repeats than this (1 in 8) means the next FOLD_SKIP rows go out
+#: unprobed: a probe costs about 9 ns a record, and a reducer's extra row less than a probe
+#: saves unless an eighth or more of the rows fold (world workload: 3-8% of rows fold, the
+#: heavy-tailed one about half; see bench/RESULTS.md, fifth round)
+FOLD_MIN = FOLD_SAMPLE // 8
+#: rows passed on unprobed after a sample that did not fold enough (then another sample)
+FOLD_SKIP = 1 << 17
 #: a slot's last word: generation << _GEN_SHIFT | output row + 1 (rows below 2^36)
 _GEN_SHIFT = 36
 _GEN_MAX = (1 << (64 - _GEN_SHIFT)) - 1
@@ -301,7 +310,21 @@ def _dense_cell_ids(key, dim_index, dim_bits, b0, n_dims):  # pragma: no cover -
 
 @numba.njit(nogil=True, cache=True)
 def _split_sum(
-    cid, n_ids, key, hi, lo, vol, pk, parts, v6_shift, bits, dim_bits, gen_max
+    cid,
+    n_ids,
+    key,
+    hi,
+    lo,
+    vol,
+    pk,
+    parts,
+    v6_shift,
+    bits,
+    dim_bits,
+    gen_max,
+    sample,
+    skip,
+    fold_min,
 ):  # pragma: no cover
     """Per-id sums and partition-ordered rows, repeats folded (see :func:`map_rows`).
 
@@ -314,6 +337,10 @@ def _split_sum(
     up to 2^``bits`` slots, keeping the pairs it holds; it starts small, so that a bucket's
     pairs stay in L1/L2 where they can. After generation ``gen_max`` (:data:`_GEN_MAX`;
     tests pass less) the table is wiped once.
+
+    Where folding does not pay it is left out: after every ``sample`` probed rows that
+    folded fewer than ``fold_min`` repeats, the next ``skip`` rows go out one row each
+    without a probe (then a new generation, and another sample). ``skip`` 0: always probe.
     """
     n = cid.size
     s_vol = np.zeros(n_ids, np.uint64)
@@ -335,6 +362,9 @@ def _split_sum(
     p = np.uint64(parts)
     m = 0
     overflow = False
+    probed = 0  # rows probed in this sample
+    folded = 0  # of which repeats
+    skipping = 0  # rows left to pass on without a probe
     for i in range(n):
         c = cid[i]
         v = vol[i]
@@ -346,36 +376,50 @@ def _split_sum(
         s_pk[c] = b
         s_fl[c] += np.uint64(1)
         kk = key[i]
-        bucket = kk >> dim_bits
-        new_bucket = bucket != last_bucket
-        if new_bucket:
-            last_bucket = bucket
-        if live >= half or (new_bucket and live > quarter):
-            # a new generation; where one bucket's pairs overfill the table, double it too
-            grow = not new_bucket and cur < bits
-            gen, live = _next_generation(table, cur, gen, gen_max, grow)
-            if grow:
-                cur += 1
-                mask = np.uint64((1 << cur) - 1)
-                half = 1 << (cur - 1)
-                quarter = half >> 1
-        k = np.uint64(kk)
         h = hi[i]
         lw = lo[i]
         a_hash = ip_hash(h, lw)
-        s, found = _probe(table, k, h, lw, mask, gen, a_hash)
-        if found:
-            j = np.int64(table[s, 3] & _ROW_MASK) - 1
-            u = acc[j] + v
-            if u < v:
-                overflow = True
-            acc[j] = u
-            continue
-        table[s, 0] = k
-        table[s, 1] = h
-        table[s, 2] = lw
-        table[s, 3] = (gen << np.uint64(_GEN_SHIFT)) | np.uint64(m + 1)
-        live += 1
+        if skipping > 0:
+            skipping -= 1
+            if skipping == 0:  # sample again from an empty table; ``cur > bits`` is a
+                # run-time False (a literal one would compile _next_generation once more)
+                gen, live = _next_generation(table, cur, gen, gen_max, cur > bits)
+                last_bucket = kk >> dim_bits
+        else:
+            bucket = kk >> dim_bits
+            new_bucket = bucket != last_bucket
+            if new_bucket:
+                last_bucket = bucket
+            if live >= half or (new_bucket and live > quarter):
+                # a new generation; where one bucket's pairs overfill the table, double it
+                grow = not new_bucket and cur < bits
+                gen, live = _next_generation(table, cur, gen, gen_max, grow)
+                if grow:
+                    cur += 1
+                    mask = np.uint64((1 << cur) - 1)
+                    half = 1 << (cur - 1)
+                    quarter = half >> 1
+            k = np.uint64(kk)
+            s, found = _probe(table, k, h, lw, mask, gen, a_hash)
+            probed += 1
+            if probed == sample:
+                if skip > 0 and folded + found < fold_min:
+                    skipping = skip
+                probed = 0
+                folded = 0
+            if found:
+                folded += 1
+                j = np.int64(table[s, 3] & _ROW_MASK) - 1
+                u = acc[j] + v
+                if u < v:
+                    overflow = True
+                acc[j] = u
+                continue
+            table[s, 0] = k
+            table[s, 1] = h
+            table[s, 2] = lw
+            table[s, 3] = (gen << np.uint64(_GEN_SHIFT)) | np.uint64(m + 1)
+            live += 1
         rep[m] = i
         acc[m] = v
         if h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF):
@@ -415,6 +459,7 @@ def map_rows(
     parts: int,
     v6_prefix: int = 64,
     cache_bits: int | None = None,
+    fold: tuple[int, int, int] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """The map step's output from its records' cell keys, remote addresses and counters.
 
@@ -433,7 +478,12 @@ def map_rows(
       order, so it folds every repeat of a pair (which lies in one bucket) unless a bucket
       has more pairs than the table holds, and then most. A pair seen again after its table
       was emptied gives a second row; the reducer groups every row by address anyway, so such
-      duplicates change nothing but the row count.
+      duplicates change nothing but the row count. Where few pairs repeat the probe costs
+      more than the reducers' extra rows: ``fold`` = (sample, min, skip), by default
+      (:data:`FOLD_SAMPLE`, :data:`FOLD_MIN`, :data:`FOLD_SKIP`): after a sample of
+      ``sample`` rows with fewer than ``min`` repeats folded, the next ``skip`` rows go out
+      one row each, unprobed (``skip`` 0: always probe). Which rows fold never changes the
+      sums nor what the reducers count.
 
     Raises :class:`CounterOverflow` where a uint64 sum of bytes or packets overflows.
     """
@@ -442,6 +492,10 @@ def map_rows(
     cache_bits = CACHE_BITS if cache_bits is None else int(cache_bits)
     if not 1 <= cache_bits <= 30:
         raise ValueError("cache_bits must be between 1 and 30")
+    sample, fold_min, skip = (FOLD_SAMPLE, FOLD_MIN, FOLD_SKIP) if fold is None else fold
+    if sample < 1 or skip < 0:
+        raise ValueError("fold needs a sample of at least 1 row and a skip of at least 0")
+    fold = (sample, skip, fold_min)  # in _split_sum's order
     key = np.ascontiguousarray(key, np.int64)
     if key.size >= 1 << _GEN_SHIFT:
         raise ValueError(f"at most 2^{_GEN_SHIFT} - 1 rows at once")
@@ -464,7 +518,7 @@ def map_rows(
         cid, int(n_ids), key, np.ascontiguousarray(hi, np.uint64),
         np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(vol, np.uint64),
         np.ascontiguousarray(pk, np.uint64), int(parts), np.uint64(64 - v6_prefix), cache_bits,
-        np.int64(dim_bits), np.uint64(_GEN_MAX),
+        np.int64(dim_bits), np.uint64(_GEN_MAX), *(np.int64(x) for x in fold),
     )  # fmt: skip
     if overflow:
         raise CounterOverflow("a uint64 sum of bytes or packets overflowed")
