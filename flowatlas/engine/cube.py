@@ -333,12 +333,10 @@ def write_cube(
     out: str | os.PathLike[str],
     *,
     overwrite: bool = False,
-    state: Path | None = None,
 ) -> Path:
     """Write a cube atomically: into a hidden sibling directory, then swapped into place.
 
-    ``state`` (a build's work directory) is moved into the cube as ``_state`` for later
-    incremental builds. A failure at any point leaves no partial cube behind, and whenever
+    A failure at any point leaves no partial cube behind, and whenever
     the process dies ``out`` holds the old cube or the new one, complete: the swap is one
     ``renameat2(RENAME_EXCHANGE)`` where the file system has it; elsewhere, the old cube
     waits in ``.OUT.old-PID`` between two renames and the next build puts it back if the
@@ -355,7 +353,7 @@ def write_cube(
         "links.parquet": files.links,
         "geo.parquet": files.geo,
     }
-    with CubeWriter(out, overwrite=overwrite, state=state) as writer:
+    with CubeWriter(out, overwrite=overwrite) as writer:
         # the largest first, so that no large one starts last while the other threads
         # idle (world 1 M: links 80 ms, cells 45, sketches 25, geo 23, the rest 25
         # together: 99 ms on two threads, not 126)
@@ -376,11 +374,8 @@ class CubeWriter:
     half-written is ever at ``out``. Errors writing are an :class:`OutputError`.
     """
 
-    def __init__(
-        self, out: str | os.PathLike[str], *, overwrite: bool = False, state: Path | None = None
-    ) -> None:
+    def __init__(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         self.out = Path(out)
-        self.state = state
         check_output(self.out, overwrite=overwrite)
         self.tmp = partial_path(self.out)
         self._writes: dict[str, Future[dict[str, Any]]] = {}
@@ -411,20 +406,14 @@ class CubeWriter:
                 fh.flush()
                 os.fsync(fh.fileno())
             fsync_dir(tmp)
-            if self.state is not None:
-                os.replace(self.state, tmp / STATE_DIR)
             swap_into_place(tmp, self.out)
         except OSError as exc:
             raise self._failed(exc) from None
         return self.out
 
     def _failed(self, exc: OSError) -> OutputError:
-        """What to raise for ``exc``, after putting the build's state back (it stays
-        reusable) and removing what was written."""
-        state, tmp = self.state, self.tmp
-        if state is not None and (tmp / STATE_DIR).exists() and not state.exists():
-            os.replace(tmp / STATE_DIR, state)  # keep the reusable work
-        shutil.rmtree(tmp, ignore_errors=True)
+        """What to raise for ``exc``, after removing what was written."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
         return OutputError(f"{self.out}: cannot write cube: {exc.strerror or exc}")
 
     def __enter__(self) -> CubeWriter:

@@ -495,7 +495,6 @@ def map_rows(
     sample, fold_min, skip = (FOLD_SAMPLE, FOLD_MIN, FOLD_SKIP) if fold is None else fold
     if sample < 1 or skip < 0:
         raise ValueError("fold needs a sample of at least 1 row and a skip of at least 0")
-    fold = (sample, skip, fold_min)  # in _split_sum's order
     key = np.ascontiguousarray(key, np.int64)
     if key.size >= 1 << _GEN_SHIFT:
         raise ValueError(f"at most 2^{_GEN_SHIFT} - 1 rows at once")
@@ -518,7 +517,8 @@ def map_rows(
         cid, int(n_ids), key, np.ascontiguousarray(hi, np.uint64),
         np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(vol, np.uint64),
         np.ascontiguousarray(pk, np.uint64), int(parts), np.uint64(64 - v6_prefix), cache_bits,
-        np.int64(dim_bits), np.uint64(_GEN_MAX), *(np.int64(x) for x in fold),
+        np.int64(dim_bits), np.uint64(_GEN_MAX), np.int64(sample), np.int64(skip),
+        np.int64(fold_min),
     )  # fmt: skip
     if overflow:
         raise CounterOverflow("a uint64 sum of bytes or packets overflowed")
@@ -714,7 +714,7 @@ def _first_rows(ids, n_ids, asn):  # pragma: no cover - compiled
     return first, id_asn
 
 
-def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr=None):
+def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr):
     """Rows grouped by address (dense ``ids``), addresses in ASN order, then first-seen.
 
     Returns, per address in that order, its ASN and one of its input rows; where its rows
@@ -766,7 +766,7 @@ def _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol):  # pragm
     return kk_asn, kk_rep, rstart, b_g, d_g, v_g, s_g
 
 
-def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all, addr=None):
+def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all, addr):
     """The rows of every level, one array each, addresses in ASN order.
 
     Rollup levels nest (day in month in quarter in the whole range), so each level's rows fold

@@ -693,11 +693,10 @@ def to_dense(keys: np.ndarray, entries: np.ndarray, n_keys: int, p: int = DEFAUL
 
 
 def to_sparse(registers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Long form ``(keys, entries)`` of dense registers (1-D: one sketch, key 0)."""
+    """Long form ``(keys, entries)`` of dense registers (1-D: one sketch, key 0): the same
+    as :func:`long_form`."""
     regs, _ = _check_registers(registers)
-    k, j = np.nonzero(regs)
-    entries = (j.astype(np.uint32) << np.uint32(RANK_BITS)) | regs[k, j].astype(np.uint32)
-    return k.astype(np.int64), entries
+    return _long_form_of(regs)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -794,7 +793,7 @@ def encode_registers(
     sparse_max = default_sparse_max(p) if sparse_max is None else int(sparse_max)
     if sparse_max < 0:
         raise ValueError("sparse_max must be >= 0")
-    keys, entries = long_form(regs)
+    keys, entries = _long_form_of(regs)
     return _encode_cells(keys, entries, regs.shape[0], p, sparse_max)
 
 
@@ -923,7 +922,7 @@ def encode(registers: np.ndarray, sparse_max: int | None = None) -> bytes:
     regs, p = _check_registers(registers)
     if regs.shape[0] != 1:
         raise ValueError("encode takes one sketch; use encode_cells for many")
-    keys, entries = to_sparse(regs)
+    keys, entries = _long_form_of(regs)
     return encode_cells(keys, entries, 1, p, sparse_max)[1].tobytes()
 
 
@@ -1045,8 +1044,13 @@ def long_form(registers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gather, and it runs at the end of every build, when nothing else runs.
     """
     regs, _ = _check_registers(registers)
+    return _long_form_of(regs)
+
+
+def _long_form_of(regs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`long_form` of registers :func:`_check_registers` has already checked."""
     if sys.byteorder != "little":  # pragma: no cover - every supported platform is
-        keys, idx = np.nonzero(regs)
-        entries = (idx.astype(np.uint32) << np.uint32(RANK_BITS)) | regs[keys, idx]
-        return keys.astype(np.int64), entries.astype(np.uint32)
+        k, j = np.nonzero(regs)
+        entries = (j.astype(np.uint32) << np.uint32(RANK_BITS)) | regs[k, j].astype(np.uint32)
+        return k.astype(np.int64), entries
     return _dense_long_form(regs)
