@@ -157,3 +157,23 @@ def test_tally_tables_kept_for_the_next_call_only_while_small(monkeypatch) -> No
         assert (getattr(tally_module._SCRATCH, "tables", None) is not None) == kept
         for (wk, ws), (gk, gs) in zip(w, got, strict=True):
             assert (wk == gk).all() and (ws == gs).all()
+
+
+def test_tally_whole_tables_stay_half_empty_after_the_near_tables_drain() -> None:
+    """A near table holding more keys than the whole table has room for (thousands of keys
+    of one bucket, each once) is drained into a grown whole table: every table the call
+    keeps is at most half full (linear probing needs the room), and each key's sums are its
+    record's."""
+    from flowatlas.kernels import tally as tally_module
+
+    n = 4000
+    dims = np.arange(n, dtype=np.int64)  # one bucket: every record a new key
+    cell, link, geo = dims, np.zeros(n, np.int16), dims.astype(np.int32) % (1 << GEO_BITS)
+    vol, pk = np.arange(1, n + 1, dtype=np.uint64), np.ones(n, np.uint64)
+    got = tally(cell, vol, pk, HOUR_US, link, geo)
+    lt, gt, l_near, g_near = tally_module._SCRATCH.tables
+    assert not l_near[:, 3].any() and not g_near[:, 3].any()  # drained
+    for (keys, sums), table in zip(got, (lt, gt), strict=True):
+        assert keys.size == n and 2 * keys.size <= table.shape[0]
+        # keys ascend with the record's cell: one record each
+        assert (sums[:, 0] == vol).all() and (sums[:, 1] == 1).all() and (sums[:, 2] == 1).all()

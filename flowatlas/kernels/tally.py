@@ -169,18 +169,16 @@ def _run(start, cell, link, geo, vol, pk, bucket_us, want_link, want_geo, l_tabl
 
 @numba.njit(nogil=True, cache=True)
 def _drain(near, table, n):  # pragma: no cover - compiled
-    """Move every slot of a near table into the whole table, until it is half full:
-    (keys in the table, whether a sum wrapped, whether the near table is empty)."""
+    """Move every slot of a near table into the whole table, which has room for all of
+    them: (keys in the table, whether a sum wrapped)."""
     overflow = False
     for s in range(near.shape[0]):
         if near[s, 3] != 0:
-            if 2 * (n + 1) > table.shape[0]:
-                return n, overflow, False
             new, wrapped = _add(table, np.int64(near[s, 0]), near[s, 1], near[s, 2], near[s, 3])
             overflow |= wrapped
             n += new
             near[s, 3] = 0
-    return n, overflow, True
+    return n, overflow
 
 
 #: slots of each near table (2^12 x 32 bytes = 128 KiB: the world's keys of a day of
@@ -228,15 +226,13 @@ def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo, near_bits=N
 
 
 def _drained(near, table, n):
-    """The whole table (grown as needed) with a near table's slots moved into it: (table,
-    keys in it, whether a sum wrapped)."""
-    overflow = False
-    while True:
-        n, wrapped, done = _drain(near, table, n)
-        overflow |= wrapped
-        if done:
-            return table, n, overflow
+    """The whole table, grown first to stay at most half full with every near slot added
+    (counted as new keys: some may be there already), with the near table's slots moved
+    into it: (table, keys in it, whether a sum wrapped)."""
+    while 2 * (n + int(np.count_nonzero(near[:, 3]))) > table.shape[0]:
         table = _grow(table)
+    n, overflow = _drain(near, table, n)
+    return table, n, overflow
 
 
 def tally(
