@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -351,8 +352,13 @@ def _list_parquet(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def describe_file(path: Path, root: Path) -> ArchiveFile:
-    """Read one file's footer and check its schema; errors name the file."""
+def describe_file(
+    path: Path, root: Path, known: dict[tuple[Any, ...], tuple[Any, str]] | None = None
+) -> ArchiveFile:
+    """Read one file's footer and check its schema; errors name the file.
+
+    ``known`` (a dict, empty at first, shared by the files of one archive) remembers the
+    schemas already checked (:func:`_checked_counts`)."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -366,7 +372,7 @@ def describe_file(path: Path, root: Path) -> ArchiveFile:
         meta = pq.ParquetFile(pa.BufferReader(b"PAR1" + thrift + tail)).metadata
     except (OSError, pa.ArrowException) as exc:
         raise InputError(f"{path}: unreadable Parquet file: {exc}") from None
-    counts = check_schema(meta.schema.to_arrow_schema(), str(path))
+    counts = _checked_counts(meta, str(path), known)
     source = (meta.metadata or {}).get(META_SOURCE, b"").decode(errors="replace")
     rel = path.relative_to(root).as_posix() if path != root else path.name
     day = None
@@ -385,6 +391,28 @@ def describe_file(path: Path, root: Path) -> ArchiveFile:
     )
 
 
+def _checked_counts(
+    meta: pq.FileMetaData, where: str, known: dict[tuple[Any, ...], tuple[Any, str]] | None
+) -> str:
+    """:func:`~flowatlas.schema.check_schema` of a file's schema: how its counters count.
+
+    The files of an archive share their schema: one whose Parquet schema and key-value
+    metadata (which holds the Arrow schema) equal a file's in ``known`` has its answer
+    without the check (converting and checking a schema is 30 us a file: 6 ms of an
+    archive of 184 days, before the first map task). A schema that fails is never kept.
+    """
+    if known is None:
+        return check_schema(meta.schema.to_arrow_schema(), where)
+    kv = meta.metadata
+    key = tuple(sorted(kv.items())) if kv else ()
+    seen = known.get(key)
+    if seen is not None and seen[0].equals(meta.schema):
+        return seen[1]
+    counts = check_schema(meta.schema.to_arrow_schema(), where)
+    known[key] = (meta.schema, counts)
+    return counts
+
+
 def open_archive(path: str | os.PathLike[str], *, days: Iterable[str] | None = None) -> Archive:
     """Open an archive directory (or a single Parquet file) and check every file's schema.
 
@@ -401,7 +429,8 @@ def open_archive(path: str | os.PathLike[str], *, days: Iterable[str] | None = N
             paths = list(_list_parquet(root))
         except OSError as exc:
             raise InputError(f"{root}: cannot list: {exc.strerror or exc}") from None
-        files = [describe_file(p, root) for p in paths]
+        known: dict[tuple[Any, ...], tuple[Any, str]] = {}
+        files = [describe_file(p, root, known) for p in paths]
     if days is not None:
         wanted = set(days)
         files = [f for f in files if f.day in wanted]
