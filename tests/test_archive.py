@@ -207,3 +207,37 @@ def test_schema_checked_once_per_schema_still_names_each_bad_file(tmp_path, monk
     for _ in range(2):
         with pytest.raises(InputError, match="'bytes' has type"):
             archive_module.describe_file(path, root, known)
+
+
+def test_fragments_carry_the_parsed_footer_and_read_without_it_too(tmp_path, monkeypatch) -> None:
+    """A fragment hands read_fragment the footer parsed at the archive's open (not parsed
+    again); one without it (made by hand, or its file rewritten since) reads the file's own;
+    equality, hashing and pickling ignore it."""
+    import dataclasses
+    import pickle
+
+    import flowatlas.io.archive as archive_module
+
+    with ArchiveWriter(tmp_path / "a") as w:
+        w.write(flows(list(range(50))))
+    frag = open_archive(tmp_path / "a").fragments()[0]
+    assert frag.metadata is not None and frag.metadata.num_rows == 50
+    given: list[object] = []
+    real = archive_module.pq.ParquetFile
+
+    def spy(path, **kwargs):
+        given.append(kwargs.get("metadata"))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(archive_module.pq, "ParquetFile", spy)
+    bare = dataclasses.replace(frag, metadata=None)
+    assert bare == frag and hash(bare) == hash(frag)
+    assert read_fragment(frag).equals(read_fragment(bare))
+    assert given == [frag.metadata, None]
+    again = pickle.loads(pickle.dumps(frag))
+    assert again == frag and again.metadata.num_rows == 50
+    # the file rewritten with other rows: refused, never read with the old footer
+    path = next((tmp_path / "a").rglob("*.parquet"))
+    pq.write_table(flows(list(range(7))), path)
+    with pytest.raises(InputError, match="changed during the build"):
+        read_fragment(frag)
