@@ -16,6 +16,7 @@ tasks that ran in it, then the summary the issue asks for.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -128,11 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     # the swap (the commit) are the write
     cube._write_and_hash = traced(spans, "write", cube._write_and_hash)
     cube.CubeWriter.commit = traced(spans, "write", cube.CubeWriter.commit)
+    try:  # as the build command does (checkouts before it have no such guard)
+        from flowatlas.pandas_guard import implicit_pandas_refused
+    except ImportError:
+        implicit_pandas_refused = contextlib.nullcontext
     t_start = now()
-    build.build_cube(
-        args.archive, args.out, table=args.table, workers=args.workers, overwrite=True,
-        shuffle="memory", trim_memory=False,
-    )  # fmt: skip
+    with implicit_pandas_refused():
+        build.build_cube(
+            args.archive, args.out, table=args.table, workers=args.workers, overwrite=True,
+            shuffle="memory", trim_memory=False,
+        )  # fmt: skip
     t_end = now()
     sampler.stop.set()
     sampler.join()

@@ -13,6 +13,7 @@ import click
 
 from flowatlas.errors import ConfigError, OutputError
 from flowatlas.numba_start import start_numba
+from flowatlas.pandas_guard import implicit_pandas_refused
 from flowatlas.progress import Progress, build_progress
 
 if TYPE_CHECKING:
@@ -207,7 +208,8 @@ def build(
         raise ConfigError(f"--workers must be >= 0, not {workers}")
     t0 = time.perf_counter()
     start_numba()  # this process runs flowatlas only: numba starts without SciPy's BLAS
-    s = _run_build(
+    # and pyarrow converts without importing pandas
+    s = implicit_pandas_refused()(_run_build)(
         archive,
         out,
         config=config,

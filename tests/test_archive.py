@@ -170,3 +170,74 @@ def test_write_is_deterministic(tmp_path) -> None:
             w.write(flows(times))
     for f in (tmp_path / "a").rglob("*.parquet"):
         assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes()
+
+
+def test_schema_checked_once_per_schema_still_names_each_bad_file(tmp_path, monkeypatch) -> None:
+    """open_archive checks each distinct schema once (files of one archive share theirs):
+    each file still gets its own counts mode, and a bad file after good ones with the same
+    columns, or with the same metadata but another column type, is refused by name."""
+    import flowatlas.io.archive as archive_module
+    from flowatlas.schema import schema_with_metadata
+
+    checked: list[str] = []
+
+    def counting(schema, where):
+        checked.append(where)
+        return check_schema(schema, where)
+
+    monkeypatch.setattr(archive_module, "check_schema", counting)
+    root = tmp_path / "a"
+    for day, counts in (("01", "raw"), ("02", "raw"), ("03", COUNTS_SCALED), ("04", "raw")):
+        d = root / f"day=2025-01-{day}"
+        d.mkdir(parents=True)
+        t = flows([1, 2]).replace_schema_metadata(schema_with_metadata(counts).metadata)
+        pq.write_table(t, d / "part-0.parquet")
+    arch = open_archive(root)
+    assert [f.counts for f in arch.files] == ["raw", "raw", COUNTS_SCALED, "raw"]
+    assert len(checked) == 2  # one per distinct schema
+    # the same metadata, another Parquet schema: checked, and refused by name
+    bad = flows([1]).drop_columns(["bytes"]).append_column("bytes", pa.array([1.5]))
+    bad = bad.replace_schema_metadata(schema_with_metadata("raw").metadata)
+    pq.write_table(bad, root / "day=2025-01-04" / "part-0.parquet")
+    with pytest.raises(InputError, match=r"day=2025-01-04/part-0\.parquet: .*'bytes' has type"):
+        open_archive(root)
+    # a refused schema is never remembered: the same file is refused again
+    known: dict = {}
+    path = root / "day=2025-01-04" / "part-0.parquet"
+    for _ in range(2):
+        with pytest.raises(InputError, match="'bytes' has type"):
+            archive_module.describe_file(path, root, known)
+
+
+def test_fragments_carry_the_parsed_footer_and_read_without_it_too(tmp_path, monkeypatch) -> None:
+    """A fragment hands read_fragment the footer parsed at the archive's open (not parsed
+    again); one without it (made by hand, or its file rewritten since) reads the file's own;
+    equality, hashing and pickling ignore it."""
+    import dataclasses
+    import pickle
+
+    import flowatlas.io.archive as archive_module
+
+    with ArchiveWriter(tmp_path / "a") as w:
+        w.write(flows(list(range(50))))
+    frag = open_archive(tmp_path / "a").fragments()[0]
+    assert frag.metadata is not None and frag.metadata.num_rows == 50
+    given: list[object] = []
+    real = archive_module.pq.ParquetFile
+
+    def spy(path, **kwargs):
+        given.append(kwargs.get("metadata"))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(archive_module.pq, "ParquetFile", spy)
+    bare = dataclasses.replace(frag, metadata=None)
+    assert bare == frag and hash(bare) == hash(frag)
+    assert read_fragment(frag).equals(read_fragment(bare))
+    assert given == [frag.metadata, None]
+    again = pickle.loads(pickle.dumps(frag))
+    assert again == frag and again.metadata.num_rows == 50
+    # the file rewritten with other rows: refused, never read with the old footer
+    path = next((tmp_path / "a").rglob("*.parquet"))
+    pq.write_table(flows(list(range(7))), path)
+    with pytest.raises(InputError, match="changed during the build"):
+        read_fragment(frag)

@@ -119,3 +119,43 @@ def test_start_numba_gives_up_quietly_where_numba_differs(monkeypatch) -> None:
     monkeypatch.setattr(ns, "PROBING_MODULE", "flowatlas._no_such_module_")
     assert ns.start_numba() is False
     assert ns.BLAS_MODULE not in sys.modules or sys.modules[ns.BLAS_MODULE] is not None
+
+
+def test_start_numba_imports_numba_without_scipy_or_yaml(tmp_path) -> None:
+    """numba's own import goes without SciPy (a version check) and PyYAML (for a
+    .numba_config.yaml that is not there); both import as usual afterwards."""
+    out = _run(
+        f"""
+import os, sys
+os.chdir({str(tmp_path)!r})
+from flowatlas.numba_start import start_numba
+assert start_numba()
+print([m for m in ("scipy", "yaml") if m in sys.modules])
+import numba.core.config
+print(numba.core.config._HAVE_YAML)
+import importlib.util
+for m in ("scipy", "yaml"):
+    if importlib.util.find_spec(m) is not None:
+        __import__(m)
+        assert sys.modules[m] is not None
+print("ok")
+"""
+    )
+    assert out.splitlines() == ["[]", "False", "ok"]
+
+
+def test_start_numba_keeps_yaml_for_a_numba_config_file(tmp_path) -> None:
+    """Where the working directory holds a .numba_config.yaml, numba reads it as always."""
+    pytest.importorskip("yaml")
+    (tmp_path / ".numba_config.yaml").write_text("DEBUG_CACHE: 0\n")
+    out = _run(
+        f"""
+import os
+os.chdir({str(tmp_path)!r})
+from flowatlas.numba_start import start_numba
+assert start_numba()
+import numba.core.config
+print(numba.core.config._HAVE_YAML)
+"""
+    )
+    assert out == "True"
