@@ -300,13 +300,30 @@ def reduce_step(j: int, keys: list[str], plan: Any, work: WorkDir, *_maps_done: 
 
     Returns ``j``: the counts stay on disk until the combiner reads them, one at a time.
     """
+    if not work.reduce_done(j):
+        _reduce_and_save(j, keys, plan, work)
+    return j
+
+
+def reduce_counts(j: int, keys: list[str], plan: Any, work: WorkDir) -> Counts:
+    """Reducer ``j`` through the work directory, for a runner in this process: its counts
+    returned as well as saved (a resumed build reads back the ones already done).
+
+    The in-process runner folds them straight in: reading each reducer's counts back from
+    disk cost about 4 ms a partition at 184 days (1.4 CPU s of a 10^9-record build).
+    """
+    if work.reduce_done(j):
+        return work.load_counts(j)
+    return _reduce_and_save(j, keys, plan, work)
+
+
+def _reduce_and_save(j: int, keys: list[str], plan: Any, work: WorkDir) -> Counts:
+    """Reduce partition ``j`` from the map files and save its counts (for resuming)."""
     from flowatlas.engine.pipeline import reduce_partition
 
-    if work.reduce_done(j):
-        return j
     counts = reduce_partition([work.load_partition(keys, j)], plan)
     work.save_counts(j, counts)
-    return j
+    return counts
 
 
 def _write_columns(path: Path, columns: list[np.ndarray]) -> None:
