@@ -413,3 +413,39 @@ def test_counts_of_another_reduce_format_are_recounted(tmp_path, monkeypatch) ->
     newer.open(["task-a"])
     assert not newer.reduce_done(0)
     assert not any((tmp_path / "w" / "reduce").iterdir())
+
+
+def test_threads_resume_from_saved_reducer_counts(archives, cubes, tmp_path, monkeypatch):
+    """A threaded disk-shuffle build that dies in a reducer resumes from the counts the
+    reducers before it saved (read back, not recounted) and gives the same cube; the
+    reducers' counts reach the combiner in memory otherwise."""
+    from flowatlas.engine import pipeline, workdir
+
+    real = pipeline.reduce_partition
+    reduced: list[int] = []
+    fail = [True]
+
+    def failing(pieces, plan):
+        reduced.append(1)
+        if fail[0] and len(reduced) == 3:
+            raise RuntimeError("reducer killed")
+        return real(pieces, plan)
+
+    monkeypatch.setattr(pipeline, "reduce_partition", failing)
+    work, out = tmp_path / "w", tmp_path / "cube"
+    kw = dict(workers=1, partitions=6, work_dir=work, shuffle="disk")
+    with pytest.raises(RuntimeError, match="reducer killed"):
+        build_cube(archives[0], out, **kw)
+    saved = sorted(int(p.name[:4]) for p in (work / "reduce").iterdir())
+    # the two reducers before the failing one, and any the worker started meanwhile
+    assert 2 <= len(saved) < 6 and 2 not in saved
+    loads: list[int] = []
+    real_load = workdir.WorkDir.load_counts
+    monkeypatch.setattr(
+        workdir.WorkDir, "load_counts", lambda self, j: loads.append(j) or real_load(self, j)
+    )
+    reduced.clear()
+    fail[0] = False
+    build_cube(archives[0], out, **kw)
+    assert len(reduced) == 6 - len(saved) and sorted(loads) == saved  # saved ones read back
+    assert cube_bytes(out) == cubes[0]

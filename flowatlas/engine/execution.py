@@ -26,7 +26,7 @@ from flowatlas.engine.pipeline import (
     reduce_partition,
 )
 from flowatlas.engine.plan import BuildPlan
-from flowatlas.engine.workdir import WorkDir, map_step, reduce_step
+from flowatlas.engine.workdir import WorkDir, map_step, reduce_counts, reduce_step
 from flowatlas.errors import FlowatlasError
 from flowatlas.io.archive import Fragment
 from flowatlas.kernels import serial_kernels
@@ -130,14 +130,15 @@ def run_threads(
                 reduces = [
                     pool.submit(reduce_in_memory, j, plan, heads) for j in range(plan.partitions)
                 ]
-            else:
+            else:  # the counts come back in memory too (and are saved for a resume)
                 reduces = [
-                    pool.submit(reduce_step, j, work.keys, plan, work)
+                    pool.submit(reduce_counts, j, work.keys, plan, work)
                     for j in range(plan.partitions)
                 ]
             combiner = Combiner(heads, plan)
-            for r in reduces:
-                _fold_in(combiner, finish([r], "reduce")[0], work)
+            for i, r in enumerate(reduces):
+                _fold_in(combiner, finish([r], "reduce")[0], None)
+                reduces[i] = None  # its counts are folded: let them go
         except BaseException:
             # none left to start; the running ones finish on the way out (cleaning up their
             # temporary files) before the error goes on

@@ -61,6 +61,14 @@ class WorkDir:
         self.digest = hashlib.sha256(
             json.dumps(self.signature, sort_keys=True).encode()
         ).hexdigest()
+        self._spans: dict[str, tuple[str, np.ndarray]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the offsets read so far stay with this process: a Dask worker reads its own
+        return {k: v for k, v in self.__dict__.items() if k != "_spans"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _spans={})
 
     @staticmethod
     def read_signature(root: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -182,20 +190,36 @@ class WorkDir:
         """IP partition ``j``'s rows of the map tasks ``keys``, joined in that order.
 
         Each task's slice of each column is read straight into the joined arrays (no memory
-        map, no second copy).
+        map, no second copy), one ``pread`` a column. Each task's offsets are read once per
+        process and kept: at 10^9 records (334 partitions, 552 map tasks) reading them again
+        for every (partition, task) pair, through pathlib, cost about 60 us a pair, 11 CPU s
+        of GIL-bound Python a build.
         """
-        spans = []
-        for key in keys:
-            offsets = np.fromfile(self._map_dir(key) / "offsets.i64", dtype="<i8")
-            spans.append((int(offsets[j]), int(offsets[j + 1]), int(offsets[-1])))
-        total = sum(b - a for a, b, _ in spans)
+        spans = [self._offsets(key) for key in keys]
+        total = sum(int(off[j + 1] - off[j]) for _, off in spans)
         cols = [np.empty(total, np.uint64) for _ in ROW_FIELDS]
         at = 0
-        for key, (a, b, n) in zip(keys, spans, strict=True):
+        for path, off in spans:
+            a, b = int(off[j]), int(off[j + 1])
             if b > a:
-                _read_columns(self._map_dir(key) / "rows.u64", n, a, b, [c[at:] for c in cols])
+                _read_columns(path, int(off[-1]), a, b, [c[at:] for c in cols])
             at += b - a
         return Piece(cols[0].view(np.int64), cols[1], cols[2], cols[3])
+
+    def _offsets(self, key: str) -> tuple[str, np.ndarray]:
+        """(path of task ``key``'s rows file, its partition offsets), read once and kept."""
+        got = self._spans.get(key)
+        if got is None:
+            d = self._map_dir(key)
+            offsets = np.fromfile(d / "offsets.i64", dtype="<i8")
+            rows = str(d / "rows.u64")
+            size = os.stat(rows).st_size
+            if size != 8 * int(offsets[-1]) * len(ROW_FIELDS):
+                raise OSError(
+                    f"{rows}: {size} bytes, expected {8 * int(offsets[-1]) * len(ROW_FIELDS)}"
+                )
+            got = self._spans[key] = (rows, offsets)
+        return got
 
     # ------------------------------------------------------------------ reduces
     def _reduce_path(self, j: int) -> Path:
@@ -276,13 +300,30 @@ def reduce_step(j: int, keys: list[str], plan: Any, work: WorkDir, *_maps_done: 
 
     Returns ``j``: the counts stay on disk until the combiner reads them, one at a time.
     """
+    if not work.reduce_done(j):
+        _reduce_and_save(j, keys, plan, work)
+    return j
+
+
+def reduce_counts(j: int, keys: list[str], plan: Any, work: WorkDir) -> Counts:
+    """Reducer ``j`` through the work directory, for a runner in this process: its counts
+    returned as well as saved (a resumed build reads back the ones already done).
+
+    The in-process runner folds them straight in: reading each reducer's counts back from
+    disk cost about 4 ms a partition at 184 days (1.4 CPU s of a 10^9-record build).
+    """
+    if work.reduce_done(j):
+        return work.load_counts(j)
+    return _reduce_and_save(j, keys, plan, work)
+
+
+def _reduce_and_save(j: int, keys: list[str], plan: Any, work: WorkDir) -> Counts:
+    """Reduce partition ``j`` from the map files and save its counts (for resuming)."""
     from flowatlas.engine.pipeline import reduce_partition
 
-    if work.reduce_done(j):
-        return j
     counts = reduce_partition([work.load_partition(keys, j)], plan)
     work.save_counts(j, counts)
-    return j
+    return counts
 
 
 def _write_columns(path: Path, columns: list[np.ndarray]) -> None:
@@ -297,16 +338,16 @@ def _write_columns(path: Path, columns: list[np.ndarray]) -> None:
             f.write(memoryview(np.ascontiguousarray(c).view(np.uint64).astype("<u8", copy=False)))
 
 
-def _read_columns(path: Path, n: int, a: int, b: int, into: list[np.ndarray]) -> None:
-    """Read rows ``a:b`` of each of a ``_write_columns`` file's n-row columns into ``into``."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size != 8 * n * len(into):
-            raise OSError(f"{path}: {size} bytes, expected {8 * n * len(into)}")
+def _read_columns(path: str, n: int, a: int, b: int, into: list[np.ndarray]) -> None:
+    """Read rows ``a:b`` of each of a ``_write_columns`` file's n-row columns into ``into``
+    (its size checked by the caller): one ``pread`` a column, no seeks, no file object."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
         for c, dest in enumerate(into):
-            f.seek(8 * (c * n + a))
             view = memoryview(dest[: b - a]).cast("B")
-            if f.readinto(view) != view.nbytes:
+            if os.preadv(fd, [view], 8 * (c * n + a)) != view.nbytes:
                 raise OSError(f"{path}: truncated")
             if sys.byteorder == "big":  # pragma: no cover - the files are little-endian
                 dest[: b - a].byteswap(inplace=True)
+    finally:
+        os.close(fd)
