@@ -36,7 +36,7 @@ from flowatlas.engine.cube import (
     top_tables,
 )
 from flowatlas.engine.execution import dask_client, run_dask, run_eager, run_threads
-from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, pack
+from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, balance, pack
 from flowatlas.engine.plan import make_plan
 from flowatlas.engine.workdir import WorkDir, default_workdir, task_key
 from flowatlas.errors import ConfigError, FlowatlasError, InputError, OutputError
@@ -177,8 +177,8 @@ def build_cube(
         if arch.root.is_dir():
             refuse_problems(archive, archive_problems(arch.root, arch.files))
         cfg = resolve_config(archive, config)
-        # sizes depend on the archive only, so a resumed build finds the same tasks; an
-        # incremental build keeps the sizes its state was made with
+        # sizes depend on the archive (and the workers) only, so a resumed build finds the
+        # same tasks; an incremental build keeps the sizes its state was made with
         if state_sig is not None:
             partitions, partition_rows = state_sig["partitions"], state_sig["partition_rows"]
         return _build(
@@ -418,6 +418,8 @@ def _build(
             "rebuild without --incremental"
         )
     tasks = pack(source.fragments(partition_rows), partition_rows, by_file=keep_state)
+    if not keep_state:  # kept state needs tasks that stay as they are when files are added
+        tasks = balance(tasks, n_workers)
     work = None
     on_disk = shuffle_on_disk(
         shuffle,
