@@ -286,6 +286,7 @@ class Combiner:
         self.sketch_keys = None
         self.registers = None
         self.sketch_long: list[tuple[np.ndarray, np.ndarray]] = []
+        self._cells: np.ndarray | None = None  # cell_result's sums, until the next fold
         if plan.sketch_p:
             self.sketch_keys = np.unique(sketch_keys(self.cell_keys, plan))
             if self.sketch_keys.size << plan.sketch_p <= DENSE_SKETCH_BYTES:
@@ -293,6 +294,7 @@ class Combiner:
 
     def add(self, c: Counts) -> None:
         """Fold one IP partition's counts in."""
+        self._cells = None
         idx = _index(self.cell_keys, c.cell_keys, "cells")
         add_rows_at(self.cell_counts, idx, c.cell_counts)
         for r in self.rollups:
@@ -352,14 +354,7 @@ class Combiner:
         :meth:`sketch_result` encodes them on its own, on another thread if the caller likes
         (it reads nothing this method writes).
         """
-        result = PartitionResult(
-            self.cell_keys,
-            np.concatenate([self.cell_sums, self.cell_counts], axis=1),
-            {},
-            {},
-            link_sums=self.link_sums,
-            geo_sums=self.geo_sums,
-        )
+        result = self.cell_result()
         top_asns = self.top_asns()
         for r in self.rollups:
             r.finish(result, top_asns.get(r.rollup))
@@ -368,6 +363,21 @@ class Combiner:
             if sketched is not None:
                 result.sketch_keys, result.sketches = sketched
         return result
+
+    def cell_result(self) -> PartitionResult:
+        """The combined cells alone (with the link and geography sums): what
+        :meth:`result` starts from, so a build can make and write cells.parquet before the
+        rollups are finished."""
+        if self._cells is None:  # made once after the last fold, whoever asks first
+            self._cells = np.concatenate([self.cell_sums, self.cell_counts], axis=1)
+        return PartitionResult(
+            self.cell_keys,
+            self._cells,
+            {},
+            {},
+            link_sums=self.link_sums,
+            geo_sums=self.geo_sums,
+        )
 
     def sketch_result(self) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
         """The sketch keys and their HyperLogLog blobs (offsets, data); None without sketches."""
