@@ -478,12 +478,12 @@ def _build(
             raise FlowatlasError(  # pragma: no cover - an accounting bug, never bad input
                 f"internal error: records {stats.records} != cubed {stats.cubed} + quarantined"
             )
-        writer.add("sketches.parquet", functools.partial(_sketches, combiner, plan))
         cells = cells_table(
             combiner.cell_result(), plan.regions, plan.network_types, plan.bucket_us
         )
         writer.add("cells.parquet", cells)  # the largest file left: started first
         result = combiner.result(sketches=False)
+        writer.add("sketches.parquet", functools.partial(_sketches, combiner, plan))
         writer.add(
             "rollups.parquet",
             rollups_table(result, plan.regions, plan.network_types, plan.rollups),
