@@ -394,11 +394,18 @@ class CubeWriter:
         self.tmp = partial_path(self.out)
         self._writes: dict[str, Future[dict[str, Any] | None]] = {}
         self._pool: ThreadPoolExecutor | None = None
+
+    def _start(self) -> None:
+        """The hidden folder the files go to, made on the first file (a build hands its
+        first table over once its maps are done: one killed before leaves nothing behind)."""
+        if self._pool is not None:
+            return
         try:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp.mkdir()
         except OSError as exc:
             raise self._failed(exc) from None
+        self._pool = ThreadPoolExecutor(os.cpu_count() or 1, "flowatlas-cube")
 
     def add(self, name: str, table: pa.Table | Callable[[], pa.Table | None] | None) -> None:
         """Start writing ``table`` as the cube's file ``name`` (None: no such file).
@@ -409,8 +416,8 @@ class CubeWriter:
         """
         if table is None:
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(os.cpu_count() or 1, "flowatlas-cube")
+        self._start()
+        assert self._pool is not None
         if callable(table):
             self._writes[name] = self._pool.submit(_make_and_write, table, self.tmp / name)
         else:
@@ -418,6 +425,7 @@ class CubeWriter:
 
     def commit(self, meta: Mapping[str, Any]) -> Path:
         """Wait for the files, write cube.json and swap the cube into place; returns ``out``."""
+        self._start()
         tmp = self.tmp
         try:
             written = {name: w.result() for name, w in self._writes.items()}
