@@ -805,6 +805,14 @@ def encode_registers(
     return _encode_cells(keys, entries, regs.shape[0], p, sparse_max)  # pragma: no cover
 
 
+@numba.njit(inline="always", nogil=True, cache=True)
+def _word_entry(x, q, b):  # pragma: no cover - compiled
+    """The long-form entry (``index << RANK_BITS | rank``) of byte ``b`` of word ``q`` of a
+    row of registers read as little-endian words (``x``), and its rank (0: empty)."""
+    r = np.uint32((x >> np.uint64(8 * b)) & np.uint64(0xFF))
+    return ((np.uint32(q << 3) + np.uint32(b)) << np.uint32(RANK_BITS)) | r, r
+
+
 @numba.njit(nogil=True, cache=True)
 def _dense_offsets(regs, p, sparse_max):  # pragma: no cover - compiled
     """Each row's blob offset (as :func:`_encode_cells` places it) and its non-zero
@@ -858,10 +866,9 @@ def _dense_fill(regs, p, sparse_max, offsets, counts, data, entries):  # pragma:
             x = words[i * per_row + q]
             if x == 0:
                 continue
-            j0 = np.uint32(q << 3)
             for b in range(8):
-                r = np.uint32((x >> np.uint64(8 * b)) & np.uint64(0xFF))
-                entries[t] = ((j0 + np.uint32(b)) << np.uint32(RANK_BITS)) | r
+                e, r = _word_entry(x, q, b)
+                entries[t] = e
                 t += r != 0
 
 
@@ -1096,11 +1103,10 @@ def _dense_long_form(regs):  # pragma: no cover - compiled
             x = words[i * per_row + w]
             if x == 0:
                 continue
-            j0 = np.uint32(w << 3)
             for b in range(8):
-                r = np.uint32((x >> np.uint64(8 * b)) & np.uint64(0xFF))
+                e, r = _word_entry(x, w, b)
                 keys[c] = i
-                entries[c] = ((j0 + np.uint32(b)) << np.uint32(RANK_BITS)) | r
+                entries[c] = e
                 c += r != 0
     return keys[:count], entries[:count]
 
