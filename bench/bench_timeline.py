@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     last_map = max(s.end for s in maps)
     write_end = max(s.end for s in writes)
     reduces = [s for s in spans if s.what == "reduce"]
+    last_reduce = max(s.end for s in reduces)
     summary = [
         f"process start -> imports done (flowatlas.engine): {t_start:.2f} s "
         f"(interpreter {t_import:.2f} s)",
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         f"reducers: {len(reduces)}, {min(s.start for s in reduces):.2f} - "
         f"{max(s.end for s in reduces):.2f} s",
         f"cube write: {min(s.start for s in writes):.2f} - {write_end:.2f} s",
+        f"tail, last reducer's end to cube written: {write_end - last_reduce:.2f} s, "
+        f"{busy_between(samples, last_reduce, write_end):.2f} cores busy",
         f"first map task to cube written: {write_end - first_map:.2f} s wall, "
         f"{busy_between(samples, first_map, write_end):.2f} cores busy on average",
         f"whole process until build_cube returned: {t_end:.2f} s, "

@@ -347,3 +347,28 @@ def test_combiner_index_of_sorted_runs_equals_searchsorted(seed):
         )
     with pytest.raises(AssertionError, match="keys without volume"):
         _index(universe, np.sort(np.r_[np.repeat(universe, 5), universe[-1] + 1]), "t")
+
+
+@pytest.mark.parametrize("workers,shuffle", [(0, "memory"), (2, "memory"), (2, "disk")])
+def test_links_and_geo_are_handed_over_before_the_first_reducer_is_folded(
+    archive, tmp_path, monkeypatch, workers, shuffle
+):
+    """The tables that depend on the maps only go to the writer before any partition's
+    counts reach the combiner (so they are written while the reducers run)."""
+    from flowatlas.engine import build, combine
+
+    events: list[str] = []
+    real_tables, real_add = build._write_map_tables, combine.Combiner.add
+
+    def tables(*args):
+        events.append("maps")
+        return real_tables(*args)
+
+    def add(self, counts):
+        events.append("fold")
+        return real_add(self, counts)
+
+    monkeypatch.setattr(build, "_write_map_tables", tables)
+    monkeypatch.setattr(combine.Combiner, "add", add)
+    build_cube(archive, tmp_path / "c", workers=workers, shuffle=shuffle)
+    assert events[0] == "maps" and events.count("maps") == 1 and "fold" in events

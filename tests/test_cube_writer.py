@@ -43,3 +43,35 @@ def test_an_error_before_the_commit_leaves_the_old_cube_and_nothing_else(tmp_pat
             raise RuntimeError("a bug while making a table")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cube"]
+
+
+def test_tables_handed_over_as_functions_are_made_on_the_pool(tmp_path) -> None:
+    """A function's table gives the file the table itself gives; None gives no file."""
+    meta = {"format": "test"}
+    write_cube(CubeFiles(meta, _table(1000), _table(10)), tmp_path / "a")
+    with CubeWriter(tmp_path / "b") as writer:
+        writer.add("cells.parquet", lambda: _table(1000))
+        writer.add("sketches.parquet", lambda: None)  # no such file, not in cube.json
+        writer.add("rollups.parquet", _table(10))
+        writer.commit(meta)
+    for name in ("cells.parquet", "rollups.parquet", "cube.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "cells.parquet",
+        "cube.json",
+        "rollups.parquet",
+    ]
+
+
+def test_a_function_that_fails_fails_the_commit_and_leaves_nothing(tmp_path) -> None:
+    def broken() -> pa.Table:
+        raise RuntimeError("a bug while making a table")
+
+    out = tmp_path / "cube"
+    with pytest.raises(RuntimeError, match="a bug while making a table"):
+        with CubeWriter(out) as writer:
+            writer.add("cells.parquet", _table(100))
+            writer.add("sketches.parquet", broken)
+            writer.commit({"v": 1})
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []

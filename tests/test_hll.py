@@ -725,3 +725,52 @@ def test_encode_registers_equals_encode_cells_of_the_long_form(p: int) -> None:
                 np.testing.assert_array_equal(g, x)
     with pytest.raises(ValueError, match="sparse_max"):
         hll.encode_registers(regs, -1)
+
+
+def _blobs_oracle(regs: np.ndarray, p: int, sparse_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """The blob format written out one row at a time in Python: header (version, p, kind,
+    0), then sparse entries ``idx << 6 | rank`` (little-endian, 2 or 4 bytes, ascending) or
+    the 2**p ranks."""
+    w = 2 if p <= 10 else 4
+    blobs = []
+    for row in regs:
+        idx = np.flatnonzero(row)
+        if idx.size <= sparse_max:
+            body = b"".join(
+                int((int(j) << hll.RANK_BITS) | int(row[j])).to_bytes(w, "little") for j in idx
+            )
+            blobs.append(bytes([hll.FORMAT_VERSION, p, hll.SPARSE, 0]) + body)
+        else:
+            blobs.append(bytes([hll.FORMAT_VERSION, p, hll.DENSE, 0]) + row.tobytes())
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    return offsets, np.frombuffer(b"".join(blobs), np.uint8)
+
+
+@pytest.mark.parametrize("p", [4, 5, 10, 11, 12, 16])
+def test_encode_registers_equals_the_format_written_out(p: int) -> None:
+    """Rows at the edges: empty, exactly ``sparse_max`` and one more non-zero registers,
+    full at the highest rank, a lone register at either end of the row (a sparse blob's
+    last entry written right before the next blob's header, or the data's end), sparse
+    blobs between dense ones, and random rows."""
+    m = 1 << p
+    rng = np.random.default_rng(100 + p)
+    for sparse_max in (hll.default_sparse_max(p), 0, 1, 3):
+        rows = [np.zeros(m, np.uint8) for _ in range(12)]
+        for i, n_hit in ((1, sparse_max), (2, sparse_max + 1), (3, min(m, 2 * sparse_max + 2))):
+            hit = rng.choice(m, min(n_hit, m), replace=False)
+            rows[i][hit] = rng.integers(1, 66 - p, hit.size)
+        rows[4][:] = 65 - p  # full, highest rank
+        rows[5][-1] = 1  # a lone last register
+        rows[6][0] = 65 - p  # a lone first register
+        rows[7][-8:] = rng.integers(0, 66 - p, 8)  # the last word only
+        rows[8][:] = rng.integers(0, 2, m) * rng.integers(1, 66 - p, m)
+        rows[9][rng.random(m) < 0.05] = 3
+        rows[11][-1] = 65 - p  # the last row ends on its last register
+        for order in (range(12), rng.permutation(12)):
+            regs = np.stack([rows[i] for i in order])
+            got = hll.encode_registers(regs, sparse_max)
+            want = _blobs_oracle(regs, p, sparse_max)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+    empty = hll.encode_registers(np.zeros((0, m), np.uint8))
+    assert empty[0].tolist() == [0] and empty[1].size == 0

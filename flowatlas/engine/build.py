@@ -32,11 +32,11 @@ from flowatlas.engine.cube import (
     geo_table,
     links_table,
     rollups_table,
-    sketches_table,
+    sketch_blobs_table,
     top_tables,
 )
 from flowatlas.engine.execution import dask_client, run_dask, run_eager, run_threads
-from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, pack
+from flowatlas.engine.pipeline import GROUPINGS, TOP_K, TOP_LIST_ROLLUPS, balance, pack
 from flowatlas.engine.plan import make_plan
 from flowatlas.engine.workdir import WorkDir, default_workdir, task_key
 from flowatlas.errors import ConfigError, FlowatlasError, InputError, OutputError
@@ -177,8 +177,8 @@ def build_cube(
         if arch.root.is_dir():
             refuse_problems(archive, archive_problems(arch.root, arch.files))
         cfg = resolve_config(archive, config)
-        # sizes depend on the archive only, so a resumed build finds the same tasks; an
-        # incremental build keeps the sizes its state was made with
+        # sizes depend on the archive (and the workers) only, so a resumed build finds the
+        # same tasks; an incremental build keeps the sizes its state was made with
         if state_sig is not None:
             partitions, partition_rows = state_sig["partitions"], state_sig["partition_rows"]
         return _build(
@@ -418,6 +418,8 @@ def _build(
             "rebuild without --incremental"
         )
     tasks = pack(source.fragments(partition_rows), partition_rows, by_file=keep_state)
+    if not keep_state:  # kept state needs tasks that stay as they are when files are added
+        tasks = balance(tasks, n_workers)
     work = None
     on_disk = shuffle_on_disk(
         shuffle,
@@ -451,18 +453,22 @@ def _build(
 
     # freed arrays reused, not fresh pages (engine/allocator.py), until the cube is written
     # (trimming the heap between the reducers and the cube's tables cost 50 ms); no cycle
-    # collections while the scheduler's many small objects come and go
-    with build_allocator(trim=trim_memory):
+    # collections while the scheduler's many small objects come and go. Each of the cube's
+    # files is written (on the writer's threads, without the GIL) while the next tables are
+    # made: links and geography, which depend on the maps only, while the reducers run
+    # (:func:`_write_map_tables`); the sketches' encoding and file beside the other tables
+    with build_allocator(trim=trim_memory), CubeWriter(out, overwrite=overwrite) as writer:
+        on_maps = functools.partial(_write_map_tables, writer, plan)
         try:
             with _gc_paused():
                 if n_workers == 0 and not scheduler:
-                    result, stats = run_eager(tasks, plan, progress, work)
+                    combiner, stats = run_eager(tasks, plan, progress, work, on_maps)
                 elif not scheduler and not processes:
-                    result, stats = run_threads(tasks, plan, n_workers, progress, work)
+                    combiner, stats = run_threads(tasks, plan, n_workers, progress, work, on_maps)
                 else:
                     gpu = plan.backend == "gpu"
                     with dask_client(scheduler, n_workers or None, processes, gpu) as client:
-                        result, stats = run_dask(client, tasks, plan, progress, work)
+                        combiner, stats = run_dask(client, tasks, plan, progress, work, on_maps)
         except CounterOverflow as exc:
             raise InputError(
                 f"{where}: {exc}: the records' totals exceed 64-bit counters"
@@ -472,35 +478,28 @@ def _build(
             raise FlowatlasError(  # pragma: no cover - an accounting bug, never bad input
                 f"internal error: records {stats.records} != cubed {stats.cubed} + quarantined"
             )
-        # each file is written (on the writer's threads, without the GIL) while the next
-        # tables are made; the largest ones first, so that none starts last alone
-        with CubeWriter(out, overwrite=overwrite) as writer:
-            links, geo = _link_geo_tables(result, plan)
-            writer.add("links.parquet", links)
-            cells = cells_table(result, plan.regions, plan.network_types, plan.bucket_us)
-            writer.add("cells.parquet", cells)
-            writer.add("geo.parquet", geo)
-            del links, geo
-            writer.add(
-                "sketches.parquet",
-                sketches_table(result, plan.regions, plan.network_types, plan.bucket_us),
-            )
-            writer.add(
-                "rollups.parquet",
-                rollups_table(result, plan.regions, plan.network_types, plan.rollups),
-            )
-            describe_asn, describe_ip = _describers(prefix_table)
-            top_ips, top_asns = top_tables(
-                result, plan.regions, plan.network_types, describe_asn, describe_ip
-            )
-            writer.add("top_ips.parquet", top_ips)
-            writer.add("top_asns.parquet", top_asns)
-            del top_ips, top_asns
-            meta = _metadata(source, cfg, plan, prefix_table, stats, cells)
-            quarantined = sum(stats.quarantined.values())
-            setup = shares_of_cells(cells, stats.records, quarantined, cfg.origin)
-            del result
-            writer.commit(meta)
+        cells = cells_table(
+            combiner.cell_result(), plan.regions, plan.network_types, plan.bucket_us
+        )
+        writer.add("cells.parquet", cells)  # the largest file left: started first
+        result = combiner.result(sketches=False)
+        writer.add("sketches.parquet", functools.partial(_sketches, combiner, plan))
+        writer.add(
+            "rollups.parquet",
+            rollups_table(result, plan.regions, plan.network_types, plan.rollups),
+        )
+        describe_asn, describe_ip = _describers(prefix_table)
+        top_ips, top_asns = top_tables(
+            result, plan.regions, plan.network_types, describe_asn, describe_ip
+        )
+        writer.add("top_ips.parquet", top_ips)
+        writer.add("top_asns.parquet", top_asns)
+        del top_ips, top_asns
+        meta = _metadata(source, cfg, plan, prefix_table, stats, cells)
+        quarantined = sum(stats.quarantined.values())
+        setup = shares_of_cells(cells, stats.records, quarantined, cfg.origin)
+        del result
+        writer.commit(meta)
     state = _settle_state(work, out, keep_state)
     return BuildSummary(
         out,
@@ -518,15 +517,26 @@ def _build(
     )
 
 
-def _link_geo_tables(result, plan) -> tuple[pa.Table | None, pa.Table | None]:
-    """links.parquet (where the configuration has interface links) and geo.parquet (where
-    the prefix table names countries or metros)."""
-    links = (
-        links_table(result, plan.regions, plan.network_types, plan.bucket_us, plan.link_names)
-        if plan.track_links
-        else None
-    )
-    return links, geo_table(result, plan.regions, plan.network_types, plan.geo_names)
+def _write_map_tables(writer: CubeWriter, plan, combiner) -> None:
+    """Make links.parquet (where the configuration has interface links) and geo.parquet
+    (where the prefix table names countries or metros) from the map results alone, and hand
+    them to ``writer``: the runners call this before the reducers' counts come in."""
+    maps = combiner.map_result()
+    if plan.track_links:
+        writer.add(
+            "links.parquet",
+            links_table(maps, plan.regions, plan.network_types, plan.bucket_us, plan.link_names),
+        )
+    writer.add("geo.parquet", geo_table(maps, plan.regions, plan.network_types, plan.geo_names))
+
+
+def _sketches(combiner, plan) -> pa.Table | None:
+    """sketches.parquet from the combiner's registers (for the writer's threads: the encoding
+    is a numba kernel without the GIL, so it runs beside the other tables' making)."""
+    sketched = combiner.sketch_result()
+    if sketched is None:
+        return None
+    return sketch_blobs_table(*sketched, plan.regions, plan.network_types, plan.bucket_us)
 
 
 def state_path(out: str | os.PathLike[str]) -> Path:

@@ -286,6 +286,7 @@ class Combiner:
         self.sketch_keys = None
         self.registers = None
         self.sketch_long: list[tuple[np.ndarray, np.ndarray]] = []
+        self._cells: np.ndarray | None = None  # cell_result's sums, until the next fold
         if plan.sketch_p:
             self.sketch_keys = np.unique(sketch_keys(self.cell_keys, plan))
             if self.sketch_keys.size << plan.sketch_p <= DENSE_SKETCH_BYTES:
@@ -293,6 +294,7 @@ class Combiner:
 
     def add(self, c: Counts) -> None:
         """Fold one IP partition's counts in."""
+        self._cells = None
         idx = _index(self.cell_keys, c.cell_keys, "cells")
         add_rows_at(self.cell_counts, idx, c.cell_counts)
         for r in self.rollups:
@@ -331,32 +333,65 @@ class Combiner:
             lists = list(pool.map(lambda sh: _top_asns_of_share(chain, *sh), shards))
         return {r: _merge_top_lists([one[r] for one in lists]) for r in chain}
 
-    def result(self) -> PartitionResult:
-        """The combined cells, rollups, concentration, top lists and sketches."""
-        result = PartitionResult(
+    def map_result(self) -> PartitionResult:
+        """What the map results alone decide, before any partition is folded in: the cells'
+        keys and volume, packets and flows (``cell_sums`` has those three columns), and the
+        link and geography sums. ``links.parquet`` and ``geo.parquet`` are made from it, so a
+        build writes them while its reducers run instead of after the last one."""
+        return PartitionResult(
             self.cell_keys,
-            np.concatenate([self.cell_sums, self.cell_counts], axis=1),
+            self.cell_sums,
             {},
             {},
             link_sums=self.link_sums,
             geo_sums=self.geo_sums,
         )
+
+    def result(self, sketches: bool = True) -> PartitionResult:
+        """The combined cells, rollups, concentration, top lists and sketches.
+
+        ``sketches=False`` leaves the sketches out (``sketch_keys`` and ``sketches`` None):
+        :meth:`sketch_result` encodes them on its own, on another thread if the caller likes
+        (it reads nothing this method writes).
+        """
+        result = self.cell_result()
         top_asns = self.top_asns()
         for r in self.rollups:
             r.finish(result, top_asns.get(r.rollup))
-        if self.sketch_keys is not None:
-            p = self.plan.sketch_p
-            result.sketch_keys = self.sketch_keys
-            if self.registers is not None:
-                result.sketches = hll.encode_registers(self.registers)
-                return result
-            if self.sketch_long:
-                k, e = hll.reduce_sparse(
-                    np.concatenate([a for a, _ in self.sketch_long]),
-                    np.concatenate([b for _, b in self.sketch_long]),
-                    p,
-                )
-            else:
-                k, e = np.empty(0, np.int64), np.empty(0, np.uint32)
-            result.sketches = hll.encode_cells(k, e, self.sketch_keys.size, p)
+        if sketches:
+            sketched = self.sketch_result()
+            if sketched is not None:
+                result.sketch_keys, result.sketches = sketched
         return result
+
+    def cell_result(self) -> PartitionResult:
+        """The combined cells alone (with the link and geography sums): what
+        :meth:`result` starts from, so a build can make and write cells.parquet before the
+        rollups are finished."""
+        if self._cells is None:  # made once after the last fold, whoever asks first
+            self._cells = np.concatenate([self.cell_sums, self.cell_counts], axis=1)
+        return PartitionResult(
+            self.cell_keys,
+            self._cells,
+            {},
+            {},
+            link_sums=self.link_sums,
+            geo_sums=self.geo_sums,
+        )
+
+    def sketch_result(self) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
+        """The sketch keys and their HyperLogLog blobs (offsets, data); None without sketches."""
+        if self.sketch_keys is None:
+            return None
+        p = self.plan.sketch_p
+        if self.registers is not None:
+            return self.sketch_keys, hll.encode_registers(self.registers)
+        if self.sketch_long:
+            k, e = hll.reduce_sparse(
+                np.concatenate([a for a, _ in self.sketch_long]),
+                np.concatenate([b for _, b in self.sketch_long]),
+                p,
+            )
+        else:
+            k, e = np.empty(0, np.int64), np.empty(0, np.uint32)
+        return self.sketch_keys, hll.encode_cells(k, e, self.sketch_keys.size, p)

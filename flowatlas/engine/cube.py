@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,17 +129,29 @@ def _key_columns(keys: np.ndarray, rollup: str, regions, types) -> list[tuple[np
 
 def sketches_table(result: PartitionResult, regions, types, bucket_us: int) -> pa.Table | None:
     """One HyperLogLog blob per sketch key (a cell, or a day of one), with the key's columns."""
-    from flowatlas.kernels.orient import unpack_cells
-
     if result.sketches is None or result.sketch_keys is None:
         return None
-    offsets, data = result.sketches
+    return sketch_blobs_table(result.sketch_keys, result.sketches, regions, types, bucket_us)
+
+
+def sketch_blobs_table(
+    sketch_keys: np.ndarray,
+    sketches: tuple[np.ndarray, np.ndarray],
+    regions: Sequence[str],
+    types: Sequence[str],
+    bucket_us: int,
+) -> pa.Table:
+    """:func:`sketches_table` of sketch keys and their blobs ``(offsets, data)`` as
+    :meth:`~flowatlas.engine.combine.Combiner.sketch_result` gives them."""
+    from flowatlas.kernels.orient import unpack_cells
+
+    offsets, data = sketches
     blobs = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(),
         len(offsets) - 1,
         [None, pa.py_buffer(np.ascontiguousarray(offsets, np.int64)), pa.py_buffer(data)],
     )
-    codes = unpack_cells(result.sketch_keys)
+    codes = unpack_cells(sketch_keys)
     start = pa.array(codes["bucket"] * np.int64(bucket_us), pa.int64()).cast(TIMESTAMP)
     cols = {"bucket_start": start, **_dims_columns(codes, regions, types, DIMENSIONS)}
     return pa.table({**cols, "sketch": blobs})
@@ -367,38 +379,57 @@ class CubeWriter:
 
     :meth:`add` starts writing a table at once on a pool of threads (one per core: pyarrow
     encodes and compresses, and hashlib hashes, without the GIL), so a build makes its next
-    tables while the ones before are written; each file's bytes are what writing it alone
-    gives. :meth:`commit` waits for them, writes cube.json (``meta`` with every file's size
-    and SHA-256) and swaps the cube into place as :func:`write_cube` says. Leaving the
-    ``with`` block without a commit (an error) removes everything written; nothing
-    half-written is ever at ``out``. Errors writing are an :class:`OutputError`.
+    tables while the ones before are written (or its reducers run); each file's bytes are
+    what writing it alone gives. A table may also be handed over as the function that makes
+    it, to be made on the pool too. :meth:`commit` waits for them, writes cube.json
+    (``meta`` with every file's size and SHA-256) and swaps the cube into place as
+    :func:`write_cube` says. Leaving the ``with`` block without a commit (an error) removes
+    everything written; nothing half-written is ever at ``out``. Errors writing are an
+    :class:`OutputError`.
     """
 
     def __init__(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
         self.out = Path(out)
         check_output(self.out, overwrite=overwrite)
         self.tmp = partial_path(self.out)
-        self._writes: dict[str, Future[dict[str, Any]]] = {}
+        self._writes: dict[str, Future[dict[str, Any] | None]] = {}
         self._pool: ThreadPoolExecutor | None = None
+
+    def _start(self) -> None:
+        """The hidden folder the files go to, made on the first file (a build hands its
+        first table over once its maps are done: one killed before leaves nothing behind)."""
+        if self._pool is not None:
+            return
         try:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp.mkdir()
         except OSError as exc:
             raise self._failed(exc) from None
+        self._pool = ThreadPoolExecutor(os.cpu_count() or 1, "flowatlas-cube")
 
-    def add(self, name: str, table: pa.Table | None) -> None:
-        """Start writing ``table`` as the cube's file ``name`` (None: no such file)."""
+    def add(self, name: str, table: pa.Table | Callable[[], pa.Table | None] | None) -> None:
+        """Start writing ``table`` as the cube's file ``name`` (None: no such file).
+
+        ``table`` may be a function returning the table (or None): it is called on the
+        writer's threads, so work that releases the GIL (numba kernels, Arrow) runs beside
+        the caller's.
+        """
         if table is None:
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(os.cpu_count() or 1, "flowatlas-cube")
-        self._writes[name] = self._pool.submit(_write_and_hash, table, self.tmp / name)
+        self._start()
+        assert self._pool is not None
+        if callable(table):
+            self._writes[name] = self._pool.submit(_make_and_write, table, self.tmp / name)
+        else:
+            self._writes[name] = self._pool.submit(_write_and_hash, table, self.tmp / name)
 
     def commit(self, meta: Mapping[str, Any]) -> Path:
         """Wait for the files, write cube.json and swap the cube into place; returns ``out``."""
+        self._start()
         tmp = self.tmp
         try:
-            hashes = {name: w.result() for name, w in self._writes.items()}
+            written = {name: w.result() for name, w in self._writes.items()}
+            hashes = {name: h for name, h in written.items() if h is not None}
             meta = dict(meta)
             meta[FILES_KEY] = {name: hashes[name] for name in sorted(hashes)}
             with open(tmp / "cube.json", "w") as fh:
@@ -423,6 +454,12 @@ class CubeWriter:
         if self._pool is not None:  # the writes under way finish (or fail) first
             self._pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _make_and_write(make: Callable[[], pa.Table | None], path: Path) -> dict[str, Any] | None:
+    """:func:`_write_and_hash` of the table ``make()`` returns; None (no file) for None."""
+    table = make()
+    return None if table is None else _write_and_hash(table, path)
 
 
 def _write_and_hash(table: pa.Table, path: Path) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from flowatlas.engine.pipeline import (
     Counts,
     FragmentStats,
     MapResult,
-    PartitionResult,
     map_task,
     reduce_partition,
 )
@@ -32,6 +31,9 @@ from flowatlas.io.archive import Fragment
 from flowatlas.kernels import serial_kernels
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+#: called with the combiner once every map result is in it, before the reducers' counts
+#: are: what depends on the map side only (links, geography) is made then, while reducers run
+OnMaps = Callable[[Combiner], None]
 CONNECT_TIMEOUT = "10s"  # how long to wait for a --scheduler before giving up
 
 
@@ -44,11 +46,15 @@ def run_eager(
     plan: BuildPlan,
     progress: Progress | None,
     work: WorkDir | None,
-) -> tuple[PartitionResult, FragmentStats]:
+    on_maps: OnMaps | None = None,
+) -> tuple[Combiner, FragmentStats]:
     """Run the whole build in this process, one task at a time (debugging, tests).
 
     Map results go to the work directory and reducers read them back, so memory stays
     bounded and the build can resume; without a work directory they stay in memory.
+    Returns the combiner with every partition folded in (:meth:`Combiner.result` is the
+    cube's arrays) and the records' accounting; ``on_maps`` (:data:`OnMaps`) is called
+    after the maps, before the first reducer.
     """
     total = len(tasks) + plan.partitions
     if work is None:
@@ -57,24 +63,24 @@ def run_eager(
             results.append(map_task(task, plan))
             if progress:
                 progress("map", i + 1, total)
-        combiner = Combiner(results, plan)
+        combiner = _combiner(results, plan, on_maps)
         for j in range(plan.partitions):
             combiner.add(reduce_in_memory(j, plan, results))
             if progress:
                 progress("reduce", len(tasks) + j + 1, total)
-        return combiner.result(), _stats(m.stats for m in results)
+        return combiner, _stats(m.stats for m in results)
     heads = []
     for i, (key, task) in enumerate(zip(work.keys, tasks, strict=True)):
         heads.append(map_step(key, task, plan, work))
         if progress:
             progress("map", i + 1, total)
-    combiner = Combiner(heads, plan)
+    combiner = _combiner(heads, plan, on_maps)
     for j in range(plan.partitions):
         reduce_step(j, work.keys, plan, work)
         combiner.add(work.load_counts(j))
         if progress:
             progress("reduce", len(tasks) + j + 1, total)
-    return combiner.result(), _stats(m.stats for m in heads)
+    return combiner, _stats(m.stats for m in heads)
 
 
 def run_threads(
@@ -83,7 +89,8 @@ def run_threads(
     workers: int,
     progress: Progress | None,
     work: WorkDir | None,
-) -> tuple[PartitionResult, FragmentStats]:
+    on_maps: OnMaps | None = None,
+) -> tuple[Combiner, FragmentStats]:
     """Run the build on ``workers`` threads of this process: the maps, then the reducers.
 
     The kernels release the GIL, so threads use every core without serialising results or
@@ -91,7 +98,8 @@ def run_threads(
     Without a work directory, reducers take their rows straight from the map results in
     memory. This thread folds each partition into the combiner as soon as it and the ones
     before it are reduced (in partition order, as every other runner does), while the other
-    reducers run: no serial tail but the last fold and the result.
+    reducers run: no serial tail but the last fold. ``on_maps`` runs on this thread too,
+    once the reducers are started. Returns what :func:`run_eager` does.
 
     A thread pool, not Dask's threaded scheduler: the graph is two fixed stages, and
     importing Dask cost 35-45 ms of every build's start-up (a 1 M-record build takes ~1.4 s).
@@ -135,16 +143,24 @@ def run_threads(
                     pool.submit(reduce_counts, j, work.keys, plan, work)
                     for j in range(plan.partitions)
                 ]
-            combiner = Combiner(heads, plan)
+            combiner = _combiner(heads, plan, on_maps)
             for i, r in enumerate(reduces):
-                _fold_in(combiner, finish([r], "reduce")[0], None)
+                combiner.add(finish([r], "reduce")[0])
                 reduces[i] = None  # its counts are folded: let them go
         except BaseException:
             # none left to start; the running ones finish on the way out (cleaning up their
             # temporary files) before the error goes on
             pool.shutdown(cancel_futures=True)
             raise
-    return combiner.result(), _stats(m.stats for m in heads)
+    return combiner, _stats(m.stats for m in heads)
+
+
+def _combiner(heads: list[MapResult], plan: BuildPlan, on_maps: OnMaps | None) -> Combiner:
+    """A combiner of the map results, handed to ``on_maps`` (if any) before it is returned."""
+    combiner = Combiner(heads, plan)
+    if on_maps is not None:
+        on_maps(combiner)
+    return combiner
 
 
 def reduce_in_memory(j: int, plan: BuildPlan, maps: list[MapResult]) -> Counts:
@@ -152,17 +168,18 @@ def reduce_in_memory(j: int, plan: BuildPlan, maps: list[MapResult]) -> Counts:
     return reduce_partition([m.pieces[j] for m in maps], plan)
 
 
-def _fold_in(combiner: Combiner, j: int | Counts, work: WorkDir | None) -> None:
-    """Fold reducer ``j``'s counts (from the work directory, or as given) into the combiner."""
-    combiner.add(work.load_counts(j) if work is not None else j)
-
-
-def _combine(heads: list[MapResult], counts: Any, plan: BuildPlan, work: WorkDir | None):
+def _combine(
+    heads: list[MapResult],
+    counts: Any,
+    plan: BuildPlan,
+    work: WorkDir | None,
+    on_maps: OnMaps | None = None,
+) -> tuple[Combiner, FragmentStats]:
     """Fold partition results one at a time (read back from the work directory if there)."""
-    combiner = Combiner(heads, plan)
+    combiner = _combiner(heads, plan, on_maps)
     for c in counts:
         combiner.add(work.load_counts(c) if work is not None else c)
-    return combiner.result(), _stats(m.stats for m in heads)
+    return combiner, _stats(m.stats for m in heads)
 
 
 def _stats(parts) -> FragmentStats:
@@ -265,12 +282,14 @@ def run_dask(
     plan: BuildPlan,
     progress: Progress | None = None,
     work: WorkDir | None = None,
-) -> tuple[PartitionResult, FragmentStats]:
+    on_maps: OnMaps | None = None,
+) -> tuple[Combiner, FragmentStats]:
     """Run the build on a Dask cluster through ``client``: map, shuffle by IP, reduce.
 
     With a work directory (which every worker must see: local clusters, or a shared file
     system) the shuffle goes through disk and the build can resume; without one, through
-    worker memory.
+    worker memory. Returns what :func:`run_eager` does; ``on_maps`` runs here once the
+    counts are gathered.
     """
     from distributed import as_completed
 
@@ -314,7 +333,7 @@ def run_dask(
             f"the Dask cluster lost the build ({type(exc).__name__}: {_first_line(exc)}); "
             "run it again" + (" (it resumes from the work directory)" if work else "")
         ) from None
-    return _combine(results, counts, plan, work)
+    return _combine(results, counts, plan, work, on_maps)
 
 
 def _the_plan(plan: BuildPlan) -> BuildPlan:

@@ -429,6 +429,59 @@ def pack(
     return tasks
 
 
+#: rows a map task's fixed cost (its files' opening, its kernels' calls) is worth, when
+#: :func:`balance` weighs task lists against each other
+TASK_COST_ROWS = 10_000
+#: :func:`balance` makes no task larger than this times the largest one it was given
+BALANCE_SLACK = 1.125
+
+
+def balance(tasks: list[list[Fragment]], workers: int) -> list[list[Fragment]]:
+    """``tasks`` regrouped, in the same fragment order, so that ``workers`` threads running
+    them one after another finish together: the reducers start only after the last map task,
+    and a last task running alone leaves the other cores idle (world 5 M: 17 tasks of
+    300 k rows, the last of them alone, against 18 of 278 k).
+
+    Tries the even splits of the fragments into a multiple of ``workers`` tasks near
+    ``len(tasks)``, and keeps the one whose workers would finish first (rows, plus
+    :data:`TASK_COST_ROWS` a task, run in order by the first free worker) among those whose
+    largest task is at most :data:`BALANCE_SLACK` times the largest of ``tasks`` (a task's
+    rows bound its memory); ``tasks`` itself where none does better (already even, or
+    fragments too coarse to split evenly).
+    """
+    if workers < 2 or len(tasks) < 2:
+        return tasks
+    frags = [f for t in tasks for f in t]
+    rows = np.array([f.num_rows for f in frags], np.int64)
+    total = int(rows.sum())
+    if total == 0:
+        return tasks
+    sizes = [sum(f.num_rows for f in t) for t in tasks]
+    best, best_span = tasks, _makespan(sizes, workers)
+    largest = BALANCE_SLACK * max(sizes)
+    mid = np.cumsum(rows) - rows / 2
+    low = max(workers, len(tasks) // workers * workers)
+    for n in range(low, low + 2 * workers + 1, workers):
+        group = np.minimum((mid * n / total).astype(np.int64), n - 1)  # where its middle row is
+        cuts = np.flatnonzero(np.diff(group)) + 1
+        split = [frags[a:b] for a, b in zip([0, *cuts], [*cuts, len(frags)], strict=True)]
+        split_sizes = [sum(f.num_rows for f in t) for t in split]
+        span = _makespan(split_sizes, workers)
+        if span < best_span and max(split_sizes) <= largest:
+            best, best_span = split, span
+    return best
+
+
+def _makespan(task_rows: list[int], workers: int) -> int:
+    """When the last of ``workers`` threads taking tasks in order (each the next task when it
+    is free) would finish, in rows (:data:`TASK_COST_ROWS` added per task)."""
+    free = [0] * workers
+    for r in task_rows:
+        i = free.index(min(free))
+        free[i] += r + TASK_COST_ROWS
+    return max(free)
+
+
 # --------------------------------------------------------------------------- reduce
 
 

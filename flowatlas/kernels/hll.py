@@ -793,8 +793,83 @@ def encode_registers(
     sparse_max = default_sparse_max(p) if sparse_max is None else int(sparse_max)
     if sparse_max < 0:
         raise ValueError("sparse_max must be >= 0")
-    keys, entries = _long_form_of(regs)
-    return _encode_cells(keys, entries, regs.shape[0], p, sparse_max)
+    if sys.byteorder == "little":
+        offsets, counts = _dense_offsets(regs, p, sparse_max)
+        size = int(offsets[-1])
+        # room for the last blob's stray entry (see _dense_fill), whole entries for the view
+        data = np.empty((size + 16) & ~3, np.uint8)
+        entries = data.view(np.uint16 if entry_bytes(p) == 2 else np.uint32)
+        _dense_fill(regs, p, sparse_max, offsets, counts, data, entries)
+        return offsets, data[:size]
+    keys, entries = _long_form_of(regs)  # pragma: no cover - every supported platform is little
+    return _encode_cells(keys, entries, regs.shape[0], p, sparse_max)  # pragma: no cover
+
+
+@numba.njit(inline="always", nogil=True, cache=True)
+def _word_entry(x, q, b):  # pragma: no cover - compiled
+    """The long-form entry (``index << RANK_BITS | rank``) of byte ``b`` of word ``q`` of a
+    row of registers read as little-endian words (``x``), and its rank (0: empty)."""
+    r = np.uint32((x >> np.uint64(8 * b)) & np.uint64(0xFF))
+    return ((np.uint32(q << 3) + np.uint32(b)) << np.uint32(RANK_BITS)) | r, r
+
+
+@numba.njit(nogil=True, cache=True)
+def _dense_offsets(regs, p, sparse_max):  # pragma: no cover - compiled
+    """Each row's blob offset (as :func:`_encode_cells` places it) and its non-zero
+    registers, counted eight at a time as :func:`_dense_long_form` does."""
+    n, m = regs.shape
+    w = 2 if p <= 10 else 4
+    words = regs.reshape(-1).view(np.uint64)
+    per_row = m >> 3
+    ones = np.uint64(0x0101010101010101)
+    offsets = np.zeros(n + 1, np.int64)
+    counts = np.empty(n, np.int64)
+    for i in range(n):
+        c = np.uint64(0)
+        for q in range(i * per_row, (i + 1) * per_row):
+            x = words[q]
+            y = x | (x >> np.uint64(4))  # each byte's low bit: whether the byte is non-zero
+            y |= y >> np.uint64(2)
+            y |= y >> np.uint64(1)
+            c += ((y & ones) * ones) >> np.uint64(56)
+        counts[i] = c
+        size = c * w if c <= sparse_max else m
+        offsets[i + 1] = offsets[i] + HEADER_BYTES + size
+    return offsets, counts
+
+
+@numba.njit(nogil=True, cache=True)
+def _dense_fill(regs, p, sparse_max, offsets, counts, data, entries):  # pragma: no cover
+    """The blobs of :func:`encode_registers` into ``data`` (``entries`` is ``data`` viewed
+    as entries: every blob starts at a multiple of the entry's width and its entries follow
+    the 4-byte header, so each entry is one aligned store, little-endian as the format
+    wants). A dense blob is a copy of its row (its registers are its ranks); a sparse one
+    is written from its row's non-zero words, each entry without a branch (the position
+    moves on only past a non-zero register; a stray entry past a blob's end is overwritten
+    by the next blob's header, the last one's lands in ``data``'s spare room)."""
+    n, m = regs.shape
+    w = 2 if p <= 10 else 4
+    words = regs.reshape(-1).view(np.uint64)
+    per_row = m >> 3
+    for i in range(n):
+        o = offsets[i]
+        data[o] = FORMAT_VERSION
+        data[o + 1] = p
+        data[o + 3] = 0
+        if counts[i] > sparse_max:
+            data[o + 2] = DENSE
+            data[o + HEADER_BYTES : o + HEADER_BYTES + m] = regs[i]
+            continue
+        data[o + 2] = SPARSE
+        t = (o + HEADER_BYTES) // w
+        for q in range(per_row):
+            x = words[i * per_row + q]
+            if x == 0:
+                continue
+            for b in range(8):
+                e, r = _word_entry(x, q, b)
+                entries[t] = e
+                t += r != 0
 
 
 #: error codes of _decode_cells (0 = fine)
@@ -1028,11 +1103,10 @@ def _dense_long_form(regs):  # pragma: no cover - compiled
             x = words[i * per_row + w]
             if x == 0:
                 continue
-            j0 = np.uint32(w << 3)
             for b in range(8):
-                r = np.uint32((x >> np.uint64(8 * b)) & np.uint64(0xFF))
+                e, r = _word_entry(x, w, b)
                 keys[c] = i
-                entries[c] = ((j0 + np.uint32(b)) << np.uint32(RANK_BITS)) | r
+                entries[c] = e
                 c += r != 0
     return keys[:count], entries[:count]
 
