@@ -119,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     from flowatlas.numba_start import start_numba
 
     start_numba()  # as the build command does
-    from flowatlas.engine import build, cube, execution
+    from flowatlas.engine import build, combine, cube, execution
 
     spans: list[Span] = []
     execution.map_task = traced(spans, "map", execution.map_task)
     execution.reduce_in_memory = traced(spans, "reduce", execution.reduce_in_memory)
-    execution._fold_in = traced(spans, "combine", execution._fold_in)
+    combine.Combiner.add = traced(spans, "combine", combine.Combiner.add)
     # the cube's files are written as their tables are made: each file, then cube.json and
     # the swap (the commit) are the write
     cube._write_and_hash = traced(spans, "write", cube._write_and_hash)
