@@ -20,7 +20,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -287,20 +286,6 @@ def geo_table(
     return pa.table(cols)
 
 
-@dataclass
-class CubeFiles:
-    """The parts of a cube before they are written."""
-
-    meta: dict[str, Any]
-    cells: pa.Table
-    rollups: pa.Table
-    top_ips: pa.Table | None = None
-    top_asns: pa.Table | None = None
-    sketches: pa.Table | None = None
-    links: pa.Table | None = None  # links.parquet: where the configuration has interface links
-    geo: pa.Table | None = None  # geo.parquet: where the prefix table has countries or metros
-
-
 def _write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(
         table,
@@ -340,40 +325,6 @@ STATE_DIR = "_state"
 FILES_KEY = "files"
 
 
-def write_cube(
-    files: CubeFiles,
-    out: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-) -> Path:
-    """Write a cube atomically: into a hidden sibling directory, then swapped into place.
-
-    A failure at any point leaves no partial cube behind, and whenever
-    the process dies ``out`` holds the old cube or the new one, complete: the swap is one
-    ``renameat2(RENAME_EXCHANGE)`` where the file system has it; elsewhere, the old cube
-    waits in ``.OUT.old-PID`` between two renames and the next build puts it back if the
-    process died in between (:func:`recover_output`). cube.json records every file's size
-    and SHA-256, and every Parquet page carries a checksum. (:class:`CubeWriter` does the
-    same for tables that are still being made.)
-    """
-    tables = {
-        "cells.parquet": files.cells,
-        "rollups.parquet": files.rollups,
-        "top_ips.parquet": files.top_ips,
-        "top_asns.parquet": files.top_asns,
-        "sketches.parquet": files.sketches,
-        "links.parquet": files.links,
-        "geo.parquet": files.geo,
-    }
-    with CubeWriter(out, overwrite=overwrite) as writer:
-        # the largest first, so that no large one starts last while the other threads
-        # idle (world 1 M: links 80 ms, cells 45, sketches 25, geo 23, the rest 25
-        # together: 99 ms on two threads, not 126)
-        for name in sorted(tables, key=lambda n: -(tables[n].nbytes if tables[n] else 0)):
-            writer.add(name, tables[name])
-        return writer.commit(files.meta)
-
-
 class CubeWriter:
     """A cube written file by file as its tables are made, then swapped into place whole.
 
@@ -382,10 +333,16 @@ class CubeWriter:
     tables while the ones before are written (or its reducers run); each file's bytes are
     what writing it alone gives. A table may also be handed over as the function that makes
     it, to be made on the pool too. :meth:`commit` waits for them, writes cube.json
-    (``meta`` with every file's size and SHA-256) and swaps the cube into place as
-    :func:`write_cube` says. Leaving the ``with`` block without a commit (an error) removes
-    everything written; nothing half-written is ever at ``out``. Errors writing are an
-    :class:`OutputError`.
+    (``meta`` with every file's size and SHA-256; every Parquet page carries a checksum too)
+    and swaps the cube into place. Leaving the ``with`` block without a commit (an error)
+    removes everything written; nothing half-written is ever at ``out``. Errors writing are
+    an :class:`OutputError`.
+
+    The files go to a hidden sibling directory first, so that whenever the process dies
+    ``out`` holds the old cube or the new one, complete: the swap is one
+    ``renameat2(RENAME_EXCHANGE)`` where the file system has it; elsewhere, the old cube
+    waits in ``.OUT.old-PID`` between two renames and the next build puts it back if the
+    process died in between (:func:`recover_output`).
     """
 
     def __init__(self, out: str | os.PathLike[str], *, overwrite: bool = False) -> None:
