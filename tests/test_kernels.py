@@ -765,3 +765,19 @@ def test_sorted_positions_equal_searchsorted() -> None:
     np.testing.assert_array_equal(acc, want)  # wraps alike
     with pytest.raises(IndexError):
         add_rows_at(acc, np.array([100]), vals[:1])
+
+
+def test_run_starts_equal_a_loop() -> None:
+    """``run_starts`` against a Python loop over rows, on one and two columns with long and
+    one-row runs, equal neighbours in one column only, and no rows."""
+    from flowatlas.kernels.accumulate import run_starts
+
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 2, 1000):
+        a = np.sort(rng.integers(0, 8, n))
+        b = rng.integers(0, 2, n)
+        for cols in ((a,), (a, b), (b,)):
+            rows = list(zip(*(c.tolist() for c in cols), strict=True))
+            want = [i for i in range(n) if i == 0 or rows[i] != rows[i - 1]]
+            got = run_starts(*cols)
+            assert got.dtype == np.int64 and got.tolist() == want

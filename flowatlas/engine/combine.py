@@ -32,7 +32,7 @@ from flowatlas.engine.pipeline import (
 )
 from flowatlas.engine.plan import BuildPlan
 from flowatlas.kernels import hll
-from flowatlas.kernels.accumulate import add_rows_at, sorted_positions, sum_by_key
+from flowatlas.kernels.accumulate import add_rows_at, run_starts, sorted_positions, sum_by_key
 from flowatlas.kernels.distinct import add128_at, merge_top
 from flowatlas.kernels.orient import DIM_BITS
 from flowatlas.kernels.topk import top_k_per_key
@@ -193,7 +193,7 @@ def _merge_top_lists(lists: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, .
     key, _rank, asn, vol = (np.concatenate([one[i] for one in lists]) for i in range(4))
     order = np.lexsort((asn, ~vol, key))
     key, asn, vol = key[order], asn[order], vol[order]
-    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else key[:0]
+    start = run_starts(key)
     rank = np.arange(key.size) - np.repeat(start, np.diff(np.r_[start, key.size]))
     keep = rank < TOP_K
     return key[keep], rank[keep], asn[keep], vol[keep]
@@ -231,7 +231,7 @@ def _sum_by_key_asn(
         return (pairs >> 32) + base, pairs & 0xFFFF_FFFF, sums[:, 0]
     order = np.lexsort((aa, ak))  # keys spanning 2^31 or more (no build makes so many)
     ak, aa, av = ak[order], aa[order], av[order]
-    start = np.flatnonzero(np.r_[True, (ak[1:] != ak[:-1]) | (aa[1:] != aa[:-1])])
+    start = run_starts(ak, aa)
     return ak[start], aa[start], np.add.reduceat(av, start)
 
 

@@ -226,6 +226,7 @@ def links_table(
     cell's sums less its links'), so the rows of a bucket sum to its cells exactly. Sorted by
     cell, then link index (null last).
     """
+    from flowatlas.kernels.accumulate import run_starts
     from flowatlas.kernels.orient import unpack_cells
     from flowatlas.kernels.tally import LINK_BITS, MAX_LINKS, link_key_parts
 
@@ -239,7 +240,7 @@ def links_table(
     l_cell = link_key_parts(lkeys)[0]
     rest = csums.copy()
     if l_cell.size:
-        first = np.flatnonzero(np.r_[True, l_cell[1:] != l_cell[:-1]])
+        first = run_starts(l_cell)
         rest[np.searchsorted(cells, l_cell[first])] -= np.add.reduceat(lsums, first, axis=0)
     keep = rest[:, 2] > 0
     # a cell's rest as link MAX_LINKS (after its links): both runs sorted, so a stable sort

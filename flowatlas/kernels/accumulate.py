@@ -189,3 +189,16 @@ def add_rows_at(acc: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= acc.shape[0]):
         raise IndexError("a row index is outside acc")
     _add_rows_at(acc, idx, values)
+
+
+def run_starts(*columns: np.ndarray) -> np.ndarray:
+    """Where each run of equal rows starts (int64 positions, ascending), in columns of equal
+    length sorted so that equal rows are adjacent: the ``indices`` of ``np.add.reduceat``
+    for per-run sums. Empty columns have no runs."""
+    n = columns[0].size
+    if n == 0:
+        return np.empty(0, np.int64)
+    differs = np.zeros(n - 1, np.bool_)
+    for c in columns:
+        differs |= c[1:] != c[:-1]
+    return np.flatnonzero(np.r_[True, differs])
