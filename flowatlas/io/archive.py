@@ -579,6 +579,9 @@ def read_fragment(
     A file that changed since the archive was opened (another size or Parquet footer) is an
     error too: a build must not mix two versions of an archive. A :class:`MemoryFragment`
     is its slice of the records in memory (no copy).
+
+    Inside :func:`~flowatlas.kernels.serial_kernels` (tasks on every core) the calling
+    thread decodes the columns; elsewhere Arrow's thread pool does.
     """
     if isinstance(fragment, MemoryFragment):
         return fragment.table if columns is None else fragment.table.select(columns)
