@@ -241,3 +241,30 @@ def test_fragments_carry_the_parsed_footer_and_read_without_it_too(tmp_path, mon
     pq.write_table(flows(list(range(7))), path)
     with pytest.raises(InputError, match="changed during the build"):
         read_fragment(frag)
+
+
+def test_read_fragment_decodes_on_its_own_thread_where_tasks_fill_the_cores(
+    tmp_path, monkeypatch
+) -> None:
+    """Inside serial_kernels (map tasks on every core) a fragment's columns are decoded by
+    the calling thread, not handed to Arrow's pool (which left the maps' cores idle); alone
+    Arrow's threads are used. The rows are the same either way."""
+    import flowatlas.io.archive as archive_module
+    from flowatlas.kernels import serial_kernels
+
+    with ArchiveWriter(tmp_path / "a") as w:
+        w.write(flows(list(range(50))))
+    frag = open_archive(tmp_path / "a").fragments()[0]
+    threads: list[object] = []
+    real = archive_module.pq.ParquetFile.read_row_groups
+
+    def spy(self, row_groups, **kwargs):
+        threads.append(kwargs.get("use_threads", True))
+        return real(self, row_groups, **kwargs)
+
+    monkeypatch.setattr(archive_module.pq.ParquetFile, "read_row_groups", spy)
+    alone = read_fragment(frag)
+    with serial_kernels():
+        in_tasks = read_fragment(frag)
+    assert threads == [True, False]
+    assert in_tasks.equals(alone) and alone.num_rows == 50
