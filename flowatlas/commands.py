@@ -208,26 +208,26 @@ def build(
         raise ConfigError(f"--workers must be >= 0, not {workers}")
     t0 = time.perf_counter()
     start_numba()  # this process runs flowatlas only: numba starts without SciPy's BLAS
-    # and pyarrow converts without importing pandas
-    s = implicit_pandas_refused()(_run_build)(
-        archive,
-        out,
-        config=config,
-        table=table,
-        workers=workers,
-        scheduler=scheduler,
-        partitions=partitions,
-        partition_rows=partition_rows,
-        overwrite=overwrite,
-        quiet=quiet,
-        processes=processes,
-        backend=backend,
-        keep_state=keep_state,
-        incremental=incremental,
-        shuffle=shuffle,
-        work_dir=work_dir,
-        trim_memory=False,  # this process ends once the summary is printed
-    )
+    with implicit_pandas_refused():  # and pyarrow converts without importing pandas
+        s = _run_build(
+            archive,
+            out,
+            config=config,
+            table=table,
+            workers=workers,
+            scheduler=scheduler,
+            partitions=partitions,
+            partition_rows=partition_rows,
+            overwrite=overwrite,
+            quiet=quiet,
+            processes=processes,
+            backend=backend,
+            keep_state=keep_state,
+            incremental=incremental,
+            shuffle=shuffle,
+            work_dir=work_dir,
+            trim_memory=False,  # this process ends once the summary is printed
+        )
     dt = time.perf_counter() - t0
     for line in _build_summary(s, dt, archive):
         _echo(line, quiet and not line.startswith("flowatlas: warning"))

@@ -338,14 +338,7 @@ class Combiner:
         keys and volume, packets and flows (``cell_sums`` has those three columns), and the
         link and geography sums. ``links.parquet`` and ``geo.parquet`` are made from it, so a
         build writes them while its reducers run instead of after the last one."""
-        return PartitionResult(
-            self.cell_keys,
-            self.cell_sums,
-            {},
-            {},
-            link_sums=self.link_sums,
-            geo_sums=self.geo_sums,
-        )
+        return self._cells_with(self.cell_sums)
 
     def result(self, sketches: bool = True) -> PartitionResult:
         """The combined cells, rollups, concentration, top lists and sketches.
@@ -370,13 +363,13 @@ class Combiner:
         rollups are finished."""
         if self._cells is None:  # made once after the last fold, whoever asks first
             self._cells = np.concatenate([self.cell_sums, self.cell_counts], axis=1)
+        return self._cells_with(self._cells)
+
+    def _cells_with(self, sums: np.ndarray) -> PartitionResult:
+        """A result of the cells with these sums (and the link and geography sums), no
+        rollups yet."""
         return PartitionResult(
-            self.cell_keys,
-            self._cells,
-            {},
-            {},
-            link_sums=self.link_sums,
-            geo_sums=self.geo_sums,
+            self.cell_keys, sums, {}, {}, link_sums=self.link_sums, geo_sums=self.geo_sums
         )
 
     def sketch_result(self) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None:

@@ -76,8 +76,7 @@ def run_eager(
             progress("map", i + 1, total)
     combiner = _combiner(heads, plan, on_maps)
     for j in range(plan.partitions):
-        reduce_step(j, work.keys, plan, work)
-        combiner.add(work.load_counts(j))
+        combiner.add(reduce_counts(j, work.keys, plan, work))
         if progress:
             progress("reduce", len(tasks) + j + 1, total)
     return combiner, _stats(m.stats for m in heads)

@@ -813,6 +813,34 @@ def _word_entry(x, q, b):  # pragma: no cover - compiled
     return ((np.uint32(q << 3) + np.uint32(b)) << np.uint32(RANK_BITS)) | r, r
 
 
+@numba.njit(inline="always", nogil=True, cache=True)
+def _nonzero_bytes(x):  # pragma: no cover - compiled
+    """How many of the eight bytes of word ``x`` are non-zero (bit operations, no branch)."""
+    ones = np.uint64(0x0101010101010101)
+    y = x | (x >> np.uint64(4))  # each byte's low bit: whether the byte is non-zero
+    y |= y >> np.uint64(2)
+    y |= y >> np.uint64(1)
+    return ((y & ones) * ones) >> np.uint64(56)
+
+
+@numba.njit(inline="always", nogil=True, cache=True)
+def _row_entries(words, start, per_row, entries, t):  # pragma: no cover - compiled
+    """Write the long-form entries of one row of registers (its ``per_row`` words from
+    ``words[start]``) into ``entries`` from position ``t`` on; returns the position after
+    the last. A non-zero word's eight bytes are written without a branch (the position
+    moves on only past a non-zero register), so up to seven stray entries may land past the
+    returned position: the caller leaves room for them or writes over them next."""
+    for q in range(per_row):
+        x = words[start + q]
+        if x == 0:
+            continue
+        for b in range(8):
+            e, r = _word_entry(x, q, b)
+            entries[t] = e
+            t += r != 0
+    return t
+
+
 @numba.njit(nogil=True, cache=True)
 def _dense_offsets(regs, p, sparse_max):  # pragma: no cover - compiled
     """Each row's blob offset (as :func:`_encode_cells` places it) and its non-zero
@@ -821,17 +849,12 @@ def _dense_offsets(regs, p, sparse_max):  # pragma: no cover - compiled
     w = 2 if p <= 10 else 4
     words = regs.reshape(-1).view(np.uint64)
     per_row = m >> 3
-    ones = np.uint64(0x0101010101010101)
     offsets = np.zeros(n + 1, np.int64)
     counts = np.empty(n, np.int64)
     for i in range(n):
         c = np.uint64(0)
         for q in range(i * per_row, (i + 1) * per_row):
-            x = words[q]
-            y = x | (x >> np.uint64(4))  # each byte's low bit: whether the byte is non-zero
-            y |= y >> np.uint64(2)
-            y |= y >> np.uint64(1)
-            c += ((y & ones) * ones) >> np.uint64(56)
+            c += _nonzero_bytes(words[q])
         counts[i] = c
         size = c * w if c <= sparse_max else m
         offsets[i + 1] = offsets[i] + HEADER_BYTES + size
@@ -861,15 +884,7 @@ def _dense_fill(regs, p, sparse_max, offsets, counts, data, entries):  # pragma:
             data[o + HEADER_BYTES : o + HEADER_BYTES + m] = regs[i]
             continue
         data[o + 2] = SPARSE
-        t = (o + HEADER_BYTES) // w
-        for q in range(per_row):
-            x = words[i * per_row + q]
-            if x == 0:
-                continue
-            for b in range(8):
-                e, r = _word_entry(x, q, b)
-                entries[t] = e
-                t += r != 0
+        _row_entries(words, i * per_row, per_row, entries, (o + HEADER_BYTES) // w)
 
 
 #: error codes of _decode_cells (0 = fine)
@@ -1086,29 +1101,18 @@ def _dense_long_form(regs):  # pragma: no cover - compiled
     build's 69 MB."""
     n, m = regs.shape
     words = regs.reshape(-1).view(np.uint64)
-    ones = np.uint64(0x0101010101010101)
     count = 0
     for q in range(words.size):
-        x = words[q]
-        y = x | (x >> np.uint64(4))  # each byte's low bit: whether the byte is non-zero
-        y |= y >> np.uint64(2)
-        y |= y >> np.uint64(1)
-        count += ((y & ones) * ones) >> np.uint64(56)
-    keys = np.empty(count + 8, np.int64)  # room for the last word's writes past the end
-    entries = np.empty(count + 8, np.uint32)
+        count += _nonzero_bytes(words[q])
+    keys = np.empty(count, np.int64)
+    entries = np.empty(count + 8, np.uint32)  # room for the last word's writes past the end
     per_row = m >> 3
     c = 0
     for i in range(n):
-        for w in range(per_row):
-            x = words[i * per_row + w]
-            if x == 0:
-                continue
-            for b in range(8):
-                e, r = _word_entry(x, w, b)
-                keys[c] = i
-                entries[c] = e
-                c += r != 0
-    return keys[:count], entries[:count]
+        c0 = c
+        c = _row_entries(words, i * per_row, per_row, entries, c)
+        keys[c0:c] = i
+    return keys, entries[:count]
 
 
 def long_form(registers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
