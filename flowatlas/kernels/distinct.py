@@ -615,8 +615,13 @@ def range_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         off = key - np.int64(low)
         present = np.zeros(span, np.bool_)
         present[off] = True
-        rank = np.cumsum(present, dtype=np.int64) - 1
-        return rank[off], np.flatnonzero(present).astype(np.int64) + np.int64(low)
+        uniq = np.flatnonzero(present).astype(np.int64)
+        # each present key's rank written where it is, not a running sum over the whole
+        # range: an uninitialised table whose pages are touched only near present keys
+        # (a world reducer's 17 k cells among 1.27 M (bucket, dimensions) pairs: 5 -> 2 ms)
+        rank = np.empty(span, np.int64)
+        rank[uniq] = np.arange(uniq.size)
+        return rank[off], uniq + np.int64(low)
     ids, uniq = key_ids(key)
     order = np.argsort(uniq, kind="stable")
     rank = np.empty(order.size, np.int64)
@@ -1082,9 +1087,11 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
                     top_v[fc, z] = 0
                     top_r[fc, z] = -1
         s = e
-    return (counts, counts6, sq_hi[:n_conc].copy(), sq_lo[:n_conc].copy(),
-            top_v[:n_conc].copy(), top_r[:n_conc].copy(), a_key[:a_n], a_asn[:a_n],
-            a_vol[:a_n])  # fmt: skip
+    # views, not copies: the fine keys' tail past n_conc stays allocated with them, where
+    # copying the concentration keys' state (12 MB for a world reducer, most keys empty) cost
+    # a pass of its own; the caller reads only the keys it keeps
+    return (counts, counts6, sq_hi[:n_conc], sq_lo[:n_conc], top_v[:n_conc], top_r[:n_conc],
+            a_key[:a_n], a_asn[:a_n], a_vol[:a_n])  # fmt: skip
 
 
 @numba.njit(nogil=True, cache=True)
