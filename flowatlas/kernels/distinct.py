@@ -1243,9 +1243,11 @@ def _copied_segments(
     order and, where the copy gathers (key, ASN) volumes, it gathers them too.
     """
     pairs = []
+    # once per level, not per segment (eight a level): pidx has a column per cell or bucket
+    same = [lev > 0 and np.array_equal(pidx[lev], pidx[lev - 1]) for lev in range(len(pidx))]
     for c in range(len(seg)):
         lev, grp, _off, width, co = seg[c]
-        if lev == 0 or not np.array_equal(pidx[lev], pidx[lev - 1]):
+        if not same[lev]:
             continue
         for src in range(c):
             s_lev, s_grp, _s_off, s_width, s_co = seg[src]
