@@ -565,8 +565,12 @@ def stamp_counts(
             raise ValueError("stamp_counts needs the addresses or their ids")
         hi = lo = np.empty(0, np.uint64)  # no top lists here: never read
     segs = [(*s[:4], -1) for s in segments]
+    # no concentration keys: no top list reads an address's row, nor (key, ASN) volume its
+    # ASN, so every address gets row 0 and ASN 0 as is (no pass, and no kernel to load, to
+    # find each one's first row)
+    addr = None if ids is None else (np.zeros(ids[1], np.int64), np.zeros(ids[1], np.int64))
     out = walk(hi, lo, bucket, dims, v6, np.zeros(n, np.uint64), np.zeros(n, np.uint32), pidx,
-               gmap, segs, n_total, 0, 1, 0, ids=ids)  # fmt: skip
+               gmap, segs, n_total, 0, 1, 0, ids=ids, addr=addr)  # fmt: skip
     return out[0], out[1]
 
 
