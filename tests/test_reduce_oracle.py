@@ -31,17 +31,8 @@ V4_TAG = np.uint64(0xFFFF << 32)
 
 
 @pytest.fixture(scope="module")
-def plan(tmp_path_factory):
-    """The plan of a small synthetic archive (its prefix table and dimensions)."""
-    from flowatlas.classify import load_table
-    from flowatlas.engine.build import resolve_config
-    from flowatlas.engine.plan import make_plan
-    from flowatlas.synth import synthesize
-
-    root = tmp_path_factory.mktemp("reduce-oracle")
-    synthesize(root / "a", records=2_000, days=3, start="2025-08-20", seed=5)
-    cfg = resolve_config(root / "a", None)
-    return make_plan(cfg, load_table(cfg))
+def plan(small_plan):
+    return small_plan
 
 
 def _rows(plan, rng, n: int, kind: str) -> Piece:
