@@ -594,7 +594,7 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         codes.append(uniq)
     d = int(tables.code.size)
     # the cells level walks the partition's distinct cells, not every (bucket, dimensions)
-    # pair: few pairs hold rows (a world 1 M reducer: 17 k cells of 1.27 M pairs), and arrays
+    # pair: few pairs hold rows (a world 1 M reducer: 101 k cells of 1.27 M pairs), and arrays
     # sized by all of them made the walks' fixed cost (counts, stamps, the passes below).
     # As a level of its own "period" (the cell) and a grouping that maps every dimension to
     # 0 (a row of gmap past the grouping sets), its key is the cell's dense id

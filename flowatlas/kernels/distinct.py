@@ -620,9 +620,9 @@ def range_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         present = np.zeros(span, np.bool_)
         present[off] = True
         uniq = np.flatnonzero(present).astype(np.int64)
-        # each present key's rank written where it is, not a running sum over the whole
-        # range: an uninitialised table whose pages are touched only near present keys
-        # (a world reducer's 17 k cells among 1.27 M (bucket, dimensions) pairs: 5 -> 2 ms)
+        # each present key's rank written where it is into an uninitialised table, not a
+        # running sum over the whole range (which read and wrote every slot: a world 1 M
+        # reducer's 101 k cells among 1.27 M (bucket, dimensions) pairs, 5 -> 2 ms)
         rank = np.empty(span, np.int64)
         rank[uniq] = np.arange(uniq.size)
         return rank[off], uniq + np.int64(low)
