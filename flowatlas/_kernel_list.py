@@ -20,7 +20,6 @@ BUILD = (
     ('flowatlas.kernels.distinct', '_merge_top', "(Array(uint64, 2, 'C', False, aligned=True), Array(uint64, 2, 'C', False, aligned=True), Array(uint64, 2, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(uint64, 1, 'C', False, aligned=True), Array(uint64, 1, 'C', False, aligned=True), Array(uint64, 1, 'C', False, aligned=True))"),  # 0.17 s
     ('flowatlas.kernels.tally', '_grow', "(Array(uint64, 2, 'C', False, aligned=True),)"),  # 0.14 s
     ('flowatlas.kernels.records', '_value_codes', "(Array(uint64, 2, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True))"),  # 0.13 s
-    ('flowatlas.kernels.distinct', '_first_rows', "(Array(int64, 1, 'C', False, aligned=True), int64, Array(uint32, 1, 'C', False, aligned=True))"),  # 0.10 s
     ('flowatlas.kernels.accumulate', '_add_rows_at', "(Array(uint64, 2, 'C', False, aligned=True), Array(int64, 1, 'C', False, aligned=True), Array(uint64, 2, 'C', False, aligned=True))"),  # 0.07 s
     ('flowatlas.kernels.accumulate', '_strictly_ascending', "(Array(int64, 1, 'C', False, aligned=True),)"),  # 0.06 s
     ('flowatlas.kernels.distinct', '_ip_less', "(Array(uint64, 1, 'C', False, aligned=True), Array(uint64, 1, 'C', False, aligned=True), int64, int64)"),  # 0.05 s

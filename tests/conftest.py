@@ -82,3 +82,18 @@ def browser():
     from serve_support import browser_session
 
     yield from browser_session()
+
+
+@pytest.fixture(scope="module")
+def small_plan(tmp_path_factory):
+    """The build plan of a small synthetic archive: its prefix table, regions and types,
+    for tests that drive the engine's steps directly."""
+    from flowatlas.classify import load_table
+    from flowatlas.engine.build import resolve_config
+    from flowatlas.engine.plan import make_plan
+    from flowatlas.synth import synthesize
+
+    root = tmp_path_factory.mktemp("plan")
+    synthesize(root / "a", records=2_000, days=2, start="2025-09-01", seed=3)
+    cfg = resolve_config(root / "a", None)
+    return make_plan(cfg, load_table(cfg))

@@ -68,3 +68,21 @@ def test_keys_past_31_bits_take_the_sorting_path():
     av = np.array([1, 2, 3, 4], np.uint64)
     for got, want in zip(_sum_by_key_asn(ak, aa, av), _sums_oracle(ak, aa, av), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_distinct_is_numpys_unique() -> None:
+    """The combiner's sketch keys (``combine._distinct``) equal ``np.unique``'s: repeats,
+    negatives, one key, none, already sorted."""
+    from flowatlas.engine.combine import _distinct
+
+    rng = np.random.default_rng(11)
+    for keys in (
+        rng.integers(-50, 50, 1000),
+        rng.integers(0, 1 << 62, 500),
+        np.arange(10),
+        np.array([7]),
+        np.empty(0, np.int64),
+        np.full(9, 3),
+    ):
+        keys = keys.astype(np.int64)
+        np.testing.assert_array_equal(_distinct(keys), np.unique(keys))

@@ -781,3 +781,25 @@ def test_run_starts_equal_a_loop() -> None:
             want = [i for i in range(n) if i == 0 or rows[i] != rows[i - 1]]
             got = run_starts(*cols)
             assert got.dtype == np.int64 and got.tolist() == want
+
+
+def test_asn_order_is_the_stable_argsort() -> None:
+    """The walk's address order (ASN, then id) from one packed sort equals NumPy's stable
+    argsort: many ties, ASNs at both ends of 32 bits, no addresses, and values outside 32
+    bits (the fallback)."""
+    from flowatlas.kernels.distinct import _asn_order
+
+    rng = np.random.default_rng(3)
+    cases = [
+        rng.integers(0, 5, 1000),
+        rng.integers(0, 1 << 32, 1000),
+        np.array([(1 << 32) - 1, 0, (1 << 32) - 1, 0, 7]),
+        np.zeros(300, np.int64),
+        np.empty(0, np.int64),
+        np.array([5, -1, 5, 1 << 40, 0]),
+    ]
+    for asn in cases:
+        asn = asn.astype(np.int64)
+        got = _asn_order(asn)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, np.argsort(asn, kind="stable"))

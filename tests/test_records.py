@@ -15,23 +15,16 @@ import numpy as np
 import pytest
 
 from flowatlas.addresses import bytes16_to_hilo, bytes16_words, hilo_to_bytes16
-from flowatlas.classify import load_table
-from flowatlas.engine.build import resolve_config
-from flowatlas.engine.plan import make_plan
 from flowatlas.kernels.lpm import lookup_cpu
 from flowatlas.kernels.orient import INTERNAL, cells_cpu, orient_cpu
 from flowatlas.kernels.records import records_cpu
-from flowatlas.synth import synthesize
 
 HOUR_US = 3_600_000_000
 
 
 @pytest.fixture(scope="module")
-def plan(tmp_path_factory):
-    root = tmp_path_factory.mktemp("records")
-    synthesize(root / "a", records=2_000, days=2, start="2025-09-01", seed=3)
-    cfg = resolve_config(root / "a", None)
-    return make_plan(cfg, load_table(cfg))
+def plan(small_plan):
+    return small_plan
 
 
 def _addresses(rng, plan, n):

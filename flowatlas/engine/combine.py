@@ -260,6 +260,19 @@ def _rollups(cell_keys: np.ndarray, cell_sums: np.ndarray, plan: BuildPlan) -> l
     return [built[r] for r in plan.rollups]
 
 
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """``np.unique(keys)`` by one plain sort (vectorised in NumPy) and a neighbour test:
+    NumPy's unique hashes first, 3.7 -> 1.3 ms for a world 1 M build's 180 k sketch keys,
+    on the main thread while the first reducers run."""
+    s = np.sort(keys)
+    if s.size < 2:
+        return s
+    keep = np.empty(s.size, np.bool_)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
 def _sum_maps(
     parts: list[tuple[np.ndarray, np.ndarray] | None],
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -288,7 +301,7 @@ class Combiner:
         self.sketch_long: list[tuple[np.ndarray, np.ndarray]] = []
         self._cells: np.ndarray | None = None  # cell_result's sums, until the next fold
         if plan.sketch_p:
-            self.sketch_keys = np.unique(sketch_keys(self.cell_keys, plan))
+            self.sketch_keys = _distinct(sketch_keys(self.cell_keys, plan))
             if self.sketch_keys.size << plan.sketch_p <= DENSE_SKETCH_BYTES:
                 self.registers = np.zeros((self.sketch_keys.size, 1 << plan.sketch_p), np.uint8)
 

@@ -248,7 +248,7 @@ def links_table(
     key = np.concatenate([lkeys, (cells[keep] << LINK_BITS) | MAX_LINKS])
     order = np.argsort(key, kind="stable")
     cell, link = link_key_parts(key[order])
-    sums = np.concatenate([lsums, rest[keep]])[order]
+    sums = np.take(np.concatenate([lsums, rest[keep]]), order, axis=0)  # rows: 6 -> 3.5 ms
     codes = unpack_cells(cell)
     start = pa.array(codes["bucket"] * np.int64(bucket_us), pa.int64()).cast(TIMESTAMP)
     unlinked = link >= len(link_names)

@@ -592,10 +592,19 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         )
         pidx[li] = inv.reshape(-1)
         codes.append(uniq)
-    # key layout: bucket-level cells first, then each rollup level's grouping sets
     d = int(tables.code.size)
-    segments = [(0, 0, 0, d, -1)]
-    off = n0 = bkeys.size * d
+    # the cells level walks the partition's distinct cells, not every (bucket, dimensions)
+    # pair: few pairs hold rows (a world 1 M reducer: 101 k cells of 1.27 M pairs), and arrays
+    # sized by all of them made the walks' fixed cost (counts, stamps, the passes below).
+    # As a level of its own "period" (the cell) and a grouping that maps every dimension to
+    # 0 (a row of gmap past the grouping sets), its key is the cell's dense id
+    cid, cells = range_ids(bid * np.int64(d) + dims)
+    cpidx = pidx[:, cells // d]
+    cpidx[0] = np.arange(cells.size)
+    gmap = np.concatenate([tables.gmap, np.zeros((1, d), np.int64)])
+    # key layout: the cells first, then each rollup level's grouping sets
+    segments = [(0, len(GROUPINGS), 0, 1, -1)]
+    off = n0 = cells.size
     coff = 0
     # (key, ASN) volumes: of the finest top-list rollup's full-dimension keys only (grouping
     # 0); the combiner sums them into the other groupings and coarser rollups
@@ -631,7 +640,7 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     prefix_of[v6_at[shared_at]] = prefix_id[shared_at]
     shared = prefix_of[row_id] >= 0
     full, full_shared, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
-        rows.hi, rows.lo, bid, dims, shared, rows.vol, None, pidx, tables.gmap, segments, off,
+        rows.hi, rows.lo, cid, dims, shared, rows.vol, None, cpidx, gmap, segments, off,
         coff, TOP_K, asn_from, asn_to, ids, addr=(first, addr_asn),
     )  # fmt: skip
     prefix = full - full_shared
@@ -639,7 +648,7 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         sel = np.flatnonzero(shared)
         stamp_segments = [s[:4] for s in segments]
         prefix += stamp_counts(
-            None, None, bid[sel], dims[sel], pidx, tables.gmap, stamp_segments, off,
+            None, None, cid[sel], dims[sel], cpidx, gmap, stamp_segments, off,
             ids=(prefix_of[row_id[sel]], n_prefixes),
         )[0]  # fmt: skip
 
@@ -648,9 +657,8 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         return np.stack([full[at], prefix[at]], axis=1)
 
     # back to packed keys, nonzero entries only
-    nz = np.flatnonzero(full[:n0])
-    cell_keys = (bkeys[nz // d] << DIM_BITS) | tables.code[nz % d]
-    result = Counts(cell_keys, counts(nz), {}, {})
+    cell_keys = (bkeys[cells // d] << DIM_BITS) | tables.code[cells % d]
+    result = Counts(cell_keys, counts(np.arange(n0)), {}, {})
     seg_keys: list[np.ndarray] = []  # packed rollup key of every concentration index
     for lev, g, _o, w, _co in segments[1:]:
         n = codes[lev].size * w
