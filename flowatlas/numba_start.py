@@ -15,9 +15,17 @@ look for BLAS themselves when they are compiled. :func:`start_numba` imports tha
 with the probe failing at once, so a process that calls it pays nothing for SciPy; when it
 imports numba too, that import goes without SciPy (numba imports it only to check its
 version) and without PyYAML (numba reads a ``.numba_config.yaml`` with it; kept where the
-working directory has one). It changes the probe's answer for the whole process, so only
-a process that runs nothing but flowatlas calls it: the ``flowatlas build`` command, not
-the library.
+working directory has one).
+
+It also has the CPU kernels loaded from numba's cache without numba's registries
+(:func:`load_cached_without_registries`): before its first cached load, numba installs every
+typing and lowering declaration it has (importing some sixty modules of them): 50 of the
+first load's 77 CPU ms, though loading machine code from the cache declares, types and lowers
+nothing. A kernel that is compiled still gets them all
+first, as always.
+
+Both change numba for the whole process, so only a process that runs nothing but flowatlas
+calls :func:`start_numba`: the ``flowatlas build`` command, not the library.
 """
 
 from __future__ import annotations
@@ -40,8 +48,11 @@ NUMBA_CONFIG_FILE = ".numba_config.yaml"
 def start_numba() -> bool:
     """Import numba's array functions without its BLAS probe importing SciPy; True if this
     call did (False: they were imported already, or SciPy's BLAS was, so there is nothing
-    to save). Call it while the process has no other thread that may import SciPy."""
+    to save). Either way numba then loads cached CPU kernels without its registries
+    (:func:`load_cached_without_registries`). Call it while the process has no other thread
+    that may import SciPy or call a numba function."""
     if PROBING_MODULE in sys.modules or BLAS_MODULE in sys.modules:
+        load_cached_without_registries()
         return False
     refused = [BLAS_MODULE]
     if "numba" not in sys.modules:  # numba's own import: without SciPy, and PyYAML if unused
@@ -58,4 +69,49 @@ def start_numba() -> bool:
         for name in refused:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
+    load_cached_without_registries()
+    return True
+
+
+def load_cached_without_registries() -> bool:
+    """Have numba load cached CPU code without first installing its registries; True if this
+    call did (False: done already, or this numba's cache differs from the one known here).
+
+    Before loading a function from its cache, numba's ``Cache.load_overload`` calls its target
+    context's ``refresh()``: the first call imports every module of typing and lowering
+    declarations numba has and installs their registries (77 ms of CPU before a build's first
+    kernel runs, holding the GIL and numba's compiler lock, so a second thread's first kernel
+    waits for it). Loading cached code uses none of it: it unpickles the function's
+    descriptor, links its object code and wraps the entry point. What that code needs at run
+    time is numba's runtime (NRT: its C functions and its atomic counters, compiled once a
+    process), which is initialised here instead, and the C symbols numba registers as it
+    starts (its C helpers, with its context; the hash secret, imported here; parallel kernels
+    start their thread pool through their own ``reload_init``). A function that has to be
+    compiled still refreshes first (numba's compiler does so itself), and so does any other
+    target's cache (CUDA's): only a CPU context's load skips it.
+    """
+    import numba.cpython.hashing  # noqa: F401  # registers the hash secret's C symbols
+    from numba.core import caching
+    from numba.core.cpu import CPUContext
+    from numba.core.runtime import rtsys
+
+    cache = caching.Cache
+    original = cache.load_overload
+    if getattr(original, "_without_registries", False):
+        return False
+    if not (
+        hasattr(cache, "_load_overload") and hasattr(cache, "_guard_against_spurious_io_errors")
+    ):
+        return False  # pragma: no cover - another numba: its loads stay as they are
+
+    def load_overload(self, sig, target_context):
+        if type(target_context) is not CPUContext:
+            return original(self, sig, target_context)
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload._without_registries = True  # type: ignore[attr-defined]
+    load_overload.__wrapped__ = original  # type: ignore[attr-defined]
+    cache.load_overload = load_overload
     return True

@@ -159,3 +159,76 @@ print(numba.core.config._HAVE_YAML)
 """
     )
     assert out == "True"
+
+
+_CACHED_MODULE = '''
+import numpy as np
+import numba
+
+
+@numba.njit(cache=True)
+def spread(a, k):
+    out = np.empty(a.size * k, a.dtype)  # allocates: needs numba's runtime
+    for i in range(a.size):
+        for j in range(k):
+            out[i * k + j] = a[i] + j
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def doubled(a):
+    out = np.empty_like(a)
+    for i in numba.prange(a.size):
+        out[i] = 2 * a[i]
+    return out
+'''
+
+_LOAD_CACHED = """
+import sys
+sys.path.insert(0, {where!r})
+{start}
+import numpy as np
+import cachedmod
+a = np.arange(5, dtype=np.int64)
+print(cachedmod.spread(a, 3).tolist() == [v + j for v in range(5) for j in range(3)])
+print(cachedmod.doubled(a).tolist() == [0, 2, 4, 6, 8])
+print(sum(cachedmod.spread._cache_hits.values()), sum(cachedmod.doubled._cache_hits.values()))
+print("numba.typed.typeddict" in sys.modules, "numba.np.npdatetime" in sys.modules)
+import numba
+@numba.njit(cache=False)
+def fresh(a):
+    return np.sort(a)[::-1].copy()
+print(fresh(a).tolist() == [4, 3, 2, 1, 0])
+print("numba.typed.typeddict" in sys.modules)
+"""
+
+
+def test_cached_kernels_load_without_numba_registries(tmp_path) -> None:
+    """After start_numba, cached CPU kernels (one allocating through numba's runtime, one
+    parallel) load and give the same answers without numba's registries being installed;
+    a kernel compiled afterwards installs them as usual and works."""
+    (tmp_path / "cachedmod.py").write_text(_CACHED_MODULE)
+    start = "from flowatlas.numba_start import start_numba; start_numba()"
+    compiled = _run(_LOAD_CACHED.format(where=str(tmp_path), start=""))  # compiles, caches
+    assert compiled.splitlines()[:3] == ["True", "True", "0 0"]
+    loaded = _run(_LOAD_CACHED.format(where=str(tmp_path), start=start)).splitlines()
+    assert loaded == ["True", "True", "1 1", "False False", "True", "True"]
+    plain = _run(_LOAD_CACHED.format(where=str(tmp_path), start="")).splitlines()
+    assert plain[2:4] == ["1 1", "True True"]  # numba's own load installs them all
+
+
+def test_loads_without_registries_only_for_the_cpu_target() -> None:
+    """Installed once; another target's context (CUDA's) loads through numba's own method."""
+    out = _run(
+        """
+from numba.core import caching
+seen = []
+caching.Cache.load_overload = lambda self, sig, ctx: seen.append(ctx) or "numba's"
+from flowatlas.numba_start import load_cached_without_registries
+assert load_cached_without_registries()
+assert not load_cached_without_registries()
+other = object()
+print(caching.Cache.load_overload(None, (), other), seen == [other])
+"""
+    )
+    assert out == "numba's True"
