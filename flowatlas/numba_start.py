@@ -21,10 +21,12 @@ It also has the CPU kernels loaded from numba's cache without numba's registries
 (:func:`load_cached_without_registries`): before its first cached load, numba installs every
 typing and lowering declaration it has (importing some sixty modules of them): 50 of the
 first load's 77 CPU ms, though loading machine code from the cache declares, types and lowers
-nothing. A kernel that is compiled still gets them all
-first, as always.
+nothing. A kernel that is compiled still gets them all first, as always. And it takes
+numba's events off llvmlite's calls (:func:`llvm_calls_without_events`): a cached load makes
+some 190 calls into LLVM, and numba broadcasts two events around each, a fifth of a load's
+CPU, for a timer of compilations.
 
-Both change numba for the whole process, so only a process that runs nothing but flowatlas
+All three change numba for the whole process, so only a process that runs nothing but flowatlas
 calls :func:`start_numba`: the ``flowatlas build`` command, not the library.
 """
 
@@ -49,10 +51,11 @@ def start_numba() -> bool:
     """Import numba's array functions without its BLAS probe importing SciPy; True if this
     call did (False: they were imported already, or SciPy's BLAS was, so there is nothing
     to save). Either way numba then loads cached CPU kernels without its registries
-    (:func:`load_cached_without_registries`). Call it while the process has no other thread
-    that may import SciPy or call a numba function."""
+    (:func:`load_cached_without_registries`) and calls LLVM without numba's events around
+    each call (:func:`llvm_calls_without_events`). Call it while the process has no other
+    thread that may import SciPy or call a numba function."""
     if PROBING_MODULE in sys.modules or BLAS_MODULE in sys.modules:
-        load_cached_without_registries()
+        _faster_loads()
         return False
     refused = [BLAS_MODULE]
     if "numba" not in sys.modules:  # numba's own import: without SciPy, and PyYAML if unused
@@ -69,8 +72,37 @@ def start_numba() -> bool:
         for name in refused:
             if name in sys.modules and sys.modules[name] is None:
                 del sys.modules[name]
-    load_cached_without_registries()
+    _faster_loads()
     return True
+
+
+def _faster_loads() -> None:
+    load_cached_without_registries()
+    llvm_calls_without_events()
+
+
+def llvm_calls_without_events() -> bool:
+    """Take numba's events off every call into LLVM; True if this call did.
+
+    llvmlite runs each call into LLVM under its lock, calling back on taking and releasing
+    it; numba's callbacks broadcast a ``numba:llvm_lock`` start and end event, which only a
+    compilation's timer listens to (the LLVM time numba reports in a compile event; it reads
+    0 without them). Loading a cached kernel makes some 190 such calls (parsing its module,
+    listing its symbols): the events were a fifth of the loads' CPU (29 build kernels, 63 ->
+    50 ms). Only numba's own callbacks go; any other stays.
+    """
+    import numba.core.base  # noqa: F401  # registers them, once: before they are looked for
+    from llvmlite.binding import ffi
+
+    ours = [
+        (acquire, release)
+        for acquire, release in list(getattr(getattr(ffi.lib, "_lock", None), "_cblist", ()))
+        if getattr(acquire, "__module__", "") == "numba.core.base"
+        and getattr(acquire, "__qualname__", "").startswith("_initialize_llvm_lock_event")
+    ]
+    for acquire, release in ours:
+        ffi.unregister_lock_callback(acquire, release)
+    return bool(ours)
 
 
 def load_cached_without_registries() -> bool:

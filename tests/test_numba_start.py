@@ -161,7 +161,7 @@ print(numba.core.config._HAVE_YAML)
     assert out == "True"
 
 
-_CACHED_MODULE = '''
+_CACHED_MODULE = """
 import numpy as np
 import numba
 
@@ -181,7 +181,7 @@ def doubled(a):
     for i in numba.prange(a.size):
         out[i] = 2 * a[i]
     return out
-'''
+"""
 
 _LOAD_CACHED = """
 import sys
@@ -232,3 +232,30 @@ print(caching.Cache.load_overload(None, (), other), seen == [other])
 """
     )
     assert out == "numba's True"
+
+
+def test_llvm_calls_without_numba_events() -> None:
+    """start_numba takes numba's LLVM-lock callbacks off llvmlite's calls and leaves any
+    other; numba still compiles, and its compile events still come."""
+    out = _run(
+        """
+from llvmlite.binding import ffi
+import numba.core.base
+other = (lambda: None, lambda: None)
+ffi.register_lock_callback(*other)
+print(len(ffi.lib._lock._cblist))
+from flowatlas.numba_start import start_numba, llvm_calls_without_events
+start_numba()
+print(ffi.lib._lock._cblist == [other], llvm_calls_without_events())
+import numba
+from numba.core import event
+seen = []
+class Listener(event.Listener):
+    def on_start(self, ev): seen.append(ev.kind)
+    def on_end(self, ev): pass
+with event.install_listener("numba:compile", Listener()):
+    print(numba.njit(cache=False)(lambda x: x + 1)(41))
+print(seen)
+"""
+    )
+    assert out.splitlines() == ["2", "True False", "42", "['numba:compile']"]
