@@ -6,6 +6,7 @@ Each check runs in a fresh interpreter: what it is about happens once per proces
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -259,3 +260,27 @@ print(seen)
 """
     )
     assert out.splitlines() == ["2", "True False", "42", "['numba:compile']"]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS starts no pool on one core")
+def test_start_numba_imports_numpy_with_one_blas_thread() -> None:
+    """NumPy comes in with OpenBLAS on one thread (no pool: the process has one thread);
+    the environment is as it was afterwards; a value the user set is left to rule."""
+    script = """
+import os
+from flowatlas.numba_start import start_numba, numpy_with_one_blas_thread
+start_numba()
+print(len(os.listdir("/proc/self/task")), os.environ.get("OPENBLAS_NUM_THREADS"),
+      numpy_with_one_blas_thread())
+"""
+    assert _run(script) == "1 None False"
+    plain = _run("import os, numpy; print(len(os.listdir('/proc/self/task')))")
+    assert int(plain) > 1  # numpy's own import starts the pool
+    p = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "2"},
+    )
+    assert p.stdout.split() == ["2", "2", "False"]
