@@ -273,14 +273,16 @@ start_numba()
 print(len(os.listdir("/proc/self/task")), os.environ.get("OPENBLAS_NUM_THREADS"),
       numpy_with_one_blas_thread())
 """
-    assert _run(script) == "1 None False"
-    plain = _run("import os, numpy; print(len(os.listdir('/proc/self/task')))")
-    assert int(plain) > 1  # numpy's own import starts the pool
-    p = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OPENBLAS_NUM_THREADS": "2"},
-    )
-    assert p.stdout.split() == ["2", "2", "False"]
+    unset = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+
+    def run(code: str, env: dict[str, str]) -> list[str]:
+        p = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert p.returncode == 0, p.stderr[-3000:]
+        return p.stdout.split()
+
+    assert run(script, unset) == ["1", "None", "False"]
+    plain = run("import os, numpy; print(len(os.listdir('/proc/self/task')))", unset)
+    assert int(plain[0]) > 1  # numpy's own import starts the pool
+    assert run(script, {**unset, "OPENBLAS_NUM_THREADS": "2"}) == ["2", "2", "False"]
