@@ -6,6 +6,7 @@ Each check runs in a fresh interpreter: what it is about happens once per proces
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -159,3 +160,131 @@ print(numba.core.config._HAVE_YAML)
 """
     )
     assert out == "True"
+
+
+_CACHED_MODULE = """
+import numpy as np
+import numba
+
+
+@numba.njit(cache=True)
+def spread(a, k):
+    out = np.empty(a.size * k, a.dtype)  # allocates: needs numba's runtime
+    for i in range(a.size):
+        for j in range(k):
+            out[i * k + j] = a[i] + j
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def doubled(a):
+    out = np.empty_like(a)
+    for i in numba.prange(a.size):
+        out[i] = 2 * a[i]
+    return out
+"""
+
+_LOAD_CACHED = """
+import sys
+sys.path.insert(0, {where!r})
+{start}
+import numpy as np
+import cachedmod
+a = np.arange(5, dtype=np.int64)
+print(cachedmod.spread(a, 3).tolist() == [v + j for v in range(5) for j in range(3)])
+print(cachedmod.doubled(a).tolist() == [0, 2, 4, 6, 8])
+print(sum(cachedmod.spread._cache_hits.values()), sum(cachedmod.doubled._cache_hits.values()))
+print("numba.typed.typeddict" in sys.modules, "numba.np.npdatetime" in sys.modules)
+import numba
+@numba.njit(cache=False)
+def fresh(a):
+    return np.sort(a)[::-1].copy()
+print(fresh(a).tolist() == [4, 3, 2, 1, 0])
+print("numba.typed.typeddict" in sys.modules)
+"""
+
+
+def test_cached_kernels_load_without_numba_registries(tmp_path) -> None:
+    """After start_numba, cached CPU kernels (one allocating through numba's runtime, one
+    parallel) load and give the same answers without numba's registries being installed;
+    a kernel compiled afterwards installs them as usual and works."""
+    (tmp_path / "cachedmod.py").write_text(_CACHED_MODULE)
+    start = "from flowatlas.numba_start import start_numba; start_numba()"
+    compiled = _run(_LOAD_CACHED.format(where=str(tmp_path), start=""))  # compiles, caches
+    assert compiled.splitlines()[:3] == ["True", "True", "0 0"]
+    loaded = _run(_LOAD_CACHED.format(where=str(tmp_path), start=start)).splitlines()
+    assert loaded == ["True", "True", "1 1", "False False", "True", "True"]
+    plain = _run(_LOAD_CACHED.format(where=str(tmp_path), start="")).splitlines()
+    assert plain[2:4] == ["1 1", "True True"]  # numba's own load installs them all
+
+
+def test_loads_without_registries_only_for_the_cpu_target() -> None:
+    """Installed once; another target's context (CUDA's) loads through numba's own method."""
+    out = _run(
+        """
+from numba.core import caching
+seen = []
+caching.Cache.load_overload = lambda self, sig, ctx: seen.append(ctx) or "numba's"
+from flowatlas.numba_start import load_cached_without_registries
+assert load_cached_without_registries()
+assert not load_cached_without_registries()
+other = object()
+print(caching.Cache.load_overload(None, (), other), seen == [other])
+"""
+    )
+    assert out == "numba's True"
+
+
+def test_llvm_calls_without_numba_events() -> None:
+    """start_numba takes numba's LLVM-lock callbacks off llvmlite's calls and leaves any
+    other; numba still compiles, and its compile events still come."""
+    out = _run(
+        """
+from llvmlite.binding import ffi
+import numba.core.base
+other = (lambda: None, lambda: None)
+ffi.register_lock_callback(*other)
+print(len(ffi.lib._lock._cblist))
+from flowatlas.numba_start import start_numba, llvm_calls_without_events
+start_numba()
+print(ffi.lib._lock._cblist == [other], llvm_calls_without_events())
+import numba
+from numba.core import event
+seen = []
+class Listener(event.Listener):
+    def on_start(self, ev): seen.append(ev.kind)
+    def on_end(self, ev): pass
+with event.install_listener("numba:compile", Listener()):
+    print(numba.njit(cache=False)(lambda x: x + 1)(41))
+print(seen)
+"""
+    )
+    assert out.splitlines() == ["2", "True False", "42", "['numba:compile']"]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS starts no pool on one core")
+def test_start_numba_imports_numpy_with_one_blas_thread() -> None:
+    """NumPy comes in with OpenBLAS on one thread (no pool: the process has one thread);
+    the environment is as it was afterwards; a value the user set is left to rule."""
+    script = """
+import os
+from flowatlas.numba_start import start_numba, numpy_with_one_blas_thread
+start_numba()
+print(len(os.listdir("/proc/self/task")), os.environ.get("OPENBLAS_NUM_THREADS"),
+      numpy_with_one_blas_thread())
+"""
+    # what OpenBLAS reads (an earlier test's Dask cluster may have left them set)
+    blas = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+    unset = {k: v for k, v in os.environ.items() if k not in blas}
+
+    def run(code: str, env: dict[str, str]) -> list[str]:
+        p = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+        )
+        assert p.returncode == 0, p.stderr[-3000:]
+        return p.stdout.split()
+
+    assert run(script, unset) == ["1", "None", "False"]
+    plain = run("import os, numpy; print(len(os.listdir('/proc/self/task')))", unset)
+    assert int(plain[0]) > 1  # numpy's own import starts the pool
+    assert run(script, {**unset, "OPENBLAS_NUM_THREADS": "2"}) == ["2", "2", "False"]
