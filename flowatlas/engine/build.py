@@ -442,7 +442,7 @@ def _build(
         )
         footers = source.footers()
         keys = [task_key(t, footers) for t in tasks]
-        resumed = work.open(keys)
+        resumed = work.open(keys, keep_rows=keep_state)
         if resumed and progress:
             progress("resume", resumed, len(tasks))
         mapped = sum(
@@ -473,6 +473,10 @@ def _build(
             raise InputError(
                 f"{where}: {exc}: the records' totals exceed 64-bit counters"
             ) from None
+        if work is not None and not keep_state:
+            # every reducer's counts are saved: the map tasks' rows go while the cube's
+            # tables are made (_settle_state waits for them)
+            work.drop_rows()
 
         if stats.records != stats.cubed + sum(stats.quarantined.values()):
             raise FlowatlasError(  # pragma: no cover - an accounting bug, never bad input
