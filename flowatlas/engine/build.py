@@ -319,6 +319,19 @@ def shuffle_on_disk(
     return rows * SHUFFLE_ROW_BYTES > MEMORY_SHUFFLE_SHARE * available_memory()
 
 
+def _larger_than_memory(source: Archive | MemoryRecords) -> bool:
+    """Whether an archive and its disk shuffle (at most :data:`SHUFFLE_ROW_BYTES` a row)
+    together exceed the memory available now: then the map tasks drop the archive's pages
+    once read (:func:`~flowatlas.engine.workdir.drop_read_pages`), which could not stay
+    cached anyway, and the shuffle keeps its pages for the reducers. Smaller archives keep
+    theirs (the next build reads them from memory)."""
+    files = getattr(source, "files", None)
+    if not files:
+        return False
+    size = sum(max(f.size, 0) for f in files)
+    return size + source.num_rows * SHUFFLE_ROW_BYTES > available_memory()
+
+
 def available_memory() -> int:
     """Bytes of memory available now (Linux's MemAvailable, else psutil's estimate of it).
 
@@ -439,6 +452,7 @@ def _build(
                 "partition_rows": partition_rows,
                 "flowatlas": __version__,
             },
+            drop_archive_pages=_larger_than_memory(source),
         )
         footers = source.footers()
         keys = [task_key(t, footers) for t in tasks]

@@ -59,8 +59,18 @@ def default_workdir(out: Path) -> Path:
 class WorkDir:
     """One build's work directory (see the module docstring)."""
 
-    def __init__(self, root: str | os.PathLike[str], signature: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        signature: dict[str, Any],
+        *,
+        drop_archive_pages: bool = False,
+    ) -> None:
+        """``drop_archive_pages``: each map task drops the archive's pages it read from the
+        page cache (:func:`map_step`); for archives that, with their shuffle, do not fit in
+        memory, so that the shuffle stays cached for the reducers instead."""
         self.root = Path(root)
+        self.drop_archive_pages = drop_archive_pages
         self.signature = dict(signature, format=FORMAT)
         self.digest = hashlib.sha256(
             json.dumps(self.signature, sort_keys=True).encode()
@@ -329,9 +339,56 @@ def map_step(key: str, fragments: list, plan: Any, work: WorkDir) -> MapResult:
 
     if not work.map_done(key):
         result = map_task(fragments, plan)
+        if work.drop_archive_pages:
+            drop_read_pages(fragments)
         work.save_map(key, result)
         return result.head()
     return work.load_map_head(key)
+
+
+def drop_read_pages(fragments: list) -> None:
+    """Tell the kernel that the fragments' row groups will not be read again
+    (``posix_fadvise(DONTNEED)`` on each one's bytes): their pages leave the page cache now.
+
+    At 10^9 records the archive (28.9 GiB) streamed through the page cache and pushed out
+    the shuffle written beside it (24.5 GiB, 23.6 GiB of memory), which the reducers then
+    read back from the disk. Only the row groups' own bytes: another task may still be
+    reading the same file's other row groups. Fragments without a parsed footer (or where
+    there is no ``posix_fadvise``) are left as they are.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    for f in fragments:
+        md = getattr(f, "metadata", None)
+        if advise is None or md is None or not f.row_groups:
+            continue
+        spans = sorted(_row_group_span(md.row_group(i)) for i in f.row_groups)
+        try:
+            fd = os.open(f.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            start, end = spans[0]
+            for a, b in [*spans[1:], (-1, -1)]:
+                if a == end:  # consecutive row groups: one call
+                    end = b
+                    continue
+                advise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+                start, end = a, b
+        except OSError:  # advice only: a build never fails for it
+            pass
+        finally:
+            os.close(fd)
+
+
+def _row_group_span(rg: Any) -> tuple[int, int]:
+    """(first byte, end) of a Parquet row group's column chunks in its file."""
+    start, end = None, 0
+    for c in range(rg.num_columns):
+        col = rg.column(c)
+        a = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+        start = a if start is None else min(start, a)
+        end = max(end, a + col.total_compressed_size)
+    return (start or 0, end)
 
 
 def reduce_step(j: int, keys: list[str], plan: Any, work: WorkDir, *_maps_done: Any) -> int:
