@@ -54,6 +54,24 @@ def _layout(m, n6, wc, wh):  # pragma: no cover - compiled
     return s2, s3, s4, s5, s6, s7, s7 + 8 * (n6 + 1)
 
 
+@numba.njit(inline="always", nogil=True, cache=True)
+def _sections(blk, m, n6, wc, wh):  # pragma: no cover - compiled
+    """Typed views of a block's sections (:func:`_layout`); those its widths leave out,
+    and the cell keys' view of the other width, empty."""
+    s2, s3, s4, s5, s6, s7, end = _layout(m, n6, wc, wh)
+    return (
+        blk[: s2 if wc == 4 else 0].view(np.uint32),
+        blk[: s2 if wc == 8 else 0].view(np.uint64),
+        blk[s2:s3].view(np.uint32),
+        blk[s3 : s4 if wh == 2 else s3].view(np.uint16),
+        blk[s3 : s4 if wh == 4 else s3].view(np.uint32),
+        blk[s4:s5].view(np.uint32),
+        blk[s5:s6],
+        blk[s6:s7].view(np.uint32),
+        blk[s7:end].view(np.uint64),
+    )
+
+
 @numba.njit(nogil=True, cache=True)
 def _encode(cell, hi, lo, vol, bounds, out, nb, n6s, base, wc, wh):  # pragma: no cover
     parts = bounds.size - 1
@@ -64,20 +82,13 @@ def _encode(cell, hi, lo, vol, bounds, out, nb, n6s, base, wc, wh):  # pragma: n
         if m == 0:
             continue
         p = nb[j]
-        s2, s3, s4, s5, s6, s7, end = _layout(m, n6s[j], wc, wh)
+        n6 = n6s[j]
+        s2, s3, s4, s5, s6, s7, end = _layout(m, n6, wc, wh)
         blk = out[p : p + end]
         for q in (s2, s3, s4, s5, s6, s7, end):  # each section's padding, and the flags
             blk[q - 8 : q] = 0
         blk[s5:s6] = 0
-        c32 = blk[: s2 & ~7].view(np.uint32)
-        c64 = blk[: s2 & ~7].view(np.uint64)
-        vl = blk[s2:s3].view(np.uint32)
-        vh16 = blk[s3 : s3 + (s4 - s3 if wh == 2 else 0)].view(np.uint16)
-        vh32 = blk[s3 : s3 + (s4 - s3 if wh == 4 else 0)].view(np.uint32)
-        ll = blk[s4:s5].view(np.uint32)
-        flags = blk[s5:s6]
-        lh = blk[s6:s7].view(np.uint32)
-        h6 = blk[s7:end].view(np.uint64)
+        c32, c64, vl, vh16, vh32, ll, flags, lh, h6 = _sections(blk, m, n6, wc, wh)
         k = 0
         for i in range(m):
             c = np.uint64(cell[a + i]) - ub
@@ -172,21 +183,13 @@ def _decode(buf, starts, rows, n6s, bases, wcs, whs, cell, hi, lo, vol):  # prag
             if starts[t + 1] != starts[t]:
                 return False
             continue
-        s2, s3, s4, s5, s6, s7, end = _layout(m, n6, wc, wh)
+        end = _layout(m, n6, wc, wh)[6]
         p = starts[t]
         if starts[t + 1] - p != end:
             return False
         blk = buf[p : p + end]
         ub = np.uint64(bases[t])
-        c32 = blk[: s2 & ~7].view(np.uint32)
-        c64 = blk[: s2 & ~7].view(np.uint64)
-        vl = blk[s2:s3].view(np.uint32)
-        vh16 = blk[s3 : s3 + (s4 - s3 if wh == 2 else 0)].view(np.uint16)
-        vh32 = blk[s3 : s3 + (s4 - s3 if wh == 4 else 0)].view(np.uint32)
-        ll = blk[s4:s5].view(np.uint32)
-        flags = blk[s5:s6]
-        lh = blk[s6:s7].view(np.uint32)
-        h6 = blk[s7:end].view(np.uint64)
+        c32, c64, vl, vh16, vh32, ll, flags, lh, h6 = _sections(blk, m, n6, wc, wh)
         k = 0
         for i in range(m):
             if wc == 4:
