@@ -449,3 +449,63 @@ def test_threads_resume_from_saved_reducer_counts(archives, cubes, tmp_path, mon
     build_cube(archives[0], out, **kw)
     assert len(reduced) == 6 - len(saved) and sorted(loads) == saved  # saved ones read back
     assert cube_bytes(out) == cubes[0]
+
+
+def test_rows_dropped_before_the_cube_resume_from_the_counts(
+    archives, cubes, tmp_path, monkeypatch
+):
+    """The map tasks' rows go once every reducer's counts are saved, while the cube is made:
+    a build that dies then (some rows files gone, some not) resumes from the map heads and
+    the saved counts alone, with no map task or reducer run again, and gives the same cube;
+    a build that returns leaves no work directory behind."""
+    from flowatlas.engine import build, pipeline, workdir
+
+    real_unlink, real_rollups = workdir._unlink_rows, build.rollups_table
+    monkeypatch.setattr(workdir, "_unlink_rows", lambda root, keys: real_unlink(root, keys[::2]))
+
+    def dying(*a, **k):
+        raise RuntimeError("killed while the cube is written")
+
+    monkeypatch.setattr(build, "rollups_table", dying)
+    work, out = tmp_path / "w", tmp_path / "cube"
+    kw = dict(workers=2, partitions=6, work_dir=work, shuffle="disk", partition_rows=1_000)
+    with pytest.raises(RuntimeError, match="killed while"):
+        build_cube(archives[0], out, **kw)
+    tasks = sorted((work / "map").iterdir())
+    rows = [(t / workdir.ROWS_FILE).exists() for t in tasks]
+    assert len(tasks) > 2 and any(rows) and not all(rows)  # half of them dropped
+    assert len(list((work / "reduce").iterdir())) == 6
+    monkeypatch.setattr(workdir, "_unlink_rows", real_unlink)
+    monkeypatch.setattr(build, "rollups_table", real_rollups)
+    ran: list[str] = []
+    for name in ("map_task", "reduce_partition"):
+        real = getattr(pipeline, name)
+        monkeypatch.setattr(pipeline, name, lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
+    build_cube(archives[0], out, **kw)
+    assert ran == []
+    assert cube_bytes(out) == cubes[0]
+    assert not work.exists()
+
+
+@pytest.mark.parametrize("case", ["counted", "one count missing", "keep rows", "no partitions"])
+def test_map_results_without_rows_are_redone_where_a_reducer_needs_them(tmp_path, case):
+    """A map result whose rows file was dropped counts as done only while every reducer's
+    counts of the build's task set are saved and the build keeps no state."""
+    from flowatlas.engine import workdir
+
+    sig = {"plan": "p"} if case == "no partitions" else {"plan": "p", "partitions": 3}
+    keys = ["task-a", "task-b"]
+    work = workdir.WorkDir(tmp_path / "w", sig)
+    work.open(keys)
+    for k in keys:
+        (work.root / "map" / k).mkdir()
+        (work.root / "map" / k / "sums.npz").write_bytes(b"")
+    (work.root / "map" / "task-a" / workdir.ROWS_FILE).write_bytes(b"")
+    for j in range(3):
+        if not (case == "one count missing" and j == 1):
+            work._reduce_path(j).write_bytes(b"counts")
+    again = workdir.WorkDir(tmp_path / "w", sig)
+    done = again.open(keys, keep_rows=case == "keep rows")
+    assert done == (2 if case == "counted" else 1)
+    assert again.map_done("task-a")
+    assert again.map_done("task-b") == (case == "counted")

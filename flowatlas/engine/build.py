@@ -319,6 +319,19 @@ def shuffle_on_disk(
     return rows * SHUFFLE_ROW_BYTES > MEMORY_SHUFFLE_SHARE * available_memory()
 
 
+def _larger_than_memory(source: Archive | MemoryRecords) -> bool:
+    """Whether an archive and its disk shuffle (at most :data:`SHUFFLE_ROW_BYTES` a row)
+    together exceed the memory available now: then the map tasks drop the archive's pages
+    once read (:func:`~flowatlas.engine.workdir.drop_read_pages`), which could not stay
+    cached anyway, and the shuffle keeps its pages for the reducers. Smaller archives keep
+    theirs (the next build reads them from memory)."""
+    files = getattr(source, "files", None)
+    if not files:
+        return False
+    size = sum(max(f.size, 0) for f in files)
+    return size + source.num_rows * SHUFFLE_ROW_BYTES > available_memory()
+
+
 def available_memory() -> int:
     """Bytes of memory available now (Linux's MemAvailable, else psutil's estimate of it).
 
@@ -439,10 +452,11 @@ def _build(
                 "partition_rows": partition_rows,
                 "flowatlas": __version__,
             },
+            drop_archive_pages=_larger_than_memory(source),
         )
         footers = source.footers()
         keys = [task_key(t, footers) for t in tasks]
-        resumed = work.open(keys)
+        resumed = work.open(keys, keep_rows=keep_state)
         if resumed and progress:
             progress("resume", resumed, len(tasks))
         mapped = sum(
@@ -473,6 +487,10 @@ def _build(
             raise InputError(
                 f"{where}: {exc}: the records' totals exceed 64-bit counters"
             ) from None
+        if work is not None and not keep_state:
+            # every reducer's counts are saved: the map tasks' rows go while the cube's
+            # tables are made (_settle_state waits for them)
+            work.drop_rows()
 
         if stats.records != stats.cubed + sum(stats.quarantined.values()):
             raise FlowatlasError(  # pragma: no cover - an accounting bug, never bad input

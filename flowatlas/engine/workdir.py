@@ -5,10 +5,14 @@ Each map task writes its result into its own folder, renamed into place only whe
     WORK/signature.json               what the work is valid for (plan digest, partitions, ...)
     WORK/map/<task key>/sums.npz      per-cell sums of one map task (and per interface link
                                       and geography, where the plan tracks them)
-    WORK/map/<task key>/rows.u64      its (cell, remote IP, volume) rows, by partition: raw
-                                      little-endian uint64, the 4 columns one after the other
-    WORK/map/<task key>/offsets.i64   where each IP partition's rows start (raw int64, P + 1;
-                                      the last one is n, the length of each column)
+    WORK/map/<task key>/rows.bin      its (cell, remote IP, volume) rows: one block an IP
+                                      partition, each column as narrow as the task's values
+                                      allow (:mod:`flowatlas.kernels.shuffle`)
+    WORK/map/<task key>/index.i64     raw int64: where each partition's rows start (P + 1,
+                                      the last one the task's rows), where its block starts
+                                      in rows.bin (P + 1, the last one the file's size), its
+                                      IPv6 rows (P), then the task's cell base, cell bytes
+                                      and volume high bytes
     WORK/map/<task key>/stats.json    record accounting
     WORK/reduce/0007-<set>.npz        the distinct counts of IP partition 7 over one task set
 
@@ -26,12 +30,13 @@ of them (nothing is counted twice, and exact rollups stay exact).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-import sys
-from dataclasses import asdict
+import threading
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +44,26 @@ import numpy as np
 
 from flowatlas.engine.pipeline import Counts, FragmentStats, MapResult, Piece
 from flowatlas.errors import OutputError
+from flowatlas.kernels.shuffle import decode_blocks, encode_rows
 
-FORMAT = 4  # 4: map sums per interface link and geography (sums.npz)
+#: 4: map sums per interface link and geography (sums.npz); 5: narrow rows (rows.bin)
+FORMAT = 5
 #: reducers' counts files: 2: (key, ASN) volumes of the month's full-dimension keys only
 REDUCE_FORMAT = 2
-#: the columns of rows.u64, in order (cell keys stored as their uint64 bit patterns)
-ROW_FIELDS = ("cell", "hi", "lo", "vol")
+#: a map task's rows, in its folder, and their index (see the module docstring)
+ROWS_FILE = "rows.bin"
+INDEX_FILE = "index.i64"
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A map task's rows file and its index (module docstring), split into its parts."""
+
+    path: str
+    rows: np.ndarray  # where each partition's rows start (P + 1)
+    blocks: np.ndarray  # where each partition's block starts in the file (P + 1)
+    n6: np.ndarray  # each partition's IPv6 rows (P)
+    widths: np.ndarray  # cell base, cell bytes, volume high bytes
 
 
 def default_workdir(out: Path) -> Path:
@@ -55,20 +74,33 @@ def default_workdir(out: Path) -> Path:
 class WorkDir:
     """One build's work directory (see the module docstring)."""
 
-    def __init__(self, root: str | os.PathLike[str], signature: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        signature: dict[str, Any],
+        *,
+        drop_archive_pages: bool = False,
+    ) -> None:
+        """``drop_archive_pages``: each map task drops the archive's pages it read from the
+        page cache (:func:`map_step`); for archives that, with their shuffle, do not fit in
+        memory, so that the shuffle stays cached for the reducers instead."""
         self.root = Path(root)
+        self.drop_archive_pages = drop_archive_pages
         self.signature = dict(signature, format=FORMAT)
         self.digest = hashlib.sha256(
             json.dumps(self.signature, sort_keys=True).encode()
         ).hexdigest()
-        self._spans: dict[str, tuple[str, np.ndarray]] = {}
+        self._spans: dict[str, _Span] = {}
+        self._stacks: dict[tuple[str, ...], tuple] = {}
+        self._dropping: threading.Thread | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # the offsets read so far stay with this process: a Dask worker reads its own
-        return {k: v for k, v in self.__dict__.items() if k != "_spans"}
+        local = ("_spans", "_stacks", "_dropping")
+        return {k: v for k, v in self.__dict__.items() if k not in local}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _spans={})
+        self.__dict__.update(state, _spans={}, _stacks={}, _dropping=None)
 
     @staticmethod
     def read_signature(root: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -79,11 +111,16 @@ class WorkDir:
             return None
 
     # ------------------------------------------------------------------ lifecycle
-    def open(self, keys: list[str]) -> int:
+    def open(self, keys: list[str], keep_rows: bool = False) -> int:
         """Create the directory, or keep the one there if its signature matches.
 
         Map results not among ``keys`` (the tasks of this build) are dropped. Returns how
         many of ``keys`` are already complete (0 for a fresh start).
+
+        A map result whose rows file is gone (:meth:`drop_rows`: a build killed after its
+        reducers) is complete only while every reducer's counts of this task set are saved,
+        so that no reducer needs its rows; otherwise, or where ``keep_rows`` (a
+        ``keep_state`` build, whose state must hold every task's rows), it is mapped again.
         """
         sig = self.root / "signature.json"
         if self.root.exists():
@@ -120,13 +157,43 @@ class WorkDir:
         for f in (self.root / "reduce").iterdir():
             if not f.name.endswith(f"-{self.task_set}.npz"):
                 f.unlink(missing_ok=True)
+        parts = self.signature.get("partitions")
+        counted = isinstance(parts, int) and all(self.reduce_done(j) for j in range(parts))
+        if keep_rows or not counted:
+            for k in keys:
+                if self.map_done(k) and not (self._map_dir(k) / ROWS_FILE).exists():
+                    shutil.rmtree(self._map_dir(k), ignore_errors=True)
         return sum(1 for k in keys if self.map_done(k))
 
+    def drop_rows(self) -> None:
+        """Start removing every map task's rows file, on a thread of its own.
+
+        For a build whose reducers have all saved their counts and that keeps no state:
+        what a resumed build still reads (the map heads, the counts) stays until
+        :meth:`remove`, which waits for this thread. At 10^9 records the rows are 24.5 GiB
+        whose removal (the page cache's pages freed, the disk's blocks discarded) took 7 s
+        of the build's end with nothing else running; it now overlaps the cube's writing.
+        """
+        self._spans.clear()
+        self._stacks.clear()
+        keys = list(self.keys)
+        self._dropping = threading.Thread(
+            target=_unlink_rows, args=(self.root, keys), name="flowatlas-drop-rows"
+        )
+        self._dropping.start()
+
+    def _wait_for_drop(self) -> None:
+        if self._dropping is not None:
+            self._dropping.join()
+            self._dropping = None
+
     def remove(self) -> None:
+        self._wait_for_drop()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def as_state(self) -> Path:
         """Trim the directory to what a later incremental build can reuse; return its path."""
+        self._wait_for_drop()
         shutil.rmtree(self.root / "reduce", ignore_errors=True)
         (self.root / "reduce").mkdir()
         return self.root
@@ -157,8 +224,14 @@ class WorkDir:
                 rows = Piece.concat(result.pieces)
                 sizes = [p.cell.size for p in result.pieces]
                 bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-            _write_columns(tmp / "rows.u64", [getattr(rows, f) for f in ROW_FIELDS])
-            (tmp / "offsets.i64").write_bytes(np.asarray(bounds, dtype="<i8").tobytes())
+            blocks, starts, n6, widths = encode_rows(rows.cell, rows.hi, rows.lo, rows.vol,
+                                                     bounds)  # fmt: skip
+            with open(tmp / ROWS_FILE, "wb") as f:
+                # through the file object, not ndarray.tofile: a full disk is then an OSError
+                # with its errno (ENOSPC), not "N requested and M written"
+                f.write(memoryview(blocks))
+            index = np.concatenate([bounds, starts, n6, widths]).astype("<i8")
+            (tmp / INDEX_FILE).write_bytes(index.tobytes())
             (tmp / "stats.json").write_text(json.dumps(asdict(result.stats)))
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -189,36 +262,71 @@ class WorkDir:
     def load_partition(self, keys: list[str], j: int) -> Piece:
         """IP partition ``j``'s rows of the map tasks ``keys``, joined in that order.
 
-        Each task's slice of each column is read straight into the joined arrays (no memory
-        map, no second copy), one ``pread`` a column. Each task's offsets are read once per
-        process and kept: at 10^9 records (334 partitions, 552 map tasks) reading them again
-        for every (partition, task) pair, through pathlib, cost about 60 us a pair, 11 CPU s
-        of GIL-bound Python a build.
+        Each task's block of the partition is read straight into one buffer (one ``pread``
+        a task, no memory map), then decoded into the joined arrays in one pass. Each
+        task's index is read once per process and kept: at 10^9 records (334 partitions,
+        552 map tasks) reading it again for every (partition, task) pair, through pathlib,
+        cost about 60 us a pair, 11 CPU s of GIL-bound Python a build.
         """
-        spans = [self._offsets(key) for key in keys]
-        total = sum(int(off[j + 1] - off[j]) for _, off in spans)
-        cols = [np.empty(total, np.uint64) for _ in ROW_FIELDS]
-        at = 0
-        for path, off in spans:
-            a, b = int(off[j]), int(off[j + 1])
-            if b > a:
-                _read_columns(path, int(off[-1]), a, b, [c[at:] for c in cols])
-            at += b - a
-        return Piece(cols[0].view(np.int64), cols[1], cols[2], cols[3])
+        paths, rows_at, blocks_at, n6_of, widths = self._stacked(keys)
+        sizes = blocks_at[:, j + 1] - blocks_at[:, j]
+        starts = np.zeros(len(keys) + 1, np.int64)
+        np.cumsum(sizes, out=starts[1:])
+        rows, n6 = rows_at[:, j + 1] - rows_at[:, j], n6_of[:, j]
+        # blocks are whole 8-byte words: in a buffer of words, each starts aligned
+        buf = np.empty(int(starts[-1]) // 8, np.uint64).view(np.uint8)
+        for path, a, at, size in zip(
+            paths, blocks_at[:, j].tolist(), starts[:-1].tolist(), sizes.tolist(), strict=True
+        ):
+            if size:
+                _read_block(path, a, buf[at : at + size])
+        try:
+            cell, hi, lo, vol = decode_blocks(buf, starts, rows, n6, widths)
+        except ValueError as exc:
+            raise OSError(f"{self.root}: partition {j}: {exc}") from None
+        return Piece(cell, hi, lo, vol)
 
-    def _offsets(self, key: str) -> tuple[str, np.ndarray]:
-        """(path of task ``key``'s rows file, its partition offsets), read once and kept."""
+    def _stacked(
+        self, keys: list[str]
+    ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The indexes of the tasks ``keys`` stacked, one row a task: (rows files, row
+        starts, block starts, IPv6 rows, widths), made once per list of keys and kept (the
+        reducers of a build all read the same tasks)."""
+        tag = tuple(keys)
+        got = self._stacks.get(tag)
+        if got is None:
+            spans = [self._offsets(key) for key in keys]
+            parts = max((sp.n6.size for sp in spans), default=0)
+            if any(sp.n6.size != parts for sp in spans):
+                raise OSError(f"{self.root}: map tasks of different partition counts")
+            got = (
+                [sp.path for sp in spans],
+                np.array([sp.rows for sp in spans], np.int64).reshape(-1, parts + 1),
+                np.array([sp.blocks for sp in spans], np.int64).reshape(-1, parts + 1),
+                np.array([sp.n6 for sp in spans], np.int64).reshape(-1, parts),
+                np.array([sp.widths for sp in spans], np.int64).reshape(-1, 3),
+            )
+            self._stacks[tag] = got
+        return got
+
+    def _offsets(self, key: str) -> _Span:
+        """Task ``key``'s rows file and index, read once and kept."""
         got = self._spans.get(key)
         if got is None:
             d = self._map_dir(key)
-            offsets = np.fromfile(d / "offsets.i64", dtype="<i8")
-            rows = str(d / "rows.u64")
+            index = np.fromfile(d / INDEX_FILE, dtype="<i8")
+            parts = (index.size - 5) // 3
+            if index.size != 3 * parts + 5 or parts < 1:
+                raise OSError(f"{d / INDEX_FILE}: {index.size} numbers, not 3 P + 5")
+            rows = str(d / ROWS_FILE)
+            blocks = index[parts + 1 : 2 * parts + 2]
             size = os.stat(rows).st_size
-            if size != 8 * int(offsets[-1]) * len(ROW_FIELDS):
-                raise OSError(
-                    f"{rows}: {size} bytes, expected {8 * int(offsets[-1]) * len(ROW_FIELDS)}"
-                )
-            got = self._spans[key] = (rows, offsets)
+            if size != int(blocks[-1]):
+                raise OSError(f"{rows}: {size} bytes, expected {int(blocks[-1])}")
+            got = self._spans[key] = _Span(
+                rows, index[: parts + 1], blocks, index[2 * parts + 2 : 3 * parts + 2],
+                index[3 * parts + 2 :],
+            )  # fmt: skip
         return got
 
     # ------------------------------------------------------------------ reduces
@@ -290,9 +398,56 @@ def map_step(key: str, fragments: list, plan: Any, work: WorkDir) -> MapResult:
 
     if not work.map_done(key):
         result = map_task(fragments, plan)
+        if work.drop_archive_pages:
+            drop_read_pages(fragments)
         work.save_map(key, result)
         return result.head()
     return work.load_map_head(key)
+
+
+def drop_read_pages(fragments: list) -> None:
+    """Tell the kernel that the fragments' row groups will not be read again
+    (``posix_fadvise(DONTNEED)`` on each one's bytes): their pages leave the page cache now.
+
+    At 10^9 records the archive (28.9 GiB) streamed through the page cache and pushed out
+    the shuffle written beside it (24.5 GiB, 23.6 GiB of memory), which the reducers then
+    read back from the disk. Only the row groups' own bytes: another task may still be
+    reading the same file's other row groups. Fragments without a parsed footer (or where
+    there is no ``posix_fadvise``) are left as they are.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    for f in fragments:
+        md = getattr(f, "metadata", None)
+        if advise is None or md is None or not f.row_groups:
+            continue
+        spans = sorted(_row_group_span(md.row_group(i)) for i in f.row_groups)
+        try:
+            fd = os.open(f.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            start, end = spans[0]
+            for a, b in [*spans[1:], (-1, -1)]:
+                if a == end:  # consecutive row groups: one call
+                    end = b
+                    continue
+                advise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+                start, end = a, b
+        except OSError:  # advice only: a build never fails for it
+            pass
+        finally:
+            os.close(fd)
+
+
+def _row_group_span(rg: Any) -> tuple[int, int]:
+    """(first byte, end) of a Parquet row group's column chunks in its file."""
+    start, end = None, 0
+    for c in range(rg.num_columns):
+        col = rg.column(c)
+        a = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+        start = a if start is None else min(start, a)
+        end = max(end, a + col.total_compressed_size)
+    return (start or 0, end)
 
 
 def reduce_step(j: int, keys: list[str], plan: Any, work: WorkDir, *_maps_done: Any) -> int:
@@ -326,28 +481,19 @@ def _reduce_and_save(j: int, keys: list[str], plan: Any, work: WorkDir) -> Count
     return counts
 
 
-def _write_columns(path: Path, columns: list[np.ndarray]) -> None:
-    """Write equal-length 8-byte columns one after the other as raw little-endian uint64.
-
-    Each column goes out as it is (no interleaving copy, no header to parse back).
-    """
-    with open(path, "wb") as f:
-        for c in columns:
-            # written through the file object, not ndarray.tofile: a full disk is then an
-            # OSError with its errno (ENOSPC), not "N requested and M written"
-            f.write(memoryview(np.ascontiguousarray(c).view(np.uint64).astype("<u8", copy=False)))
+def _unlink_rows(root: Path, keys: list[str]) -> None:
+    """Remove the rows file of each of the map tasks ``keys`` (those already gone skipped)."""
+    for k in keys:
+        with contextlib.suppress(OSError):
+            os.unlink(root / "map" / k / ROWS_FILE)
 
 
-def _read_columns(path: str, n: int, a: int, b: int, into: list[np.ndarray]) -> None:
-    """Read rows ``a:b`` of each of a ``_write_columns`` file's n-row columns into ``into``
-    (its size checked by the caller): one ``pread`` a column, no seeks, no file object."""
+def _read_block(path: str, a: int, into: np.ndarray) -> None:
+    """Read bytes ``a:a + into.size`` of file ``path`` into ``into``: one ``pread``, no
+    seeks, no file object."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        for c, dest in enumerate(into):
-            view = memoryview(dest[: b - a]).cast("B")
-            if os.preadv(fd, [view], 8 * (c * n + a)) != view.nbytes:
-                raise OSError(f"{path}: truncated")
-            if sys.byteorder == "big":  # pragma: no cover - the files are little-endian
-                dest[: b - a].byteswap(inplace=True)
+        if os.preadv(fd, [memoryview(into)], a) != into.nbytes:
+            raise OSError(f"{path}: truncated")
     finally:
         os.close(fd)
