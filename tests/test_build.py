@@ -372,3 +372,21 @@ def test_links_and_geo_are_handed_over_before_the_first_reducer_is_folded(
     monkeypatch.setattr(combine.Combiner, "add", add)
     build_cube(archive, tmp_path / "c", workers=workers, shuffle=shuffle)
     assert events[0] == "maps" and events.count("maps") == 1 and "fold" in events
+
+
+def test_iso_utc_as_arrow_gives_it():
+    """cube.json's time range is written without Arrow's datetime conversion: the same text
+    as ``.as_py().isoformat()`` of a UTC timestamp scalar, before 1970, on whole seconds and
+    with microseconds, at the ends of Python's datetime range."""
+    import numpy as np
+
+    from flowatlas.engine.build import _iso_utc
+
+    rng = np.random.default_rng(7)
+    lo, hi = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01 .. 9999-12-31
+    values = [0, -1, 1, 3_600_000_000, lo, hi, 1_700_000_000_000_000, -5]
+    values += [int(v) for v in rng.integers(lo, hi, 200)]
+    values += [int(v) * 1_000_000 for v in rng.integers(-2**31, 2**31, 50)]
+    ts = pa.timestamp("us", tz="UTC")
+    for v in values:
+        assert _iso_utc(v) == pa.scalar(v, ts).as_py().isoformat(), v

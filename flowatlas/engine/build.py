@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import gc
 import os
@@ -496,12 +497,19 @@ def _build(
             raise FlowatlasError(  # pragma: no cover - an accounting bug, never bad input
                 f"internal error: records {stats.records} != cubed {stats.cubed} + quarantined"
             )
+        # the sketches' encoding and file are the tail's longest chain: started first,
+        # unless the top-ASN lists run on threads of their own (beside those the sketches
+        # grew a heavy-tailed build's peak memory): then after them
+        sketches = functools.partial(_sketches, combiner, plan)
+        if combiner.top_asn_shards() == 1:
+            writer.add("sketches.parquet", sketches)
+            sketches = None
         cells = cells_table(
             combiner.cell_result(), plan.regions, plan.network_types, plan.bucket_us
         )
-        writer.add("cells.parquet", cells)  # the largest file left: started first
+        writer.add("cells.parquet", cells)  # the largest file left
         result = combiner.result(sketches=False)
-        writer.add("sketches.parquet", functools.partial(_sketches, combiner, plan))
+        writer.add("sketches.parquet", sketches)
         writer.add(
             "rollups.parquet",
             rollups_table(result, plan.regions, plan.network_types, plan.rollups),
@@ -643,13 +651,25 @@ def _describers(table: PrefixTable):
     return describe_asn, describe_ip
 
 
+#: the epoch, in UTC: bucket starts are microseconds from it
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def _iso_utc(us: int) -> str:
+    """A UTC timestamp of ``us`` microseconds since the epoch in ISO 8601 form, as
+    ``.as_py().isoformat()`` of an Arrow ``timestamp("us", tz="UTC")`` scalar gives it
+    (``+00:00``): without Arrow's conversion, whose time zone object imports ``zoneinfo``
+    in the build's tail."""
+    return (_EPOCH + datetime.timedelta(microseconds=us)).isoformat()
+
+
 def _metadata(source, cfg: Config, plan, table: PrefixTable, stats, cells) -> dict[str, Any]:
     """cube.json: everything needed to trust, explain and rebuild the cube (no wall-clock)."""
     import pyarrow.compute as pc
 
     if cells.num_rows:
         mm = pc.min_max(cells.column("bucket_start"))
-        first, last = mm["min"].as_py().isoformat(), mm["max"].as_py().isoformat()
+        first, last = _iso_utc(mm["min"].value), _iso_utc(mm["max"].value)
         totals = {m: int(pc.sum(cells.column(m)).as_py()) for m in ("bytes", "packets", "flows")}
     else:
         first = last = None

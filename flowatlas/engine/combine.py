@@ -337,7 +337,7 @@ class Combiner:
         if not parts:
             return {}
         ak, aa, av = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        n_shards = max(1, min(os.cpu_count() or 1, ak.size // ASN_SHARE_ROWS))
+        n_shards = self.top_asn_shards()
         if n_shards == 1:
             return _top_asns_of_share(chain, ak, aa, av)
         shard = aa % np.uint32(n_shards)
@@ -345,6 +345,14 @@ class Combiner:
         with ThreadPoolExecutor(n_shards) as pool:
             lists = list(pool.map(lambda sh: _top_asns_of_share(chain, *sh), shards))
         return {r: _merge_top_lists([one[r] for one in lists]) for r in chain}
+
+    def top_asn_shards(self) -> int:
+        """How many shares (threads) :meth:`top_asns` splits its work into: one per core
+        once every share has :data:`ASN_SHARE_ROWS` (key, ASN) rows, else 1 (this thread)."""
+        by_name = {r.rollup: r for r in self.rollups}
+        chain = [r for r in ROLLUP_CHAIN if r in by_name and r in TOP_LIST_ROLLUPS]
+        rows = sum(p[0].size for p in by_name[chain[0]].asn) if chain else 0
+        return max(1, min(os.cpu_count() or 1, rows // ASN_SHARE_ROWS))
 
     def map_result(self) -> PartitionResult:
         """What the map results alone decide, before any partition is folded in: the cells'
