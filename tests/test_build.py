@@ -390,3 +390,29 @@ def test_iso_utc_as_arrow_gives_it():
     ts = pa.timestamp("us", tz="UTC")
     for v in values:
         assert _iso_utc(v) == pa.scalar(v, ts).as_py().isoformat(), v
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sketches_dense_or_long_form_same_bytes(archive, tmp_path, monkeypatch, workers):
+    """The combiner keeps a small build's sketches as long-form entries and a large one's as
+    dense registers (DENSE_BYTES_PER_RECORD): both give every cube file byte for byte."""
+    import flowatlas.engine.combine as combine
+
+    kept = []
+    real_add = combine.Combiner.add
+
+    def add(self, c):
+        real_add(self, c)
+        kept.append(self.registers is None)
+
+    monkeypatch.setattr(combine.Combiner, "add", add)
+    cubes = {}
+    for per_record in (0, 1 << 40):  # never dense; always dense
+        monkeypatch.setattr(combine, "DENSE_BYTES_PER_RECORD", per_record)
+        out = tmp_path / f"cube-{per_record}"
+        build_cube(archive, out, workers=workers, partitions=3)
+        cubes[per_record] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+        assert set(kept) == {per_record == 0}  # the path asked for was taken
+        kept.clear()
+    assert "sketches.parquet" in cubes[0]
+    assert cubes[0] == cubes[1 << 40]

@@ -39,6 +39,12 @@ from flowatlas.kernels.topk import top_k_per_key
 
 #: dense sketch registers are used while they fit in this many bytes; long form beyond
 DENSE_SKETCH_BYTES = 1 << 30
+#: ... and while they take less than this many bytes per record cubed: a record adds one
+#: long-form entry (12 bytes) at most, so a small build's sketches are cheaper as entries
+#: than as registers to zero, fill and scan (world 1 M: 64 MB of registers for 0.9 M
+#: entries, ~25 ms less CPU beside its reducers; world 5 M, 13 bytes a record, lost 80 ms
+#: in the tail sorting its entries)
+DENSE_BYTES_PER_RECORD = 32
 #: (key, ASN) rows gathered before they are summed again (bounds the combiner's memory)
 ASN_COMPACT_ROWS = 4_000_000
 #: (key, ASN) rows per share of the top-ASN work, at least, before it is split over cores
@@ -302,7 +308,9 @@ class Combiner:
         self._cells: np.ndarray | None = None  # cell_result's sums, until the next fold
         if plan.sketch_p:
             self.sketch_keys = _distinct(sketch_keys(self.cell_keys, plan))
-            if self.sketch_keys.size << plan.sketch_p <= DENSE_SKETCH_BYTES:
+            dense = self.sketch_keys.size << plan.sketch_p
+            records = sum(m.stats.cubed for m in maps)
+            if dense <= DENSE_SKETCH_BYTES and dense < DENSE_BYTES_PER_RECORD * records:
                 self.registers = np.zeros((self.sketch_keys.size, 1 << plan.sketch_p), np.uint8)
 
     def add(self, c: Counts) -> None:
