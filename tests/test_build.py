@@ -386,7 +386,7 @@ def test_iso_utc_as_arrow_gives_it():
     lo, hi = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01 .. 9999-12-31
     values = [0, -1, 1, 3_600_000_000, lo, hi, 1_700_000_000_000_000, -5]
     values += [int(v) for v in rng.integers(lo, hi, 200)]
-    values += [int(v) * 1_000_000 for v in rng.integers(-2**31, 2**31, 50)]
+    values += [int(v) * 1_000_000 for v in rng.integers(-(2**31), 2**31, 50)]
     ts = pa.timestamp("us", tz="UTC")
     for v in values:
         assert _iso_utc(v) == pa.scalar(v, ts).as_py().isoformat(), v
