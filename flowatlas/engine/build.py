@@ -554,8 +554,9 @@ def _index_ahead(table: PrefixTable) -> None:
     when it first looked an address up: 16-18 ms (its IPv4 root is 64 MiB, touched for the
     first time), while the second task's thread waited for it. Started here, it is built
     while the tasks are handed out and read their first files (the kernel releases the GIL).
-    The property's lock makes a task that needs it first wait for this build, not make
-    another; a failure is left for that task to meet (and report) again.
+    Up to Python 3.11 the property's lock makes a task that needs it first wait for this
+    build; later Pythons have no such lock, and that task builds the same index itself.
+    A failure is left for the task to meet (and report) again.
     """
 
     def build() -> None:
