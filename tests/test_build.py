@@ -372,3 +372,47 @@ def test_links_and_geo_are_handed_over_before_the_first_reducer_is_folded(
     monkeypatch.setattr(combine.Combiner, "add", add)
     build_cube(archive, tmp_path / "c", workers=workers, shuffle=shuffle)
     assert events[0] == "maps" and events.count("maps") == 1 and "fold" in events
+
+
+def test_iso_utc_as_arrow_gives_it():
+    """cube.json's time range is written without Arrow's datetime conversion: the same text
+    as ``.as_py().isoformat()`` of a UTC timestamp scalar, before 1970, on whole seconds and
+    with microseconds, at the ends of Python's datetime range."""
+    import numpy as np
+
+    from flowatlas.engine.build import _iso_utc
+
+    rng = np.random.default_rng(7)
+    lo, hi = -62_135_596_800_000_000, 253_402_300_799_999_999  # 0001-01-01 .. 9999-12-31
+    values = [0, -1, 1, 3_600_000_000, lo, hi, 1_700_000_000_000_000, -5]
+    values += [int(v) for v in rng.integers(lo, hi, 200)]
+    values += [int(v) * 1_000_000 for v in rng.integers(-(2**31), 2**31, 50)]
+    ts = pa.timestamp("us", tz="UTC")
+    for v in values:
+        assert _iso_utc(v) == pa.scalar(v, ts).as_py().isoformat(), v
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sketches_dense_or_long_form_same_bytes(archive, tmp_path, monkeypatch, workers):
+    """The combiner keeps a small build's sketches as long-form entries and a large one's as
+    dense registers (DENSE_BYTES_PER_RECORD): both give every cube file byte for byte."""
+    import flowatlas.engine.combine as combine
+
+    kept = []
+    real_add = combine.Combiner.add
+
+    def add(self, c):
+        real_add(self, c)
+        kept.append(self.registers is None)
+
+    monkeypatch.setattr(combine.Combiner, "add", add)
+    cubes = {}
+    for per_record in (0, 1 << 40):  # never dense; always dense
+        monkeypatch.setattr(combine, "DENSE_BYTES_PER_RECORD", per_record)
+        out = tmp_path / f"cube-{per_record}"
+        build_cube(archive, out, workers=workers, partitions=3)
+        cubes[per_record] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+        assert set(kept) == {per_record == 0}  # the path asked for was taken
+        kept.clear()
+    assert "sketches.parquet" in cubes[0]
+    assert cubes[0] == cubes[1 << 40]

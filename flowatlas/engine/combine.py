@@ -39,6 +39,12 @@ from flowatlas.kernels.topk import top_k_per_key
 
 #: dense sketch registers are used while they fit in this many bytes; long form beyond
 DENSE_SKETCH_BYTES = 1 << 30
+#: ... and while they take less than this many bytes per record cubed: a record adds one
+#: long-form entry (12 bytes) at most, so a small build's sketches are cheaper as entries
+#: than as registers to zero, fill and scan (world 1 M: 64 MB of registers for 0.9 M
+#: entries, ~25 ms less CPU beside its reducers; world 5 M, 13 bytes a record, lost 80 ms
+#: in the tail sorting its entries)
+DENSE_BYTES_PER_RECORD = 32
 #: (key, ASN) rows gathered before they are summed again (bounds the combiner's memory)
 ASN_COMPACT_ROWS = 4_000_000
 #: (key, ASN) rows per share of the top-ASN work, at least, before it is split over cores
@@ -302,7 +308,9 @@ class Combiner:
         self._cells: np.ndarray | None = None  # cell_result's sums, until the next fold
         if plan.sketch_p:
             self.sketch_keys = _distinct(sketch_keys(self.cell_keys, plan))
-            if self.sketch_keys.size << plan.sketch_p <= DENSE_SKETCH_BYTES:
+            dense = self.sketch_keys.size << plan.sketch_p
+            records = sum(m.stats.cubed for m in maps)
+            if dense <= DENSE_SKETCH_BYTES and dense < DENSE_BYTES_PER_RECORD * records:
                 self.registers = np.zeros((self.sketch_keys.size, 1 << plan.sketch_p), np.uint8)
 
     def add(self, c: Counts) -> None:
@@ -337,7 +345,7 @@ class Combiner:
         if not parts:
             return {}
         ak, aa, av = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        n_shards = max(1, min(os.cpu_count() or 1, ak.size // ASN_SHARE_ROWS))
+        n_shards = self.top_asn_shards()
         if n_shards == 1:
             return _top_asns_of_share(chain, ak, aa, av)
         shard = aa % np.uint32(n_shards)
@@ -345,6 +353,14 @@ class Combiner:
         with ThreadPoolExecutor(n_shards) as pool:
             lists = list(pool.map(lambda sh: _top_asns_of_share(chain, *sh), shards))
         return {r: _merge_top_lists([one[r] for one in lists]) for r in chain}
+
+    def top_asn_shards(self) -> int:
+        """How many shares (threads) :meth:`top_asns` splits its work into: one per core
+        once every share has :data:`ASN_SHARE_ROWS` (key, ASN) rows, else 1 (this thread)."""
+        by_name = {r.rollup: r for r in self.rollups}
+        chain = [r for r in ROLLUP_CHAIN if r in by_name and r in TOP_LIST_ROLLUPS]
+        rows = sum(p[0].size for p in by_name[chain[0]].asn) if chain else 0
+        return max(1, min(os.cpu_count() or 1, rows // ASN_SHARE_ROWS))
 
     def map_result(self) -> PartitionResult:
         """What the map results alone decide, before any partition is folded in: the cells'

@@ -338,7 +338,7 @@ def _fill(
     return nwork, work
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _build(starts_hi, starts_lo, values, bits6, root6, root4):  # pragma: no cover - compiled
     """Fill the IPv6 root (2^bits6 entries) and the IPv4 root (2^24); return (heads, runs),
     the nodes, each compressed (see :func:`_compress_node`) as soon as it is filled."""
