@@ -638,14 +638,16 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     shared_at = np.bincount(prefix_id, minlength=n_prefixes)[prefix_id] > 1
     prefix_of = np.full(n_addr, -1, np.int64)
     prefix_of[v6_at[shared_at]] = prefix_id[shared_at]
-    shared = prefix_of[row_id] >= 0
+    # whether an address shares its prefix: one flag per address (the walk's "IPv6" count),
+    # not one per row
+    addr_shared = prefix_of >= 0
     full, full_shared, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
-        rows.hi, rows.lo, cid, dims, shared, rows.vol, None, cpidx, gmap, segments, off,
-        coff, TOP_K, asn_from, asn_to, ids, addr=(first, addr_asn),
+        rows.hi, rows.lo, cid, dims, None, rows.vol, None, cpidx, gmap, segments, off,
+        coff, TOP_K, asn_from, asn_to, ids, addr=(first, addr_asn, addr_shared),
     )  # fmt: skip
     prefix = full - full_shared
     if shared_at.any():
-        sel = np.flatnonzero(shared)
+        sel = np.flatnonzero(addr_shared[row_id])
         stamp_segments = [s[:4] for s in segments]
         prefix += stamp_counts(
             None, None, cid[sel], dims[sel], cpidx, gmap, stamp_segments, off,
