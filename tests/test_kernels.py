@@ -848,3 +848,43 @@ def test_scatter_by_asn_matches_a_stable_sort(shift: int) -> None:
         np.testing.assert_array_equal(b_g, bucket[order])
         np.testing.assert_array_equal(d_g, dims[order])
         np.testing.assert_array_equal(v_g, vol[order])
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_cell_ids_match_a_sort(dense: bool, monkeypatch) -> None:
+    """Each row's cell numbered in ascending key order, its dense dimension index and the
+    distinct cells as (bucket, dimension index): against NumPy's unique, through the dense
+    table and through the fallback for wide spans (the table's limit set to 0 here), on
+    random rows, one row, rows of one cell, buckets far apart, no rows, and a dimension
+    code the table lacks."""
+    from flowatlas.kernels import distinct
+
+    if not dense:
+        monkeypatch.setattr(distinct, "CELL_IDS_DENSE_MAX", 0)
+    rng = np.random.default_rng(11)
+    index = np.full(1 << 15, -1, np.int64)
+    codes = np.sort(rng.choice(1 << 15, 40, replace=False))
+    index[codes] = np.arange(codes.size)
+    b0 = 480_000
+    cases = [
+        (b0 + rng.integers(0, 300, 5000), rng.choice(codes, 5000)),
+        (np.array([b0]), codes[-1:]),
+        (np.full(100, b0 + 7), np.full(100, codes[3])),
+        (np.array([b0, b0 + 3, b0 + 3, b0]), codes[[39, 0, 39, 0]]),
+    ]
+    if not dense:  # buckets far apart: over the table's limit whatever it is
+        cases.append((np.array([1, 1 << 40, 1, 77]), codes[[5, 5, 6, 6]]))
+    for bucket, code in cases:
+        cell = (bucket.astype(np.int64) << 15) | code
+        cid, dims, c_bucket, c_dim = distinct.cell_ids(cell, index, 15, codes.size)
+        uniq, inv = np.unique(cell, return_inverse=True)
+        np.testing.assert_array_equal(cid, inv.reshape(-1))
+        np.testing.assert_array_equal(dims, index[code])
+        np.testing.assert_array_equal(c_bucket, uniq >> 15)
+        np.testing.assert_array_equal(c_dim, index[uniq & ((1 << 15) - 1)])
+        assert cid.dtype == dims.dtype == c_bucket.dtype == c_dim.dtype == np.int64
+    got = distinct.cell_ids(np.empty(0, np.int64), index, 15, codes.size)
+    assert all(a.size == 0 for a in got)
+    missing = int(np.setdiff1d(np.arange(1 << 15), codes)[0])
+    with pytest.raises(ValueError, match="dim_index"):
+        distinct.cell_ids(np.array([(b0 << 15) | missing]), index, 15, codes.size)

@@ -640,6 +640,86 @@ def range_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank[ids], uniq[order]
 
 
+#: most (bucket, dimensions) slots :func:`cell_ids` numbers through a dense table (or twice
+#: the rows, where more); wider spans number buckets, then cells, by :func:`range_ids`
+CELL_IDS_DENSE_MAX = 1 << 22
+
+
+@numba.njit(nogil=True, cache=True)
+def _cell_ids(cell, dim_index, dim_bits, low, n_dims, span):  # pragma: no cover - compiled
+    """:func:`cell_ids` through a table of every (bucket, dimensions) slot from bucket
+    ``low`` on (``span`` slots): one pass marks the rows' slots, one numbers the marked
+    ones, one reads each row's number back. False (and nothing) if a row's dimension code
+    is not in ``dim_index``."""
+    n = cell.size
+    mask = (np.int64(1) << dim_bits) - 1
+    rank = np.zeros(span, np.int32)  # 1 where a row's cell is, then each one's number
+    slot = np.empty(n, np.int32)
+    dims = np.empty(n, np.int64)
+    for i in range(n):
+        c = cell[i]
+        d = dim_index[c & mask]
+        if d < 0:
+            return dims[:0], dims[:0], dims[:0], dims[:0], False
+        o = ((c >> dim_bits) - low) * n_dims + d
+        slot[i] = o
+        dims[i] = d
+        rank[o] = 1
+    m = 0
+    for j in range(span):
+        if rank[j]:
+            m += 1
+    c_bucket = np.empty(m, np.int64)
+    c_dims = np.empty(m, np.int64)
+    m = 0
+    for j in range(span):
+        if rank[j]:
+            b = j // n_dims
+            c_bucket[m] = low + b
+            c_dims[m] = j - b * n_dims
+            rank[j] = m
+            m += 1
+    cid = np.empty(n, np.int64)
+    for i in range(n):
+        cid[i] = rank[slot[i]]
+    return cid, dims, c_bucket, c_dims, True
+
+
+def cell_ids(
+    cell: np.ndarray, dim_index: np.ndarray, dim_bits: int, n_dims: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Dense id of each packed cell key (``bucket << dim_bits | dimension code``) in
+    ascending key order, each row's dense dimension index (``dim_index[code]``, below
+    ``n_dims``), and the distinct cells as (bucket, dense dimension index), ascending.
+
+    A reducer's cells span a few thousand hour buckets: a table over every (bucket,
+    dimensions) slot of that span numbers them in three passes of one kernel, where
+    numbering buckets and then (bucket id, dimensions) pairs (:func:`range_ids` twice, and
+    the NumPy passes between) cost a dozen passes over the rows. Wider spans do just that.
+    Raises ValueError if a dimension code is not in ``dim_index``.
+    """
+    cell = np.ascontiguousarray(cell, np.int64)
+    dim_index = np.ascontiguousarray(dim_index, np.int64)
+    n_dims = int(n_dims)
+    if cell.size:
+        low = int(cell.min()) >> dim_bits
+        span = ((int(cell.max()) >> dim_bits) - low + 1) * n_dims
+        if span <= max(CELL_IDS_DENSE_MAX, 2 * cell.size) and span < 1 << 31:
+            cid, dims, c_bucket, c_dims, ok = _cell_ids(
+                cell, dim_index, np.int64(dim_bits), np.int64(low), np.int64(n_dims),
+                np.int64(span),
+            )  # fmt: skip
+            if not ok:
+                raise ValueError("a cell key has a dimension code outside dim_index")
+            return cid, dims, c_bucket, c_dims
+    dims = dim_index[cell & np.int64((1 << dim_bits) - 1)]
+    if dims.size and int(dims.min()) < 0:
+        raise ValueError("a cell key has a dimension code outside dim_index")
+    bid, bkeys = range_ids(cell >> np.int64(dim_bits))
+    cid, cells = range_ids(bid * np.int64(n_dims) + dims)
+    return cid, dims, bkeys[cells // n_dims], cells % n_dims
+
+
 def key_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense id of each int64 key (first-seen order) and the distinct keys by id."""
     return _key_ids(np.ascontiguousarray(key, np.int64))
