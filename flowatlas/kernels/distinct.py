@@ -1096,6 +1096,22 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
         l_d = f_d[lev]
         l_v = f_v[lev]
         stamp[:width] = -1  # only the run's keys: coarse levels have few
+        if n_in == 1 and co < 0 and r_width[0] == 1:
+            # one grouping of one dimension value (the cells level: a key per cell), no
+            # concentration: a row's key is its period, and counting is all there is. Its
+            # own loop, without the general one's per-row grouping, fine-key and
+            # concentration tests: a world 5 M reducer's cells level 13 -> 4 ms
+            for kk in range(n_runs):
+                six = kk_six[kk]
+                for t in range(rstart[kk], rstart[kk + 1]):
+                    p = l_p[t]
+                    if stamp[p] != kk:
+                        stamp[p] = kk
+                        counts[off + p] += 1
+                        if six:
+                            counts6[off + p] += 1
+            s = e
+            continue
         p_stamp[:] = -1
         fine = run_fine[s]
         n_fl = 0
