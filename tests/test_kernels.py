@@ -813,10 +813,10 @@ def test_asn_order_is_the_stable_argsort() -> None:
         np.testing.assert_array_equal(got, np.argsort(asn, kind="stable"))
 
 
-@pytest.mark.parametrize("shift", [0, 1, 3, 8])
+@pytest.mark.parametrize("shift", [0, 1, 3, 8, 31])
 def test_scatter_by_asn_matches_a_stable_sort(shift: int) -> None:
-    """The walk's rows grouped by address in ASN order, in one pass or two (``shift`` low
-    rank bits ordered by the second): equal to a stable argsort of each row's ASN rank,
+    """The walk's rows grouped by address in ASN order, first by their rank's bits above
+    the low ``shift`` ones, then by rank: equal to a stable argsort of each row's ASN rank,
     with each address's ASN, first row and IPv6 flag, on random rows, one address holding
     every row but one, addresses of one row each, and groups left empty by the ranks."""
     from flowatlas.kernels.distinct import _asn_order, _scatter_by_asn

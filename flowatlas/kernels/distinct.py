@@ -829,8 +829,8 @@ def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr):
     return _scatter_by_asn(ids, first, id_asn, id_v6, by_asn, bucket, dims, vol, shift)
 
 
-#: :func:`_scatter_by_asn` scatters in two passes once a reducer has more addresses than
-#: this: a pass's random writes then go to few enough places to stay in cache
+#: :func:`_scatter_by_asn` groups the rows by their rank's high bits first once a reducer
+#: has more addresses than this: each pass's random writes then stay in cache
 SCATTER_TWO_PASS_IDS = 1 << 12
 #: ... and its first pass groups about this many addresses (2^8) per group
 SCATTER_GROUP_BITS = 8
@@ -838,10 +838,11 @@ SCATTER_GROUP_BITS = 8
 
 def _scatter_shift(n_ids: int) -> int:
     """How many low bits of an address's ASN rank :func:`_scatter_by_asn`'s second pass
-    orders by (0: one pass), so that the first pass writes to about 2^8 groups and the
-    second within a group of about 2^8 addresses."""
+    orders by, so that the first pass writes to about 2^8 groups and the second within a
+    group of about 2^8 addresses (31, one group: few addresses, whose write heads fit in
+    cache anyway)."""
     if n_ids <= SCATTER_TWO_PASS_IDS:
-        return 0
+        return 31
     return max(1, (n_ids - 1).bit_length() - SCATTER_GROUP_BITS)
 
 
@@ -869,10 +870,11 @@ def _scatter_by_asn(
     Whether an address is IPv6 is one flag per address (``id_v6``), not a column per row.
 
     The random writes are the cost (each column's write head at every address: 61 k
-    addresses x 3 columns of a world 5 M reducer's cache lines), so with ``shift`` > 0 the
-    rows go first to the group of their rank's high bits (few write heads), with their
-    rank, then within each group (a region that stays in cache) to their place: two cheap
-    passes instead of one dear one. Both passes are stable, so the order is the same.
+    addresses x 3 columns of a world 5 M reducer's cache lines), so the rows go first to
+    the group of their rank's bits above the low ``shift`` ones (few write heads), with
+    their rank, then within each group (a region that stays in cache) to their place: two
+    cheap passes instead of one dear one. Both passes are stable, so any ``shift`` gives the
+    same order (31: one group, a copy then the scatter, for reducers with few addresses).
     """
     n = ids.size
     n_ids = by_asn.size
@@ -894,16 +896,6 @@ def _scatter_by_asn(
     b_g = np.empty(n, np.int32)
     d_g = np.empty(n, np.int32)
     v_g = np.empty(n, np.uint64)
-    if shift == 0:
-        pos = rstart[:-1].copy()
-        for i in range(n):
-            kk = rank[ids[i]]
-            t = pos[kk]
-            pos[kk] = t + 1
-            b_g[t] = bucket[i]
-            d_g[t] = dims[i]
-            v_g[t] = vol[i]
-        return kk_asn, kk_rep, kk_six, rstart, b_g, d_g, v_g
     # a group's rows lie where its addresses' rows will: from the start of its first one
     n_grp = ((n_ids - 1) >> shift) + 1
     gpos = np.empty(n_grp, np.int64)
