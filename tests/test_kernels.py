@@ -704,8 +704,16 @@ def test_walk_matches_a_python_oracle(seed: int) -> None:
                    asn_from, asn_to, (row_id, n_ids), addr=(first, asn[first]))  # fmt: skip
     for a, b in zip(got, by_addr, strict=True):
         np.testing.assert_array_equal(a, b)
+    # and each address's IPv6 flag handed over too, no flag per row
+    flags = (first, asn[first], v6[first])
+    by_flag = walk(hi, lo, bucket, dims, None, vol, None, pidx, gmap, segments, off, coff,
+                   k_top, asn_from, asn_to, (row_id, n_ids), addr=flags)  # fmt: skip
+    for a, b in zip(got, by_flag, strict=True):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError):
         walk(hi, lo, bucket, dims, v6, vol, None, pidx, gmap, segments, off, coff, k_top, 0)
+    with pytest.raises(ValueError):
+        walk(hi, lo, bucket, dims, None, vol, asn, pidx, gmap, segments, off, coff, k_top, 0)
     want = _walk_oracle(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, k_top,
                         (asn_from, asn_to))  # fmt: skip
     addr = (hi.astype(object) << 64) | lo.astype(object)
@@ -803,3 +811,80 @@ def test_asn_order_is_the_stable_argsort() -> None:
         got = _asn_order(asn)
         assert got.dtype == np.int64
         np.testing.assert_array_equal(got, np.argsort(asn, kind="stable"))
+
+
+@pytest.mark.parametrize("shift", [0, 1, 3, 8, 31])
+def test_scatter_by_asn_matches_a_stable_sort(shift: int) -> None:
+    """The walk's rows grouped by address in ASN order, first by their rank's bits above
+    the low ``shift`` ones, then by rank: equal to a stable argsort of each row's ASN rank,
+    with each address's ASN, first row and IPv6 flag, on random rows, one address holding
+    every row but one, addresses of one row each, and groups left empty by the ranks."""
+    from flowatlas.kernels.distinct import _asn_order, _scatter_by_asn
+
+    rng = np.random.default_rng(shift)
+    cases = [rng.integers(0, 700, 20_000), np.r_[np.zeros(5000, np.int64), 1],
+             rng.permutation(3000), np.zeros(1, np.int64)]  # fmt: skip
+    for raw in cases:
+        _, ids = np.unique(raw, return_inverse=True)  # dense ids, every one with rows
+        ids = ids.astype(np.int64)
+        n, n_ids = ids.size, int(ids.max()) + 1
+        first = np.array([np.flatnonzero(ids == k)[0] for k in range(n_ids)], np.int64)
+        id_asn = rng.integers(0, 4, n_ids).astype(np.int64)
+        id_v6 = rng.integers(0, 2, n_ids).astype(bool)
+        bucket = rng.integers(0, 1 << 30, n)
+        dims = rng.integers(0, 300, n)
+        vol = rng.integers(0, 1 << 63, n, dtype=np.uint64) * np.uint64(2)
+        by_asn = _asn_order(id_asn)
+        got = _scatter_by_asn(ids, first, id_asn, id_v6, by_asn, bucket, dims, vol, shift)
+        kk_asn, kk_rep, kk_six, rstart, b_g, d_g, v_g = got
+        rank = np.empty(n_ids, np.int64)
+        rank[by_asn] = np.arange(n_ids)
+        order = np.argsort(rank[ids], kind="stable")
+        np.testing.assert_array_equal(kk_asn, id_asn[by_asn])
+        np.testing.assert_array_equal(kk_rep, first[by_asn])
+        np.testing.assert_array_equal(kk_six, id_v6[by_asn])
+        np.testing.assert_array_equal(rstart, np.r_[0, np.cumsum(np.bincount(rank[ids]))])
+        assert b_g.dtype == d_g.dtype == np.int32 and v_g.dtype == np.uint64
+        np.testing.assert_array_equal(b_g, bucket[order])
+        np.testing.assert_array_equal(d_g, dims[order])
+        np.testing.assert_array_equal(v_g, vol[order])
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_cell_ids_match_a_sort(dense: bool, monkeypatch) -> None:
+    """Each row's cell numbered in ascending key order, its dense dimension index and the
+    distinct cells as (bucket, dimension index): against NumPy's unique, through the dense
+    table and through the fallback for wide spans (the table's limit set to 0 here), on
+    random rows, one row, rows of one cell, buckets far apart, no rows, and a dimension
+    code the table lacks."""
+    from flowatlas.kernels import distinct
+
+    if not dense:
+        monkeypatch.setattr(distinct, "CELL_IDS_DENSE_MAX", 0)
+    rng = np.random.default_rng(11)
+    index = np.full(1 << 15, -1, np.int64)
+    codes = np.sort(rng.choice(1 << 15, 40, replace=False))
+    index[codes] = np.arange(codes.size)
+    b0 = 480_000
+    cases = [
+        (b0 + rng.integers(0, 300, 5000), rng.choice(codes, 5000)),
+        (np.array([b0]), codes[-1:]),
+        (np.full(100, b0 + 7), np.full(100, codes[3])),
+        (np.array([b0, b0 + 3, b0 + 3, b0]), codes[[39, 0, 39, 0]]),
+    ]
+    if not dense:  # buckets far apart: over the table's limit whatever it is
+        cases.append((np.array([1, 1 << 40, 1, 77]), codes[[5, 5, 6, 6]]))
+    for bucket, code in cases:
+        cell = (bucket.astype(np.int64) << 15) | code
+        cid, dims, c_bucket, c_dim = distinct.cell_ids(cell, index, 15, codes.size)
+        uniq, inv = np.unique(cell, return_inverse=True)
+        np.testing.assert_array_equal(cid, inv.reshape(-1))
+        np.testing.assert_array_equal(dims, index[code])
+        np.testing.assert_array_equal(c_bucket, uniq >> 15)
+        np.testing.assert_array_equal(c_dim, index[uniq & ((1 << 15) - 1)])
+        assert cid.dtype == dims.dtype == c_bucket.dtype == c_dim.dtype == np.int64
+    got = distinct.cell_ids(np.empty(0, np.int64), index, 15, codes.size)
+    assert all(a.size == 0 for a in got)
+    missing = int(np.setdiff1d(np.arange(1 << 15), codes)[0])
+    with pytest.raises(ValueError, match="dim_index"):
+        distinct.cell_ids(np.array([(b0 << 15) | missing]), index, 15, codes.size)

@@ -29,12 +29,12 @@ from flowatlas.engine.plan import GROUPINGS, BuildPlan
 from flowatlas.io.archive import Fragment, read_fragment
 from flowatlas.kernels import hll
 from flowatlas.kernels.distinct import (
+    cell_ids,
     counting_order,
     ip_ids,
     ip_ids_first,
     map_rows,
     partition_of,
-    range_ids,
     stamp_counts,
     v6_prefix_of,
     walk,
@@ -579,9 +579,19 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     """
     rows = Piece.concat(pieces)
     tables = _tables(plan)
-    bucket = rows.cell >> DIM_BITS
-    dims = tables.index[rows.cell & DIM_MASK15]
-    bid, bkeys = range_ids(bucket)
+    d = int(tables.code.size)
+    # the cells level walks the partition's distinct cells, not every (bucket, dimensions)
+    # pair: few pairs hold rows (a world 1 M reducer: 101 k cells of 1.27 M pairs), and arrays
+    # sized by all of them made the walks' fixed cost (counts, stamps, the passes below).
+    # As a level of its own "period" (the cell) and a grouping that maps every dimension to
+    # 0 (a row of gmap past the grouping sets), its key is the cell's dense id
+    cid, dims, c_bucket, c_dim = cell_ids(rows.cell, tables.index, DIM_BITS, d)
+    # the distinct buckets, and each cell's among them (cells come in bucket order)
+    new_b = np.empty(c_bucket.size, bool)
+    new_b[:1] = True
+    np.not_equal(c_bucket[1:], c_bucket[:-1], out=new_b[1:])
+    bkeys = c_bucket[new_b]
+    cell_b = np.cumsum(new_b) - 1
     levels = [r for r in ROLLUP_CHAIN if r in plan.rollups]
     pidx = np.empty((1 + len(levels), bkeys.size), dtype=np.int64)
     pidx[0] = np.arange(bkeys.size)
@@ -592,19 +602,12 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         )
         pidx[li] = inv.reshape(-1)
         codes.append(uniq)
-    d = int(tables.code.size)
-    # the cells level walks the partition's distinct cells, not every (bucket, dimensions)
-    # pair: few pairs hold rows (a world 1 M reducer: 101 k cells of 1.27 M pairs), and arrays
-    # sized by all of them made the walks' fixed cost (counts, stamps, the passes below).
-    # As a level of its own "period" (the cell) and a grouping that maps every dimension to
-    # 0 (a row of gmap past the grouping sets), its key is the cell's dense id
-    cid, cells = range_ids(bid * np.int64(d) + dims)
-    cpidx = pidx[:, cells // d]
-    cpidx[0] = np.arange(cells.size)
+    cpidx = pidx[:, cell_b]
+    cpidx[0] = np.arange(c_bucket.size)
     gmap = np.concatenate([tables.gmap, np.zeros((1, d), np.int64)])
     # key layout: the cells first, then each rollup level's grouping sets
     segments = [(0, len(GROUPINGS), 0, 1, -1)]
-    off = n0 = cells.size
+    off = n0 = c_bucket.size
     coff = 0
     # (key, ASN) volumes: of the finest top-list rollup's full-dimension keys only (grouping
     # 0); the combiner sums them into the other groupings and coarser rollups
@@ -638,14 +641,16 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     shared_at = np.bincount(prefix_id, minlength=n_prefixes)[prefix_id] > 1
     prefix_of = np.full(n_addr, -1, np.int64)
     prefix_of[v6_at[shared_at]] = prefix_id[shared_at]
-    shared = prefix_of[row_id] >= 0
+    # whether an address shares its prefix: one flag per address (the walk's "IPv6" count),
+    # not one per row
+    addr_shared = prefix_of >= 0
     full, full_shared, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol = walk(
-        rows.hi, rows.lo, cid, dims, shared, rows.vol, None, cpidx, gmap, segments, off,
-        coff, TOP_K, asn_from, asn_to, ids, addr=(first, addr_asn),
+        rows.hi, rows.lo, cid, dims, None, rows.vol, None, cpidx, gmap, segments, off,
+        coff, TOP_K, asn_from, asn_to, ids, addr=(first, addr_asn, addr_shared),
     )  # fmt: skip
     prefix = full - full_shared
     if shared_at.any():
-        sel = np.flatnonzero(shared)
+        sel = np.flatnonzero(addr_shared[row_id])
         stamp_segments = [s[:4] for s in segments]
         prefix += stamp_counts(
             None, None, cid[sel], dims[sel], cpidx, gmap, stamp_segments, off,
@@ -657,7 +662,7 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         return np.stack([full[at], prefix[at]], axis=1)
 
     # back to packed keys, nonzero entries only
-    cell_keys = (bkeys[cells // d] << DIM_BITS) | tables.code[cells % d]
+    cell_keys = (c_bucket << DIM_BITS) | tables.code[c_dim]
     result = Counts(cell_keys, counts(np.arange(n0)), {}, {})
     seg_keys: list[np.ndarray] = []  # packed rollup key of every concentration index
     for lev, g, _o, w, _co in segments[1:]:
@@ -696,14 +701,13 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
             sketch_keys(bkeys << DIM_BITS, plan) >> DIM_BITS, return_inverse=True
         )
         n_keys = s_bucket.size * d
-        if n_keys <= max(SKETCH_DENSE_KEYS_MAX, SKETCH_DENSE_KEYS_PER_ROW * bid.size):
-            k, e = hll.sparse_update_dense(
-                bid, dims, s_of_b.reshape(-1), d, row_id, (idx, rank), plan.sketch_p
-            )
+        s_of_c = s_of_b.reshape(-1)[cell_b]  # each cell's sketch period
+        if n_keys <= max(SKETCH_DENSE_KEYS_MAX, SKETCH_DENSE_KEYS_PER_ROW * cid.size):
+            k, e = hll.sparse_update_dense(cid, dims, s_of_c, d, row_id, (idx, rank), plan.sketch_p)
             key_of = ((s_bucket[:, None] << DIM_BITS) | tables.code[None, :]).reshape(-1)
             result.sketch = (key_of[k], e)
         else:  # sketch keys of fine buckets over a long range: the packed keys, radix-sorted
-            base = (s_bucket << DIM_BITS)[s_of_b.reshape(-1)][bid]
+            base = (s_bucket << DIM_BITS)[s_of_c][cid]
             result.sketch = hll.sparse_update(
                 base | (rows.cell & DIM_MASK15), rows.hi, rows.lo, plan.sketch_p,
                 row_slots=(idx[row_id], rank[row_id]),

@@ -558,7 +558,8 @@ def stamp_counts(
     (``hi`` and ``lo`` may then be None: nothing here reads them but :func:`ip_ids`).
     """
     n = np.asarray(bucket).size
-    if v6 is None:
+    no_v6 = v6 is None
+    if no_v6:
         v6 = np.zeros(n, dtype=np.bool_)
     if hi is None or lo is None:
         if ids is None:
@@ -567,8 +568,14 @@ def stamp_counts(
     segs = [(*s[:4], -1) for s in segments]
     # no concentration keys: no top list reads an address's row, nor (key, ASN) volume its
     # ASN, so every address gets row 0 and ASN 0 as is (no pass, and no kernel to load, to
-    # find each one's first row)
-    addr = None if ids is None else (np.zeros(ids[1], np.int64), np.zeros(ids[1], np.int64))
+    # find each one's first row); each address's IPv6 flag is its rows' (``v6`` per row is
+    # the same for all of an address's rows)
+    addr = None
+    if ids is not None:
+        a_v6 = np.zeros(ids[1], np.bool_)
+        if not no_v6:
+            a_v6[np.asarray(ids[0])] = v6
+        addr = (np.zeros(ids[1], np.int64), np.zeros(ids[1], np.int64), a_v6)
     out = walk(hi, lo, bucket, dims, v6, np.zeros(n, np.uint64), np.zeros(n, np.uint32), pidx,
                gmap, segs, n_total, 0, 1, 0, ids=ids, addr=addr)  # fmt: skip
     return out[0], out[1]
@@ -633,6 +640,86 @@ def range_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank[ids], uniq[order]
 
 
+#: most (bucket, dimensions) slots :func:`cell_ids` numbers through a dense table (or twice
+#: the rows, where more); wider spans number buckets, then cells, by :func:`range_ids`
+CELL_IDS_DENSE_MAX = 1 << 22
+
+
+@numba.njit(nogil=True, cache=True)
+def _cell_ids(cell, dim_index, dim_bits, low, n_dims, span):  # pragma: no cover - compiled
+    """:func:`cell_ids` through a table of every (bucket, dimensions) slot from bucket
+    ``low`` on (``span`` slots): one pass marks the rows' slots, one numbers the marked
+    ones, one reads each row's number back. False (and nothing) if a row's dimension code
+    is not in ``dim_index``."""
+    n = cell.size
+    mask = (np.int64(1) << dim_bits) - 1
+    rank = np.zeros(span, np.int32)  # 1 where a row's cell is, then each one's number
+    slot = np.empty(n, np.int32)
+    dims = np.empty(n, np.int64)
+    for i in range(n):
+        c = cell[i]
+        d = dim_index[c & mask]
+        if d < 0:
+            return dims[:0], dims[:0], dims[:0], dims[:0], False
+        o = ((c >> dim_bits) - low) * n_dims + d
+        slot[i] = o
+        dims[i] = d
+        rank[o] = 1
+    m = 0
+    for j in range(span):
+        if rank[j]:
+            m += 1
+    c_bucket = np.empty(m, np.int64)
+    c_dims = np.empty(m, np.int64)
+    m = 0
+    for j in range(span):
+        if rank[j]:
+            b = j // n_dims
+            c_bucket[m] = low + b
+            c_dims[m] = j - b * n_dims
+            rank[j] = m
+            m += 1
+    cid = np.empty(n, np.int64)
+    for i in range(n):
+        cid[i] = rank[slot[i]]
+    return cid, dims, c_bucket, c_dims, True
+
+
+def cell_ids(
+    cell: np.ndarray, dim_index: np.ndarray, dim_bits: int, n_dims: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Dense id of each packed cell key (``bucket << dim_bits | dimension code``) in
+    ascending key order, each row's dense dimension index (``dim_index[code]``, below
+    ``n_dims``), and the distinct cells as (bucket, dense dimension index), ascending.
+
+    A reducer's cells span a few thousand hour buckets: a table over every (bucket,
+    dimensions) slot of that span numbers them in three passes of one kernel, where
+    numbering buckets and then (bucket id, dimensions) pairs (:func:`range_ids` twice, and
+    the NumPy passes between) cost a dozen passes over the rows. Wider spans do just that.
+    Raises ValueError if a dimension code is not in ``dim_index``.
+    """
+    cell = np.ascontiguousarray(cell, np.int64)
+    dim_index = np.ascontiguousarray(dim_index, np.int64)
+    n_dims = int(n_dims)
+    if cell.size:
+        low = int(cell.min()) >> dim_bits
+        span = ((int(cell.max()) >> dim_bits) - low + 1) * n_dims
+        if span <= max(CELL_IDS_DENSE_MAX, 2 * cell.size) and span < 1 << 31:
+            cid, dims, c_bucket, c_dims, ok = _cell_ids(
+                cell, dim_index, np.int64(dim_bits), np.int64(low), np.int64(n_dims),
+                np.int64(span),
+            )  # fmt: skip
+            if not ok:
+                raise ValueError("a cell key has a dimension code outside dim_index")
+            return cid, dims, c_bucket, c_dims
+    dims = dim_index[cell & np.int64((1 << dim_bits) - 1)]
+    if dims.size and int(dims.min()) < 0:
+        raise ValueError("a cell key has a dimension code outside dim_index")
+    bid, bkeys = range_ids(cell >> np.int64(dim_bits))
+    cid, cells = range_ids(bid * np.int64(n_dims) + dims)
+    return cid, dims, bkeys[cells // n_dims], cells % n_dims
+
+
 def key_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense id of each int64 key (first-seen order) and the distinct keys by id."""
     return _key_ids(np.ascontiguousarray(key, np.int64))
@@ -677,7 +764,7 @@ def _ip_less(hi, lo, a, b):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
-def _fold(run_start, r_p, r_d, r_v, r_s, up, n_up, d_all):  # pragma: no cover - compiled
+def _fold(run_start, r_p, r_d, r_v, up, n_up, d_all):  # pragma: no cover - compiled
     """Fold each address's rows to one per (coarser period ``up[r_p]``, dimensions), volumes
     summed: rows of address k are ``run_start[k]:run_start[k + 1]`` in and out."""
     n_runs = run_start.size - 1
@@ -687,7 +774,6 @@ def _fold(run_start, r_p, r_d, r_v, r_s, up, n_up, d_all):  # pragma: no cover -
     o_p = np.empty(n, np.int32)
     o_d = np.empty(n, np.int32)
     o_v = np.empty(n, np.uint64)
-    o_s = np.empty(n, np.bool_)
     o_start = np.zeros(n_runs + 1, np.int64)
     m = 0
     for k in range(n_runs):
@@ -701,12 +787,11 @@ def _fold(run_start, r_p, r_d, r_v, r_s, up, n_up, d_all):  # pragma: no cover -
                 o_p[m] = per
                 o_d[m] = r_d[t]
                 o_v[m] = r_v[t]
-                o_s[m] = r_s[t]
                 m += 1
             else:
                 o_v[slot[key]] += r_v[t]
     o_start[n_runs] = m
-    return o_start, o_p[:m].copy(), o_d[:m].copy(), o_v[:m].copy(), o_s[:m].copy()
+    return o_start, o_p[:m].copy(), o_d[:m].copy(), o_v[:m].copy()
 
 
 @numba.njit(nogil=True, cache=True)
@@ -726,17 +811,39 @@ def _first_rows(ids, n_ids, asn):  # pragma: no cover - compiled
 def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr):
     """Rows grouped by address (dense ``ids``), addresses in ASN order, then first-seen.
 
-    Returns, per address in that order, its ASN and one of its input rows; where its rows
-    start; and the rows' columns. A counting sort scatters the columns straight to their
-    places: random writes, where gathering them through a row order read them at random.
-    The ASN order is NumPy's stable sort, outside the kernels: numba's own sort would add
-    about a second to the first compile after an install, for a sort of distinct
-    addresses only. ``addr``: each address's first row and ASN (int64), where the caller
-    has them (``asn`` is then not read).
+    Returns, per address in that order, its ASN, one of its input rows and whether it is
+    IPv6 (``v6``: the same for all of an address's rows, so read at its first row); where
+    its rows start; and the rows' columns. A counting sort scatters the columns straight
+    to their places (:func:`_scatter_by_asn`): random writes, where gathering them through
+    a row order read them at random. The ASN order is NumPy's stable sort, outside the
+    kernels: numba's own sort would add about a second to the first compile after an
+    install, for a sort of distinct addresses only. ``addr``: each address's first row and
+    ASN (int64), where the caller has them (``asn`` is then not read), and optionally its
+    IPv6 flag (bool; ``v6`` is then not read).
     """
-    first, id_asn = _first_rows(ids, n_ids, asn) if addr is None else addr
+    first, id_asn = _first_rows(ids, n_ids, asn) if addr is None else addr[:2]
+    id_v6 = addr[2] if addr is not None and len(addr) > 2 else v6[first]
     by_asn = _asn_order(id_asn)  # position -> address id
-    return _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol)
+    id_v6 = np.ascontiguousarray(id_v6, np.bool_)
+    shift = _scatter_shift(n_ids)
+    return _scatter_by_asn(ids, first, id_asn, id_v6, by_asn, bucket, dims, vol, shift)
+
+
+#: :func:`_scatter_by_asn` groups the rows by their rank's high bits first once a reducer
+#: has more addresses than this: each pass's random writes then stay in cache
+SCATTER_TWO_PASS_IDS = 1 << 12
+#: ... and its first pass groups about this many addresses (2^8) per group
+SCATTER_GROUP_BITS = 8
+
+
+def _scatter_shift(n_ids: int) -> int:
+    """How many low bits of an address's ASN rank :func:`_scatter_by_asn`'s second pass
+    orders by, so that the first pass writes to about 2^8 groups and the second within a
+    group of about 2^8 addresses (31, one group: few addresses, whose write heads fit in
+    cache anyway)."""
+    if n_ids <= SCATTER_TWO_PASS_IDS:
+        return 31
+    return max(1, (n_ids - 1).bit_length() - SCATTER_GROUP_BITS)
 
 
 def _asn_order(id_asn: np.ndarray) -> np.ndarray:
@@ -754,39 +861,68 @@ def _asn_order(id_asn: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
-def _scatter_by_asn(ids, first, id_asn, by_asn, bucket, dims, v6, vol):  # pragma: no cover
+def _scatter_by_asn(
+    ids, first, id_asn, id_v6, by_asn, bucket, dims, vol, shift
+):  # pragma: no cover
     """:func:`_by_asn` once the addresses' ASN order ``by_asn`` is known. Buckets and
     dimensions leave as int32 (dense indices, far below 2^31), as :func:`_fold` keeps them:
-    half the bytes to scatter, fold and walk (a world 5 M reducer's levels 50 -> 42 ms)."""
+    half the bytes to scatter, fold and walk (a world 5 M reducer's levels 50 -> 42 ms).
+    Whether an address is IPv6 is one flag per address (``id_v6``), not a column per row.
+
+    The random writes are the cost (each column's write head at every address: 61 k
+    addresses x 3 columns of a world 5 M reducer's cache lines), so the rows go first to
+    the group of their rank's bits above the low ``shift`` ones (few write heads), with
+    their rank, then within each group (a region that stays in cache) to their place: two
+    cheap passes instead of one dear one. Both passes are stable, so any ``shift`` gives the
+    same order (31: one group, a copy then the scatter, for reducers with few addresses).
+    """
     n = ids.size
     n_ids = by_asn.size
-    rank = np.empty(n_ids, np.int64)
+    rank = np.empty(n_ids, np.int32)
     kk_asn = np.empty(n_ids, np.int64)
     kk_rep = np.empty(n_ids, np.int64)
+    kk_six = np.empty(n_ids, np.bool_)
     for kk in range(n_ids):
         k = by_asn[kk]
         rank[k] = kk
         kk_asn[kk] = id_asn[k]
         kk_rep[kk] = first[k]
+        kk_six[kk] = id_v6[k]
     rstart = np.zeros(n_ids + 1, np.int64)
     for i in range(n):
         rstart[rank[ids[i]] + 1] += 1
     for kk in range(n_ids):
         rstart[kk + 1] += rstart[kk]
-    pos = rstart[:-1].copy()
     b_g = np.empty(n, np.int32)
     d_g = np.empty(n, np.int32)
     v_g = np.empty(n, np.uint64)
-    s_g = np.empty(n, np.bool_)
+    # a group's rows lie where its addresses' rows will: from the start of its first one
+    n_grp = ((n_ids - 1) >> shift) + 1
+    gpos = np.empty(n_grp, np.int64)
+    for g in range(n_grp):
+        gpos[g] = rstart[g << shift]
+    t_r = np.empty(n, np.int32)
+    t_b = np.empty(n, np.int32)
+    t_d = np.empty(n, np.int32)
+    t_v = np.empty(n, np.uint64)
     for i in range(n):
         kk = rank[ids[i]]
+        g = kk >> shift
+        t = gpos[g]
+        gpos[g] = t + 1
+        t_r[t] = kk
+        t_b[t] = bucket[i]
+        t_d[t] = dims[i]
+        t_v[t] = vol[i]
+    pos = rstart[:-1].copy()
+    for u in range(n):
+        kk = t_r[u]
         t = pos[kk]
         pos[kk] = t + 1
-        b_g[t] = bucket[i]
-        d_g[t] = dims[i]
-        v_g[t] = vol[i]
-        s_g[t] = v6[i]
-    return kk_asn, kk_rep, rstart, b_g, d_g, v_g, s_g
+        b_g[t] = t_b[u]
+        d_g[t] = t_d[u]
+        v_g[t] = t_v[u]
+    return kk_asn, kk_rep, kk_six, rstart, b_g, d_g, v_g
 
 
 def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all, addr):
@@ -799,7 +935,7 @@ def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all, addr):
     order) at level ``lv`` are ``f_start[lv, kk]:f_start[lv, kk + 1]`` of that level's
     arrays. ``addr``: as in :func:`_by_asn`.
     """
-    kk_asn, kk_rep, rstart, *cols = _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr)
+    kk_asn, kk_rep, kk_six, rstart, *cols = _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr)
     n_lev = pidx.shape[0]
     starts = [rstart]
     levels = [cols]
@@ -816,8 +952,8 @@ def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all, addr):
     # one tuple per column, a level each (numba indexes a tuple of like arrays at run time):
     # no copy into one array, so a reducer holds each level's rows once
     f_start = np.stack(starts)
-    f_cols = [tuple(lv[c] for lv in levels) for c in range(4)]
-    return kk_asn, kk_rep, f_start, *f_cols
+    f_cols = [tuple(lv[c] for lv in levels) for c in range(3)]
+    return kk_asn, kk_rep, kk_six, f_start, *f_cols
 
 
 #: most (period, dimensions) pairs of a level that the walk sums its lone rows into before it
@@ -849,7 +985,7 @@ def _fine_keys(seg_level, seg_width, seg_keys, seg_coff, run_end, d_all):  # pra
 
 
 @numba.njit(nogil=True, cache=True)
-def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
+def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
           seg_level, seg_group, seg_off, seg_width, seg_coff, seg_keys, n_total, n_conc,
           k_top, asn_from, asn_to):  # fmt: skip
     """Distinct counts for every key and, for keys of concentration segments, squared
@@ -951,8 +1087,23 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
         l_p = f_p[lev]
         l_d = f_d[lev]
         l_v = f_v[lev]
-        l_s = f_s[lev]
         stamp[:width] = -1  # only the run's keys: coarse levels have few
+        if n_in == 1 and co < 0 and r_width[0] == 1:
+            # one grouping of one dimension value (the cells level: a key per cell), no
+            # concentration: a row's key is its period, and counting is all there is. Its
+            # own loop, without the general one's per-row grouping, fine-key and
+            # concentration tests: a world 5 M reducer's cells level 13 -> 4 ms
+            for kk in range(n_runs):
+                six = kk_six[kk]
+                for t in range(rstart[kk], rstart[kk + 1]):
+                    p = l_p[t]
+                    if stamp[p] != kk:
+                        stamp[p] = kk
+                        counts[off + p] += 1
+                        if six:
+                            counts6[off + p] += 1
+            s = e
+            continue
         p_stamp[:] = -1
         fine = run_fine[s]
         n_fl = 0
@@ -997,10 +1148,10 @@ def _walk(kk_asn, kk_rep, f_start, f_p, f_d, f_v, f_s, hi, lo, pidx, gmap,
                     else:
                         p_rows[p] += 1
             nt = 0
+            six = kk_six[kk]
             for t in range(r0, r1):
                 p = l_p[t]
                 dd = l_d[t]
-                six = l_s[t]
                 vt = l_v[t]
                 if fine and (r1 - r0 == 1 or p_rows[p] == 1):
                     # the address's only row in this period: no other row of it reaches
@@ -1149,7 +1300,7 @@ def walk(
     lo: np.ndarray,
     bucket: np.ndarray,
     dims: np.ndarray,
-    v6: np.ndarray,
+    v6: np.ndarray | None,
     vol: np.ndarray,
     asn: np.ndarray | None,
     pidx: np.ndarray,
@@ -1161,7 +1312,7 @@ def walk(
     asn_from: int,
     asn_to: int | None = None,
     ids: tuple[np.ndarray, int] | None = None,
-    addr: tuple[np.ndarray, np.ndarray] | None = None,
+    addr: tuple[np.ndarray, ...] | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Distinct counts and concentration for one IP partition, in one walk.
 
@@ -1175,16 +1326,26 @@ def walk(
     rows' :func:`ip_ids`, where the caller has them already; ``addr``: with them, each
     address's first row (:func:`ip_ids_first`) and its ASN, so that ``asn`` (per row) may
     be None: the walk needs one ASN per address, and a caller that looks ASNs up per
-    address need not spread them over the rows for the walk to read them back.
+    address need not spread them over the rows for the walk to read them back. Likewise
+    ``v6`` (per row, the same for all of an address's rows: it marks IPv6 addresses) may
+    be None where ``addr`` has a third array, each address's flag.
     """
     asn_to = int(n_conc) if asn_to is None else asn_to
     if addr is not None:
         if ids is None:
             raise ValueError("walk's addr needs the ids it numbers")
-        addr = (np.ascontiguousarray(addr[0], np.int64), np.ascontiguousarray(addr[1], np.int64))
+        a_v6 = (np.ascontiguousarray(addr[2], np.bool_),) if len(addr) > 2 else ()
+        addr = (
+            np.ascontiguousarray(addr[0], np.int64), np.ascontiguousarray(addr[1], np.int64),
+            *a_v6,
+        )  # fmt: skip
         asn = np.empty(0, np.uint32)  # not read
+        if a_v6:
+            v6 = np.empty(0, np.bool_)  # not read
     elif asn is None:
         raise ValueError("walk needs the rows' ASNs or addr")
+    if v6 is None:
+        raise ValueError("walk needs the rows' IPv6 flags or addr's")
     ids, n_ids = ip_ids(hi, lo) if ids is None else ids
     seg = np.asarray(segments, dtype=np.int64).reshape(-1, 5)
     pidx = np.ascontiguousarray(pidx, np.int64)
