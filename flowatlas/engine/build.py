@@ -504,15 +504,16 @@ def _build(
         # unless the top-ASN lists run on threads of their own (beside those the sketches
         # grew a heavy-tailed build's peak memory): then after them
         sketches = functools.partial(_sketches, combiner, plan)
-        if combiner.top_asn_shards() == 1:
+        sketches_first = combiner.top_asn_shards() == 1
+        if sketches_first:
             writer.add("sketches.parquet", sketches)
-            sketches = None
         cells = cells_table(
             combiner.cell_result(), plan.regions, plan.network_types, plan.bucket_us
         )
         writer.add("cells.parquet", cells)  # the largest file left
         result = combiner.result(sketches=False)
-        writer.add("sketches.parquet", sketches)
+        if not sketches_first:
+            writer.add("sketches.parquet", sketches)
         writer.add(
             "rollups.parquet",
             rollups_table(result, plan.regions, plan.network_types, plan.rollups),
