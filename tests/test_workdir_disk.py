@@ -235,3 +235,56 @@ def test_work_dir_rows_round_trip(tmp_path):
         for k, f in enumerate(("cell", "hi", "lo", "vol")):
             want = np.concatenate([r[k][r[4][j] : r[4][j + 1]] for r in order])
             assert np.array_equal(getattr(got, f), want), (j, f)
+
+
+def test_a_damaged_work_directory_is_one_clear_error(tmp_path):
+    """A work directory whose files were truncated, removed or garbled (by hand, a full
+    disk's leftovers) fails to load as an InputError naming it and saying what to do, from
+    each of its readers: never a traceback of OSError, ValueError or BadZipFile."""
+    from flowatlas.engine.pipeline import Counts, FragmentStats, MapResult, Piece
+    from flowatlas.errors import InputError
+
+    rng = np.random.default_rng(6)
+    parts = 3
+    work = workdir.WorkDir(tmp_path / "w", {"plan": "p", "partitions": parts})
+    keys = ["a", "b"]
+    work.open(keys)
+    for k in keys:
+        r = _rows(rng, 200, parts)
+        heads = (np.empty(0, np.int64), np.empty((0, 3), np.uint64), [], FragmentStats())
+        work.save_map(k, MapResult(*heads, Piece(*r[:4]), r[4]))
+    empty = np.empty(0, np.int64)
+    work.save_counts(0, Counts(empty, np.empty((0, 2), np.int64), {}, {}))
+    root = tmp_path / "w"
+    damaged = "damaged work directory .*remove it .*build again"
+
+    (root / "map" / "b" / workdir.ROWS_FILE).write_bytes(b"short")
+    with pytest.raises(InputError, match=damaged):
+        work.load_partition(keys, 1)
+    (root / "map" / "a" / "sums.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match=damaged):
+        work.load_map_head("a")
+    (root / "map" / "b" / "stats.json").unlink()
+    with pytest.raises(InputError, match=damaged):
+        work.load_map_head("b")
+    next(root.glob("reduce/*.npz")).write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(InputError, match=damaged):
+        work.load_counts(0)
+
+
+def test_a_damaged_state_fails_an_incremental_build_in_one_line(tmp_path, capsys):
+    """Through the command line: a --keep-state cube whose kept rows file was cut short,
+    then an --incremental build: one line naming the state and the remedy, exit status 2."""
+    from flowatlas.cli import main
+
+    synthesize(tmp_path / "a", records=4_000, days=3, seed=2)
+    args = ["build", str(tmp_path / "a"), "-o", str(tmp_path / "cube"), "-q", "--workers", "0"]
+    assert main([*args, "--keep-state"]) == 0
+    state = tmp_path / ".cube.state"
+    rows = sorted(state.glob(f"map/*/{workdir.ROWS_FILE}"))[0]
+    rows.write_bytes(rows.read_bytes()[:40])
+    capsys.readouterr()
+    assert main([*args, "--incremental"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowatlas: error: "), lines
+    assert f"{state}: damaged work directory" in lines[0] and "build again" in lines[0]

@@ -36,6 +36,8 @@ import json
 import os
 import shutil
 import threading
+import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from flowatlas.engine.pipeline import Counts, FragmentStats, MapResult, Piece
-from flowatlas.errors import OutputError
+from flowatlas.errors import InputError, OutputError
 from flowatlas.kernels.shuffle import decode_blocks, encode_rows
 
 #: 4: map sums per interface link and geography (sums.npz); 5: narrow rows (rows.bin)
@@ -249,8 +251,25 @@ class WorkDir:
             "are reused"
         )
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """What a build wrote here and reads back, failing to read (a file truncated,
+        removed or changed by hand, a disk error) as one line that says what to do, not a
+        traceback: the directory is the build's own, so the remedy is to drop it."""
+        try:
+            yield
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputError(
+                f"{self.root}: damaged work directory ({exc}); remove it (or give another "
+                "--work-dir) and build again"
+            ) from None
+
     def load_map_head(self, key: str) -> MapResult:
         """A map task's sums and accounting (not its rows)."""
+        with self._reading():
+            return self._load_map_head(key)
+
+    def _load_map_head(self, key: str) -> MapResult:
         d = self._map_dir(key)
         with np.load(d / "sums.npz") as z:
             keys, sums = z["cell_keys"], z["cell_sums"]
@@ -268,6 +287,10 @@ class WorkDir:
         552 map tasks) reading it again for every (partition, task) pair, through pathlib,
         cost about 60 us a pair, 11 CPU s of GIL-bound Python a build.
         """
+        with self._reading():
+            return self._load_partition(keys, j)
+
+    def _load_partition(self, keys: list[str], j: int) -> Piece:
         paths, rows_at, blocks_at, n6_of, widths = self._stacked(keys)
         sizes = blocks_at[:, j + 1] - blocks_at[:, j]
         starts = np.zeros(len(keys) + 1, np.int64)
@@ -283,7 +306,7 @@ class WorkDir:
         try:
             cell, hi, lo, vol = decode_blocks(buf, starts, rows, n6, widths)
         except ValueError as exc:
-            raise OSError(f"{self.root}: partition {j}: {exc}") from None
+            raise ValueError(f"partition {j}: {exc}") from None
         return Piece(cell, hi, lo, vol)
 
     def _stacked(
@@ -298,7 +321,7 @@ class WorkDir:
             spans = [self._offsets(key) for key in keys]
             parts = max((sp.n6.size for sp in spans), default=0)
             if any(sp.n6.size != parts for sp in spans):
-                raise OSError(f"{self.root}: map tasks of different partition counts")
+                raise ValueError("map tasks of different partition counts")
             got = (
                 [sp.path for sp in spans],
                 np.array([sp.rows for sp in spans], np.int64).reshape(-1, parts + 1),
@@ -365,7 +388,8 @@ class WorkDir:
             raise self._write_error(exc) from None
 
     def load_counts(self, j: int) -> Counts:
-        with np.load(self._reduce_path(j), allow_pickle=False) as z:
+        """Reducer ``j``'s saved counts."""
+        with self._reading(), np.load(self._reduce_path(j), allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
         rollups = sorted(k.split(".", 1)[1] for k in a if k.startswith("rk."))
         counts = Counts(
