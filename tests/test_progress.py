@@ -109,3 +109,38 @@ def test_quiet_and_terminal_modes():
             bar.update()
         assert bar._bar.n == 4 and bar._bar.total == 4
     assert "build:   0%" in out.getvalue() and " 0/4 " in out.getvalue()
+
+
+def test_threads_report_each_map_task_as_it_completes(archive, tmp_path, monkeypatch):
+    """On the threads runner a map task's completion reaches the callback while later tasks
+    are still to run: a task after the first waits (up to 5 s) for the first one's report,
+    which came only once every map task had finished when the runner waited for all."""
+    import threading
+
+    import flowatlas.engine.execution as execution
+
+    reported = threading.Event()
+    finished: list[int] = []
+    real = execution.map_task
+
+    def map_task(fragments, plan):
+        if finished:  # every task after the first
+            reported.wait(5)
+        out = real(fragments, plan)
+        finished.append(1)
+        return out
+
+    monkeypatch.setattr(execution, "map_task", map_task)
+    seen: list[int] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "map":
+            seen.append(len(finished))
+            reported.set()
+
+    s = build_cube(
+        archive, tmp_path / "cube", workers=1, partition_rows=4_000, partitions=4,
+        progress=progress,
+    )  # fmt: skip
+    assert s.tasks >= 6
+    assert seen[0] < s.tasks, seen  # the first report came before the last task ended
