@@ -791,7 +791,9 @@ def _fold(run_start, r_p, r_d, r_v, up, n_up, d_all):  # pragma: no cover - comp
             else:
                 o_v[slot[key]] += r_v[t]
     o_start[n_runs] = m
-    return o_start, o_p[:m].copy(), o_d[:m].copy(), o_v[:m].copy()
+    # views, not copies: the level's rows are read by the walk and dropped with it, and the
+    # copies were a pass of their own (a world 5 M reducer's folds 20 -> 17 ms)
+    return o_start, o_p[:m], o_d[:m], o_v[:m]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -901,25 +903,27 @@ def _scatter_by_asn(
     gpos = np.empty(n_grp, np.int64)
     for g in range(n_grp):
         gpos[g] = rstart[g << shift]
-    t_r = np.empty(n, np.int32)
-    t_b = np.empty(n, np.int32)
+    # a row's rank and bucket packed in one word: three write heads a group, not four
+    # (a world 5 M reducer's scatter 13.5 -> 12.6 ms)
+    t_rb = np.empty(n, np.int64)
     t_d = np.empty(n, np.int32)
     t_v = np.empty(n, np.uint64)
+    low = np.int64(0xFFFF_FFFF)
     for i in range(n):
         kk = rank[ids[i]]
         g = kk >> shift
         t = gpos[g]
         gpos[g] = t + 1
-        t_r[t] = kk
-        t_b[t] = bucket[i]
+        t_rb[t] = (np.int64(kk) << 32) | (np.int64(bucket[i]) & low)
         t_d[t] = dims[i]
         t_v[t] = vol[i]
     pos = rstart[:-1].copy()
     for u in range(n):
-        kk = t_r[u]
+        x = t_rb[u]
+        kk = x >> 32
         t = pos[kk]
         pos[kk] = t + 1
-        b_g[t] = t_b[u]
+        b_g[t] = np.int32(x & low)
         d_g[t] = t_d[u]
         v_g[t] = t_v[u]
     return kk_asn, kk_rep, kk_six, rstart, b_g, d_g, v_g
@@ -1209,14 +1213,22 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
                 # mispredicted exits cost more than the compares (most day-level lists never
                 # fill, so most offers insert: 54 -> 47 ms for a world 5 M reducer's day
                 # level). Empty slots (volume 0, row -1) are never better
+                # Ties (an entry of the same volume) are rare: the count of larger volumes
+                # and of equal ones first, in a loop without a branch that the compiler
+                # unrolls and vectorises, then the equal ones' addresses only where there
+                # are any (a world 5 M reducer's walk 77 -> 74.5 ms)
                 if v >= thresh[cidx]:
                     pos = 0
+                    eq = 0
                     for z in range(k_top):
                         tv = top_v[cidx, z]
                         pos += np.int64(tv > v)
-                        r = top_r[cidx, z]
-                        if tv == v and r >= 0 and _ip_less(hi, lo, r, rep):
-                            pos += 1
+                        eq += np.int64(tv == v)
+                    if eq:
+                        for z in range(k_top):
+                            r = top_r[cidx, z]
+                            if top_v[cidx, z] == v and r >= 0 and _ip_less(hi, lo, r, rep):
+                                pos += 1
                     if pos < k_top:
                         for z in range(k_top - 1, 0, -1):
                             mv = z > pos
