@@ -602,7 +602,9 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         )
         pidx[li] = inv.reshape(-1)
         codes.append(uniq)
-    cpidx = pidx[:, cell_b]
+    # take, not pidx[:, cell_b]: that fancy index lays the result out column-major, which
+    # each walk then copied to rows (1.5 + 2 x 1.4 ms against 0.5 for a world 5 M reducer)
+    cpidx = pidx.take(cell_b, axis=1)
     cpidx[0] = np.arange(c_bucket.size)
     gmap = np.concatenate([tables.gmap, np.zeros((1, d), np.int64)])
     # key layout: the cells first, then each rollup level's grouping sets
