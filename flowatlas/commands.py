@@ -17,6 +17,7 @@ from flowatlas.pandas_guard import implicit_pandas_refused
 from flowatlas.progress import Progress, build_progress
 
 if TYPE_CHECKING:
+    from flowatlas.engine.build import BuildSummary
     from flowatlas.engine.cube import Cube
 
 DEMO_RECORDS = 1_000_000
@@ -109,34 +110,15 @@ def synth(records, start, days, seed, out, workers, overwrite, compression, quie
 # --------------------------------------------------------------------------- build
 
 
-def _run_build(archive: Path, out: Path, *, config, table, workers, scheduler, partitions,
-               partition_rows, overwrite, quiet, processes=False, backend="auto",
-               keep_state=False, incremental=False, shuffle="auto",
-               work_dir=None, trim_memory=True):  # fmt: skip
+def _run_build(archive: Path, out: Path, *, quiet: bool, **options: Any) -> BuildSummary:
+    """:func:`~flowatlas.engine.build.build_cube` with the command line's progress bar and
+    messages; ``options`` are its keyword arguments."""
     from flowatlas.engine.build import build_cube
 
     bar = Progress("build", "tasks", quiet=quiet)
     progress = build_progress(bar, lambda msg: _echo(msg, quiet))
     try:
-        return build_cube(
-            archive,
-            out,
-            config=config,
-            table=table,
-            workers=workers,
-            scheduler=scheduler,
-            processes=processes,
-            backend=backend,
-            keep_state=keep_state,
-            incremental=incremental,
-            partitions=partitions,
-            partition_rows=partition_rows,
-            shuffle=shuffle,
-            work_dir=work_dir,
-            overwrite=overwrite,
-            progress=progress,
-            trim_memory=trim_memory,
-        )
+        return build_cube(archive, out, progress=progress, **options)
     finally:
         bar.close()
 
@@ -378,18 +360,7 @@ def demo(records, out, workers, seed, quiet) -> None:
     _echo(f"      {s.records:,} records in {t1 - t0:.1f} s", quiet)
     warmup.finish(warm)
     _echo(f"[2/3] building the cube -> {cube}", quiet)
-    b = _run_build(
-        archive,
-        cube,
-        config=None,
-        table=None,
-        workers=workers,
-        scheduler=None,
-        partitions=None,
-        partition_rows=None,
-        overwrite=True,
-        quiet=quiet,
-    )
+    b = _run_build(archive, cube, workers=workers, overwrite=True, quiet=quiet)
     t2 = time.perf_counter()
     _echo(
         f"      {b.records:,} records in {t2 - t1:.1f} s "

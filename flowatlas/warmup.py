@@ -207,9 +207,7 @@ def record(
             archive, cube = Path(tmp) / "archive", Path(tmp) / "cube"
             _run_synth(archive, records, "2025-07-01", 184, 1, None, True, True)
             synth |= _signatures() - build
-            _run_build(archive, cube, config=None, table=None, workers=None, scheduler=None,
-                       partitions=None, partition_rows=None, overwrite=True,
-                       quiet=True)  # fmt: skip
+            _run_build(archive, cube, overwrite=True, quiet=True)
             build |= _signatures() - synth
     seconds = {k: times.of(k) for k in build | synth}
     return ends_first(sorted(build), seconds), sorted(synth), seconds
