@@ -60,9 +60,10 @@ COLUMNS = [
     "packets",
     "sampling_rate",
 ]
-#: rows a CPU map task decodes and classifies at a time (:func:`read_fragment_batches`):
-#: the decoded columns (about 90 bytes a record) are still in the core's 2 MiB L2 when the
-#: per-record kernel reads them; 32 k to 256 k rows measured alike, fewer adds Python per batch
+#: rows a CPU map task decodes and classifies at a time (:func:`read_fragment_batches`): a
+#: batch's decoded columns (about 6 MB) are still in cache when the per-record kernel reads
+#: them, a whole 2^20-row group's (90 MB) are not; 32 k to 256 k rows measured alike, fewer
+#: rows add Python per batch
 MAP_BATCH_ROWS = 1 << 16
 US_PER_DAY = 86_400_000_000
 DAY_OFFSET = 1 << 20  # keeps day codes positive for pre-1970 times

@@ -604,7 +604,7 @@ def read_fragment_batches(
     A map task that classifies each batch as it comes reads the decoded columns while they
     are still in the core's cache, and Arrow reuses its buffers from batch to batch: on the
     103 M-record slice of the 10^9 archive (row groups of 2^20 rows) the per-record kernel
-    took 8% less CPU and the decode 7% less than with whole row groups. ``batch_rows`` 0,
+    took 8% less CPU and the decode about 5% less than with whole row groups. ``batch_rows`` 0,
     and a :class:`MemoryFragment`, give the whole fragment as one table.
     """
     if isinstance(fragment, MemoryFragment) or batch_rows <= 0:
