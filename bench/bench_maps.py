@@ -1,11 +1,12 @@
 """The map side of a build alone: every map task of an archive, one after another, in this
 process, with the CPU time of each of its steps per record.
 
-A map task reads its row groups (``read_fragment``), classifies, orients and buckets each
-record (``orient_and_cell``, of which the fused kernel ``records_cpu``), sums cells and
-folds (cell, remote address) repeats into the partitions' rows (``map_rows``), and sums the
-link and geography tables (``tally``). The build runs the same tasks on its threads, its
-reducers after them: this isolates the part of its cost that grows with the records read.
+A map task reads its row groups (``read_fragment_batches``, a batch at a time), classifies,
+orients and buckets each record (``orient_and_cell``, of which the fused kernel
+``records_cpu``), sums cells and folds (cell, remote address) repeats into the partitions'
+rows (``map_rows``), and sums the link and geography tables (``tally``). The build runs the
+same tasks on its threads, its reducers after them: this isolates the part of its cost that
+grows with the records read.
 Tasks are cut as ``flowatlas build`` cuts them (its ``partition_rows`` rule). One warm-up
 task first (kernel loads), then the best of ``--repeat`` passes by CPU time.
 
@@ -46,6 +47,28 @@ def _timed(mod: Any, name: str, label: str, acc: dict[str, list[float]]) -> None
     setattr(mod, name, wrapper)
 
 
+def _timed_batches(mod: Any, name: str, label: str, acc: dict[str, list[float]]) -> None:
+    """Like :func:`_timed` for a generator (``read_fragment_batches``): the time spent
+    producing each item, not the caller's time between items."""
+    fn: Callable[..., Any] = getattr(mod, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        it = iter(fn(*args, **kwargs))
+        while True:
+            c, w = time.process_time(), time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                x = acc.setdefault(label, [0.0, 0.0])
+                x[0] += time.process_time() - c
+                x[1] += time.perf_counter() - w
+            yield item
+
+    setattr(mod, name, wrapper)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("archive", type=Path)
@@ -69,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     tasks = pipeline.pack(archive.fragments(rows), rows)
     acc: dict[str, list[float]] = {}
     steps = (
-        (pipeline, "read_fragment", "read_fragment"),
+        (pipeline, "read_fragment_batches", "read_fragment"),
         (pipeline, "orient_and_cell", "orient_and_cell"),
         (records, "records_cpu", "  records_cpu"),
         (pipeline, "map_rows", "map_rows"),
         (pipeline, "tally", "tally"),
     )
     for mod, name, label in steps:
-        _timed(mod, name, label, acc)
+        (_timed_batches if name == "read_fragment_batches" else _timed)(mod, name, label, acc)
     best: tuple[float, float, dict[str, list[float]]] | None = None
     with build_allocator():  # as a build runs its tasks
         pipeline.map_task(tasks[0], plan)  # kernel loads, caches

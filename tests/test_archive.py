@@ -9,7 +9,12 @@ import pytest
 
 from flowatlas.addresses import text_to_bytes16
 from flowatlas.errors import InputError, OutputError
-from flowatlas.io.archive import ArchiveWriter, open_archive, read_fragment
+from flowatlas.io.archive import (
+    ArchiveWriter,
+    open_archive,
+    read_fragment,
+    read_fragment_batches,
+)
 from flowatlas.schema import COLUMNS, COUNTS_SCALED, FLOW_SCHEMA_V1, TIMESTAMP, check_schema
 
 US_DAY = 86_400_000_000
@@ -136,6 +141,50 @@ def test_corrupt_files_name_the_file(tmp_path) -> None:
         InputError, match=r"part-00000\.parquet: row group 0, column \w+: page checksum mismatch"
     ):
         read_fragment(arch.fragments()[0])
+    with pytest.raises(
+        InputError, match=r"part-00000\.parquet: row group 0, column \w+: page checksum mismatch"
+    ):
+        list(read_fragment_batches(arch.fragments()[0], None, 100))
+
+
+def test_read_fragment_batches_are_the_fragments_rows_in_order(tmp_path, monkeypatch) -> None:
+    """A fragment of several row groups read in batches: its rows in order, each batch at
+    most ``batch_rows`` rows in one chunk per column (kernels view them without a copy),
+    decoded on the calling thread inside serial_kernels; 0 reads it whole. A file changed
+    since the archive's open is refused as read_fragment refuses it."""
+    import flowatlas.io.archive as archive_module
+    from flowatlas.kernels import serial_kernels
+
+    times = list(range(0, 1000 * 7, 7))
+    with ArchiveWriter(tmp_path / "a", row_group_size=128) as w:
+        w.write(flows(times))
+    frags = open_archive(tmp_path / "a").fragments(300)
+    assert len(frags) > 1 and all(len(f.row_groups) > 1 for f in frags[:-1])
+    whole = [read_fragment(f, ["time_start", "src_addr"]) for f in frags]
+    for batch_rows in (0, 1, 50, 128, 129, 1000):
+        for f, want in zip(frags, whole, strict=True):
+            got = list(read_fragment_batches(f, ["time_start", "src_addr"], batch_rows))
+            if batch_rows == 0:
+                assert len(got) == 1
+            assert all(t.num_rows <= (batch_rows or f.num_rows) for t in got)
+            assert all(c.num_chunks == 1 for t in got for c in t.columns)
+            assert pa.concat_tables(got).equals(want)
+    threads: list[object] = []
+    real = archive_module.pq.ParquetFile.iter_batches
+
+    def spy(self, **kwargs):
+        threads.append(kwargs.get("use_threads", True))
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(archive_module.pq.ParquetFile, "iter_batches", spy)
+    list(read_fragment_batches(frags[0], None, 64))
+    with serial_kernels():
+        list(read_fragment_batches(frags[0], None, 64))
+    assert threads == [True, False]
+    path = next((tmp_path / "a").rglob("*.parquet"))
+    pq.write_table(flows(list(range(7))), path)
+    with pytest.raises(InputError, match="changed during the build"):
+        list(read_fragment_batches(frags[0], None, 64))
 
 
 def test_hidden_and_underscore_files_are_ignored(tmp_path) -> None:

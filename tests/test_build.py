@@ -164,7 +164,10 @@ def test_accounting_and_metadata(archive, tmp_path):
     assert (per_region <= per_cell.reindex(per_region.index)).all()
 
 
-def test_overflowing_volume_is_quarantined_and_counted(archive, tmp_path):
+def overflowing_copy(archive, tmp_path, every: int = 0):
+    """A copy of ``archive`` whose first file has records whose volume overflows 64 bits
+    once scaled (bytes 2^63 at a sampling rate of 1000): the first such record, or with
+    ``every`` each ``every``-th of them. Returns (the copy, their row numbers)."""
     copy = tmp_path / "archive"
     shutil.copytree(archive, copy)
     f = sorted(copy.rglob("*.parquet"))[0]
@@ -172,14 +175,44 @@ def test_overflowing_volume_is_quarantined_and_counted(archive, tmp_path):
     meta = t.schema.metadata
     b = t.column("bytes").to_pylist()
     r = t.column("sampling_rate").to_pylist()
-    i = r.index(1000)
-    b[i] = 2**63  # x 1000 overflows 64 bits
+    bad = [i for i, x in enumerate(r) if x == 1000]
+    bad = bad[::every] if every else bad[:1]
+    for i in bad:
+        b[i] = 2**63  # x 1000 overflows 64 bits
     t = t.set_column(t.schema.get_field_index("bytes"), "bytes", pa.array(b, pa.uint64()))
     pq.write_table(t.replace_schema_metadata(meta), f)
+    return copy, bad
+
+
+def test_overflowing_volume_is_quarantined_and_counted(archive, tmp_path):
+    copy, _ = overflowing_copy(archive, tmp_path)
     s = build_cube(copy, tmp_path / "cube", workers=0)
     assert s.quarantined == {"volume_overflow": 1}
     assert s.cubed == s.records - 1
     assert json.loads((tmp_path / "cube" / "cube.json").read_text())["records"]["quarantined"]
+
+
+@pytest.mark.parametrize("batch_rows", [1, 97, 1_000])
+def test_map_tasks_read_in_batches_give_the_same_cube(archive, tmp_path, monkeypatch, batch_rows):
+    """A map task decodes and classifies its fragments a batch of rows at a time
+    (``MAP_BATCH_ROWS``): batches of any size, quarantined records in several of them, give
+    the cube and accounting of whole fragments, byte for byte."""
+    from flowatlas.engine import pipeline
+
+    copy, bad = overflowing_copy(archive, tmp_path, every=7)
+    assert len(bad) >= 3 and bad[-1] > 100
+    sizes = {"whole": 0, "batched": batch_rows}
+    stats = {}
+    for name, rows in sizes.items():
+        monkeypatch.setattr(pipeline, "MAP_BATCH_ROWS", rows)
+        stats[name] = build_cube(copy, tmp_path / name, workers=0, partitions=3,
+                                 partition_rows=5_000)  # fmt: skip
+    assert stats["batched"].quarantined == {"volume_overflow": len(bad)}
+    assert (stats["batched"].records, stats["batched"].cubed) == (
+        stats["whole"].records,
+        stats["whole"].cubed,
+    )
+    assert cube_bytes(tmp_path / "batched") == cube_bytes(tmp_path / "whole")
 
 
 def test_missing_archive(tmp_path):

@@ -585,6 +585,44 @@ def read_fragment(
     """
     if isinstance(fragment, MemoryFragment):
         return fragment.table if columns is None else fragment.table.select(columns)
+    with _read_errors(fragment, columns):
+        # where tasks already run on every core (serial_kernels: the threads runner), the
+        # calling thread decodes its columns itself: handing them to Arrow's pool of as many
+        # threads left the maps' cores idle at each file's end (world 5 M: 1.56 -> 1.86
+        # cores busy); alone (eager) Arrow's threads are the read's parallelism
+        return _open_fragment(fragment).read_row_groups(
+            list(fragment.row_groups), columns=columns, use_threads=parallel_allowed()
+        )
+
+
+def read_fragment_batches(
+    fragment: Fragment | MemoryFragment, columns: list[str] | None, batch_rows: int
+) -> Iterator[pa.Table]:
+    """:func:`read_fragment`'s rows, in order, as tables of at most ``batch_rows`` rows
+    (each column one chunk), decoded one after another; the same checks and errors.
+
+    A map task that classifies each batch as it comes reads the decoded columns while they
+    are still in the core's cache, and Arrow reuses its buffers from batch to batch: on the
+    103 M-record slice of the 10^9 archive (row groups of 2^20 rows) the per-record kernel
+    took 8% less CPU and the decode about 5% less than with whole row groups. ``batch_rows`` 0,
+    and a :class:`MemoryFragment`, give the whole fragment as one table.
+    """
+    if isinstance(fragment, MemoryFragment) or batch_rows <= 0:
+        yield read_fragment(fragment, columns)
+        return
+    with _read_errors(fragment, columns):
+        pf = _open_fragment(fragment)
+        batches = pf.iter_batches(
+            batch_size=batch_rows, row_groups=list(fragment.row_groups), columns=columns,
+            use_threads=parallel_allowed(),
+        )  # fmt: skip
+        for batch in batches:
+            yield pa.Table.from_batches([batch])
+
+
+def _open_fragment(fragment: Fragment) -> pq.ParquetFile:
+    """The fragment's file opened for reading, after checking that it is the file the
+    archive was opened with (its size and footer hash, where the fragment has one)."""
     same = False
     if fragment.footer_sha256:
         path = Path(fragment.path)
@@ -597,17 +635,17 @@ def read_fragment(
             same = False
         if not same:
             raise InputError(f"{fragment.path}: file changed during the build; run it again")
+    # the footer is the one checked above, so the one parsed at the archive's open (if the
+    # fragment has it) is this file's: 35 us a file less than parsing it again
+    return open_parquet(fragment.path, metadata=fragment.metadata if same else None)
+
+
+@contextlib.contextmanager
+def _read_errors(fragment: Fragment, columns: list[str] | None) -> Iterator[None]:
+    """A fragment's read failing (the file gone, damaged) as one :class:`InputError`
+    naming the file (and, for a checksum failure, the page)."""
     try:
-        # the footer is the one checked above, so the one parsed at the archive's open (if
-        # the fragment has it) is this file's: 35 us a file less than parsing it again
-        pf = open_parquet(fragment.path, metadata=fragment.metadata if same else None)
-        # where tasks already run on every core (serial_kernels: the threads runner), the
-        # calling thread decodes its columns itself: handing them to Arrow's pool of as many
-        # threads left the maps' cores idle at each file's end (world 5 M: 1.56 -> 1.86
-        # cores busy); alone (eager) Arrow's threads are the read's parallelism
-        return pf.read_row_groups(
-            list(fragment.row_groups), columns=columns, use_threads=parallel_allowed()
-        )
+        yield
     except FileNotFoundError:
         raise InputError(f"{fragment.path}: file vanished during the build") from None
     except (OSError, pa.ArrowException) as exc:
