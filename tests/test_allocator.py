@@ -91,3 +91,37 @@ def test_build_allocator_trims_unless_told_not_to(monkeypatch, trim: bool) -> No
         ("mallopt", allocator.M_TOP_PAD),
     ]
     assert (("malloc_trim", 0) in libc.calls) is trim
+
+
+def test_glibc_opened_by_its_name_without_ldconfig(monkeypatch) -> None:
+    """glibc is opened as ``libc.so.6``: ``find_library`` (a child running ``ldconfig -p``)
+    is only the fallback where that name does not open (musl)."""
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+
+    def refused(name: str) -> str:
+        raise AssertionError("find_library called")
+
+    monkeypatch.setattr(ctypes.util, "find_library", refused)
+    assert allocator._open_libc()._name == allocator.GLIBC_SONAME
+
+
+def test_libc_falls_back_to_find_library(monkeypatch) -> None:
+    import ctypes
+    import ctypes.util
+
+    opened: list[str | None] = []
+
+    class FakeCDLL:
+        def __init__(self, name: str | None) -> None:
+            opened.append(name)
+            if name == allocator.GLIBC_SONAME:
+                raise OSError("no such library")
+            self._name = name
+
+    monkeypatch.setattr(ctypes, "CDLL", FakeCDLL)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libc.musl-x86_64.so.1")
+    assert allocator._open_libc()._name == "libc.musl-x86_64.so.1"
+    assert opened == [allocator.GLIBC_SONAME, "libc.musl-x86_64.so.1"]

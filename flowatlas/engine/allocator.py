@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
 import sys
 from collections.abc import Iterator
@@ -32,6 +31,19 @@ BUILD_TRIM_THRESHOLD = 1 << 31
 BUILD_TOP_PAD = 256 << 20
 AFTER_TRIM_THRESHOLD = 64 << 20
 AFTER_TOP_PAD = 128 << 10
+#: glibc's library on Linux, opened by this name first: ``ctypes.util.find_library("c")``
+#: runs ``ldconfig -p`` in a child process (7 ms of wall before a build's first map task)
+GLIBC_SONAME = "libc.so.6"
+
+
+def _open_libc() -> ctypes.CDLL:
+    """The C library: glibc's by its name, else whatever ``find_library`` names (musl's)."""
+    try:
+        return ctypes.CDLL(GLIBC_SONAME)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c") or GLIBC_SONAME)
 
 
 @functools.cache
@@ -39,7 +51,7 @@ def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _open_libc()
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
