@@ -11,6 +11,11 @@ its heaps in 256 MiB steps; afterwards it returns the free memory to the system
 pad; the 32 MiB mmap threshold stays, the ceiling glibc's own dynamic threshold reaches
 anyway). The results do not change, only where memory comes from. Other C libraries (musl,
 macOS) are left alone.
+
+A process that runs one build and ends (the ``flowatlas build`` command) also calls
+:func:`huge_page_heap` before it starts a thread: every thread's blocks then come from one
+heap, backed by 2 MiB pages as it is touched (a sixth of the page faults, less CPU in the
+kernel both on the way in and at the exit).
 """
 
 from __future__ import annotations
