@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample", type=float, default=0.02, help="seconds between CPU samples")
     args = p.parse_args(argv)
 
+    try:  # as the build command does, before any thread (checkouts before it have none)
+        from flowatlas.engine.allocator import huge_page_heap
+    except ImportError:
+        huge_page_heap = bool
+    huge_page_heap()
     sampler = CpuSampler(args.sample)
     sampler.start()
     t_import = now()

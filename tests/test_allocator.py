@@ -91,3 +91,119 @@ def test_build_allocator_trims_unless_told_not_to(monkeypatch, trim: bool) -> No
         ("mallopt", allocator.M_TOP_PAD),
     ]
     assert (("malloc_trim", 0) in libc.calls) is trim
+
+
+def test_glibc_opened_by_its_name_without_ldconfig(monkeypatch) -> None:
+    """glibc is opened as ``libc.so.6``: ``find_library`` (a child running ``ldconfig -p``)
+    is only the fallback where that name does not open (musl)."""
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
+
+    def refused(name: str) -> str:
+        raise AssertionError("find_library called")
+
+    monkeypatch.setattr(ctypes.util, "find_library", refused)
+    assert allocator._open_libc()._name == allocator.GLIBC_SONAME
+
+
+def test_libc_falls_back_to_find_library(monkeypatch) -> None:
+    import ctypes
+    import ctypes.util
+
+    opened: list[str | None] = []
+
+    class FakeCDLL:
+        def __init__(self, name: str | None) -> None:
+            opened.append(name)
+            if name == allocator.GLIBC_SONAME:
+                raise OSError("no such library")
+            self._name = name
+
+    monkeypatch.setattr(ctypes, "CDLL", FakeCDLL)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libc.musl-x86_64.so.1")
+    assert allocator._open_libc()._name == "libc.musl-x86_64.so.1"
+    assert opened == [allocator.GLIBC_SONAME, "libc.musl-x86_64.so.1"]
+
+
+HEAP_SCRIPT = """
+import re, sys, threading
+from flowatlas.engine import allocator
+applied = allocator.huge_page_heap()
+again = allocator.huge_page_heap()
+libc = allocator._glibc()
+start, end = allocator._heap_start(), libc.sbrk(0)
+got = []
+def on_a_thread():
+    p = libc.malloc(100_000)  # a new thread's first block: its own arena unless limited
+    got.append(p)
+    libc.free(p)
+t = threading.Thread(target=on_a_thread)
+t.start()
+t.join()
+smaps = open("/proc/self/smaps").read()
+heap_flags = [
+    re.search(r"^VmFlags:(.*)$", block, re.M).group(1).split()
+    for block in re.split(r"\\n(?=[0-9a-f]+-[0-9a-f]+ )", smaps)
+    if block.split("\\n", 1)[0].endswith("[heap]")
+]
+print(applied, again, start <= got[0] < end, (end - start) >> 20,
+      bool(heap_flags) and all("hg" in f for f in heap_flags))
+"""
+
+
+def _heap_script(env: dict[str, str]) -> list[str]:
+    import os
+
+    p = subprocess.run(
+        [sys.executable, "-c", HEAP_SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout.split()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and madvise: Linux only")
+def test_huge_page_heap_serves_every_thread_from_one_advised_heap() -> None:
+    """After ``huge_page_heap``: a new thread's block comes from the main heap (one arena),
+    the heap was grown ahead, and all of it is advised for huge pages (``hg``)."""
+    if allocator._glibc() is None or not allocator._thp_available():
+        pytest.skip("not glibc, or no transparent huge pages")
+    applied, again, on_heap, heap_mb, advised = _heap_script({})
+    ahead = min(allocator.HEAP_AHEAD, allocator._physical_memory() // 4) >> 20
+    assert (applied, again, on_heap, advised) == ("True", "True", "True", "True")
+    assert int(heap_mb) >= ahead
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and madvise: Linux only")
+def test_huge_page_heap_off_leaves_the_arenas_alone() -> None:
+    """``FLOWATLAS_HUGE_PAGES=0``: no arena limit (the thread's block is elsewhere), no advice."""
+    if allocator._glibc() is None:
+        pytest.skip("not glibc")
+    applied, again, on_heap, _, advised = _heap_script({allocator.HUGE_PAGES_VAR: "0"})
+    assert (applied, again, on_heap, advised) == ("False", "False", "False", "False")
+
+
+@pytest.mark.parametrize(
+    ("setting", "available"),
+    [("always [madvise] never\n", True), ("[always] madvise never\n", True),
+     ("always madvise [never]\n", False), (None, False)],
+)  # fmt: skip
+def test_thp_available_reads_the_kernel_setting(tmp_path, monkeypatch, setting, available) -> None:
+    path = tmp_path / "enabled"
+    if setting is not None:
+        path.write_text(setting)
+    monkeypatch.setattr(allocator, "THP_SETTING", str(path))
+    assert allocator._thp_available() is available
+
+
+def test_huge_page_heap_is_a_no_op_without_glibc_or_thp(monkeypatch) -> None:
+    monkeypatch.setattr(allocator, "_glibc", lambda: None)
+    assert allocator.huge_page_heap() is False
+    monkeypatch.setattr(allocator, "_glibc", lambda: _FakeLibc())
+    monkeypatch.setattr(allocator, "_thp_available", lambda: False)
+    assert allocator.huge_page_heap() is False

@@ -89,18 +89,21 @@ def test_flowatlas_kernels_use_no_inner_product_the_probe_decides() -> None:
 
 
 def test_build_command_starts_numba_and_skips_the_last_trim(tmp_path, monkeypatch) -> None:
-    """`flowatlas build` (its process ends after the build) starts numba without the probe
-    and asks the build not to trim the heap; the library's build_cube trims by default."""
+    """`flowatlas build` (its process ends after the build) advises its heap for huge pages
+    first, starts numba without the probe and asks the build not to trim the heap; the
+    library's build_cube trims by default."""
     import inspect
 
     from click.testing import CliRunner
 
     from flowatlas import commands
+    from flowatlas.engine import allocator
     from flowatlas.engine.build import build_cube
 
     assert inspect.signature(build_cube).parameters["trim_memory"].default is True
     seen: dict[str, object] = {}
-    monkeypatch.setattr(commands, "start_numba", lambda: seen.setdefault("started", True))
+    monkeypatch.setattr(allocator, "huge_page_heap", lambda: seen.setdefault("huge", len(seen)))
+    monkeypatch.setattr(commands, "start_numba", lambda: seen.setdefault("started", len(seen)))
 
     def fake_run_build(archive, out, **kwargs):
         seen["trim_memory"] = kwargs.get("trim_memory", True)
@@ -109,7 +112,7 @@ def test_build_command_starts_numba_and_skips_the_last_trim(tmp_path, monkeypatc
     monkeypatch.setattr(commands, "_run_build", fake_run_build)
     result = CliRunner().invoke(commands.build, [str(tmp_path), "-o", str(tmp_path / "c")])
     assert isinstance(result.exception, commands.ConfigError)
-    assert seen == {"started": True, "trim_memory": False}
+    assert seen == {"huge": 0, "started": 1, "trim_memory": False}
 
 
 def test_start_numba_gives_up_quietly_where_numba_differs(monkeypatch) -> None:

@@ -11,14 +11,19 @@ its heaps in 256 MiB steps; afterwards it returns the free memory to the system
 pad; the 32 MiB mmap threshold stays, the ceiling glibc's own dynamic threshold reaches
 anyway). The results do not change, only where memory comes from. Other C libraries (musl,
 macOS) are left alone.
+
+A process that runs one build and ends (the ``flowatlas build`` command) also calls
+:func:`huge_page_heap` before it starts a thread: every thread's blocks then come from one
+heap, backed by 2 MiB pages as it is touched (a sixth of the page faults, less CPU in the
+kernel both on the way in and at the exit).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
+import os
 import sys
 from collections.abc import Iterator
 
@@ -26,12 +31,37 @@ from collections.abc import Iterator
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+MADV_HUGEPAGE = 14  # madvise(2) advice, Linux
 
 MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts (HEAP_MAX_SIZE / 2 on 64-bit)
 BUILD_TRIM_THRESHOLD = 1 << 31
 BUILD_TOP_PAD = 256 << 20
 AFTER_TRIM_THRESHOLD = 64 << 20
 AFTER_TOP_PAD = 128 << 10
+#: glibc's library on Linux, opened by this name first: ``ctypes.util.find_library("c")``
+#: runs ``ldconfig -p`` in a child process (7 ms of wall before a build's first map task)
+GLIBC_SONAME = "libc.so.6"
+#: how far :func:`huge_page_heap` grows the heap ahead (at most a quarter of the machine's
+#: memory): address space only, no page is touched; below ``BUILD_TRIM_THRESHOLD``, so the
+#: free that follows leaves it in place
+HEAP_AHEAD = 3 << 29
+#: the block whose allocation and free grow the heap (below ``MMAP_THRESHOLD``)
+HEAP_GROWER = 16 << 20
+#: the kernel's setting for transparent huge pages: ``always``, ``madvise`` or ``never``
+THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
+#: ``0`` in the environment turns :func:`huge_page_heap` off
+HUGE_PAGES_VAR = "FLOWATLAS_HUGE_PAGES"
+
+
+def _open_libc() -> ctypes.CDLL:
+    """The C library: glibc's by its name, else whatever ``find_library`` names (musl's)."""
+    try:
+        return ctypes.CDLL(GLIBC_SONAME)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c") or GLIBC_SONAME)
 
 
 @functools.cache
@@ -39,10 +69,16 @@ def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _open_libc()
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc.argtypes = [ctypes.c_size_t]
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        libc.sbrk.argtypes = [ctypes.c_ssize_t]
+        libc.sbrk.restype = ctypes.c_void_p
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     except (OSError, AttributeError):
         return None
     return libc
@@ -75,3 +111,71 @@ def build_allocator(*, trim: bool = True) -> Iterator[bool]:
         _set(libc, AFTER_TRIM_THRESHOLD, AFTER_TOP_PAD)
         if trim:
             libc.malloc_trim(0)
+
+
+def huge_page_heap(ahead: int = HEAP_AHEAD) -> bool:
+    """Every thread's ``malloc`` from one heap, grown ``ahead`` bytes and advised for
+    transparent huge pages; True if applied. For a process that runs one build and ends (the
+    ``flowatlas build`` command), called before it starts a thread: glibc's arena limit is
+    then fixed for the process's life.
+
+    A build's kernels allocate their arrays through ``malloc`` (numba's runtime), on the
+    worker threads: by default each thread has its own arena of 64 MiB heaps, first touched
+    in 4 KiB pages. A world 1 M build took 105 k page faults, 0.2 s of system CPU (of 1.55 s),
+    and ~10 ms more at its exit for unmapping them. Here glibc is held to one arena (the main
+    heap, ``M_ARENA_MAX``), that heap is grown ahead of the build (one large block allocated
+    and freed: address space, nothing touched) and ``madvise(MADV_HUGEPAGE)`` asks the kernel
+    to back it with 2 MiB pages as it is touched: 15 k faults, ~80 ms less CPU. Where the
+    kernel has no transparent huge pages (``never``), with another C library, or with
+    ``FLOWATLAS_HUGE_PAGES=0``, nothing changes. Growth past ``ahead`` is in 4 KiB pages, as
+    before. The results do not change, only the pages under them.
+    """
+    global _heap_advised
+    libc = _glibc()
+    if libc is None or os.environ.get(HUGE_PAGES_VAR) == "0" or not _thp_available():
+        return False
+    if _heap_advised:  # once a process: the arena limit cannot change back
+        return True
+    ahead = min(ahead, _physical_memory() // 4)
+    if libc.mallopt(M_ARENA_MAX, 1) != 1:
+        return False
+    # the block's free must neither trim the heap back nor go to mmap: the build's settings
+    if not _set(libc, BUILD_TRIM_THRESHOLD, ahead):
+        return False
+    libc.free(libc.malloc(HEAP_GROWER))
+    _set(libc, BUILD_TRIM_THRESHOLD, BUILD_TOP_PAD)
+    start, end = _heap_start(), libc.sbrk(0)
+    if start is None or not end or end <= start:
+        return False
+    _heap_advised = libc.madvise(start, end - start, MADV_HUGEPAGE) == 0
+    return _heap_advised
+
+
+_heap_advised = False
+
+
+def _thp_available() -> bool:
+    """Whether the kernel gives transparent huge pages to memory advised for them."""
+    try:
+        with open(THP_SETTING) as f:
+            setting = f.read()
+    except OSError:
+        return False
+    return "[never]" not in setting
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+
+
+def _heap_start() -> int | None:
+    """Where the process's ``brk`` heap begins (``[heap]`` in its memory map), or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            starts = [int(line.split("-", 1)[0], 16) for line in f if line.endswith("[heap]\n")]
+    except OSError:
+        return None
+    return min(starts, default=None)
