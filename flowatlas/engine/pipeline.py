@@ -29,11 +29,11 @@ from flowatlas.engine.plan import GROUPINGS, BuildPlan
 from flowatlas.io.archive import Fragment, read_fragment_batches
 from flowatlas.kernels import hll
 from flowatlas.kernels.distinct import (
-    MapRowsStream,
     cell_ids,
     counting_order,
     ip_ids,
     ip_ids_first,
+    map_rows,
     partition_of,
     stamp_counts,
     v6_prefix_of,
@@ -46,7 +46,7 @@ from flowatlas.kernels.orient import (
     REGION_SHIFT,
     TYPE_SHIFT,
 )
-from flowatlas.kernels.tally import TallyStream
+from flowatlas.kernels.tally import tally
 from flowatlas.schema import COUNTS_SCALED
 
 COLUMNS = [
@@ -365,17 +365,8 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
     stats = FragmentStats()
     parts = []
     gpu = plan.backend == "gpu"
-    # on the CPU every fragment's rows go into one set of arrays (no join afterwards), and
-    # each batch is folded and tallied as soon as it is classified, while it is in cache
+    # on the CPU every fragment's rows go into one set of arrays (no join afterwards)
     into = None if gpu else Partial.allocate(sum(f.num_rows for f in fragments), plan)
-    folds = tallied = None
-    if not gpu:
-        tables = _tables(plan)
-        folds = MapRowsStream(into.key, into.hi, into.lo, into.vol, into.pk, tables.index,
-                              tables.code, DIM_BITS, plan.partitions, plan.v6_prefix)  # fmt: skip
-        if plan.track_links or plan.track_geo:
-            tallied = TallyStream(into.key, into.vol, into.pk, plan.bucket_us, into.link,
-                                  into.geo)  # fmt: skip
     at = 0
     for fragment in fragments:
         # on the CPU a batch at a time, classified while its columns are in cache
@@ -386,10 +377,6 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
             stats.add(st)
             if gpu:  # device arrays, one set per fragment
                 parts.append(rows)
-            else:
-                folds.feed(at)
-                if tallied is not None:
-                    tallied.feed(at)
     if gpu:  # the same sums, and the distinct rows, from device hash tables
         from flowatlas.engine.gpu import accumulate_gpu
 
@@ -399,10 +386,16 @@ def map_task(fragments: list[Fragment], plan: BuildPlan) -> MapResult:
         order, bounds = counting_order(pid, plan.partitions)
         out = Piece(cell[order], hi[order], lo[order], uvol[order])
         return _map_result(cells, sums, out, bounds, stats, link_sums, geo_sums)
-    cells, sums, *cols, bounds = folds.finish()
+    rows = into.with_columns([c[:at] for c in into.columns()])
+    tables = _tables(plan)
+    cells, sums, *cols, bounds = map_rows(
+        rows.key, rows.hi, rows.lo, rows.vol, rows.pk, tables.index, tables.code, DIM_BITS,
+        plan.partitions, plan.v6_prefix,
+    )  # fmt: skip
     link_sums = geo_sums = None
-    if tallied is not None:
-        link_sums, geo_sums = tallied.result()
+    if plan.track_links or plan.track_geo:
+        link_sums, geo_sums = tally(rows.key, rows.vol, rows.pk, plan.bucket_us, rows.link,
+                                    rows.geo)  # fmt: skip
     return _map_result(cells, sums, Piece(*cols), bounds, stats, link_sums, geo_sums)
 
 

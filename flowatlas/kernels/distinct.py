@@ -295,35 +295,28 @@ def _next_generation(table, cur, gen, gen_max, grow):  # pragma: no cover - comp
     return nxt, live
 
 
-#: the words of :class:`MapRowsStream`'s scalar state (an int64 array the kernel reads and
-#: writes back): the table's size (log2 slots), its live pairs, the last bucket probed, the
-#: output rows so far, rows probed and folded in this sample, rows left unprobed, the
-#: table's generation, and whether a sum wrapped
-_CUR, _LIVE, _LAST, _M, _PROBED, _FOLDED, _SKIPPING, _GEN, _OVERFLOW = range(9)
+@numba.njit(nogil=True, cache=True)
+def _dense_cell_ids(key, dim_index, dim_bits, b0, n_dims):  # pragma: no cover - compiled
+    mask = (np.int64(1) << dim_bits) - 1
+    ids = np.empty(key.size, np.int64)
+    bad = False
+    for i in range(key.size):
+        d = dim_index[key[i] & mask]
+        if d < 0:
+            bad = True
+        ids[i] = ((key[i] >> dim_bits) - b0) * n_dims + d
+    return ids, bad
 
 
 @numba.njit(nogil=True, cache=True)
-def _fold_rows(
-    start,
-    stop,
+def _split_sum(
+    cid,
+    n_ids,
     key,
     hi,
     lo,
     vol,
     pk,
-    ids,
-    dim_index,
-    b0,
-    n_dims,
-    s_vol,
-    s_pk,
-    s_fl,
-    table,
-    state,
-    rep,
-    acc,
-    pid,
-    counts,
     parts,
     v6_shift,
     bits,
@@ -333,17 +326,7 @@ def _fold_rows(
     skip,
     fold_min,
 ):  # pragma: no cover
-    """Rows ``start:stop`` into the per-cell sums and the folded rows (see :func:`map_rows`):
-    the row it stopped before, ``stop`` unless a row's cell is outside the sums' dense span
-    (bucket outside ``b0`` + ``s_vol.size // n_dims``, or a dimension code ``dim_index``
-    does not number), left for the caller to widen the sums (or give up) and call again.
-
-    A row's sums go to ``ids[i]`` where ``ids`` is given (non-empty), else to its dense
-    (bucket - ``b0``, dimension index) slot. Output row j (in first-seen order) is input row
-    ``rep[j]``, its summed volume ``acc[j]``, its partition ``pid[j]``; ``counts[q + 1]``
-    counts partition q's rows. ``state`` holds the scalars that carry from one call to the
-    next (:data:`_CUR` ...), so that calls over consecutive stretches of rows give exactly
-    what one call over all of them would.
+    """Per-id sums and partition-ordered rows, repeats folded (see :func:`map_rows`).
 
     The dedup table is open-addressed (linear probing) and emptied in O(1) by starting a
     new generation: a slot whose generation is not the current one is free. A generation
@@ -359,32 +342,31 @@ def _fold_rows(
     folded fewer than ``fold_min`` repeats, the next ``skip`` rows go out one row each
     without a probe (then a new generation, and another sample). ``skip`` 0: always probe.
     """
-    cur = state[_CUR]
+    n = cid.size
+    s_vol = np.zeros(n_ids, np.uint64)
+    s_pk = np.zeros(n_ids, np.uint64)
+    s_fl = np.zeros(n_ids, np.uint64)
+    # every slot it may grow to, allocated once (pages never used are never touched)
+    table = np.zeros((1 << bits, 4), np.uint64)  # key, hi, lo, generation << 36 | row + 1
+    cur = min(bits, CACHE_START_BITS)
     mask = np.uint64((1 << cur) - 1)
     half = 1 << (cur - 1)
     quarter = half >> 1
-    live = state[_LIVE]
-    last_bucket = state[_LAST]
-    m = state[_M]
-    probed = state[_PROBED]  # rows probed in this sample
-    folded = state[_FOLDED]  # of which repeats
-    skipping = state[_SKIPPING]  # rows left to pass on without a probe
-    gen = np.uint64(state[_GEN])
-    overflow = state[_OVERFLOW] != 0
+    gen = np.uint64(1)
+    live = 0
+    last_bucket = np.int64(0)
+    rep = np.empty(n, np.int64)  # the input row each output row came from first
+    acc = np.empty(n, np.uint64)  # its summed volume
+    pid = np.empty(n, np.int32)
+    bounds = np.zeros(parts + 1, np.int64)
     p = np.uint64(parts)
-    dmask = (np.int64(1) << dim_bits) - 1
-    n_ids = s_vol.size
-    by_id = ids.size > 0
-    i = start
-    while i < stop:
-        kk = key[i]
-        if by_id:
-            c = ids[i]
-        else:
-            d = dim_index[kk & dmask]
-            c = ((kk >> dim_bits) - b0) * n_dims + d
-            if d < 0 or c < 0 or c >= n_ids:
-                break
+    m = 0
+    overflow = False
+    probed = 0  # rows probed in this sample
+    folded = 0  # of which repeats
+    skipping = 0  # rows left to pass on without a probe
+    for i in range(n):
+        c = cid[i]
         v = vol[i]
         a = s_vol[c] + v
         b = s_pk[c] + pk[i]
@@ -393,10 +375,10 @@ def _fold_rows(
         s_vol[c] = a
         s_pk[c] = b
         s_fl[c] += np.uint64(1)
+        kk = key[i]
         h = hi[i]
         lw = lo[i]
         a_hash = ip_hash(h, lw)
-        i += 1
         if skipping > 0:
             skipping -= 1
             if skipping == 0:  # sample again from an empty table; ``cur > bits`` is a
@@ -438,33 +420,15 @@ def _fold_rows(
             table[s, 2] = lw
             table[s, 3] = (gen << np.uint64(_GEN_SHIFT)) | np.uint64(m + 1)
             live += 1
-        rep[m] = i - 1
+        rep[m] = i
         acc[m] = v
         if h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF):
             part = np.int32(a_hash % p)
         else:
             part = np.int32(mix64(h >> v6_shift) % p)
         pid[m] = part
-        counts[part + 1] += 1
+        bounds[part + 1] += 1
         m += 1
-    state[_CUR] = cur
-    state[_LIVE] = live
-    state[_LAST] = last_bucket
-    state[_M] = m
-    state[_PROBED] = probed
-    state[_FOLDED] = folded
-    state[_SKIPPING] = skipping
-    state[_GEN] = np.int64(gen)
-    state[_OVERFLOW] = np.int64(overflow)
-    return i
-
-
-@numba.njit(nogil=True, cache=True)
-def _place(key, hi, lo, rep, acc, pid, counts, m):  # pragma: no cover - compiled
-    """The ``m`` folded rows (:func:`_fold_rows`' ``rep``, ``acc``, ``pid``) in partition
-    order, first-seen within a partition: (cell, hi, lo, vol, bounds)."""
-    parts = counts.size - 1
-    bounds = counts.copy()
     for q in range(parts):
         bounds[q + 1] += bounds[q]
     pos = bounds[:-1].copy()
@@ -480,171 +444,7 @@ def _place(key, hi, lo, rep, acc, pid, counts, m):  # pragma: no cover - compile
         o_hi[t] = hi[i]
         o_lo[t] = lo[i]
         o_vol[t] = acc[j]
-    return o_cell, o_hi, o_lo, o_vol, bounds
-
-
-def _fold_settings(
-    v6_prefix: int, cache_bits: int | None, fold: tuple[int, int, int] | None
-) -> tuple[int, int, int, int]:
-    """(cache bits, sample, min, skip) of :func:`map_rows`' arguments, checked."""
-    if not 1 <= v6_prefix <= 64:
-        raise ValueError("v6_prefix must be between 1 and 64")
-    cache_bits = CACHE_BITS if cache_bits is None else int(cache_bits)
-    if not 1 <= cache_bits <= 30:
-        raise ValueError("cache_bits must be between 1 and 30")
-    sample, fold_min, skip = (FOLD_SAMPLE, FOLD_MIN, FOLD_SKIP) if fold is None else fold
-    if sample < 1 or skip < 0:
-        raise ValueError("fold needs a sample of at least 1 row and a skip of at least 0")
-    return cache_bits, int(sample), int(fold_min), int(skip)
-
-
-_NO_IDS = np.empty(0, np.int64)
-
-
-class MapRowsStream:
-    """:func:`map_rows` over rows that arrive a stretch at a time, each folded while it is
-    still in cache.
-
-    A map task classifies its records a batch at a time into one set of arrays (``key``,
-    ``hi``, ``lo``, ``vol``, ``pk``: the task's, of at least every row it will have); after
-    each batch, :meth:`feed` takes the rows written so far that it has not seen: their cell
-    sums and their probes of the dedup table happen while the batch is in cache, not in a
-    pass over the whole task afterwards, when its rows have left it (the slice of the 10^9
-    archive: 40 ns a record in that pass against 16 ns over warm rows). :meth:`finish` gives
-    exactly what ``map_rows`` over the rows fed gives (the table, its generations, the fold
-    samples and the output rows' order carry from one stretch to the next).
-
-    The dense cell sums need the task's bucket span, unknown until every row is seen: they
-    start with the first stretch's span and widen (a copy of the sums, rare: records come in
-    time order) when a row's bucket falls outside it. Where the span grows past
-    :data:`DENSE_CELLS_MAX` cells, or a dimension code is not numbered, the stream gives up
-    and :meth:`finish` calls ``map_rows`` over all the rows, which decides as it always did.
-    """
-
-    def __init__(
-        self,
-        key: np.ndarray,
-        hi: np.ndarray,
-        lo: np.ndarray,
-        vol: np.ndarray,
-        pk: np.ndarray,
-        dim_index: np.ndarray,
-        dim_code: np.ndarray,
-        dim_bits: int,
-        parts: int,
-        v6_prefix: int = 64,
-        cache_bits: int | None = None,
-        fold: tuple[int, int, int] | None = None,
-    ) -> None:
-        self.cache_bits, self.sample, self.fold_min, self.skip = _fold_settings(
-            v6_prefix, cache_bits, fold
-        )
-        self.fold = fold
-        cols = (key, hi, lo, vol, pk)
-        types = (np.int64, np.uint64, np.uint64, np.uint64, np.uint64)
-        for c, t in zip(cols, types, strict=True):
-            # the stream reads the caller's arrays as they fill: a converted copy would not
-            if c.dtype != t or not c.flags.c_contiguous or c.ndim != 1:
-                raise TypeError("MapRowsStream needs contiguous int64 keys and uint64 columns")
-        n = key.size
-        if any(c.size < n for c in cols):
-            raise ValueError("MapRowsStream's columns must be as long as its keys")
-        if n >= 1 << _GEN_SHIFT:
-            raise ValueError(f"at most 2^{_GEN_SHIFT} - 1 rows at once")
-        self.cols = cols
-        self.dim_index = np.ascontiguousarray(dim_index, np.int64)
-        self.dim_code = np.asarray(dim_code, np.int64)
-        self.dim_bits = int(dim_bits)
-        self.n_dims = int(dim_code.size)
-        self.parts = int(parts)
-        self.v6_prefix = int(v6_prefix)
-        self.done = 0  # rows fed
-        self.given_up = False
-        self.b0 = 0
-        self.seen: tuple[int, int] | None = None  # lowest and highest bucket fed
-        self.sums = [np.zeros(0, np.uint64) for _ in range(3)]
-        # every slot the table may grow to, allocated once (pages never used are never
-        # touched)
-        self.table = np.zeros((1 << self.cache_bits, 4), np.uint64)
-        self.state = np.zeros(9, np.int64)
-        self.state[_CUR] = min(self.cache_bits, CACHE_START_BITS)
-        self.state[_GEN] = 1
-        self.rep = np.empty(n, np.int64)  # the input row each output row came from first
-        self.acc = np.empty(n, np.uint64)  # its summed volume
-        self.pid = np.empty(n, np.int32)
-        self.counts = np.zeros(self.parts + 1, np.int64)
-
-    def feed(self, stop: int) -> None:
-        """Fold rows ``done:stop`` (written since the last call) in."""
-        while self.done < stop and not self.given_up:
-            self.done = self._fold(self.done, stop, _NO_IDS)
-            if self.done < stop:
-                self._widen(self.done, stop)
-        self.done = max(self.done, stop)  # given up: map_rows takes every row at the end
-
-    def _fold(self, start: int, stop: int, ids: np.ndarray) -> int:
-        key, hi, lo, vol, pk = self.cols
-        s_vol, s_pk, s_fl = self.sums
-        return _fold_rows(
-            start, stop, key, hi, lo, vol, pk, ids, self.dim_index, np.int64(self.b0),
-            np.int64(max(self.n_dims, 1)), s_vol, s_pk, s_fl, self.table, self.state, self.rep,
-            self.acc, self.pid, self.counts, self.parts, np.uint64(64 - self.v6_prefix),
-            self.cache_bits, np.int64(self.dim_bits), np.uint64(_GEN_MAX),
-            np.int64(self.sample), np.int64(self.skip), np.int64(self.fold_min),
-        )  # fmt: skip
-
-    def _widen(self, start: int, stop: int) -> None:
-        """Dense sums wide enough for row ``start``'s bucket (and the rest of the stretch's),
-        or give up where that is too wide or the row's dimension code is not numbered."""
-        key = self.cols[0][start:stop]
-        if self.dim_index[int(key[0]) & ((1 << self.dim_bits) - 1)] < 0:
-            self.given_up = True
-            return
-        b = key >> self.dim_bits
-        lo_b, hi_b = int(b.min()), int(b.max())
-        if self.seen is not None:
-            lo_b, hi_b = min(lo_b, self.seen[0]), max(hi_b, self.seen[1])
-        self.seen = lo_b, hi_b
-        most = DENSE_CELLS_MAX // max(self.n_dims, 1)
-        if hi_b - lo_b + 1 > most:
-            self.given_up = True  # map_rows hashes the keys of so wide a span
-            return
-        width = self.sums[0].size // max(self.n_dims, 1)
-        # room for as many buckets again past the span, up to the most the sums may take
-        n_buckets = min(max(hi_b - lo_b + 1 + width, 2 * (hi_b - lo_b + 1)), most)
-        sums = [np.zeros(n_buckets * self.n_dims, np.uint64) for _ in range(3)]
-        # the old sums' buckets from the new first one on (those past the new span's room
-        # are empty: nothing was fed past the highest bucket seen)
-        off = (self.b0 - lo_b) * self.n_dims
-        for new, old in zip(sums, self.sums, strict=True):
-            keep = min(old.size, new.size - off)
-            new[off : off + keep] = old[:keep]
-        self.b0, self.sums = lo_b, sums
-
-    def finish(self) -> tuple[np.ndarray, ...]:
-        """``map_rows`` of the rows fed: ``(cell_keys, cell_sums, cell, hi, lo, vol,
-        bounds)``. Raises :class:`CounterOverflow` where a sum wrapped."""
-        n = self.done
-        key, hi, lo, vol, pk = (c[:n] for c in self.cols)
-        if self.given_up or n == 0:
-            return map_rows(key, hi, lo, vol, pk, self.dim_index, self.dim_code, self.dim_bits,
-                            self.parts, self.v6_prefix, self.cache_bits, self.fold)  # fmt: skip
-        return self._result(key, hi, lo, dense=True)
-
-    def _result(self, key, hi, lo, *, dense: bool, uniq: np.ndarray | None = None):
-        if self.state[_OVERFLOW]:
-            raise CounterOverflow("a uint64 sum of bytes or packets overflowed")
-        s_vol, s_pk, s_fl = self.sums
-        rows = _place(key, hi, lo, self.rep, self.acc, self.pid, self.counts,
-                      int(self.state[_M]))  # fmt: skip
-        if dense:
-            nz = np.flatnonzero(s_fl)
-            n_dims = self.n_dims
-            cell_keys = ((self.b0 + nz // n_dims) << self.dim_bits) | self.dim_code[nz % n_dims]
-            sums = np.stack([s_vol[nz], s_pk[nz], s_fl[nz]], axis=1)
-        else:
-            cell_keys, sums = uniq, np.stack([s_vol, s_pk, s_fl], axis=1)
-        return cell_keys, sums, *rows
+    return s_vol, s_pk, s_fl, o_cell, o_hi, o_lo, o_vol, bounds, overflow
 
 
 def map_rows(
@@ -685,33 +485,50 @@ def map_rows(
       one row each, unprobed (``skip`` 0: always probe). Which rows fold never changes the
       sums nor what the reducers count.
 
-    :class:`MapRowsStream` gives the same a stretch of rows at a time. Raises
-    :class:`CounterOverflow` where a uint64 sum of bytes or packets overflows.
+    Raises :class:`CounterOverflow` where a uint64 sum of bytes or packets overflows.
     """
-    cols = (
-        np.ascontiguousarray(key, np.int64), np.ascontiguousarray(hi, np.uint64),
-        np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(vol, np.uint64),
-        np.ascontiguousarray(pk, np.uint64),
-    )  # fmt: skip
-    if cols[0].size >= 1 << _GEN_SHIFT:
+    if not 1 <= v6_prefix <= 64:
+        raise ValueError("v6_prefix must be between 1 and 64")
+    cache_bits = CACHE_BITS if cache_bits is None else int(cache_bits)
+    if not 1 <= cache_bits <= 30:
+        raise ValueError("cache_bits must be between 1 and 30")
+    sample, fold_min, skip = (FOLD_SAMPLE, FOLD_MIN, FOLD_SKIP) if fold is None else fold
+    if sample < 1 or skip < 0:
+        raise ValueError("fold needs a sample of at least 1 row and a skip of at least 0")
+    key = np.ascontiguousarray(key, np.int64)
+    if key.size >= 1 << _GEN_SHIFT:
         raise ValueError(f"at most 2^{_GEN_SHIFT} - 1 rows at once")
-    s = MapRowsStream(*cols, dim_index, dim_code, dim_bits, parts, v6_prefix, cache_bits, fold)
-    key = cols[0]
-    n = key.size
+    n_dims = int(dim_code.size)
     dense = False
-    if n:
-        s.b0 = int(key.min()) >> dim_bits
-        n_buckets = (int(key.max()) >> dim_bits) - s.b0 + 1
-        dense = n_buckets * s.n_dims <= DENSE_CELLS_MAX
+    if key.size:
+        b0 = int(key.min()) >> dim_bits
+        n_buckets = (int(key.max()) >> dim_bits) - b0 + 1
+        dense = n_buckets * n_dims <= DENSE_CELLS_MAX
     if dense:
-        s.sums = [np.zeros(n_buckets * s.n_dims, np.uint64) for _ in range(3)]
-        if s._fold(0, n, _NO_IDS) < n:  # the span is exact: a dimension code not numbered
+        cid, bad = _dense_cell_ids(key, np.ascontiguousarray(dim_index, np.int64), dim_bits, b0,
+                                   n_dims)  # fmt: skip
+        if bad:
             raise ValueError("a cell key has a dimension code outside dim_index")
-        return s._result(*cols[:3], dense=True)
-    ids, uniq = key_ids(key)
-    s.sums = [np.zeros(uniq.size, np.uint64) for _ in range(3)]
-    s._fold(0, n, ids)
-    return s._result(*cols[:3], dense=False, uniq=uniq)
+        n_ids = n_buckets * n_dims
+    else:
+        cid, uniq = key_ids(key)
+        n_ids = uniq.size
+    s_vol, s_pk, s_fl, *rows, bounds, overflow = _split_sum(
+        cid, int(n_ids), key, np.ascontiguousarray(hi, np.uint64),
+        np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(vol, np.uint64),
+        np.ascontiguousarray(pk, np.uint64), int(parts), np.uint64(64 - v6_prefix), cache_bits,
+        np.int64(dim_bits), np.uint64(_GEN_MAX), np.int64(sample), np.int64(skip),
+        np.int64(fold_min),
+    )  # fmt: skip
+    if overflow:
+        raise CounterOverflow("a uint64 sum of bytes or packets overflowed")
+    if dense:
+        nz = np.flatnonzero(s_fl)
+        cell_keys = ((b0 + nz // n_dims) << dim_bits) | np.asarray(dim_code, np.int64)[nz % n_dims]
+        sums = np.stack([s_vol[nz], s_pk[nz], s_fl[nz]], axis=1)
+    else:
+        cell_keys, sums = uniq, np.stack([s_vol, s_pk, s_fl], axis=1)
+    return cell_keys, sums, *rows, bounds
 
 
 def stamp_counts(

@@ -194,99 +194,37 @@ _SCRATCH = threading.local()
 KEEP_SLOTS = 1 << 18
 
 
-class TallyStream:
-    """:func:`tally`'s sums over a map task's records a stretch at a time: after each batch
-    the task classifies, :meth:`feed` adds the records written since the last call while
-    they are in cache; :meth:`finish` gives what ``tally`` over all of them gives (the sums
-    do not depend on the order records come in, nor on how they are split).
-
-    The tables (empty again once read) stay with the thread for its next task: fresh ones
-    cost a zeroed page for every 4 KiB, and a task's whole link table doubles to megabytes.
-    ``cell``, ``vol``, ``pk`` (and ``link``, ``geo`` where given) are the task's arrays as
-    they fill, of the types :func:`tally` converts to.
-    """
-
-    def __init__(
-        self,
-        cell: np.ndarray,
-        vol: np.ndarray,
-        pk: np.ndarray,
-        bucket_us: int,
-        link: np.ndarray | None = None,
-        geo: np.ndarray | None = None,
-        near_bits: int = NEAR_BITS,
-    ) -> None:
-        self.want_link, self.want_geo = link is not None, geo is not None
-        self.cols = (
-            cell, link if self.want_link else np.empty(0, np.int16),
-            geo if self.want_geo else np.empty(0, np.int32), vol, pk,
-        )  # fmt: skip
-        for c, t in zip(self.cols, (np.int64, np.int16, np.int32, np.uint64, np.uint64),
-                        strict=True):  # fmt: skip
-            if c.dtype != t or not c.flags.c_contiguous or c.ndim != 1:
-                raise TypeError("TallyStream reads the caller's arrays: they must be of its types")
-        self.bucket_us = np.int64(bucket_us)
-        self.near_bits = int(near_bits)
-        tables = getattr(_SCRATCH, "tables", None)
-        if tables is None or tables[2].shape[0] != 1 << near_bits:
-            near = np.zeros((1 << near_bits, 4), np.uint64)
-            tables = [np.zeros((1024, 4), np.uint64) for _ in range(2)] + [near, near.copy()]
-        _SCRATCH.tables = None  # until they are empty again
-        self.tables = tables
-        self.l_n = self.g_n = 0
-        self.done = 0
-        self.overflow = False
-
-    def feed(self, stop: int) -> None:
-        """Add records ``done:stop``: runs of :func:`_run`, each whole table doubled when it
-        is half full."""
-        cell, link, geo, vol, pk = (
-            c[:stop] if c.size else c for c in self.cols
-        )  # views of the rows so far: the same contiguous types as the whole arrays
-        lt, gt, l_near, g_near = self.tables
-        i = self.done
-        while i < stop:
-            i, self.l_n, self.g_n, wrapped = _run(i, cell, link, geo, vol, pk, self.bucket_us,
-                                                  self.want_link, self.want_geo, lt, self.l_n,
-                                                  gt, self.g_n, l_near, g_near,
-                                                  np.int64(self.near_bits))  # fmt: skip
-            self.overflow |= wrapped
-            if 2 * self.l_n > lt.shape[0]:
-                lt = _grow(lt)
-            if 2 * self.g_n > gt.shape[0]:
-                gt = _grow(gt)
-        self.tables = [lt, gt, l_near, g_near]
-        self.done = max(self.done, stop)
-
-    def finish(self) -> tuple[np.ndarray, ...]:
-        """Both tables' sorted keys and sums, and whether a sum wrapped: the near tables
-        drained into the whole ones, read, and the tables kept for the thread's next task."""
-        lt, gt, l_near, g_near = self.tables
-        lt, _, l_wrapped = _drained(l_near, lt, self.l_n)
-        gt, _, g_wrapped = _drained(g_near, gt, self.g_n)
-        out = (*_taken_entries(lt), *_taken_entries(gt), self.overflow or l_wrapped or g_wrapped)
-        if max(lt.shape[0], gt.shape[0]) <= KEEP_SLOTS:  # bigger ones are not held between tasks
-            _SCRATCH.tables = [lt, gt, l_near, g_near]
-        return out
-
-    def result(
-        self,
-    ) -> tuple[tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray] | None]:
-        """:func:`tally`'s ``(links, geo)`` of the records fed. Raises
-        :class:`CounterOverflow` where a sum would wrap."""
-        lk, ls, gk, gs, overflow = self.finish()
-        if overflow:
-            raise CounterOverflow("a uint64 sum of bytes or packets overflowed")
-        return ((lk, ls) if self.want_link else None), ((gk, gs) if self.want_geo else None)
-
-
 def _tally(cell, link, geo, vol, pk, bucket_us, want_link, want_geo, near_bits=NEAR_BITS):
-    """Both tables' sorted keys and sums, and whether a sum wrapped (:class:`TallyStream`
-    over all the records at once)."""
-    s = TallyStream(cell, vol, pk, bucket_us, link if want_link else None,
-                    geo if want_geo else None, near_bits)  # fmt: skip
-    s.feed(cell.size)
-    return s.finish()
+    """Both tables' sorted keys and sums, and whether a sum wrapped: runs of :func:`_run`,
+    each whole table doubled when it is half full, then the near tables drained.
+
+    The tables (empty again once read) stay with the thread for its next call: fresh ones
+    cost a zeroed page for every 4 KiB, and a task's whole link table doubles to megabytes.
+    """
+    tables = getattr(_SCRATCH, "tables", None)
+    if tables is None or tables[2].shape[0] != 1 << near_bits:
+        near = np.zeros((1 << near_bits, 4), np.uint64)
+        tables = [np.zeros((1024, 4), np.uint64) for _ in range(2)] + [near, near.copy()]
+    _SCRATCH.tables = None  # until they are empty again
+    lt, gt, l_near, g_near = tables
+    l_n = g_n = 0
+    i = 0
+    overflow = False
+    while i < cell.size:
+        i, l_n, g_n, wrapped = _run(i, cell, link, geo, vol, pk, bucket_us, want_link,
+                                    want_geo, lt, l_n, gt, g_n, l_near, g_near,
+                                    np.int64(near_bits))  # fmt: skip
+        overflow |= wrapped
+        if 2 * l_n > lt.shape[0]:
+            lt = _grow(lt)
+        if 2 * g_n > gt.shape[0]:
+            gt = _grow(gt)
+    lt, l_n, l_wrapped = _drained(l_near, lt, l_n)
+    gt, g_n, g_wrapped = _drained(g_near, gt, g_n)
+    out = (*_taken_entries(lt), *_taken_entries(gt), overflow or l_wrapped or g_wrapped)
+    if max(lt.shape[0], gt.shape[0]) <= KEEP_SLOTS:  # bigger ones are not held between tasks
+        _SCRATCH.tables = [lt, gt, l_near, g_near]
+    return out
 
 
 def _drained(near, table, n):
