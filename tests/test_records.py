@@ -121,12 +121,19 @@ def test_records_kernel_equals_the_separate_kernels(
         in_if[hit] = rule_if[rng.integers(0, rule_if.size, hit.sum())]
         hit = rng.random(n) < 0.3
         out_if[hit] = rule_if[rng.integers(0, rule_if.size, hit.sum())]
+    rate = rng.choice(np.array([0, 1, 2, 100, 2**31], np.uint32), n)
     t_us = rng.integers(-30 * 24 * HOUR_US, 400 * 24 * HOUR_US, n)  # before 1970 too
+    if seed == 2:  # in time order (the kernel keeps the last bucket), bucket edges, extremes
+        t_us.sort()
+        k = rng.integers(0, n, 600)
+        t_us[k] = (t_us[k] // plan.bucket_us) * plan.bucket_us - rng.integers(-1, 2, k.size)
+        t_us[:3] = [-(2**63), -(2**63) + 1, -(2**63) + plan.bucket_us]
+        t_us[-4:] = [2**63 - plan.bucket_us - 1, 2**63 - 2, 2**63 - 1, -(2**63)]
+        rate[n // 2 :] = np.sort(rate[n // 2 :])  # runs of one rate
     nbytes = rng.integers(0, 2**40, n, dtype=np.uint64)
     nbytes[::97] = np.uint64(2**64 - 1)  # overflows once sampled
     npk = rng.integers(0, 2**30, n, dtype=np.uint64)
     npk[::101] = np.uint64(2**63)
-    rate = rng.choice(np.array([0, 1, 2, 100, 2**31], np.uint32), n)
 
     src = hilo_to_bytes16(src_hi, src_lo)
     dst = hilo_to_bytes16(dst_hi, dst_lo)
