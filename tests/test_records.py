@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from flowatlas.addresses import bytes16_to_hilo, bytes16_words, hilo_to_bytes16
+from flowatlas.kernels import records
 from flowatlas.kernels.lpm import lookup_cpu
 from flowatlas.kernels.orient import INTERNAL, cells_cpu, orient_cpu
-from flowatlas.kernels.records import records_cpu
+from flowatlas.kernels.records import records_cpu, rule_table
 
 HOUR_US = 3_600_000_000
 
@@ -85,9 +86,17 @@ def _oracle(plan, src_hi, src_lo, dst_hi, dst_lo, code, exp_reg, exp_id, in_if, 
     return cell, r_hi, r_lo, vol, pk, reason, link, geo
 
 
+@pytest.mark.parametrize("rule_table_max", [records.RULE_TABLE_MAX, 0])
 @pytest.mark.parametrize("scaled", [False, True])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_records_kernel_equals_the_separate_kernels(plan, scaled, seed) -> None:
+def test_records_kernel_equals_the_separate_kernels(
+    plan, scaled, seed, rule_table_max, monkeypatch
+) -> None:
+    # the interface rules from rule_table's table, and (no room for one) by binary search;
+    # with the binary search, the IPv4 entries prefetched (a hint: the same results)
+    monkeypatch.setattr(records, "RULE_TABLE_MAX", rule_table_max)
+    if rule_table_max == 0:
+        monkeypatch.setattr(records, "PREFETCH_MIN_INTERVALS", 0)
     rng = np.random.default_rng(seed)
     # user rules (which beat private-link rules) on a random third of the networks
     override = rng.random(plan.user_override.size) < 0.33
@@ -108,17 +117,26 @@ def test_records_kernel_equals_the_separate_kernels(plan, scaled, seed) -> None:
     code = rng.integers(0, n_exp, n)
     in_if = rng.integers(0, 40, n).astype(np.uint32)
     out_if = rng.integers(0, 40, n).astype(np.uint32)
+    in_if[::89] = np.uint32(2**32 - 1)  # past every rule's interface
+    out_if[::83] = np.uint32(2**32 - 1)
     if rule_if.size:  # interfaces of private-link rules, on either side
         hit = rng.random(n) < 0.3
         in_if[hit] = rule_if[rng.integers(0, rule_if.size, hit.sum())]
         hit = rng.random(n) < 0.3
         out_if[hit] = rule_if[rng.integers(0, rule_if.size, hit.sum())]
+    rate = rng.choice(np.array([0, 1, 2, 100, 2**31], np.uint32), n)
     t_us = rng.integers(-30 * 24 * HOUR_US, 400 * 24 * HOUR_US, n)  # before 1970 too
+    if seed == 2:  # in time order (the kernel keeps the last bucket), bucket edges, extremes
+        t_us.sort()
+        k = rng.integers(0, n, 600)
+        t_us[k] = (t_us[k] // plan.bucket_us) * plan.bucket_us - rng.integers(-1, 2, k.size)
+        t_us[:3] = [-(2**63), -(2**63) + 1, -(2**63) + plan.bucket_us]
+        t_us[-4:] = [2**63 - plan.bucket_us - 1, 2**63 - 2, 2**63 - 1, -(2**63)]
+        rate[n // 2 :] = np.sort(rate[n // 2 :])  # runs of one rate
     nbytes = rng.integers(0, 2**40, n, dtype=np.uint64)
     nbytes[::97] = np.uint64(2**64 - 1)  # overflows once sampled
     npk = rng.integers(0, 2**30, n, dtype=np.uint64)
     npk[::101] = np.uint64(2**63)
-    rate = rng.choice(np.array([0, 1, 2, 100, 2**31], np.uint32), n)
 
     src = hilo_to_bytes16(src_hi, src_lo)
     dst = hilo_to_bytes16(dst_hi, dst_lo)
@@ -161,6 +179,47 @@ def test_records_kernel_equals_the_separate_kernels(plan, scaled, seed) -> None:
     assert set(np.unique(direction[reason == 0]).tolist()) == {0, 1, 2, 3}
     assert plan.rule_keys.size and np.isin((want[0] >> 3) & 63, plan.rule_types).any()
     assert (want[0] & 1).any() and not (want[0] & 1).all()
+
+
+def _rule_oracle(exp_id, ext_if, rule_keys, rule_types, rule_links):
+    """(link_type, link) of the first rule whose key is exporter << 32 | interface, (-1, -1)
+    for none: a scan over the rules."""
+    if exp_id < 0:
+        return -1, -1
+    key = (exp_id << 32) | ext_if
+    for k, t, lk in zip(rule_keys.tolist(), rule_types.tolist(), rule_links.tolist(), strict=True):
+        if k == key:
+            return t, lk
+    return -1, -1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rule_table_gives_the_first_matching_rule(seed) -> None:
+    """``rule_table`` against a scan of the rules: duplicate keys (the first wins, as the
+    binary search finds it), interfaces 0 and 2^32 - 1, exporters without rules or unknown
+    (-1), types and links of -1, no rules; too wide a table gives no table."""
+    rng = np.random.default_rng(seed)
+    n_rules = [0, 1, 5, 40, 200, 3][seed]
+    ids = rng.integers(0, 6, n_rules).astype(np.uint64)
+    ifs = rng.choice(np.array([0, 1, 2, 3, 7, 100, 501], np.uint64), n_rules)
+    keys = np.sort((ids << np.uint64(32)) | ifs)
+    if n_rules > 3:
+        keys[2] = keys[1]  # a duplicate key
+    types = rng.integers(-1, 10, n_rules).astype(np.int16)
+    links = rng.integers(-1, 30, n_rules).astype(np.int16)
+    exp_id = np.array([-1, 0, 1, 2, 3, 4, 5, 6, 2**31 - 1, 3], np.int32)
+    table = rule_table(exp_id, keys, types, links)
+    assert table.dtype == np.int32 and table.shape[0] == exp_id.size and table.shape[1] >= 1
+    w = table.shape[1] - 1
+    for c, e in enumerate(exp_id.tolist()):
+        for ext_if in (0, 1, 2, 3, 4, 7, 100, 500, 501, 502, 2**32 - 1):
+            r = int(table[c, min(ext_if, w)])
+            want = _rule_oracle(e, ext_if, keys, types, links)
+            link = (r & 0xFFFF) - ((r & 0x8000) << 1)  # the low 16 bits, signed
+            assert (r >> 16, link) == want, (c, e, ext_if)
+    if n_rules:
+        wide = np.sort(np.append(keys, np.uint64(2**32 - 1)))  # exporter 0, the last interface
+        assert rule_table(exp_id, wide, np.append(types, 1), np.append(links, 1)).shape[1] == 0
 
 
 def test_records_kernel_rejects_bad_arrays(plan) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from flowatlas.kernels.accumulate import mix64
 from flowatlas.kernels.lpm import PREFETCH_DISTANCE, LpmArrays, _jit_no_nrt, _prefetch, lpm_one
-from flowatlas.kernels.orient import INTERNAL, cell_one, orient_one
+from flowatlas.kernels.orient import EGRESS, INTERNAL, REASON_OVERFLOW, cell_one, orient_one
 
 _V4_TAG = np.uint64(0xFFFF)
 
@@ -49,17 +49,28 @@ def _word(w, swap):  # pragma: no cover - compiled
 
 
 def _records_loop(
-    src, dst, swap, exp_code, exp_reg, exp_id, in_if, out_if, t_us, nbytes,
+    src, dst, swap, prefetch, exp_code, exp_reg, exp_id, in_if, out_if, t_us, nbytes,
     npackets, rate, scaled, bucket_us,
     l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs, l_shift6, local_region,
     c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6, type_codes, user_override,
-    rule_keys, rule_types, rule_links, internal_type, geo_of, want_link, want_geo,
+    rule_keys, rule_types, rule_links, rule_at, internal_type, geo_of, want_link, want_geo,
     o_cell, o_hi, o_lo, o_vol, o_pk, o_reason, o_link, o_geo,
 ):  # fmt: skip  # pragma: no cover - compiled
     n = src.shape[0]
+    # the last record's time bucket [b_lo, b_hi) and sampling rate's overflow limit: records
+    # come in time order with a few rates, so the two 64-bit divisions of cell_one (3-4 ns a
+    # record) are mostly not needed. A bucket within bucket_us of the int64 range's ends is
+    # never kept (its bounds could wrap)
+    t_min = np.int64(-0x8000000000000000) + bucket_us
+    t_max = np.int64(0x7FFFFFFFFFFFFFFF) - bucket_us
+    b = np.int64(0)
+    b_lo = np.int64(1)
+    b_hi = np.int64(0)
+    last_mult = np.uint64(1)
+    limit = np.uint64(0xFFFFFFFFFFFFFFFF)
     for i in range(n):
         j = i + PREFETCH_DISTANCE  # the IPv4 /24 entries of a later record's addresses
-        if j < n:
+        if prefetch and j < n:
             _prefetch_v4(_word(src[j, 0], swap), _word(src[j, 1], swap), l_i4, c_i4)
             _prefetch_v4(_word(dst[j, 0], swap), _word(dst[j, 1], swap), l_i4, c_i4)
         sh = _word(src[i, 0], swap)
@@ -71,10 +82,21 @@ def _records_loop(
         d_reg = local_region[lpm_one(dh, dl, l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs,
                                      l_shift6)]  # fmt: skip
         c = exp_code[i]
-        direction, region, remote_is_dst, link_type, link = orient_one(
-            s_reg, d_reg, exp_reg[c], exp_id[c], in_if[i], out_if[i], rule_keys, rule_types,
-            rule_links,
-        )  # fmt: skip
+        if rule_at.shape[1] == 0:  # no table: orient_one's binary search over the rules
+            direction, region, remote_is_dst, link_type, link = orient_one(
+                s_reg, d_reg, exp_reg[c], exp_id[c], in_if[i], out_if[i], rule_keys,
+                rule_types, rule_links,
+            )  # fmt: skip
+        else:  # the interface rule from the table; orient_one only orients (exporter -1)
+            direction, region, remote_is_dst, link_type, link = orient_one(
+                s_reg, d_reg, exp_reg[c], -1, in_if[i], out_if[i], rule_keys, rule_types,
+                rule_links,
+            )  # fmt: skip
+            ext_if = out_if[i] if direction == EGRESS else in_if[i]
+            r = rule_at[c, min(ext_if, np.uint32(rule_at.shape[1] - 1))]
+            link_type = np.int16(r >> 16)
+            if direction != INTERNAL:
+                link = np.int16(r & 0xFFFF)
         rh = dh if remote_is_dst else sh
         rl = dl if remote_is_dst else sl
         net = lpm_one(rh, rl, c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6)
@@ -85,10 +107,33 @@ def _records_loop(
         if direction == INTERNAL:
             ntype = np.int16(internal_type)
         is_v6 = np.uint8(0 if rh == 0 and (rl >> np.uint64(32)) == _V4_TAG else 1)
-        cell, vol, pk, reason = cell_one(
-            t_us[i], bucket_us, region, ntype, direction, is_v6, nbytes[i], npackets[i], rate[i],
-            scaled,
+        t = t_us[i]
+        if t < b_lo or t >= b_hi:
+            b = t // bucket_us  # floor division, also for times before 1970
+            if t_min <= t <= t_max:
+                b_lo = b * bucket_us
+                b_hi = b_lo + bucket_us
+        # cell_one on the bucket itself (bucket_us 1) packs the key; its counters are unused
+        cell, _v, _p, _r = cell_one(
+            b, np.int64(1), region, ntype, direction, is_v6, np.uint64(0), np.uint64(0),
+            np.uint32(1), True,
         )  # fmt: skip
+        # the sampling-corrected counters as cell_one gives them, the limit kept per rate
+        rt = rate[i]
+        mult = np.uint64(rt) if not scaled and rt > 1 else np.uint64(1)
+        if mult != last_mult:
+            last_mult = mult
+            limit = np.uint64(0xFFFFFFFFFFFFFFFF) // mult
+        nb = nbytes[i]
+        npk = npackets[i]
+        if nb > limit or npk > limit:
+            reason = np.uint8(REASON_OVERFLOW)
+            vol = np.uint64(0)
+            pk = np.uint64(0)
+        else:
+            reason = np.uint8(0)
+            vol = nb * mult
+            pk = npk * mult
         o_cell[i] = cell
         o_hi[i] = rh
         o_lo[i] = rl
@@ -167,6 +212,11 @@ def records_cpu(
         raise ValueError("geo_out must be int32, with a non-empty geo_of")
     if rule_links is None:
         rule_links = np.arange(np.asarray(rule_keys).size, dtype=np.int16)
+    rule_keys = np.ascontiguousarray(rule_keys, np.uint64)
+    rule_types = np.ascontiguousarray(rule_types, np.int16)
+    rule_links = np.ascontiguousarray(rule_links, np.int16)
+    exp_id = np.ascontiguousarray(exp_id, np.int32)
+    rule_at = rule_table(exp_id, rule_keys, rule_types, rule_links)
     # read-only views, always: the words are a view of Arrow's (read-only) buffer when it is
     # 8-byte aligned and a (writable) copy when not, and numba compiles a kernel once per
     # argument type, read-only or not (each compile of this kernel costs seconds)
@@ -174,22 +224,75 @@ def records_cpu(
     src.flags.writeable = dst.flags.writeable = False
     u64 = np.uint64
     _records(
-        src, dst, sys.byteorder == "little", np.ascontiguousarray(exp_code, np.int64),
-        np.ascontiguousarray(exp_reg, np.int16),
-        np.ascontiguousarray(exp_id, np.int32), np.ascontiguousarray(in_if, np.uint32),
+        src, dst, sys.byteorder == "little", classes.starts_hi.size >= PREFETCH_MIN_INTERVALS,
+        np.ascontiguousarray(exp_code, np.int64),
+        np.ascontiguousarray(exp_reg, np.int16), exp_id, np.ascontiguousarray(in_if, np.uint32),
         np.ascontiguousarray(out_if, np.uint32), np.ascontiguousarray(t_us, np.int64),
         np.ascontiguousarray(nbytes, u64), np.ascontiguousarray(npackets, u64),
         np.ascontiguousarray(rate, np.uint32), bool(scaled), np.int64(bucket_us),
         *local.arrays(), np.ascontiguousarray(local_region, np.int32),
         *classes.arrays(), np.ascontiguousarray(type_codes, np.int16),
-        np.ascontiguousarray(user_override, np.bool_), np.ascontiguousarray(rule_keys, u64),
-        np.ascontiguousarray(rule_types, np.int16), np.ascontiguousarray(rule_links, np.int16),
-        np.int16(internal_type),
+        np.ascontiguousarray(user_override, np.bool_), rule_keys, rule_types, rule_links,
+        rule_at, np.int16(internal_type),
         np.ascontiguousarray(geo_of if geo_of is not None else _NO_GEO, np.int32),
         link_out is not None, geo_out is not None, *out,
         link_out if link_out is not None else _NO_LINK_OUT,
         geo_out if geo_out is not None else _NO_GEO,
     )  # fmt: skip
+
+
+#: from this many intervals in the classification table the kernel prefetches the IPv4 /24
+#: entries of both tables' lookups 24 records ahead. With a big table (a routing table: the
+#: heavy workload's 877 k networks) remote addresses spread over its 64 MiB root and the
+#: prefetch takes 6-9 of 31-40 ns a record off; with a small one (the world's 494 networks)
+#: the entries the lookups read stay in cache and the prefetch costs 3-4 of 30 ns a record
+#: (captured batches of the slice of the 10^9 archive and of world 20 M)
+PREFETCH_MIN_INTERVALS = 1 << 16
+
+#: the most entries :func:`rule_table` makes (int32 each: 256 KiB, within a core's L2)
+RULE_TABLE_MAX = 1 << 16
+
+
+def rule_table(
+    exp_id: np.ndarray, rule_keys: np.ndarray, rule_types: np.ndarray, rule_links: np.ndarray
+) -> np.ndarray:
+    """The interface rules as a table by exporter code and interface, for :func:`records_cpu`.
+
+    Row c, column k: the rule for interface k of exporter ``exp_id[c]`` packed as
+    ``link_type << 16 | link & 0xFFFF`` (int32), -1 where no rule matches; the last column is
+    -1 for every interface past the rules' largest one. What ``orient_one``'s binary search
+    over ``rule_keys`` finds (the first of equal keys), in one load instead of five
+    unpredictable branches: 13 of the kernel's 45 ns a record on the slice of the 10^9
+    archive. A (rows, 0) table where it would exceed :data:`RULE_TABLE_MAX` entries (many
+    exporters, interface numbers in the thousands): the kernel searches instead.
+    """
+    rows = exp_id.size
+    keys = rule_keys
+    if keys.size == 0:
+        return np.full((rows, 1), -1, np.int32)
+    ids = (keys >> np.uint64(32)).astype(np.int64)
+    ifs = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    # each exporter's rules: a range of the sorted keys
+    starts = np.searchsorted(ids, exp_id, side="left")
+    stops = np.searchsorted(ids, exp_id, side="right")
+    lens = stops - starts
+    total = int(lens.sum())
+    if total == 0:
+        return np.full((rows, 1), -1, np.int32)
+    row = np.repeat(np.arange(rows), lens)
+    rule = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)
+    width = int(ifs[rule].max()) + 2
+    if rows * width > RULE_TABLE_MAX:
+        return np.empty((rows, 0), np.int32)
+    # the first of equal keys, as the binary search finds it
+    first = np.ones(keys.size, bool)
+    first[1:] = keys[1:] != keys[:-1]
+    keep = first[rule]
+    row, rule = row[keep], rule[keep]
+    packed = (rule_types.astype(np.int32) << 16) | (rule_links.astype(np.int32) & 0xFFFF)
+    table = np.full((rows, width), -1, np.int32)
+    table[row, ifs[rule]] = packed[rule]
+    return table
 
 
 @_jit_no_nrt(nogil=True, cache=True)
