@@ -132,6 +132,10 @@ def test_records_kernel_equals_the_separate_kernels(
         t_us[k] = (t_us[k] // plan.bucket_us) * plan.bucket_us - rng.integers(-1, 2, k.size)
         t_us[:3] = [-(2**63), -(2**63) + 1, -(2**63) + plan.bucket_us]
         t_us[-4:] = [2**63 - plan.bucket_us - 1, 2**63 - 2, 2**63 - 1, -(2**63)]
+        # an extreme time between two of one bucket: the second must not take the extreme's
+        t_us[n // 3 : n // 3 + 5] = t_us[n // 3]
+        t_us[n // 3 + 1] = 2**63 - 1
+        t_us[n // 3 + 3] = -(2**63)
         rate[n // 2 :] = np.sort(rate[n // 2 :])  # runs of one rate
     nbytes = rng.integers(0, 2**40, n, dtype=np.uint64)
     nbytes[::97] = np.uint64(2**64 - 1)  # overflows once sampled

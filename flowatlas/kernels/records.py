@@ -113,6 +113,9 @@ def _records_loop(
             if t_min <= t <= t_max:
                 b_lo = b * bucket_us
                 b_hi = b_lo + bucket_us
+            else:  # nothing kept: the next record divides again
+                b_lo = np.int64(1)
+                b_hi = np.int64(0)
         # cell_one on the bucket itself (bucket_us 1) packs the key; its counters are unused
         cell, _v, _p, _r = cell_one(
             b, np.int64(1), region, ntype, direction, is_v6, np.uint64(0), np.uint64(0),
