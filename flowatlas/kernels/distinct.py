@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from flowatlas.kernels.accumulate import CounterOverflow, ip_hash, mix64
+from flowatlas.kernels.lpm import _prefetch
 
 U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -249,6 +250,8 @@ FOLD_SAMPLE = 1 << 14
 FOLD_MIN = FOLD_SAMPLE // 8
 #: rows passed on unprobed after a sample that did not fold enough (then another sample)
 FOLD_SKIP = 1 << 17
+#: rows ahead whose dedup slot map_rows prefetches (16 and 32 measured the same)
+FOLD_PREFETCH = 16
 #: a slot's second word: generation << _GEN_SHIFT | output row + 1 (rows below 2^36)
 _GEN_SHIFT = 36
 _GEN_MAX = (1 << (64 - _GEN_SHIFT)) - 1
@@ -399,6 +402,12 @@ def _split_sum(
     probed = 0  # rows probed in this sample
     folded = 0  # of which repeats
     skipping = 0  # rows left to pass on without a probe
+    # the address hashes of the next FOLD_PREFETCH rows, computed as each row's slot is
+    # prefetched (a power of two of them)
+    ahead = np.empty(FOLD_PREFETCH, np.uint64)
+    for i in range(min(FOLD_PREFETCH, n)):
+        ahead[i] = ip_hash(hi[i], lo[i])
+    flat = table.reshape(-1)  # a view, for the prefetch
     for i in range(n):
         c = cid[i]
         v = vol[i]
@@ -412,7 +421,16 @@ def _split_sum(
         kk = key[i]
         h = hi[i]
         lw = lo[i]
-        a_hash = ip_hash(h, lw)
+        a_hash = ahead[i & (FOLD_PREFETCH - 1)]
+        f = i + FOLD_PREFETCH
+        if f < n:
+            # the probe misses L1 (and L2 at 2^16 slots) and its loop's exits mispredict, so
+            # a miss is not hidden by the next rows' work: prefetching FOLD_PREFETCH rows
+            # ahead takes folding tasks' map_rows from 31-37 to 29-31 ns a record
+            hf = ip_hash(hi[f], lo[f])
+            ahead[i & (FOLD_PREFETCH - 1)] = hf
+            if skipping == 0:
+                _prefetch(flat, ((hf ^ (np.uint64(cid[f]) * _GOLD)) & mask) << np.uint64(1))
         if skipping > 0:
             skipping -= 1
             if skipping == 0:  # sample again from an empty table; ``cur > bits`` is a
