@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -372,12 +373,113 @@ def test_map_rows_table_wiped_when_generations_wrap(bits, gen_max, fold) -> None
     def run(gen_max):
         return distinct._split_sum(cid, nb * code.size, key, hi, lo, vol, pk, 5, np.uint64(0),
                                    bits, np.int64(15), np.uint64(gen_max),
-                                   *(np.int64(x) for x in fold))  # fmt: skip
+                                   *(np.int64(x) for x in fold),
+                                   np.int64(distinct._V4_CELLS))  # fmt: skip
 
     want, got = run(distinct._GEN_MAX), run(gen_max)
     for a, b in zip(want, got, strict=True):
         np.testing.assert_array_equal(a, b)
     assert want[3].size < key.size or bits == 1
+
+
+_M1, _M2, _G = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A7C15
+_W = (1 << 64) - 1
+
+
+def _unmix64(x: int) -> int:
+    """The inverse of splitmix64's finaliser (``accumulate.mix64``), in plain Python."""
+    x ^= (x >> 31) ^ (x >> 62)
+    x = x * pow(_M2, -1, 1 << 64) & _W
+    x ^= (x >> 27) ^ (x >> 54)
+    x = x * pow(_M1, -1, 1 << 64) & _W
+    return x ^ (x >> 30) ^ (x >> 60)
+
+
+def _mix64(x: int) -> int:
+    x = (x ^ (x >> 30)) * _M1 & _W
+    x = (x ^ (x >> 27)) * _M2 & _W
+    return x ^ (x >> 31)
+
+
+def _run_split_sum(key, hi, lo, vol, pk, index, code, v4_cells, bits=16, fold=(1, 0, 0)):
+    b0 = int(key.min()) >> 15
+    nb = (int(key.max()) >> 15) - b0 + 1
+    cid, _ = distinct._dense_cell_ids(key, index, 15, b0, code.size)
+    return distinct._split_sum(cid, nb * code.size, key, hi, lo, vol, pk, 5, np.uint64(0), bits,
+                               np.int64(15), np.uint64(distinct._GEN_MAX),
+                               *(np.int64(x) for x in fold), np.int64(v4_cells))  # fmt: skip
+
+
+def test_map_rows_pairs_whose_slot_tags_collide_stay_apart() -> None:
+    """The dedup table keeps a hash, not the pair, for IPv6 pairs: pairs built to share that
+    hash (and so their first slot and tag: IPv6 addresses whose ``ip_hash`` differs by the
+    cell ids' hash terms, found by inverting splitmix64) fold each only with itself, the
+    rows summed exactly as pandas sums them, and an IPv4 pair whose packed tag equals an
+    IPv6 pair's hash does not fold with it either."""
+    rng = np.random.default_rng(41)
+    index, code = _dims()
+    n_cells = 6
+    cells = (np.int64(3) << 15) | code[:n_cells]  # one bucket: cell ids 0..5
+    target = 0x9ABC_DEF0  # below 2^32: an IPv4 pair of cell 0 can pack to it
+    keys, his, los = [], [], []
+    for c in range(n_cells):
+        for z in range(3):  # three addresses a cell, all with the same tag for their cell
+            lw = (0x2001_0DB8 << 32) + 1000 * c + z
+            a_hash = target ^ (c * _G & _W)
+            h = _unmix64(a_hash) ^ _mix64((lw + _G) & _W)
+            keys.append(cells[c])
+            his.append(h)
+            los.append(lw)
+    n6 = len(keys)
+    # IPv4 pairs: one (cell 0) whose packed tag (0 << 32 | address) is the IPv6 pairs' hash
+    # without its top bit (tags differ in that bit only), the same address in the other
+    # cells, and addresses that differ from it in one high bit only
+    for c, a in [(c, target) for c in range(n_cells)] + [(0, target ^ (1 << 31)),
+                                                          (0, target ^ (1 << 28))]:  # fmt: skip
+        keys.append(cells[c])
+        his.append(0)
+        los.append((0xFFFF << 32) | a)
+    base = len(keys)
+    pick = rng.integers(0, base, 4000)  # each pair repeated, shuffled
+    key = np.asarray(keys, np.int64)[pick]
+    hi = np.asarray(his, np.uint64)[pick]
+    lo = np.asarray(los, np.uint64)[pick]
+    assert (is_v4(hi, lo) == (pick >= n6)).all()
+    vol, pk = rng.integers(0, 2**40, (2, key.size), dtype=np.uint64)
+    _, want = _map_rows_oracle(key, hi, lo, vol, pk)
+    assert len(want) == base
+    # 2^16 slots hold every pair; 4 slots (2 pairs a generation) put nearly every pair that
+    # follows another in the same probe run as it
+    for bits, v4_cells in itertools.product((2, 16), (distinct._V4_CELLS, 0)):
+        out = _run_split_sum(key, hi, lo, vol, pk, index, code, v4_cells, bits)
+        *_, o_cell, o_hi, o_lo, o_vol, _, overflow = out
+        assert not overflow
+        got = pd.DataFrame({"key": o_cell, "hi": o_hi, "lo": o_lo, "vol": o_vol})
+        if bits == 16:
+            assert not got.duplicated(["key", "hi", "lo"]).any()  # every repeat folded
+        else:
+            assert base < len(got) < key.size
+        got = got.groupby(["key", "hi", "lo"], as_index=False)["vol"].sum()
+        np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
+
+
+@pytest.mark.parametrize("fold", [(1, 0, 0), (3, 2, 5)])
+@pytest.mark.parametrize("bits", [3, 12])
+def test_map_rows_cell_ids_past_the_packed_range_hash_their_tags(bits, fold) -> None:
+    """Cell ids too large to pack with an IPv4 address take the hashed tags (all of them
+    with ``v4_cells`` 0, some with 20): the same rows, in the same order, as packed tags
+    give, through doubling tables and new generations."""
+    rng = np.random.default_rng(bits)
+    index, code, key, hi, lo, vol, pk = _time_ordered_rows(rng, [3000, 500, 7000, 40, 2500])
+    v4 = rng.random(key.size) < 0.7
+    hi[v4] = 0
+    lo[v4] = (lo[v4] & np.uint64(0xFFFFFFFF)) | np.uint64(0xFFFF << 32)
+    want = _run_split_sum(key, hi, lo, vol, pk, index, code, distinct._V4_CELLS, bits, fold)
+    for v4_cells in (0, 20):
+        got = _run_split_sum(key, hi, lo, vol, pk, index, code, v4_cells, bits, fold)
+        for a, b in zip(want, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert want[3].size < key.size or bits < 12
 
 
 def test_partition_depends_on_the_address_or_its_ipv6_prefix_only() -> None:

@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from flowatlas.kernels.accumulate import CounterOverflow, ip_hash, mix64
+from flowatlas.kernels.lpm import _prefetch
 
 U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -234,9 +235,9 @@ def partition_of(hi: np.ndarray, lo: np.ndarray, parts: int, v6_prefix: int = 64
     )  # fmt: skip
 
 
-#: most slots of the map step's dedup table (2^16 x 32 bytes = 2 MiB, about an L2 cache) ...
+#: most slots of the map step's dedup table (2^16 x 16 bytes = 1 MiB, half an L2 cache) ...
 CACHE_BITS = 16
-#: ... and how many it starts with (128 KiB), doubled while one bucket's pairs overfill it
+#: ... and how many it starts with (64 KiB), doubled while one bucket's pairs overfill it
 CACHE_START_BITS = 12
 #: most (bucket, dimensions) slots a map step sums into densely; wider spans hash their keys
 DENSE_CELLS_MAX = 1 << 20
@@ -249,48 +250,77 @@ FOLD_SAMPLE = 1 << 14
 FOLD_MIN = FOLD_SAMPLE // 8
 #: rows passed on unprobed after a sample that did not fold enough (then another sample)
 FOLD_SKIP = 1 << 17
-#: a slot's last word: generation << _GEN_SHIFT | output row + 1 (rows below 2^36)
+#: rows ahead whose dedup slot map_rows prefetches (16 and 32 measured the same)
+FOLD_PREFETCH = 16
+#: a slot's second word: generation << _GEN_SHIFT | output row + 1 (rows below 2^36)
 _GEN_SHIFT = 36
 _GEN_MAX = (1 << (64 - _GEN_SHIFT)) - 1
 _ROW_MASK = np.uint64((1 << _GEN_SHIFT) - 1)
+#: an IPv6 pair's tag has its top bit set; an IPv4 pair's (cell id << 32 | address) not
+_TAG6 = np.uint64(1 << 63)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+#: cell ids below this pack with an IPv4 address into a tag
+_V4_CELLS = 1 << 31
 
 
 @numba.njit(inline="always", nogil=True, cache=True)
-def _probe(table, k, h, lw, mask, gen, a_hash):  # pragma: no cover - compiled
-    """(slot, found): where pair (cell key ``k``, address ``h``, ``lw``; ``a_hash`` its
-    address hash) is in the dedup table's current generation ``gen``, or the free slot where
-    it goes (linear probing: the table is never more than half full)."""
-    s = mix64(a_hash ^ (k * np.uint64(0x9E3779B97F4A7C15))) & mask
+def _pair_tag(c, h, lw, a_hash, v4_cells):  # pragma: no cover - compiled
+    """(tag, slot hash) of pair (cell id ``c``, address ``h``, ``lw``; ``a_hash`` its address
+    hash): an IPv4 address and a cell id below ``v4_cells`` (at most 2^31) pack into the tag
+    exactly; any other pair's tag is a hash with the top bit set, so a slot whose tag matches
+    holds that pair only once its row's inputs match too."""
+    hv = a_hash ^ (np.uint64(c) * _GOLD)
+    if c < v4_cells and h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF):
+        return (np.uint64(c) << np.uint64(32)) | (lw & np.uint64(0xFFFFFFFF)), hv
+    return hv | _TAG6, hv
+
+
+@numba.njit(inline="always", nogil=True, cache=True)
+def _probe(table, tag, hv, i, key, hi, lo, rep, mask, gen):  # pragma: no cover - compiled
+    """(slot, found): where the pair of input row ``i`` (tag ``tag``, slot hash ``hv``; see
+    :func:`_pair_tag`) is in the dedup table's current generation ``gen``, or the free slot
+    where it goes (linear probing: the table is never more than half full). A slot is two
+    words: the tag, and generation << 36 | output row + 1; an IPv6 tag that matches is
+    checked against the row it stands for (``rep``: output row -> input row)."""
+    s = hv & mask
     while True:
-        t = table[s, 3]
+        t = table[s, 1]
         if (t >> np.uint64(_GEN_SHIFT)) != gen:
             return s, False
-        if table[s, 0] == k and table[s, 1] == h and table[s, 2] == lw:
-            return s, True
+        if table[s, 0] == tag:
+            if tag < _TAG6:
+                return s, True
+            r = rep[np.int64(t & _ROW_MASK) - 1]
+            if key[r] == key[i] and hi[r] == hi[i] and lo[r] == lo[i]:
+                return s, True
         s = (s + np.uint64(1)) & mask
 
 
 @numba.njit(nogil=True, cache=True)
-def _next_generation(table, cur, gen, gen_max, grow):  # pragma: no cover - compiled
+def _next_generation(
+    table, cur, gen, gen_max, grow, cid, key, hi, lo, rep, v4_cells
+):  # pragma: no cover - compiled
     """(generation, live pairs) after generation ``gen`` of the dedup table's first 2^``cur``
-    slots: a new one, empty; with ``grow``, in 2^(``cur`` + 1) slots holding the same pairs.
-    Past ``gen_max`` the table is wiped and generations start again from 1."""
+    slots: a new one, empty; with ``grow``, in 2^(``cur`` + 1) slots holding the same pairs
+    (each one's tag and slot computed again from its row: ``rep`` maps output rows to the
+    input rows ``cid``, ``key``, ``hi``, ``lo``). Past ``gen_max`` the table is wiped and
+    generations start again from 1."""
     old = table[: (1 << cur) if grow else 0].copy()
     nxt = gen + np.uint64(1)
     if nxt > gen_max:
-        table[:, 3] = 0
+        table[:, 1] = 0
         nxt = np.uint64(1)
     mask = np.uint64((2 << cur) - 1)
     live = 0
     for z in range(old.shape[0]):
-        t = old[z, 3]
+        t = old[z, 1]
         if (t >> np.uint64(_GEN_SHIFT)) == gen:
-            k, h, lw = old[z, 0], old[z, 1], old[z, 2]
-            s, _ = _probe(table, k, h, lw, mask, nxt, ip_hash(h, lw))
-            table[s, 0] = k
-            table[s, 1] = h
-            table[s, 2] = lw
-            table[s, 3] = (nxt << np.uint64(_GEN_SHIFT)) | (t & _ROW_MASK)
+            i = rep[np.int64(t & _ROW_MASK) - 1]
+            h, lw = hi[i], lo[i]
+            tag, hv = _pair_tag(cid[i], h, lw, ip_hash(h, lw), v4_cells)
+            s, _ = _probe(table, tag, hv, i, key, hi, lo, rep, mask, nxt)
+            table[s, 0] = tag
+            table[s, 1] = (nxt << np.uint64(_GEN_SHIFT)) | (t & _ROW_MASK)
             live += 1
     return nxt, live
 
@@ -325,6 +355,7 @@ def _split_sum(
     sample,
     skip,
     fold_min,
+    v4_cells,
 ):  # pragma: no cover
     """Per-id sums and partition-ordered rows, repeats folded (see :func:`map_rows`).
 
@@ -338,6 +369,12 @@ def _split_sum(
     pairs stay in L1/L2 where they can. After generation ``gen_max`` (:data:`_GEN_MAX`;
     tests pass less) the table is wiped once.
 
+    A slot is 16 bytes, not the 32 that the cell key, both address words and the row
+    took: an IPv4 pair (``cid`` below ``v4_cells``) packs into one word exactly, any other
+    pair keeps a 63-bit hash there and is checked against its output row's input row where
+    that matches (:func:`_probe`). Half the bytes a probe touches: on the 10^9 archive's
+    folding tasks 36-38 -> 31-32 ns a record (bench/RESULTS.md, eleventh round).
+
     Where folding does not pay it is left out: after every ``sample`` probed rows that
     folded fewer than ``fold_min`` repeats, the next ``skip`` rows go out one row each
     without a probe (then a new generation, and another sample). ``skip`` 0: always probe.
@@ -347,7 +384,7 @@ def _split_sum(
     s_pk = np.zeros(n_ids, np.uint64)
     s_fl = np.zeros(n_ids, np.uint64)
     # every slot it may grow to, allocated once (pages never used are never touched)
-    table = np.zeros((1 << bits, 4), np.uint64)  # key, hi, lo, generation << 36 | row + 1
+    table = np.zeros((1 << bits, 2), np.uint64)  # tag, generation << 36 | row + 1
     cur = min(bits, CACHE_START_BITS)
     mask = np.uint64((1 << cur) - 1)
     half = 1 << (cur - 1)
@@ -365,6 +402,12 @@ def _split_sum(
     probed = 0  # rows probed in this sample
     folded = 0  # of which repeats
     skipping = 0  # rows left to pass on without a probe
+    # the address hashes of the next FOLD_PREFETCH rows, computed as each row's slot is
+    # prefetched (a power of two of them)
+    ahead = np.empty(FOLD_PREFETCH, np.uint64)
+    for i in range(min(FOLD_PREFETCH, n)):
+        ahead[i] = ip_hash(hi[i], lo[i])
+    flat = table.reshape(-1)  # a view, for the prefetch
     for i in range(n):
         c = cid[i]
         v = vol[i]
@@ -378,12 +421,22 @@ def _split_sum(
         kk = key[i]
         h = hi[i]
         lw = lo[i]
-        a_hash = ip_hash(h, lw)
+        a_hash = ahead[i & (FOLD_PREFETCH - 1)]
+        f = i + FOLD_PREFETCH
+        if f < n:
+            # the probe misses L1 (and L2 at 2^16 slots) and its loop's exits mispredict, so
+            # a miss is not hidden by the next rows' work: prefetching FOLD_PREFETCH rows
+            # ahead takes folding tasks' map_rows from 31-37 to 29-31 ns a record
+            hf = ip_hash(hi[f], lo[f])
+            ahead[i & (FOLD_PREFETCH - 1)] = hf
+            if skipping == 0:
+                _prefetch(flat, ((hf ^ (np.uint64(cid[f]) * _GOLD)) & mask) << np.uint64(1))
         if skipping > 0:
             skipping -= 1
             if skipping == 0:  # sample again from an empty table; ``cur > bits`` is a
                 # run-time False (a literal one would compile _next_generation once more)
-                gen, live = _next_generation(table, cur, gen, gen_max, cur > bits)
+                gen, live = _next_generation(table, cur, gen, gen_max, cur > bits, cid, key, hi,
+                                             lo, rep, v4_cells)  # fmt: skip
                 last_bucket = kk >> dim_bits
         else:
             bucket = kk >> dim_bits
@@ -393,14 +446,15 @@ def _split_sum(
             if live >= half or (new_bucket and live > quarter):
                 # a new generation; where one bucket's pairs overfill the table, double it
                 grow = not new_bucket and cur < bits
-                gen, live = _next_generation(table, cur, gen, gen_max, grow)
+                gen, live = _next_generation(table, cur, gen, gen_max, grow, cid, key, hi, lo,
+                                             rep, v4_cells)  # fmt: skip
                 if grow:
                     cur += 1
                     mask = np.uint64((1 << cur) - 1)
                     half = 1 << (cur - 1)
                     quarter = half >> 1
-            k = np.uint64(kk)
-            s, found = _probe(table, k, h, lw, mask, gen, a_hash)
+            tag, hv = _pair_tag(c, h, lw, a_hash, v4_cells)
+            s, found = _probe(table, tag, hv, i, key, hi, lo, rep, mask, gen)
             probed += 1
             if probed == sample:
                 if skip > 0 and folded + found < fold_min:
@@ -409,16 +463,14 @@ def _split_sum(
                 folded = 0
             if found:
                 folded += 1
-                j = np.int64(table[s, 3] & _ROW_MASK) - 1
+                j = np.int64(table[s, 1] & _ROW_MASK) - 1
                 u = acc[j] + v
                 if u < v:
                     overflow = True
                 acc[j] = u
                 continue
-            table[s, 0] = k
-            table[s, 1] = h
-            table[s, 2] = lw
-            table[s, 3] = (gen << np.uint64(_GEN_SHIFT)) | np.uint64(m + 1)
+            table[s, 0] = tag
+            table[s, 1] = (gen << np.uint64(_GEN_SHIFT)) | np.uint64(m + 1)
             live += 1
         rep[m] = i
         acc[m] = v
@@ -518,7 +570,7 @@ def map_rows(
         np.ascontiguousarray(lo, np.uint64), np.ascontiguousarray(vol, np.uint64),
         np.ascontiguousarray(pk, np.uint64), int(parts), np.uint64(64 - v6_prefix), cache_bits,
         np.int64(dim_bits), np.uint64(_GEN_MAX), np.int64(sample), np.int64(skip),
-        np.int64(fold_min),
+        np.int64(fold_min), np.int64(_V4_CELLS),
     )  # fmt: skip
     if overflow:
         raise CounterOverflow("a uint64 sum of bytes or packets overflowed")
