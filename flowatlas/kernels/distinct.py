@@ -22,6 +22,12 @@ from flowatlas.kernels.lpm import _prefetch
 U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
+@numba.njit(inline="always", nogil=True, cache=True)
+def _v4_mapped(h, lw):  # pragma: no cover - compiled
+    """Whether address (``h``, ``lw``) is IPv4, stored IPv4-mapped (``::ffff:a.b.c.d``)."""
+    return h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF)
+
+
 @numba.njit(nogil=True, cache=True)
 def _dense_sums(cell, vol, pk, n_cells):  # pragma: no cover - compiled
     s_vol = np.zeros(n_cells, np.uint64)
@@ -218,7 +224,7 @@ def _partition(hi, lo, parts, v6_shift):  # pragma: no cover - compiled
     for i in range(hi.size):
         h = hi[i]
         lw = lo[i]
-        if h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF):
+        if _v4_mapped(h, lw):
             out[i] = np.int32(ip_hash(h, lw) % p)
         else:
             out[i] = np.int32(mix64(h >> np.uint64(v6_shift)) % p)
@@ -270,7 +276,7 @@ def _pair_tag(c, h, lw, a_hash, v4_cells):  # pragma: no cover - compiled
     exactly; any other pair's tag is a hash with the top bit set, so a slot whose tag matches
     holds that pair only once its row's inputs match too."""
     hv = a_hash ^ (np.uint64(c) * _GOLD)
-    if c < v4_cells and h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF):
+    if c < v4_cells and _v4_mapped(h, lw):
         return (np.uint64(c) << np.uint64(32)) | (lw & np.uint64(0xFFFFFFFF)), hv
     return hv | _TAG6, hv
 
@@ -474,7 +480,7 @@ def _split_sum(
             live += 1
         rep[m] = i
         acc[m] = v
-        if h == 0 and (lw >> np.uint64(32)) == np.uint64(0xFFFF):
+        if _v4_mapped(h, lw):
             part = np.int32(a_hash % p)
         else:
             part = np.int32(mix64(h >> v6_shift) % p)
