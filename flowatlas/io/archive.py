@@ -65,6 +65,20 @@ def check_compression(name: str) -> str:
 # --------------------------------------------------------------------------- writing
 
 
+def writer_options(compression: str, page_checksums: bool = True) -> dict[str, Any]:
+    """The ``pyarrow.parquet.ParquetWriter`` settings of an archive file, codec ``compression``.
+
+    One place for them, so every writer of archive files (:class:`ArchiveWriter`, and anything
+    that rewrites an archive's files) lays its columns out alike.
+    """
+    return {
+        "compression": check_compression(compression),
+        "write_statistics": True,
+        "use_dictionary": ["exporter", "proto", "sampling_rate", "in_if", "out_if"],
+        "write_page_checksum": page_checksums,
+    }
+
+
 def _ensure_writable_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -118,12 +132,7 @@ class ArchiveWriter:
             tmp = d / f".{self.name}.parquet.tmp"
             try:
                 w = pq.ParquetWriter(
-                    tmp,
-                    schema,
-                    compression=self.compression,
-                    write_statistics=True,
-                    use_dictionary=["exporter", "proto", "sampling_rate", "in_if", "out_if"],
-                    write_page_checksum=self.page_checksums,
+                    tmp, schema, **writer_options(self.compression, self.page_checksums)
                 )
             except OSError as exc:
                 raise OutputError(f"{tmp}: cannot write: {exc}") from None
