@@ -660,6 +660,44 @@ def test_walk_fused_and_copied_levels_equal_one_segment_at_a_time(seed: int) -> 
                 assert got[1][o + p * w + k] == len(set(addr[sel & v6]))
 
 
+def test_ip_ids_first_at_the_table_growth_points() -> None:
+    """ip_ids_first against a dict numbering addresses as first seen, for address counts at
+    and around each point where the table doubles (it runs rows until it is half full, then
+    grows: 512, 1,024, ... addresses), with each address's rows spread over the input and
+    its first row anywhere, IPv4-mapped and IPv6 addresses mixed, and addresses that differ
+    in one bit of either word."""
+    from flowatlas.kernels.distinct import ip_ids_first
+
+    rng = np.random.default_rng(5)
+    for m in (1, 2, 511, 512, 513, 1023, 1024, 1025, 2048, 4097, 20_000):
+        base_hi = np.where(rng.random(m) < 0.3, rng.integers(1, 1 << 62, m), 0).astype(np.uint64)
+        base_lo = np.where(
+            base_hi == 0,
+            0xFFFF_0000_0000 | rng.integers(0, 1 << 32, m),
+            rng.integers(0, 1 << 63, m),
+        ).astype(np.uint64)
+        # pairs one bit apart: the same hi and lo but bit 0 of lo, or the top bit of hi
+        base_lo[1::4] = base_lo[0:-1:4] ^ np.uint64(1)
+        base_hi[1::4] = base_hi[0:-1:4]
+        base_hi[2::4] = base_hi[1:-1:4] ^ np.uint64(1 << 63)
+        base_lo[2::4] = base_lo[1:-1:4]
+        pick = np.concatenate([rng.permutation(m), rng.integers(0, m, 3 * m)])
+        rng.shuffle(pick[m // 2 :])  # some first rows late in the input
+        hi, lo = base_hi[pick], base_lo[pick]
+        seen: dict[tuple[int, int], int] = {}
+        want = np.array(
+            [
+                seen.setdefault((h, x), len(seen))
+                for h, x in zip(hi.tolist(), lo.tolist(), strict=True)
+            ]
+        )
+        first_want = np.unique(want, return_index=True)[1]
+        ids, n_ids, first = ip_ids_first(hi, lo)
+        assert n_ids == len(seen)
+        np.testing.assert_array_equal(ids, want)
+        np.testing.assert_array_equal(first, first_want)
+
+
 def test_ip_ids_first_rows_and_stamp_counts_by_ids() -> None:
     """Address ids in first-seen order with each address's first row (against np.unique),
     across the table's growth and for addresses differing in one word only; and the IPv6

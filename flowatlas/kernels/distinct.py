@@ -60,27 +60,17 @@ def dense_sums(cell: np.ndarray, vol: np.ndarray, pk: np.ndarray, n_cells: int) 
 
 
 @numba.njit(nogil=True, cache=True)
-def _ip_ids(hi, lo):  # pragma: no cover - compiled
-    """Dense id per distinct address, in first-seen order, the number of addresses and the
-    row where each first appears.
-
-    Each table slot holds the address and its id side by side (24 bytes), so a probe reads
-    one cache line; the table grows with the distinct addresses, not the rows, so it stays
-    as small (and as cache-friendly) as the data allows. A slot is the hash's *top* bits:
-    a reducer's IPv4 addresses share ``ip_hash % parts`` (their partition), so with a power
-    of two of partitions its low bits would leave all but 1 / parts of the slots unused as
-    first choices (longer probe runs: 0.11 -> 0.08 CPU s on a world 5 M build's reducers).
-    """
+def _ip_ids_run(hi, lo, i, table, bits, ids, first, m):  # pragma: no cover - compiled
+    """Rows ``i`` on into ``table`` (2^``bits`` slots) until it is half full or the rows
+    end: (next row, addresses so far). The table is fixed for the whole loop: where the
+    loop itself grew it (a table variable reassigned inside it), the probe loop ran 2-3x
+    slower, 16 -> 7 ns a row on the 10^9 archive's reducers (bench/RESULTS.md, twelfth
+    round), though it grew a handful of times."""
     n = hi.size
-    bits = 10
-    cap = 1 << bits
     shift = np.uint64(64 - bits)
-    mask = np.uint64(cap - 1)
-    table = np.zeros((cap, 3), dtype=np.uint64)  # hi, lo, id + 1 (0: empty)
-    ids = np.empty(n, np.int64)
-    first = np.empty(n, np.int64)
-    m = 0
-    for i in range(n):
+    mask = np.uint64((1 << bits) - 1)
+    limit = 1 << (bits - 1)
+    while i < n and m < limit:
         h = hi[i]
         lw = lo[i]
         s = ip_hash(h, lw) >> shift
@@ -98,21 +88,54 @@ def _ip_ids(hi, lo):  # pragma: no cover - compiled
                 ids[i] = np.int64(j) - 1
                 break
             s = (s + np.uint64(1)) & mask
-        if 2 * m > cap:  # keep the load under a half: double and re-insert
-            old = table
+        i += 1
+    return i, m
+
+
+@numba.njit(nogil=True, cache=True)
+def _ip_ids_grown(old, bits):  # pragma: no cover - compiled
+    """The addresses of table ``old`` in a new one of 2^``bits`` slots."""
+    shift = np.uint64(64 - bits)
+    mask = np.uint64((1 << bits) - 1)
+    table = np.zeros((1 << bits, 3), dtype=np.uint64)
+    for z in range(old.shape[0]):
+        if old[z, 2] != 0:
+            s = ip_hash(old[z, 0], old[z, 1]) >> shift
+            while table[s, 2] != 0:
+                s = (s + np.uint64(1)) & mask
+            table[s, 0] = old[z, 0]
+            table[s, 1] = old[z, 1]
+            table[s, 2] = old[z, 2]
+    return table
+
+
+@numba.njit(nogil=True, cache=True)
+def _ip_ids(hi, lo):  # pragma: no cover - compiled
+    """Dense id per distinct address, in first-seen order, the number of addresses and the
+    row where each first appears.
+
+    Each table slot holds the address and its id side by side (24 bytes), so a probe reads
+    one cache line; the table grows with the distinct addresses, not the rows, so it stays
+    as small (and as cache-friendly) as the data allows. A slot is the hash's *top* bits:
+    a reducer's IPv4 addresses share ``ip_hash % parts`` (their partition), so with a power
+    of two of partitions its low bits would leave all but 1 / parts of the slots unused as
+    first choices (longer probe runs: 0.11 -> 0.08 CPU s on a world 5 M build's reducers).
+    The rows go through in runs of :func:`_ip_ids_run`, the table doubled (kept under half
+    full) between them.
+    """
+    n = hi.size
+    # typed, not literal, starting values: a literal first call would compile the run again
+    bits = np.int64(10)
+    table = np.zeros((1 << bits, 3), dtype=np.uint64)  # hi, lo, id + 1 (0: empty)
+    ids = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    i = np.int64(0)
+    m = np.int64(0)
+    while i < n:
+        i, m = _ip_ids_run(hi, lo, i, table, bits, ids, first, m)
+        if 2 * m >= 1 << bits:
             bits += 1
-            cap = 1 << bits
-            shift = np.uint64(64 - bits)
-            mask = np.uint64(cap - 1)
-            table = np.zeros((cap, 3), dtype=np.uint64)
-            for z in range(old.shape[0]):
-                if old[z, 2] != 0:
-                    s = ip_hash(old[z, 0], old[z, 1]) >> shift
-                    while table[s, 2] != 0:
-                        s = (s + np.uint64(1)) & mask
-                    table[s, 0] = old[z, 0]
-                    table[s, 1] = old[z, 1]
-                    table[s, 2] = old[z, 2]
+            table = _ip_ids_grown(table, bits)
     return ids, m, first[:m].copy()
 
 
