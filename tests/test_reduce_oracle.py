@@ -9,6 +9,7 @@ cell, across cells and not at all, a single row, no rows.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import numpy as np
@@ -24,7 +25,9 @@ from flowatlas.engine.pipeline import (
     period_codes_us,
     reduce_partition,
     rollup_key,
+    sketch_keys,
 )
+from flowatlas.kernels import hll
 from flowatlas.kernels.distinct import v6_prefix_of
 
 V4_TAG = np.uint64(0xFFFF << 32)
@@ -118,6 +121,25 @@ def _check(rows: Piece, pieces: list[Piece], plan) -> None:
             assert (int(sq_hi[j]) << 64) | int(sq_lo[j]) == sum(v * v for v in vols.values())
             best = sorted(((v, a) for a, v in vols.items()), key=lambda t: (-t[0], t[1]))
             assert tops[k] == best[:TOP_K], (r, k)
+    if plan.sketch_p:
+        _check_sketch(rows, got.sketch, plan)
+
+
+def _check_sketch(rows: Piece, sketch, plan) -> None:
+    """The sketches' long form: per sketch key (the row's day and dimensions, or its
+    cell), each register's largest entry (register << RANK_BITS | rank) over the key's
+    addresses, keys ascending, then registers."""
+    idx, rank = hll.slots(rows.hi, rows.lo, plan.sketch_p)
+    best: dict[tuple[int, int], int] = {}
+    for key, i, r in zip(sketch_keys(rows.cell, plan).tolist(), idx.tolist(), rank.tolist(),
+                         strict=True):  # fmt: skip
+        e = (i << hll.RANK_BITS) | r
+        best[key, i] = max(best.get((key, i), 0), e)
+    want = sorted(best.items())
+    keys, entries = sketch
+    assert list(zip(keys.tolist(), entries.tolist(), strict=True)) == [
+        (k, e) for (k, _i), e in want
+    ]
 
 
 @pytest.mark.parametrize("kind", ["mix", "v4", "shared", "lone"])
@@ -132,6 +154,24 @@ def test_reduce_partition_matches_a_python_oracle(plan, kind: str, seed: int) ->
         for a, b in zip([0, *cut], [*cut, rows.cell.size], strict=True)
     ]
     _check(rows, pieces, plan)
+
+
+@pytest.mark.parametrize("period", ["day", "bucket"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reduce_partition_sketches_per_day_and_per_cell(plan, period: str, seed: int) -> None:
+    """The sketches from the day level's rows (a sketch per day) and from the rows
+    themselves (a sketch per cell, finer than any rollup level), against the oracle."""
+    rng = np.random.default_rng([seed, 9])
+    p = dataclasses.replace(plan, sketch_period=period)
+    rows = _rows(p, rng, 900, "mix")
+    # repeats of (cell, address) rows (as a reducer receives them from several map tasks)
+    again = rng.integers(0, rows.cell.size, 300)
+    rows = Piece(*(np.concatenate([getattr(rows, f), getattr(rows, f)[again]])
+                   for f in ("cell", "hi", "lo", "vol")))  # fmt: skip
+    half = rows.cell.size // 2
+    pieces = [Piece(*(getattr(rows, f)[a:b] for f in ("cell", "hi", "lo", "vol")))
+              for a, b in ((0, half), (half, rows.cell.size))]  # fmt: skip
+    _check(rows, pieces, p)
 
 
 @pytest.mark.parametrize("kind", ["v4", "shared", "lone"])

@@ -1406,6 +1406,7 @@ def walk(
     asn_to: int | None = None,
     ids: tuple[np.ndarray, int] | None = None,
     addr: tuple[np.ndarray, ...] | None = None,
+    keep_level: int | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Distinct counts and concentration for one IP partition, in one walk.
 
@@ -1422,6 +1423,13 @@ def walk(
     address need not spread them over the rows for the walk to read them back. Likewise
     ``v6`` (per row, the same for all of an address's rows: it marks IPv6 addresses) may
     be None where ``addr`` has a third array, each address's flag.
+
+    ``keep_level``: also return, as a tenth item, that level's rows as the walk had them
+    (:func:`_levels`): ``(rep, start, period, dims)``, the rows of the k-th address (in the
+    walk's order; ``rep[k]`` one of its input rows) at ``start[k]:start[k + 1]``, one row
+    per (address, period of the level, dimensions). A caller that needs the distinct
+    (address, period, dimensions) triples (the reducers' sketches) reads them there
+    instead of folding the rows again.
     """
     asn_to = int(n_conc) if asn_to is None else asn_to
     if addr is not None:
@@ -1470,8 +1478,12 @@ def walk(
         int(asn_from),
         int(asn_to),
     )
+    kept = ()
+    if keep_level is not None:
+        lv = int(keep_level)
+        kept = ((levels[1], levels[3][lv], levels[4][lv], levels[5][lv]),)
     if not copies:
-        return out
+        return (*out, *kept)
     counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol = out
     root = {}  # a copy's walked segment
     asn_ranges: dict[tuple[int, int], list[int]] = {}  # (level, shift) -> copies with ASNs
@@ -1500,7 +1512,7 @@ def walk(
             sel = np.flatnonzero((a_key >= lo_k) & (a_key < hi_k))
             extra.append((a_key[sel] + shift, a_asn[sel], a_vol[sel]))
     a_key, a_asn, a_vol = (np.concatenate([e[i] for e in extra]) for i in range(3))
-    return counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol
+    return counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol, *kept
 
 
 def _copied_segments(
