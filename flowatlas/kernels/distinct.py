@@ -912,21 +912,24 @@ def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr):
     return _scatter_by_asn(ids, first, id_asn, id_v6, by_asn, bucket, dims, vol, shift)
 
 
-#: :func:`_scatter_by_asn` groups the rows by their rank's high bits first once a reducer
-#: has more addresses than this: each pass's random writes then stay in cache
+#: :func:`_scatter_by_asn`'s first pass writes to about 2^8 groups of addresses once a
+#: reducer has more addresses than this ...
 SCATTER_TWO_PASS_IDS = 1 << 12
-#: ... and its first pass groups about this many addresses (2^8) per group
 SCATTER_GROUP_BITS = 8
+#: ... and to about 2^5 below it: the 10^9-record build's reducers hold about 900 addresses
+#: each (2.2 M rows), where one group (a copy, then a scatter to every address's write
+#: heads) cost 12-13 ns a row and 2^5 groups 10 (bench/RESULTS.md, twelfth round)
+SCATTER_FEW_GROUP_BITS = 5
 
 
 def _scatter_shift(n_ids: int) -> int:
     """How many low bits of an address's ASN rank :func:`_scatter_by_asn`'s second pass
-    orders by, so that the first pass writes to about 2^8 groups and the second within a
-    group of about 2^8 addresses (31, one group: few addresses, whose write heads fit in
-    cache anyway)."""
+    orders by, so that the first pass writes to few groups (few write heads) and the second
+    within a group of a few hundred addresses at most (a region that stays in cache)."""
+    bits = max(0, (n_ids - 1).bit_length())
     if n_ids <= SCATTER_TWO_PASS_IDS:
-        return 31
-    return max(1, (n_ids - 1).bit_length() - SCATTER_GROUP_BITS)
+        return max(1, bits - SCATTER_FEW_GROUP_BITS)
+    return max(1, bits - SCATTER_GROUP_BITS)
 
 
 def _asn_order(id_asn: np.ndarray) -> np.ndarray:
@@ -957,7 +960,7 @@ def _scatter_by_asn(
     the group of their rank's bits above the low ``shift`` ones (few write heads), with
     their rank, then within each group (a region that stays in cache) to their place: two
     cheap passes instead of one dear one. Both passes are stable, so any ``shift`` gives the
-    same order (31: one group, a copy then the scatter, for reducers with few addresses).
+    same order (31: one group, a copy then the scatter).
     """
     n = ids.size
     n_ids = by_asn.size
