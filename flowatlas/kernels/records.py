@@ -1,12 +1,13 @@
 """The map step's per-record work on the CPU in one pass: classify, orient, bucket.
 
 For each flow record: longest-prefix match of both addresses in the local table (is either end
-ours, and in which region?), orientation (:func:`~flowatlas.kernels.orient._orient_body`), the
-remote address, its network in the classification table and the network type by precedence,
-then the cell key and the sampling-corrected counters
-(:func:`~flowatlas.kernels.orient._cell_body`); where asked, also the interface link carrying
-the record and the remote network's (country, metro) code, for the cube's link and
-geography tables. The same bodies the separate kernels use
+ours, and in which region? A local IPv6 end is one skip and one node below its root entry:
+:func:`~flowatlas.kernels.lpm.skip_chains`), orientation
+(:func:`~flowatlas.kernels.orient._orient_body`), the remote address, its network in the
+classification table and the network type by precedence, then the cell key and the
+sampling-corrected counters (:func:`~flowatlas.kernels.orient._cell_body`); where asked,
+also the interface link carrying the record and the remote network's (country, metro) code,
+for the cube's link and geography tables. The same bodies the separate kernels use
 (:func:`~flowatlas.kernels.lpm.lookup_cpu`, :func:`~flowatlas.kernels.orient.orient_cpu`,
 :func:`~flowatlas.kernels.orient.cells_cpu`), fused so that the intermediate columns
 (regions, direction, network ids, types) never reach memory: one pass instead of nine, and no
