@@ -98,6 +98,34 @@ def test_cells_match_reference_including_overflow_and_old_times() -> None:
             assert (dims["direction"][i], dims["is_v6"][i]) == (direction[i], v6[i])
 
 
+def test_cells_overflow_exactly_past_each_rates_limit() -> None:
+    """Counts at a rate's limit (2^64 - 1) // rate, one below and one above, in either count:
+    only those whose product exceeds 64 bits are quarantined (and zeroed)."""
+    nb, npk, rate = [], [], []
+    for r in (2, 3, 7, 1000, 2**31, 2**32 - 1):
+        limit = (U64 - 1) // r
+        for a in (limit - 1, limit, limit + 1):
+            nb += [a, 5]
+            npk += [5, a]
+            rate += [r, r]
+    nb, npk = np.array(nb, np.uint64), np.array(npk, np.uint64)
+    rate = np.array(rate, np.uint32)
+    n = nb.size
+    zeros = np.zeros(n, np.int16)
+    _, vol, pk, reason = cells_cpu(
+        np.zeros(n, np.int64), 1, zeros, zeros, zeros.astype(np.uint8),
+        zeros.astype(np.uint8), nb, npk, rate, False,
+    )  # fmt: skip
+    over = [
+        int(b) * int(r) >= U64 or int(p) * int(r) >= U64
+        for b, p, r in zip(nb, npk, rate, strict=True)
+    ]
+    assert reason.tolist() == [int(o) for o in over] and 0 < sum(over) < n
+    for i in range(n):
+        want = (0, 0) if over[i] else (int(nb[i]) * int(rate[i]), int(npk[i]) * int(rate[i]))
+        assert (int(vol[i]), int(pk[i])) == want
+
+
 def random_rows(rng, n, n_keys, n_ips):
     key = rng.integers(0, n_keys, size=n).astype(np.int64) * 7919 - 1000
     ip = rng.integers(0, n_ips, size=n)
@@ -550,11 +578,14 @@ CUDASIM = textwrap.dedent(
     v6 = rng.integers(0, 2, size=n).astype(np.uint8)
     ntype = rng.integers(0, 9, size=n).astype(np.int16)
     args = (t, 3_600_000_000, want[1], ntype, want[0], v6, nb, npk, rate)
-    want_c = cells_cpu(*args, False)
+    nb[:40] = np.uint64(2**64 - 1)  # past the limit of every rate above 1
     dev = [cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args]
-    got_c = K.cells_cuda(*dev, False)
-    for w, g in zip(want_c, got_c):
-        assert (w == g.copy_to_host()).all()
+    for scaled in (False, True):
+        want_c = cells_cpu(*args, scaled)
+        assert (want_c[3] == 1).any() != scaled and (want_c[3] == 0).any()
+        got_c = K.cells_cuda(*dev, scaled)
+        for w, g in zip(want_c, got_c):
+            assert (w == g.copy_to_host()).all()
     print("OK")
     """
 )

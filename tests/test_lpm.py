@@ -228,6 +228,146 @@ def test_sparse_host_routes_split_into_compressed_nodes_of_bounded_size() -> Non
     )
 
 
+#: prefixes whose IPv6 root entries lead to chains of one-path nodes (skips, see
+#: flowatlas.kernels.lpm.skip_chains): alone under a root entry, as local prefixes are (a
+#: chain, then a node), nested (the rest changes along the chain: it stops), the one path at
+#: entry 0 and 255 and inside, chains down to the top 64 bits' end and past it (a /80, a
+#: /128: nodes in the low word), the IPv4-mapped space as an IPv6 prefix (zero bytes)
+CHAIN_PREFIXES = [
+    "2001:db8:1::/48",
+    "2620:a0::/46", "2620:a0:4::/46", "2620:a0:8::/46",
+    "2a00::/16", "2a00:1450::/32", "2a00:1450:4000::/36", "2a00:1450:4000:800::/56",
+    "2c0f::/24", "2d00:ff00::/24", "2e00:1f00::/24",
+    "3fff:ffff:ffff:ffff::/64", "3ffe::/63", "3ffd:0:0:1::/64",
+    "5000::1/128", "7000:1:2:3:4::/80", "::ffff:0:0/96", "::1/128",
+    "10.0.0.0/8", "10.1.2.0/24", "192.0.2.1/32",
+]  # fmt: skip
+
+
+def skip_count(index) -> int:
+    """Root entries of an index that are skips (bits 27-31 clear)."""
+    return int((index.idx6 < np.uint32(0x08000000)).sum())
+
+
+def chain_probes(prefixes: list[str], rng: np.random.Generator, n_random: int):
+    """probe_addresses, plus each IPv6 prefix's first address with one byte of its top 64
+    bits changed (a path that leaves the chain at every depth) and random ones inside it."""
+    hi, lo = probe_addresses(prefixes, rng, n_random)
+    more_hi, more_lo = [], []
+    for p in prefixes:
+        net = ipaddress.ip_network(p)
+        if net.version != 6:
+            continue
+        first = int(net.network_address)
+        for byte in range(8):
+            for change in (0x01, 0x80, 0xFF):
+                a = first ^ (change << (120 - 8 * byte))
+                more_hi.append(a >> 64)
+                more_lo.append(a & MASK64)
+        for _ in range(8):
+            a = first | (int(rng.integers(0, 2**62)) << 64 | int(rng.integers(0, 2**62))) % (
+                1 << (128 - net.prefixlen)
+            )
+            more_hi.append(a >> 64)
+            more_lo.append(a & MASK64)
+    return (
+        np.concatenate([hi, np.array(more_hi, np.uint64)]),
+        np.concatenate([lo, np.array(more_lo, np.uint64)]),
+    )
+
+
+def random_chain_prefixes(rng: np.random.Generator, n_tops: int) -> list[str]:
+    """A few IPv6 prefixes under each of ``n_tops`` random /16s (chains, nested ones, deep
+    ones), a default route at times, and IPv4 ones."""
+    out: set[str] = set()
+    for _ in range(n_tops):
+        top = int(rng.integers(0, 0x10000))
+        base = (top << 112) | (int(rng.integers(0, 2**62)) << 48) | int(rng.integers(0, 2**48))
+        for _ in range(int(rng.integers(1, 4))):
+            length = int(rng.choice([17, 20, 24, 31, 32, 40, 44, 48, 56, 63, 64, 72, 96, 128]))
+            if rng.random() < 0.3:  # next to the others: the chain's one path splits
+                base ^= 1 << (128 - length)
+            out.add(str(ipaddress.ip_network((base, length), strict=False)))
+    if rng.random() < 0.5:
+        out.add("::/0")
+    out |= {"10.0.0.0/8", "192.168.1.0/24"}
+    return sorted(out)
+
+
+@pytest.mark.parametrize("bits6", [8, 16, 24])
+def test_skips_against_the_naive_scan(bits6: int) -> None:
+    """Chains of one-path nodes under IPv6 root entries become skips, for each root size;
+    lookups equal a scan of the prefixes, on and off every chain's path."""
+    from flowatlas.kernels.lpm import build_index, lookup_cpu, skip_chains
+
+    rng = np.random.default_rng(bits6)
+    for extra in ([], ["::/0"], ["0.0.0.0/0", "2000::/3"]):
+        prefixes = sorted(set(CHAIN_PREFIXES + extra))
+        table, asn_of = compile_prefixes(prefixes)
+        index = build_index(table.starts_hi, table.starts_lo, table.values, bits6)
+        assert skip_count(index) >= 8
+        assert skip_chains(index) == 0  # none left to make
+        hi, lo = chain_probes(prefixes, rng, 2000)
+        got = asn_of[lookup_cpu(index, hi, lo, parallel=False)]
+        np.testing.assert_array_equal(got, naive_reference(prefixes, hi, lo))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_skips_on_random_chains_match_pytricia(seed: int) -> None:
+    from flowatlas.kernels.lpm import build_index, lookup_cpu
+
+    rng = np.random.default_rng(100 + seed)
+    prefixes = random_chain_prefixes(rng, 60)
+    table, asn_of = compile_prefixes(prefixes)
+    hi, lo = chain_probes(prefixes, rng, 5000)
+    want = pytricia_reference(prefixes, hi, lo)
+    for bits6 in (8, 16, 24):
+        index = build_index(table.starts_hi, table.starts_lo, table.values, bits6)
+        assert skip_count(index) > 0
+        got = asn_of[lookup_cpu(index, hi, lo, parallel=False)]
+        bad = np.flatnonzero(got != want)
+        assert bad.size == 0, (bits6, hilo_to_text(hi[bad[:3]], lo[bad[:3]]).to_pylist())
+
+
+def test_tables_without_chains_get_no_skips() -> None:
+    """An empty table, a default route, one /16: nothing to skip. An IPv4 prefix splits the
+    IPv4-mapped /96 out of ::/16, a chain of zero bytes: one skip, from root entry 0."""
+    from flowatlas.kernels.lpm import build_index, lookup_cpu, skip_chains
+
+    rng = np.random.default_rng(8)
+    for prefixes, skips in (
+        ([], 0), (["::/0"], 0), (["2001::/16"], 0), (["0.0.0.0/0"], 1), (["192.0.2.0/24"], 1),
+    ):  # fmt: skip
+        if prefixes:
+            table, asn_of = compile_prefixes(prefixes)
+            steps = table.starts_hi, table.starts_lo, table.values
+        else:
+            steps = np.zeros(1, np.uint64), np.zeros(1, np.uint64), np.full(1, -1, np.int32)
+        index = build_index(*steps, 16)
+        assert skip_count(index) == skips
+        assert skips == 0 or index.idx6[0] < np.uint32(0x08000000)
+        assert skip_chains(index) == 0
+        if prefixes:
+            hi, lo = chain_probes([*prefixes, "::1/128"], rng, 3000)
+            got = asn_of[lookup_cpu(index, hi, lo)]
+            np.testing.assert_array_equal(got, naive_reference(prefixes, hi, lo))
+
+
+def test_one_prefix_is_one_skip_and_its_edges_are_exact() -> None:
+    """One /48: a 32-bit skip from its /16 root entry straight to its answer."""
+    from flowatlas.kernels.lpm import build_index, lookup_cpu
+
+    table, asn_of = compile_prefixes(["2001:db8:1::/48"])
+    index = build_index(table.starts_hi, table.starts_lo, table.values, 16)
+    assert skip_count(index) == 1
+    head = index.heads[8 * int(index.idx6[0x2001]) : 8 * int(index.idx6[0x2001]) + 4]
+    assert int(head[0]) == 0x0DB80001 and int(head[1]) == 32
+    inside, below, above = 0x20010DB8_0001_0000, 0x20010DB8_0000_FFFF, 0x20010DB8_0002_0000
+    hi = np.array([inside, inside | 0xFFFF, below, above, inside ^ (1 << 40)], np.uint64)
+    lo = np.array([0, MASK64, MASK64, 0, 0], np.uint64)
+    assert asn_of[lookup_cpu(index, hi, lo)].tolist() == [1, 1, 0, 0, 0]
+
+
 def test_serial_and_parallel_drivers_agree() -> None:
     from flowatlas.kernels.lpm import lookup_cpu
 
@@ -275,14 +415,16 @@ CUDASIM_SCRIPT = textwrap.dedent(
     from numba import cuda
     from flowatlas.kernels.lpm import lookup_cpu, lookup_cuda
     rng = np.random.default_rng(3)
-    prefixes = random_prefixes(rng, 300)
+    from test_lpm import CHAIN_PREFIXES, chain_probes, skip_count
+    prefixes = sorted(set(random_prefixes(rng, 300)) | set(CHAIN_PREFIXES))
     table, _ = compile_prefixes(prefixes)
-    hi, lo = probe_addresses(prefixes, rng, 400)
-    hi, lo = hi[:1500], lo[:1500]
+    hi, lo = chain_probes(prefixes, rng, 400)
+    keep = rng.permutation(hi.size)[:1500]  # random ones, boundaries, chains' paths
+    hi, lo = hi[keep], lo[keep]
     from flowatlas.kernels.lpm import build_index
     for bits6 in (16, 24):  # both IPv6 root sizes the compiler picks
         index = build_index(table.starts_hi, table.starts_lo, table.values, bits6)
-        assert index.stats()["nodes"] > 0
+        assert index.stats()["nodes"] > 0 and skip_count(index) > 0
         dev = index.to_device()
         got = lookup_cuda(dev, cuda.to_device(hi), cuda.to_device(lo), threads=64, blocks=4)
         got = got.copy_to_host()

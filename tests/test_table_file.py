@@ -11,7 +11,14 @@ import zipfile
 import numpy as np
 import pyarrow as pa
 import pytest
-from test_lpm import compile_prefixes, probe_addresses, random_prefixes
+from test_lpm import (
+    CHAIN_PREFIXES,
+    chain_probes,
+    compile_prefixes,
+    probe_addresses,
+    random_prefixes,
+    skip_count,
+)
 
 from flowatlas.classify import table as table_module
 from flowatlas.classify.table import PrefixTable
@@ -130,6 +137,38 @@ def test_version_1_files_still_load(compiled, tmp_path):
     loaded = PrefixTable.load(old)
     assert loaded.digest == table.digest
     np.testing.assert_array_equal(loaded.lookup(hi, lo), table.lookup(hi, lo))
+
+
+def test_version_2_files_load_and_get_their_skips(tmp_path, monkeypatch):
+    """A file from before skips (version 2: its index has none) loads with the skips made
+    in memory, the file untouched; saved again it is the version 3 file of the same table."""
+    from flowatlas.kernels import lpm
+
+    rng = np.random.default_rng(22)
+    prefixes = sorted(set(random_prefixes(rng, 400)) | set(CHAIN_PREFIXES))
+    table, asn_of = compile_prefixes(prefixes)
+    with monkeypatch.context() as m:  # as a flowatlas before skips wrote it
+        m.setattr(lpm, "skip_chains", lambda index, min_bits=8: 0)
+        m.setattr(table_module, "FORMAT_VERSION", 2)
+        old, _ = compile_prefixes(prefixes)
+        path = old.save(tmp_path / "v2.fatable")
+        assert skip_count(old.index) == 0
+    data = path.read_bytes()
+    assert int.from_bytes(data[8:12], "little") == 2
+    loaded = PrefixTable.load(path)
+    assert skip_count(loaded.index) > 0
+    want = build_index(table.starts_hi, table.starts_lo, table.values, table.bits6)
+    for got_a, want_a in zip(loaded.index.arrays(), want.arrays(), strict=True):
+        np.testing.assert_array_equal(got_a, want_a)
+    hi, lo = chain_probes(prefixes, rng, 5000)
+    np.testing.assert_array_equal(loaded.lookup(hi, lo), table.lookup(hi, lo))
+    np.testing.assert_array_equal(
+        asn_of[table.lookup(hi, lo)], asn_of[old.lookup(hi, lo)]
+    )  # with skips and without: the same answers
+    assert path.read_bytes() == data
+    again = loaded.save(tmp_path / "again.fatable").read_bytes()
+    assert int.from_bytes(again[8:12], "little") == 3
+    assert again == table.save(tmp_path / "fresh.fatable").read_bytes()
 
 
 def test_damaged_files_are_clear_errors(compiled, tmp_path):

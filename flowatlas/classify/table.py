@@ -5,7 +5,7 @@ plus the networks (network type, ASN, organisation, country, the source and row 
 provenance (the sources it was compiled from, with content hashes). Its ``digest`` names its
 content; cubes record it so a cube can be rebuilt with the exact table it was built with.
 
-File format (``.fatable``, version 2): one uncompressed file that a build maps into memory
+File format (``.fatable``, version 3): one uncompressed file that a build maps into memory
 instead of reading: a 24-byte head (magic, version, header length), a JSON header (the meta,
 the digest, and each section's offset, length and CRC-32), then page-aligned sections: the
 step function (``starts_hi``, ``starts_lo``, ``values``), its lookup index (the arrays of
@@ -22,8 +22,12 @@ wrong answers or a crash in a kernel that trusts the index (no check can be left
 the lookup kernels index the arrays without bounds checks). A truncated file is known from
 its size before any byte is read.
 
-Version 1 files (a zip archive of Arrow IPC members) still load; their index is built on
-first use, as before.
+Version 3 differs from version 2 only in the index: its chains of one-path IPv6 nodes are
+skips (:func:`~flowatlas.kernels.lpm.skip_chains`), entries a flowatlas that reads version 2
+would take for something else; hence the new number, which such a flowatlas refuses with a
+message. Version 2 files still load, their index given its skips when opened (in memory: the
+file stays as it is). Version 1 files (a zip archive of Arrow IPC members) still load; their
+index is built on first use, as before.
 """
 
 from __future__ import annotations
@@ -48,13 +52,22 @@ import pyarrow as pa
 
 from flowatlas.classify.compiler import Compiled
 from flowatlas.errors import InputError, OutputError
-from flowatlas.kernels.lpm import V4_BLOCK_BITS, LpmArrays, build_index, expand_runs, lookup_cpu
+from flowatlas.kernels.lpm import (
+    V4_BLOCK_BITS,
+    LpmArrays,
+    build_index,
+    expand_runs,
+    lookup_cpu,
+    skip_chains,
+)
 from flowatlas.vocab import NETWORK_TYPES, UNKNOWN
 
 DEFAULT_BITS6 = 16
 FORMAT = "flowatlas-prefix-table"
-FORMAT_VERSION = 2
-#: the first bytes of a version 2 file; version 1 files are zip archives (``PK``)
+FORMAT_VERSION = 3
+#: versions whose mapped layout this flowatlas reads (2: the index without skips)
+_MAPPED_VERSIONS = (2, 3)
+#: the first bytes of a version 2 or 3 file; version 1 files are zip archives (``PK``)
 MAGIC = b"FATABLE\x00"
 _HEAD = struct.Struct("<8sII Q")  # magic, format version, reserved (0), header length
 #: sections start on page boundaries, so every array is aligned for any dtype and the
@@ -285,10 +298,10 @@ class PrefixTable:
                 if len(first) < _HEAD.size or first[:8] != MAGIC:
                     raise InputError(f"{path}: not a flowatlas prefix table")
                 _, version, _, header_len = _HEAD.unpack(first)
-                if version != FORMAT_VERSION:
+                if version not in _MAPPED_VERSIONS:
                     raise InputError(
                         f"{path}: prefix table format version {version}, this flowatlas reads 1 "
-                        f"and {FORMAT_VERSION}: compile it again with `flowatlas classify compile`"
+                        f"to {FORMAT_VERSION}: compile it again with `flowatlas classify compile`"
                     )
                 header = json.loads(f.read(header_len))
                 # a private (copy-on-write) mapping: writable arrays, so the kernels see the
@@ -300,16 +313,23 @@ class PrefixTable:
             raise InputError(f"{path}: not a flowatlas prefix table: {exc}") from None
         try:
             return cls._from_mapped(
-                path, _padded(_HEAD.size + header_len), header, data, precompute
+                path, _padded(_HEAD.size + header_len), header, data, precompute, version
             )
         except (KeyError, TypeError, ValueError, pa.ArrowException) as exc:
             raise InputError(f"{path}: prefix table is corrupt: {exc}") from None
 
     @classmethod
     def _from_mapped(
-        cls, path: Path, base: int, header: dict[str, Any], data: mmap.mmap, precompute: bool
+        cls,
+        path: Path,
+        base: int,
+        header: dict[str, Any],
+        data: mmap.mmap,
+        precompute: bool,
+        version: int = FORMAT_VERSION,
     ) -> PrefixTable:
-        """The table whose sections lie from ``base`` in ``data`` (see the module docstring)."""
+        """The table whose sections lie from ``base`` in ``data`` (see the module docstring);
+        a version 2 file's index gets its skips here."""
         meta = header["meta"]
         if meta.get("format") != FORMAT:
             raise InputError(
@@ -380,6 +400,8 @@ class PrefixTable:
             array("runs", np.uint32),
             np.uint64(64 - bits6),
         )
+        if version < 3:  # written before skips: made now, in the private mapping's pages
+            skip_chains(index)
         # the CRCs vouch for the bytes the digest was computed from when the file was saved
         table.__dict__["digest"] = meta["digest"]
         table.__dict__["index"] = index

@@ -8,6 +8,7 @@ in its own module; under ``NUMBA_ENABLE_CUDASIM=1`` they run in numba's simulato
 from __future__ import annotations
 
 import os
+import types
 
 import numpy as np
 from numba import config, cuda
@@ -15,7 +16,7 @@ from numba import config, cuda
 from flowatlas.kernels.accumulate import _GOLD, mix64
 from flowatlas.kernels.hll import _slot_body, check_p
 from flowatlas.kernels.lpm import _lpm_body
-from flowatlas.kernels.orient import _cell_body, _orient_body
+from flowatlas.kernels.orient import CELL_PIECES, _cell_body, _orient_body
 
 if os.environ.get("FLOWATLAS_CUDA_LAUNCH_LOG"):  # tests only: record launches' argument types
     from flowatlas.kernels.cuda_check import record_launches
@@ -43,7 +44,15 @@ def lpm_kernel(
 
 
 _orient_device = cuda.jit(device=True)(_orient_body)
-_cell_device = cuda.jit(device=True)(_cell_body)
+_cell_device = cuda.jit(device=True)(
+    # the same body, its pieces' CPU functions (globals by name) swapped for device twins
+    types.FunctionType(
+        _cell_body.__code__,
+        {**_cell_body.__globals__}
+        | {name: cuda.jit(device=True)(body) for name, body in CELL_PIECES.items()},
+        _cell_body.__name__,
+    )
+)
 
 
 @cuda.jit

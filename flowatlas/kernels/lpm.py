@@ -16,10 +16,15 @@ that one to a few memory accesses:
   of where runs start and a popcount finds the run of an entry. A full routing table's nodes
   take 10 MB this way instead of 30 MB, so they stay in cache.
 
+- skips: a chain of nodes under an IPv6 root entry that each let one path through (all
+  other entries one answer: a network's local prefixes, 2620:a0::/44 three nodes below the
+  2620::/16 root entry) is one compare of up to 56 address bits (:func:`_skip_chains`).
+
 An entry is one uint32: with bit 31 set it holds the answer itself (``value + 1``: one interval
 covers the block); with bit 30 set it names a node; otherwise it is a leaf, at most
 :data:`LEAF_MAX` intervals from interval ``j`` (bits 0-26) with ``count - 1`` in bits 27-29,
-searched by bisection within one or two cache lines. Leaves are only made for blocks of at most
+searched by bisection within one or two cache lines, or, with bits 27-29 clear (no leaf has
+one interval), a skip (IPv6 root entries only). Leaves are only made for blocks of at most
 a /64 (IPv4 /24 blocks, deep IPv6 ones): bigger IPv6 blocks split until every entry is direct,
 since compressed nodes stay in cache where the interval arrays do not. The body has no calls, so
 it compiles unchanged for the CPU (``numba.njit``) and for CUDA (``numba.cuda.jit(device=True)``).
@@ -52,6 +57,10 @@ LEAF_MAX = 8
 #: interval arrays miss; 1.4x faster uniform IPv6 lookups measured on a full routing table.
 LEAF_SHIFT_MAX = 64
 LEAF_J_BITS = 27
+#: the most address bits one skip compares (seven nodes' bytes; see :func:`_skip_chains`)
+SKIP_MAX_BITS = 56
+#: chains of nodes with one path each become skips from this many bits (one node) on
+SKIP_MIN_BITS = 8
 #: how many addresses ahead the CPU drivers prefetch IPv4 index entries (16-32 measured best)
 PREFETCH_DISTANCE = 24
 # LLVM names the prefetch intrinsic by pointer type; opaque pointers since LLVM 15
@@ -71,6 +80,16 @@ def _lpm_body(
     else:
         e = idx6[hi >> shift6]
         shift = shift6 + np.uint64(64)
+        if e < np.uint32(0x08000000):
+            # a skip (see _skip_chains): the next k address bits against the one path of a
+            # chain of nodes; the entry at the chain's end, or what every other path gives
+            h = np.uint64(e) << np.uint64(3)
+            shift -= heads[h + np.uint64(1)]
+            pair = heads[h + np.uint64(3)]
+            if ((hi >> (shift - np.uint64(64))) & heads[h + np.uint64(2)]) == heads[h]:
+                e = np.uint32(pair & np.uint64(0xFFFFFFFF))
+            else:
+                e = np.uint32(pair >> np.uint64(32))
     while (e & np.uint32(0xC0000000)) == np.uint32(0x40000000):
         shift -= np.uint64(8)
         if shift >= np.uint64(64):
@@ -421,6 +440,102 @@ def _compress_node(node, heads, h, runs, m):  # pragma: no cover - compiled
     return m
 
 
+@numba.njit(cache=True, inline="always")
+def _popcount(x):  # pragma: no cover - compiled
+    """Set bits of a uint64 (bit-parallel, as in the lookup body)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@numba.njit(cache=True, inline="always")
+def _one_other(heads, runs, n):  # pragma: no cover - compiled
+    """(byte, entry, rest) if all entries of node n but the one at ``byte`` equal ``rest``, a
+    direct entry; else (-1, 0, 0). Read from the node's runs: two or three of them."""
+    h = 8 * n
+    count = (
+        _popcount(heads[h]) + _popcount(heads[h + 1]) + _popcount(heads[h + 2])
+        + _popcount(heads[h + 3])
+    )  # fmt: skip
+    if count != 2 and count != 3:
+        return -1, np.uint32(0), np.uint32(0)
+    first = np.int64(heads[h + 4])
+    # where the second and third runs start (the first starts at entry 0)
+    second = -1
+    third = -1
+    for q in range(4):
+        word = heads[h + q]
+        if q == 0:
+            word &= ~np.uint64(1)
+        while word:
+            low = word & (~word + np.uint64(1))
+            b = 64 * q + _popcount(low - np.uint64(1))  # the lowest set bit's position
+            if second < 0:
+                second = b
+            elif third < 0:
+                third = b
+            word ^= low
+    a = runs[first]
+    c = runs[first + 1]
+    if count == 2:
+        if second == 1 and c >= np.uint32(0x80000000):
+            return 0, a, c
+        if second == 255 and a >= np.uint32(0x80000000):
+            return 255, c, a
+    elif a == runs[first + 2] and third == second + 1 and a >= np.uint32(0x80000000):
+        return second, c, a
+    return -1, np.uint32(0), np.uint32(0)
+
+
+@numba.njit(nogil=True, cache=True)
+def _skip_chains(root6, heads, runs, top_shift, min_bits):  # pragma: no cover - compiled
+    """Replace the chains of one-path nodes under IPv6 root entries by skips, in place;
+    returns how many.
+
+    A node whose 256 entries are all one direct entry ``rest`` but one (at ``byte``) lets
+    one path through; a chain of such nodes with the same ``rest`` (a network's local
+    prefixes, 2620:a0::/44 under the 2620::/16 root entry: three nodes) is one compare of
+    the address's next 8-56 bits instead of a node walk each. The chain's first node's head
+    becomes the skip (words: the path's bits, their count k, a mask of k ones, the entry at
+    the chain's end | ``rest`` << 32) and the root entry naming the node a skip entry: its
+    number, bits 27-31 clear, a tag no leaf has (leaves hold two or more intervals). The
+    chain's other nodes stay, unused, so no node is renumbered. Only chains of at least
+    ``min_bits`` bits, within the address's top 64 bits (the lookup compares one word), from
+    nodes numbered below 2^27, and under root entries only: one skip at most per lookup, so
+    the lookup body gains one branch in its IPv6 path and none in its node loop (a skip
+    check in the loop made the fused records kernel 1.4 ns a lookup slower on IPv4 records).
+    ``top_shift``: the address bits below a root entry's block.
+    """
+    made = 0
+    for i in range(root6.size):
+        e = root6[i]
+        n = np.int64(e & np.uint32(0x3FFFFFFF))
+        k = 0
+        key = np.uint64(0)
+        rest = np.uint32(0)
+        end = e
+        while (end & np.uint32(0xC0000000)) == np.uint32(0x40000000):
+            if k + 8 > SKIP_MAX_BITS or top_shift - k - 8 < 64:
+                break
+            byte, other, r = _one_other(heads, runs, np.int64(end & np.uint32(0x3FFFFFFF)))
+            if byte < 0 or (k > 0 and r != rest):
+                break
+            rest = r
+            key = (key << np.uint64(8)) | np.uint64(byte)
+            k += 8
+            end = other
+        if k >= min_bits and k > 0 and n < (1 << LEAF_J_BITS):
+            h = 8 * n
+            heads[h] = key
+            heads[h + 1] = np.uint64(k)
+            heads[h + 2] = (np.uint64(1) << np.uint64(k)) - np.uint64(1)
+            heads[h + 3] = np.uint64(end) | (np.uint64(rest) << np.uint64(32))
+            root6[i] = np.uint32(n)
+            made += 1
+    return made
+
+
 @numba.njit(nogil=True, cache=True)
 def _fill_runs(starts, entries, out):  # pragma: no cover - compiled
     """``out[starts[r]:starts[r + 1]] = entries[r]`` for every run r (the last to the end)."""
@@ -481,10 +596,24 @@ def build_index(
         raise ValueError("too many index nodes")
     if heads.size == 0:  # no node: one unused one, so no array is empty (device copies)
         heads, runs = np.zeros(8, np.uint64), np.zeros(1, np.uint32)
-    return LpmArrays(
+    index = LpmArrays(
         starts_hi, starts_lo, values, root4, root6, _aligned(heads), _numpy_copy(runs),
         np.uint64(64 - bits6),
     )  # fmt: skip
+    skip_chains(index)
+    return index
+
+
+def skip_chains(index: LpmArrays, min_bits: int = SKIP_MIN_BITS) -> int:
+    """Turn the index's chains of one-path IPv6 nodes into skips, in place (see
+    :func:`_skip_chains`); returns how many. :func:`build_index` does it; an index stored by a
+    flowatlas before skips (a version 2 ``.fatable``) gets it when loaded. An index that has
+    skips already has no such chain left, so a second call changes nothing."""
+    if index.heads.size < 8 or index.idx6.size == 0:
+        return 0
+    return int(
+        _skip_chains(index.idx6, index.heads, index.runs, np.int64(index.shift6) + 64, min_bits)
+    )
 
 
 def _aligned(a: np.ndarray) -> np.ndarray:

@@ -1,12 +1,14 @@
 """Orient flow records and turn them into cube cells: arrays in, arrays out.
 
-Two per-row bodies, each compiled for the CPU here and for CUDA in :mod:`.cuda`:
+Per-row bodies, each compiled for the CPU here and for CUDA in :mod:`.cuda`:
 
 - ``_orient_body``: which end is ours (direction), which region the flow belongs to, which
   interface link (exporter + interface: transit, IX, private fibre) carries it, and the
   network type that link gives its flows (Migration for private fibre), if any;
 - ``_cell_body``: the sampling-corrected volume and packets (with 64-bit overflow detection)
-  and the packed cell key (time bucket, region, network type, direction, IP version).
+  and the packed cell key (time bucket, region, network type, direction, IP version), put
+  together from pieces (the multiplier, its overflow limit, the corrected counters, the
+  key) that the fused kernel in :mod:`.records` calls as well.
 
 Cell keys pack the dimensions into one int64 so that grouping is integer work::
 
@@ -88,30 +90,66 @@ def _orient_body(
     return direction, region, remote_is_dst, link_type, link
 
 
-def _cell_body(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets, rate, scaled):
-    """(cell, volume, packets, reason) of one oriented record."""
-    mult = np.uint64(1)
-    if not scaled and rate > 1:
-        mult = np.uint64(rate)
-    reason = 0
-    vol = nbytes * mult
-    pk = npackets * mult
-    if mult > 1:
-        limit = np.uint64(0xFFFFFFFFFFFFFFFF) // mult
-        if nbytes > limit or npackets > limit:
-            reason = 1
-            vol = np.uint64(0)
-            pk = np.uint64(0)
-    # floor division, also for times before 1970
-    bucket = t_us // bucket_us
-    cell = (
+def _multiplier_body(rate, scaled):
+    """The sampling correction of one record: its rate, or 1 where the archive's counts are
+    scaled already or the rate says unsampled (0 or 1)."""
+    return np.uint64(rate) if not scaled and rate > 1 else np.uint64(1)
+
+
+def _limit_body(mult):
+    """The largest count that ``mult`` (1 or more) times fits 64 bits: a 64-bit division,
+    which callers make once per rate (the fused kernel) or only for sampled records."""
+    return np.uint64(0xFFFFFFFFFFFFFFFF) // mult
+
+
+def _counters_body(nbytes, npackets, mult, limit):
+    """(volume, packets, reason): the counts times ``mult``, or zeros and
+    :data:`REASON_OVERFLOW` where either count exceeds ``limit`` (:func:`_limit_body`)."""
+    if nbytes > limit or npackets > limit:
+        vol = np.uint64(0)
+        pk = np.uint64(0)
+        reason = np.uint8(REASON_OVERFLOW)
+    else:
+        vol = nbytes * mult
+        pk = npackets * mult
+        reason = np.uint8(0)
+    return vol, pk, reason
+
+
+def _cell_key_body(bucket, region, ntype, direction, is_v6):
+    """The packed cell key of a time bucket (index) and dimension codes (module docstring)."""
+    return (
         (np.int64(bucket) << np.int64(15))
         | (np.int64(region) << np.int64(9))
         | (np.int64(ntype) << np.int64(3))
         | (np.int64(direction) << np.int64(1))
         | np.int64(is_v6)
     )
-    return cell, vol, pk, reason
+
+
+multiplier_one = numba.njit(inline="always", nogil=True, cache=True)(_multiplier_body)
+limit_one = numba.njit(inline="always", nogil=True, cache=True)(_limit_body)
+counters_one = numba.njit(inline="always", nogil=True, cache=True)(_counters_body)
+cell_key_one = numba.njit(inline="always", nogil=True, cache=True)(_cell_key_body)
+#: the pieces :func:`_cell_body` calls, by name: :mod:`.cuda` compiles the same body with
+#: their device twins in their place
+CELL_PIECES = {
+    "multiplier_one": _multiplier_body,
+    "limit_one": _limit_body,
+    "counters_one": _counters_body,
+    "cell_key_one": _cell_key_body,
+}
+
+
+def _cell_body(t_us, bucket_us, region, ntype, direction, is_v6, nbytes, npackets, rate, scaled):
+    """(cell, volume, packets, reason) of one oriented record, from the pieces above (the
+    fused kernel, :func:`flowatlas.kernels.records.records_cpu`, calls them itself: it keeps
+    the last bucket and the last rate's limit instead of dividing per record)."""
+    mult = multiplier_one(rate, scaled)
+    limit = limit_one(mult) if mult > np.uint64(1) else np.uint64(0xFFFFFFFFFFFFFFFF)
+    vol, pk, reason = counters_one(nbytes, npackets, mult, limit)
+    # floor division, also for times before 1970
+    return cell_key_one(t_us // bucket_us, region, ntype, direction, is_v6), vol, pk, reason
 
 
 orient_one = numba.njit(inline="always", nogil=True, cache=True)(_orient_body)

@@ -1,12 +1,13 @@
 """The map step's per-record work on the CPU in one pass: classify, orient, bucket.
 
 For each flow record: longest-prefix match of both addresses in the local table (is either end
-ours, and in which region?), orientation (:func:`~flowatlas.kernels.orient._orient_body`), the
-remote address, its network in the classification table and the network type by precedence,
-then the cell key and the sampling-corrected counters
-(:func:`~flowatlas.kernels.orient._cell_body`); where asked, also the interface link carrying
-the record and the remote network's (country, metro) code, for the cube's link and
-geography tables. The same bodies the separate kernels use
+ours, and in which region? A local IPv6 end is one skip and one node below its root entry:
+:func:`~flowatlas.kernels.lpm.skip_chains`), orientation
+(:func:`~flowatlas.kernels.orient._orient_body`), the remote address, its network in the
+classification table and the network type by precedence, then the cell key and the
+sampling-corrected counters (:func:`~flowatlas.kernels.orient._cell_body`); where asked,
+also the interface link carrying the record and the remote network's (country, metro) code,
+for the cube's link and geography tables. The same bodies the separate kernels use
 (:func:`~flowatlas.kernels.lpm.lookup_cpu`, :func:`~flowatlas.kernels.orient.orient_cpu`,
 :func:`~flowatlas.kernels.orient.cells_cpu`), fused so that the intermediate columns
 (regions, direction, network ids, types) never reach memory: one pass instead of nine, and no
@@ -21,7 +22,15 @@ import numpy as np
 
 from flowatlas.kernels.accumulate import mix64
 from flowatlas.kernels.lpm import PREFETCH_DISTANCE, LpmArrays, _jit_no_nrt, _prefetch, lpm_one
-from flowatlas.kernels.orient import EGRESS, INTERNAL, REASON_OVERFLOW, cell_one, orient_one
+from flowatlas.kernels.orient import (
+    EGRESS,
+    INTERNAL,
+    cell_key_one,
+    counters_one,
+    limit_one,
+    multiplier_one,
+    orient_one,
+)
 
 _V4_TAG = np.uint64(0xFFFF)
 
@@ -58,8 +67,8 @@ def _records_loop(
 ):  # fmt: skip  # pragma: no cover - compiled
     n = src.shape[0]
     # the last record's time bucket [b_lo, b_hi) and sampling rate's overflow limit: records
-    # come in time order with a few rates, so the two 64-bit divisions of cell_one (3-4 ns a
-    # record) are mostly not needed. A bucket within bucket_us of the int64 range's ends is
+    # come in time order with a few rates, so the two 64-bit divisions of _cell_body (3-4 ns
+    # a record) are mostly not needed. A bucket within bucket_us of the int64 range's ends is
     # never kept (its bounds could wrap)
     t_min = np.int64(-0x8000000000000000) + bucket_us
     t_max = np.int64(0x7FFFFFFFFFFFFFFF) - bucket_us
@@ -67,7 +76,7 @@ def _records_loop(
     b_lo = np.int64(1)
     b_hi = np.int64(0)
     last_mult = np.uint64(1)
-    limit = np.uint64(0xFFFFFFFFFFFFFFFF)
+    limit = limit_one(last_mult)
     for i in range(n):
         j = i + PREFETCH_DISTANCE  # the IPv4 /24 entries of a later record's addresses
         if prefetch and j < n:
@@ -116,27 +125,13 @@ def _records_loop(
             else:  # nothing kept: the next record divides again
                 b_lo = np.int64(1)
                 b_hi = np.int64(0)
-        # cell_one on the bucket itself (bucket_us 1) packs the key; its counters are unused
-        cell, _v, _p, _r = cell_one(
-            b, np.int64(1), region, ntype, direction, is_v6, np.uint64(0), np.uint64(0),
-            np.uint32(1), True,
-        )  # fmt: skip
-        # the sampling-corrected counters as cell_one gives them, the limit kept per rate
-        rt = rate[i]
-        mult = np.uint64(rt) if not scaled and rt > 1 else np.uint64(1)
+        cell = cell_key_one(b, region, ntype, direction, is_v6)
+        # the sampling-corrected counters as _cell_body gives them, the limit kept per rate
+        mult = multiplier_one(rate[i], scaled)
         if mult != last_mult:
             last_mult = mult
-            limit = np.uint64(0xFFFFFFFFFFFFFFFF) // mult
-        nb = nbytes[i]
-        npk = npackets[i]
-        if nb > limit or npk > limit:
-            reason = np.uint8(REASON_OVERFLOW)
-            vol = np.uint64(0)
-            pk = np.uint64(0)
-        else:
-            reason = np.uint8(0)
-            vol = nb * mult
-            pk = npk * mult
+            limit = limit_one(mult)
+        vol, pk, reason = counters_one(nbytes[i], npackets[i], mult, limit)
         o_cell[i] = cell
         o_hi[i] = rh
         o_lo[i] = rl
