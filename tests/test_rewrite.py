@@ -494,3 +494,22 @@ def test_default_is_the_archive_default(synth_archive, tmp_path, monkeypatch, ca
     monkeypatch.setattr(archive_mod, "DEFAULT_COMPRESSION", "lz4")
     s = rw.rewrite_archive(arch, progress=False)
     assert s.compression == "lz4" and len(s.rewritten) == 6
+
+
+def test_one_writer_at_a_time(synth_archive, tmp_path):
+    from flowatlas.io.manifest import archive_lock
+
+    arch = copy(synth_archive, tmp_path)
+    with archive_lock(arch), pytest.raises(OutputError, match="import \\(or rewrite\\) is writing"):
+        rw.rewrite_archive(arch, compression="lz4", progress=False)
+    assert all(codecs(p) == {"ZSTD"} for p in data_files(arch))
+
+
+def test_summary_line(synth_archive, tmp_path, capsys):
+    arch = copy(synth_archive, tmp_path)
+    assert main(["rewrite", str(arch), "--compression", "lz4", "-j", "1"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith(f"flowatlas rewrite -> {arch} (lz4): rewritten 6 files (30,000 records)")
+    assert "already lz4 0, failed 0; " in out and out.count("\n") == 1
+    assert main(["rewrite", str(arch), "--compression", "lz4", "-q"]) == 0
+    assert capsys.readouterr() == ("", "")

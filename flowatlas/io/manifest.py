@@ -427,7 +427,8 @@ def archive_lock(root: str | os.PathLike[str]) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise OutputError(
-                f"{root}: another flowatlas import is writing this archive (lock {d / 'lock'})"
+                f"{root}: another flowatlas import (or rewrite) is writing this archive "
+                f"(lock {d / 'lock'})"
             ) from None
         try:
             yield

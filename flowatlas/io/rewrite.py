@@ -359,20 +359,36 @@ def _check(
 
 # --------------------------------------------------------------------------- workers
 
-#: a worker's queue of rows written, read by the parent for its progress bar
-_ROWS_QUEUE: list[Any] = []
+#: a worker's queue of rows written (read by the parent for its progress bar) and the
+#: event that tells it to stop (set by the parent when the rewrite stops early)
+_WORKER: list[Any] = []
 
 
-def _worker_start(parent_pid: int, arrow_threads: int, rows: Any) -> None:
+class _Stopped(Exception):
+    """Raised in a worker between two row groups: the rewrite stopped (its file is dropped)."""
+
+
+def _worker_start(parent_pid: int, arrow_threads: int, rows: Any, stop: Any) -> None:
     """Worker initialiser: die with the rewrite, use its share of the cores, report rows."""
     from flowatlas.io.commands import _worker_start as start
 
     start(parent_pid, arrow_threads)
-    _ROWS_QUEUE[:] = [rows]
+    _WORKER[:] = [rows, stop]
 
 
 def _in_worker(task: RewriteTask) -> RewriteResult:
-    return rewrite_file(task, _ROWS_QUEUE[0].put)
+    """:func:`rewrite_file` in a worker: rows reported to the parent, and stopped between row
+    groups once the parent says so (files queued ahead are not started)."""
+    rows, stop = _WORKER
+
+    def progress(n: int) -> None:
+        rows.put(n)
+        if stop.is_set():
+            raise _Stopped
+
+    if stop.is_set():
+        raise _Stopped
+    return rewrite_file(task, progress)
 
 
 def default_jobs(tasks: list[RewriteTask], cpus: int | None = None) -> int:
@@ -396,12 +412,13 @@ def _run(
         return
     ctx = multiprocessing.get_context("spawn")
     rows_queue = ctx.Queue()
+    stop = ctx.Event()
     threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = cf.ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=ctx,
         initializer=_worker_start,
-        initargs=(os.getpid(), threads, rows_queue),
+        initargs=(os.getpid(), threads, rows_queue, stop),
     )
 
     def drain() -> None:
@@ -424,6 +441,9 @@ def _run(
                     ) from None
         drain()
     finally:
+        # stopped early (an error, Ctrl-C): the workers drop their files at the next row
+        # group instead of finishing them, and the files queued ahead of them are not begun
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
         rows_queue.close()
 
