@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import test_integrity as integrity
 
 import flowatlas.io.rewrite as rw
 from flowatlas.cli import main
@@ -144,6 +145,8 @@ def test_row_groups_extra_columns_and_metadata_kept(multi_archive, tmp_path):
     for p, kv in before.items():
         assert pq.ParquetFile(p).metadata.metadata == kv
     assert verify_archive(arch).ok
+    again = rw.rewrite_archive(arch, compression="lz4", jobs=1, progress=False)
+    assert not again.rewritten and len(again.skipped) == len(before)
 
 
 def test_processes_write_the_same_bytes(multi_archive, tmp_path):
@@ -380,19 +383,11 @@ def test_not_an_archive(tmp_path, synth_archive, capsys):
 # --------------------------------------------------------------------------- beside the files
 
 
-HEADER = "time_start,time_end,src_addr,dst_addr,src_port,dst_port,proto,bytes,packets\n"
-
-
 def write_csv(path: Path, n: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    a, b = rng.integers(1, 250, n), rng.integers(1, 250, n)
-    lines = [
-        f"2024-03-0{1 + i % 3}T{i % 24:02d}:{i % 60:02d}:00Z,2024-03-0{1 + i % 3}T{i % 24:02d}:"
-        f"{i % 60:02d}:30Z,10.{seed}.{a[i]}.{b[i]},{b[i]}.{a[i]}.7.1,{1000 + i % 999},443,6,"
-        f"{40 * (1 + i % 50)},{1 + i % 5}\n"
-        for i in range(n)
-    ]
-    path.write_text(HEADER + "".join(lines) + "not,a,row\n")  # one row quarantined
+    """test_integrity's CSV source, and a line that is no record (quarantined)."""
+    integrity.write_csv(path, n, seed)
+    with open(path, "a") as fh:
+        fh.write("not,a,row\n")
     return path
 
 
@@ -412,7 +407,7 @@ def test_imported_archive_verifies_and_imports_after(imported, tmp_path, capsys)
     quarantine = sorted((arch / "_import" / "quarantine").glob("*.parquet"))
     q_before = [p.read_bytes() for p in quarantine]
     assert main(["rewrite", str(arch), "--compression", "lz4"]) == 0
-    assert "rewritten 9 files (6,000 records)" in capsys.readouterr().out
+    assert "rewritten 6 files (6,000 records)" in capsys.readouterr().out
     assert [p.read_bytes() for p in quarantine] == q_before  # not archive data: kept as is
     assert main(["verify", str(arch)]) == 0
     assert "every file against the import manifest" in capsys.readouterr().out
@@ -427,7 +422,7 @@ def test_imported_archive_verifies_and_imports_after(imported, tmp_path, capsys)
     assert verify_archive(arch).ok
     build_cube(arch, tmp_path / "cube", workers=0)
     again = rw.rewrite_archive(arch, compression="lz4", progress=False)
-    assert len(again.rewritten) == 3 and len(again.skipped) == 9  # the new source's days
+    assert len(again.rewritten) == 2 and len(again.skipped) == 6  # the new source's days
 
 
 @pytest.mark.parametrize("stop", ["before rename", "after rename"])
@@ -463,7 +458,7 @@ def test_interrupted_rewrite_of_an_imported_archive(imported, tmp_path, monkeypa
     assert verify_archive(arch).ok
     build_cube(arch, tmp_path / "cube", workers=0)
     s = rw.rewrite_archive(arch, compression="lz4", progress=False)
-    assert len(s.rewritten) == (0 if stop == "after rename" else 9)
+    assert len(s.rewritten) == (0 if stop == "after rename" else 6)
     assert not Manifest.open(arch).rewriting
     assert verify_archive(arch).ok
 

@@ -75,6 +75,7 @@ from flowatlas.io.manifest import (
     archive_problems,
     describe_output,
 )
+from flowatlas.io.swap import fsync_dir
 
 #: the temporary file of a rewrite, beside the file it will replace (hidden: not read)
 TMP_SUFFIX = ".rewrite.tmp"
@@ -456,16 +457,6 @@ def _replace(tmp: str, final: str) -> None:
     os.replace(tmp, final)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make the renames in a directory durable (best effort: not every system can)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _leftovers(root: Path) -> Iterator[Path]:
     """Temporary files of rewrites that died, where archive files are (not in ``_`` dirs)."""
     for dirpath, dirnames, filenames in os.walk(root):
@@ -681,7 +672,7 @@ def _put_in_place(
         summary.rewritten.append(r)
         dirs.add(Path(r.path).parent)
     for d in sorted(dirs):
-        _fsync_dir(d)
+        fsync_dir(d)
     if journal:
         for r in summary.rewritten[-len(rels) :]:
             if rels[r.path] in listed:
