@@ -541,3 +541,18 @@ def test_bench_rewrite_runs(synth_archive, tmp_path, capsys):
     assert "| lz4 |" in out and "| zstd |" in out and "already zstd 6" in out
     assert {p: p.read_bytes() for p in data_files(synth_archive)} == before
     assert not list((tmp_path / "w").iterdir())
+
+
+def test_a_file_stopped_midway_leaves_no_temporary(multi_archive, tmp_path):
+    arch = copy(multi_archive, tmp_path)
+    victim = data_files(arch)[0]
+    f = open_archive(arch).files[0]
+    task = rw.RewriteTask(str(victim), f.size, f.footer_sha256, f.num_rows, "lz4")
+
+    def stop(rows: int) -> None:
+        raise KeyboardInterrupt  # Ctrl-C after the first row group
+
+    with pytest.raises(KeyboardInterrupt):
+        rw.rewrite_file(task, stop)
+    no_temporaries(arch)
+    assert codecs(victim) == {"ZSTD"}

@@ -287,7 +287,10 @@ def rewrite_file(task: RewriteTask, progress: Callable[[int], None] | None = Non
             raise OutputError(f"{tmp}: cannot write: {exc.strerror or exc}") from None
         _check(tmp, path, schema, kv, digests)
         result.rows = sum(n for n, _ in digests)
-        result.info = describe_output(tmp) if task.describe else _footer_info(tmp)
+        try:
+            result.info = describe_output(tmp) if task.describe else _footer_info(tmp)
+        except (OSError, InputError) as exc:
+            raise OutputError(f"{tmp}: cannot read back what was written: {exc}") from None
         result.tmp = str(tmp)
     except OutputError as exc:
         result.error, result.fatal = str(exc), True
@@ -297,7 +300,7 @@ def rewrite_file(task: RewriteTask, progress: Callable[[int], None] | None = Non
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
-        if result.error is not None:
+        if result.tmp is None:  # failed, or stopped (Ctrl-C, the parent's stop): no file left
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - t0
