@@ -61,6 +61,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "verify",
         "Check an archive or a cube: page checksums, file hashes, manifest.",
     ),
+    "rewrite": (
+        "flowatlas.io.rewrite",
+        "rewrite",
+        "Re-encode an archive's files in place, in the layout new files get.",
+    ),
 }
 
 

@@ -17,7 +17,15 @@ archive files it produced. This makes imports
   and hidden ``.tmp`` files) and imports it again, while finished sources stay done.
 
 The manifest is rewritten atomically (temporary file, fsync, rename) after every source, and
-a lock file keeps two imports from writing one archive at the same time.
+a lock file keeps two imports (or an import and a ``flowatlas rewrite``) from writing one
+archive at the same time.
+
+``flowatlas rewrite`` re-encodes archive files in place: it records each new file's
+description under ``rewriting`` (archive path -> size, SHA-256, footer hash) before the old
+file is replaced, and moves it into the file's ``output_files`` after. A file listed there
+may be the old one or the new one (a rewrite that was interrupted between the two saves);
+both are what was written, and the next rewrite settles the record
+(:meth:`Manifest.settle_rewrites`).
 """
 
 from __future__ import annotations
@@ -148,6 +156,8 @@ class Manifest:
         self.root = Path(root)
         self.entries: dict[str, FileEntry] = {}
         self.pending: dict[str, Pending] = {}
+        #: archive path -> the description of the file a rewrite is replacing it with
+        self.rewriting: dict[str, dict[str, Any]] = {}
 
     # ---------------------------------------------------------------- location
 
@@ -187,6 +197,10 @@ class Manifest:
             for d in data.get("pending", []):
                 p = Pending(d["sha256"], d["name"], d["path"])
                 m.pending[p.sha256] = p
+            rewriting = data.get("rewriting", {})
+            if not isinstance(rewriting, dict):
+                raise ValueError("rewriting is not an object")
+            m.rewriting = {str(k): dict(v) for k, v in rewriting.items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(
                 f"{m.path}: corrupt import manifest ({exc}); move it away to re-import everything"
@@ -194,11 +208,14 @@ class Manifest:
         return m
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "flowatlas_import_manifest": MANIFEST_VERSION,
             "files": [asdict(e) for e in sorted(self.entries.values(), key=_entry_key)],
             "pending": [asdict(p) for p in sorted(self.pending.values(), key=lambda p: p.path)],
         }
+        if self.rewriting:  # only while a rewrite is under way: manifests stay as they were
+            out["rewriting"] = dict(sorted(self.rewriting.items()))
+        return out
 
     def save(self) -> None:
         """Write the manifest atomically (a reader sees the old or the new one, never half)."""
@@ -251,6 +268,49 @@ class Manifest:
             (self.root / e.quarantine_file).unlink(missing_ok=True)
         remove_outputs(self.root, output_name(e.format, e.sha256))
 
+    def by_output(self) -> dict[str, FileEntry]:
+        """The entry that lists each archive and quarantine file, by its path relative to
+        the root (its description is ``entry.output_files[path]``)."""
+        return {rel: e for e in self.entries.values() for rel in e.output_files}
+
+    def replaced(self, rel: str, info: dict[str, Any], by_output: dict[str, FileEntry]) -> None:
+        """Record that the archive file ``rel`` is now the file ``info`` describes (a
+        rewrite replaced it) and drop its ``rewriting`` mark (call :meth:`save` after).
+        ``by_output``: :meth:`by_output`'s answer (one lookup a file, not a scan)."""
+        e = by_output.get(rel)
+        if e is not None:
+            e.output_files[rel] = dict(info)
+        self.rewriting.pop(rel, None)
+
+    def settle_rewrites(self) -> bool:
+        """Settle what an interrupted rewrite left in ``rewriting``: a file that is now the
+        new one gets its description, one still the old one loses the mark, and a mark for
+        a file no entry lists any more is dropped. A file that is neither keeps its mark (the
+        manifest's check reports it). Returns whether anything changed (then :meth:`save`)."""
+        from flowatlas.io.archive import footer_sha256
+
+        changed = False
+        listed = self.by_output()
+        for rel, new in list(self.rewriting.items()):
+            if rel not in listed:
+                del self.rewriting[rel]
+                changed = True
+                continue
+            old = listed[rel].output_files[rel]
+            path = self.root / rel
+            try:
+                size = path.stat().st_size
+                now = (size, footer_sha256(path, size))
+            except (OSError, InputError):
+                continue
+            if now == (new.get("size"), new.get("footer_sha256")):
+                self.replaced(rel, new, listed)
+                changed = True
+            elif now == (old.get("size"), old.get("footer_sha256")):
+                del self.rewriting[rel]
+                changed = True
+        return changed
+
     def recover(self) -> list[str]:
         """Delete what interrupted imports left behind; return the paths to import again."""
         redo = []
@@ -289,13 +349,17 @@ def archive_problems(root: Path, files: list[Any], *, content: bool = False) -> 
         for rel, info in sorted(expected.items()):
             listed.add(rel)
             path = root / rel
+            f = by_rel.get(rel)
+            new = m.rewriting.get(rel)
+            now = (f.size, f.footer_sha256) if f is not None else None
+            if new and now == (new.get("size"), new.get("footer_sha256")):
+                info = new  # replaced by a rewrite that stopped before it recorded so
             if rel.startswith(IMPORT_DIR + "/"):  # quarantine files: not build input
                 if not path.exists():
                     problems.append(f"{path}: in the import manifest but missing")
                 elif content and info and sha256_file(path)[0] != info.get("sha256"):
                     problems.append(f"{path}: content differs from the import manifest")
                 continue
-            f = by_rel.get(rel)
             if f is None:
                 problems.append(f"{path}: in the import manifest but missing")
             elif info and (f.size, f.footer_sha256) != (
@@ -363,7 +427,8 @@ def archive_lock(root: str | os.PathLike[str]) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise OutputError(
-                f"{root}: another flowatlas import is writing this archive (lock {d / 'lock'})"
+                f"{root}: another flowatlas import (or rewrite) is writing this archive "
+                f"(lock {d / 'lock'})"
             ) from None
         try:
             yield

@@ -95,7 +95,9 @@ def verify_archive(root: str | os.PathLike[str]) -> Verdict:
         except FlowatlasError as exc:
             verdict.problems.append(str(exc))
         for tmp in sorted(root.glob("day=*/.*.tmp")):
-            verdict.problems.append(f"{tmp}: unfinished file left by an import that died")
+            verdict.problems.append(
+                f"{tmp}: unfinished file left by an import or rewrite that died"
+            )
     return verdict
 
 
