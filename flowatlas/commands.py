@@ -34,9 +34,9 @@ def compression_option(written: str) -> Any:
         default="auto",
         show_default=True,
         help=f"Column layout of {written}: auto picks each column's codec and encoding by "
-        "measurement (lz4 with delta-encoded times and counters: a build reads it about 2.5x "
-        "faster than zstd, for about 20-35% more disk); zstd is the smallest, lz4 and none "
-        "one codec for every column.",
+        "measurement (lz4 with delta-encoded times and counters: a build decodes it about twice "
+        "as fast as zstd, for 20-35% more disk); zstd is the smallest; zstd, lz4 and none put "
+        "every column in that one codec.",
     )
 
 
