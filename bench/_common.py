@@ -338,3 +338,43 @@ def rate(count: float, seconds: float) -> str:
         return "-"
     r = count / seconds
     return f"{float(f'{r:.3g}'):,.0f}"
+
+
+# --------------------------------------------------------------------------- cached archives
+
+
+def archive_layout(archive: str | os.PathLike[str]) -> str:
+    """The column layout of a (cached) archive's files, as ``flowatlas inspect`` names it
+    ("auto", "zstd", "lz4", "uncompressed"; several joined by ", "), read from the footers."""
+    import pyarrow.parquet as pq
+
+    from flowatlas.io.archive import file_layout
+
+    names = {
+        file_layout(pq.read_metadata(p))
+        for p in Path(archive).rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in p.relative_to(archive).parts)
+    }
+    return ", ".join(sorted(names)) or "none"
+
+
+#: archives whose layout :func:`check_layout` has noted already (once each)
+_NOTED: set[str] = set()
+
+
+def check_layout(archive: str | os.PathLike[str]) -> str:
+    """:func:`archive_layout`, saying so on stdout where it is not the layout new archives
+    get (``DEFAULT_COMPRESSION``): an archive cached before "auto" became the default (zstd)
+    is used as it is, never as if it had the default layout; delete it to regenerate."""
+    from flowatlas.io.archive import DEFAULT_COMPRESSION
+
+    layout = archive_layout(archive)
+    if layout != DEFAULT_COMPRESSION and str(archive) not in _NOTED:
+        _NOTED.add(str(archive))
+        print(
+            f"note: {archive}: files in layout {layout}, not the default "
+            f"{DEFAULT_COMPRESSION} (cached by an older flowatlas?): measured as they are; "
+            "delete the archive to regenerate it in the default layout",
+            flush=True,
+        )
+    return layout

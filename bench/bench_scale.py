@@ -24,6 +24,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
+    check_layout,
     load_average,
     markdown_table,
     mib,
@@ -46,6 +47,7 @@ def synth(out: Path, records: int, days: int) -> float:
     if (out / "_synth.json").exists() and f'"records": {records}' in (
         out / "_synth.json"
     ).read_text():
+        check_layout(out)  # an older cache keeps its layout: say so, do not pass it off
         return 0.0
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()

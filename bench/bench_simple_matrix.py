@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tomllib
 from _common import (
+    check_layout,
     load_average,
     markdown_table,
     mib,
@@ -346,6 +347,8 @@ class Row:
     cpu: float
     peak: int
     check: str
+    #: the archive files' column layout (``flowatlas inspect``'s name for it)
+    layout: str = ""
 
 
 def child(args: argparse.Namespace) -> int:
@@ -359,6 +362,7 @@ def measure(args: argparse.Namespace, workload: str, records: int, work: Path) -
         archive = heavy_archive(records, args.seed, args.data, args.prefixes)
     else:
         archive = ensure_archive(records, SYNTH_DAYS, args.seed, args.data)
+    layout = check_layout(archive)
     table, bounds = prepared(archive)
     warm_page_cache(archive)
     threads = args.threads
@@ -380,7 +384,7 @@ def measure(args: argparse.Namespace, workload: str, records: int, work: Path) -
             raise SystemExit(f"{engine} on {workload} {records:,}: answer differs: {why}")
         check = "the cube" if engine == "flowatlas" else "equal to the cube"
         rows.append(Row(workload, records, engine, best.seconds, best.cpu_seconds,
-                        best.peak_rss, check))  # fmt: skip
+                        best.peak_rss, check, layout))  # fmt: skip
         print(f"{workload} {records:,} {engine}: {best.seconds:.2f} s wall, "
               f"{best.cpu_seconds:.1f} CPU s, {mib(best.peak_rss)}", flush=True)  # fmt: skip
     return rows
@@ -418,6 +422,10 @@ def report(rows: list[Row], args: argparse.Namespace, load_before: str) -> str:
             ],
             table_rows,
         ),
+        "",
+        "Archives' column layout: "
+        + "; ".join(dict.fromkeys(f"{r.workload} {r.records:,} {r.layout}" for r in rows))
+        + ".",
         "",
         *provenance(
             ["numba", "numpy", "pyarrow", "duckdb", "polars"],

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 DEMO_RECORDS = 1_000_000
 DEMO_MARKER = ".flowatlas-demo"
 #: flowatlas.io.archive.COMPRESSIONS, written out: importing it here would load pyarrow
-COMPRESSION_CHOICES = ("zstd", "lz4", "none")
+COMPRESSION_CHOICES = ("auto", "zstd", "lz4", "none")
 
 
 def compression_option(written: str) -> Any:
@@ -31,9 +31,12 @@ def compression_option(written: str) -> Any:
     return click.option(
         "--compression",
         type=click.Choice(COMPRESSION_CHOICES),
-        default="zstd",
+        default="auto",
         show_default=True,
-        help=f"Parquet codec of {written}: lz4 reads about a third faster, zstd is smaller.",
+        help=f"Column layout of {written}: auto picks each column's codec and encoding by "
+        "measurement (lz4 with delta-encoded times and counters: a build decodes it about twice "
+        "as fast as zstd, for 20-35% more disk); zstd is the smallest; zstd, lz4 and none put "
+        "every column in that one codec.",
     )
 
 
@@ -46,7 +49,7 @@ def _echo(msg: str, quiet: bool = False) -> None:
 
 
 def _run_synth(out: Path, records: int, start: str, days: int, seed: int, workers: int | None,
-               overwrite: bool, quiet: bool, compression: str = "zstd"):  # fmt: skip
+               overwrite: bool, quiet: bool, compression: str = "auto"):  # fmt: skip
     from flowatlas.synth import synthesize
 
     bar = Progress("synth", "records", records, quiet=quiet)

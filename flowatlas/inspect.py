@@ -190,7 +190,8 @@ class Inspection:
     quarantined: dict[str, int]
     # every source and destination prefix key seen, with its records (for config --init)
     _seen: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
-    #: files per Parquet codec ("zstd", "lz4", "uncompressed")
+    #: files per layout (:func:`flowatlas.io.archive.file_layout`: "auto", or the Parquet
+    #: codec: "zstd", "lz4", "uncompressed")
     compression: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -218,7 +219,7 @@ class Inspection:
         lines = [
             f"archive {self.archive}: {self.records:,} records in {self.files:,} files",
             f"  time      {self.first} .. {self.last}",
-            "  codec     " + ", ".join(f"{k} ({v:,} files)" for k, v in self.compression.items()),
+            "  layout    " + ", ".join(f"{k} ({v:,} files)" for k, v in self.compression.items()),
             "  families  "
             + ", ".join(f"{k} {_pct(v / max(self.records, 1))}" for k, v in self.families.items()),
             "",

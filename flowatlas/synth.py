@@ -1332,8 +1332,8 @@ def synthesize(
 
     Deterministic from (records, start, days, seed); ``workers`` processes generate days in
     parallel without changing a byte. ``progress`` is called with records written so far.
-    ``compression``: the Parquet codec (:data:`~flowatlas.io.archive.COMPRESSIONS`); the
-    records are the same whichever it is.
+    ``compression``: the files' column layout (:data:`~flowatlas.io.archive.COMPRESSIONS`);
+    the records are the same whichever it is.
     """
     check_compression(compression)
     if records < 0:
@@ -1423,8 +1423,10 @@ def _write_archive(
                 "records": records,
                 "start": str(start_day),
                 "days": days,
-                # only where not the default: archives written before keep their bytes
-                **({} if compression == DEFAULT_COMPRESSION else {"compression": compression}),
+                # always: an archive cached by an older flowatlas (whose default was zstd
+                # and whose marker named only other codecs) must not pass for one in the
+                # layout asked for (bench caches compare it)
+                "compression": compression,
             },
             indent=1,
         )

@@ -93,6 +93,26 @@ def test_bench_simple_matrix_smoke(tmp_path: Path) -> None:
     assert got == want, proc.stdout
 
 
+def test_bench_codec_smoke(tmp_path: Path) -> None:
+    """Every column in every layout it can be written in, and the whole layouts, on a small
+    synthetic archive: each read back equal (the benchmark checks), auto among the layouts."""
+    from flowatlas.schema import COLUMNS
+    from flowatlas.synth import synthesize
+
+    synthesize(tmp_path / "a", records=3_000, days=2, workers=1, compression="zstd")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_codec.py"), "--smoke", "--archives",
+         str(tmp_path / "a"), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cells = [line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert {c[1].strip() for c in cells} >= set(COLUMNS)
+    assert "DELTA_BINARY_PACKED" in proc.stdout and "*" in proc.stdout  # auto's cells marked
+    layouts = {c[2].strip() for c in cells if c[1].strip() == "a"}
+    assert layouts == {"auto", "zstd", "lz4", "none"}, proc.stdout
+
+
 def test_bench_floor_smoke(tmp_path: Path) -> None:
     """bench_floor.py times every pass it lists and writes only its own section."""
     results = tmp_path / "RESULTS.md"

@@ -331,25 +331,39 @@ def test_setup_counter_is_not_kept_after_an_import(tmp_path):
 
 
 def test_compression_option_changes_the_codec_not_the_records(tmp_path, capsys):
-    """--compression lz4 / none: every file written in that codec (as the footer and
-    `inspect` say), the same rows as the default zstd; an unknown codec is refused."""
+    """--compression zstd / lz4 / none: every file written in that codec (as the footer and
+    `inspect` say), the same rows as the default auto layout (which `inspect` names as
+    such); an unknown codec is refused."""
+    from flowatlas.io.archive import AUTO_LAYOUT
+
     src = write_csv(tmp_path / "a.csv", 30)
     tables = {}
-    for codec, footer in (("zstd", "zstd"), ("lz4", "lz4"), ("none", "uncompressed")):
+    for codec, footer in (("auto", "lz4"), ("zstd", "zstd"), ("lz4", "lz4"),
+                          ("none", "uncompressed")):  # fmt: skip
         out = tmp_path / codec
         argv = ["import", str(src), "--out", str(out), "-q"]
-        assert main(argv + ([] if codec == "zstd" else ["--compression", codec])) == 0
+        assert main(argv + ([] if codec == "auto" else ["--compression", codec])) == 0
         arch = open_archive(out)
-        assert {f.compression for f in arch.files} == {footer} and len(arch.files) == 2
+        assert {f.compression for f in arch.files} == {codec if codec == "auto" else footer}
+        assert len(arch.files) == 2
         for f in arch.files:
             meta = pq.read_metadata(f.path)
             assert {meta.row_group(0).column(c).compression.lower()
                     for c in range(meta.num_columns)} == {footer}  # fmt: skip
+            delta = {
+                meta.row_group(0).column(c).path_in_schema
+                for c in range(meta.num_columns)
+                if "DELTA_BINARY_PACKED" in meta.row_group(0).column(c).encodings
+            }
+            want = {n for n, (_, e) in AUTO_LAYOUT.items() if e == "DELTA_BINARY_PACKED"}
+            assert delta == (want if codec == "auto" else set())
         tables[codec] = pa.concat_tables(pq.read_table(f.path) for f in arch.files)
         capsys.readouterr()
         assert main(["inspect", str(out)]) == 0
-        assert f"codec     {footer} (2 files)" in capsys.readouterr().out
-    assert tables["lz4"].equals(tables["zstd"]) and tables["none"].equals(tables["zstd"])
+        name = codec if codec == "auto" else footer
+        assert f"layout    {name} (2 files)" in capsys.readouterr().out
+    for codec in ("zstd", "lz4", "none"):
+        assert tables[codec].equals(tables["auto"])
     assert main(["import", str(src), "--out", str(tmp_path / "x"), "--compression", "gzip"]) == 2
-    with pytest.raises(ConfigError, match="compression must be one of zstd, lz4, none"):
+    with pytest.raises(ConfigError, match="compression must be one of auto, zstd, lz4, none"):
         import_sources([src], tmp_path / "y", compression="snappy", progress=False)

@@ -47,12 +47,45 @@ from flowatlas.schema import (
 
 DAY_DIR = re.compile(r"^day=(\d{4}-\d{2}-\d{2})$")
 US_PER_DAY = 86_400 * 1_000_000
-#: Parquet codecs an archive's files may be written with. Builds read any of them: a file
-#: says its own codec. On a synthetic world archive of 5 M records (2 cores, pyarrow 26):
-#: zstd 179 MB, its build's columns decoded in 0.49 CPU s; lz4 250 MB (+40%) and 0.31 s
-#: (-36%, about 4% of the whole build); none 392 MB and 0.24 s.
-COMPRESSIONS = ("zstd", "lz4", "none")
-DEFAULT_COMPRESSION = "zstd"
+#: How an archive's files may lay their columns out: "auto" (per column, the codec and
+#: encoding of :data:`AUTO_LAYOUT`, chosen by measurement), or one codec for every column
+#: ("zstd", "lz4", "none"; dictionary pages for the few-valued columns). Builds read any of
+#: them, and files of several layouts in one archive: a file says its own.
+COMPRESSIONS = ("auto", "zstd", "lz4", "none")
+DEFAULT_COMPRESSION = "auto"
+#: The auto layout: column -> (codec, encoding), chosen by bench/bench_codec.py (bench/
+#: RESULTS.md, "Archive column layout"). Nearly all of a build's Parquet read was zstd's
+#: decompression (an uncompressed column decodes in 1-5 ns a record), so: lz4 everywhere;
+#: DELTA_BINARY_PACKED for times, ports and counters (smaller than zstd of the plain values
+#: for times, decoded at about 3 ns a record instead of 10-13); PLAIN for the 16-byte
+#: addresses and the exporter (Arrow decodes a fixed_size_binary dictionary at 12 ns a
+#: record even uncompressed); dictionary pages for the few-valued columns (interfaces,
+#: protocol, sampling, AS numbers; a column whose dictionary outgrows its page falls back to
+#: PLAIN by itself). On 2^20 records (one thread, pyarrow 26) the build's nine columns read in
+#: 39-44 ns a record against zstd's 89-98 on the world workload (44 bytes a record against
+#: 37), 30 against 66 on the heavy one (26 against 19), 26 against 44 on real flows (11
+#: against 8); whole builds of 5 M records took 7-9% less CPU, of the 103 M-record slice 18%.
+#: BYTE_STREAM_SPLIT (as small or smaller for counters) is left out: readers older than
+#: Parquet format 2.11 (2024) cannot decode it on integer columns.
+AUTO_LAYOUT: dict[str, tuple[str, str]] = {
+    "time_start": ("lz4", "DELTA_BINARY_PACKED"),
+    "time_end": ("lz4", "DELTA_BINARY_PACKED"),
+    "exporter": ("lz4", "PLAIN"),
+    "in_if": ("lz4", "DICTIONARY"),
+    "out_if": ("lz4", "DICTIONARY"),
+    "src_addr": ("lz4", "PLAIN"),
+    "dst_addr": ("lz4", "PLAIN"),
+    "src_port": ("lz4", "DELTA_BINARY_PACKED"),
+    "dst_port": ("lz4", "DELTA_BINARY_PACKED"),
+    "proto": ("lz4", "DICTIONARY"),
+    "bytes": ("lz4", "DELTA_BINARY_PACKED"),
+    "packets": ("lz4", "DELTA_BINARY_PACKED"),
+    "sampling_rate": ("lz4", "DICTIONARY"),
+    "src_as": ("lz4", "DICTIONARY"),
+    "dst_as": ("lz4", "DICTIONARY"),
+}
+#: the few-valued columns written with dictionary pages in the uniform layouts
+_UNIFORM_DICTIONARY = ["exporter", "proto", "sampling_rate", "in_if", "out_if"]
 
 
 def check_compression(name: str) -> str:
@@ -66,17 +99,56 @@ def check_compression(name: str) -> str:
 
 
 def writer_options(compression: str, page_checksums: bool = True) -> dict[str, Any]:
-    """The ``pyarrow.parquet.ParquetWriter`` settings of an archive file, codec ``compression``.
+    """The ``pyarrow.parquet.ParquetWriter`` settings of an archive file in the layout
+    ``compression`` (one of :data:`COMPRESSIONS`).
 
     One place for them, so every writer of archive files (:class:`ArchiveWriter`, and anything
-    that rewrites an archive's files) lays its columns out alike.
+    that rewrites an archive's files) lays its columns out alike. For "auto" the codec and
+    encoding are per column (:data:`AUTO_LAYOUT`); columns beside flow schema v1's get the
+    codec (one string where every column has the same, so extra columns are compressed too)
+    and PLAIN.
     """
+    opts: dict[str, Any] = {"write_statistics": True, "write_page_checksum": page_checksums}
+    if check_compression(compression) != "auto":
+        return {"compression": compression, "use_dictionary": list(_UNIFORM_DICTIONARY), **opts}
+    codecs = {codec for codec, _ in AUTO_LAYOUT.values()}
     return {
-        "compression": check_compression(compression),
-        "write_statistics": True,
-        "use_dictionary": ["exporter", "proto", "sampling_rate", "in_if", "out_if"],
-        "write_page_checksum": page_checksums,
+        "compression": (
+            codecs.pop() if len(codecs) == 1 else {n: c for n, (c, _) in AUTO_LAYOUT.items()}
+        ),
+        # pyarrow wants the columns given an encoding left out of use_dictionary
+        "use_dictionary": [n for n, (_, e) in AUTO_LAYOUT.items() if e == "DICTIONARY"],
+        "column_encoding": {n: e for n, (_, e) in AUTO_LAYOUT.items() if e != "DICTIONARY"},
+        **opts,
     }
+
+
+def _column_layout(column: Any) -> tuple[str, str]:
+    """(codec, encoding) of one column chunk's metadata, in :data:`AUTO_LAYOUT`'s terms."""
+    codec = column.compression.lower()
+    encodings = set(column.encodings)
+    if encodings & {"RLE_DICTIONARY", "PLAIN_DICTIONARY"}:
+        encoding = "DICTIONARY"
+    else:
+        encoding = next(
+            (e for e in ("DELTA_BINARY_PACKED", "BYTE_STREAM_SPLIT", "DELTA_BYTE_ARRAY",
+                         "DELTA_LENGTH_BYTE_ARRAY") if e in encodings),
+            "PLAIN",
+        )  # fmt: skip
+    return ("none" if codec == "uncompressed" else codec, encoding)
+
+
+def file_layout(meta: pq.FileMetaData) -> str:
+    """What a file's footer says of its layout: "auto" where row group 0 lays out every v1
+    column as :data:`AUTO_LAYOUT` does, else its codecs in lower case ("zstd", "lz4",
+    "uncompressed"; joined by "+" where columns differ); "" without row groups."""
+    if not meta.num_row_groups:
+        return ""
+    rg = meta.row_group(0)
+    columns = {rg.column(c).path_in_schema: rg.column(c) for c in range(meta.num_columns)}
+    if all(n in columns and _column_layout(columns[n]) == lay for n, lay in AUTO_LAYOUT.items()):
+        return "auto"
+    return "+".join(sorted({c.compression.lower() for c in columns.values()}))
 
 
 def _ensure_writable_dir(path: Path) -> None:
@@ -95,7 +167,7 @@ class ArchiveWriter:
     of ``time_start`` and appended to one Parquet file per day, a row group at a time, so memory
     stays bounded by what the caller passes in. ``close`` renames the finished files into place.
     Every data page gets a CRC-32 unless ``page_checksums`` is False (for measuring their cost).
-    ``compression`` is one of :data:`COMPRESSIONS` (lz4 reads faster, zstd is smaller).
+    ``compression`` is one of :data:`COMPRESSIONS` (see :func:`writer_options`).
     """
 
     def __init__(
@@ -257,12 +329,17 @@ class ArchiveFile:
     footer_sha256: str
     #: the file's ``flowatlas.source`` metadata ("<format> sha256:<hash>" for imports)
     source: str = ""
-    #: its Parquet codec, as the footer names it in lower case ("zstd", "lz4",
-    #: "uncompressed"; codecs joined by "+" where columns differ; "" without row groups)
-    compression: str = ""
     #: its footer, parsed (``pyarrow.parquet.FileMetaData``): the fragments hand it to
     #: :func:`read_fragment`, which then opens the file without parsing the footer again
     metadata: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def compression(self) -> str:
+        """Its layout (:func:`file_layout`): "auto", or its Parquet codec as the footer names
+        it in lower case ("zstd", "lz4", "uncompressed"; joined by "+" where columns differ;
+        "" without row groups). Worked out when asked (``inspect``), not at an archive's
+        open: 20-40 us a file, 4-8 ms of a 184-file archive's."""
+        return file_layout(self.metadata) if self.metadata is not None else ""
 
     def fragment(self, row_groups: list[int], num_rows: int) -> Fragment:
         """The fragment of these row groups (``num_rows`` rows) of this file."""
@@ -397,14 +474,7 @@ def describe_file(
         if m:
             day = m.group(1)
     rg = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-    codecs = sorted(
-        {meta.row_group(0).column(c).compression.lower() for c in range(meta.num_columns)}
-        if meta.num_row_groups
-        else ()
-    )
-    return ArchiveFile(
-        path, rel, day, size, meta.num_rows, rg, counts, footer, source, "+".join(codecs), meta
-    )
+    return ArchiveFile(path, rel, day, size, meta.num_rows, rg, counts, footer, source, meta)
 
 
 def _checked_counts(

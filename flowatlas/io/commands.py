@@ -215,8 +215,8 @@ class ImportTask:
     #: the configuration it is counted under (None: the archive's flowatlas.toml, else the
     #: defaults), as the build will resolve it
     setup_config: str | None = None
-    #: the archive files' Parquet codec (:data:`flowatlas.io.archive.COMPRESSIONS`)
-    compression: str = "zstd"
+    #: the archive files' layout (:data:`flowatlas.io.archive.COMPRESSIONS`)
+    compression: str = "auto"
 
 
 #: this process's set-up counter, made once per (archive, configuration): one at a time (a
@@ -580,7 +580,7 @@ def import_sources(
     now_us: int | None = None,
     reader: str | None = None,
     setup: bool = False,
-    compression: str = "zstd",
+    compression: str = "auto",
 ) -> ImportSummary:
     """Import flow files into the archive at ``out``; see the module docstring.
 
@@ -595,7 +595,7 @@ def import_sources(
     or ``nfdump`` (its text output). ``setup``: count each file's set-up accounting as its
     batches are written (:attr:`FileResult.setup`, under ``config`` as the build resolves
     it), for ``import``'s last line, instead of reading the files back afterwards.
-    ``compression``: the Parquet codec of the files written
+    ``compression``: the column layout of the files written
     (:data:`~flowatlas.io.archive.COMPRESSIONS`; files already there keep theirs). Returns
     the summary; files that failed are listed in it (and raise nothing here).
     """
