@@ -35,7 +35,9 @@ from flowatlas.synth import SYNTH_MARKER, synthesize
 @pytest.fixture(scope="module")
 def synth_archive(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("rewrite") / "archive"
-    synthesize(root, records=30_000, days=6, start="2025-09-01", seed=7, workers=1)
+    # the layout of an archive written before "auto" became the default
+    synthesize(root, records=30_000, days=6, start="2025-09-01", seed=7, workers=1,
+               compression="zstd")  # fmt: skip
     return root
 
 
@@ -46,7 +48,7 @@ def multi_archive(synth_archive, tmp_path_factory) -> Path:
     table = open_archive(synth_archive)
     parts = [read_parquet(f.path) for f in table.files]
     rng = np.random.default_rng(3)
-    with ArchiveWriter(root, counts=COUNTS_RAW, row_group_size=1_700) as w:
+    with ArchiveWriter(root, counts=COUNTS_RAW, row_group_size=1_700, compression="zstd") as w:
         for t in parts:
             n = t.num_rows
             tos = pa.array(rng.integers(0, 255, n), pa.uint8())
@@ -396,7 +398,7 @@ def imported(tmp_path_factory) -> tuple[Path, list[Path]]:
     d = tmp_path_factory.mktemp("rewrite-import")
     sources = [write_csv(d / f"s{k}.csv", 2_000, k) for k in range(4)]
     out = d / "archive"
-    s = import_sources(sources[:3], out, progress=False)
+    s = import_sources(sources[:3], out, progress=False, compression="zstd")  # an older layout
     assert len(s.imported) == 3
     return out, sources
 
@@ -476,12 +478,32 @@ def test_refuses_an_archive_the_manifest_disowns(imported, tmp_path, capsys):
 def test_synth_marker_names_the_codec(synth_archive, tmp_path):
     assert SYNTH_MARKER == rw.SYNTH_MARKER
     arch = copy(synth_archive, tmp_path)
+    original = json.loads((synth_archive / SYNTH_MARKER).read_text())
+    assert original["compression"] == "zstd"
+
+    def marker() -> dict:
+        return json.loads((arch / SYNTH_MARKER).read_text())
+
     rw.rewrite_archive(arch, compression="lz4", progress=False)
-    assert json.loads((arch / SYNTH_MARKER).read_text())["compression"] == "lz4"
+    assert marker() == {**original, "compression": "lz4"}
     rw.rewrite_archive(arch, compression=archive_mod.DEFAULT_COMPRESSION, progress=False)
-    meta = json.loads((arch / SYNTH_MARKER).read_text())
-    assert "compression" not in meta
-    assert meta == json.loads((synth_archive / SYNTH_MARKER).read_text())
+    assert marker() == {**original, "compression": archive_mod.DEFAULT_COMPRESSION}
+    rw.rewrite_archive(arch, compression="zstd", progress=False)
+    assert marker() == original  # what flowatlas synth wrote for a zstd archive
+
+
+def test_default_layout_rewrite_then_nothing_to_do(synth_archive, tmp_path):
+    """An older archive rewritten in the default layout: every file in it, footers as new
+    archives have them, and a second run finds nothing to do."""
+    from flowatlas.io.archive import file_layout
+
+    arch = copy(synth_archive, tmp_path)
+    first = rw.rewrite_archive(arch, progress=False)
+    assert len(first.rewritten) == 6 and not first.failed
+    layouts = {file_layout(pq.ParquetFile(p).metadata) for p in data_files(arch)}
+    assert layouts == {archive_mod.DEFAULT_COMPRESSION}
+    again = rw.rewrite_archive(arch, progress=False)
+    assert not again.rewritten and len(again.skipped) == 6
 
 
 def test_default_is_the_archive_default(synth_archive, tmp_path, monkeypatch, capsys):

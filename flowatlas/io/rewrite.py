@@ -578,7 +578,7 @@ def rewrite_archive(
 
 def _mark_synth_codec(root: Path, compression: str) -> None:
     """Make a synthetic archive's marker name the codec its files now have, as
-    ``flowatlas synth`` writes it (only where not the default)."""
+    ``flowatlas synth`` writes it (always: bench caches compare it)."""
     import json
 
     marker = root / SYNTH_MARKER
@@ -588,10 +588,7 @@ def _mark_synth_codec(root: Path, compression: str) -> None:
         return  # no synthetic archive (or not its marker): nothing to say
     if not isinstance(meta, dict):
         return
-    want = dict(meta)
-    want.pop("compression", None)
-    if compression != _archive.DEFAULT_COMPRESSION:
-        want["compression"] = compression
+    want = {**meta, "compression": compression}
     if want == meta:
         return
     tmp = marker.with_name(f".{SYNTH_MARKER}{TMP_SUFFIX}")
