@@ -578,3 +578,11 @@ def test_a_file_stopped_midway_leaves_no_temporary(multi_archive, tmp_path):
         rw.rewrite_file(task, stop)
     no_temporaries(arch)
     assert codecs(victim) == {"ZSTD"}
+
+
+def test_a_directory_without_archive_files_is_an_error(tmp_path, capsys):
+    """The wrong directory (no day files under it) is said, not "rewritten 0 files"."""
+    (tmp_path / "notes").mkdir()
+    assert main(["rewrite", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"flowatlas: error: {tmp_path}: archive is empty: no Parquet files under it\n"

@@ -499,6 +499,19 @@ def _checked_counts(
     return counts
 
 
+#: the error of an archive directory without data files
+EMPTY = "{root}: archive is empty: no Parquet files under it"
+
+
+def archive_paths(root: Path) -> list[Path]:
+    """The data files of the archive directory ``root`` (:func:`_list_parquet`); a listing
+    that fails is an :class:`InputError` naming ``root``."""
+    try:
+        return list(_list_parquet(root))
+    except OSError as exc:
+        raise InputError(f"{root}: cannot list: {exc.strerror or exc}") from None
+
+
 def open_archive(path: str | os.PathLike[str], *, days: Iterable[str] | None = None) -> Archive:
     """Open an archive directory (or a single Parquet file) and check every file's schema.
 
@@ -511,18 +524,14 @@ def open_archive(path: str | os.PathLike[str], *, days: Iterable[str] | None = N
     if root.is_file():
         files = [describe_file(root, root)]
     else:
-        try:
-            paths = list(_list_parquet(root))
-        except OSError as exc:
-            raise InputError(f"{root}: cannot list: {exc.strerror or exc}") from None
         known: dict[tuple[Any, ...], tuple[Any, str]] = {}
-        files = [describe_file(p, root, known) for p in paths]
+        files = [describe_file(p, root, known) for p in archive_paths(root)]
     if days is not None:
         wanted = set(days)
         files = [f for f in files if f.day in wanted]
     archive = Archive(root, files)
     if not files:
-        raise InputError(f"{root}: archive is empty: no Parquet files under it")
+        raise InputError(EMPTY.format(root=root))
     if archive.num_rows == 0:
         raise InputError(f"{root}: archive is empty: its Parquet files hold no rows")
     return archive

@@ -495,7 +495,7 @@ def rewrite_archive(
     module docstring) and :class:`InputError` for an archive whose import manifest does not
     match its files (run ``flowatlas verify``) or that is no archive.
     """
-    from flowatlas.io.archive import _list_parquet, check_compression
+    from flowatlas.io.archive import EMPTY, archive_paths, check_compression
     from flowatlas.progress import Progress
 
     t0 = time.perf_counter()
@@ -507,10 +507,9 @@ def rewrite_archive(
     with archive_lock(root):
         for tmp in _leftovers(root):  # a rewrite that died (this one holds the lock)
             tmp.unlink(missing_ok=True)
-        try:
-            paths = list(_list_parquet(root))
-        except OSError as exc:
-            raise InputError(f"{root}: cannot list: {exc.strerror or exc}") from None
+        paths = archive_paths(root)
+        if not paths:  # the wrong directory, most likely: say so rather than "0 files"
+            raise InputError(EMPTY.format(root=root))
         files: list[ArchiveFile] = []
         known: dict[tuple[Any, ...], tuple[Any, str]] = {}
         for p in paths:
