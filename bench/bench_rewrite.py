@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,34 +49,27 @@ def run(archive: Path, codec: str) -> tuple[float, float, str]:
 
 def phases(path: Path, codec: str) -> dict[str, float]:
     """CPU seconds of each step of rewriting ``path`` in ``codec`` (one Arrow thread)."""
-
-    def cpu() -> float:
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        return r.ru_utime + r.ru_stime
-
     acc = dict.fromkeys(("read", "digest", "write", "read back", "digest back"), 0.0)
+
+    def timed(step: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, its CPU seconds added to ``acc[step]``."""
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        out = fn(*args)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        acc[step] += r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+        return out
+
     tmp = path.with_name(f".{path.name}.bench.tmp")
     pf = open_parquet(path)
     try:
         with pq.ParquetWriter(tmp, pf.schema_arrow, **writer_options(codec)) as w:
             for i in range(pf.num_row_groups):
-                t = cpu()
-                table = pf.read_row_group(i)
-                acc["read"] += cpu() - t
-                t = cpu()
-                _digest(table)
-                acc["digest"] += cpu() - t
-                t = cpu()
-                w.write_table(table, row_group_size=table.num_rows)
-                acc["write"] += cpu() - t
+                table = timed("read", pf.read_row_group, i)
+                timed("digest", _digest, table)
+                timed("write", w.write_table, table, table.num_rows)
         back = open_parquet(tmp)
         for i in range(back.num_row_groups):
-            t = cpu()
-            table = back.read_row_group(i)
-            acc["read back"] += cpu() - t
-            t = cpu()
-            _digest(table)
-            acc["digest back"] += cpu() - t
+            timed("digest back", _digest, timed("read back", back.read_row_group, i))
     finally:
         tmp.unlink(missing_ok=True)
     return acc
