@@ -197,11 +197,16 @@ def install() -> bool:
     if getattr(original, "_flowatlas_sources", False):
         return False
 
+    stamps: dict[str, tuple[str, str]] = {}  # by the path numba gives: ~100 kernels, ~15 files
+
     def get_source_stamp(self):
         path = self._py_file
-        if getattr(sys, "frozen", False) or not _ours(path):
-            return original(self)
-        return sources_stamp(path)
+        stamp = stamps.get(path)
+        if stamp is None:
+            if getattr(sys, "frozen", False) or not _ours(path):
+                return original(self)
+            stamp = stamps[path] = sources_stamp(path)
+        return stamp
 
     get_source_stamp._flowatlas_sources = True  # type: ignore[attr-defined]
     get_source_stamp.__wrapped__ = original  # type: ignore[attr-defined]
