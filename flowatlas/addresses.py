@@ -19,7 +19,10 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from flowatlas import kernel_cache
 from flowatlas.errors import FlowatlasError
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 V4_MAPPED_HI = np.uint64(0)
 V4_MAPPED_LO_TAG = np.uint64(0x0000_FFFF_0000_0000)

@@ -63,14 +63,17 @@ def compile_build_kernels(kernels: Iterable[tuple[str, str, str]] | None = None)
 
 
 def cache_is_cold() -> bool:
-    """True when the build's main kernel has no compiled code cached on disk yet.
+    """True when the build's main kernel has no compiled code cached on disk for the
+    sources installed now: no cache index, or one written from other sources (after an
+    upgrade or a checkout: flowatlas/kernel_cache.py) or by another numba.
 
-    (Asks numba where that kernel's cache index lives; any doubt counts as cold.)
+    (Reads that kernel's cache index; any doubt counts as cold.)
     """
     try:
+        from flowatlas.kernel_cache import stale_or_missing
         from flowatlas.kernels.records import _records
 
-        return not Path(_records._cache._cache_file._index_path).exists()
+        return stale_or_missing([_records])
     except Exception:  # numba's cache internals moved: warm up, which is always safe
         return True
 

@@ -30,7 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from flowatlas import kernel_cache
 from flowatlas.errors import InputError
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 ATTRIBUTES = ("network_type", "asn", "org", "country", "metro")
 STRING_ATTRIBUTES = ("network_type", "org", "country", "metro")

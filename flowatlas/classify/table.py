@@ -38,6 +38,8 @@ import json
 import mmap
 import os
 import struct
+import threading
+import weakref
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -410,9 +412,36 @@ class PrefixTable:
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         """Pickles without the index; a table opened from a file opens the same file again
-        where that file is there (a local process cluster: no index rebuilt per worker)."""
+        where that file is there (a local process cluster: no index rebuilt per worker).
+
+        A table marked :meth:`by_path` pickles as its file's path and digest alone (a few
+        hundred bytes, not the 100-odd MiB of a full prefix-to-ASN table's arrays): for
+        processes known to see that file."""
+        mapped = self.__dict__.get("_mapped")
+        if mapped is not None and self.__dict__.get("_by_path"):
+            return _open_by_path, (mapped, self.digest)
         args = (self.starts_hi, self.starts_lo, self.values, self.networks, self.meta)
-        return _unpickle, (args, self.__dict__.get("_mapped"), self.digest)
+        return _unpickle, (args, mapped, self.digest)
+
+    @property
+    def path(self) -> str | None:
+        """The absolute path of the file this table was opened from (memory-mapped), or
+        None: a table built in memory, or read from a version 1 file."""
+        mapped = self.__dict__.get("_mapped")
+        return None if mapped is None else os.path.abspath(mapped)
+
+    def by_path(self) -> PrefixTable:
+        """This table (a shallow copy sharing its arrays) that pickles as its file's path and
+        digest alone; the process that unpickles it opens that file, memory-mapped, once
+        (:func:`_open_by_path`), and fails if the file is not there or holds another table.
+        Only for a table opened from a file (:attr:`path`)."""
+        path = self.path
+        if path is None:
+            raise ValueError("only a table opened from its file pickles by path")
+        table = object.__new__(PrefixTable)  # (copy.copy would pickle it)
+        table.__dict__.update(self.__dict__, _mapped=path, _by_path=True)
+        _OPENED[(path, table.digest)] = table  # this process: the same table, not opened again
+        return table
 
     @classmethod
     def _load_zip(cls, path: Path) -> PrefixTable:
@@ -560,6 +589,56 @@ def _as_runs(root: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero(root[1:] != root[:-1]).astype(np.uint32) + np.uint32(1)
     starts = np.concatenate([np.zeros(1, np.uint32), starts])
     return starts, root[starts]
+
+
+#: the longest header :func:`file_digest` reads (a table's is a few kB)
+_MAX_HEADER = 1 << 24
+#: the tables this process opened for a pickle made by :meth:`PrefixTable.by_path`, by path
+#: and digest: each is opened once a process, and let go with the last plan that holds it
+_OPENED: weakref.WeakValueDictionary[tuple[str, str], PrefixTable] = weakref.WeakValueDictionary()
+_OPENING = threading.Lock()
+
+
+def file_digest(path: str | os.PathLike[str]) -> str | None:
+    """The digest a version 2 or 3 table file's header gives for its table (reading the
+    header only, no section), or None where ``path`` is no such file or cannot be read: a
+    cheap test that a process sees the table a build opened (a Dask worker, before the
+    table is sent to it by path)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.read(_HEAD.size)
+            if len(first) < _HEAD.size or first[:8] != MAGIC:
+                return None
+            header_len = _HEAD.unpack(first)[3]
+            if header_len > _MAX_HEADER:
+                return None
+            header = json.loads(f.read(header_len))
+        digest = header["meta"]["digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def _open_by_path(path: str, digest: str) -> PrefixTable:
+    """A table pickled by :meth:`PrefixTable.by_path`: its file opened here (once a
+    process), which must still hold the table with that digest."""
+    with _OPENING:  # a worker's threads may unpickle the plan at once: one opens the file
+        table = _OPENED.get((path, digest))
+        if table is None:
+            try:
+                opened = PrefixTable.load(path)
+            except InputError as exc:
+                raise InputError(
+                    f"{exc} (in a process the build sent the table to by its path: every "
+                    "Dask worker must see the prefix table's file at the same path)"
+                ) from None
+            if opened.digest != digest:
+                raise InputError(
+                    f"{path}: the prefix table changed while the build was running "
+                    f"(digest {opened.digest[:12]}, the build opened {digest[:12]})"
+                )
+            table = opened.by_path()
+    return table
 
 
 def _unpickle(args: tuple[Any, ...], mapped: str | None, digest: str) -> PrefixTable:

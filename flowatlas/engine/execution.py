@@ -9,12 +9,14 @@ Dask recompute its tasks, which is safe because every task is a pure function of
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from flowatlas.classify.table import PrefixTable, file_digest
 from flowatlas.engine.backends import GpuFallbackWarning
 from flowatlas.engine.combine import Combiner
 from flowatlas.engine.pipeline import (
@@ -294,8 +296,10 @@ def run_dask(
     from distributed import as_completed
 
     # the plan as a task's result, not scattered data: if every worker dies at once, Dask
-    # recomputes it like any other task instead of failing the build (scattered data is lost)
-    plan_f = client.submit(_the_plan, plan, pure=False)
+    # recomputes it like any other task instead of failing the build (scattered data is lost);
+    # its prefix tables go beside it (by path, or scattered once: :func:`send_tables`)
+    shipped, tables = send_tables(client, plan)
+    plan_f = client.submit(_the_plan, shipped, tables, pure=False)
     if work is not None:
         maps = client.map(map_step, work.keys, tasks, plan=plan_f, work=work, pure=False)
         heads = maps
@@ -336,9 +340,43 @@ def run_dask(
     return _combine(results, counts, plan, work, on_maps)
 
 
-def _the_plan(plan: BuildPlan) -> BuildPlan:
-    """The plan, as a task result every map and reduce task depends on."""
-    return plan
+def _the_plan(plan: BuildPlan, tables: dict[str, PrefixTable] | None = None) -> BuildPlan:
+    """The plan, as a task result every map and reduce task depends on, with the prefix
+    tables that were sent beside it (:func:`send_tables`) put back."""
+    return dataclasses.replace(plan, **tables) if tables else plan
+
+
+def send_tables(client: Any, plan: BuildPlan) -> tuple[BuildPlan, dict[str, Any]]:
+    """How the plan's prefix tables reach the workers: the plan to submit, and the tables
+    (futures of scattered data) to submit beside it.
+
+    A full prefix-to-ASN table is large (a 877 k-network table: 123 MiB pickled); inside
+    the plan it made the task graph that large (distributed's "Sending large graph"
+    warning), went through the scheduler and then from worker to worker with the plan. A
+    table opened from its file therefore goes by path (:meth:`PrefixTable.by_path`) where
+    every worker reads the same table in that file (:func:`file_digest`, asked of each
+    worker: a local cluster, or a file system they share): each worker process maps the
+    file itself, once. Where some worker does not (a remote cluster without the file), the
+    table is scattered to every worker once, outside the graph. A table built in memory (the
+    configuration's own region prefixes: small) stays in the plan.
+    """
+    by_path: dict[str, PrefixTable] = {}
+    scattered: dict[str, Any] = {}
+    for name in ("local_table", "class_table"):
+        table: PrefixTable = getattr(plan, name)
+        path = table.path
+        if path is None:
+            continue
+        seen = client.run(file_digest, path)  # {worker address: its file's digest, or None}
+        if not seen:  # no worker yet (an adaptive cluster scales up for the tasks): in the plan
+            continue
+        if all(d == table.digest for d in seen.values()):
+            by_path[name] = table.by_path()
+        else:
+            scattered[name] = client.scatter(table, broadcast=True, hash=False)
+    if by_path or scattered:
+        plan = dataclasses.replace(plan, **by_path, **dict.fromkeys(scattered))
+    return plan, scattered
 
 
 def _is_cluster_failure(exc: BaseException) -> bool:

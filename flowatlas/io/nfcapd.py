@@ -57,8 +57,11 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from flowatlas import kernel_cache
 from flowatlas.errors import InputError
 from flowatlas.schema import ADDRESS, FLOW_SCHEMA_V1, TIMESTAMP
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 __all__ = [
     "COMPRESSIONS",

@@ -40,7 +40,10 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from flowatlas import kernel_cache
 from flowatlas.errors import InputError
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 __all__ = [
     "CaptureStats",

@@ -16,8 +16,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flowatlas import kernel_cache
 from flowatlas.kernels.accumulate import CounterOverflow, ip_hash, mix64
 from flowatlas.kernels.lpm import _prefetch
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 

@@ -50,8 +50,11 @@ from collections.abc import Iterable
 import numba
 import numpy as np
 
+from flowatlas import kernel_cache
 from flowatlas.kernels import parallel_allowed
 from flowatlas.kernels.accumulate import ip_hash
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 P_MIN = 4
 P_MAX = 16

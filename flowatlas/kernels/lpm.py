@@ -44,7 +44,10 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from flowatlas import kernel_cache
 from flowatlas.kernels import parallel_allowed
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 DIRECT = np.uint32(0x8000_0000)
 NODE = np.uint32(0x4000_0000)

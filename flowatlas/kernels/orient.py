@@ -22,7 +22,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flowatlas import kernel_cache
 from flowatlas.kernels import parallel_allowed
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 INGRESS, EGRESS, INTERNAL, TRANSIT = 0, 1, 2, 3
 DIM_BITS = 15

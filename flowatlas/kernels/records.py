@@ -20,6 +20,7 @@ import sys
 
 import numpy as np
 
+from flowatlas import kernel_cache
 from flowatlas.kernels.accumulate import mix64
 from flowatlas.kernels.lpm import PREFETCH_DISTANCE, LpmArrays, _jit_no_nrt, _prefetch, lpm_one
 from flowatlas.kernels.orient import (
@@ -31,6 +32,8 @@ from flowatlas.kernels.orient import (
     multiplier_one,
     orient_one,
 )
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 _V4_TAG = np.uint64(0xFFFF)
 

@@ -31,6 +31,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flowatlas import kernel_cache
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
+
 _V4_HIGH = np.uint64(0xFFFF)
 _LOW32 = np.uint64(0xFFFF_FFFF)
 _U32 = np.uint64(32)

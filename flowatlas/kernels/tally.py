@@ -26,9 +26,12 @@ import threading
 import numba
 import numpy as np
 
+from flowatlas import kernel_cache
 from flowatlas.kernels.accumulate import CounterOverflow, mix64
 from flowatlas.kernels.lpm import _jit_no_nrt
 from flowatlas.kernels.orient import DIM_BITS
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 #: bits of the interface link index in a link key (at most 4,095 interface links)
 LINK_BITS = 12

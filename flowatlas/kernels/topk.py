@@ -11,6 +11,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flowatlas import kernel_cache
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
+
 
 @numba.njit(nogil=True, cache=True)
 def _top_k_runs(keys, values, k, take, rank):  # pragma: no cover - compiled

@@ -21,7 +21,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flowatlas import kernel_cache
 from flowatlas.addresses import _parse_one, _parse_v4
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
 
 #: what a CSV column becomes: skipped, an ISO time, an address or an unsigned integer
 SKIP, TIME, ADDRESS, UINT = 0, 1, 2, 3

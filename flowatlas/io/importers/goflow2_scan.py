@@ -20,6 +20,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from flowatlas import kernel_cache
+
+kernel_cache.install()  # before the cached kernels: keyed on all the sources they import
+
 #: FlowMessage field number -> slot of the numeric outputs (goflow2 v2 numbers, then the
 #: v1 time fields in seconds)
 NUMERIC_FIELDS: tuple[int, ...] = (110, 111, 112, 9, 10, 3, 20, 21, 22, 18, 19, 14, 15, 2, 38, 5)
