@@ -634,6 +634,19 @@ def test_range_ids_are_dense_ranks_in_key_order() -> None:
         np.testing.assert_array_equal(ids, want_ids.reshape(-1))
 
 
+def _assert_same_walk(got: tuple, want: tuple) -> None:
+    """Two walks' answers equal: counts, IPv6 counts, squares and top lists array for
+    array, (key, ASN) volumes as sums per (key, ASN) (their order follows the walk's)."""
+    for a, b in zip(got[:6], want[:6], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def asn_sums(r):
+        df = pd.DataFrame({"k": r[6], "a": r[7], "v": r[8].astype(np.float64)})
+        return df.groupby(["k", "a"])["v"].sum().to_dict()
+
+    assert asn_sums(got) == asn_sums(want)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_walk_fused_and_copied_levels_equal_one_segment_at_a_time(seed: int) -> None:
     """The reducers' walk takes a level's grouping sets in one pass and copies levels with
@@ -673,14 +686,7 @@ def test_walk_fused_and_copied_levels_equal_one_segment_at_a_time(seed: int) -> 
     args = (hi, lo, bucket, dims, v6, vol, asn, pidx, gmap)
     got = walk(*args, segments, off, coff, 3, asn_from)
     want = walk(*args, segments[::-1], off, coff, 3, asn_from)
-    for a, b in zip(got[:6], want[:6], strict=True):
-        np.testing.assert_array_equal(a, b)
-
-    def asn_sums(r):
-        df = pd.DataFrame({"k": r[6], "a": r[7], "v": r[8].astype(np.float64)})
-        return df.groupby(["k", "a"])["v"].sum().to_dict()
-
-    assert asn_sums(got) == asn_sums(want)
+    _assert_same_walk(got, want)
     addr = (hi.astype(object) << 64) | lo.astype(object)
     for lev, g, o, w, _co in segments:
         period = pidx[lev][bucket]
@@ -1124,14 +1130,7 @@ def test_walk_groups_count_distinct_groups_per_key(kind: str, seed: int) -> None
     addr = (first, asn, v6)
     plain = walk(*args, ids=(row_id, n_ids), addr=addr)
     got = walk(*args, ids=(row_id, n_ids), addr=addr, groups=label)
-    for a, b in zip(got[:6], plain[:6], strict=True):
-        np.testing.assert_array_equal(a, b)
-
-    def asn_sums(r):
-        df = pd.DataFrame({"k": r[6], "a": r[7], "v": r[8].astype(np.float64)})
-        return df.groupby(["k", "a"])["v"].sum().to_dict()
-
-    assert asn_sums(got) == asn_sums(plain)
+    _assert_same_walk(got, plain)
     g_counts = got[-1]
     row_label = label[row_id]
     sel = np.flatnonzero(row_label >= 0)
