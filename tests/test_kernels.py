@@ -634,6 +634,19 @@ def test_range_ids_are_dense_ranks_in_key_order() -> None:
         np.testing.assert_array_equal(ids, want_ids.reshape(-1))
 
 
+def _assert_same_walk(got: tuple, want: tuple) -> None:
+    """Two walks' answers equal: counts, IPv6 counts, squares and top lists array for
+    array, (key, ASN) volumes as sums per (key, ASN) (their order follows the walk's)."""
+    for a, b in zip(got[:6], want[:6], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def asn_sums(r):
+        df = pd.DataFrame({"k": r[6], "a": r[7], "v": r[8].astype(np.float64)})
+        return df.groupby(["k", "a"])["v"].sum().to_dict()
+
+    assert asn_sums(got) == asn_sums(want)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_walk_fused_and_copied_levels_equal_one_segment_at_a_time(seed: int) -> None:
     """The reducers' walk takes a level's grouping sets in one pass and copies levels with
@@ -673,14 +686,7 @@ def test_walk_fused_and_copied_levels_equal_one_segment_at_a_time(seed: int) -> 
     args = (hi, lo, bucket, dims, v6, vol, asn, pidx, gmap)
     got = walk(*args, segments, off, coff, 3, asn_from)
     want = walk(*args, segments[::-1], off, coff, 3, asn_from)
-    for a, b in zip(got[:6], want[:6], strict=True):
-        np.testing.assert_array_equal(a, b)
-
-    def asn_sums(r):
-        df = pd.DataFrame({"k": r[6], "a": r[7], "v": r[8].astype(np.float64)})
-        return df.groupby(["k", "a"])["v"].sum().to_dict()
-
-    assert asn_sums(got) == asn_sums(want)
+    _assert_same_walk(got, want)
     addr = (hi.astype(object) << 64) | lo.astype(object)
     for lev, g, o, w, _co in segments:
         period = pidx[lev][bucket]
@@ -1059,3 +1065,93 @@ def test_cell_ids_match_a_sort(dense: bool, monkeypatch) -> None:
     missing = int(np.setdiff1d(np.arange(1 << 15), codes)[0])
     with pytest.raises(ValueError, match="dim_index"):
         distinct.cell_ids(np.array([(b0 << 15) | missing]), index, 15, codes.size)
+
+
+def _group_case(rng, kind: str):
+    """Rows and a group label per address for walk's ``groups``: (hi, lo, bucket, dims,
+    vol, row ids, n_ids, first rows, label per address, ASN per address)."""
+    n = {"one": 50, "empty": 0}.get(kind, 3000)
+    n_addr = {"one": 1, "distinct": n}.get(kind, 300)
+    pool_hi = np.where(rng.random(n_addr) < 0.6, rng.integers(1, 2**63, n_addr), 0)
+    pool_hi = pool_hi.astype(np.uint64)
+    pool_lo = np.where(pool_hi == 0, 0xFFFF_0000_0000 | rng.integers(0, 2**32, n_addr),
+                       rng.integers(0, 2**63, n_addr)).astype(np.uint64)  # fmt: skip
+    if n_addr > 3:  # pairs one bit apart (in lo, and in hi's top bit)
+        pool_lo[1::3] = pool_lo[0:-1:3] ^ np.uint64(1)
+        pool_hi[1::3] = pool_hi[0:-1:3]
+        pool_hi[2::3] = pool_hi[1:-1:3] ^ np.uint64(1 << 63)
+        pool_lo[2::3] = pool_lo[1:-1:3]
+    pick = rng.permutation(n) % n_addr if kind == "distinct" else rng.integers(0, n_addr, n)
+    hi, lo = pool_hi[pick], pool_lo[pick]
+    bucket = rng.integers(0, 72, n)  # three days of hours
+    dims = rng.integers(0, 6, n)
+    lone = rng.random(n) < 0.5  # many rows alone in their (address, day): fine keys
+    dims[lone] = pick[lone] % 6
+    vol = rng.integers(1, 1 << 20, n).astype(np.uint64)
+    row_id, n_ids, first = distinct.ip_ids_first(hi, lo)
+    n_groups = {"one": 1, "distinct": 40}.get(kind, 7)
+    label = rng.integers(0, n_groups, n_ids)
+    label[rng.random(n_ids) < 0.3] = -1  # ungrouped addresses (IPv4, lone prefixes)
+    asn = rng.integers(0, 5, n_ids)
+    # one ASN per group (its addresses' networks), groups and ASNs interleaved
+    grouped = label >= 0
+    asn[grouped] = rng.integers(0, 5, n_groups)[label[grouped]]
+    return hi, lo, bucket, dims, vol, row_id, n_ids, first, label, asn
+
+
+@pytest.mark.parametrize("kind", ["random", "one", "distinct", "empty"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_walk_groups_count_distinct_groups_per_key(kind: str, seed: int) -> None:
+    """walk's ``groups``: the distinct groups per key from the walk's own levels equal a
+    Python count of the grouped addresses' labels per key, and stamp_counts given the labels
+    as ids; the walk's other answers are those without groups (the order of a group's
+    addresses within their ASN changes, nothing else). A group whose addresses have
+    different ASNs cannot be one run: None. Levels copied from the one below (one month =
+    one quarter = the whole range) are counted too."""
+    from flowatlas.kernels.distinct import stamp_counts, walk
+
+    rng = np.random.default_rng([seed, len(kind)])
+    hi, lo, bucket, dims, vol, row_id, n_ids, first, label, asn = _group_case(rng, kind)
+    v6 = np.zeros(n_ids, bool)
+    v6[rng.random(n_ids) < 0.5] = True
+    hour, dim = np.arange(72), np.arange(6)
+    pidx = np.stack([hour, hour // 24, np.zeros(72, np.int64), np.zeros(72, np.int64)])
+    gmap = np.stack([dim, dim % 3, np.zeros(6, np.int64)])
+    widths = (6, 3, 1)
+    periods = pidx.max(axis=1) + 1
+    segments = [(0, 0, 0, 6, -1)]
+    off, coff = 72 * 6, 0
+    for lev in range(1, 4):
+        for g, w in enumerate(widths):
+            segments.append((lev, g, off, w, coff))
+            off += int(periods[lev]) * w
+            coff += int(periods[lev]) * w
+    args = (hi, lo, bucket, dims, None, vol, None, pidx, gmap, segments, off, coff, 3, 0)
+    addr = (first, asn, v6)
+    plain = walk(*args, ids=(row_id, n_ids), addr=addr)
+    got = walk(*args, ids=(row_id, n_ids), addr=addr, groups=label)
+    _assert_same_walk(got, plain)
+    g_counts = got[-1]
+    row_label = label[row_id]
+    sel = np.flatnonzero(row_label >= 0)
+    want = stamp_counts(None, None, bucket[sel], dims[sel], pidx, gmap,
+                        [s[:4] for s in segments], off, ids=(row_label[sel], 40))[0]  # fmt: skip
+    np.testing.assert_array_equal(g_counts, want)
+    for lev, g, o, w, _co in segments:
+        period = pidx[lev][bucket]
+        for p in range(int(periods[lev])):
+            for k in range(w):
+                at = (period == p) & (gmap[g][dims] == k) & (row_label >= 0)
+                assert g_counts[o + p * w + k] == len(set(row_label[at].tolist()))
+    # a group split between two networks
+    if (label >= 0).sum() > 1 and np.unique(label[label >= 0]).size < (label >= 0).sum():
+        split = asn.copy()
+        g0 = label[np.flatnonzero(label >= 0)[0]]
+        members = np.flatnonzero(label == g0)
+        if members.size > 1:
+            split[members[-1]] = split[members[0]] + 1
+            got = walk(*args, ids=(row_id, n_ids), addr=(first, split, v6), groups=label)
+            assert got[-1] is None
+    per_row = (v6[row_id], vol, asn[row_id].astype(np.uint32))
+    with pytest.raises(ValueError, match="groups need the ids"):
+        walk(hi, lo, bucket, dims, *per_row, *args[7:], groups=label)

@@ -185,3 +185,30 @@ def test_reduce_partition_single_row_and_none(plan, kind: str) -> None:
     assert all(k.size == 0 for k in got.rollup_keys.values())
     got = reduce_partition([], plan)
     assert got.cell_keys.size == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reduce_partition_prefix_split_between_networks(plan, seed: int) -> None:
+    """IPv6 prefixes (here /32) whose addresses lie in networks of different ASNs (the
+    table's 2403:ef44::/32 and its 2403:ef44:2629::/48, 2406:19b0::/32 and its
+    2406:19b0:5b9a::/48): the walk cannot take such a prefix as one run of addresses, so the
+    reducer counts the prefixes apart. Against the oracle, with IPv4 addresses, prefixes
+    within one network and addresses one bit apart mixed in."""
+    p = dataclasses.replace(plan, v6_prefix=32)
+    rng = np.random.default_rng([seed, 32])
+    tops = np.array([0x2403_EF44_2629_0000, 0x2403_EF44_0001_0000, 0x2406_19B0_5B9A_0000,
+                     0x2406_19B0_0007_0000, 0x2400_4A79_3000_0000], np.uint64)  # fmt: skip
+    n_addr = 120
+    hi = tops[rng.integers(0, tops.size, n_addr)] | rng.integers(0, 1 << 16, n_addr).astype(
+        np.uint64
+    )
+    lo = rng.integers(0, 1 << 63, n_addr).astype(np.uint64)
+    lo[1::4] = lo[0:-1:4] ^ np.uint64(1)
+    hi[1::4] = hi[0:-1:4]
+    v4 = rng.random(n_addr) < 0.2
+    hi[v4] = 0
+    lo[v4] = V4_TAG | rng.integers(0, 1 << 32, int(v4.sum())).astype(np.uint64)
+    base = _rows(p, rng, 700, "v4")
+    a = rng.integers(0, n_addr, base.cell.size)
+    rows = Piece(base.cell, hi[a], lo[a], base.vol)
+    _check(rows, [rows], p)

@@ -654,14 +654,20 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
     # not one per row
     addr_shared = prefix_of >= 0
     # the first rollup level's rows (one per address, period and dimensions) are kept for
-    # the sketches, where a sketch key is one period of that level
-    full, full_shared, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol, kept = walk(
+    # the sketches, where a sketch key is one period of that level. The shared addresses'
+    # prefixes are counted from the walk's own levels (a second walk, a run per prefix: no
+    # scatter and folds of their rows of its own), unless a prefix's addresses lie in
+    # several networks (ASNs): then apart, below
+    shared = bool(shared_at.any())
+    full, full_shared, sq_hi, sq_lo, top_v, top_r, a_idx, a_asn, a_vol, kept, *by_prefix = walk(
         rows.hi, rows.lo, cid, dims, None, rows.vol, None, cpidx, gmap, segments, off,
         coff, TOP_K, asn_from, asn_to, ids, addr=(first, addr_asn, addr_shared),
-        keep_level=1 if levels else 0,
+        keep_level=1 if levels else 0, groups=prefix_of if shared else None,
     )  # fmt: skip
     prefix = full - full_shared
-    if shared_at.any():
+    if by_prefix and by_prefix[0] is not None:
+        prefix += by_prefix[0]
+    elif shared:
         sel = np.flatnonzero(addr_shared[row_id])
         stamp_segments = [s[:4] for s in segments]
         prefix += stamp_counts(

@@ -894,7 +894,7 @@ def _first_rows(ids, n_ids, asn):  # pragma: no cover - compiled
     return first, id_asn
 
 
-def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr):
+def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr, tie=None):
     """Rows grouped by address (dense ``ids``), addresses in ASN order, then first-seen.
 
     Returns, per address in that order, its ASN, one of its input rows and whether it is
@@ -905,11 +905,12 @@ def _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr):
     kernels: numba's own sort would add about a second to the first compile after an
     install, for a sort of distinct addresses only. ``addr``: each address's first row and
     ASN (int64), where the caller has them (``asn`` is then not read), and optionally its
-    IPv6 flag (bool; ``v6`` is then not read).
+    IPv6 flag (bool; ``v6`` is then not read). ``tie``: addresses of one ASN in the order of
+    these values (each in [0, n_ids)), then first-seen, instead of first-seen alone.
     """
     first, id_asn = _first_rows(ids, n_ids, asn) if addr is None else addr[:2]
     id_v6 = addr[2] if addr is not None and len(addr) > 2 else v6[first]
-    by_asn = _asn_order(id_asn)  # position -> address id
+    by_asn = _asn_order(id_asn, tie)  # position -> address id
     id_v6 = np.ascontiguousarray(id_v6, np.bool_)
     shift = _scatter_shift(n_ids)
     return _scatter_by_asn(ids, first, id_asn, id_v6, by_asn, bucket, dims, vol, shift)
@@ -935,12 +936,16 @@ def _scatter_shift(n_ids: int) -> int:
     return max(1, bits - SCATTER_GROUP_BITS)
 
 
-def _asn_order(id_asn: np.ndarray) -> np.ndarray:
-    """The address ids in ASN order, ties by id: NumPy's stable argsort of ``id_asn``.
+def _asn_order(id_asn: np.ndarray, tie: np.ndarray | None = None) -> np.ndarray:
+    """The address ids in ASN order, ties by id: NumPy's stable argsort of ``id_asn``;
+    with ``tie`` (one value per address), ties by ``tie`` and then by id.
 
     ASNs are 32-bit, so (ASN, id) packs into one uint64 whose plain sort (vectorised in
     NumPy) gives that order: a world reducer's 52 k addresses 3.1 -> 0.3 ms.
     """
+    if tie is not None:  # stable sorts compose: by (tie, id), then that order by ASN
+        inner = _asn_order(np.asarray(tie, np.int64))
+        return inner[_asn_order(np.asarray(id_asn)[inner])]
     n = id_asn.size
     if n >= 1 << 32 or (n and (id_asn.min() < 0 or id_asn.max() >= 1 << 32)):
         return np.argsort(id_asn, kind="stable")
@@ -1016,7 +1021,7 @@ def _scatter_by_asn(
     return kk_asn, kk_rep, kk_six, rstart, b_g, d_g, v_g
 
 
-def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all, addr):
+def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all, addr, tie=None):
     """The rows of every level, one array each, addresses in ASN order.
 
     Rollup levels nest (day in month in quarter in the whole range), so each level's rows fold
@@ -1024,9 +1029,11 @@ def _levels(ids, n_ids, bucket, dims, v6, vol, asn, pidx, d_all, addr):
     seen in many hours of a day walks the day level once, the month level once a month...).
     Level 0 is the rows themselves (period: the bucket). Rows of address ``kk`` (in ASN
     order) at level ``lv`` are ``f_start[lv, kk]:f_start[lv, kk + 1]`` of that level's
-    arrays. ``addr``: as in :func:`_by_asn`.
+    arrays. ``addr`` and ``tie``: as in :func:`_by_asn`.
     """
-    kk_asn, kk_rep, kk_six, rstart, *cols = _by_asn(ids, n_ids, bucket, dims, v6, vol, asn, addr)
+    kk_asn, kk_rep, kk_six, rstart, *cols = _by_asn(
+        ids, n_ids, bucket, dims, v6, vol, asn, addr, tie
+    )
     n_lev = pidx.shape[0]
     starts = [rstart]
     levels = [cols]
@@ -1076,7 +1083,7 @@ def _fine_keys(seg_level, seg_width, seg_keys, seg_coff, run_end, d_all):  # pra
 
 
 @numba.njit(nogil=True, cache=True)
-def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
+def _walk(kk_asn, kk_rep, kk_six, f_start, f_end, f_p, f_d, f_v, hi, lo, pidx, gmap,
           seg_level, seg_group, seg_off, seg_width, seg_coff, seg_keys, n_total, n_conc,
           k_top, asn_from, asn_to):  # fmt: skip
     """Distinct counts for every key and, for keys of concentration segments, squared
@@ -1175,6 +1182,7 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
         lev = seg_level[s]
         off = seg_off[s]
         rstart = f_start[lev]
+        rend = f_end[lev]
         l_p = f_p[lev]
         l_d = f_d[lev]
         l_v = f_v[lev]
@@ -1186,7 +1194,7 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
             # concentration tests: a world 5 M reducer's cells level 13 -> 4 ms
             for kk in range(n_runs):
                 six = kk_six[kk]
-                for t in range(rstart[kk], rstart[kk + 1]):
+                for t in range(rstart[kk], rend[kk]):
                     p = l_p[t]
                     if stamp[p] != kk:
                         stamp[p] = kk
@@ -1197,6 +1205,11 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
             continue
         p_stamp[:] = -1
         fine = run_fine[s]
+        # fine keys dimensions-major (dims * periods + period): an address's lone rows of
+        # successive days in one cell type sit near one another in the fine keys' state
+        # (counts, squares, top lists), where period-major put them a day's 288 keys apart
+        # (a world 5 M reducer's day level about 43 -> 38 ms; bench/RESULTS.md, 13th round)
+        n_per = seg_keys[s] // seg_width[s]
         n_fl = 0
         a_cur = np.int64(-1)
         n_list = 0
@@ -1229,7 +1242,7 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
                 break
             a_cur = kk_asn[kk]
             r0 = rstart[kk]
-            r1 = rstart[kk + 1]
+            r1 = rend[kk]
             if fine and r1 - r0 > 1:  # how many of the address's rows each period has
                 for t in range(r0, r1):
                     p = l_p[t]
@@ -1247,8 +1260,8 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
                 if fine and (r1 - r0 == 1 or p_rows[p] == 1):
                     # the address's only row in this period: no other row of it reaches
                     # these keys (they hold the period), so they count it once, with this
-                    # row's volume: gathered on the fine key (period, dimensions)
-                    f = p * d_all + dd
+                    # row's volume: gathered on the fine key (dimensions, period)
+                    f = dd * n_per + p
                     if f_cnt[f] == 0:
                         f_list[n_fl] = f
                         n_fl += 1
@@ -1336,8 +1349,8 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_p, f_d, f_v, hi, lo, pidx, gmap,
         # the key's best lone addresses are among the best of its fine keys
         for q in range(n_fl):
             f = f_list[q]
-            p = f // d_all
-            dd = f - p * d_all
+            dd = f // n_per
+            p = f - dd * n_per
             fc = n_conc + f
             for j in range(n_in):
                 key = r_base[j] + p * r_width[j] + gmap[r_grow[j], dd]
@@ -1413,6 +1426,7 @@ def walk(
     ids: tuple[np.ndarray, int] | None = None,
     addr: tuple[np.ndarray, ...] | None = None,
     keep_level: int | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Distinct counts and concentration for one IP partition, in one walk.
 
@@ -1436,6 +1450,16 @@ def walk(
     per (address, period of the level, dimensions). A caller that needs the distinct
     (address, period, dimensions) triples (the reducers' sketches) reads them there
     instead of folding the rows again.
+
+    ``groups`` (with ``ids``): a group label per address (>= 0, or -1 for none; the
+    reducers' IPv6 prefixes of several addresses). Also return, as the last item, the
+    number of distinct groups per key (``n_total`` long): what :func:`stamp_counts` gives
+    with the group labels as ids over the grouped addresses' rows, but from this walk's
+    levels, not a scatter and folds of those rows of its own. Within an ASN the walk then
+    orders a group's addresses together (at its first address), so each group is one run of
+    addresses and a second walk over those runs counts it once per key; where a group's
+    addresses have different ASNs (a prefix split between networks) its runs are not one,
+    and the last item is None (the caller counts the groups apart).
     """
     asn_to = int(n_conc) if asn_to is None else asn_to
     if addr is not None:
@@ -1453,6 +1477,12 @@ def walk(
         raise ValueError("walk needs the rows' ASNs or addr")
     if v6 is None:
         raise ValueError("walk needs the rows' IPv6 flags or addr's")
+    tie = None
+    if groups is not None:
+        if ids is None:
+            raise ValueError("walk's groups need the ids they label")
+        groups = np.ascontiguousarray(groups, np.int64)
+        tie = _group_ties(groups)
     ids, n_ids = ip_ids(hi, lo) if ids is None else ids
     seg = np.asarray(segments, dtype=np.int64).reshape(-1, 5)
     pidx = np.ascontiguousarray(pidx, np.int64)
@@ -1461,7 +1491,7 @@ def walk(
         ids, n_ids, np.ascontiguousarray(bucket, np.int64),
         np.ascontiguousarray(dims, np.int64), np.ascontiguousarray(v6, np.bool_),
         np.ascontiguousarray(vol, np.uint64), np.ascontiguousarray(asn, np.uint32), pidx,
-        gmap.shape[1], addr,
+        gmap.shape[1], addr, tie,
     )  # fmt: skip
     # keys of each segment: its level's periods times its grouping's width (NumPy's max
     # here, not numba's in the kernel: one compile fewer on the first run after an install)
@@ -1470,8 +1500,12 @@ def walk(
     copies = _copied_segments(seg, pidx, asn_from, asn_to)
     walked = np.ones(len(seg), bool)
     walked[[c for c, _ in copies]] = False
+    f_start = levels[3]
     out = _walk(
-        *levels,
+        *levels[:3],
+        np.ascontiguousarray(f_start[:, :-1]),
+        np.ascontiguousarray(f_start[:, 1:]),
+        *levels[4:],
         np.ascontiguousarray(hi, np.uint64),
         np.ascontiguousarray(lo, np.uint64),
         pidx,
@@ -1488,16 +1522,20 @@ def walk(
     if keep_level is not None:
         lv = int(keep_level)
         kept = ((levels[1], levels[3][lv], levels[4][lv], levels[5][lv]),)
+    if groups is not None:
+        g_counts = _group_walk(levels, ids[levels[1]], groups, hi, lo, pidx, gmap, seg,
+                               seg_keys, walked, n_total)  # fmt: skip
+        if g_counts is not None:
+            _copy_counts(g_counts, copies, seg, seg_keys)
+        kept = (*kept, g_counts)
     if not copies:
         return (*out, *kept)
     counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol = out
-    root = {}  # a copy's walked segment
+    root = _copy_counts(counts, copies, seg, seg_keys, counts6)
     asn_ranges: dict[tuple[int, int], list[int]] = {}  # (level, shift) -> copies with ASNs
-    for c, src in copies:  # in segment order: a copy's source is filled before it is read
-        root[c] = r = root.get(src, src)
+    for c, _src in copies:
+        r = root[c]
         n = int(seg_keys[c])
-        to, fr = slice(seg[c, 2], seg[c, 2] + n), slice(seg[r, 2], seg[r, 2] + n)
-        counts[to], counts6[to] = counts[fr], counts6[fr]
         if seg[c, 4] >= 0:
             to, fr = slice(seg[c, 4], seg[c, 4] + n), slice(seg[r, 4], seg[r, 4] + n)
             sq_hi[to], sq_lo[to], top_v[to], top_r[to] = sq_hi[fr], sq_lo[fr], top_v[fr], top_r[fr]
@@ -1519,6 +1557,64 @@ def walk(
             extra.append((a_key[sel] + shift, a_asn[sel], a_vol[sel]))
     a_key, a_asn, a_vol = (np.concatenate([e[i] for e in extra]) for i in range(3))
     return counts, counts6, sq_hi, sq_lo, top_v, top_r, a_key, a_asn, a_vol, *kept
+
+
+def _copy_counts(
+    counts: np.ndarray,
+    copies: list[tuple[int, int]],
+    seg: np.ndarray,
+    seg_keys: np.ndarray,
+    counts6: np.ndarray | None = None,
+) -> dict[int, int]:
+    """The copied segments' counts (and IPv6 shares) from their walked sources
+    (:func:`_copied_segments`), in place; returns each copy's walked segment."""
+    root: dict[int, int] = {}
+    for c, src in copies:  # in segment order: a copy's source is filled before it is read
+        root[c] = r = root.get(src, src)
+        n = int(seg_keys[c])
+        to, fr = slice(seg[c, 2], seg[c, 2] + n), slice(seg[r, 2], seg[r, 2] + n)
+        counts[to] = counts[fr]
+        if counts6 is not None:
+            counts6[to] = counts6[fr]
+    return root
+
+
+def _group_ties(groups: np.ndarray) -> np.ndarray:
+    """Each address's place among its ASN's addresses for :func:`walk`'s ``groups``: its
+    group's first (smallest) id where it has a group, else its own id; ties by id."""
+    tie = np.arange(groups.size, dtype=np.int64)
+    member = np.flatnonzero(groups >= 0)
+    if member.size:
+        # members in id order: a group's first occurrence is its smallest id
+        labels, at = np.unique(groups[member], return_index=True)
+        first = member[at]
+        tie[member] = first[np.searchsorted(labels, groups[member])]
+    return tie
+
+
+def _group_walk(levels, pos_id, groups, hi, lo, pidx, gmap, seg, seg_keys, walked, n_total):
+    """Distinct groups per key for :func:`walk`'s ``groups``: its levels' rows walked again,
+    a run per group (its addresses, adjacent in the walk's order), no concentration. None
+    where some group's addresses are not adjacent (they have different ASNs)."""
+    g_pos = groups[pos_id]  # each walked address's group
+    member = g_pos >= 0
+    n = g_pos.size
+    edge = np.ones(n + 1, bool)  # a group run starts or ends between positions i-1 and i
+    np.not_equal(g_pos[1:], g_pos[:-1], out=edge[1:n])
+    starts = np.flatnonzero(edge[:n] & member)
+    ends = np.flatnonzero(edge[1:] & member) + 1
+    if starts.size != np.unique(g_pos[member]).size:
+        return None  # a group split into several runs: it would count more than once
+    f_start = levels[3]
+    zeros = np.zeros(starts.size, np.int64)
+    sub = seg[walked]
+    return _walk(
+        zeros, zeros, np.zeros(starts.size, np.bool_),
+        np.ascontiguousarray(f_start[:, starts]), np.ascontiguousarray(f_start[:, ends]),
+        *levels[4:], np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64),
+        pidx, gmap, *(sub[:, c].copy() for c in range(4)), np.full(len(sub), -1, np.int64),
+        seg_keys[walked], int(n_total), 0, 1, 0, 0,
+    )[0]  # fmt: skip
 
 
 def _copied_segments(
