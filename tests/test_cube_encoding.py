@@ -27,23 +27,15 @@ NAMES = {
 
 
 def _strings_file(table: pa.Table, path) -> bytes:
-    """The oracle: the table's strings written with the cube's options, as before."""
+    """The oracle: the table's strings, written by pyarrow with the cube's options."""
     strings = table
     for i, f in enumerate(table.schema):
         if pa.types.is_dictionary(f.type):
             strings = strings.set_column(
                 i, f.with_type(f.type.value_type), table.column(i).cast(f.type.value_type)
             )
-    pq.write_table(
-        strings,
-        path,
-        compression="zstd",
-        compression_level=3,
-        use_dictionary=["region", "network_type", "direction", "rollup", "grouping"],
-        write_statistics=True,
-        row_group_size=cube.ROW_GROUP_ROWS,
-        write_page_checksum=True,
-    )
+    options = cube._write_options(strings.schema)
+    pq.write_table(strings, path, row_group_size=cube.ROW_GROUP_ROWS, **options)
     return path.read_bytes()
 
 
@@ -195,3 +187,86 @@ def test_first_seen_refuses_codes_outside_the_dictionary() -> None:
         first_seen(np.array([0, 3], np.int32), 3)
     order, first, new = first_seen(np.array([-1, -1], np.int32), 0)
     assert order.size == first.size == 0 and new.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000, 70_000])
+def test_counters_delta_encoded_uncompressed_and_exact(tmp_path, n: int) -> None:
+    """Every uint64 column (the counters) is delta-encoded, without compression, and reads
+    back exactly: zero, the maximum, wild jumps between rows (deltas that wrap); the other
+    columns zstd; every page checksummed (what verify and the readers check)."""
+    rng = np.random.default_rng(n)
+    top = np.iinfo(np.uint64).max
+    wild = rng.integers(0, top, n, dtype=np.uint64, endpoint=True)
+    wild[::3] = top
+    wild[1::3] = 0
+    t = pa.table(
+        {
+            "region": _coded(NAMES["region"], rng.integers(0, 5, n).astype(np.int32)),
+            "bytes": pa.array(wild, pa.uint64()),
+            "flows": pa.array(np.arange(n, dtype=np.uint64), pa.uint64()),
+            "hhi": pa.array(rng.random(n)),
+            "asn": pa.array(rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)),
+        }
+    )
+    path = tmp_path / "t.parquet"
+    cube._write_parquet(t, path)
+    back = pq.read_table(path)
+    assert back.column("bytes").to_pylist() == wild.tolist()
+    assert back.column("flows").to_pylist() == list(range(n))
+    assert back.column("region").to_pylist() == t.column("region").cast(pa.string()).to_pylist()
+    assert back.schema.field("bytes").type == pa.uint64()
+    meta = pq.read_metadata(path)
+    if n == 0:  # no pages to encode
+        return
+    for g in range(meta.num_row_groups):
+        for i in range(meta.num_columns):
+            col = meta.row_group(g).column(i)
+            if col.path_in_schema in ("bytes", "flows"):
+                assert "DELTA_BINARY_PACKED" in col.encodings
+                assert col.compression == "UNCOMPRESSED"
+            else:
+                assert "DELTA_BINARY_PACKED" not in col.encodings
+                assert col.compression == "ZSTD"
+    # a flipped bit in a counter's page is a checksum error, not a wrong number
+    data = bytearray(path.read_bytes())
+    at = (
+        meta.row_group(0).column(1).data_page_offset
+        + meta.row_group(0).column(1).total_compressed_size
+        - 2
+    )
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(OSError, match="checksum"):
+        pq.read_table(path, page_checksum_verification=True)
+
+
+def test_cubes_written_the_old_way_still_open(tmp_path) -> None:
+    """A cube whose files were written before (zstd over every column, the counters plain)
+    opens to the same frames as one written now."""
+    from flowatlas.engine.build import build_cube
+    from flowatlas.engine.cube import open_cube
+    from flowatlas.synth import synthesize
+
+    synthesize(tmp_path / "a", records=20_000, days=10, start="2025-09-15", seed=3)
+    build_cube(tmp_path / "a", tmp_path / "new", workers=0)
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in (tmp_path / "new").iterdir():
+        if f.suffix != ".parquet":
+            (old / f.name).write_bytes(f.read_bytes())
+            continue
+        pq.write_table(
+            pq.read_table(f),
+            old / f.name,
+            compression="zstd",
+            compression_level=3,
+            use_dictionary=["region", "network_type", "direction", "rollup", "grouping"],
+            write_statistics=True,
+            row_group_size=1 << 20,
+            write_page_checksum=True,
+        )
+    assert (old / "cells.parquet").read_bytes() != (tmp_path / "new" / "cells.parquet").read_bytes()
+    a, b = open_cube(tmp_path / "new"), open_cube(old)
+    assert a.cells.equals(b.cells) and a.rollups.equals(b.rollups)
+    assert a.link_cells().equals(b.link_cells())
+    assert a.top_ips().equals(b.top_ips())
