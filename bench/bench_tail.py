@@ -23,8 +23,9 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from _common import build_arguments
 
 #: (module, attribute) of every wrapped step; a class method as "Class.method"
 STEPS = [
@@ -113,10 +114,7 @@ def install(rec: Recorder) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("archive", type=Path)
-    p.add_argument("--table", type=Path, help="compiled prefix table (.fatable)")
-    p.add_argument("--workers", type=int, default=None, help="as flowatlas build [cores]")
-    p.add_argument("--out", type=Path, default=Path("/tmp/flowatlas-tail-cube"))
+    build_arguments(p, "/tmp/flowatlas-tail-cube")
     p.add_argument("--repeat", type=int, default=3, help="builds; the first is not counted")
     args = p.parse_args(argv)
 
