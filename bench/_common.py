@@ -14,6 +14,7 @@ needs the same measuring stick. Here it is:
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -285,6 +286,16 @@ class PeakRSS:
 
 
 # --------------------------------------------------------------------------- reporting
+
+
+def build_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The arguments of a benchmark that builds one archive in its own process, as
+    ``flowatlas build`` takes them: the archive, ``--table``, ``--workers``, and ``--out``
+    (default ``out``)."""
+    parser.add_argument("archive", type=Path)
+    parser.add_argument("--table", type=Path, help="compiled prefix table (.fatable)")
+    parser.add_argument("--workers", type=int, default=None, help="as flowatlas build [cores]")
+    parser.add_argument("--out", type=Path, default=Path(out))
 
 
 def best_of(fn: Callable[[], object], repeat: int, clock=time.perf_counter) -> float:

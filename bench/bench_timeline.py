@@ -23,10 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import build_arguments
 
 
 def _process_start() -> float:
@@ -105,10 +105,7 @@ def busy_between(samples: list[tuple[float, float]], a: float, b: float) -> floa
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("archive", type=Path)
-    p.add_argument("--table", type=Path, help="compiled prefix table (.fatable)")
-    p.add_argument("--workers", type=int, default=None, help="as flowatlas build [cores]")
-    p.add_argument("--out", type=Path, default=Path("/tmp/flowatlas-timeline-cube"))
+    build_arguments(p, "/tmp/flowatlas-timeline-cube")
     p.add_argument("--slice", type=float, default=0.25, help="seconds per timeline line")
     p.add_argument("--sample", type=float, default=0.02, help="seconds between CPU samples")
     args = p.parse_args(argv)

@@ -206,3 +206,41 @@ def run_starts(*columns: np.ndarray) -> np.ndarray:
     for c in columns:
         differs |= c[1:] != c[:-1]
     return np.flatnonzero(np.r_[True, differs])
+
+
+@numba.njit(nogil=True, cache=True)
+def _first_seen(codes, k):  # pragma: no cover - compiled
+    """Codes renumbered by first appearance; each new code's old one and first row."""
+    rank = np.full(k, -1, np.int32)
+    order = np.empty(k, np.int32)
+    first = np.empty(k, np.int64)
+    out = np.zeros(codes.size, np.int32)
+    m = 0
+    for i in range(codes.size):
+        c = codes[i]
+        if c < 0:
+            continue
+        r = rank[c]
+        if r < 0:
+            r = m
+            rank[c] = m
+            order[m] = c
+            first[m] = i
+            m += 1
+        out[i] = r
+    return order[:m], first[:m], out
+
+
+def first_seen(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dictionary codes (int32 in ``[0, k)``; negative: null) renumbered in the order the
+    values first appear, unused ones dropped: ``(order, first, new)``, where ``order`` holds
+    the old code of each new one, ``first`` the row where it first appears (ascending), and
+    ``new[i] == order.tolist().index(codes[i])`` (0 where null).
+
+    What a hash dictionary encoder (Parquet's) makes of the values the codes stand for: a
+    cube column handed to the Parquet writer in this form is written as its strings are.
+    """
+    codes = np.ascontiguousarray(codes, dtype=np.int32)
+    if codes.size and int(codes.max()) >= k:
+        raise IndexError("a code is outside the dictionary")
+    return _first_seen(codes, np.int64(k))
