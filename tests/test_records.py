@@ -266,3 +266,40 @@ def test_value_codes_number_values_in_first_seen_order(n_values) -> None:
     assert (words[first[codes]] == words).all()
     codes, first = value_codes(words[:0])
     assert codes.size == 0 and first.size == 0
+
+
+def _value_codes_oracle(words: np.ndarray) -> tuple[list[int], list[int]]:
+    """Codes and first rows of 16-byte values by a dict, row by row."""
+    seen: dict[tuple[int, int], int] = {}
+    codes, first = [], []
+    for i, (h, lw) in enumerate(words.tolist()):
+        if (h, lw) not in seen:
+            seen[h, lw] = len(first)
+            first.append(i)
+        codes.append(seen[h, lw])
+    return codes, first
+
+
+@pytest.mark.parametrize("n_values", [1, 31, 32, 33, 127, 128, 129, 600])
+def test_value_codes_with_colliding_slots_and_growth(n_values) -> None:
+    """``value_codes`` against a dict where every value's first slot (in the tables of 64 and
+    256 slots; four slots at 1,024) is the same: long probe chains, the all-zero value
+    (the empty slot's words), values one bit apart, and value counts at the table's growth
+    points (half of 64, 256, 1,024 slots); also a single row."""
+    from flowatlas.kernels.records import _VALUE_MUL, value_codes
+
+    rng = np.random.default_rng(n_values)
+    cand = rng.integers(0, 2**64, (200_000, 2), dtype=np.uint64)
+    slot = (((cand[:, 0] * _VALUE_MUL) ^ cand[:, 1]) * _VALUE_MUL) >> np.uint64(56)
+    pool = cand[slot == slot[0]]  # the same top 8 bits: one slot at 64 and 256, 4 at 1,024
+    pool = np.concatenate([np.zeros((1, 2), np.uint64), pool, pool[:1] ^ np.uint64(1)])
+    pool = pool[:n_values]
+    assert len({tuple(v) for v in pool.tolist()}) == n_values
+    words = pool[rng.integers(0, n_values, 5_000)]
+    words[:n_values] = pool[rng.permutation(n_values)]  # every value, early and in any order
+    codes, first = value_codes(words)
+    want_codes, want_first = _value_codes_oracle(words)
+    assert codes.tolist() == want_codes
+    assert first.tolist() == want_first
+    codes, first = value_codes(words[:1])
+    assert codes.tolist() == [0] and first.tolist() == [0]

@@ -172,8 +172,10 @@ def orient_and_cell(
     ``map_task``'s device accumulation); otherwise they are host arrays.
     """
     stats = FragmentStats(records=table.num_rows)
-    bad, null_counts = _null_mask(table)
-    if bad.any():
+    # the mask (a pass and an array a batch) only where a column holds a null: an archive's
+    # columns mostly hold none (the Parquet schema's fields are required)
+    if any(table.column(name).null_count for name in table.column_names):
+        bad, null_counts = _null_mask(table)
         stats.quarantined.update(null_counts)
         table = table.filter(pa.array(~bad))
     n = table.num_rows
@@ -246,8 +248,8 @@ def _accept(
 
     ``cols`` are the columns of rows shaped like ``shape`` (:meth:`Partial.columns`).
     """
-    ok = reason == 0
-    if not ok.all():
+    if np.count_nonzero(reason):  # one pass, no array, where every record is kept
+        ok = reason == 0
         for code, count in zip(*np.unique(reason[~ok], return_counts=True), strict=True):
             stats.quarantined[REASONS[int(code)]] = int(count)
         cols = [c[ok] for c in cols]

@@ -21,7 +21,6 @@ import sys
 import numpy as np
 
 from flowatlas import kernel_cache
-from flowatlas.kernels.accumulate import mix64
 from flowatlas.kernels.lpm import PREFETCH_DISTANCE, LpmArrays, _jit_no_nrt, _prefetch, lpm_one
 from flowatlas.kernels.orient import (
     EGRESS,
@@ -296,29 +295,41 @@ def rule_table(
     return table
 
 
+#: multiplier of :func:`_value_codes`' hash (a multiply-shift: the top bits of the product)
+_VALUE_MUL = np.uint64(0x9E3779B97F4A7C15)
+
+
 @_jit_no_nrt(nogil=True, cache=True)
-def _value_codes(words, codes, first, table):  # pragma: no cover - compiled
+def _value_codes(words, codes, first, keys, slot_code, bits):  # pragma: no cover - compiled
     """Number the distinct 16-byte values in first-seen order: ``codes[i]`` is row i's, and
-    ``first[c]`` the first row holding value c. ``table`` (a power of two, -1 filled) maps
-    a slot to a code, probed linearly. Returns the number of values, or -1 once they fill
-    half the table (the caller retries with a bigger one)."""
-    mask = np.uint64(table.size - 1)
+    ``first[c]`` the first row holding value c. The table has 2^``bits`` slots, probed
+    linearly: ``slot_code`` (-1 filled) holds a slot's code and ``keys`` its value's two
+    words, so a probe compares in place (not through ``first`` into ``words``: two loads
+    that wait on the first). Returns the number of values, or -1 once they fill half the
+    table (the caller retries with a bigger one)."""
+    mask = np.uint64((1 << bits) - 1)
+    shift = np.uint64(64 - bits)
+    size = 1 << bits
     m = 0
     for i in range(words.shape[0]):
         h = words[i, 0]
         lw = words[i, 1]
-        s = mix64(h ^ mix64(lw)) & mask
+        # multiply-shift (one multiply more for the second word): 2.4 -> 1.2 ns a record
+        # against two splitmix64 finalisers on a world task's few exporters
+        s = (((h * _VALUE_MUL) ^ lw) * _VALUE_MUL) >> shift
         while True:
-            c = table[s]
+            c = slot_code[s]
             if c < 0:
-                if 2 * (m + 1) > table.size:
+                if 2 * (m + 1) > size:
                     return -1
-                table[s] = m
+                slot_code[s] = m
+                keys[s, 0] = h
+                keys[s, 1] = lw
                 first[m] = i
                 codes[i] = m
                 m += 1
                 break
-            if words[first[c], 0] == h and words[first[c], 1] == lw:
+            if keys[s, 0] == h and keys[s, 1] == lw:
                 codes[i] = c
                 break
             s = (s + np.uint64(1)) & mask
@@ -330,20 +341,23 @@ def value_codes(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     :func:`flowatlas.addresses.bytes16_words` gives them): row i holds the value of row
     ``first[codes[i]]``; codes count from 0 in first-seen order.
 
-    What ``dictionary_encode`` gives for the exporter column, in a third of its time: the
-    map step reads a few exporters over and over (6 ns a record on the world workload).
-    Not :func:`flowatlas.kernels.distinct.ip_ids_first`, which numbers addresses the same
+    What ``dictionary_encode`` gives for the exporter column, in a fraction of its time: the
+    map step reads a few exporters over and over (2.5-3 ns a record on the world and heavy
+    workloads' batches with the values compared through their first rows, 1.1-1.3 with
+    them in the table; bench/RESULTS.md, thirteenth round). Not
+    :func:`flowatlas.kernels.distinct.ip_ids_first`, which numbers addresses the same
     way: its table starts at 1,024 slots for the reducers' many addresses, and it takes
     the two words as separate arrays (two strided copies here): 14.4 against 2.7 ns a
     record on a world task's exporter column.
     """
     words = np.ascontiguousarray(words, np.uint64)
-    n = words.shape[0]
-    codes = np.empty(n, np.int64)
-    first = np.empty(n, np.int64)
+    codes = np.empty(words.shape[0], np.int64)
     bits = 6
     while True:
-        m = _value_codes(words, codes, first, np.full(1 << bits, -1, np.int64))
+        # fewer than half the slots hold a value: ``first`` needs no more rows than that
+        first = np.empty(1 << (bits - 1), np.int64)
+        keys = np.empty((1 << bits, 2), np.uint64)
+        m = _value_codes(words, codes, first, keys, np.full(1 << bits, -1, np.int64), bits)
         if m >= 0:
             return codes, first[:m]
         bits += 2
