@@ -143,7 +143,10 @@ def test_loaded_kernels_carry_the_stamp_of_their_sources():
                 seen += 1
     assert seen > 30
     records_sources = {Path(p).name for p in kernel_cache.sources_of(records.__file__)}
-    assert {"records.py", "lpm.py", "accumulate.py", "orient.py", "__init__.py"} <= records_sources
+    # records.py inlines lpm's lookup and orient's bodies (and imports no accumulate since
+    # value_codes hashes by itself); hll inlines accumulate's ip_hash
+    assert {"records.py", "lpm.py", "orient.py", "__init__.py"} <= records_sources
+    assert "accumulate.py" in {Path(p).name for p in kernel_cache.sources_of(hll.__file__)}
 
 
 def test_a_function_outside_the_package_keeps_numbas_stamp(tmp_path):
