@@ -185,6 +185,10 @@ def test_damaged_files_are_clear_errors(compiled, tmp_path):
             r"future\.fatable: prefix table format version 9.*flowatlas classify compile",
         ),
         "cut": (good[: len(good) // 2], r"cut\.fatable: prefix table is corrupt"),
+        "huge_header": (  # a header length no table has: an error, not an OverflowError
+            good[:16] + (2**64 - 1).to_bytes(8, "little") + good[24:],
+            r"huge_header\.fatable: not a flowatlas prefix table: a header of 18446744073709551615",
+        ),
     }
     for section in header["sections"]:  # one flipped byte in any section is caught
         at = base + section["offset"] + section["nbytes"] // 2

@@ -72,6 +72,22 @@ _MAPPED_VERSIONS = (2, 3)
 #: the first bytes of a version 2 or 3 file; version 1 files are zip archives (``PK``)
 MAGIC = b"FATABLE\x00"
 _HEAD = struct.Struct("<8sII Q")  # magic, format version, reserved (0), header length
+#: the longest header a table file may give (a table's is a few kB): more is damage
+_MAX_HEADER = 1 << 24
+
+
+def _head(first: bytes) -> tuple[int, int] | None:
+    """(format version, header length) from the first :data:`_HEAD` bytes of a version 2+
+    table file; None where they are not a table's. ValueError for a header length no table
+    has (damage: reading it would ask for more bytes than memory holds)."""
+    if len(first) < _HEAD.size or first[:8] != MAGIC:
+        return None
+    _, version, _, header_len = _HEAD.unpack(first)
+    if header_len > _MAX_HEADER:
+        raise ValueError(f"a header of {header_len} bytes, more than any table's")
+    return version, header_len
+
+
 #: sections start on page boundaries, so every array is aligned for any dtype and the
 #: 64-byte node heads each sit in one cache line
 _ALIGN = 4096
@@ -297,9 +313,10 @@ class PrefixTable:
                 first = f.read(_HEAD.size)
                 if first[:2] == b"PK":
                     return cls._load_zip(path)
-                if len(first) < _HEAD.size or first[:8] != MAGIC:
+                head = _head(first)
+                if head is None:
                     raise InputError(f"{path}: not a flowatlas prefix table")
-                _, version, _, header_len = _HEAD.unpack(first)
+                version, header_len = head
                 if version not in _MAPPED_VERSIONS:
                     raise InputError(
                         f"{path}: prefix table format version {version}, this flowatlas reads 1 "
@@ -591,8 +608,6 @@ def _as_runs(root: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, root[starts]
 
 
-#: the longest header :func:`file_digest` reads (a table's is a few kB)
-_MAX_HEADER = 1 << 24
 #: the tables this process opened for a pickle made by :meth:`PrefixTable.by_path`, by path
 #: and digest: each is opened once a process, and let go with the last plan that holds it
 _OPENED: weakref.WeakValueDictionary[tuple[str, str], PrefixTable] = weakref.WeakValueDictionary()
@@ -606,13 +621,10 @@ def file_digest(path: str | os.PathLike[str]) -> str | None:
     table is sent to it by path)."""
     try:
         with open(path, "rb") as f:
-            first = f.read(_HEAD.size)
-            if len(first) < _HEAD.size or first[:8] != MAGIC:
+            head = _head(f.read(_HEAD.size))
+            if head is None:
                 return None
-            header_len = _HEAD.unpack(first)[3]
-            if header_len > _MAX_HEADER:
-                return None
-            header = json.loads(f.read(header_len))
+            header = json.loads(f.read(head[1]))
         digest = header["meta"]["digest"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
