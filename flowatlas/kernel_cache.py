@@ -172,11 +172,10 @@ def sources_stamp(path: str) -> tuple[str, str]:
     """The stamp numba keeps with the cached code of a function defined in ``path``: a hash
     over the bytes of that file and of every flowatlas module it imports (:func:`sources_of`),
     each named by its place in the package, so that a change to any of them is a change."""
-    path = os.path.abspath(path)
-    stamp = _stamps.get(path)
+    stamp = _stamps.get(path)  # by the path as given: numba asks with the same one each time
     if stamp is None:
         h = hashlib.sha256()
-        for file in sorted(sources_of(path)):
+        for file in sorted(sources_of(os.path.abspath(path))):
             h.update(os.path.relpath(file, PACKAGE_DIR).encode() + b"\0" + _digest(file)[0])
         stamp = _stamps[path] = (STAMP_KIND, h.hexdigest())
     return stamp
@@ -197,15 +196,13 @@ def install() -> bool:
     if getattr(original, "_flowatlas_sources", False):
         return False
 
-    stamps: dict[str, tuple[str, str]] = {}  # by the path numba gives: ~100 kernels, ~15 files
-
     def get_source_stamp(self):
-        path = self._py_file
-        stamp = stamps.get(path)
+        path = self._py_file  # ~100 kernels in ~15 files: known after a file's first kernel
+        stamp = _stamps.get(path)
         if stamp is None:
             if getattr(sys, "frozen", False) or not _ours(path):
                 return original(self)
-            stamp = stamps[path] = sources_stamp(path)
+            stamp = sources_stamp(path)
         return stamp
 
     get_source_stamp._flowatlas_sources = True  # type: ignore[attr-defined]
