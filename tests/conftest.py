@@ -25,7 +25,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _simulated_threads_wrap() -> None:
+    """Under numba's CUDA simulator, run each simulated GPU thread with NumPy's overflow
+    warnings off: the simulator runs device code on NumPy scalars, which warn (an error under
+    this suite's filters) where a GPU's uint64 arithmetic, like the CPU kernels', wraps by
+    definition: hash multiplies (``mix64``), the LPM body's popcount. Per thread, since NumPy's
+    error state is (a simulated thread starts with the default)."""
+    from numba import config as numba_config
+
+    if not numba_config.ENABLE_CUDASIM:
+        return
+    import numpy as np
+    from numba.cuda.simulator.kernel import BlockThread
+
+    run = BlockThread.run
+    if getattr(run, "_wraps", False):
+        return
+
+    def wrapping(self: BlockThread) -> None:
+        with np.errstate(over="ignore"):
+            run(self)
+
+    wrapping._wraps = True  # type: ignore[attr-defined]
+    BlockThread.run = wrapping
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _simulated_threads_wrap()
     # the session's first process (the xdist controller) makes the folder; workers and the
     # simulator subprocesses the tests start inherit the variable, and kernels/cuda.py records
     if not hasattr(config, "workerinput") and cuda_check.LOG_ENV not in os.environ:

@@ -55,13 +55,23 @@ def random_prefixes(rng: np.random.Generator, n: int) -> list[str]:
     return sorted(out)
 
 
-def compile_prefixes(prefixes: list[str]) -> tuple[PrefixTable, np.ndarray]:
-    """Table whose network for prefix i carries asn = i + 1; returns it and the asn per id."""
+#: every IPv4 root size the index has (flowatlas.kernels.lpm.V4_BITS: 16 and 24 are chosen
+#: by default_bits4, 8 only asked for)
+ROOTS4 = [8, 16, 24]
+
+
+def compile_prefixes(
+    prefixes: list[str], bits4: int | None = None
+) -> tuple[PrefixTable, np.ndarray]:
+    """Table whose network for prefix i carries asn = i + 1; returns it and the asn per id.
+    ``bits4``: its index's IPv4 root size (None: the default rule's)."""
     hi, lo, ln, _ = parse_prefixes(prefixes)
     s_hi, s_lo, e_hi, e_lo = prefix_bounds(hi, lo, ln)
     attrs = pa.table({"asn": pa.array(np.arange(1, len(prefixes) + 1), pa.uint32())})
     c = compile_layers([Layer("test", s_hi, s_lo, e_hi, e_lo, attrs)])
-    table = PrefixTable(c.starts_hi, c.starts_lo, c.values, c.networks, {"bits6": 16})
+    table = PrefixTable(
+        c.starts_hi, c.starts_lo, c.values, c.networks, {"bits6": 16, "bits4": bits4}
+    )
     asn_of = np.append(c.networks.column("asn").to_numpy().astype(np.int64), 0)
     return table, asn_of
 
@@ -125,11 +135,13 @@ def naive_reference(prefixes: list[str], hi: np.ndarray, lo: np.ndarray) -> np.n
     return out
 
 
+@pytest.mark.parametrize("bits4", ROOTS4)
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_lpm_matches_pytricia_on_random_nested_prefixes(seed: int) -> None:
+def test_lpm_matches_pytricia_on_random_nested_prefixes(seed: int, bits4: int) -> None:
     rng = np.random.default_rng(seed)
     prefixes = random_prefixes(rng, 3000)
-    table, asn_of = compile_prefixes(prefixes)
+    table, asn_of = compile_prefixes(prefixes, bits4)
+    assert table.index.stats()["bits4"] == bits4
     hi, lo = probe_addresses(prefixes, rng, 60_000)
     got = asn_of[table.lookup(hi, lo)]
     want = pytricia_reference(prefixes, hi, lo)
@@ -139,29 +151,33 @@ def test_lpm_matches_pytricia_on_random_nested_prefixes(seed: int) -> None:
     )
 
 
-def test_lpm_matches_naive_scan_small() -> None:
+@pytest.mark.parametrize("bits4", ROOTS4)
+def test_lpm_matches_naive_scan_small(bits4: int) -> None:
     rng = np.random.default_rng(7)
     prefixes = random_prefixes(rng, 120)
-    table, asn_of = compile_prefixes(prefixes)
+    table, asn_of = compile_prefixes(prefixes, bits4)
     hi, lo = probe_addresses(prefixes, rng, 3000)
     np.testing.assert_array_equal(asn_of[table.lookup(hi, lo)], naive_reference(prefixes, hi, lo))
 
 
-def test_runs_of_ipv4_root_blocks_end_where_the_next_interval_starts() -> None:
-    """The index fills runs of /24 root blocks inside one interval at once: intervals that
-    start on a /24 boundary, one address into a block, in the last block, and end at the top
-    of the IPv4 space, each probed at its edges."""
+@pytest.mark.parametrize("bits4", ROOTS4)
+def test_runs_of_ipv4_root_blocks_end_where_the_next_interval_starts(bits4: int) -> None:
+    """The index fills runs of root blocks inside one interval at once: intervals that
+    start on a /16 or /24 boundary, one address into a block, in the last block, and end at
+    the top of the IPv4 space, each probed at its edges, for each IPv4 root size."""
     prefixes = [
         "0.0.0.0/0", "10.0.0.0/8", "10.0.1.0/24", "10.0.2.1/32", "10.0.3.128/25",
         "11.255.255.0/24", "192.168.0.0/16", "192.168.255.255/32", "223.255.255.0/24",
         "255.255.255.0/24", "255.255.255.255/32", "::ffff:0:0/96", "2001:db8::/32",
+        "172.16.0.0/15", "172.18.0.0/17", "100.64.0.1/32", "100.65.255.255/32",
     ]  # fmt: skip
-    table, asn_of = compile_prefixes(prefixes)
+    table, asn_of = compile_prefixes(prefixes, bits4)
     edges = []
     for p in prefixes:
         net = ipaddress.ip_network(p)
         for a in (int(net.network_address), int(net.broadcast_address)):
-            for d in (-257, -256, -255, -1, 0, 1, 255, 256, 257):
+            for d in (-65537, -65536, -65535, -257, -256, -255, -1, 0, 1, 255, 256, 257,
+                      65535, 65536, 65537):  # fmt: skip
                 edges.append(a + d)
     v4 = sorted({e for e in edges if 0 <= e < 1 << 32})
     mapped = [(0xFFFF << 32) | e for e in v4]
@@ -169,6 +185,74 @@ def test_runs_of_ipv4_root_blocks_end_where_the_next_interval_starts() -> None:
     lo = np.array(mapped, np.uint64)
     got = asn_of[table.lookup(hi, lo)]
     np.testing.assert_array_equal(got, naive_reference(prefixes, hi, lo))
+
+
+def block_edge_probes(rng: np.random.Generator, n_blocks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Addresses at the edges of IPv4 /8, /16 and /24 blocks (the first and last address of a
+    block and their neighbours, across block boundaries) and around ``::ffff:0:0/96``'s own
+    edges (``::fffe:ffff:ffff``, ``::ffff:0.0.0.0``, ``::ffff:255.255.255.255``,
+    ``::1:0:0:0``), as (hi, lo)."""
+    v4: set[int] = {0, 1, 0xFFFFFFFE, 0xFFFFFFFF}
+    for bits in (8, 16, 24):
+        size = 1 << (32 - bits)
+        for b in rng.integers(0, 1 << bits, size=n_blocks):
+            first = int(b) * size
+            v4 |= {a for a in (first - 1, first, first + 1, first + size - 1, first + size)}
+    mapped = [(0xFFFF << 32) | a for a in sorted(v4) if 0 <= a < 1 << 32]
+    outside = [(0xFFFF << 32) - 1, (0xFFFF << 32) - 2, 0x1_0000 << 32, (0x1_0000 << 32) + 1]
+    lo = np.array(mapped + outside + [0, MASK64], np.uint64)
+    hi = np.zeros(lo.size, np.uint64)
+    hi[-1] = 1  # ::1:ffff:ffff:ffff:ffff, past the low word
+    return hi, lo
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ipv4_roots_at_block_edges_match_the_naive_scan(seed: int) -> None:
+    """Prefixes shorter and longer than each root's blocks (/7 to /32), nested, many in a few
+    /16s (nodes and leaves under a /16 entry) and one alone in its /16 (a direct entry or a
+    leaf), IPv4-mapped ones written as IPv6 (up to the /96 and past it): every IPv4 root
+    size gives the naive scan's answer at every /8, /16 and /24 block edge."""
+    rng = np.random.default_rng(50 + seed)
+    prefixes: set[str] = {"::ffff:0:0/96", "::ffff:0:0/97", "::fffe:0:0/95", "::/80"}
+    crowded = [int(x) << 16 for x in rng.integers(0, 1 << 16, size=3)]
+    for _ in range(400):
+        length = int(rng.choice([7, 8, 12, 15, 16, 17, 20, 23, 24, 25, 28, 31, 32]))
+        if rng.random() < 0.5:
+            addr = crowded[int(rng.integers(3))] | int(rng.integers(0, 1 << 16))
+        else:
+            addr = int(rng.integers(0, 1 << 32))
+        prefixes.add(str(ipaddress.ip_network((addr, length), strict=False)))
+    prefixes = sorted(prefixes)
+    hi, lo = block_edge_probes(rng, 300)
+    extra_hi, extra_lo = probe_addresses(prefixes, rng, 3000)
+    hi, lo = np.concatenate([hi, extra_hi]), np.concatenate([lo, extra_lo])
+    want = naive_reference(prefixes, hi, lo)
+    for bits4 in ROOTS4:
+        table, asn_of = compile_prefixes(prefixes, bits4)
+        assert table.index.idx4.size == 1 << bits4
+        if bits4 < 24:  # blocks bigger than a /24 are never leaves: direct entries or nodes
+            assert (table.index.idx4 & np.uint32(0xC0000000) != 0).all()
+        got = asn_of[table.lookup(hi, lo)]
+        bad = np.flatnonzero(got != want)
+        assert bad.size == 0, (bits4, hilo_to_text(hi[bad[:3]], lo[bad[:3]]).to_pylist())
+
+
+def test_default_ipv4_root_size_follows_the_table() -> None:
+    """Few IPv4 intervals: the 2^16 root; many: the 2^24 one. IPv6 intervals do not count."""
+    from flowatlas.kernels.lpm import SMALL_V4_INTERVALS, ipv4_intervals
+
+    table, _ = compile_prefixes(["10.0.0.0/8", "2001:db8::/32"])
+    assert ipv4_intervals(table.starts_hi, table.starts_lo) == 2
+    assert table.index.stats()["bits4"] == 16
+    n = SMALL_V4_INTERVALS // 2 + 1  # a /32 every 256 addresses: two intervals each
+    many = [f"10.{i >> 8 & 255}.{i & 255}.1/32" for i in range(n)]
+    table, _ = compile_prefixes(many)
+    assert ipv4_intervals(table.starts_hi, table.starts_lo) > SMALL_V4_INTERVALS
+    assert table.index.stats()["bits4"] == 24
+    v6 = [str(ipaddress.ip_network((0x2001 << 112 | i << 64, 64))) for i in range(n)]
+    table, _ = compile_prefixes(v6)
+    assert ipv4_intervals(table.starts_hi, table.starts_lo) == 0
+    assert table.index.stats()["bits4"] == 16
 
 
 def test_empty_and_default_route_tables() -> None:
@@ -180,7 +264,8 @@ def test_empty_and_default_route_tables() -> None:
     assert asn_of[table.lookup(hi, lo)].tolist() == [1, 1, 1]
 
 
-def test_deep_nesting_and_crowded_blocks_walk_every_index_level() -> None:
+@pytest.mark.parametrize("bits4", [16, 24])
+def test_deep_nesting_and_crowded_blocks_walk_every_index_level(bits4: int) -> None:
     """A chain ::/0 > /1 > ... > /128 and 2^12 /64s in one /52 use nodes down to the last
     level, leaves of every size, and the IPv4 /24 index with sub-/24 detail."""
     base = 0x2001_0DB8_0000_0000
@@ -190,7 +275,7 @@ def test_deep_nesting_and_crowded_blocks_walk_every_index_level() -> None:
     crowd = [str(ipaddress.ip_network(((base | i) << 64, 64))) for i in range(4096)]
     v4 = [f"10.0.0.{i}/32" for i in range(0, 256, 3)] + ["10.0.0.0/24", "10.0.0.128/25"]
     prefixes = sorted(set(chain + crowd + v4))
-    table, asn_of = compile_prefixes(prefixes)
+    table, asn_of = compile_prefixes(prefixes, bits4)
     assert table.index.stats()["nodes"] >= 6
     rng = np.random.default_rng(4)
     hi, lo = probe_addresses(prefixes, rng, 20_000)
@@ -294,8 +379,9 @@ def random_chain_prefixes(rng: np.random.Generator, n_tops: int) -> list[str]:
     return sorted(out)
 
 
+@pytest.mark.parametrize("bits4", [16, 24])
 @pytest.mark.parametrize("bits6", [8, 16, 24])
-def test_skips_against_the_naive_scan(bits6: int) -> None:
+def test_skips_against_the_naive_scan(bits6: int, bits4: int) -> None:
     """Chains of one-path nodes under IPv6 root entries become skips, for each root size;
     lookups equal a scan of the prefixes, on and off every chain's path."""
     from flowatlas.kernels.lpm import build_index, lookup_cpu, skip_chains
@@ -304,7 +390,7 @@ def test_skips_against_the_naive_scan(bits6: int) -> None:
     for extra in ([], ["::/0"], ["0.0.0.0/0", "2000::/3"]):
         prefixes = sorted(set(CHAIN_PREFIXES + extra))
         table, asn_of = compile_prefixes(prefixes)
-        index = build_index(table.starts_hi, table.starts_lo, table.values, bits6)
+        index = build_index(table.starts_hi, table.starts_lo, table.values, bits6, bits4)
         assert skip_count(index) >= 8
         assert skip_chains(index) == 0  # none left to make
         hi, lo = chain_probes(prefixes, rng, 2000)
@@ -368,12 +454,14 @@ def test_one_prefix_is_one_skip_and_its_edges_are_exact() -> None:
     assert asn_of[lookup_cpu(index, hi, lo)].tolist() == [1, 1, 0, 0, 0]
 
 
-def test_serial_and_parallel_drivers_agree() -> None:
+@pytest.mark.parametrize("bits4", [16, 24])
+def test_serial_and_parallel_drivers_agree(bits4: int) -> None:
+    """The two CPU drivers (each with its prefetch of the IPv4 root entries ahead)."""
     from flowatlas.kernels.lpm import lookup_cpu
 
     rng = np.random.default_rng(11)
     prefixes = random_prefixes(rng, 2000)
-    table, _ = compile_prefixes(prefixes)
+    table, _ = compile_prefixes(prefixes, bits4)
     hi, lo = probe_addresses(prefixes, rng, 200_000)
     np.testing.assert_array_equal(
         lookup_cpu(table.index, hi, lo, parallel=True),
@@ -422,8 +510,8 @@ CUDASIM_SCRIPT = textwrap.dedent(
     keep = rng.permutation(hi.size)[:1500]  # random ones, boundaries, chains' paths
     hi, lo = hi[keep], lo[keep]
     from flowatlas.kernels.lpm import build_index
-    for bits6 in (16, 24):  # both IPv6 root sizes the compiler picks
-        index = build_index(table.starts_hi, table.starts_lo, table.values, bits6)
+    for bits6, bits4 in ((16, 16), (24, 24), (16, 24)):  # the root sizes the compiler picks
+        index = build_index(table.starts_hi, table.starts_lo, table.values, bits6, bits4)
         assert index.stats()["nodes"] > 0 and skip_count(index) > 0
         dev = index.to_device()
         got = lookup_cuda(dev, cuda.to_device(hi), cuda.to_device(lo), threads=64, blocks=4)

@@ -23,14 +23,15 @@ from test_lpm import (
 from flowatlas.classify import table as table_module
 from flowatlas.classify.table import PrefixTable
 from flowatlas.errors import InputError
-from flowatlas.kernels.lpm import build_index
+from flowatlas.kernels.lpm import SMALL_V4_INTERVALS, build_index
 
 
-@pytest.fixture(scope="module")
-def compiled():
+@pytest.fixture(scope="module", params=[None, 24])
+def compiled(request):
+    """A small table with the IPv4 root its size asks for (2^16) and with the 2^24 one."""
     rng = np.random.default_rng(21)
     prefixes = random_prefixes(rng, 1500)
-    table, asn_of = compile_prefixes(prefixes)
+    table, asn_of = compile_prefixes(prefixes, request.param)
     hi, lo = probe_addresses(prefixes, rng, 20_000)
     return table, asn_of, hi, lo
 
@@ -49,7 +50,7 @@ def test_loaded_table_is_mapped_and_uses_its_stored_index(compiled, tmp_path, mo
     loaded = PrefixTable.load(path)
     assert loaded.digest == table.digest
     np.testing.assert_array_equal(loaded.lookup(hi, lo), table.lookup(hi, lo))
-    want = build_index(table.starts_hi, table.starts_lo, table.values, table.bits6)
+    want = build_index(table.starts_hi, table.starts_lo, table.values, table.bits6, table.bits4)
     for got_a, want_a in zip(loaded.index.arrays(), want.arrays(), strict=True):
         np.testing.assert_array_equal(got_a, want_a)
     # the arrays lie in the file's mapping (no copy), writable (same kernel types), aligned;
@@ -58,7 +59,8 @@ def test_loaded_table_is_mapped_and_uses_its_stored_index(compiled, tmp_path, mo
     for a in (ix.starts_hi, ix.starts_lo, ix.values, ix.heads, ix.runs):
         assert not a.flags.owndata and a.flags.writeable
     assert ix.idx4.flags.owndata and ix.idx6.flags.owndata
-    assert path.stat().st_size < ix.idx4.nbytes // 8  # not the 64 MiB IPv4 root, its runs
+    assert ix.idx4.size == 1 << (table.bits4 or 16)
+    assert path.stat().st_size < (4 << 24) // 8  # never a 64 MiB IPv4 root, its runs
     assert loaded.index.heads.ctypes.data % 64 == 0
     assert loaded.networks.equals(table.networks)
     assert loaded.meta["path"] == str(path)
@@ -91,7 +93,8 @@ def test_a_mapped_table_pickles_as_its_file_and_falls_back_to_its_arrays(
     table, _, hi, lo = compiled
     path = table.save(tmp_path / "t.fatable")
     blob = pickle.dumps(PrefixTable.load(path))
-    assert len(blob) < table.index.idx4.nbytes // 8  # no index in the pickle
+    steps = (table.starts_hi, table.starts_lo, table.values, table.networks, table.meta)
+    assert len(blob) < len(pickle.dumps(steps)) + 4096  # no index in the pickle
     _no_index_build(monkeypatch)
     again = pickle.loads(blob)
     assert "index" in again.__dict__  # mapped from the file, with its index
@@ -139,13 +142,18 @@ def test_version_1_files_still_load(compiled, tmp_path):
     np.testing.assert_array_equal(loaded.lookup(hi, lo), table.lookup(hi, lo))
 
 
+#: IPv4 /32s, one per /24 of 10/8: more IPv4 intervals than the small IPv4 root takes
+MANY_V4 = [f"10.{i >> 8 & 255}.{i & 255}.1/32" for i in range(SMALL_V4_INTERVALS // 2 + 1)]
+
+
 def test_version_2_files_load_and_get_their_skips(tmp_path, monkeypatch):
     """A file from before skips (version 2: its index has none) loads with the skips made
-    in memory, the file untouched; saved again it is the version 3 file of the same table."""
+    in memory, the file untouched; saved again it is the version 4 file of the same table.
+    A table too big for the small IPv4 root: its stored 2^24 root is used, not rebuilt."""
     from flowatlas.kernels import lpm
 
     rng = np.random.default_rng(22)
-    prefixes = sorted(set(random_prefixes(rng, 400)) | set(CHAIN_PREFIXES))
+    prefixes = sorted(set(random_prefixes(rng, 400)) | set(CHAIN_PREFIXES) | set(MANY_V4))
     table, asn_of = compile_prefixes(prefixes)
     with monkeypatch.context() as m:  # as a flowatlas before skips wrote it
         m.setattr(lpm, "skip_chains", lambda index, min_bits=8: 0)
@@ -155,7 +163,10 @@ def test_version_2_files_load_and_get_their_skips(tmp_path, monkeypatch):
         assert skip_count(old.index) == 0
     data = path.read_bytes()
     assert int.from_bytes(data[8:12], "little") == 2
-    loaded = PrefixTable.load(path)
+    with monkeypatch.context() as m:
+        _no_index_build(m)
+        loaded = PrefixTable.load(path)
+    assert loaded.index.stats()["bits4"] == 24
     assert skip_count(loaded.index) > 0
     want = build_index(table.starts_hi, table.starts_lo, table.values, table.bits6)
     for got_a, want_a in zip(loaded.index.arrays(), want.arrays(), strict=True):
@@ -167,8 +178,67 @@ def test_version_2_files_load_and_get_their_skips(tmp_path, monkeypatch):
     )  # with skips and without: the same answers
     assert path.read_bytes() == data
     again = loaded.save(tmp_path / "again.fatable").read_bytes()
-    assert int.from_bytes(again[8:12], "little") == 3
+    assert int.from_bytes(again[8:12], "little") == 4
     assert again == table.save(tmp_path / "fresh.fatable").read_bytes()
+
+
+def _version3_file(table: PrefixTable, path, monkeypatch) -> bytes:
+    """``table`` saved as a flowatlas before format version 4 wrote it: the 2^24 IPv4 root
+    and no ``shift4`` in the header."""
+    old = PrefixTable(table.starts_hi, table.starts_lo, table.values, table.networks, table.meta)
+    old.__dict__["index"] = build_index(old.starts_hi, old.starts_lo, old.values, old.bits6, 24)
+    real_dumps = json.dumps
+
+    def dumps(obj, **kwargs):
+        if isinstance(obj, dict) and "shift4" in obj:
+            assert obj["shift4"] == 8
+            obj = {k: v for k, v in obj.items() if k != "shift4"}
+        return real_dumps(obj, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(table_module, "FORMAT_VERSION", 3)
+        m.setattr(table_module.json, "dumps", dumps)
+        old.save(path)
+    data = path.read_bytes()
+    assert int.from_bytes(data[8:12], "little") == 3 and b"shift4" not in data[:4096]
+    return data
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_version_3_files_load_with_the_ipv4_root_their_table_asks_for(big, tmp_path, monkeypatch):
+    """A version 3 file stores a 2^24 IPv4 root and no root size: a small table's index is
+    built again with the 2^16 root (not the 64 MiB one expanded), a big table's stored root
+    is used as it is; both answer as the table does. Saved again: version 4, the same bytes
+    as a fresh save."""
+    rng = np.random.default_rng(23)
+    prefixes = sorted(set(random_prefixes(rng, 300)) | (set(MANY_V4) if big else set()))
+    table, _ = compile_prefixes(prefixes)
+    path = tmp_path / "v3.fatable"
+    data = _version3_file(table, path, monkeypatch)
+    with monkeypatch.context() as m:
+        if big:
+            _no_index_build(m)
+        loaded = PrefixTable.load(path)
+    assert loaded.index.stats()["bits4"] == (24 if big else 16)
+    want = build_index(table.starts_hi, table.starts_lo, table.values, table.bits6)
+    for got_a, want_a in zip(loaded.index.arrays(), want.arrays(), strict=True):
+        np.testing.assert_array_equal(got_a, want_a)
+    hi, lo = probe_addresses(prefixes, rng, 5000)
+    np.testing.assert_array_equal(loaded.lookup(hi, lo), table.lookup(hi, lo))
+    assert path.read_bytes() == data
+    again = loaded.save(tmp_path / "again.fatable").read_bytes()
+    assert int.from_bytes(again[8:12], "little") == 4
+    assert again == table.save(tmp_path / "fresh.fatable").read_bytes()
+
+
+def test_an_older_flowatlas_refuses_version_4(compiled, tmp_path, monkeypatch):
+    """What a flowatlas that reads versions 2 and 3 says of a version 4 file."""
+    table, *_ = compiled
+    path = table.save(tmp_path / "new.fatable")
+    monkeypatch.setattr(table_module, "_MAPPED_VERSIONS", (2, 3))
+    monkeypatch.setattr(table_module, "FORMAT_VERSION", 3)
+    with pytest.raises(InputError, match=r"format version 4, .* reads 1 to 3: compile it again"):
+        PrefixTable.load(path)
 
 
 def test_damaged_files_are_clear_errors(compiled, tmp_path):

@@ -5,7 +5,7 @@ plus the networks (network type, ASN, organisation, country, the source and row 
 provenance (the sources it was compiled from, with content hashes). Its ``digest`` names its
 content; cubes record it so a cube can be rebuilt with the exact table it was built with.
 
-File format (``.fatable``, version 3): one uncompressed file that a build maps into memory
+File format (``.fatable``, version 4): one uncompressed file that a build maps into memory
 instead of reading: a 24-byte head (magic, version, header length), a JSON header (the meta,
 the digest, and each section's offset, length and CRC-32), then page-aligned sections: the
 step function (``starts_hi``, ``starts_lo``, ``values``), its lookup index (the arrays of
@@ -26,8 +26,12 @@ Version 3 differs from version 2 only in the index: its chains of one-path IPv6 
 skips (:func:`~flowatlas.kernels.lpm.skip_chains`), entries a flowatlas that reads version 2
 would take for something else; hence the new number, which such a flowatlas refuses with a
 message. Version 2 files still load, their index given its skips when opened (in memory: the
-file stays as it is). Version 1 files (a zip archive of Arrow IPC members) still load; their
-index is built on first use, as before.
+file stays as it is). Version 4 stores the IPv4 root's size (``shift4`` in the header:
+2^16 or 2^24 entries, :func:`~flowatlas.kernels.lpm.default_bits4`); versions 2 and 3 have the
+2^24 root, used as stored, except for tables small enough for the 2^16 root: their index is
+built again on open (a few ms) rather than a 64 MiB root expanded. A flowatlas before version
+4 refuses a version 4 file with "compile it again". Version 1 files (a zip archive of Arrow
+IPC members) still load; their index is built on first use, as before.
 """
 
 from __future__ import annotations
@@ -55,9 +59,11 @@ import pyarrow as pa
 from flowatlas.classify.compiler import Compiled
 from flowatlas.errors import InputError, OutputError
 from flowatlas.kernels.lpm import (
+    V4_BITS,
     V4_BLOCK_BITS,
     LpmArrays,
     build_index,
+    default_bits4,
     expand_runs,
     lookup_cpu,
     skip_chains,
@@ -66,10 +72,11 @@ from flowatlas.vocab import NETWORK_TYPES, UNKNOWN
 
 DEFAULT_BITS6 = 16
 FORMAT = "flowatlas-prefix-table"
-FORMAT_VERSION = 3
-#: versions whose mapped layout this flowatlas reads (2: the index without skips)
-_MAPPED_VERSIONS = (2, 3)
-#: the first bytes of a version 2 or 3 file; version 1 files are zip archives (``PK``)
+FORMAT_VERSION = 4
+#: versions whose mapped layout this flowatlas reads (2: the index without skips; 2 and 3:
+#: its IPv4 root always 2^24 entries)
+_MAPPED_VERSIONS = (2, 3, 4)
+#: the first bytes of a version 2+ file; version 1 files are zip archives (``PK``)
 MAGIC = b"FATABLE\x00"
 _HEAD = struct.Struct("<8sII Q")  # magic, format version, reserved (0), header length
 #: the longest header a table file may give (a table's is a few kB): more is damage
@@ -142,6 +149,13 @@ class PrefixTable:
         """Bits of the IPv6 root index (the rest is split into nodes where crowded)."""
         return int(self.meta.get("bits6", DEFAULT_BITS6))
 
+    @property
+    def bits4(self) -> int | None:
+        """Bits of the IPv4 root index where the meta fixes them (tests); None: chosen when
+        the index is built (:func:`~flowatlas.kernels.lpm.default_bits4`)."""
+        bits = self.meta.get("bits4")
+        return None if bits is None else int(bits)
+
     @classmethod
     def from_compiled(
         cls, compiled: Compiled, meta: dict[str, Any] | None = None, *, bits6: int = DEFAULT_BITS6
@@ -169,7 +183,7 @@ class PrefixTable:
     @cached_property
     def index(self) -> LpmArrays:
         """The direct-index lookup arrays (built on first use, ~0.1 s)."""
-        return build_index(self.starts_hi, self.starts_lo, self.values, self.bits6)
+        return build_index(self.starts_hi, self.starts_lo, self.values, self.bits6, self.bits4)
 
     def lookup(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """Network id of each address (int32; -1 = no source covers it)."""
@@ -279,7 +293,12 @@ class PrefixTable:
             )
             offset += _padded(data.nbytes)
         header = json.dumps(
-            {"meta": meta, "shift6": int(index.shift6), "sections": layout},
+            {
+                "meta": meta,
+                "shift4": int(index.shift4),
+                "shift6": int(index.shift6),
+                "sections": layout,
+            },
             sort_keys=True,
             indent=1,
         ).encode()
@@ -369,8 +388,17 @@ class PrefixTable:
             return np.frombuffer(parts[name], dtype=dtype)
 
         bits6 = 64 - int(header["shift6"])
-        if bits6 not in (8, 16, 24):
+        # versions 2 and 3 have no shift4: their IPv4 root is always the /24 one
+        bits4 = 32 - int(header["shift4"]) if version >= 4 else V4_BLOCK_BITS
+        if bits6 not in (8, 16, 24) or bits4 not in V4_BITS:
             raise ValueError("index sizes do not match the table")
+        # a version 2 or 3 file of a table small enough for the small IPv4 root: its index
+        # built again (a few ms for such a table) rather than its 64 MiB IPv4 root expanded
+        rebuild = (
+            version < 4
+            and default_bits4(array("starts_hi", np.uint64), array("starts_lo", np.uint64))
+            != V4_BLOCK_BITS
+        )
         # checking every section's CRC-32 (zlib releases the GIL) and expanding the two roots
         # (a nogil kernel, 64 MiB each at most) are independent: two threads share them, the
         # checks first (the expansion's kernel may wait for numba to start), then the
@@ -390,13 +418,14 @@ class PrefixTable:
             roots = [
                 pool.submit(expand_runs, array(f"{root}_starts", np.uint32),
                             array(f"{root}_entries", np.uint32), size)
-                for root, size in (("idx4", 1 << V4_BLOCK_BITS), ("idx6", 1 << bits6))
+                for root, size in (("idx4", 1 << bits4), ("idx6", 1 << bits6))
+                if not rebuild
             ]  # fmt: skip
             for name, check in checks.items():
                 if check.result() != crcs[name]:
                     raise InputError(f"{path}: prefix table is corrupt (section {name} damaged)")
             nets, cached = derived.result()
-            root4, root6 = (r.result() for r in roots)
+            roots = [r.result() for r in roots]
 
         meta["path"] = str(path)
         table = cls(
@@ -409,18 +438,21 @@ class PrefixTable:
         table.__dict__.update(cached)
         if not table.starts_hi.size == table.starts_lo.size == table.values.size:
             raise ValueError("index sizes do not match the table")
-        index = LpmArrays(
-            table.starts_hi,
-            table.starts_lo,
-            table.values,
-            root4,
-            root6,
-            array("heads", np.uint64),
-            array("runs", np.uint32),
-            np.uint64(64 - bits6),
-        )
-        if version < 3:  # written before skips: made now, in the private mapping's pages
-            skip_chains(index)
+        if rebuild:
+            index = build_index(table.starts_hi, table.starts_lo, table.values, bits6)
+        else:
+            index = LpmArrays(
+                table.starts_hi,
+                table.starts_lo,
+                table.values,
+                *roots,
+                array("heads", np.uint64),
+                array("runs", np.uint32),
+                np.uint64(64 - bits6),
+                np.uint64(32 - bits4),
+            )
+        if version < 3 and not rebuild:  # written before skips: made now, in the private
+            skip_chains(index)  # mapping's pages
         # the CRCs vouch for the bytes the digest was computed from when the file was saved
         table.__dict__["digest"] = meta["digest"]
         table.__dict__["index"] = index
@@ -615,7 +647,7 @@ _OPENING = threading.Lock()
 
 
 def file_digest(path: str | os.PathLike[str]) -> str | None:
-    """The digest a version 2 or 3 table file's header gives for its table (reading the
+    """The digest a version 2+ table file's header gives for its table (reading the
     header only, no section), or None where ``path`` is no such file or cannot be read: a
     cheap test that a process sees the table a build opened (a Dask worker, before the
     table is sent to it by path)."""

@@ -552,8 +552,9 @@ def _index_ahead(table: PrefixTable) -> None:
     its own, for the map tasks of this process.
 
     The configuration's own prefixes make a small table whose index the first map task built
-    when it first looked an address up: 16-18 ms (its IPv4 root is 64 MiB, touched for the
-    first time), while the second task's thread waited for it. Started here, it is built
+    when it first looked an address up: 16-18 ms while its IPv4 root was 64 MiB, touched for
+    the first time (now 256 KiB: ~1 ms, numba's first call of the builder most of it), while
+    the second task's thread waited for it. Started here, it is built
     while the tasks are handed out and read their first files (the kernel releases the GIL).
     Up to Python 3.11 the property's lock makes a task that needs it first wait for this
     build; later Pythons have no such lock, and that task builds the same index itself.

@@ -28,14 +28,14 @@ _lpm_device = cuda.jit(device=True)(_lpm_body)
 
 @cuda.jit
 def lpm_kernel(
-    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6
+    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6, shift4
 ):  # pragma: no cover - compiled
     """out[i] = network id of address (hi[i], lo[i]) (the LPM body in lpm.py)."""
     i = cuda.grid(1)
     stride = cuda.gridsize(1)
     while i < hi.size:
         out[i] = _lpm_device(
-            hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6
+            hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6, shift4
         )
         i += stride
 

@@ -6,8 +6,11 @@ id, or -1 for "no prefix"). Nested prefixes were resolved when the table was com
 lookup is "the value of the last start <= address". A multibit trie over the address makes
 that one to a few memory accesses:
 
-- ``idx4``: one entry per IPv4 /24 (2^24 entries) of ``::ffff:0:0/96``; a flat first level
-  measured ~25x faster than bisection over the whole table;
+- ``idx4``: one entry per IPv4 /``bits4`` block of ``::ffff:0:0/96``: 2^24 entries (/24s,
+  64 MiB) for tables with many IPv4 intervals, where a flat first level measured ~25x faster
+  than bisection over the whole table; 2^16 (/16s, 256 KiB) for small ones, whose few
+  crowded /16s split into nodes as crowded IPv6 blocks do (:func:`default_bits4`): a build
+  touches 64 MiB less fresh memory per table;
 - ``idx6``: one entry per top ``bits6`` bits, for all other addresses;
 - nodes of 256 entries each, splitting a crowded block by its next 8 bits (down to single
   addresses if need be: a /24 with many sub-prefixes gets a last-level node, DIR-24-8 style).
@@ -32,7 +35,7 @@ it compiles unchanged for the CPU (``numba.njit``) and for CUDA (``numba.cuda.ji
 The CPU body is compiled without numba's reference counting (``_nrt=False``): passing arrays to
 an inlined function otherwise costs an atomic increment per address, which serialises the cache
 misses and measured 10x slower here. Index arrays are allocated by NumPy, which asks Linux for
-transparent huge pages; the 64 MiB ``idx4`` then costs no TLB miss per lookup (4x measured).
+transparent huge pages; a 64 MiB ``idx4`` then costs no TLB miss per lookup (4x measured).
 """
 
 from __future__ import annotations
@@ -52,6 +55,14 @@ kernel_cache.install()  # before the cached kernels: keyed on all the sources th
 DIRECT = np.uint32(0x8000_0000)
 NODE = np.uint32(0x4000_0000)
 V4_BLOCK_BITS = 24
+#: the small IPv4 root's bits (/16 blocks, 256 KiB), and every size an IPv4 root may have
+V4_SMALL_BITS = 16
+V4_BITS = (8, 16, 24)
+#: tables with at most this many IPv4 intervals get the small IPv4 root: up to ~5 k (the
+#: heavy table coarsened) it looked up the world's and the heavy archive's addresses as fast as
+#: the 2^24 root or faster, from ~11 k slower, at 22 k 1.4x (bench/bench_roots.py); the fused
+#: map kernel was no slower with it on either workload (the small root stays in cache)
+SMALL_V4_INTERVALS = 8192
 STRIDE = 8
 #: blocks with at most this many intervals are bisected rather than split into nodes ...
 LEAF_MAX = 8
@@ -59,6 +70,10 @@ LEAF_MAX = 8
 #: IPv6 ones). Bigger blocks split until direct: compressed nodes stay in cache where a leaf's
 #: interval arrays miss; 1.4x faster uniform IPv6 lookups measured on a full routing table.
 LEAF_SHIFT_MAX = 64
+#: ... and for blocks under the IPv4 root, no bigger than a /24: a /16 block of the small root
+#: holding a few intervals is a node, its /24s mostly direct entries, rather than a leaf that
+#: a quarter of the world's IPv4 lookups bisected (6 ns against 1.6 ns an address measured)
+V4_LEAF_SHIFT_MAX = 8
 LEAF_J_BITS = 27
 #: the most address bits one skip compares (seven nodes' bytes; see :func:`_skip_chains`)
 SKIP_MAX_BITS = 56
@@ -71,15 +86,17 @@ _PREFETCH_NAME = "llvm.prefetch.p0" if _llvm.llvm_version_info >= (15,) else "ll
 
 
 def _lpm_body(
-    hi, lo, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6
+    hi, lo, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6, shift4
 ):  # pragma: no cover
-    """Value of the interval holding address (hi, lo); see the module docstring."""
+    """Value of the interval holding address (hi, lo); see the module docstring.
+
+    ``shift4`` (uint64): the IPv4 address bits below an ``idx4`` block, 32 - bits4."""
     # IPv4-mapped (::ffff:0:0/96)? One compare, no short-circuit branch: measured faster
     if (hi | ((lo >> np.uint64(32)) ^ np.uint64(0xFFFF))) == np.uint64(0):
-        e = idx4[(lo >> np.uint64(8)) & np.uint64(0xFFFFFF)]
+        e = idx4[(lo & np.uint64(0xFFFFFFFF)) >> shift4]
         if e >= np.uint32(0x80000000):  # the common case, returned early: ~1.4x measured
             return np.int32(e - np.uint32(0x80000000)) - np.int32(1)
-        shift = np.uint64(8)  # bits of the 128-bit address below the block
+        shift = shift4  # bits of the 128-bit address below the block
     else:
         e = idx6[hi >> shift6]
         shift = shift6 + np.uint64(64)
@@ -160,35 +177,35 @@ def _prefetch(typingctx, arr, idx):  # pragma: no cover - compiled
 
 
 @_jit_no_nrt(inline="always", nogil=True, cache=True)
-def _prefetch_ahead(hi, lo, j, idx4):  # pragma: no cover - compiled
-    """Prefetch the /24 entry of IPv4 address j: the one miss an IPv4 lookup mostly has
+def _prefetch_ahead(hi, lo, j, idx4, shift4):  # pragma: no cover - compiled
+    """Prefetch the root entry of IPv4 address j: the one miss an IPv4 lookup mostly has
     (~1.4x measured; IPv6 lookups, whose misses are deeper in the trie, gained nothing)."""
     if j < hi.size:
         h = hi[j]
         low = lo[j]
         if (h | ((low >> np.uint64(32)) ^ np.uint64(0xFFFF))) == np.uint64(0):
-            _prefetch(idx4, (low >> np.uint64(8)) & np.uint64(0xFFFFFF))
+            _prefetch(idx4, (low & np.uint64(0xFFFFFFFF)) >> shift4)
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _lookup_cpu(
-    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6
+    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6, shift4
 ):  # pragma: no cover - compiled
     for i in numba.prange(hi.size):
-        _prefetch_ahead(hi, lo, i + PREFETCH_DISTANCE, idx4)
+        _prefetch_ahead(hi, lo, i + PREFETCH_DISTANCE, idx4, shift4)
         out[i] = lpm_one(
-            hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6
+            hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6, shift4
         )
 
 
 @_jit_no_nrt(nogil=True, cache=True)
 def _lookup_serial(
-    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6
+    hi, lo, out, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6, shift4
 ):  # pragma: no cover - compiled
     for i in range(hi.size):
-        _prefetch_ahead(hi, lo, i + PREFETCH_DISTANCE, idx4)
+        _prefetch_ahead(hi, lo, i + PREFETCH_DISTANCE, idx4, shift4)
         out[i] = lpm_one(
-            hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6
+            hi[i], lo[i], starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6, shift4
         )
 
 
@@ -235,9 +252,13 @@ def lookup_cuda(
 class LpmArrays:
     """The arrays the lookup body reads; host (NumPy) or device (numba.cuda) resident."""
 
-    __slots__ = ("heads", "idx4", "idx6", "runs", "shift6", "starts_hi", "starts_lo", "values")
+    __slots__ = (
+        "heads", "idx4", "idx6", "runs", "shift4", "shift6", "starts_hi", "starts_lo", "values",
+    )  # fmt: skip
 
-    def __init__(self, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6) -> None:
+    def __init__(
+        self, starts_hi, starts_lo, values, idx4, idx6, heads, runs, shift6, shift4
+    ) -> None:
         self.starts_hi = starts_hi
         self.starts_lo = starts_lo
         self.values = values
@@ -246,6 +267,7 @@ class LpmArrays:
         self.heads = heads
         self.runs = runs
         self.shift6 = shift6
+        self.shift4 = shift4
 
     def arrays(self) -> tuple:
         """The body's arguments after the address, in order."""
@@ -258,18 +280,20 @@ class LpmArrays:
             self.heads,
             self.runs,
             self.shift6,
+            self.shift4,
         )
 
     @property
     def nbytes(self) -> int:
         """Memory the lookup reads from (host or device)."""
-        return sum(int(a.nbytes) for a in self.arrays()[:-1])
+        return sum(int(a.nbytes) for a in self.arrays()[:-2])
 
     def stats(self) -> dict[str, int]:
         """Sizes of the index parts (for benchmarks and `classify info`)."""
         return {
             "intervals": int(self.starts_hi.size),
             "bits6": 64 - int(self.shift6),
+            "bits4": 32 - int(self.shift4),
             "nodes": int(self.heads.size) // 8,
             "runs": int(self.runs.size),
             "bytes": self.nbytes,
@@ -279,7 +303,7 @@ class LpmArrays:
         """A copy whose arrays live on the current CUDA device."""
         from numba import cuda
 
-        return LpmArrays(*(cuda.to_device(a) for a in self.arrays()[:-1]), self.shift6)
+        return LpmArrays(*(cuda.to_device(a) for a in self.arrays()[:-2]), self.shift6, self.shift4)
 
 
 # --------------------------------------------------------------------------- index building
@@ -293,14 +317,16 @@ def _after(sh, sl, h, l):  # pragma: no cover - compiled
 
 @numba.njit(cache=True)
 def _fill(
-    starts_hi, starts_lo, values, entries, first, count, base_hi, base_lo, shift, j, work, nwork
-):  # pragma: no cover - compiled
+    starts_hi, starts_lo, values, entries, first, count, base_hi, base_lo, shift, j, work, nwork,
+    leaf_shift,
+):  # fmt: skip  # pragma: no cover - compiled
     """Decide ``count`` entries from ``entries[first]``: blocks of 2^shift addresses from base.
 
     ``j`` is the interval holding the first block's start. A block inside one interval becomes
-    a direct entry, a small one with at most LEAF_MAX intervals a leaf, a crowded one a node
-    to split next round: it is numbered ``nwork`` (nodes are numbered in the order they are
-    queued) and its j, base and shift go to ``work``, grown as needed. Returns (nwork, work).
+    a direct entry, a small one (at most LEAF_MAX intervals, at most 2^leaf_shift addresses) a
+    leaf, a crowded one a node to split next round: it is numbered ``nwork`` (nodes are
+    numbered in the order they are queued) and its j, shift, base and leaf_shift go to
+    ``work``, grown as needed. Returns (nwork, work).
 
     Blocks that follow a direct entry inside the same interval get the same entry in one
     tight loop (most of the 2^24 IPv4 /24 blocks of a table lie in long intervals).
@@ -341,11 +367,11 @@ def _fill(
                     entries[first + z] = direct
                 if stop > b + 1:
                     b = stop - 1
-        elif r - j + 1 <= LEAF_MAX and shift <= LEAF_SHIFT_MAX:
+        elif r - j + 1 <= LEAF_MAX and shift <= leaf_shift:
             entries[first + b] = np.uint32(j) | (np.uint32(r - j) << np.uint32(27))
         else:
             if nwork == work.shape[0]:
-                grown = np.empty((2 * nwork, 6), dtype=np.int64)
+                grown = np.empty((2 * nwork, 7), dtype=np.int64)
                 _copy_rows(work, grown, nwork)
                 work = grown
             entries[first + b] = np.uint32(0x40000000) | np.uint32(nwork)
@@ -355,34 +381,35 @@ def _fill(
             work[nwork, 3] = np.int64(bs_hi & np.uint64(1))
             work[nwork, 4] = np.int64(bs_lo >> np.uint64(1))
             work[nwork, 5] = np.int64(bs_lo & np.uint64(1))
+            work[nwork, 6] = leaf_shift
             nwork += 1
         j = r
     return nwork, work
 
 
 @numba.njit(nogil=True, cache=True)
-def _build(starts_hi, starts_lo, values, bits6, root6, root4):  # pragma: no cover - compiled
-    """Fill the IPv6 root (2^bits6 entries) and the IPv4 root (2^24); return (heads, runs),
+def _build(starts_hi, starts_lo, values, bits6, root6, bits4, root4):  # pragma: no cover - compiled
+    """Fill the IPv6 root (2^bits6 entries) and the IPv4 root (2^bits4); return (heads, runs),
     the nodes, each compressed (see :func:`_compress_node`) as soon as it is filled."""
     # every int argument of _fill an int64 variable, never a literal: numba compiles a
     # function once per distinct argument types, and Literal[int](0) is a type of its own
     zero_i = np.int64(0)
     n6 = np.int64(1 << bits6)
-    n4 = np.int64(1 << V4_BLOCK_BITS)
-    work = np.empty((4096, 6), dtype=np.int64)
+    n4 = np.int64(1 << bits4)
+    work = np.empty((4096, 7), dtype=np.int64)
     nwork, work = _fill(
         starts_hi, starts_lo, values, root6, zero_i, n6, np.uint64(0), np.uint64(0),
-        np.int64(128 - bits6), zero_i, work, zero_i,
+        np.int64(128 - bits6), zero_i, work, zero_i, np.int64(LEAF_SHIFT_MAX),
     )  # fmt: skip
-    # IPv4: /24 blocks of ::ffff:0:0/96, from the interval holding ::ffff:0.0.0.0
+    # IPv4: /bits4 blocks of ::ffff:0:0/96, from the interval holding ::ffff:0.0.0.0
     base_lo = np.uint64(0xFFFF00000000)
     j = zero_i
     zero = np.uint64(0)
     while j + 1 < starts_hi.size and not _after(starts_hi[j + 1], starts_lo[j + 1], zero, base_lo):
         j += 1
     nwork, work = _fill(
-        starts_hi, starts_lo, values, root4, zero_i, n4, np.uint64(0), base_lo, np.int64(8), j,
-        work, nwork,
+        starts_hi, starts_lo, values, root4, zero_i, n4, np.uint64(0), base_lo,
+        np.int64(32 - bits4), j, work, nwork, np.int64(V4_LEAF_SHIFT_MAX),
     )  # fmt: skip
     # nodes in the order they were numbered; each one's children are numbered after it
     heads = np.zeros(8 * max(nwork, 1), np.uint64)
@@ -395,7 +422,7 @@ def _build(starts_hi, starts_lo, values, bits6, root6, root4):  # pragma: no cov
         b_lo = (np.uint64(work[q, 4]) << np.uint64(1)) | np.uint64(work[q, 5])
         nwork, work = _fill(
             starts_hi, starts_lo, values, node, zero_i, np.int64(256), b_hi, b_lo, work[q, 1],
-            work[q, 0], work, nwork,
+            work[q, 0], work, nwork, work[q, 6],
         )  # fmt: skip
         if 8 * (q + 1) > heads.size:
             grown_h = np.zeros(2 * heads.size, np.uint64)
@@ -576,10 +603,32 @@ def _numpy_copy(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def ipv4_intervals(starts_hi: np.ndarray, starts_lo: np.ndarray) -> int:
+    """How many intervals of a step function start inside ``::ffff:0:0/96`` (sorted starts)."""
+    hi = np.asarray(starts_hi, dtype=np.uint64)
+    lo = np.asarray(starts_lo, dtype=np.uint64)
+    # the starts are sorted: those in ::ffff:0:0/96 are one slice, found by bisection
+    key = (hi == 0) & ((lo >> np.uint64(32)) <= np.uint64(0xFFFF))
+    end = int(np.searchsorted(~key, True))  # key holds on a prefix of the starts
+    first = int(np.searchsorted(lo[:end], np.uint64(0xFFFF_0000_0000)))
+    return end - first
+
+
+def default_bits4(starts_hi: np.ndarray, starts_lo: np.ndarray) -> int:
+    """IPv4 root size for a step function: 2^24 entries (/24 blocks, 64 MiB) for tables with
+    many IPv4 intervals, 2^16 (/16 blocks, 256 KiB) for up to :data:`SMALL_V4_INTERVALS`."""
+    return V4_SMALL_BITS if ipv4_intervals(starts_hi, starts_lo) <= SMALL_V4_INTERVALS else 24
+
+
 def build_index(
-    starts_hi: np.ndarray, starts_lo: np.ndarray, values: np.ndarray, bits6: int = 16
+    starts_hi: np.ndarray,
+    starts_lo: np.ndarray,
+    values: np.ndarray,
+    bits6: int = 16,
+    bits4: int | None = None,
 ) -> LpmArrays:
-    """Build the lookup arrays for a step function (starts sorted ascending, first = ::)."""
+    """Build the lookup arrays for a step function (starts sorted ascending, first = ::);
+    ``bits4`` (16 or 24) the IPv4 root's, by default :func:`default_bits4`."""
     starts_hi = _numpy_copy(np.ascontiguousarray(starts_hi, dtype=np.uint64))
     starts_lo = _numpy_copy(np.ascontiguousarray(starts_lo, dtype=np.uint64))
     values = _numpy_copy(np.ascontiguousarray(values, dtype=np.int32))
@@ -587,21 +636,25 @@ def build_index(
         raise ValueError("a step function must start at address ::")
     if bits6 not in (8, 16, 24):
         raise ValueError("bits6 must be 8, 16 or 24 (nodes split 8 bits at a time)")
+    if bits4 is None:
+        bits4 = default_bits4(starts_hi, starts_lo)
+    if bits4 not in V4_BITS:
+        raise ValueError("bits4 must be 8, 16 or 24 (nodes split 8 bits at a time)")
     if starts_hi.size >= 1 << LEAF_J_BITS:
         raise ValueError(f"too many intervals for {LEAF_J_BITS}-bit leaf offsets")
     if values.size and int(values.max()) >= 0x7FFF_FFFF:
         raise ValueError("network ids must be below 2^31 - 1")
-    # the roots allocated by NumPy and filled in place (no copy of the 64 MiB IPv4 root)
+    # the roots allocated by NumPy and filled in place (no copy of a 64 MiB IPv4 root)
     root6 = np.empty(1 << bits6, np.uint32)
-    root4 = np.empty(1 << V4_BLOCK_BITS, np.uint32)
-    heads, runs = _build(starts_hi, starts_lo, values, bits6, root6, root4)
+    root4 = np.empty(1 << bits4, np.uint32)
+    heads, runs = _build(starts_hi, starts_lo, values, bits6, root6, bits4, root4)
     if heads.size // 8 >= 0x4000_0000:
         raise ValueError("too many index nodes")
     if heads.size == 0:  # no node: one unused one, so no array is empty (device copies)
         heads, runs = np.zeros(8, np.uint64), np.zeros(1, np.uint32)
     index = LpmArrays(
         starts_hi, starts_lo, values, root4, root6, _aligned(heads), _numpy_copy(runs),
-        np.uint64(64 - bits6),
+        np.uint64(64 - bits6), np.uint64(32 - bits4),
     )  # fmt: skip
     skip_chains(index)
     return index

@@ -38,11 +38,12 @@ _V4_TAG = np.uint64(0xFFFF)
 
 
 @_jit_no_nrt(inline="always", nogil=True, cache=True)
-def _prefetch_v4(h, lw, idx_a, idx_b):  # pragma: no cover - compiled
+def _prefetch_v4(h, lw, idx_a, shift_a, idx_b, shift_b):  # pragma: no cover - compiled
+    """Prefetch an IPv4 address's entries in two IPv4 roots (each with its own block size)."""
     if (h | ((lw >> np.uint64(32)) ^ _V4_TAG)) == np.uint64(0):
-        block = (lw >> np.uint64(8)) & np.uint64(0xFFFFFF)
-        _prefetch(idx_a, block)
-        _prefetch(idx_b, block)
+        v4 = lw & np.uint64(0xFFFFFFFF)
+        _prefetch(idx_a, v4 >> shift_a)
+        _prefetch(idx_b, v4 >> shift_b)
 
 
 @_jit_no_nrt(inline="always", nogil=True, cache=True)
@@ -62,8 +63,9 @@ def _word(w, swap):  # pragma: no cover - compiled
 def _records_loop(
     src, dst, swap, prefetch, exp_code, exp_reg, exp_id, in_if, out_if, t_us, nbytes,
     npackets, rate, scaled, bucket_us,
-    l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs, l_shift6, local_region,
-    c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6, type_codes, user_override,
+    l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs, l_shift6, l_shift4, local_region,
+    c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6, c_shift4, type_codes,
+    user_override,
     rule_keys, rule_types, rule_links, rule_at, internal_type, geo_of, want_link, want_geo,
     o_cell, o_hi, o_lo, o_vol, o_pk, o_reason, o_link, o_geo,
 ):  # fmt: skip  # pragma: no cover - compiled
@@ -80,18 +82,22 @@ def _records_loop(
     last_mult = np.uint64(1)
     limit = limit_one(last_mult)
     for i in range(n):
-        j = i + PREFETCH_DISTANCE  # the IPv4 /24 entries of a later record's addresses
+        j = i + PREFETCH_DISTANCE  # the IPv4 root entries of a later record's addresses
         if prefetch and j < n:
-            _prefetch_v4(_word(src[j, 0], swap), _word(src[j, 1], swap), l_i4, c_i4)
-            _prefetch_v4(_word(dst[j, 0], swap), _word(dst[j, 1], swap), l_i4, c_i4)
+            _prefetch_v4(
+                _word(src[j, 0], swap), _word(src[j, 1], swap), l_i4, l_shift4, c_i4, c_shift4
+            )
+            _prefetch_v4(
+                _word(dst[j, 0], swap), _word(dst[j, 1], swap), l_i4, l_shift4, c_i4, c_shift4
+            )
         sh = _word(src[i, 0], swap)
         sl = _word(src[i, 1], swap)
         dh = _word(dst[i, 0], swap)
         dl = _word(dst[i, 1], swap)
         s_reg = local_region[lpm_one(sh, sl, l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs,
-                                     l_shift6)]  # fmt: skip
+                                     l_shift6, l_shift4)]  # fmt: skip
         d_reg = local_region[lpm_one(dh, dl, l_sh, l_sl, l_val, l_i4, l_i6, l_heads, l_runs,
-                                     l_shift6)]  # fmt: skip
+                                     l_shift6, l_shift4)]  # fmt: skip
         c = exp_code[i]
         if rule_at.shape[1] == 0:  # no table: orient_one's binary search over the rules
             direction, region, remote_is_dst, link_type, link = orient_one(
@@ -110,7 +116,7 @@ def _records_loop(
                 link = np.int16(r & 0xFFFF)
         rh = dh if remote_is_dst else sh
         rl = dl if remote_is_dst else sl
-        net = lpm_one(rh, rl, c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6)
+        net = lpm_one(rh, rl, c_sh, c_sl, c_val, c_i4, c_i6, c_heads, c_runs, c_shift6, c_shift4)
         # precedence: user overrides > private-link rules > everything else
         ntype = type_codes[net]
         if link_type >= 0 and not user_override[net]:
@@ -241,7 +247,7 @@ def records_cpu(
     )  # fmt: skip
 
 
-#: from this many intervals in the classification table the kernel prefetches the IPv4 /24
+#: from this many intervals in the classification table the kernel prefetches the IPv4 root
 #: entries of both tables' lookups 24 records ahead. With a big table (a routing table: the
 #: heavy workload's 877 k networks) remote addresses spread over its 64 MiB root and the
 #: prefetch takes 6-9 of 31-40 ns a record off; with a small one (the world's 494 networks)
