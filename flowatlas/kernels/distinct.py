@@ -1398,14 +1398,20 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_end, f_p, f_d, f_v, hi, lo, pidx, g
             a_key[:a_n], a_asn[:a_n], a_vol[:a_n])  # fmt: skip
 
 
+@numba.njit(inline="always", nogil=True, cache=True)
+def _add_squares(sq_hi, sq_lo, cidx, fc):  # pragma: no cover - compiled
+    """Key ``fc``'s sum of squares (128 bits as hi, lo words) added to key ``cidx``'s."""
+    new_lo = sq_lo[cidx] + sq_lo[fc]
+    sq_hi[cidx] += sq_hi[fc] + (np.uint64(1) if new_lo < sq_lo[fc] else np.uint64(0))
+    sq_lo[cidx] = new_lo
+
+
 @numba.njit(nogil=True, cache=True)
 def _spread_top(sq_hi, sq_lo, thresh, top_v, top_r, cidx, fc, hi, lo):  # pragma: no cover
     """Fold fine key ``fc``'s sum of squares and top list into key ``cidx``'s (a call per
     (fine key, grouping set): few, unlike the walk's per-address offers, which stay inline
     in :func:`_walk`, since a call that passes arrays costs more than the work here)."""
-    new_lo = sq_lo[cidx] + sq_lo[fc]
-    sq_hi[cidx] += sq_hi[fc] + (np.uint64(1) if new_lo < sq_lo[fc] else np.uint64(0))
-    sq_lo[cidx] = new_lo
+    _add_squares(sq_hi, sq_lo, cidx, fc)
     k_top = top_v.shape[1]
     for y in range(k_top):
         rep = top_r[fc, y]
@@ -1434,9 +1440,7 @@ def _spread_top(sq_hi, sq_lo, thresh, top_v, top_r, cidx, fc, hi, lo):  # pragma
 def _spread_volumes(sq_hi, sq_lo, top_v, cidx, fc):  # pragma: no cover - compiled
     """:func:`_spread_top` for a list of volumes alone (``seg_addr`` 0 in :func:`_walk`):
     fine key ``fc``'s squares and volumes into key ``cidx``'s."""
-    new_lo = sq_lo[cidx] + sq_lo[fc]
-    sq_hi[cidx] += sq_hi[fc] + (np.uint64(1) if new_lo < sq_lo[fc] else np.uint64(0))
-    sq_lo[cidx] = new_lo
+    _add_squares(sq_hi, sq_lo, cidx, fc)
     k_top = top_v.shape[1]
     for y in range(k_top):
         v = top_v[fc, y]
