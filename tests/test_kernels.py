@@ -786,6 +786,61 @@ def test_ip_ids_first_rows_and_stamp_counts_by_ids() -> None:
         stamp_counts(None, None, bucket, dims, pidx, gmap, segments, 304)
 
 
+def test_walk_copies_no_level_of_volumes_alone_into_one_of_addresses() -> None:
+    """One day of rows: the month, quarter and whole range have the day's periods, so the
+    walk copies them from the level below. With the day's top lists of volumes alone
+    (``volumes_only``), the month's lists of addresses are walked, not copied from the
+    day's; the quarter's are still copied from the month's. The same answers as the
+    segments walked one at a time (given in reverse order: no copies), where the day's
+    lists hold its k_top largest volumes."""
+    from flowatlas.kernels.distinct import _copied_segments, walk
+
+    rng = np.random.default_rng(8)
+    n = 2000
+    pool_hi = np.where(rng.random(300) < 0.4, rng.integers(1, 2**63, 300), 0).astype(np.uint64)
+    pool_lo = rng.integers(0, 2**63, 300).astype(np.uint64)
+    pick = rng.zipf(1.4, n) % 300
+    hi, lo = pool_hi[pick], pool_lo[pick]
+    bucket = rng.integers(0, 24, n)  # one day of hours
+    dims = rng.integers(0, 6, n)
+    vol = rng.integers(0, 50, n).astype(np.uint64)  # ties, and volumes 0
+    asn = (pick % 7).astype(np.uint32)
+    z = np.zeros(24, np.int64)
+    pidx = np.stack([np.arange(24), z, z, z, z])
+    gmap = np.stack([np.arange(6), np.arange(6) % 2, np.zeros(6, np.int64)])
+    segments = [(0, 0, 0, 6, -1)]
+    off, coff = 24 * 6, 0
+    for lev in range(1, 5):
+        for g, w in enumerate((6, 2, 1)):
+            segments.append((lev, g, off, w, coff))
+            off += w
+            coff += w
+    seg = np.array(segments, np.int64)
+    # (key, ASN) volumes of the whole range's grouping 0: walked, not copied either
+    copies = dict(_copied_segments(seg, pidx, 27, 33, volumes_only=(1,)))
+    assert copies == {7: 4, 8: 5, 9: 6, 11: 8, 12: 9}  # the month's lists: walked
+    assert dict(_copied_segments(seg, pidx, 27, 33))[4] == 1  # else the day's copies
+    args = (hi, lo, bucket, dims, hi != 0, vol, asn, pidx, gmap)
+    k_top = 3
+    got = walk(*args, segments, off, coff, k_top, 27, 33, volumes_only=(1,))
+    want = walk(*args, segments[::-1], off, coff, k_top, 27, 33, volumes_only=(1,))
+    _assert_same_walk(got, want)
+    addr = (hi.astype(object) << 64) | lo.astype(object)
+    for lev, g, _o, w, co in segments[1:]:
+        for k in range(w):
+            sel = gmap[g][dims] == k
+            by: dict = {}
+            for a, v in zip(addr[sel], vol[sel], strict=True):
+                by[a] = by.get(a, 0) + int(v)
+            best = sorted(by.items(), key=lambda av: (-av[1], av[0]))[:k_top]
+            if lev == 1:
+                assert [int(v) for v in got[4][co + k] if v] == [v for _a, v in best if v]
+                assert (got[5][co + k] == -1).all()
+            else:
+                assert [(addr[r], int(v)) for r, v in zip(got[5][co + k], got[4][co + k],
+                        strict=True) if r >= 0] == best  # fmt: skip
+
+
 def _walk_oracle(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, k_top, asn_range):
     """The walk's answers, key by key, the obvious way: per key, each address's total volume."""
     addr = [(int(h) << 64) | int(lw) for h, lw in zip(hi, lo, strict=True)]
@@ -845,6 +900,7 @@ def test_walk_matches_a_python_oracle(seed: int) -> None:
     dims[keep] = day_cell[pick[keep], bucket[keep] // 24]
     vol = rng.integers(1, 1 << 20, n).astype(np.uint64)
     vol[rng.random(n) < 0.3] = 777  # ties
+    vol[rng.random(n) < 0.02] = 0  # in a top list of addresses, not in one of volumes alone
     big = rng.random(n) < 0.02
     vol[big] = np.uint64(2**44) + rng.integers(0, 2**20, int(big.sum())).astype(np.uint64)
     rep = rng.random(n) < 0.05  # exact repeats of earlier rows
@@ -910,6 +966,28 @@ def test_walk_matches_a_python_oracle(seed: int) -> None:
             assert {a: v for (kk, a), v in got_asn.items() if kk == ck} == asns
     assert not counts[~seen].any()
     assert all(asn_from <= k < asn_to for k, _ in got_asn)
+
+    # top lists of volumes alone (volumes_only) on the day level, and on the day and the
+    # two-day level (their fine keys' records reused): those levels' lists are their k_top
+    # largest volumes (an address of volume 0 left out), no addresses; every other answer
+    # (counts, squares, (key, ASN) volumes, the other levels' lists) unchanged
+    for levels in ((1,), (1, 2)):
+        vo = walk(hi, lo, bucket, dims, v6, vol, asn, pidx, gmap, segments, off, coff, k_top,
+                  asn_from, asn_to, volumes_only=levels)  # fmt: skip
+        for i in (0, 1, 2, 3, 6, 7, 8):
+            np.testing.assert_array_equal(vo[i], got[i])
+        alone = {co + j for lev, _g, _o, w, co in segments if lev in levels and co >= 0
+                 for j in range(int(periods[lev]) * w)}  # fmt: skip
+        for (_k, ck), (*_c, top, _asns) in want.items():
+            if ck < 0:
+                continue
+            if ck in alone:
+                assert (vo[5][ck] == -1).all()
+                vols = [int(v) for v in vo[4][ck]]
+                assert vols == ([v for _a, v in top if v > 0] + [0] * k_top)[:k_top]
+            else:
+                np.testing.assert_array_equal(vo[4][ck], top_v[ck])
+                np.testing.assert_array_equal(vo[5][ck], top_r[ck])
 
 
 def test_sorted_positions_equal_searchsorted() -> None:

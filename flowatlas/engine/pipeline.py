@@ -526,7 +526,9 @@ class Counts:
     rollup_counts: dict[str, np.ndarray]
     #: per rollup, aligned with rollup_keys: sum of squared per-address volumes (hi, lo)
     rollup_sq: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    #: per rollup: candidate top addresses (key, volume, hi, lo), at most TOP_K per key
+    #: per rollup: candidate top addresses (key, volume, hi, lo), at most TOP_K per key; of
+    #: a rollup outside TOP_LIST_ROLLUPS the volumes only (addresses 0, no volume 0): its
+    #: lists are read for the sum of their volumes alone (the cube's top_bytes)
     top_ips: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
     #: per rollup: volume per (key, ASN) of this partition's addresses
     asn_volume: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -665,6 +667,7 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         rows.hi, rows.lo, cid, dims, None, rows.vol, None, cpidx, gmap, segments, off,
         coff, TOP_K, asn_from, asn_to, ids, addr=(first, addr_asn, addr_shared),
         keep_level=1 if levels else 0, groups=prefix_of if shared else None,
+        volumes_only=[li for li, r in enumerate(levels, start=1) if r not in TOP_LIST_ROLLUPS],
     )  # fmt: skip
     prefix = full - full_shared
     if by_prefix and by_prefix[0] is not None:
@@ -705,11 +708,17 @@ def reduce_partition(pieces: list[Piece], plan: BuildPlan) -> Counts:
         result.rollup_keys[rollup] = keys
         result.rollup_counts[rollup] = counts(cidx + to_count)
         result.rollup_sq[rollup] = (sq_hi[cidx], sq_lo[cidx])
-        r = top_r[cidx]
-        valid = r >= 0
+        tv = top_v[cidx]
+        if rollup in TOP_LIST_ROLLUPS:
+            r = top_r[cidx]
+            valid = r >= 0
+            rr = r[valid]
+            t_hi, t_lo = rows.hi[rr], rows.lo[rr]
+        else:  # volumes alone (walk's volumes_only)
+            valid = tv > 0
+            t_hi = t_lo = np.zeros(int(valid.sum()), np.uint64)
         kk = np.repeat(keys, TOP_K).reshape(-1, TOP_K)[valid]
-        rr = r[valid]
-        result.top_ips[rollup] = (kk, top_v[cidx][valid], rows.hi[rr], rows.lo[rr])
+        result.top_ips[rollup] = (kk, tv[valid], t_hi, t_lo)
         if rollup == asn_rollup:
             result.asn_volume[rollup] = (ckey[a_idx], a_asn, a_vol)
     if plan.sketch_p:

@@ -13,6 +13,8 @@ Sums (volume, packets, flows) add up, so they go straight into dense arrays per 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numba
 import numpy as np
 
@@ -1084,11 +1086,18 @@ def _fine_keys(seg_level, seg_width, seg_keys, seg_coff, run_end, d_all):  # pra
 
 @numba.njit(nogil=True, cache=True)
 def _walk(kk_asn, kk_rep, kk_six, f_start, f_end, f_p, f_d, f_v, hi, lo, pidx, gmap,
-          seg_level, seg_group, seg_off, seg_width, seg_coff, seg_keys, n_total, n_conc,
-          k_top, asn_from, asn_to):  # fmt: skip
+          seg_level, seg_group, seg_off, seg_width, seg_coff, seg_keys, seg_addr, n_total,
+          n_conc, k_top, asn_from, asn_to):  # fmt: skip
     """Distinct counts for every key and, for keys of concentration segments, squared
     volumes, top addresses and (for concentration keys in [asn_from, asn_to)) (key, ASN)
     volumes.
+
+    A concentration segment with ``seg_addr`` 0 keeps the top volumes only: its lists hold
+    the ``k_top`` largest volumes of its addresses (descending, 0 for an empty slot, an
+    address of volume 0 never entering) and its ``top_r`` stays -1. Which of several
+    addresses of one volume a list holds is then nobody's business: a day key's list is
+    read for the sum of its volumes (the cube's ``top_bytes``) and nothing else, and the
+    address order, its tie compares and its row shifts were half of the day level's cost.
 
     Level by level over the rows of that level (see :func:`_levels`), all its segments in
     one pass: a row is read once for the level's grouping sets, whose keys sit side by side
@@ -1121,6 +1130,7 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_end, f_p, f_d, f_v, hi, lo, pidx, g
             and seg_off[e] == seg_off[s] + width
             and (seg_coff[e] < 0) == (seg_coff[s] < 0)
             and (seg_coff[s] < 0 or seg_coff[e] == seg_coff[s] + width)
+            and seg_addr[e] == seg_addr[s]
         ):
             width += seg_keys[e]
             e += 1
@@ -1205,6 +1215,7 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_end, f_p, f_d, f_v, hi, lo, pidx, g
             continue
         p_stamp[:] = -1
         fine = run_fine[s]
+        by_addr = seg_addr[s] != 0  # top lists of addresses, not of volumes alone
         # fine keys dimensions-major (dims * periods + period): an address's lone rows of
         # successive days in one cell type sit near one another in the fine keys' state
         # (counts, squares, top lists), where period-major put them a day's 288 keys apart
@@ -1317,7 +1328,17 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_end, f_p, f_d, f_v, hi, lo, pidx, g
                 # and of equal ones first, in a loop without a branch, then the equal ones'
                 # addresses only where there are any (a world 5 M reducer's main walk
                 # 77 -> 74.5 ms)
-                if v >= thresh[cidx]:
+                if not by_addr:
+                    # volumes alone: the list's last slot is its threshold (0 while it is
+                    # not full), and a volume goes after the equal ones
+                    if v > top_v[cidx, k_top - 1]:
+                        pos = 0
+                        for z in range(k_top):
+                            pos += np.int64(top_v[cidx, z] >= v)
+                        for z in range(k_top - 1, 0, -1):
+                            top_v[cidx, z] = top_v[cidx, z - 1] if z > pos else top_v[cidx, z]
+                        top_v[cidx, pos] = v
+                elif v >= thresh[cidx]:
                     pos = 0
                     eq = 0
                     for z in range(k_top):
@@ -1356,8 +1377,10 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_end, f_p, f_d, f_v, hi, lo, pidx, g
                 key = r_base[j] + p * r_width[j] + gmap[r_grow[j], dd]
                 counts[off + key] += f_cnt[f]
                 counts6[off + key] += f_cnt6[f]
-                if co >= 0:
+                if co >= 0 and by_addr:
                     _spread_top(sq_hi, sq_lo, thresh, top_v, top_r, co + key, fc, hi, lo)
+                elif co >= 0:
+                    _spread_volumes(sq_hi, sq_lo, top_v, co + key, fc)
             f_cnt[f] = 0
             f_cnt6[f] = 0
             if co >= 0:
@@ -1375,14 +1398,20 @@ def _walk(kk_asn, kk_rep, kk_six, f_start, f_end, f_p, f_d, f_v, hi, lo, pidx, g
             a_key[:a_n], a_asn[:a_n], a_vol[:a_n])  # fmt: skip
 
 
+@numba.njit(inline="always", nogil=True, cache=True)
+def _add_squares(sq_hi, sq_lo, cidx, fc):  # pragma: no cover - compiled
+    """Key ``fc``'s sum of squares (128 bits as hi, lo words) added to key ``cidx``'s."""
+    new_lo = sq_lo[cidx] + sq_lo[fc]
+    sq_hi[cidx] += sq_hi[fc] + (np.uint64(1) if new_lo < sq_lo[fc] else np.uint64(0))
+    sq_lo[cidx] = new_lo
+
+
 @numba.njit(nogil=True, cache=True)
 def _spread_top(sq_hi, sq_lo, thresh, top_v, top_r, cidx, fc, hi, lo):  # pragma: no cover
     """Fold fine key ``fc``'s sum of squares and top list into key ``cidx``'s (a call per
     (fine key, grouping set): few, unlike the walk's per-address offers, which stay inline
     in :func:`_walk`, since a call that passes arrays costs more than the work here)."""
-    new_lo = sq_lo[cidx] + sq_lo[fc]
-    sq_hi[cidx] += sq_hi[fc] + (np.uint64(1) if new_lo < sq_lo[fc] else np.uint64(0))
-    sq_lo[cidx] = new_lo
+    _add_squares(sq_hi, sq_lo, cidx, fc)
     k_top = top_v.shape[1]
     for y in range(k_top):
         rep = top_r[fc, y]
@@ -1407,6 +1436,23 @@ def _spread_top(sq_hi, sq_lo, thresh, top_v, top_r, cidx, fc, hi, lo):  # pragma
                 thresh[cidx] = top_v[cidx, k_top - 1]
 
 
+@numba.njit(nogil=True, cache=True)
+def _spread_volumes(sq_hi, sq_lo, top_v, cidx, fc):  # pragma: no cover - compiled
+    """:func:`_spread_top` for a list of volumes alone (``seg_addr`` 0 in :func:`_walk`):
+    fine key ``fc``'s squares and volumes into key ``cidx``'s."""
+    _add_squares(sq_hi, sq_lo, cidx, fc)
+    k_top = top_v.shape[1]
+    for y in range(k_top):
+        v = top_v[fc, y]
+        if v <= top_v[cidx, k_top - 1]:
+            break  # descending: nothing after it enters either (nor an empty slot's 0)
+        pos = k_top - 1
+        while pos > 0 and top_v[cidx, pos - 1] < v:
+            top_v[cidx, pos] = top_v[cidx, pos - 1]
+            pos -= 1
+        top_v[cidx, pos] = v
+
+
 def walk(
     hi: np.ndarray,
     lo: np.ndarray,
@@ -1427,6 +1473,7 @@ def walk(
     addr: tuple[np.ndarray, ...] | None = None,
     keep_level: int | None = None,
     groups: np.ndarray | None = None,
+    volumes_only: Collection[int] = (),
 ) -> tuple[np.ndarray, ...]:
     """Distinct counts and concentration for one IP partition, in one walk.
 
@@ -1460,6 +1507,10 @@ def walk(
     addresses and a second walk over those runs counts it once per key; where a group's
     addresses have different ASNs (a prefix split between networks) its runs are not one,
     and the last item is None (the caller counts the groups apart).
+
+    ``volumes_only``: levels whose top lists keep the volumes alone (the ``k_top`` largest
+    per key, descending, 0 where fewer; ``top_r`` -1): for a reducer's rollups whose top
+    addresses nobody reads, only the sum of their volumes (see :func:`_walk`).
     """
     asn_to = int(n_conc) if asn_to is None else asn_to
     if addr is not None:
@@ -1497,9 +1548,10 @@ def walk(
     # here, not numba's in the kernel: one compile fewer on the first run after an install)
     periods = pidx.max(axis=1) + 1 if pidx.shape[1] else np.zeros(pidx.shape[0], np.int64)
     seg_keys = np.ascontiguousarray(periods[seg[:, 0]] * seg[:, 3], np.int64)
-    copies = _copied_segments(seg, pidx, asn_from, asn_to)
+    copies = _copied_segments(seg, pidx, asn_from, asn_to, volumes_only)
     walked = np.ones(len(seg), bool)
     walked[[c for c, _ in copies]] = False
+    seg_addr = (~np.isin(seg[walked, 0], np.asarray(list(volumes_only), np.int64))).astype(np.int64)
     f_start = levels[3]
     out = _walk(
         *levels[:3],
@@ -1512,6 +1564,7 @@ def walk(
         gmap,
         *(seg[walked, c].copy() for c in range(5)),
         seg_keys[walked],
+        seg_addr,
         int(n_total),
         int(n_conc),
         int(k_top),
@@ -1613,12 +1666,16 @@ def _group_walk(levels, pos_id, groups, hi, lo, pidx, gmap, seg, seg_keys, walke
         np.ascontiguousarray(f_start[:, starts]), np.ascontiguousarray(f_start[:, ends]),
         *levels[4:], np.ascontiguousarray(hi, np.uint64), np.ascontiguousarray(lo, np.uint64),
         pidx, gmap, *(sub[:, c].copy() for c in range(4)), np.full(len(sub), -1, np.int64),
-        seg_keys[walked], int(n_total), 0, 1, 0, 0,
+        seg_keys[walked], np.ones(len(sub), np.int64), int(n_total), 0, 1, 0, 0,
     )[0]  # fmt: skip
 
 
 def _copied_segments(
-    seg: np.ndarray, pidx: np.ndarray, asn_from: int, asn_to: int
+    seg: np.ndarray,
+    pidx: np.ndarray,
+    asn_from: int,
+    asn_to: int,
+    volumes_only: Collection[int] = (),
 ) -> list[tuple[int, int]]:
     """(segment, source segment) pairs whose results are a copy of the source's.
 
@@ -1626,7 +1683,8 @@ def _copied_segments(
     has one month, one quarter and one whole range), each of its rows is a row of the level
     below, so its keys count, sum and rank exactly as that level's keys of the same grouping
     set: walked once, copied to the others. A source qualifies if its keys lie in the same
-    order and, where the copy gathers (key, ASN) volumes, it gathers them too.
+    order and, where the copy gathers (key, ASN) volumes, it gathers them too, and where
+    the copy keeps top addresses (its level not in ``volumes_only``), it keeps them too.
     """
     pairs = []
     # once per level, not per segment (eight a level): pidx has a column per cell or bucket
@@ -1640,6 +1698,8 @@ def _copied_segments(
             if (s_lev, s_grp, s_width) != (lev - 1, grp, width) or (s_co < 0) != (co < 0):
                 continue
             if asn_from <= co < asn_to and not asn_from <= s_co < asn_to:
+                continue
+            if co >= 0 and s_lev in volumes_only and lev not in volumes_only:
                 continue
             pairs.append((c, src))
             break

@@ -471,10 +471,13 @@ def _gather_by_key(
 def _best_per_register(grouped, start, p):  # pragma: no cover - compiled
     """Long form of entries grouped by key (:func:`_gather_by_key`): per key, each register's
     largest entry (the rank is its low bits), registers ascending. A bitmap of the key's
-    registers finds them; its words are read back lowest set bit first."""
+    registers finds them; its words are read back lowest set bit first, and only the words
+    with bits, which a bitmap of words names (a world reducer's day keys hold about 20
+    entries each: 20 of the 64 words at p = 12, where every key read all 64)."""
     m = 1 << p
     best = np.zeros(m, np.uint32)
     bits = np.zeros((m + 63) >> 6, np.uint64)
+    words = np.zeros((bits.size + 63) >> 6, np.uint64)  # which words of bits have bits
     o_k = np.empty(grouped.size, np.int64)
     o_e = np.empty(grouped.size, np.uint32)
     j = 0
@@ -485,19 +488,35 @@ def _best_per_register(grouped, start, p):  # pragma: no cover - compiled
             e = grouped[t]  # finds it at 0, and each one read back clears it
             reg = e >> np.uint32(RANK_BITS)
             best[reg] = max(best[reg], e)
-            bits[reg >> np.uint32(6)] |= np.uint64(1) << np.uint64(reg & np.uint32(63))
-        for w in range(bits.size):
-            x = bits[w]
-            while x:
-                low = x & (~x + np.uint64(1))  # the lowest set bit
-                at = (w << 6) + _DEBRUIJN[(low * _DEBRUIJN_MUL) >> np.uint64(58)]
-                o_k[j] = k
-                o_e[j] = best[at]
-                best[at] = 0
-                j += 1
-                x ^= low
-            bits[w] = 0
+            w = reg >> np.uint32(6)
+            bits[w] |= np.uint64(1) << np.uint64(reg & np.uint32(63))
+            words[w >> np.uint32(6)] |= np.uint64(1) << np.uint64(w & np.uint32(63))
+        for ww in range(words.size):
+            y = words[ww]
+            while y:
+                w = (ww << 6) + _lowest_bit(y)
+                x = bits[w]
+                while x:
+                    at = (w << 6) + _lowest_bit(x)
+                    o_k[j] = k
+                    o_e[j] = best[at]
+                    best[at] = 0
+                    j += 1
+                    x &= x - np.uint64(1)
+                bits[w] = 0
+                y &= y - np.uint64(1)
+            words[ww] = 0
+    # views where they hold most of their buffers: a copy would touch fresh memory (12 bytes
+    # an entry) for little held back (a world reducer keeps about 95% of its entries)
+    if 4 * j >= 3 * grouped.size:
+        return o_k[:j], o_e[:j]
     return o_k[:j].copy(), o_e[:j].copy()
+
+
+@numba.njit(inline="always", nogil=True, cache=True)
+def _lowest_bit(x):  # pragma: no cover - compiled
+    """The position of the lowest set bit of ``x`` (uint64, not 0): de Bruijn's multiply."""
+    return _DEBRUIJN[((x & (~x + np.uint64(1))) * _DEBRUIJN_MUL) >> np.uint64(58)]
 
 
 def sparse_update_dense(
