@@ -701,9 +701,9 @@ def read_fragment_batches(
         return
     if 0 < fragment.num_rows <= batch_rows:
         # one batch: the row groups read whole (``read_row_groups``: a chunk per column, as
-        # tests/test_archive.py checks), without the batch reader's set-up, which cost each
-        # file about 0.08 ms (world 1 M's files of 5.4 k records: 102 -> 83 ns a record;
-        # world 5 M's of 27 k: 56 -> 53; bench/RESULTS.md, fourteenth round)
+        # tests/test_archive.py checks), without the batch reader's set-up: world 1 M's
+        # files of 5.4 k records 2-4% less CPU, world 5 M's of 27 k no measurable change
+        # (bench/RESULTS.md, fourteenth round)
         yield read_fragment(fragment, columns)
         return
     with _read_errors(fragment, columns):
