@@ -143,10 +143,12 @@ def test_corrupt_files_name_the_file(tmp_path) -> None:
         InputError, match=r"part-00000\.parquet: row group 0, column \w+: page checksum mismatch"
     ):
         read_fragment(arch.fragments()[0])
-    with pytest.raises(
-        InputError, match=r"part-00000\.parquet: row group 0, column \w+: page checksum mismatch"
-    ):
-        list(read_fragment_batches(arch.fragments()[0], None, 100))
+    for batch_rows in (100, 1000):  # in batches, and in one (the row groups read whole)
+        with pytest.raises(
+            InputError,
+            match=r"part-00000\.parquet: row group 0, column \w+: page checksum mismatch",
+        ):
+            list(read_fragment_batches(arch.fragments()[0], None, batch_rows))
 
 
 def test_read_fragment_batches_are_the_fragments_rows_in_order(tmp_path, monkeypatch) -> None:
@@ -163,7 +165,7 @@ def test_read_fragment_batches_are_the_fragments_rows_in_order(tmp_path, monkeyp
     frags = open_archive(tmp_path / "a").fragments(300)
     assert len(frags) > 1 and all(len(f.row_groups) > 1 for f in frags[:-1])
     whole = [read_fragment(f, ["time_start", "src_addr"]) for f in frags]
-    for batch_rows in (0, 1, 50, 128, 129, 1000):
+    for batch_rows in (0, 1, 50, 128, 129, 256, 257, 300, 1000):
         for f, want in zip(frags, whole, strict=True):
             got = list(read_fragment_batches(f, ["time_start", "src_addr"], batch_rows))
             if batch_rows == 0:
@@ -171,22 +173,33 @@ def test_read_fragment_batches_are_the_fragments_rows_in_order(tmp_path, monkeyp
             assert all(t.num_rows <= (batch_rows or f.num_rows) for t in got)
             assert all(c.num_chunks == 1 for t in got for c in t.columns)
             assert pa.concat_tables(got).equals(want)
+    # a fragment of one batch's rows or fewer is read whole (no batch reader)
     threads: list[object] = []
-    real = archive_module.pq.ParquetFile.iter_batches
+    spied = ("iter_batches", "read_row_groups")
+    real = {name: getattr(archive_module.pq.ParquetFile, name) for name in spied}
 
-    def spy(self, **kwargs):
-        threads.append(kwargs.get("use_threads", True))
-        return real(self, **kwargs)
+    def spy(name):
+        def call(self, *args, **kwargs):
+            threads.append((name, kwargs.get("use_threads", True)))
+            return real[name](self, *args, **kwargs)
 
-    monkeypatch.setattr(archive_module.pq.ParquetFile, "iter_batches", spy)
+        return call
+
+    for name in spied:
+        monkeypatch.setattr(archive_module.pq.ParquetFile, name, spy(name))
+    rows = frags[0].num_rows
     list(read_fragment_batches(frags[0], None, 64))
+    list(read_fragment_batches(frags[0], None, rows))
     with serial_kernels():
         list(read_fragment_batches(frags[0], None, 64))
-    assert threads == [True, False]
+        list(read_fragment_batches(frags[0], None, rows))
+    assert threads == [("iter_batches", True), ("read_row_groups", True),
+                       ("iter_batches", False), ("read_row_groups", False)]  # fmt: skip
     path = next((tmp_path / "a").rglob("*.parquet"))
     pq.write_table(flows(list(range(7))), path)
-    with pytest.raises(InputError, match="changed during the build"):
-        list(read_fragment_batches(frags[0], None, 64))
+    for batch_rows in (64, rows):
+        with pytest.raises(InputError, match="changed during the build"):
+            list(read_fragment_batches(frags[0], None, batch_rows))
 
 
 def test_hidden_and_underscore_files_are_ignored(tmp_path) -> None:

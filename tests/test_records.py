@@ -303,3 +303,57 @@ def test_value_codes_with_colliding_slots_and_growth(n_values) -> None:
     assert first.tolist() == want_first
     codes, first = value_codes(words[:1])
     assert codes.tolist() == [0] and first.tolist() == [0]
+
+
+def test_rule_table_by_id_equals_the_table_made_from_the_rules() -> None:
+    """``rule_table`` (rows of a table made once per set of rules) against the table made
+    from the rules for each call (``_rule_rows``, what every batch made before) and the scan
+    of the rules: random rule sets and exporter codes, calls that alternate between rule sets
+    of the same size and bytes but one (the cached table must not be reused for other
+    rules), exporter ids past the rules' last, unknown (-1) and 2^31 - 1, repeated ids, no
+    exporters, a rule set too wide for a table by id (the direct table or none)."""
+    from flowatlas.kernels.records import RULE_TABLE_MAX, RULES_BY_ID_MAX, _rule_rows
+
+    rng = np.random.default_rng(11)
+    rule_sets = []
+    for n_rules in (0, 1, 3, 24, 200):
+        ids = rng.integers(0, 9, n_rules).astype(np.uint64)
+        ifs = rng.choice(np.array([0, 1, 2, 5, 31, 400], np.uint64), n_rules)
+        keys = np.sort((ids << np.uint64(32)) | ifs)
+        if n_rules > 3:
+            keys[2] = keys[1]  # a duplicate key: the first one wins
+        types = rng.integers(-1, 10, n_rules).astype(np.int16)
+        links = rng.integers(-1, 30, n_rules).astype(np.int16)
+        rule_sets.append((keys, types, links))
+        if n_rules:  # the same keys, one type changed: same sizes, other bytes
+            other = types.copy()
+            other[-1] = other[-1] + 1
+            rule_sets.append((keys, other, links))
+    # one exporter with an interface too high for a table by id (but not for a batch's)
+    wide_if = RULE_TABLE_MAX // 2
+    assert 10 * (wide_if + 2) > RULES_BY_ID_MAX and wide_if + 2 <= RULE_TABLE_MAX
+    rule_sets.append((np.array([(8 << 32) | wide_if], np.uint64), np.array([3], np.int16),
+                      np.array([7], np.int16)))  # fmt: skip
+    # a table by id, but too wide a table for a batch of more than three exporters
+    mid_if = RULE_TABLE_MAX * 3 // 10
+    assert 10 * (mid_if + 2) <= RULES_BY_ID_MAX and 4 * (mid_if + 2) > RULE_TABLE_MAX
+    rule_sets.append((np.array([1 << 32, (8 << 32) | mid_if], np.uint64),
+                      np.array([3, 4], np.int16), np.array([7, 8], np.int16)))  # fmt: skip
+    for _ in range(3):
+        for keys, types, links in rule_sets:
+            for exp_id in (
+                np.array([-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 2**31 - 1, 3, 3], np.int32),
+                rng.integers(-1, 12, rng.integers(0, 40)).astype(np.int32),
+                np.array([8], np.int32),
+                np.empty(0, np.int32),
+            ):
+                got = rule_table(exp_id, keys, types, links)
+                want = _rule_rows(exp_id, keys, types, links, RULE_TABLE_MAX)
+                assert got.dtype == want.dtype == np.int32 and got.flags.c_contiguous
+                assert got.shape == want.shape and (got == want).all()
+                w = got.shape[1] - 1
+                for c, e in enumerate(exp_id.tolist()[:6] if w >= 0 else []):
+                    for ext_if in (0, 1, 5, 400, 401, mid_if, wide_if, 2**32 - 1):
+                        r = int(got[c, min(ext_if, w)])
+                        link = (r & 0xFFFF) - ((r & 0x8000) << 1)
+                        assert (r >> 16, link) == _rule_oracle(e, ext_if, keys, types, links)

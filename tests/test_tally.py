@@ -177,3 +177,54 @@ def test_tally_whole_tables_stay_half_empty_after_the_near_tables_drain() -> Non
         assert keys.size == n and 2 * keys.size <= table.shape[0]
         # keys ascend with the record's cell: one record each
         assert (sums[:, 0] == vol).all() and (sums[:, 1] == 1).all() and (sums[:, 2] == 1).all()
+
+
+def _filled_table(keys, slots, rng):
+    """A whole table of ``slots`` slots holding ``keys`` (each placed where ``_find`` puts
+    it, so probe chains run as they do in a build) with random sums; and a dict oracle."""
+    from flowatlas.kernels.tally import _add
+
+    table = np.zeros((slots, 4), np.uint64)
+    want = {}
+    for k in keys:
+        v, p, f = (int(x) for x in rng.integers(1, 2**62, 3))
+        _add(table, np.int64(k), np.uint64(v), np.uint64(p), np.uint64(f))
+        want[int(k)] = (v, p, f)
+    return table, want
+
+
+@pytest.mark.parametrize("case", ["empty", "one", "random", "negative", "one_chain", "wrap"])
+def test_taken_entries_gives_sorted_keys_and_their_sums_and_empties_the_table(case) -> None:
+    """``_taken_entries`` against a dict of what went in: every key once, ascending as
+    int64 (negative keys first), its own sums, and the table all zeros afterwards (the next
+    task starts from it). Adversarial tables: keys all hashing to one slot (one long probe
+    chain, emptied slot by slot: emptying a slot before the keys past it are found would lose
+    them), chains that wrap past the table's last slot, a table half full."""
+    from flowatlas.kernels.accumulate import _M1, _M2
+    from flowatlas.kernels.tally import _taken_entries
+
+    rng = np.random.default_rng(len(case))
+    slots = 1024
+    if case == "empty":
+        keys = np.empty(0, np.int64)
+    elif case == "one":
+        keys = np.array([-(2**62)], np.int64)
+    elif case == "random":
+        keys = np.unique(rng.integers(-(2**62), 2**62, slots // 2))
+    elif case == "negative":
+        keys = -np.arange(1, slots // 2 + 1, dtype=np.int64) * 4099
+    else:  # keys whose hash lands on one slot: the last one (wrap) or the first
+        target = slots - 2 if case == "wrap" else 0
+        cand = rng.integers(-(2**40), 2**40, 400_000)
+        x = cand.view(np.uint64)  # mix64, as _find hashes a key (arrays wrap silently)
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+        x ^= x >> np.uint64(31)
+        keys = np.unique(cand[(x & np.uint64(slots - 1)) == target])[:300]
+        assert keys.size > 100
+    table, want = _filled_table(rng.permutation(keys), slots, rng)
+    got_keys, got_sums = _taken_entries(table)
+    assert got_keys.dtype == np.int64 and got_sums.shape == (keys.size, 3)
+    assert got_keys.tolist() == sorted(want)
+    assert [tuple(int(x) for x in row) for row in got_sums] == [want[k] for k in sorted(want)]
+    assert not table.any()
