@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -59,6 +60,66 @@ def test_build_allocator_is_a_no_op_without_glibc(monkeypatch) -> None:
     monkeypatch.setattr(allocator, "_glibc", lambda: None)
     with allocator.build_allocator() as applied:
         assert applied is False
+
+
+def _another_pool():
+    """An Arrow pool other than the system one (mimalloc or jemalloc, whichever is built)."""
+    import pyarrow as pa
+
+    for make in (pa.mimalloc_memory_pool, pa.jemalloc_memory_pool):
+        try:
+            return make()
+        except NotImplementedError:  # pragma: no cover - a pyarrow built without it
+            continue
+    pytest.skip("this pyarrow has no pool but the system one")  # pragma: no cover
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+@pytest.mark.parametrize("fails", [False, True])
+def test_build_allocator_serves_arrow_from_malloc_and_restores_its_pool(fails: bool) -> None:
+    """During a build Arrow's buffers come from the system pool (``malloc``'s heap, which
+    the build keeps for reuse); the default pool from before comes back afterwards, also
+    when the build fails, and a buffer made inside is freed by its own pool after."""
+    import pyarrow as pa
+
+    if allocator._glibc() is None:
+        pytest.skip("not glibc")
+    before = pa.default_memory_pool()
+    other = _another_pool()
+    pa.set_memory_pool(other)
+    try:
+        with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+            with allocator.build_allocator(trim=False):
+                assert pa.default_memory_pool().backend_name == "system"
+                system = pa.system_memory_pool()
+                held = system.bytes_allocated()
+                kept = pa.allocate_buffer(1 << 20)
+                assert system.bytes_allocated() - held >= 1 << 20
+                if fails:
+                    raise RuntimeError("a failed build")
+        assert pa.default_memory_pool().backend_name == other.backend_name
+        assert pa.default_memory_pool().backend_name != "system"
+        if not fails:
+            del kept  # freed by the system pool, though it is not the default now
+            assert system.bytes_allocated() == held
+    finally:
+        pa.set_memory_pool(before)
+
+
+def test_build_allocator_leaves_arrow_alone_without_glibc(monkeypatch) -> None:
+    """Where glibc's settings do not apply, Arrow keeps its pool: the system one is only
+    chosen for the heap the build keeps."""
+    import pyarrow as pa
+
+    monkeypatch.setattr(allocator, "_glibc", lambda: None)
+    before = pa.default_memory_pool()
+    other = _another_pool()
+    pa.set_memory_pool(other)
+    try:
+        with allocator.build_allocator():
+            assert pa.default_memory_pool().backend_name == other.backend_name
+    finally:
+        pa.set_memory_pool(before)
 
 
 class _FakeLibc:
