@@ -167,10 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     try:  # as the build command does, before any thread (checkouts before it have none)
-        from flowatlas.engine.allocator import huge_page_heap
+        from flowatlas.engine.allocator import choose_pages
     except ImportError:
-        huge_page_heap = bool
-    huge_page_heap()
+        try:
+            from flowatlas.engine.allocator import huge_page_heap
+        except ImportError:
+            huge_page_heap = bool
+        choose_pages = lambda _archive: huge_page_heap()  # noqa: E731
+    choose_pages(args.archive)
     sampler = CpuSampler(args.sample)
     sampler.start()
     t_import = now()

@@ -268,3 +268,67 @@ def test_huge_page_heap_is_a_no_op_without_glibc_or_thp(monkeypatch) -> None:
     monkeypatch.setattr(allocator, "_glibc", lambda: _FakeLibc())
     monkeypatch.setattr(allocator, "_thp_available", lambda: False)
     assert allocator.huge_page_heap() is False
+
+
+PAGES_SCRIPT = """
+import sys
+from numpy._core.multiarray import _get_madvise_hugepage
+from flowatlas.engine import allocator
+allocator.HUGE_PAGES_MIN_BYTES = int(sys.argv[2])
+took = allocator.choose_pages(sys.argv[1])
+print(took, allocator._heap_advised, bool(_get_madvise_hugepage()))
+"""
+
+
+def _pages(archive, threshold: int, setting: str | None) -> list[str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != allocator.HUGE_PAGES_VAR}
+    if setting is not None:
+        env[allocator.HUGE_PAGES_VAR] = setting
+    p = subprocess.run(
+        [sys.executable, "-c", PAGES_SCRIPT, str(archive), str(threshold)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout.split()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and madvise: Linux only")
+@pytest.mark.parametrize(
+    ("size", "setting", "huge"),
+    [(5000, None, True), (4999, None, False), (10, "1", True), (10**6, "0", False)],
+)
+def test_choose_pages_takes_huge_pages_for_a_large_archive_only(tmp_path, size, setting, huge):
+    """The build command's pages: the huge-page heap from ``HUGE_PAGES_MIN_BYTES`` of archive
+    on (or with ``FLOWATLAS_HUGE_PAGES=1``), numpy's arrays left advised; below it (or with
+    ``=0``) no heap advice and numpy no longer advises its large arrays either."""
+    if allocator._glibc() is None or not allocator._thp_available():
+        pytest.skip("not glibc, or no transparent huge pages")
+    (tmp_path / "day=1").mkdir()
+    (tmp_path / "day=1" / "a.parquet").write_bytes(b"x" * (size // 2))
+    (tmp_path / "b.parquet").write_bytes(b"x" * (size - size // 2))
+    took, advised, numpy_advises = _pages(tmp_path, 5000, setting)
+    assert (took, advised, numpy_advises) == (str(huge), str(huge), str(huge))
+
+
+def test_archive_bytes_counts_files_below_until_told_to_stop(tmp_path) -> None:
+    """Every file below the folder counts, a file alone is its size, a missing path 0; the
+    walk stops once the count reaches ``stop`` (a 35 GB archive is not walked to the end)."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x").write_bytes(b"1" * 300)
+    (tmp_path / "a" / "y").write_bytes(b"1" * 200)
+    (tmp_path / "z").write_bytes(b"1" * 100)
+    assert allocator.archive_bytes(tmp_path, 10**9) == 600
+    assert allocator.archive_bytes(tmp_path / "z", 10**9) == 100
+    assert allocator.archive_bytes(tmp_path / "missing", 10**9) == 0
+    assert 100 <= allocator.archive_bytes(tmp_path, 100) < 600
+
+
+def test_numpy_huge_pages_switches_numpys_advice_and_returns_the_old_one() -> None:
+    before = allocator.numpy_huge_pages(False)
+    try:
+        assert allocator.numpy_huge_pages(True) is False
+        assert allocator.numpy_huge_pages(True) is True
+    finally:
+        allocator.numpy_huge_pages(before)
