@@ -271,12 +271,22 @@ def test_huge_page_heap_is_a_no_op_without_glibc_or_thp(monkeypatch) -> None:
 
 
 PAGES_SCRIPT = """
-import sys
+import sys, threading
 from numpy._core.multiarray import _get_madvise_hugepage
 from flowatlas.engine import allocator
 allocator.HUGE_PAGES_MIN_BYTES = int(sys.argv[2])
 took = allocator.choose_pages(sys.argv[1])
-print(took, allocator._heap_advised, bool(_get_madvise_hugepage()))
+libc = allocator._glibc()
+got = []
+def on_a_thread():
+    p = libc.malloc(100_000)  # a new thread's first block: its own arena unless limited
+    got.append(p)
+    libc.free(p)
+t = threading.Thread(target=on_a_thread)
+t.start()
+t.join()
+on_heap = allocator._heap_start() <= got[0] < libc.sbrk(0)
+print(took, allocator._heap_advised, bool(_get_madvise_hugepage()), on_heap)
 """
 
 
@@ -302,14 +312,16 @@ def _pages(archive, threshold: int, setting: str | None) -> list[str]:
 def test_choose_pages_takes_huge_pages_for_a_large_archive_only(tmp_path, size, setting, huge):
     """The build command's pages: the huge-page heap from ``HUGE_PAGES_MIN_BYTES`` of archive
     on (or with ``FLOWATLAS_HUGE_PAGES=1``), numpy's arrays left advised; below it (or with
-    ``=0``) no heap advice and numpy no longer advises its large arrays either."""
+    ``=0``) no heap advice and numpy no longer advises its large arrays either. Every thread
+    allocates from the one main heap in both cases."""
     if allocator._glibc() is None or not allocator._thp_available():
         pytest.skip("not glibc, or no transparent huge pages")
     (tmp_path / "day=1").mkdir()
     (tmp_path / "day=1" / "a.parquet").write_bytes(b"x" * (size // 2))
     (tmp_path / "b.parquet").write_bytes(b"x" * (size - size // 2))
-    took, advised, numpy_advises = _pages(tmp_path, 5000, setting)
+    took, advised, numpy_advises, on_heap = _pages(tmp_path, 5000, setting)
     assert (took, advised, numpy_advises) == (str(huge), str(huge), str(huge))
+    assert on_heap == "True"  # one heap for every thread either way
 
 
 def test_archive_bytes_counts_files_below_until_told_to_stop(tmp_path) -> None:

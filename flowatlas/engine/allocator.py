@@ -24,7 +24,8 @@ A process that runs one build and ends (the ``flowatlas build`` command) also pi
 before it starts a thread (:func:`choose_pages`): for a large archive :func:`huge_page_heap`,
 every thread's blocks from one heap backed by 2 MiB pages as it is touched (a sixth of the
 page faults, less CPU in the kernel and in TLB misses: 19 s of user CPU at 10^9 records); for
-a smaller one no huge pages at all, numpy's own advice for its large arrays included. A 2 MiB
+a smaller one the same single heap (:func:`one_arena`) but no huge pages at all, numpy's own
+advice for its large arrays included. A 2 MiB
 page is zeroed whole, and on a VM that hands idle memory back to its host (virtio-balloon
 free page reporting hands back free 2 MiB blocks) each one is faulted in from the host again
 after the machine idled: a build after idle, what a user runs, paid a second of system time
@@ -173,7 +174,7 @@ def huge_page_heap(ahead: int = HEAP_AHEAD) -> bool:
     if _heap_advised:  # once a process: the arena limit cannot change back
         return True
     ahead = min(ahead, _physical_memory() // 4)
-    if libc.mallopt(M_ARENA_MAX, 1) != 1:
+    if not one_arena():
         return False
     # the block's free must neither trim the heap back nor go to mmap: the build's settings
     if not _set(libc, BUILD_TRIM_THRESHOLD, ahead):
@@ -188,6 +189,18 @@ def huge_page_heap(ahead: int = HEAP_AHEAD) -> bool:
 
 
 _heap_advised = False
+
+
+def one_arena() -> bool:
+    """Every thread's ``malloc`` from glibc's main heap (``M_ARENA_MAX`` 1); True if applied.
+    Called before the process starts a thread: a thread keeps the arena it first took.
+
+    With an arena per thread, memory one worker thread freed was not there for the other's
+    next task: world 5 M peaked at 1.13 GB of anonymous memory in 4 KiB pages, 1.04-1.06 GB
+    with one arena, for the same CPU (bench/RESULTS.md, fourteenth round).
+    """
+    libc = _glibc()
+    return libc is not None and libc.mallopt(M_ARENA_MAX, 1) == 1
 
 
 def _thp_available() -> bool:
@@ -222,16 +235,18 @@ def choose_pages(archive: str | os.PathLike[str]) -> bool:
     command), chosen before it starts a thread; True if huge pages were taken.
 
     At least :data:`HUGE_PAGES_MIN_BYTES` of archive (or ``FLOWATLAS_HUGE_PAGES=1``):
-    :func:`huge_page_heap`. Smaller (or ``FLOWATLAS_HUGE_PAGES=0``): numpy no longer advises
-    its arrays of 4 MiB and more for huge pages (:func:`numpy_huge_pages`), and glibc keeps
-    its arenas in 4 KiB pages. A small build touches its memory about once, so it gains
-    little from fewer TLB misses and pays each 2 MiB page whole, from the host again after
-    the VM idled; a large one reuses the same heap for minutes.
+    :func:`huge_page_heap`. Smaller (or ``FLOWATLAS_HUGE_PAGES=0``): one heap for every
+    thread as well (:func:`one_arena`), but in 4 KiB pages, and numpy no longer advises its
+    arrays of 4 MiB and more for huge pages (:func:`numpy_huge_pages`). A small build
+    touches its memory about once, so it gains little from fewer TLB misses and pays each
+    2 MiB page whole, from the host again after the VM idled; a large one reuses the same
+    heap for minutes.
     """
     setting = os.environ.get(HUGE_PAGES_VAR)
     large = setting != "0" and archive_bytes(archive, HUGE_PAGES_MIN_BYTES) >= HUGE_PAGES_MIN_BYTES
     if setting == "1" or large:
         return huge_page_heap()
+    one_arena()
     numpy_huge_pages(False)
     return False
 
