@@ -188,21 +188,30 @@ def test_libc_falls_back_to_find_library(monkeypatch) -> None:
     assert opened == [allocator.GLIBC_SONAME, "libc.musl-x86_64.so.1"]
 
 
-HEAP_SCRIPT = """
+#: a script's lines that take a block on a new thread (``got[0]``): from glibc's main heap
+#: where the arenas are limited to one, else from the thread's own arena
+THREAD_BLOCK = """
+got = []
+def on_a_thread():
+    p = libc.malloc(100_000)
+    got.append(p)
+    libc.free(p)
+t = threading.Thread(target=on_a_thread)
+t.start()
+t.join()
+"""
+
+HEAP_SCRIPT = (
+    """
 import re, sys, threading
 from flowatlas.engine import allocator
 applied = allocator.huge_page_heap()
 again = allocator.huge_page_heap()
 libc = allocator._glibc()
 start, end = allocator._heap_start(), libc.sbrk(0)
-got = []
-def on_a_thread():
-    p = libc.malloc(100_000)  # a new thread's first block: its own arena unless limited
-    got.append(p)
-    libc.free(p)
-t = threading.Thread(target=on_a_thread)
-t.start()
-t.join()
+"""
+    + THREAD_BLOCK
+    + """
 smaps = open("/proc/self/smaps").read()
 heap_flags = [
     re.search(r"^VmFlags:(.*)$", block, re.M).group(1).split()
@@ -212,6 +221,7 @@ heap_flags = [
 print(applied, again, start <= got[0] < end, (end - start) >> 20,
       bool(heap_flags) and all("hg" in f for f in heap_flags))
 """
+)
 
 
 def _heap_script(env: dict[str, str]) -> list[str]:
@@ -270,24 +280,21 @@ def test_huge_page_heap_is_a_no_op_without_glibc_or_thp(monkeypatch) -> None:
     assert allocator.huge_page_heap() is False
 
 
-PAGES_SCRIPT = """
+PAGES_SCRIPT = (
+    """
 import sys, threading
 from numpy._core.multiarray import _get_madvise_hugepage
 from flowatlas.engine import allocator
 allocator.HUGE_PAGES_MIN_BYTES = int(sys.argv[2])
 took = allocator.choose_pages(sys.argv[1])
 libc = allocator._glibc()
-got = []
-def on_a_thread():
-    p = libc.malloc(100_000)  # a new thread's first block: its own arena unless limited
-    got.append(p)
-    libc.free(p)
-t = threading.Thread(target=on_a_thread)
-t.start()
-t.join()
+"""
+    + THREAD_BLOCK
+    + """
 on_heap = allocator._heap_start() <= got[0] < libc.sbrk(0)
 print(took, allocator._heap_advised, bool(_get_madvise_hugepage()), on_heap)
 """
+)
 
 
 def _pages(archive, threshold: int, setting: str | None) -> list[str]:

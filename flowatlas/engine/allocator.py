@@ -25,11 +25,11 @@ before it starts a thread (:func:`choose_pages`): for a large archive :func:`hug
 every thread's blocks from one heap backed by 2 MiB pages as it is touched (a sixth of the
 page faults, less CPU in the kernel and in TLB misses: 19 s of user CPU at 10^9 records); for
 a smaller one the same single heap (:func:`one_arena`) but no huge pages at all, numpy's own
-advice for its large arrays included. A 2 MiB
-page is zeroed whole, and on a VM that hands idle memory back to its host (virtio-balloon
-free page reporting hands back free 2 MiB blocks) each one is faulted in from the host again
-after the machine idled: a build after idle, what a user runs, paid a second of system time
-more at 5 M records than it saved (bench/RESULTS.md, fourteenth round).
+advice for its large arrays included. A 2 MiB page is zeroed whole, and on a VM that hands
+idle memory back to its host (virtio-balloon free page reporting hands back free 2 MiB
+blocks) each one is faulted in from the host again after the machine idled: a build after
+idle, what a user runs, paid about a second of system time more at 5 M records than it
+saved (bench/RESULTS.md, fourteenth round).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 #: :func:`choose_pages` take it whatever the archive's size
 HUGE_PAGES_VAR = "FLOWATLAS_HUGE_PAGES"
 #: archives of at least this many bytes (on disk) get the huge-page heap from
-#: :func:`choose_pages`: about 100 M records of the auto layout (10^9 records: 35 GB)
+#: :func:`choose_pages`: about 120 M records of the auto layout (10^9 records: 35 GB)
 HUGE_PAGES_MIN_BYTES = 4 << 30
 
 
