@@ -192,9 +192,9 @@ def build(
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be >= 0, not {workers}")
     t0 = time.perf_counter()
-    from flowatlas.engine.allocator import huge_page_heap
+    from flowatlas.engine.allocator import choose_pages
 
-    huge_page_heap()  # before any thread: one malloc heap for them all, in huge pages
+    choose_pages(archive)  # before any thread: huge pages for a large archive only
     start_numba()  # this process runs flowatlas only: numba starts without SciPy's BLAS
     with implicit_pandas_refused():  # and pyarrow converts without importing pandas
         s = _run_build(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -59,6 +60,66 @@ def test_build_allocator_is_a_no_op_without_glibc(monkeypatch) -> None:
     monkeypatch.setattr(allocator, "_glibc", lambda: None)
     with allocator.build_allocator() as applied:
         assert applied is False
+
+
+def _another_pool():
+    """An Arrow pool other than the system one (mimalloc or jemalloc, whichever is built)."""
+    import pyarrow as pa
+
+    for make in (pa.mimalloc_memory_pool, pa.jemalloc_memory_pool):
+        try:
+            return make()
+        except NotImplementedError:  # pragma: no cover - a pyarrow built without it
+            continue
+    pytest.skip("this pyarrow has no pool but the system one")  # pragma: no cover
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+@pytest.mark.parametrize("fails", [False, True])
+def test_build_allocator_serves_arrow_from_malloc_and_restores_its_pool(fails: bool) -> None:
+    """During a build Arrow's buffers come from the system pool (``malloc``'s heap, which
+    the build keeps for reuse); the default pool from before comes back afterwards, also
+    when the build fails, and a buffer made inside is freed by its own pool after."""
+    import pyarrow as pa
+
+    if allocator._glibc() is None:
+        pytest.skip("not glibc")
+    before = pa.default_memory_pool()
+    other = _another_pool()
+    pa.set_memory_pool(other)
+    try:
+        with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+            with allocator.build_allocator(trim=False):
+                assert pa.default_memory_pool().backend_name == "system"
+                system = pa.system_memory_pool()
+                held = system.bytes_allocated()
+                kept = pa.allocate_buffer(1 << 20)
+                assert system.bytes_allocated() - held >= 1 << 20
+                if fails:
+                    raise RuntimeError("a failed build")
+        assert pa.default_memory_pool().backend_name == other.backend_name
+        assert pa.default_memory_pool().backend_name != "system"
+        if not fails:
+            del kept  # freed by the system pool, though it is not the default now
+            assert system.bytes_allocated() == held
+    finally:
+        pa.set_memory_pool(before)
+
+
+def test_build_allocator_leaves_arrow_alone_without_glibc(monkeypatch) -> None:
+    """Where glibc's settings do not apply, Arrow keeps its pool: the system one is only
+    chosen for the heap the build keeps."""
+    import pyarrow as pa
+
+    monkeypatch.setattr(allocator, "_glibc", lambda: None)
+    before = pa.default_memory_pool()
+    other = _another_pool()
+    pa.set_memory_pool(other)
+    try:
+        with allocator.build_allocator():
+            assert pa.default_memory_pool().backend_name == other.backend_name
+    finally:
+        pa.set_memory_pool(before)
 
 
 class _FakeLibc:
@@ -127,21 +188,30 @@ def test_libc_falls_back_to_find_library(monkeypatch) -> None:
     assert opened == [allocator.GLIBC_SONAME, "libc.musl-x86_64.so.1"]
 
 
-HEAP_SCRIPT = """
+#: a script's lines that take a block on a new thread (``got[0]``): from glibc's main heap
+#: where the arenas are limited to one, else from the thread's own arena
+THREAD_BLOCK = """
+got = []
+def on_a_thread():
+    p = libc.malloc(100_000)
+    got.append(p)
+    libc.free(p)
+t = threading.Thread(target=on_a_thread)
+t.start()
+t.join()
+"""
+
+HEAP_SCRIPT = (
+    """
 import re, sys, threading
 from flowatlas.engine import allocator
 applied = allocator.huge_page_heap()
 again = allocator.huge_page_heap()
 libc = allocator._glibc()
 start, end = allocator._heap_start(), libc.sbrk(0)
-got = []
-def on_a_thread():
-    p = libc.malloc(100_000)  # a new thread's first block: its own arena unless limited
-    got.append(p)
-    libc.free(p)
-t = threading.Thread(target=on_a_thread)
-t.start()
-t.join()
+"""
+    + THREAD_BLOCK
+    + """
 smaps = open("/proc/self/smaps").read()
 heap_flags = [
     re.search(r"^VmFlags:(.*)$", block, re.M).group(1).split()
@@ -151,6 +221,7 @@ heap_flags = [
 print(applied, again, start <= got[0] < end, (end - start) >> 20,
       bool(heap_flags) and all("hg" in f for f in heap_flags))
 """
+)
 
 
 def _heap_script(env: dict[str, str]) -> list[str]:
@@ -207,3 +278,76 @@ def test_huge_page_heap_is_a_no_op_without_glibc_or_thp(monkeypatch) -> None:
     monkeypatch.setattr(allocator, "_glibc", lambda: _FakeLibc())
     monkeypatch.setattr(allocator, "_thp_available", lambda: False)
     assert allocator.huge_page_heap() is False
+
+
+PAGES_SCRIPT = (
+    """
+import sys, threading
+from numpy._core.multiarray import _get_madvise_hugepage
+from flowatlas.engine import allocator
+allocator.HUGE_PAGES_MIN_BYTES = int(sys.argv[2])
+took = allocator.choose_pages(sys.argv[1])
+libc = allocator._glibc()
+"""
+    + THREAD_BLOCK
+    + """
+on_heap = allocator._heap_start() <= got[0] < libc.sbrk(0)
+print(took, allocator._heap_advised, bool(_get_madvise_hugepage()), on_heap)
+"""
+)
+
+
+def _pages(archive, threshold: int, setting: str | None) -> list[str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != allocator.HUGE_PAGES_VAR}
+    if setting is not None:
+        env[allocator.HUGE_PAGES_VAR] = setting
+    p = subprocess.run(
+        [sys.executable, "-c", PAGES_SCRIPT, str(archive), str(threshold)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout.split()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and madvise: Linux only")
+@pytest.mark.parametrize(
+    ("size", "setting", "huge"),
+    [(5000, None, True), (4999, None, False), (10, "1", True), (10**6, "0", False)],
+)
+def test_choose_pages_takes_huge_pages_for_a_large_archive_only(tmp_path, size, setting, huge):
+    """The build command's pages: the huge-page heap from ``HUGE_PAGES_MIN_BYTES`` of archive
+    on (or with ``FLOWATLAS_HUGE_PAGES=1``), numpy's arrays left advised; below it (or with
+    ``=0``) no heap advice and numpy no longer advises its large arrays either. Every thread
+    allocates from the one main heap in both cases."""
+    if allocator._glibc() is None or not allocator._thp_available():
+        pytest.skip("not glibc, or no transparent huge pages")
+    (tmp_path / "day=1").mkdir()
+    (tmp_path / "day=1" / "a.parquet").write_bytes(b"x" * (size // 2))
+    (tmp_path / "b.parquet").write_bytes(b"x" * (size - size // 2))
+    took, advised, numpy_advises, on_heap = _pages(tmp_path, 5000, setting)
+    assert (took, advised, numpy_advises) == (str(huge), str(huge), str(huge))
+    assert on_heap == "True"  # one heap for every thread either way
+
+
+def test_archive_bytes_counts_files_below_until_told_to_stop(tmp_path) -> None:
+    """Every file below the folder counts, a file alone is its size, a missing path 0; the
+    walk stops once the count reaches ``stop`` (a 35 GB archive is not walked to the end)."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "x").write_bytes(b"1" * 300)
+    (tmp_path / "a" / "y").write_bytes(b"1" * 200)
+    (tmp_path / "z").write_bytes(b"1" * 100)
+    assert allocator.archive_bytes(tmp_path, 10**9) == 600
+    assert allocator.archive_bytes(tmp_path / "z", 10**9) == 100
+    assert allocator.archive_bytes(tmp_path / "missing", 10**9) == 0
+    assert 100 <= allocator.archive_bytes(tmp_path, 100) < 600
+
+
+def test_numpy_huge_pages_switches_numpys_advice_and_returns_the_old_one() -> None:
+    before = allocator.numpy_huge_pages(False)
+    try:
+        assert allocator.numpy_huge_pages(True) is False
+        assert allocator.numpy_huge_pages(True) is True
+    finally:
+        allocator.numpy_huge_pages(before)

@@ -89,7 +89,7 @@ def test_flowatlas_kernels_use_no_inner_product_the_probe_decides() -> None:
 
 
 def test_build_command_starts_numba_and_skips_the_last_trim(tmp_path, monkeypatch) -> None:
-    """`flowatlas build` (its process ends after the build) advises its heap for huge pages
+    """`flowatlas build` (its process ends after the build) chooses its pages for the archive
     first, starts numba without the probe and asks the build not to trim the heap; the
     library's build_cube trims by default."""
     import inspect
@@ -102,7 +102,9 @@ def test_build_command_starts_numba_and_skips_the_last_trim(tmp_path, monkeypatc
 
     assert inspect.signature(build_cube).parameters["trim_memory"].default is True
     seen: dict[str, object] = {}
-    monkeypatch.setattr(allocator, "huge_page_heap", lambda: seen.setdefault("huge", len(seen)))
+    monkeypatch.setattr(
+        allocator, "choose_pages", lambda a: seen.setdefault("pages", (len(seen), a))
+    )
     monkeypatch.setattr(commands, "start_numba", lambda: seen.setdefault("started", len(seen)))
 
     def fake_run_build(archive, out, **kwargs):
@@ -112,7 +114,7 @@ def test_build_command_starts_numba_and_skips_the_last_trim(tmp_path, monkeypatc
     monkeypatch.setattr(commands, "_run_build", fake_run_build)
     result = CliRunner().invoke(commands.build, [str(tmp_path), "-o", str(tmp_path / "c")])
     assert isinstance(result.exception, commands.ConfigError)
-    assert seen == {"huge": 0, "started": 1, "trim_memory": False}
+    assert seen == {"pages": (0, tmp_path), "started": 1, "trim_memory": False}
 
 
 def test_start_numba_gives_up_quietly_where_numba_differs(monkeypatch) -> None:

@@ -12,10 +12,24 @@ pad; the 32 MiB mmap threshold stays, the ceiling glibc's own dynamic threshold 
 anyway). The results do not change, only where memory comes from. Other C libraries (musl,
 macOS) are left alone.
 
-A process that runs one build and ends (the ``flowatlas build`` command) also calls
-:func:`huge_page_heap` before it starts a thread: every thread's blocks then come from one
-heap, backed by 2 MiB pages as it is touched (a sixth of the page faults, less CPU in the
-kernel both on the way in and at the exit).
+Arrow's buffers (the Parquet pages a map task decodes, the cube's tables as they are encoded)
+come from the same heap during a build: Arrow's default pool (mimalloc or jemalloc) keeps its
+own segments and hands freed pages back to the system on its own decay timer, so the next
+batch's buffers were fresh pages again, and its segments were memory the glibc heap could not
+reuse for the kernels' arrays. With Arrow's system pool they are ``malloc``'s blocks, reused
+like the rest (world 5 M: 70-140 MB less resident memory at the peak, bench/RESULTS.md); the
+previous pool comes back afterwards.
+
+A process that runs one build and ends (the ``flowatlas build`` command) also picks its pages
+before it starts a thread (:func:`choose_pages`): for a large archive :func:`huge_page_heap`,
+every thread's blocks from one heap backed by 2 MiB pages as it is touched (a sixth of the
+page faults, less CPU in the kernel and in TLB misses: 19 s of user CPU at 10^9 records); for
+a smaller one the same single heap (:func:`one_arena`) but no huge pages at all, numpy's own
+advice for its large arrays included. A 2 MiB page is zeroed whole, and on a VM that hands
+idle memory back to its host (virtio-balloon free page reporting hands back free 2 MiB
+blocks) each one is faulted in from the host again after the machine idled: a build after
+idle, what a user runs, paid about a second of system time more at 5 M records than it
+saved (bench/RESULTS.md, fourteenth round).
 """
 
 from __future__ import annotations
@@ -50,8 +64,12 @@ HEAP_AHEAD = 3 << 29
 HEAP_GROWER = 16 << 20
 #: the kernel's setting for transparent huge pages: ``always``, ``madvise`` or ``never``
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
-#: ``0`` in the environment turns :func:`huge_page_heap` off
+#: ``0`` in the environment turns :func:`huge_page_heap` off, ``1`` has
+#: :func:`choose_pages` take it whatever the archive's size
 HUGE_PAGES_VAR = "FLOWATLAS_HUGE_PAGES"
+#: archives of at least this many bytes (on disk) get the huge-page heap from
+#: :func:`choose_pages`: about 120 M records of the auto layout (10^9 records: 35 GB)
+HUGE_PAGES_MIN_BYTES = 4 << 30
 
 
 def _open_libc() -> ctypes.CDLL:
@@ -106,11 +124,30 @@ def build_allocator(*, trim: bool = True) -> Iterator[bool]:
         return
     applied = _set(libc, BUILD_TRIM_THRESHOLD, BUILD_TOP_PAD)
     try:
-        yield applied
+        with arrow_from_malloc():
+            yield applied
     finally:
         _set(libc, AFTER_TRIM_THRESHOLD, AFTER_TOP_PAD)
         if trim:
             libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def arrow_from_malloc() -> Iterator[None]:
+    """Within the block Arrow allocates from ``malloc`` (its system pool), not from its
+    default pool; the pool that was the default comes back on the way out.
+
+    Buffers remember the pool they came from, so an Arrow object made inside the block and
+    kept after it is freed correctly, whichever pool is the default then.
+    """
+    import pyarrow as pa
+
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
 
 
 def huge_page_heap(ahead: int = HEAP_AHEAD) -> bool:
@@ -137,7 +174,7 @@ def huge_page_heap(ahead: int = HEAP_AHEAD) -> bool:
     if _heap_advised:  # once a process: the arena limit cannot change back
         return True
     ahead = min(ahead, _physical_memory() // 4)
-    if libc.mallopt(M_ARENA_MAX, 1) != 1:
+    if not one_arena():
         return False
     # the block's free must neither trim the heap back nor go to mmap: the build's settings
     if not _set(libc, BUILD_TRIM_THRESHOLD, ahead):
@@ -152,6 +189,18 @@ def huge_page_heap(ahead: int = HEAP_AHEAD) -> bool:
 
 
 _heap_advised = False
+
+
+def one_arena() -> bool:
+    """Every thread's ``malloc`` from glibc's main heap (``M_ARENA_MAX`` 1); True if applied.
+    Called before the process starts a thread: a thread keeps the arena it first took.
+
+    With an arena per thread, memory one worker thread freed was not there for the other's
+    next task: world 5 M peaked at 1.13 GB of anonymous memory in 4 KiB pages, 1.04-1.06 GB
+    with one arena, for the same CPU (bench/RESULTS.md, fourteenth round).
+    """
+    libc = _glibc()
+    return libc is not None and libc.mallopt(M_ARENA_MAX, 1) == 1
 
 
 def _thp_available() -> bool:
@@ -179,3 +228,58 @@ def _heap_start() -> int | None:
     except OSError:
         return None
     return min(starts, default=None)
+
+
+def choose_pages(archive: str | os.PathLike[str]) -> bool:
+    """The pages of a process that builds ``archive`` once and ends (the ``flowatlas build``
+    command), chosen before it starts a thread; True if huge pages were taken.
+
+    At least :data:`HUGE_PAGES_MIN_BYTES` of archive (or ``FLOWATLAS_HUGE_PAGES=1``):
+    :func:`huge_page_heap`. Smaller (or ``FLOWATLAS_HUGE_PAGES=0``): one heap for every
+    thread as well (:func:`one_arena`), but in 4 KiB pages, and numpy no longer advises its
+    arrays of 4 MiB and more for huge pages (:func:`numpy_huge_pages`). A small build
+    touches its memory about once, so it gains little from fewer TLB misses and pays each
+    2 MiB page whole, from the host again after the VM idled; a large one reuses the same
+    heap for minutes.
+    """
+    setting = os.environ.get(HUGE_PAGES_VAR)
+    large = setting != "0" and archive_bytes(archive, HUGE_PAGES_MIN_BYTES) >= HUGE_PAGES_MIN_BYTES
+    if setting == "1" or large:
+        return huge_page_heap()
+    one_arena()
+    numpy_huge_pages(False)
+    return False
+
+
+def archive_bytes(path: str | os.PathLike[str], stop: int) -> int:
+    """Bytes of the files at ``path`` (a file, or a folder walked below), counted until they
+    reach ``stop``; 0 where there is nothing to read (the build says why)."""
+    total = 0
+    try:
+        if not os.path.isdir(path):
+            return os.path.getsize(path)
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.path.getsize(os.path.join(root, name))
+                if total >= stop:
+                    return total
+    except OSError:
+        return total
+    return total
+
+
+def numpy_huge_pages(on: bool) -> bool:
+    """Whether numpy advises its new arrays of 4 MiB and more for transparent huge pages
+    (its default on Linux), set to ``on``; returns the setting before. False (and nothing
+    set) where this numpy has no such switch."""
+    try:
+        from numpy._core.multiarray import _get_madvise_hugepage, _set_madvise_hugepage
+    except ImportError:  # pragma: no cover - numpy < 2
+        try:
+            from numpy.core.multiarray import _get_madvise_hugepage, _set_madvise_hugepage
+        except ImportError:
+            return False
+    before = bool(_get_madvise_hugepage())
+    _set_madvise_hugepage(bool(on))
+    return before
