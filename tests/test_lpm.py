@@ -571,3 +571,41 @@ def test_benchmark_smoke_run(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
     assert "## LPM lookups and prefix-table compile" in text and "| IPv6 skewed |" in text
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The VmFlags of this process's mapping that holds ``address`` (/proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    return []
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/sys/kernel/mm/transparent_hugepage/enabled"),
+    reason="no transparent huge pages here (Linux with THP only)",
+)
+def test_index_arrays_are_advised_for_huge_pages_even_with_numpys_advice_off() -> None:
+    """A small build turns NumPy's huge-page advice off (allocator.choose_pages); the lookup
+    index's big arrays ask for huge pages themselves: a 64 MiB root on 4 KiB pages misses
+    the TLB on nearly every lookup. madvise marks the mapping ``hg`` in smaps."""
+    from flowatlas.engine import allocator
+    from flowatlas.kernels.lpm import index_empty
+
+    before = allocator.numpy_huge_pages(False)
+    try:
+        plain = np.empty(16 << 20, np.uint8)
+        root = index_empty(1 << 24, np.uint32)
+        middle = root.ctypes.data + root.nbytes // 2
+        assert "hg" in _vm_flags(middle)
+        assert "hg" not in _vm_flags(plain.ctypes.data + plain.nbytes // 2)  # the control
+        small = index_empty(1 << 10, np.uint32)  # below two huge pages: left alone
+        assert small.size == 1 << 10
+    finally:
+        allocator.numpy_huge_pages(before)
