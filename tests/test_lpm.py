@@ -573,18 +573,34 @@ def test_benchmark_smoke_run(tmp_path) -> None:
     assert "## LPM lookups and prefix-table compile" in text and "| IPv6 skewed |" in text
 
 
-def _vm_flags(address: int) -> list[str]:
-    """The VmFlags of this process's mapping that holds ``address`` (/proc/self/smaps)."""
-    inside = False
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split(maxsplit=1)[0]
-            if "-" in head and not head.endswith(":"):
-                lo, hi = (int(x, 16) for x in head.split("-"))
-                inside = lo <= address < hi
-            elif inside and head == "VmFlags:":
-                return line.split()[1:]
-    return []
+#: run in a fresh process: a test before it in the same worker may have advised the whole
+#: malloc heap for huge pages (allocator.huge_page_heap), which would flag the control too
+_ADVICE_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    from flowatlas.engine import allocator
+    from flowatlas.kernels.lpm import index_empty
+
+    def vm_flags(address):
+        inside = False
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split(maxsplit=1)[0]
+                if "-" in head and not head.endswith(":"):
+                    lo, hi = (int(x, 16) for x in head.split("-"))
+                    inside = lo <= address < hi
+                elif inside and head == "VmFlags:":
+                    return line.split()[1:]
+        return []
+
+    allocator.numpy_huge_pages(False)
+    plain = np.empty(64 << 20, np.uint8)
+    root = index_empty(1 << 24, np.uint32)
+    small = index_empty(1 << 10, np.uint32)  # below two huge pages: left alone
+    print("hg" in vm_flags(root.ctypes.data + root.nbytes // 2),
+          "hg" in vm_flags(plain.ctypes.data + plain.nbytes // 2), small.size)
+    """
+)
 
 
 @pytest.mark.skipif(
@@ -594,18 +610,9 @@ def _vm_flags(address: int) -> list[str]:
 def test_index_arrays_are_advised_for_huge_pages_even_with_numpys_advice_off() -> None:
     """A small build turns NumPy's huge-page advice off (allocator.choose_pages); the lookup
     index's big arrays ask for huge pages themselves: a 64 MiB root on 4 KiB pages misses
-    the TLB on nearly every lookup. madvise marks the mapping ``hg`` in smaps."""
-    from flowatlas.engine import allocator
-    from flowatlas.kernels.lpm import index_empty
-
-    before = allocator.numpy_huge_pages(False)
-    try:
-        plain = np.empty(16 << 20, np.uint8)
-        root = index_empty(1 << 24, np.uint32)
-        middle = root.ctypes.data + root.nbytes // 2
-        assert "hg" in _vm_flags(middle)
-        assert "hg" not in _vm_flags(plain.ctypes.data + plain.nbytes // 2)  # the control
-        small = index_empty(1 << 10, np.uint32)  # below two huge pages: left alone
-        assert small.size == 1 << 10
-    finally:
-        allocator.numpy_huge_pages(before)
+    the TLB on nearly every lookup. madvise marks the mapping ``hg`` in smaps; a plain array
+    of the same process (the control) stays unmarked."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ADVICE_SCRIPT], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["True", "False", str(1 << 10)]
