@@ -182,7 +182,8 @@ class PrefixTable:
     # ------------------------------------------------------------------ lookups
     @cached_property
     def index(self) -> LpmArrays:
-        """The direct-index lookup arrays (built on first use, ~0.1 s)."""
+        """The direct-index lookup arrays (built on first use: a few ms for a small table, whose
+        IPv4 root is 2^16 entries; ~0.1 s for a routing table's, with its 64 MiB root)."""
         return build_index(self.starts_hi, self.starts_lo, self.values, self.bits6, self.bits4)
 
     def lookup(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:

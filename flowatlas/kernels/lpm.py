@@ -274,7 +274,12 @@ class LpmArrays:
         self.shift4 = shift4
 
     def arrays(self) -> tuple:
-        """The body's arguments after the address, in order."""
+        """The body's arguments after the address, in order: :meth:`buffers`, then the two
+        roots' shifts."""
+        return (*self.buffers(), self.shift6, self.shift4)
+
+    def buffers(self) -> tuple:
+        """The arrays alone, in the body's order (what a device copy moves)."""
         return (
             self.starts_hi,
             self.starts_lo,
@@ -283,14 +288,12 @@ class LpmArrays:
             self.idx6,
             self.heads,
             self.runs,
-            self.shift6,
-            self.shift4,
         )
 
     @property
     def nbytes(self) -> int:
         """Memory the lookup reads from (host or device)."""
-        return sum(int(a.nbytes) for a in self.arrays()[:-2])
+        return sum(int(a.nbytes) for a in self.buffers())
 
     def stats(self) -> dict[str, int]:
         """Sizes of the index parts (for benchmarks and `classify info`)."""
@@ -307,7 +310,7 @@ class LpmArrays:
         """A copy whose arrays live on the current CUDA device."""
         from numba import cuda
 
-        return LpmArrays(*(cuda.to_device(a) for a in self.arrays()[:-2]), self.shift6, self.shift4)
+        return LpmArrays(*(cuda.to_device(a) for a in self.buffers()), self.shift6, self.shift4)
 
 
 # --------------------------------------------------------------------------- index building
